@@ -1,0 +1,18 @@
+//! smarter-cni: a Kubernetes CNI plugin for IoT edge gateways with a TC eBPF datapath.
+//!
+//! Layout (one concern per module):
+//! - [`cni`]: the CNI protocol — configuration, environment, versions, results, errors.
+//! - [`ipam`]: built-in IPAM, on-disk compatible with the reference `host-local` plugin.
+//! - [`netlink`]: typed rtnetlink operations (bridge, veth, addresses, routes, namespaces).
+//! - [`datapath`]: the eBPF datapath (programs, pinned maps, attachment).
+//! - [`state`]: per-attachment records kept in `stateDir` for CHECK and GC.
+//! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
+//! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
+
+pub mod cmd;
+pub mod cni;
+pub mod datapath;
+pub mod ipam;
+pub mod netlink;
+pub mod state;
+pub mod testbed;
