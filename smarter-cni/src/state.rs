@@ -1,1 +1,257 @@
-//! TODO
+//! Per-attachment records in `<stateDir>/<network>/`, one JSON file per
+//! (container id, interface), written atomically (temp file + rename) with mode 0600.
+//!
+//! The record is what CHECK compares against and what GC and DEL use to find everything
+//! an attachment owns (address, host veth, datapath entries, port mappings, DNS names).
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A failure of the state store, with the path involved.
+#[derive(Debug, thiserror::Error)]
+#[error("state store {path}: {source}")]
+pub struct StateError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    #[source]
+    pub source: io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A port mapping as stored (from the `portMappings` capability).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPortMapping {
+    /// Port on the node.
+    pub host_port: u16,
+    /// Port in the pod.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Node address the mapping is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// Everything one attachment owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_NETNS` at ADD time.
+    pub netns: String,
+    /// Host-side veth name.
+    pub host_ifname: String,
+    /// Pod address.
+    pub ip: Ipv4Addr,
+    /// Subnet prefix length.
+    pub prefix: u8,
+    /// Pod interface MAC.
+    pub mac: String,
+    /// `K8S_POD_NAMESPACE`.
+    #[serde(default)]
+    pub pod_namespace: String,
+    /// `K8S_POD_NAME`.
+    #[serde(default)]
+    pub pod_name: String,
+    /// `K8S_POD_UID`.
+    #[serde(default)]
+    pub pod_uid: String,
+    /// Port mappings from the runtime.
+    #[serde(default)]
+    pub port_mappings: Vec<StoredPortMapping>,
+    /// DNS aliases from the runtime.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Datapath in use for this attachment (`ebpf` or `iptables`).
+    pub datapath: String,
+    /// The result returned by ADD (as sent), for CHECK and for re-answering.
+    pub result: serde_json::Value,
+}
+
+/// The record directory of one network.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating with mode 0700) `<state_dir>/<network>/`.
+    ///
+    /// # Errors
+    /// [`StateError`] when the directory cannot be created.
+    pub fn open(state_dir: &Path, network: &str) -> Result<Self, StateError> {
+        let dir = state_dir.join(network);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(err(&dir))?;
+        Ok(Self { dir })
+    }
+
+    /// The directory holding the records.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        // Container ids are [A-Za-z0-9_.-] and interface names have no '/', so this is a
+        // plain file name; the separator cannot occur in a container id.
+        self.dir.join(format!("{container_id}+{ifname}.json"))
+    }
+
+    /// Reads the record of (container id, ifname), `Ok(None)` when absent.
+    ///
+    /// # Errors
+    /// [`StateError`] when the file exists but cannot be read or parsed.
+    pub fn load(&self, container_id: &str, ifname: &str) -> Result<Option<Attachment>, StateError> {
+        let path = self.path(container_id, ifname);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| err(&path)(io::Error::new(io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(&path)(e)),
+        }
+    }
+
+    /// Writes a record atomically: a crash leaves either the old file or the new one.
+    ///
+    /// # Errors
+    /// [`StateError`] on any I/O failure (the temporary file is removed).
+    pub fn save(&self, a: &Attachment) -> Result<(), StateError> {
+        let path = self.path(&a.container_id, &a.ifname);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(a)
+            .map_err(|e| err(&path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let write = || -> io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            err(&path)(e)
+        })
+    }
+
+    /// Removes a record; `Ok(false)` when it was already gone.
+    ///
+    /// # Errors
+    /// [`StateError`] on I/O failure other than "not found".
+    pub fn remove(&self, container_id: &str, ifname: &str) -> Result<bool, StateError> {
+        let path = self.path(container_id, ifname);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(err(&path)(e)),
+        }
+    }
+
+    /// All records (unreadable ones are skipped with a warning; leftover temp files of
+    /// crashed writers are removed).
+    ///
+    /// # Errors
+    /// [`StateError`] when the directory cannot be listed.
+    pub fn list(&self) -> Result<Vec<Attachment>, StateError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
+            let entry = entry.map_err(err(&self.dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.contains(".tmp.") {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if !name.ends_with(".json") {
+                continue;
+            }
+            match fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Attachment>(&b).ok())
+            {
+                Some(a) => out.push(a),
+                None => tracing::warn!("skipping unreadable state record {}", entry.path().display()),
+            }
+        }
+        out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn sample(id: &str) -> Attachment {
+        Attachment {
+            container_id: id.into(),
+            ifname: "eth0".into(),
+            netns: "/run/netns/x".into(),
+            host_ifname: "smv0".into(),
+            ip: Ipv4Addr::new(172, 39, 0, 2),
+            prefix: 16,
+            mac: "02:00:00:00:00:01".into(),
+            pod_namespace: "default".into(),
+            pod_name: "p".into(),
+            pod_uid: String::new(),
+            port_mappings: vec![],
+            aliases: vec![],
+            datapath: "ebpf".into(),
+            result: serde_json::json!({"cniVersion": "1.1.0"}),
+        }
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(tmp.path(), "net").unwrap();
+        assert_eq!(s.load("a", "eth0").unwrap(), None);
+        s.save(&sample("a")).unwrap();
+        s.save(&sample("b")).unwrap();
+        assert_eq!(s.load("a", "eth0").unwrap(), Some(sample("a")));
+        let ids: Vec<_> = s.list().unwrap().into_iter().map(|a| a.container_id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(s.remove("a", "eth0").unwrap());
+        assert!(!s.remove("a", "eth0").unwrap());
+        assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn modes_are_private_and_temp_files_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(tmp.path(), "net").unwrap();
+        s.save(&sample("a")).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.dir()), 0o700);
+        assert_eq!(mode(&s.dir().join("a+eth0.json")), 0o600);
+        fs::write(s.dir().join("b+eth0.json.tmp.1"), b"{").unwrap();
+        fs::write(s.dir().join("c+eth0.json"), b"not json").unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+        assert!(!s.dir().join("b+eth0.json.tmp.1").exists());
+    }
+}

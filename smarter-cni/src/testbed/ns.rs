@@ -1,0 +1,176 @@
+//! Namespace and bpffs guards, and the sweeper for worlds left by killed processes.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Skips (returns false and prints why) unless running as root.
+#[must_use]
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        true
+    } else {
+        eprintln!("SKIP {test}: needs root (network namespaces, bpffs)");
+        false
+    }
+}
+
+pub(crate) fn ip(args: &[&str]) -> io::Result<()> {
+    run(Command::new("ip").args(args)).map(|_| ())
+}
+
+pub(crate) fn run(cmd: &mut Command) -> io::Result<Output> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+    path: PathBuf,
+}
+
+impl Netns {
+    /// `ip netns add <name>` and bring `lo` up.
+    ///
+    /// # Errors
+    /// When `ip` fails.
+    pub fn create(name: &str) -> io::Result<Self> {
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_string(),
+            path: PathBuf::from("/run/netns").join(name),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace file, e.g. for `CNI_NETNS`.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A command that runs `program` inside this namespace with `nsenter --net` (not
+    /// `ip netns exec`, which remounts /sys and hides bpffs).
+    #[must_use]
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path.display())).arg("--").arg(program);
+        c
+    }
+
+    /// Runs a command inside the namespace and returns its output, failing on non-zero exit.
+    ///
+    /// # Errors
+    /// When the command cannot start or exits non-zero.
+    pub fn exec(&self, args: &[&str]) -> io::Result<Output> {
+        let (prog, rest) = args.split_first().expect("a program");
+        run(self.command(prog).args(rest))
+    }
+
+    /// True when `args` exits 0 inside the namespace.
+    #[must_use]
+    pub fn succeeds(&self, args: &[&str]) -> bool {
+        self.exec(args).is_ok()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("testbed: cannot delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// A private bpffs instance mounted on a directory, unmounted on drop.
+#[derive(Debug)]
+pub struct BpfFs {
+    path: PathBuf,
+}
+
+impl BpfFs {
+    /// Creates `path` and mounts a new bpf file system on it.
+    ///
+    /// # Errors
+    /// When the directory or the mount cannot be made.
+    pub fn mount(path: &Path) -> io::Result<Self> {
+        fs::create_dir_all(path)?;
+        nix::mount::mount(
+            Some("bpf"),
+            path,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(io::Error::from)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The mount point.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("testbed: cannot unmount {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Removes namespaces and bpffs mounts of worlds whose process no longer exists
+/// (names and mount points carry the creating pid: `smt-<pid>-...`).
+pub fn sweep_stale() {
+    let dead = |name: &str| -> bool {
+        name.strip_prefix("smt-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(entries) = fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if dead(&name) {
+                let _ = ip(&["netns", "del", &name]);
+            }
+        }
+    }
+    if let Ok(mounts) = fs::read_to_string("/proc/self/mounts") {
+        for line in mounts.lines() {
+            let mut f = line.split_whitespace();
+            let (Some(_), Some(point), Some("bpf")) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let stale = Path::new(point)
+                .components()
+                .any(|c| dead(&c.as_os_str().to_string_lossy()));
+            if stale {
+                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+                let _ = fs::remove_dir_all(Path::new(point).parent().unwrap_or(Path::new(point)));
+            }
+        }
+    }
+}
