@@ -1,1 +1,52 @@
-//! TODO
+//! The eBPF datapath: TC programs and pinned maps shared by every plugin invocation.
+//!
+//! - [`EbpfDatapath`] (`ebpf`): load once per network under a lock, pin, reopen from pins;
+//! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointSpec`], [`EndpointRecord`]);
+//! - `attach`: TCX or netlink attachment that outlives the plugin process;
+//! - `pins`: pin layout, bpffs and layout checks, the loader lock ([`remove_network_pins`]);
+//! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
+//! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`).
+//!
+//! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
+//! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
+
+mod attach;
+mod ebpf;
+mod endpoints;
+mod error;
+mod pins;
+mod sys;
+mod tc_filters;
+#[cfg(test)]
+mod tests;
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+pub use ebpf::EbpfDatapath;
+pub use endpoints::{EndpointRecord, EndpointSpec};
+pub use error::EbpfError;
+pub use pins::remove_network_pins;
+pub use smarter_common::{EndpointValue, LAYOUT_VERSION, NetConfig};
+
+/// How the pod program is attached to a host veth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TCX links where the kernel has them (Linux 6.6+), netlink clsact filters otherwise.
+    #[default]
+    Auto,
+    /// TCX links, pinned under the network's `links/` directory.
+    Tcx,
+    /// Netlink filters on a clsact qdisc (Linux 4.5+).
+    Netlink,
+}
+
+/// The network settings the datapath needs from the CNI configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// The pod gateway (bridge) address.
+    pub gateway: Ipv4Addr,
+    /// The pod subnet.
+    pub subnet: Ipv4Network,
+}

@@ -13,8 +13,8 @@ pub use link::format_mac;
 mod route;
 
 pub use link::LinkInfo;
-pub use route::DefaultRoute;
 pub use netns::{NetnsFile, NetnsGuard};
+pub use route::DefaultRoute;
 
 use std::io;
 

@@ -194,7 +194,10 @@ impl StateStore {
                 .and_then(|b| serde_json::from_slice::<Attachment>(&b).ok())
             {
                 Some(a) => out.push(a),
-                None => tracing::warn!("skipping unreadable state record {}", entry.path().display()),
+                None => tracing::warn!(
+                    "skipping unreadable state record {}",
+                    entry.path().display()
+                ),
             }
         }
         out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
@@ -234,7 +237,12 @@ mod tests {
         s.save(&sample("a")).unwrap();
         s.save(&sample("b")).unwrap();
         assert_eq!(s.load("a", "eth0").unwrap(), Some(sample("a")));
-        let ids: Vec<_> = s.list().unwrap().into_iter().map(|a| a.container_id).collect();
+        let ids: Vec<_> = s
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.container_id)
+            .collect();
         assert_eq!(ids, ["a", "b"]);
         assert!(s.remove("a", "eth0").unwrap());
         assert!(!s.remove("a", "eth0").unwrap());

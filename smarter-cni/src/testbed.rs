@@ -13,7 +13,7 @@
 mod ns;
 mod plugin;
 
-pub use ns::{BpfFs, Netns, require_root, sweep_stale};
+pub use ns::{BpfFs, Netns, require_root, spawn_in, sweep_stale};
 pub use plugin::{CniCall, CniOutput, run_plugin};
 
 use std::io;
@@ -55,7 +55,9 @@ impl World {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()?;
         let bpffs = BpfFs::mount(&dir.path().join("bpffs"))?;
         let node = Netns::create(&format!("{prefix}-node"))?;
         let wan = Netns::create(&format!("{prefix}-wan"))?;
@@ -73,12 +75,46 @@ impl World {
 
     fn wire_uplink(&self) -> io::Result<()> {
         let (n, w) = (self.node.name(), self.wan.name());
-        ns::ip(&["-n", n, "link", "add", UPLINK, "type", "veth", "peer", "name", "wan0", "netns", w])?;
-        ns::ip(&["-n", n, "addr", "add", &format!("{NODE_UPLINK_IP}/24"), "dev", UPLINK])?;
+        ns::ip(&[
+            "-n", n, "link", "add", UPLINK, "type", "veth", "peer", "name", "wan0", "netns", w,
+        ])?;
+        ns::ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{NODE_UPLINK_IP}/24"),
+            "dev",
+            UPLINK,
+        ])?;
         ns::ip(&["-n", n, "link", "set", UPLINK, "up"])?;
-        ns::ip(&["-n", n, "route", "add", "default", "via", &WAN_ROUTER_IP.to_string()])?;
-        ns::ip(&["-n", w, "addr", "add", &format!("{WAN_ROUTER_IP}/24"), "dev", "wan0"])?;
-        ns::ip(&["-n", w, "addr", "add", &format!("{WAN_SERVER_IP}/24"), "dev", "lo"])?;
+        ns::ip(&[
+            "-n",
+            n,
+            "route",
+            "add",
+            "default",
+            "via",
+            &WAN_ROUTER_IP.to_string(),
+        ])?;
+        ns::ip(&[
+            "-n",
+            w,
+            "addr",
+            "add",
+            &format!("{WAN_ROUTER_IP}/24"),
+            "dev",
+            "wan0",
+        ])?;
+        ns::ip(&[
+            "-n",
+            w,
+            "addr",
+            "add",
+            &format!("{WAN_SERVER_IP}/24"),
+            "dev",
+            "lo",
+        ])?;
         ns::ip(&["-n", w, "link", "set", "wan0", "up"])?;
         Ok(())
     }
@@ -96,6 +132,13 @@ impl World {
     /// Deletes a pod namespace early (as a runtime does after DEL, or to simulate it vanishing).
     pub fn remove_pod_ns(&mut self, path: &Path) {
         self.pods.retain(|p| p.path() != path);
+    }
+
+    /// The pod namespace created as `name` by [`World::add_pod_ns`].
+    #[must_use]
+    pub fn pod(&self, name: &str) -> Option<&Netns> {
+        let full = format!("{}-{name}", self.prefix);
+        self.pods.iter().find(|p| p.name() == full)
     }
 
     /// The node namespace.

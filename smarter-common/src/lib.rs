@@ -1,1 +1,56 @@
+//! Types, map names and constants shared by the smarter-cni eBPF programs (`smarter-ebpf`,
+//! `no_std`, built for `bpfel-unknown-none`) and user space (`smarter-cni`, feature `user`).
+//!
+//! This crate is the single definition of the datapath's ABI:
+//! - [`maps`]: map names (also their pin file names), kinds, sizes and capacities;
+//! - [`endpoint`]: the per-pod map layouts (endpoint, operator metadata, counters);
+//! - [`config`]: the per-network configuration record.
+//!
+//! Every `#[repr(C)]` type has explicit padding fields and a compile-time size assert, so the
+//! kernel and user space can never disagree silently. Changing any layout, name, kind or capacity
+//! requires bumping [`LAYOUT_VERSION`]: pins live under `<bpffs>/<network>/v<LAYOUT_VERSION>/`, so
+//! a new layout never reuses maps pinned by an older one.
 #![no_std]
+
+pub mod config;
+pub mod endpoint;
+pub mod maps;
+
+pub use config::NetConfig;
+pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
+
+/// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
+///
+/// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
+/// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
+pub mod progs {
+    /// TC classifier on the host-side veth's ingress: packets leaving a pod.
+    pub const POD: &str = "smarter_pod";
+
+    /// Every program of the object, for loaders and tests.
+    pub const ALL: [&str; 1] = [POD];
+
+    const _: () = {
+        let mut i = 0;
+        while i < ALL.len() {
+            assert!(ALL[i].len() <= crate::maps::NAME_MAX_LEN);
+            i += 1;
+        }
+    };
+}
+
+/// Implements `aya::Pod` for the map types (user space only).
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and byte arrays, have
+    // explicit padding fields (no implicit padding bytes, see the size asserts) and every bit
+    // pattern is a valid value.
+    unsafe impl aya::Pod for crate::EndpointKey {}
+    unsafe impl aya::Pod for crate::EndpointValue {}
+    unsafe impl aya::Pod for crate::EndpointMeta {}
+    unsafe impl aya::Pod for crate::EndpointStats {}
+    unsafe impl aya::Pod for crate::NetConfig {}
+}

@@ -1,2 +1,36 @@
-#![no_std]
-#![no_main]
+//! smarter-cni's TC eBPF datapath.
+//!
+//! Built for `bpfel-unknown-none` by smarter-cni's build script (aya-build) and embedded in the
+//! plugin. Layout grows by direction, then concern:
+//! - [`maps`]: the map definitions, named and sized by `smarter-common`;
+//! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod).
+//!
+//! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
+//! every error into an explicit verdict. Only helpers available in Linux 5.10 are used.
+//!
+//! On the host (`cargo clippy --workspace`) the same code is compiled as an ordinary binary whose
+//! `main` does nothing, so lints cover it; only the BPF build is `no_std`/`no_main`.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+mod maps;
+mod pod;
+
+/// The datapath will call GPL-only helpers (e.g. `bpf_fib_lookup`), so the object must declare a
+/// license the kernel accepts as GPL-compatible (`license_is_gpl_compatible`: "GPL",
+/// "Dual MIT/GPL", "Dual BSD/GPL", ...; "Apache-2.0" is not in that list).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // The verifier rejects programs that can reach a panic, so this is never executed.
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!("smarter-ebpf is built for bpfel-unknown-none by smarter-cni's build script");
+}

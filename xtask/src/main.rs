@@ -1,1 +1,102 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! - `setup`: install what building and testing need (Debian packages, the nightly toolchain
+//!   with rust-src, bpf-linker), skipping what is already there;
+//! - `test`: setup, then `cargo test --workspace`;
+//! - `demo`: setup, build the demo example, run it as root;
+//! - `clippy`, `fmt`: the workspace's lints and formatting.
+
+mod run;
+mod setup;
+
+use std::{ffi::OsString, path::PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "smarter-cni project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing prerequisites: Debian packages (as root), the nightly toolchain with
+    /// rust-src, bpf-linker. Idempotent.
+    Setup,
+    /// Run setup, then `cargo test --workspace [ARGS]` with RUST_BACKTRACE=1.
+    Test {
+        /// Passed to `cargo test` (e.g. `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run setup, build the demo example (as the calling user) and run it as root.
+    Demo {
+        /// Passed to the demo.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// `cargo clippy --workspace --all-targets [ARGS]`.
+    Clippy {
+        /// Passed to `cargo clippy` (e.g. `-- -D warnings`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// `cargo fmt --all [ARGS]`.
+    Fmt {
+        /// Passed to `cargo fmt` (e.g. `--check`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Setup => setup::setup(&root),
+        Task::Test { args } => {
+            setup::setup(&root)?;
+            run::cargo(&root, ["test", "--workspace"], &args)
+                .env("RUST_BACKTRACE", "1")
+                .status()
+        }
+        Task::Demo { args } => {
+            setup::setup(&root)?;
+            demo(&root, &args)
+        }
+        Task::Clippy { args } => {
+            run::cargo(&root, ["clippy", "--workspace", "--all-targets"], &args).status()
+        }
+        Task::Fmt { args } => run::cargo(&root, ["fmt", "--all"], &args).status(),
+    }
+}
+
+/// Builds the demo as the calling user, then runs the binary as root (through sudo if needed).
+fn demo(root: &std::path::Path, args: &[OsString]) -> Result<()> {
+    let build = [
+        "build",
+        "--release",
+        "-p",
+        "smarter-cni",
+        "--example",
+        "demo",
+    ];
+    run::cargo(root, build, &[]).status()?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let demo = target.join("release/examples/demo");
+    if nix::unistd::geteuid().is_root() {
+        run::Cmd::new(&demo).args(args).status()
+    } else {
+        println!("xtask: the demo builds network namespaces and needs root: running it with sudo");
+        run::Cmd::new("sudo").arg(&demo).args(args).status()
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}

@@ -84,7 +84,12 @@ impl Netlink {
     /// # Errors
     /// [`NetlinkError::Request`] for any failure other than "no such device".
     pub async fn link_by_name(&self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
-        let mut req = self.handle().link().get().match_name(name.to_string()).execute();
+        let mut req = self
+            .handle()
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match req.try_next().await {
             Ok(Some(msg)) => Ok(Some(LinkInfo::from_message(&msg))),
             Ok(None) => Ok(None),
@@ -198,7 +203,11 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         self.handle()
             .link()
-            .set(LinkUnspec::new_with_index(index).controller(bridge_index).build())
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge_index)
+                    .build(),
+            )
             .execute()
             .await
             .map_err(request(format!("attach {name} to bridge")))?;
@@ -277,4 +286,3 @@ impl Netlink {
         Ok(out)
     }
 }
-

@@ -72,7 +72,9 @@ impl Netns {
     #[must_use]
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path.display())).arg("--").arg(program);
+        c.arg(format!("--net={}", self.path.display()))
+            .arg("--")
+            .arg(program);
         c
     }
 
@@ -173,4 +175,21 @@ pub fn sweep_stale() {
             }
         }
     }
+}
+
+/// Runs `f` on a new thread that has entered `ns` (sockets it opens live there), e.g. a
+/// TCP server or client inside a pod, without any helper program.
+///
+/// # Panics
+/// The thread panics when the namespace cannot be entered.
+pub fn spawn_in<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = ns.path().to_path_buf();
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).expect("open namespace");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter namespace");
+        f()
+    })
 }

@@ -148,9 +148,8 @@ pub fn run_plugin(ns: &Netns, bin: &Path, call: &CniCall) -> io::Result<CniOutpu
     let json = if stdout.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(&stdout).map_err(|e| {
-            io::Error::other(format!("plugin stdout is not JSON ({e}): {stdout:?}"))
-        })?
+        serde_json::from_str(&stdout)
+            .map_err(|e| io::Error::other(format!("plugin stdout is not JSON ({e}): {stdout:?}")))?
     };
     Ok(CniOutput {
         status: out.status.code().unwrap_or(-1),

@@ -1,0 +1,144 @@
+//! CHECK: verify that what ADD set up is still there and report every difference.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use super::Ctx;
+use super::errors::IntoCni as _;
+use super::naming::host_veth_name;
+use crate::cni::CniError;
+use crate::datapath::{EbpfDatapath, EndpointSpec};
+use crate::netlink::{Netlink, NetnsFile};
+
+pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
+    let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
+    let Some(prev) = ctx.conf.prev_result_typed()? else {
+        return Err(CniError::new(
+            CniError::INVALID_CONFIG,
+            "CHECK needs prevResult",
+            "prevResult",
+        ));
+    };
+    let record = ctx.state()?.load(id, ifname).into_cni()?.ok_or_else(|| {
+        CniError::new(
+            CniError::UNKNOWN_CONTAINER,
+            format!("no attachment {id}/{ifname} in network {}", ctx.conf.name),
+            "CNI_CONTAINERID",
+        )
+    })?;
+    let mut diffs: Vec<String> = Vec::new();
+    let want_ip = Ipv4Network::new(record.ip, record.prefix).expect("stored prefix is valid");
+    if !prev.ips.iter().any(|c| c.address == want_ip) {
+        diffs.push(format!("prevResult does not list {want_ip}"));
+    }
+
+    let node = Netlink::connect().into_cni()?;
+    let host = host_veth_name(id, ifname);
+    let bridge = node.link_by_name(&ctx.conf.bridge).await.into_cni()?;
+    let host_link = node.link_by_name(&host).await.into_cni()?;
+    match (&bridge, &host_link) {
+        (None, _) => diffs.push(format!("bridge {} is missing", ctx.conf.bridge)),
+        (_, None) => diffs.push(format!("host veth {host} is missing")),
+        (Some(b), Some(h)) => {
+            if h.controller != Some(b.index) {
+                diffs.push(format!("{host} is not attached to {}", ctx.conf.bridge));
+            }
+            if !h.up {
+                diffs.push(format!("{host} is down"));
+            }
+        }
+    }
+
+    match NetnsFile::open(netns_path) {
+        Err(e) => diffs.push(format!("pod namespace: {e}")),
+        Ok(ns) => {
+            check_pod(
+                &ns,
+                ifname,
+                want_ip,
+                ctx.conf.gateway,
+                &record.mac,
+                &mut diffs,
+            )
+            .await?
+        }
+    }
+
+    match EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name).into_cni()? {
+        None => diffs.push("datapath pins are missing".to_string()),
+        Some(dp) => {
+            if let Some(h) = &host_link {
+                let spec = EndpointSpec {
+                    ip: record.ip,
+                    mac: parse_mac(&record.mac),
+                    host_ifname: host.clone(),
+                    host_ifindex: h.index,
+                    pod_ifname: ifname.to_string(),
+                    container_id: id.to_string(),
+                    pod_namespace: record.pod_namespace.clone(),
+                    pod_name: record.pod_name.clone(),
+                };
+                diffs.extend(dp.check_endpoint(&spec).into_cni()?);
+            }
+        }
+    }
+
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            CniError::CHECK_MISMATCH,
+            format!(
+                "{id}/{ifname} differs from what ADD set up: {}",
+                diffs.join("; ")
+            ),
+            "",
+        ))
+    }
+}
+
+async fn check_pod(
+    ns: &NetnsFile,
+    ifname: &str,
+    want_ip: Ipv4Network,
+    gateway: Ipv4Addr,
+    want_mac: &str,
+    diffs: &mut Vec<String>,
+) -> Result<(), CniError> {
+    let pod = Netlink::connect_in(ns).into_cni()?;
+    let Some(link) = pod.link_by_name(ifname).await.into_cni()? else {
+        diffs.push(format!("{ifname} is missing in the pod"));
+        return Ok(());
+    };
+    if !link.up {
+        diffs.push(format!("{ifname} is down"));
+    }
+    if link.mac_string() != want_mac {
+        diffs.push(format!(
+            "{ifname} MAC is {} not {want_mac}",
+            link.mac_string()
+        ));
+    }
+    if !pod
+        .ipv4_addresses(link.index)
+        .await
+        .into_cni()?
+        .contains(&want_ip)
+    {
+        diffs.push(format!("{ifname} lacks {want_ip}"));
+    }
+    let route = pod.default_route().await.into_cni()?;
+    if route.as_ref().and_then(|r| r.gateway) != Some(gateway) {
+        diffs.push(format!("default route is not via {gateway}"));
+    }
+    Ok(())
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (slot, part) in mac.iter_mut().zip(s.split(':')) {
+        *slot = u8::from_str_radix(part, 16).unwrap_or(0);
+    }
+    mac
+}

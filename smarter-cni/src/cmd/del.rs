@@ -1,0 +1,81 @@
+//! DEL: remove everything the attachment owns. Idempotent: success when the namespace,
+//! the veth, the allocation, the map entries or the pins are already gone. Teardown keeps
+//! going after a failed step and reports every failure.
+
+use super::Ctx;
+use super::errors::{IntoCni as _, ToCni as _};
+use super::naming::host_veth_name;
+use crate::cni::CniError;
+use crate::datapath::EbpfDatapath;
+use crate::netlink::Netlink;
+
+pub(super) async fn del(ctx: &Ctx) -> Result<(), CniError> {
+    let id = ctx.env.container_id()?;
+    let ifname = ctx.env.ifname()?;
+    teardown(ctx, id, ifname).await
+}
+
+/// Removes one attachment; shared by DEL and GC.
+pub(super) async fn teardown(ctx: &Ctx, id: &str, ifname: &str) -> Result<(), CniError> {
+    let mut failures: Vec<String> = Vec::new();
+    let store = ctx.state()?;
+    let record = match store.load(id, ifname) {
+        Ok(r) => r,
+        Err(e) => {
+            failures.push(e.to_string());
+            None
+        }
+    };
+    let ipam = ctx.ipam()?;
+    let ip = match &record {
+        Some(r) => Some(r.ip),
+        None => ipam.lookup(id, ifname).unwrap_or_else(|e| {
+            failures.push(e.to_string());
+            None
+        }),
+    };
+    let host = host_veth_name(id, ifname);
+
+    match EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name) {
+        Ok(Some(dp)) => {
+            if let Some(ip) = ip
+                && let Err(e) = dp.detach_endpoint(ip, &host)
+            {
+                failures.push(e.to_string());
+            }
+        }
+        Ok(None) => tracing::debug!(
+            "no pinned datapath for {}: nothing to detach",
+            ctx.conf.name
+        ),
+        Err(e) => failures.push(e.to_string()),
+    }
+
+    match Netlink::connect() {
+        Ok(node) => {
+            if let Err(e) = node.delete_link(&host).await {
+                failures.push(e.to_string());
+            }
+        }
+        Err(e) => failures.push(e.to_cni().msg),
+    }
+
+    if let Err(e) = ipam.release(id, ifname) {
+        failures.push(e.to_string());
+    }
+    if failures.is_empty() {
+        // Only forget the record when everything it points at is gone, so a failed DEL
+        // can be retried (or GC'd) with full knowledge.
+        store.remove(id, ifname).into_cni()?;
+        Ok(())
+    } else {
+        Err(CniError::new(
+            CniError::IO,
+            format!(
+                "DEL of {id}/{ifname} left work undone: {}",
+                failures.join("; ")
+            ),
+            "",
+        ))
+    }
+}

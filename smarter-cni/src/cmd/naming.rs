@@ -1,0 +1,30 @@
+//! Deterministic names, so DEL and GC find what ADD made without any state.
+
+use sha2::{Digest as _, Sha256};
+
+/// Prefix of every host-side veth this plugin creates.
+pub const HOST_VETH_PREFIX: &str = "smv";
+
+/// The host-side veth name of (container id, interface): `smv` + 12 hex digits of
+/// SHA-256(container id `/` ifname) — 15 bytes, the kernel's limit.
+#[must_use]
+pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
+    let digest = Sha256::digest(format!("{container_id}/{ifname}").as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{HOST_VETH_PREFIX}{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_short_and_distinct() {
+        let a = host_veth_name("abc", "eth0");
+        assert_eq!(a, host_veth_name("abc", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with(HOST_VETH_PREFIX));
+        assert_ne!(a, host_veth_name("abc", "eth1"));
+        assert_ne!(a, host_veth_name("abd", "eth0"));
+    }
+}

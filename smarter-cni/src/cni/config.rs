@@ -1,0 +1,399 @@
+//! The network configuration (`NetConf`) read from stdin.
+//!
+//! Parsing goes: JSON (code 6) → `cniVersion` negotiation (code 1) → `type` (code 7) → key
+//! allow-list (code 2) → typed values with defaults (code 7) → semantic checks (code 7).
+//! Every code-7 message names the key and the offending value, e.g.
+//! `subnet "10.0.0.0/33" is not an IPv4 CIDR`.
+//!
+//! Our keys and defaults:
+//!
+//! | key | type | default |
+//! |-----|------|---------|
+//! | `name` | network name | `"smartnet"` |
+//! | `bridge` | interface name | `"smartnet0"` |
+//! | `subnet` | IPv4 CIDR, prefix ≤ /30, no host bits | `"172.39.0.0/16"` |
+//! | `gateway` | IPv4 host address inside `subnet` | first host of `subnet` (`172.39.0.1`) |
+//! | `mtu` | 68..=65535 | none (bridge/uplink default, [`DEFAULT_MTU`]) |
+//! | `hairpinMode` | bool | `true` |
+//! | `datapath` | `"auto"`, `"ebpf"`, `"iptables"` | `"auto"` |
+//! | `tcAttach` | `"auto"`, `"tcx"`, `"netlink"` | `"auto"` |
+//! | `uplink` | `"auto"` or interface name | `"auto"` |
+//! | `dataDir` | absolute path | `/var/run/cni/networks` |
+//! | `stateDir` | absolute path | `/var/lib/smarter-cni` |
+//! | `bpffsDir` | absolute path | `/sys/fs/bpf/smarter-cni` |
+//! | `denyCIDRs` | list of IPv4 CIDRs | empty |
+//! | `natPortRange` | `"a-b"` or `{"start": a, "end": b}`, 1024 ≤ a ≤ b ≤ 65535 | `"61000-64999"` |
+//! | `ctMaxEntries` | 1024..=4194304 | 65536 |
+//!
+//! Standard keys accepted: `cniVersion` (required), `cniVersions`, `name`, `type` (required,
+//! must be `"smarter-cni"`), `args`, `capabilities`, `runtimeConfig`, `prevResult`,
+//! `cni.dev/valid-attachments`, `cni.dev/attachments`, `dns`, `ipMasq`, `disableCheck`,
+//! `disableGC`. Other `cni.dev/` keys are reserved for the runtime and ignored.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+use serde_json::{Map, Value};
+
+use super::json::{Fields, render};
+use super::names::validate_network_name;
+use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate};
+
+mod fields;
+
+/// The plugin's `type`.
+pub const PLUGIN_TYPE: &str = "smarter-cni";
+/// MTU used when `mtu` is unset and no uplink MTU is known.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Default `subnet`.
+pub const DEFAULT_SUBNET: Ipv4Network =
+    match Ipv4Network::new_checked(Ipv4Addr::new(172, 39, 0, 0), 16) {
+        Some(net) => net,
+        None => panic!("172.39.0.0/16 is a valid network"),
+    };
+
+/// Top-level keys defined by the spec that we accept.
+const STANDARD_KEYS: [&str; 14] = [
+    "cniVersion",
+    "cniVersions",
+    "name",
+    "type",
+    "args",
+    "capabilities",
+    "runtimeConfig",
+    "prevResult",
+    "cni.dev/valid-attachments",
+    "cni.dev/attachments",
+    "dns",
+    "ipMasq",
+    "disableCheck",
+    "disableGC",
+];
+/// Our own top-level keys.
+const PLUGIN_KEYS: [&str; 14] = [
+    "bridge",
+    "subnet",
+    "gateway",
+    "mtu",
+    "hairpinMode",
+    "datapath",
+    "tcAttach",
+    "uplink",
+    "dataDir",
+    "stateDir",
+    "bpffsDir",
+    "denyCIDRs",
+    "natPortRange",
+    "ctMaxEntries",
+];
+
+/// Which datapath to program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DatapathMode {
+    /// eBPF when the kernel supports it, else iptables.
+    #[default]
+    Auto,
+    /// TC eBPF only; fail if unavailable.
+    Ebpf,
+    /// iptables only.
+    Iptables,
+}
+
+/// How TC programs are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TcAttachMode {
+    /// TCX when the kernel has it (6.6+), else netlink `clsact`.
+    #[default]
+    Auto,
+    /// TCX links only.
+    Tcx,
+    /// Netlink `clsact` qdisc filters only.
+    Netlink,
+}
+
+/// The host's uplink interface, used for masquerading and MTU.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Uplink {
+    /// The interface of the default route.
+    #[default]
+    Auto,
+    /// This interface.
+    Named(String),
+}
+
+/// An inclusive range of source ports for SNAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// The default: above Linux's ephemeral range (32768–60999) so SNAT never collides with
+    /// the host's own connections.
+    pub const DEFAULT: Self = Self {
+        start: 61000,
+        end: 64999,
+    };
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// One `cni.dev/valid-attachments` entry (GC).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    /// `containerID`: the `CNI_CONTAINERID` of the ADD.
+    pub container_id: String,
+    /// `ifname`: the `CNI_IFNAME` of the ADD.
+    pub ifname: String,
+}
+
+/// The parsed network configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetConf {
+    /// `cniVersion`, negotiated.
+    pub cni_version: Version,
+    /// `name`.
+    pub name: String,
+    /// `args`, kept as given (an object).
+    pub args: Option<Value>,
+    /// `capabilities`, kept as given.
+    pub capabilities: Map<String, Value>,
+    /// `runtimeConfig`, the capabilities we understand.
+    pub runtime_config: RuntimeConfig,
+    /// `prevResult`, kept as given; see [`NetConf::prev_result_typed`].
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments` (or the older `cni.dev/attachments`); `None` if absent.
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// `dns`.
+    pub dns: Dns,
+    /// `ipMasq`, stored as given.
+    pub ip_masq: Option<bool>,
+    /// `bridge`.
+    pub bridge: String,
+    /// `subnet`.
+    pub subnet: Ipv4Network,
+    /// `gateway`.
+    pub gateway: Ipv4Addr,
+    /// `mtu`; `None` means the bridge/uplink default.
+    pub mtu: Option<u32>,
+    /// `hairpinMode`.
+    pub hairpin_mode: bool,
+    /// `datapath`.
+    pub datapath: DatapathMode,
+    /// `tcAttach`.
+    pub tc_attach: TcAttachMode,
+    /// `uplink`.
+    pub uplink: Uplink,
+    /// `dataDir`: IPAM leases (host-local layout).
+    pub data_dir: PathBuf,
+    /// `stateDir`: attachment records.
+    pub state_dir: PathBuf,
+    /// `bpffsDir`: pinned maps and links.
+    pub bpffs_dir: PathBuf,
+    /// `denyCIDRs`: destinations pods may not reach.
+    pub deny_cidrs: Vec<Ipv4Network>,
+    /// `natPortRange`.
+    pub nat_port_range: PortRange,
+    /// `ctMaxEntries`: conntrack map size.
+    pub ct_max_entries: u32,
+    /// The first IPv4 of `args.cni.ips`, if any.
+    pub args_ip: Option<Ipv4Addr>,
+}
+
+impl Default for NetConf {
+    /// A config with every default and `cniVersion` 1.1.0.
+    fn default() -> Self {
+        Self {
+            cni_version: Version::LATEST,
+            name: "smartnet".into(),
+            args: None,
+            capabilities: Map::new(),
+            runtime_config: RuntimeConfig::default(),
+            prev_result: None,
+            valid_attachments: None,
+            dns: Dns::default(),
+            ip_masq: None,
+            bridge: "smartnet0".into(),
+            subnet: DEFAULT_SUBNET,
+            gateway: Ipv4Addr::new(172, 39, 0, 1),
+            mtu: None,
+            hairpin_mode: true,
+            datapath: DatapathMode::Auto,
+            tc_attach: TcAttachMode::Auto,
+            uplink: Uplink::Auto,
+            data_dir: "/var/run/cni/networks".into(),
+            state_dir: "/var/lib/smarter-cni".into(),
+            bpffs_dir: "/sys/fs/bpf/smarter-cni".into(),
+            deny_cidrs: Vec::new(),
+            nat_port_range: PortRange::DEFAULT,
+            ct_max_entries: 65536,
+            args_ip: None,
+        }
+    }
+}
+
+impl NetConf {
+    /// Parses and validates the config from stdin bytes.
+    ///
+    /// # Errors
+    ///
+    /// Code 6 for malformed JSON or a non-object; 1 for an unsupported `cniVersion`; 2 for
+    /// unknown keys (named in `msg`, values in `details`); 7 for missing or invalid values.
+    pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
+        let value: Value = serde_json::from_slice(stdin)
+            .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
+        let Value::Object(map) = &value else {
+            return Err(CniError::decode(format!(
+                "network config {} is not a JSON object",
+                render(&value)
+            )));
+        };
+        let f = Fields::new(map, "", CniError::INVALID_CONFIG);
+        let cni_version = negotiate(
+            f.string("cniVersion")?
+                .ok_or_else(|| f.missing("cniVersion"))?,
+        )?;
+        // The type first: a config meant for another plugin is best reported as such.
+        match f.string("type")? {
+            None => return Err(f.missing("type")),
+            Some(PLUGIN_TYPE) => {}
+            Some(other) => {
+                return Err(f.invalid(
+                    "type",
+                    &Value::String(other.into()),
+                    format!("is not {PLUGIN_TYPE:?}"),
+                ));
+            }
+        }
+        reject_unknown_keys(map)?;
+        let defaults = Self::default();
+
+        let name = f.string("name")?.unwrap_or(&defaults.name).to_owned();
+        if let Err(why) = validate_network_name(&name) {
+            return Err(f.invalid("name", &Value::String(name), why));
+        }
+        let args = f.object("args")?.map(|m| Value::Object(m.clone()));
+        let runtime_config = match f.get("runtimeConfig") {
+            None => RuntimeConfig::default(),
+            Some(v) => RuntimeConfig::from_fields(
+                &Fields::object_at(v, "runtimeConfig", f.code())?,
+                &name,
+            )?,
+        };
+        let dns = match f.get("dns") {
+            None => Dns::default(),
+            Some(v) => Dns::from_fields(&Fields::object_at(v, "dns", f.code())?)?,
+        };
+        let (subnet, gateway) = fields::subnet_and_gateway(&f)?;
+
+        Ok(Self {
+            cni_version,
+            name,
+            args_ip: args.as_ref().map(fields::args_ip).transpose()?.flatten(),
+            args,
+            capabilities: f.object("capabilities")?.cloned().unwrap_or_default(),
+            runtime_config,
+            prev_result: f.get("prevResult").cloned(),
+            valid_attachments: fields::attachments(&f)?,
+            dns,
+            ip_masq: f.bool("ipMasq")?,
+            bridge: fields::ifname(&f, "bridge")?.unwrap_or(defaults.bridge),
+            subnet,
+            gateway,
+            mtu: f.uint("mtu", 68..=65535)?,
+            hairpin_mode: f.bool("hairpinMode")?.unwrap_or(defaults.hairpin_mode),
+            datapath: fields::choice(
+                &f,
+                "datapath",
+                &[
+                    ("auto", DatapathMode::Auto),
+                    ("ebpf", DatapathMode::Ebpf),
+                    ("iptables", DatapathMode::Iptables),
+                ],
+            )?
+            .unwrap_or_default(),
+            tc_attach: fields::choice(
+                &f,
+                "tcAttach",
+                &[
+                    ("auto", TcAttachMode::Auto),
+                    ("tcx", TcAttachMode::Tcx),
+                    ("netlink", TcAttachMode::Netlink),
+                ],
+            )?
+            .unwrap_or_default(),
+            uplink: fields::uplink(&f)?,
+            data_dir: fields::abs_path(&f, "dataDir")?.unwrap_or(defaults.data_dir),
+            state_dir: fields::abs_path(&f, "stateDir")?.unwrap_or(defaults.state_dir),
+            bpffs_dir: fields::abs_path(&f, "bpffsDir")?.unwrap_or(defaults.bpffs_dir),
+            deny_cidrs: fields::deny_cidrs(&f)?,
+            nat_port_range: fields::port_range(&f)?.unwrap_or(defaults.nat_port_range),
+            ct_max_entries: f
+                .uint("ctMaxEntries", 1024..=4_194_304)?
+                .unwrap_or(defaults.ct_max_entries),
+        })
+    }
+
+    /// Parses [`NetConf::prev_result`] in our `cniVersion`; `Ok(None)` when absent.
+    ///
+    /// # Errors
+    ///
+    /// Code 6 as in [`CniResult::from_prev_result`].
+    pub fn prev_result_typed(&self) -> Result<Option<CniResult>, CniError> {
+        self.prev_result
+            .as_ref()
+            .map(|value| CniResult::from_prev_result(value, self.cni_version))
+            .transpose()
+    }
+
+    /// The address the runtime asked for, by precedence: `runtimeConfig.ips`, then
+    /// `args.cni.ips`, then `CNI_ARGS` `IP` (which CONVENTIONS.md says yields to `args`).
+    #[must_use]
+    pub fn requested_ip(&self, cni_args: &CniArgs) -> Option<Ipv4Addr> {
+        self.runtime_config
+            .ips
+            .first()
+            .copied()
+            .or(self.args_ip)
+            .or(cni_args.ip)
+    }
+}
+
+/// Rejects top-level keys outside the allow-lists (code 2): all are named in `msg`, with their
+/// values in `details`.
+fn reject_unknown_keys(map: &Map<String, Value>) -> Result<(), CniError> {
+    let unknown: Vec<(&String, &Value)> = map
+        .iter()
+        .filter(|(key, _)| {
+            !STANDARD_KEYS.contains(&key.as_str())
+                && !PLUGIN_KEYS.contains(&key.as_str())
+                && !key.starts_with("cni.dev/")
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unknown.iter().map(|(key, _)| format!("{key:?}")).collect();
+    let values: Vec<String> = unknown
+        .iter()
+        .map(|(key, value)| format!("{key:?}: {}", render(value)))
+        .collect();
+    Err(CniError::unsupported_field(format!(
+        "unknown network config {} {}",
+        if unknown.len() == 1 { "key" } else { "keys" },
+        names.join(", ")
+    ))
+    .with_details(values.join(", ")))
+}
+
+#[cfg(test)]
+mod tests;

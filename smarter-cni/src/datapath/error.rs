@@ -1,0 +1,201 @@
+//! [`EbpfError`]: everything the eBPF datapath can fail with, each variant carrying what was
+//! being done and on which object.
+
+use std::{io, path::PathBuf};
+
+/// An error of the eBPF datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    /// The pin root is not on a bpf filesystem.
+    #[error(
+        "{} is not on a bpf filesystem (mount one with `mount -t bpf bpf {}`)",
+        path.display(),
+        path.display()
+    )]
+    NotBpffs {
+        /// The directory that was checked.
+        path: PathBuf,
+    },
+    /// A network or interface name cannot be used as a pin file name.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        /// What the name names: `network` or `interface`.
+        what: &'static str,
+        /// The offending name.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A file system operation failed (pin directories, lock file, statfs).
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. `create pin directory`.
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The embedded eBPF object is empty (smarter-cni was built with `AYA_BUILD_SKIP`).
+    #[error("this smarter-cni was built without eBPF programs (AYA_BUILD_SKIP); rebuild it")]
+    NoObject,
+    /// Parsing, relocating or loading the eBPF object failed.
+    #[error("loading the eBPF object for {}: {source}", dir.display())]
+    Load {
+        /// The pin directory being populated.
+        dir: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    /// The embedded object lacks a map or program this build expects.
+    #[error("the embedded eBPF object has no {kind} named {name}")]
+    MissingInObject {
+        /// `map` or `program`.
+        kind: &'static str,
+        /// The missing name.
+        name: &'static str,
+    },
+    /// A pinned map does not have the layout this build expects: refuse to reuse it.
+    #[error(
+        "pinned map {} has {field} {found}, this build expects {expected}; \
+         remove the network's pins (or bump LAYOUT_VERSION) instead of reusing a changed layout",
+        path.display()
+    )]
+    LayoutMismatch {
+        /// The pinned map.
+        path: PathBuf,
+        /// Which property differs: `type`, `key size`, `value size` or `max entries`.
+        field: &'static str,
+        /// What this build expects.
+        expected: u32,
+        /// What the pinned map has.
+        found: u32,
+    },
+    /// The pin directory holds some pins but not all: a previous loader was interrupted in a way
+    /// that cannot be completed safely, or pins were removed by hand.
+    #[error("incomplete pins in {}: {missing} is missing; remove the network's pins and retry", dir.display())]
+    IncompletePins {
+        /// The network's versioned pin directory.
+        dir: PathBuf,
+        /// The first missing pin.
+        missing: String,
+    },
+    /// A pinned program is not the program this build expects.
+    #[error("pinned program {} is {found:?}, expected {expected}", path.display())]
+    WrongProgram {
+        /// The pinned program.
+        path: PathBuf,
+        /// The expected program name.
+        expected: &'static str,
+        /// The name the kernel reports.
+        found: String,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {op}: {source}")]
+    Map {
+        /// The map name.
+        map: &'static str,
+        /// What was being done, e.g. `insert 172.39.0.3`.
+        op: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    /// A program operation (load, attach, query, pin) failed.
+    #[error("program {program}: {op}: {source}")]
+    Program {
+        /// The program name.
+        program: &'static str,
+        /// What was being done, e.g. `attach to veth1 ingress (tcx)`.
+        op: String,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A link (attachment) could not be converted or inspected.
+    #[error("link of {ifname}: {op}: {source}")]
+    Link {
+        /// The interface the link attaches to.
+        ifname: String,
+        /// What was being done.
+        op: &'static str,
+        /// aya's error.
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+    /// Pinning or opening a pinned object failed.
+    #[error("pin {}: {source}", path.display())]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// An interface could not be found in the calling thread's network namespace.
+    #[error("interface {name}: {source}")]
+    Interface {
+        /// The interface name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The interface name resolves to another ifindex than the caller said.
+    #[error("interface {name} has ifindex {found}, expected {expected}")]
+    IfindexMismatch {
+        /// The interface name.
+        name: String,
+        /// The ifindex the caller gave.
+        expected: u32,
+        /// The ifindex the name resolves to.
+        found: u32,
+    },
+    /// A traffic-control netlink operation failed.
+    #[error("tc on {ifname}: {op}: {source}")]
+    Tc {
+        /// The interface.
+        ifname: String,
+        /// What was being done, e.g. `add clsact qdisc`.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl EbpfError {
+    pub(super) fn map(
+        map: &'static str,
+        op: impl Into<String>,
+        source: aya::maps::MapError,
+    ) -> Self {
+        Self::Map {
+            map,
+            op: op.into(),
+            source: Box::new(source),
+        }
+    }
+
+    pub(super) fn program(
+        program: &'static str,
+        op: impl Into<String>,
+        source: impl Into<aya::programs::ProgramError>,
+    ) -> Self {
+        Self::Program {
+            program,
+            op: op.into(),
+            source: Box::new(source.into()),
+        }
+    }
+
+    pub(super) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Helpers shared by the namespace tests: a world per test, the plugin binary, and a leak
+//! census of everything an attachment can leave behind.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use smarter_cni::datapath::EbpfDatapath;
+use smarter_cni::testbed::{CniCall, CniOutput, Netns, World, require_root};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_smarter-cni"))
+}
+
+/// A fresh world, or `None` (with a SKIP line) when not root.
+pub fn world(test: &str) -> Option<World> {
+    if !require_root(test) {
+        return None;
+    }
+    Some(World::new(test).expect("build namespace world"))
+}
+
+pub fn call(w: &World, c: &CniCall) -> CniOutput {
+    w.cni(&bin(), c).expect("run plugin")
+}
+
+/// ADD and assert success; returns the result JSON.
+pub fn add_ok(w: &World, conf: &Value, id: &str, ns: &Path) -> Value {
+    let out = call(w, &CniCall::new("ADD", conf).pod(id, ns));
+    assert_eq!(
+        out.status, 0,
+        "ADD {id} failed: {}\n{}",
+        out.stdout, out.stderr
+    );
+    out.json
+}
+
+/// The pod address from an ADD result.
+pub fn result_ip(res: &Value) -> Ipv4Addr {
+    let addr = res["ips"][0]["address"].as_str().expect("ips[0].address");
+    addr.split('/').next().unwrap().parse().expect("IPv4")
+}
+
+/// Host-side veths in the node namespace.
+pub fn node_veths(w: &World) -> Vec<String> {
+    let out = w
+        .node()
+        .exec(&["ip", "-o", "link", "show"])
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("smv"))
+        .collect()
+}
+
+/// Interfaces in a pod namespace other than `lo`.
+pub fn pod_links(ns: &Netns) -> Vec<String> {
+    let out = ns.exec(&["ip", "-o", "link", "show"]).expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+/// IPAM files (addresses) of the network.
+pub fn allocations(w: &World) -> Vec<String> {
+    let dir = w.data_dir().join("smartnet");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Attachment records of the network.
+pub fn records(w: &World) -> Vec<String> {
+    let dir = w.state_dir().join("smartnet");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect()
+}
+
+/// Endpoint addresses in the pinned endpoints map (empty when nothing is pinned).
+pub fn endpoints(w: &World) -> Vec<Ipv4Addr> {
+    match EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").expect("open pins") {
+        None => vec![],
+        Some(dp) => {
+            let mut v: Vec<_> = dp
+                .endpoints()
+                .expect("read endpoints")
+                .into_iter()
+                .map(|e| e.ip)
+                .collect();
+            v.sort();
+            v
+        }
+    }
+}
+
+/// Asserts nothing of any attachment is left: no veth, allocation, record or map entry.
+pub fn assert_no_leaks(w: &World, context: &str) {
+    assert_eq!(node_veths(w), Vec::<String>::new(), "{context}: veths left");
+    assert_eq!(
+        allocations(w),
+        Vec::<String>::new(),
+        "{context}: allocations left"
+    );
+    assert_eq!(records(w), Vec::<String>::new(), "{context}: records left");
+    assert_eq!(
+        endpoints(w),
+        Vec::<Ipv4Addr>::new(),
+        "{context}: map entries left"
+    );
+}
+
+pub fn ping(from: &Netns, to: Ipv4Addr) -> bool {
+    from.succeeds(&["ping", "-c", "1", "-W", "2", &to.to_string()])
+}

@@ -1,0 +1,143 @@
+//! Map names, kinds, key/value sizes and capacities: the one place both sides take them from.
+//!
+//! Names are at most [`NAME_MAX_LEN`] bytes (the kernel's object name limit) and are also the pin
+//! file names under `<bpffs>/<network>/v<LAYOUT_VERSION>/maps/`. The eBPF side needs string
+//! *literals* in its `export_name` attributes, so each name is written once, in [`map_name!`],
+//! and both the constants below and the eBPF statics expand it.
+
+use core::mem::size_of;
+
+use crate::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue, NetConfig};
+
+/// Longest object (map or program) name the kernel keeps: `BPF_OBJ_NAME_LEN - 1`.
+pub const NAME_MAX_LEN: usize = 15;
+
+/// Expands to a map's name as a string literal, for attributes that need a literal
+/// (`#[unsafe(export_name = smarter_common::map_name!(endpoints))]` on the eBPF side).
+#[macro_export]
+macro_rules! map_name {
+    (endpoints) => {
+        "endpoints"
+    };
+    (ep_meta) => {
+        "ep_meta"
+    };
+    (ep_stats) => {
+        "ep_stats"
+    };
+    (config) => {
+        "config"
+    };
+}
+
+/// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
+pub const ENDPOINTS: &str = map_name!(endpoints);
+/// Pod IPv4 ([`EndpointKey`]) → [`EndpointMeta`]: who a pod is, for operators. Never read by
+/// the kernel.
+pub const EP_META: &str = map_name!(ep_meta);
+/// Host veth ifindex (`u32`) → [`EndpointStats`], per CPU: packets and bytes sent by the pod.
+pub const EP_STATS: &str = map_name!(ep_stats);
+/// Index `0` (`u32`) → [`NetConfig`]: the network's configuration.
+pub const CONFIG: &str = map_name!(config);
+
+/// Capacity of [`ENDPOINTS`] and [`EP_META`]: pods on one node (kubelet's default is 110).
+pub const ENDPOINTS_MAX: u32 = 1024;
+/// Capacity of [`EP_STATS`]: larger than [`ENDPOINTS_MAX`] so a short-lived leftover from a pod
+/// being deleted never blocks a new pod's counters.
+pub const EP_STATS_MAX: u32 = 2 * ENDPOINTS_MAX;
+/// Capacity of [`CONFIG`] (an array with a single record at index [`CONFIG_INDEX`]).
+pub const CONFIG_MAX: u32 = 1;
+/// The index of the only [`NetConfig`] record in [`CONFIG`].
+pub const CONFIG_INDEX: u32 = 0;
+
+/// Kernel map kinds used here, with their `BPF_MAP_TYPE_*` numbers (uapi, stable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapKind {
+    /// `BPF_MAP_TYPE_HASH`.
+    Hash = 1,
+    /// `BPF_MAP_TYPE_ARRAY`.
+    Array = 2,
+    /// `BPF_MAP_TYPE_PERCPU_HASH` (value size is per CPU).
+    PerCpuHash = 5,
+}
+
+/// What a map must look like; user space checks pinned maps against this before reusing them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Map name, also the pin file name.
+    pub name: &'static str,
+    /// Kernel map kind.
+    pub kind: MapKind,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes (per CPU for per-CPU maps).
+    pub value_size: u32,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapSpec {
+    assert!(name.len() <= NAME_MAX_LEN, "map name longer than 15 bytes");
+    assert!(!name.is_empty());
+    MapSpec {
+        name,
+        kind,
+        key_size: size_of::<K>() as u32,
+        value_size: size_of::<V>() as u32,
+        max_entries,
+    }
+}
+
+/// Every map of the datapath, in the order loaders create them.
+pub const ALL: [MapSpec; 4] = [
+    spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
+    spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
+    spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
+    spec::<u32, NetConfig>(CONFIG, MapKind::Array, CONFIG_MAX),
+];
+
+/// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].
+#[must_use]
+pub fn spec_of(name: &str) -> Option<&'static MapSpec> {
+    ALL.iter().find(|spec| spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_short() {
+        for (i, a) in ALL.iter().enumerate() {
+            assert!(a.name.len() <= NAME_MAX_LEN, "{}", a.name);
+            assert!(
+                a.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            );
+            for b in &ALL[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn specs_match_layouts() {
+        let endpoints = spec_of(ENDPOINTS).unwrap();
+        assert_eq!((endpoints.key_size, endpoints.value_size), (4, 16));
+        let meta = spec_of(EP_META).unwrap();
+        assert_eq!((meta.key_size, meta.value_size), (4, 288));
+        let stats = spec_of(EP_STATS).unwrap();
+        assert_eq!(
+            (stats.key_size, stats.value_size, stats.kind),
+            (4, 16, MapKind::PerCpuHash)
+        );
+        let config = spec_of(CONFIG).unwrap();
+        assert_eq!(
+            (config.key_size, config.value_size, config.max_entries),
+            (4, 64, 1)
+        );
+        assert!(spec_of("nope").is_none());
+    }
+}
