@@ -159,9 +159,9 @@ fn endpoints_attach_count_check_and_detach() {
         assert_eq!(record.host_ifname, spec.host_ifname);
         assert_eq!(record.container_id, spec.container_id);
         assert_eq!(record.pod_name, spec.pod_name);
-        let location = record.location.expect("datapath entry");
+        assert!(record.in_datapath);
         assert_eq!(
-            (location.ifindex, location.mac),
+            (record.host_ifindex, record.mac),
             (spec.host_ifindex, spec.mac)
         );
     }

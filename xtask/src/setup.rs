@@ -11,8 +11,9 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 9] = [
     "iproute2",
+    "iputils-ping",
     "iptables",
     "nftables",
     "bpftool",

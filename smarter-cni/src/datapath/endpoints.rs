@@ -62,8 +62,13 @@ impl EndpointSpec {
 pub struct EndpointRecord {
     /// The pod's IPv4 address.
     pub ip: Ipv4Addr,
-    /// The datapath entry; `None` when only the metadata entry is left.
-    pub location: Option<EndpointValue>,
+    /// Whether the endpoint entry (the one the kernel reads) exists; `false` when only the
+    /// metadata entry is left.
+    pub in_datapath: bool,
+    /// Host veth ifindex from the endpoint entry (0 when `!in_datapath`).
+    pub host_ifindex: u32,
+    /// Pod MAC from the endpoint entry (all zero when `!in_datapath`).
+    pub mac: [u8; 6],
     /// Host-side veth name.
     pub host_ifname: String,
     /// Interface name inside the pod.
@@ -260,7 +265,9 @@ impl EbpfDatapath {
             let meta = meta.unwrap_or_default();
             records.push(EndpointRecord {
                 ip,
-                location,
+                in_datapath: location.is_some(),
+                host_ifindex: location.map_or(0, |v| v.ifindex),
+                mac: location.map_or([0; 6], |v| v.mac),
                 host_ifname: decode_field(&meta.host_ifname).into(),
                 pod_ifname: decode_field(&meta.pod_ifname).into(),
                 container_id: decode_field(&meta.container_id).into(),
