@@ -8,11 +8,14 @@ mod world;
 
 use std::{net::Ipv4Addr, thread, time::Duration};
 
-use aya::maps::{Array, MapData};
+use aya::{
+    maps::{Array, MapData},
+    programs::{SchedClassifier, TcAttachType},
+};
 use smarter_cni::datapath::{
     AttachMode, DatapathConfig, EbpfDatapath, EbpfError, LAYOUT_VERSION, remove_network_pins,
 };
-use world::{World, root_or_skip, wait_for_counters};
+use world::{World, has_tcx, root_or_skip, wait_for_counters};
 
 #[test]
 fn pins_are_loaded_once_reused_and_refused_when_wrong() {
@@ -126,7 +129,8 @@ fn endpoints_attach_count_check_and_detach() {
     let world = World::new();
     let dp = world.open("smartnet").expect("load");
     let specs = [world.spec(0), world.spec(1)];
-    let modes = [AttachMode::Tcx, AttachMode::Netlink];
+    // Auto is TCX on Linux 6.6+ (as here), netlink before.
+    let modes = [AttachMode::Auto, AttachMode::Netlink];
     let link_pin = dp.pin_dir().join("links/hv0");
 
     world.node.run(|| {
@@ -141,7 +145,7 @@ fn endpoints_attach_count_check_and_detach() {
             );
         }
     });
-    assert!(link_pin.exists(), "the TCX link is pinned");
+    assert_eq!(link_pin.exists(), has_tcx(), "a TCX link is pinned");
     assert!(
         !dp.pin_dir().join("links/hv1").exists(),
         "netlink filters need no pin"
@@ -220,4 +224,78 @@ fn endpoints_attach_count_check_and_detach() {
             "pod {i}"
         );
     }
+}
+
+#[test]
+fn switching_attach_mode_never_runs_the_program_twice() {
+    if !root_or_skip("switching_attach_mode_never_runs_the_program_twice") {
+        return;
+    }
+    if !has_tcx() {
+        println!(
+            "skipping switching_attach_mode_never_runs_the_program_twice: no TCX (Linux < 6.6)"
+        );
+        return;
+    }
+    let world = World::new();
+    let dp = world.open("smartnet").expect("load");
+    let spec = world.spec(0);
+    let link_pin = dp.pin_dir().join("links/hv0");
+    let tcx_programs = || {
+        world.node.run(|| {
+            SchedClassifier::query_tcx("hv0", TcAttachType::Ingress)
+                .expect("query tcx")
+                .1
+                .len()
+        })
+    };
+    for mode in [
+        AttachMode::Tcx,
+        AttachMode::Netlink,
+        AttachMode::Tcx,
+        AttachMode::Auto,
+    ] {
+        world
+            .node
+            .run(|| dp.attach_endpoint(&spec, mode))
+            .expect("attach");
+        let (tcx, netlink) = (
+            tcx_programs(),
+            world.node.netlink_filters("hv0", "smarter_pod"),
+        );
+        if mode == AttachMode::Netlink {
+            assert_eq!((tcx, netlink), (0, 1), "{mode:?}");
+            assert!(!link_pin.exists());
+        } else {
+            assert_eq!((tcx, netlink), (1, 0), "{mode:?}");
+            assert!(link_pin.exists());
+        }
+        let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+        assert!(diffs.is_empty(), "{mode:?}: {diffs:?}");
+    }
+
+    // The veth is re-created under the same name (a pod restarted after a crash, no DEL): the
+    // stale link pin is replaced, and the new interface gets the program.
+    world.node.ip("link del hv0");
+    world.wire(0);
+    let spec = world.spec(0);
+    let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+    assert!(
+        diffs.iter().any(|d| d.contains("not attached")),
+        "{diffs:?}"
+    );
+    world
+        .node
+        .run(|| dp.attach_endpoint(&spec, AttachMode::Tcx))
+        .expect("re-attach");
+    let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert_eq!(tcx_programs(), 1);
+
+    world
+        .node
+        .run(|| dp.detach_endpoint(spec.ip, "hv0"))
+        .expect("detach");
+    assert_eq!(tcx_programs(), 0);
+    assert_eq!(world.node.netlink_filters("hv0", "smarter_pod"), 0);
 }

@@ -2,7 +2,7 @@
 //!
 //! Names are at most [`NAME_MAX_LEN`] bytes (the kernel's object name limit) and are also the pin
 //! file names under `<bpffs>/<network>/v<LAYOUT_VERSION>/maps/`. The eBPF side needs string
-//! *literals* in its `export_name` attributes, so each name is written once, in [`map_name!`],
+//! *literals* in its `export_name` attributes, so each name is written once, in [`map_name!`](crate::map_name),
 //! and both the constants below and the eBPF statics expand it.
 
 use core::mem::size_of;

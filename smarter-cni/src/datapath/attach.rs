@@ -2,7 +2,7 @@
 //! plugin process leaves the attachment behind: TCX links are pinned under `links/<ifname>`,
 //! netlink (clsact) filters persist by themselves (their link object is forgotten).
 
-use std::{ffi::CString, io, path::Path};
+use std::{io, path::Path};
 
 use aya::{
     programs::{
@@ -37,16 +37,10 @@ fn tcx_supported() -> bool {
 
 /// The ifindex of `name` in the calling thread's network namespace.
 pub(super) fn ifindex(name: &str) -> Result<u32, EbpfError> {
-    let interface = |source| EbpfError::Interface {
+    nix::net::if_::if_nametoindex(name).map_err(|e| EbpfError::Interface {
         name: name.into(),
-        source,
-    };
-    let c_name = CString::new(name).map_err(|e| interface(io::Error::other(e)))?;
-    // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
-    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
-        0 => Err(interface(io::Error::last_os_error())),
-        index => Ok(index),
-    }
+        source: e.into(),
+    })
 }
 
 /// Attaches `prog` (id `prog_id`) to `ifname`'s ingress with a TCX link pinned at `link_pin`.
@@ -85,12 +79,19 @@ pub(super) fn attach_tcx(
         path: link_pin.into(),
         source: pin_error_to_io(e),
     })?;
-    Ok(())
+    // Switching from netlink (e.g. a changed attach mode): never run the program twice.
+    detach_netlink(ifname)
 }
 
 /// Attaches `prog` to `ifname`'s clsact ingress as a netlink filter (adding the qdisc if needed),
-/// replacing our previous filter if there is one. The filter outlives this process.
-pub(super) fn attach_netlink(prog: &mut SchedClassifier, ifname: &str) -> Result<(), EbpfError> {
+/// replacing our previous filter if there is one, and dropping a TCX link pinned at `link_pin`
+/// (never run the program twice). The filter outlives this process.
+pub(super) fn attach_netlink(
+    prog: &mut SchedClassifier,
+    ifname: &str,
+    link_pin: &Path,
+) -> Result<(), EbpfError> {
+    detach_tcx(link_pin)?;
     match tc::qdisc_add_clsact(ifname) {
         Err(TcError::NetlinkError(e)) if e.raw_os_error() != Some(libc::EEXIST) => {
             return Err(EbpfError::Tc {
@@ -160,18 +161,26 @@ fn tcx_attached(ifname: &str, prog_id: u32) -> Result<bool, EbpfError> {
 }
 
 /// Detaches the pod program from `ifname`: detaches and unpins the TCX link (at once, even if
-/// another process holds it) and removes our netlink filters.
-/// Success when nothing is attached or the interface is gone.
+/// another process holds it) and removes our netlink filters. Success when nothing is attached
+/// or the interface is gone.
 pub(super) fn detach(ifname: &str, link_pin: &Path) -> Result<(), EbpfError> {
+    detach_tcx(link_pin)?;
+    detach_netlink(ifname)
+}
+
+/// Detaches (`BPF_LINK_DETACH`) and unpins the TCX link pinned at `link_pin`, if any.
+fn detach_tcx(link_pin: &Path) -> Result<(), EbpfError> {
     match sys::detach_pinned_link(link_pin) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            return Err(EbpfError::Pin {
-                path: link_pin.into(),
-                source: e,
-            });
-        }
-        _ => pins::remove_pin(link_pin)?,
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(EbpfError::Pin {
+            path: link_pin.into(),
+            source: e,
+        }),
+        _ => pins::remove_pin(link_pin),
     }
+}
+
+/// Removes the netlink filters running the pod program on `ifname`'s ingress, if any.
+fn detach_netlink(ifname: &str) -> Result<(), EbpfError> {
     let Ok(ifindex) = ifindex(ifname) else {
         return Ok(());
     };

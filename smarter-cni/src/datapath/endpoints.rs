@@ -111,8 +111,12 @@ impl EbpfDatapath {
                 lookup(maps.meta.get(&key, 0), maps::EP_META, ep.ip)?,
             );
             if before.0.map(|v| v.ifindex) != Some(ep.host_ifindex) {
-                // Counters left under this ifindex belong to an earlier interface.
+                // Counters left under this ifindex belong to an earlier interface, and those of
+                // the endpoint's previous interface (re-created veth) are stale.
                 remove_stats(&mut maps, ep.host_ifindex)?;
+                if let Some(previous) = before.0 {
+                    remove_stats(&mut maps, previous.ifindex)?;
+                }
             }
             write(&mut maps, key, Some(ep.value()), Some(&ep.meta()), ep.ip)?;
             before
@@ -132,11 +136,11 @@ impl EbpfDatapath {
 
     fn attach_program(&self, ep: &EndpointSpec, mode: AttachMode) -> Result<(), EbpfError> {
         let mut prog = self.pod_program()?;
+        let pin = self.pins.link(&ep.host_ifname);
         match attach::resolve_mode(mode) {
-            AttachMode::Netlink => attach::attach_netlink(&mut prog, &ep.host_ifname),
+            AttachMode::Netlink => attach::attach_netlink(&mut prog, &ep.host_ifname, &pin),
             AttachMode::Tcx | AttachMode::Auto => {
                 let prog_id = self.prog_id.ok_or_else(|| self.program_missing())?;
-                let pin = self.pins.link(&ep.host_ifname);
                 attach::attach_tcx(&mut prog, prog_id, &ep.host_ifname, &pin)
             }
         }
@@ -152,15 +156,18 @@ impl EbpfDatapath {
     /// [`EbpfError::Tc`] when a removal fails for another reason than absence.
     pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), EbpfError> {
         pins::validate_ifname(host_ifname)?;
-        {
-            let mut maps = self.lock_maps();
-            let key = key(ip);
-            if let Some(value) = lookup(maps.endpoints.get(&key, 0), maps::ENDPOINTS, ip)? {
+        // Program first, so no packet in flight re-creates the counters removed below; the
+        // entries are removed even when detaching failed (DEL keeps going), first error wins.
+        let detached = attach::detach(host_ifname, &self.pins.link(host_ifname));
+        let mut maps = self.lock_maps();
+        let key = key(ip);
+        let removed = lookup(maps.endpoints.get(&key, 0), maps::ENDPOINTS, ip).and_then(|v| {
+            if let Some(value) = v {
                 remove_stats(&mut maps, value.ifindex)?;
             }
-            write(&mut maps, key, None, None, ip)?;
-        }
-        attach::detach(host_ifname, &self.pins.link(host_ifname))
+            write(&mut maps, key, None, None, ip)
+        });
+        detached.and(removed)
     }
 
     /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), its

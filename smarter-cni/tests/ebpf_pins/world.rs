@@ -18,6 +18,12 @@ use nix::{
 };
 use smarter_cni::datapath::{DatapathConfig, EbpfDatapath, EbpfError, EndpointSpec};
 
+/// Whether the kernel has TCX (Linux 6.6+), so `AttachMode::Auto` means TCX.
+pub fn has_tcx() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
+}
+
 pub fn root_or_skip(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
@@ -63,10 +69,30 @@ impl Netns {
         Path::new("/run/netns").join(&self.name)
     }
 
-    fn ip(&self, args: &str) {
+    pub fn ip(&self, args: &str) {
         let mut full = vec!["ip", "-n", &self.name];
         full.extend(args.split_whitespace());
         run(&full);
+    }
+
+    /// How many netlink (clsact ingress) filters on `dev` run `prog` (`tc` through nsenter,
+    /// which, unlike `ip netns exec`, keeps this process's view of bpffs).
+    pub fn netlink_filters(&self, dev: &str, prog: &str) -> usize {
+        let path = self.path();
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", path.display()))
+            .args(["tc", "filter", "show", "dev", dev, "ingress"])
+            .output()
+            .expect("spawn tc");
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(prog))
+            .count()
     }
 
     /// Runs `f` on a thread inside this namespace (interface names resolve there).
@@ -147,18 +173,23 @@ impl World {
             bpffs: Bpffs::new(),
             lock_dir: tempfile::tempdir().expect("tempdir"),
         };
-        for (i, pod) in world.pods.iter().enumerate() {
-            let (host, peer) = LINKS[i];
-            world.node.ip(&format!(
-                "link add hv{i} type veth peer name eth0 address {} netns {}",
-                POD_MACS[i], pod.name
-            ));
-            world.node.ip(&format!("addr add {host}/30 dev hv{i}"));
-            world.node.ip(&format!("link set hv{i} up"));
-            pod.ip(&format!("addr add {peer}/30 dev eth0"));
-            pod.ip("link set eth0 up");
+        for i in 0..world.pods.len() {
+            world.wire(i);
         }
         world
+    }
+
+    /// Creates the veth pair of pod `i` (host side `hv{i}`, pod side `eth0`) and addresses it.
+    pub fn wire(&self, i: usize) {
+        let (pod, (host, peer)) = (&self.pods[i], LINKS[i]);
+        self.node.ip(&format!(
+            "link add hv{i} type veth peer name eth0 address {} netns {}",
+            POD_MACS[i], pod.name
+        ));
+        self.node.ip(&format!("addr add {host}/30 dev hv{i}"));
+        self.node.ip(&format!("link set hv{i} up"));
+        pod.ip(&format!("addr add {peer}/30 dev eth0"));
+        pod.ip("link set eth0 up");
     }
 
     pub fn open(&self, network: &str) -> Result<EbpfDatapath, EbpfError> {
