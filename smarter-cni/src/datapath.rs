@@ -11,6 +11,7 @@
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 mod attach;
+pub mod iptables;
 mod ebpf;
 mod endpoints;
 mod error;

@@ -6,11 +6,13 @@
 //! - [`netlink`]: typed rtnetlink operations (bridge, veth, addresses, routes, namespaces).
 //! - [`datapath`]: the eBPF datapath (programs, pinned maps, attachment).
 //! - [`state`]: per-attachment records kept in `stateDir` for CHECK and GC.
+//! - [`agent`]: the long-lived node agent that owns the datapath.
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
 //! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
 
 pub mod cmd;
 pub mod cni;
+pub mod agent;
 pub mod datapath;
 pub mod ipam;
 pub mod netlink;

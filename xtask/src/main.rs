@@ -60,7 +60,7 @@ fn main() -> Result<()> {
             setup::setup(&root)?;
             run::cargo(&root, ["test", "--workspace"], &args)
                 .env("RUST_BACKTRACE", "1")
-                .status()
+                .status_with_test_summary()
         }
         Task::Demo { args } => {
             setup::setup(&root)?;

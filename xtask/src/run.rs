@@ -49,6 +49,39 @@ impl Cmd {
         line
     }
 
+    /// Runs a `cargo test` command with its stdout echoed line by line, then prints one
+    /// closing line `summary: N passed, N failed, N skipped` summed over every test binary
+    /// (the `ignored` tests count as skipped); an error unless it exits successfully.
+    pub fn status_with_test_summary(mut self) -> Result<()> {
+        use std::io::{BufRead as _, BufReader};
+        let line = self.describe();
+        println!("$ {line}");
+        let mut child = self
+            .inner
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{line}`"))?;
+        let mut totals = [0u64; 3];
+        for l in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let l = l?;
+            println!("{l}");
+            if let Some(counts) = parse_test_result(&l) {
+                for (t, c) in totals.iter_mut().zip(counts) {
+                    *t += c;
+                }
+            }
+        }
+        let status = child.wait()?;
+        println!(
+            "summary: {} passed, {} failed, {} skipped",
+            totals[0], totals[1], totals[2]
+        );
+        if !status.success() {
+            bail!("`{line}` failed with {status}");
+        }
+        Ok(())
+    }
+
     /// Runs with inherited stdio; an error unless it exits successfully.
     pub fn status(mut self) -> Result<()> {
         let line = self.describe();
@@ -76,4 +109,37 @@ impl Cmd {
 pub fn cargo<const N: usize>(root: &Path, fixed: [&str; N], extra: &[OsString]) -> Cmd {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Cmd::new(cargo).current_dir(root).args(fixed).args(extra)
+}
+
+/// `[passed, failed, ignored]` from a libtest line such as
+/// `test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+fn parse_test_result(line: &str) -> Option<[u64; 3]> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let mut out = [0u64; 3];
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(label), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match label.trim_end_matches('.') {
+            "passed" => out[0] = n,
+            "failed" => out[1] = n,
+            "ignored" => out[2] = n,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_result;
+
+    #[test]
+    fn parses_libtest_summary_lines() {
+        let l = "test result: ok. 8 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.71s";
+        assert_eq!(parse_test_result(l), Some([8, 2, 1]));
+        assert_eq!(parse_test_result("running 8 tests"), None);
+    }
 }

@@ -1,0 +1,1 @@
+//! The node agent (placeholder until implemented).

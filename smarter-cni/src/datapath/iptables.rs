@@ -1,0 +1,1 @@
+//! The iptables/nftables datapath (placeholder until implemented).
