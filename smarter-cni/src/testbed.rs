@@ -12,9 +12,11 @@
 
 mod ns;
 mod plugin;
+mod servers;
 
 pub use ns::{BpfFs, Netns, require_root, spawn_in, sweep_stale};
 pub use plugin::{CniCall, CniOutput, run_plugin};
+pub use servers::{EchoServer, Seen, tcp_roundtrip, udp_roundtrip};
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -27,6 +29,10 @@ pub const NODE_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const WAN_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// An "internet" server address held by the wan namespace.
 pub const WAN_SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// A server behind a smaller-MTU link, reached through the wan (see [`World::add_far`]).
+pub const FAR_SERVER_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+/// MTU of the link to [`FAR_SERVER_IP`].
+pub const FAR_MTU: u32 = 1280;
 /// The node's uplink interface name.
 pub const UPLINK: &str = "uplink0";
 
@@ -36,6 +42,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct World {
     // Field order is drop order: pods first, then node and wan, then the bpffs and files.
     pods: Vec<Netns>,
+    far: Option<Netns>,
     node: Netns,
     wan: Netns,
     bpffs: BpfFs,
@@ -63,6 +70,7 @@ impl World {
         let wan = Netns::create(&format!("{prefix}-wan"))?;
         let world = Self {
             pods: Vec::new(),
+            far: None,
             node,
             wan,
             bpffs,
@@ -117,6 +125,27 @@ impl World {
         ])?;
         ns::ip(&["-n", w, "link", "set", "wan0", "up"])?;
         Ok(())
+    }
+
+    /// Adds a `far` namespace behind the wan over a link with MTU [`FAR_MTU`] holding
+    /// [`FAR_SERVER_IP`], so full-size packets from the node side make the wan router send
+    /// ICMP "fragmentation needed" (PMTU discovery).
+    ///
+    /// # Errors
+    /// When `ip` fails.
+    pub fn add_far(&mut self) -> io::Result<&Netns> {
+        let far = Netns::create(&format!("{}-far", self.prefix))?;
+        let (w, f) = (self.wan.name(), far.name());
+        let mtu = FAR_MTU.to_string();
+        ns::ip(&["-n", w, "link", "add", "wan1", "mtu", &mtu, "type", "veth", "peer", "name", "far0", "mtu", &mtu, "netns", f])?;
+        ns::ip(&["-n", w, "addr", "add", "100.64.0.1/24", "dev", "wan1"])?;
+        ns::ip(&["-n", w, "link", "set", "wan1", "up"])?;
+        ns::ip(&["-n", f, "addr", "add", &format!("{FAR_SERVER_IP}/24"), "dev", "far0"])?;
+        ns::ip(&["-n", f, "link", "set", "far0", "up"])?;
+        ns::ip(&["-n", f, "route", "add", "default", "via", "100.64.0.1"])?;
+        self.wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        self.far = Some(far);
+        Ok(self.far.as_ref().expect("just set"))
     }
 
     /// Creates an empty pod namespace (only `lo`, down) and returns it.
