@@ -11,6 +11,7 @@ mod del;
 mod errors;
 mod gc;
 pub mod naming;
+mod node;
 mod status;
 
 use std::io::Write;

@@ -11,10 +11,10 @@
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 mod attach;
-pub mod iptables;
 mod ebpf;
 mod endpoints;
 mod error;
+pub mod iptables;
 mod pins;
 mod sys;
 mod tc_filters;

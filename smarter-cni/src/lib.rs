@@ -10,9 +10,9 @@
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
 //! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
 
+pub mod agent;
 pub mod cmd;
 pub mod cni;
-pub mod agent;
 pub mod datapath;
 pub mod ipam;
 pub mod netlink;

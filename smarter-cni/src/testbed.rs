@@ -137,10 +137,21 @@ impl World {
         let far = Netns::create(&format!("{}-far", self.prefix))?;
         let (w, f) = (self.wan.name(), far.name());
         let mtu = FAR_MTU.to_string();
-        ns::ip(&["-n", w, "link", "add", "wan1", "mtu", &mtu, "type", "veth", "peer", "name", "far0", "mtu", &mtu, "netns", f])?;
+        ns::ip(&[
+            "-n", w, "link", "add", "wan1", "mtu", &mtu, "type", "veth", "peer", "name", "far0",
+            "mtu", &mtu, "netns", f,
+        ])?;
         ns::ip(&["-n", w, "addr", "add", "100.64.0.1/24", "dev", "wan1"])?;
         ns::ip(&["-n", w, "link", "set", "wan1", "up"])?;
-        ns::ip(&["-n", f, "addr", "add", &format!("{FAR_SERVER_IP}/24"), "dev", "far0"])?;
+        ns::ip(&[
+            "-n",
+            f,
+            "addr",
+            "add",
+            &format!("{FAR_SERVER_IP}/24"),
+            "dev",
+            "far0",
+        ])?;
         ns::ip(&["-n", f, "link", "set", "far0", "up"])?;
         ns::ip(&["-n", f, "route", "add", "default", "via", "100.64.0.1"])?;
         self.wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;

@@ -18,7 +18,12 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
 const T: Duration = Duration::from_secs(3);
 
 /// A world with `n` pods added through the plugin with `datapath`, plus `extra` config keys.
-fn setup(test: &str, datapath: &str, n: usize, extra: Value) -> Option<(World, Vec<Ipv4Addr>, Value)> {
+fn setup(
+    test: &str,
+    datapath: &str,
+    n: usize,
+    extra: Value,
+) -> Option<(World, Vec<Ipv4Addr>, Value)> {
     let mut w = world(test)?;
     let mut conf = w.netconf("1.1.0");
     conf["datapath"] = json!(datapath);
@@ -27,7 +32,11 @@ fn setup(test: &str, datapath: &str, n: usize, extra: Value) -> Option<(World, V
     }
     let mut ips = Vec::new();
     for i in 0..n {
-        let ns = w.add_pod_ns(&format!("pod{i}")).unwrap().path().to_path_buf();
+        let ns = w
+            .add_pod_ns(&format!("pod{i}"))
+            .unwrap()
+            .path()
+            .to_path_buf();
         ips.push(result_ip(&add_ok(&w, &conf, &format!("ctr{i}"), &ns)));
     }
     Some((w, ips, conf))
@@ -38,13 +47,19 @@ fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
 }
 
 fn pod_to_pod_node_and_wan(dp: &str) {
-    let Some((w, ips, _)) = setup("behaviour_basic", dp, 2, json!({})) else { return };
+    let Some((w, ips, _)) = setup("behaviour_basic", dp, 2, json!({})) else {
+        return;
+    };
     let (p0, p1) = (w.pod("pod0").unwrap(), w.pod("pod1").unwrap());
     // pod ↔ pod
     assert!(ping(p0, ips[1]), "{dp}: pod0 → pod1");
     let srv = EchoServer::tcp(p1, Ipv4Addr::UNSPECIFIED, 7000);
     tcp_roundtrip(p0, sa(ips[1], 7000), b"pod-to-pod", T).unwrap_or_else(|e| panic!("{dp}: {e}"));
-    assert_eq!(srv.seen()[0].ip(), std::net::IpAddr::V4(ips[0]), "{dp}: no NAT between pods");
+    assert_eq!(
+        srv.seen()[0].ip(),
+        std::net::IpAddr::V4(ips[0]),
+        "{dp}: no NAT between pods"
+    );
     // pod → node (gateway and the node's uplink address)
     assert!(ping(p0, GATEWAY), "{dp}: pod → gateway");
     assert!(ping(p0, NODE_UPLINK_IP), "{dp}: pod → node uplink address");
@@ -52,28 +67,55 @@ fn pod_to_pod_node_and_wan(dp: &str) {
     let tcp = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
     let udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 8001);
     for p in [p0, p1] {
-        tcp_roundtrip(p, sa(WAN_SERVER_IP, 8000), b"hello wan", T).unwrap_or_else(|e| panic!("{dp}: TCP {e}"));
-        udp_roundtrip(p, sa(WAN_SERVER_IP, 8001), b"hello udp", T).unwrap_or_else(|e| panic!("{dp}: UDP {e}"));
+        tcp_roundtrip(p, sa(WAN_SERVER_IP, 8000), b"hello wan", T)
+            .unwrap_or_else(|e| panic!("{dp}: TCP {e}"));
+        udp_roundtrip(p, sa(WAN_SERVER_IP, 8001), b"hello udp", T)
+            .unwrap_or_else(|e| panic!("{dp}: UDP {e}"));
         assert!(ping(p, WAN_SERVER_IP), "{dp}: ICMP echo to the wan");
     }
     for peer in tcp.seen().into_iter().chain(udp.seen()) {
-        assert_eq!(peer.ip(), std::net::IpAddr::V4(NODE_UPLINK_IP), "{dp}: wan must see the uplink address");
+        assert_eq!(
+            peer.ip(),
+            std::net::IpAddr::V4(NODE_UPLINK_IP),
+            "{dp}: wan must see the uplink address"
+        );
     }
     assert_eq!(tcp.seen().len(), 2);
     assert_eq!(udp.seen().len(), 2);
 }
 
 fn pmtu_discovery_through_nat(dp: &str) {
-    let Some((mut w, _, _)) = setup("behaviour_pmtu", dp, 1, json!({})) else { return };
+    let Some((mut w, _, _)) = setup("behaviour_pmtu", dp, 1, json!({})) else {
+        return;
+    };
     w.add_far().unwrap();
     let p0 = w.pod("pod0").unwrap();
-    assert!(ping(p0, FAR_SERVER_IP), "{dp}: far server reachable with small packets");
+    assert!(
+        ping(p0, FAR_SERVER_IP),
+        "{dp}: far server reachable with small packets"
+    );
     let out = p0
         .command("ping")
-        .args(["-M", "do", "-s", "1400", "-c", "3", "-i", "0.3", "-W", "1", &FAR_SERVER_IP.to_string()])
+        .args([
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "1",
+            &FAR_SERVER_IP.to_string(),
+        ])
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("mtu = 1280") || text.contains("mtu=1280"),
         "{dp}: the pod must learn the path MTU through the NAT (ICMP frag-needed translated): {text}"
@@ -82,43 +124,93 @@ fn pmtu_discovery_through_nat(dp: &str) {
 
 fn deny_list_and_node_local_only(dp: &str) {
     let deny = json!({"denyCIDRs": ["203.0.113.128/25"]});
-    let Some((w, ips, _)) = setup("behaviour_deny", dp, 1, deny) else { return };
+    let Some((w, ips, _)) = setup("behaviour_deny", dp, 1, deny) else {
+        return;
+    };
     let p0 = w.pod("pod0").unwrap();
-    assert!(ping(p0, WAN_SERVER_IP), "{dp}: allowed part of the wan works");
-    assert!(!ping(p0, Ipv4Addr::new(203, 0, 113, 200)), "{dp}: denied range must be dropped");
+    assert!(
+        ping(p0, WAN_SERVER_IP),
+        "{dp}: allowed part of the wan works"
+    );
+    assert!(
+        !ping(p0, Ipv4Addr::new(203, 0, 113, 200)),
+        "{dp}: denied range must be dropped"
+    );
     // A wan host that routes the pod subnet via the gateway still cannot reach a pod.
-    w.wan().exec(&["ip", "route", "add", "172.39.0.0/16", "via", &NODE_UPLINK_IP.to_string()]).unwrap();
-    assert!(!ping(w.wan(), ips[0]), "{dp}: inbound to a pod IP from the wan must be dropped");
+    w.wan()
+        .exec(&[
+            "ip",
+            "route",
+            "add",
+            "172.39.0.0/16",
+            "via",
+            &NODE_UPLINK_IP.to_string(),
+        ])
+        .unwrap();
+    assert!(
+        !ping(w.wan(), ips[0]),
+        "{dp}: inbound to a pod IP from the wan must be dropped"
+    );
     let srv = EchoServer::tcp(p0, Ipv4Addr::UNSPECIFIED, 7100);
-    assert!(tcp_roundtrip(w.wan(), sa(ips[0], 7100), b"x", Duration::from_secs(1)).is_err(), "{dp}: inbound TCP");
+    assert!(
+        tcp_roundtrip(w.wan(), sa(ips[0], 7100), b"x", Duration::from_secs(1)).is_err(),
+        "{dp}: inbound TCP"
+    );
     assert!(srv.seen().is_empty());
     // Outbound NAT keeps working meanwhile.
     assert!(ping(p0, WAN_ROUTER_IP), "{dp}: outbound still works");
 }
 
 fn spoofing_is_dropped(dp: &str) {
-    let Some((w, _, _)) = setup("behaviour_spoof", dp, 2, json!({})) else { return };
+    let Some((w, _, _)) = setup("behaviour_spoof", dp, 2, json!({})) else {
+        return;
+    };
     let p0 = w.pod("pod0").unwrap();
     assert!(ping(p0, GATEWAY));
     // Another source address on the pod's own interface.
-    p0.exec(&["ip", "addr", "add", "172.39.200.200/16", "dev", "eth0"]).unwrap();
+    p0.exec(&["ip", "addr", "add", "172.39.200.200/16", "dev", "eth0"])
+        .unwrap();
     assert!(
-        !p0.succeeds(&["ping", "-c", "1", "-W", "1", "-I", "172.39.200.200", &GATEWAY.to_string()]),
+        !p0.succeeds(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            "172.39.200.200",
+            &GATEWAY.to_string()
+        ]),
         "{dp}: spoofed source IP must be dropped"
     );
     assert!(
-        !p0.succeeds(&["ping", "-c", "1", "-W", "1", "-I", "172.39.200.200", &WAN_SERVER_IP.to_string()]),
+        !p0.succeeds(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            "172.39.200.200",
+            &WAN_SERVER_IP.to_string()
+        ]),
         "{dp}: spoofed source IP to the wan must be dropped"
     );
     // Another MAC on the pod's interface.
     let p1 = w.pod("pod1").unwrap();
-    p1.exec(&["ip", "link", "set", "eth0", "address", "02:de:ad:be:ef:01"]).unwrap();
+    p1.exec(&["ip", "link", "set", "eth0", "address", "02:de:ad:be:ef:01"])
+        .unwrap();
     p1.exec(&["ip", "neigh", "flush", "all"]).unwrap();
-    assert!(!ping(p1, WAN_SERVER_IP), "{dp}: spoofed source MAC must be dropped");
+    assert!(
+        !ping(p1, WAN_SERVER_IP),
+        "{dp}: spoofed source MAC must be dropped"
+    );
 }
 
 fn host_port_from_wan_and_hairpin(dp: &str) {
-    let Some(mut w) = world("behaviour_hostport") else { return };
+    let Some(mut w) = world("behaviour_hostport") else {
+        return;
+    };
     let mut conf = w.netconf("1.1.0");
     conf["datapath"] = json!(dp);
     let ns0 = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
@@ -133,20 +225,42 @@ fn host_port_from_wan_and_hairpin(dp: &str) {
     let web = w.pod("pod0").unwrap();
     let _tcp = EchoServer::tcp(web, Ipv4Addr::UNSPECIFIED, 80);
     let _udp = EchoServer::udp(web, Ipv4Addr::UNSPECIFIED, 53);
-    tcp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8080), b"from wan", T).unwrap_or_else(|e| panic!("{dp}: hostPort TCP: {e}"));
-    udp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8053), b"from wan", T).unwrap_or_else(|e| panic!("{dp}: hostPort UDP: {e}"));
+    tcp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8080), b"from wan", T)
+        .unwrap_or_else(|e| panic!("{dp}: hostPort TCP: {e}"));
+    udp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8053), b"from wan", T)
+        .unwrap_or_else(|e| panic!("{dp}: hostPort UDP: {e}"));
     let client = w.pod("pod1").unwrap();
-    tcp_roundtrip(client, sa(NODE_UPLINK_IP, 8080), b"hairpin", T).unwrap_or_else(|e| panic!("{dp}: hairpin: {e}"));
+    tcp_roundtrip(client, sa(NODE_UPLINK_IP, 8080), b"hairpin", T)
+        .unwrap_or_else(|e| panic!("{dp}: hairpin: {e}"));
     // A port nobody mapped stays closed.
-    assert!(tcp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8081), b"x", Duration::from_secs(1)).is_err());
+    assert!(
+        tcp_roundtrip(
+            w.wan(),
+            sa(NODE_UPLINK_IP, 8081),
+            b"x",
+            Duration::from_secs(1)
+        )
+        .is_err()
+    );
     // DEL removes the mapping.
     let out = call(&w, &CniCall::new("DEL", &with_port).pod("web", &ns0));
     assert_eq!(out.status, 0, "{}", out.stdout);
-    assert!(tcp_roundtrip(w.wan(), sa(NODE_UPLINK_IP, 8080), b"x", Duration::from_secs(1)).is_err(), "{dp}: mapping gone after DEL");
+    assert!(
+        tcp_roundtrip(
+            w.wan(),
+            sa(NODE_UPLINK_IP, 8080),
+            b"x",
+            Duration::from_secs(1)
+        )
+        .is_err(),
+        "{dp}: mapping gone after DEL"
+    );
 }
 
 fn conntrack_full_still_works(dp: &str) {
-    let Some((w, _, _)) = setup("behaviour_ctfull", dp, 1, json!({"ctMaxEntries": 1024})) else { return };
+    let Some((w, _, _)) = setup("behaviour_ctfull", dp, 1, json!({"ctMaxEntries": 1024})) else {
+        return;
+    };
     let p0 = w.pod("pod0").unwrap();
     let udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 9000);
     // 1500 distinct flows (one socket each) through a 1024-entry table.
@@ -158,7 +272,8 @@ fn conntrack_full_still_works(dp: &str) {
     })
     .join()
     .unwrap();
-    udp_roundtrip(p0, sa(WAN_SERVER_IP, 9000), b"still works", T).unwrap_or_else(|e| panic!("{dp}: new flow after a full table: {e}"));
+    udp_roundtrip(p0, sa(WAN_SERVER_IP, 9000), b"still works", T)
+        .unwrap_or_else(|e| panic!("{dp}: new flow after a full table: {e}"));
     assert!(udp.seen().len() > 1000, "{dp}: the fill flows went out");
 }
 

@@ -103,7 +103,7 @@ async fn wire(
     node.ensure_address(bridge.index, &conf.bridge, gw_net)
         .await
         .into_cni()?;
-    enable_forwarding()?;
+    super::node::prepare(conf.nat_port_range)?;
 
     let host = host_veth_name(id, ifname);
     node.create_veth(
@@ -224,16 +224,4 @@ async fn wire(
 
 fn mac_of(bytes: &[u8]) -> Option<MacAddr> {
     <[u8; 6]>::try_from(bytes).ok().map(MacAddr::from)
-}
-
-/// Routing between the pods and the uplink needs forwarding in the node namespace (the
-/// plugin runs there; this never touches another namespace).
-fn enable_forwarding() -> Result<(), CniError> {
-    let path = "/proc/sys/net/ipv4/ip_forward";
-    match std::fs::read_to_string(path) {
-        Ok(v) if v.trim() == "1" => Ok(()),
-        _ => std::fs::write(path, "1").map_err(|e| {
-            CniError::new(CniError::IO, format!("cannot enable {path}: {e}"), "sysctl")
-        }),
-    }
 }

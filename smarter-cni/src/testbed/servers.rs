@@ -69,7 +69,8 @@ impl EchoServer {
     pub fn udp(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
         Self::start(ns, move |stop, seen| {
             let s = UdpSocket::bind((ip, port)).expect("bind UDP");
-            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
             let mut buf = [0u8; 64 * 1024];
             while !stop.load(Ordering::Relaxed) {
                 if let Ok((n, peer)) = s.recv_from(&mut buf) {
@@ -120,14 +121,26 @@ impl Drop for EchoServer {
 ///
 /// # Errors
 /// A description of what failed.
-pub fn tcp_roundtrip(ns: &Netns, to: SocketAddr, msg: &'static [u8], timeout: Duration) -> Result<(), String> {
+pub fn tcp_roundtrip(
+    ns: &Netns,
+    to: SocketAddr,
+    msg: &'static [u8],
+    timeout: Duration,
+) -> Result<(), String> {
     spawn_in(ns, move || {
-        let mut s = std::net::TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect {to}: {e}"))?;
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        let mut s = std::net::TcpStream::connect_timeout(&to, timeout)
+            .map_err(|e| format!("connect {to}: {e}"))?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.write_all(msg).map_err(|e| format!("send: {e}"))?;
         let mut buf = vec![0u8; msg.len()];
-        s.read_exact(&mut buf).map_err(|e| format!("receive: {e}"))?;
-        if buf == msg { Ok(()) } else { Err("echo differs".into()) }
+        s.read_exact(&mut buf)
+            .map_err(|e| format!("receive: {e}"))?;
+        if buf == msg {
+            Ok(())
+        } else {
+            Err("echo differs".into())
+        }
     })
     .join()
     .map_err(|_| "client thread panicked".to_string())?
@@ -137,14 +150,24 @@ pub fn tcp_roundtrip(ns: &Netns, to: SocketAddr, msg: &'static [u8], timeout: Du
 ///
 /// # Errors
 /// A description of what failed.
-pub fn udp_roundtrip(ns: &Netns, to: SocketAddr, msg: &'static [u8], timeout: Duration) -> Result<(), String> {
+pub fn udp_roundtrip(
+    ns: &Netns,
+    to: SocketAddr,
+    msg: &'static [u8],
+    timeout: Duration,
+) -> Result<(), String> {
     spawn_in(ns, move || {
         let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         s.send_to(msg, to).map_err(|e| format!("send: {e}"))?;
         let mut buf = [0u8; 2048];
         let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("receive: {e}"))?;
-        if &buf[..n] == msg { Ok(()) } else { Err("echo differs".into()) }
+        if &buf[..n] == msg {
+            Ok(())
+        } else {
+            Err("echo differs".into())
+        }
     })
     .join()
     .map_err(|_| "client thread panicked".to_string())?
