@@ -62,6 +62,21 @@ fn add_several_pods_then_traffic_then_del_for_every_version() {
             );
         }
         assert_no_leaks(&w, version);
+        // The bridge keeps its fixed MAC however ports come and go.
+        let want = smarter_cni::cmd::naming::bridge_mac("smartnet0");
+        let want = want
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let link = w
+            .node()
+            .exec(&["ip", "-o", "link", "show", "smartnet0"])
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&link.stdout).contains(&want),
+            "bridge MAC {want}"
+        );
     }
 }
 

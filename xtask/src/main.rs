@@ -80,6 +80,7 @@ fn demo(root: &std::path::Path, args: &[OsString]) -> Result<()> {
         "--release",
         "-p",
         "smarter-cni",
+        "--bins",
         "--example",
         "demo",
     ];

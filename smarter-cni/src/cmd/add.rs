@@ -7,7 +7,7 @@ use ipnetwork::Ipv4Network;
 
 use super::Ctx;
 use super::errors::IntoCni as _;
-use super::naming::host_veth_name;
+use super::naming::{bridge_mac, host_veth_name};
 use crate::cni::{CniError, CniResult, Interface, IpConfig, MacAddr, Route};
 use crate::datapath::{EbpfDatapath, EndpointSpec};
 use crate::netlink::{Netlink, NetnsFile};
@@ -98,7 +98,10 @@ async fn wire(
     done.push(Undo::Release);
     ctx.fault("after-ipam")?;
 
-    let bridge = node.ensure_bridge(&conf.bridge, mtu).await.into_cni()?;
+    let bridge = node
+        .ensure_bridge(&conf.bridge, mtu, bridge_mac(&conf.bridge))
+        .await
+        .into_cni()?;
     let gw_net = Ipv4Network::new(conf.gateway, conf.subnet.prefix()).expect("validated prefix");
     node.ensure_address(bridge.index, &conf.bridge, gw_net)
         .await

@@ -14,6 +14,14 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     format!("{HOST_VETH_PREFIX}{hex}")
 }
 
+/// The bridge's fixed MAC: locally administered unicast (`02:` prefix) plus 5 bytes of
+/// SHA-256(`bridge/` name), stable across restarts and distinct per bridge name.
+#[must_use]
+pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+    let digest = Sha256::digest(format!("bridge/{bridge}").as_bytes());
+    [0x02, digest[0], digest[1], digest[2], digest[3], digest[4]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,5 +34,13 @@ mod tests {
         assert!(a.starts_with(HOST_VETH_PREFIX));
         assert_ne!(a, host_veth_name("abc", "eth1"));
         assert_ne!(a, host_veth_name("abd", "eth0"));
+    }
+
+    #[test]
+    fn bridge_mac_is_local_unicast_and_stable() {
+        let m = bridge_mac("smartnet0");
+        assert_eq!(m[0], 0x02);
+        assert_eq!(m, bridge_mac("smartnet0"));
+        assert_ne!(m, bridge_mac("other0"));
     }
 }

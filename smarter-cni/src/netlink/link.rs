@@ -114,14 +114,25 @@ impl Netlink {
         Ok(msgs.iter().map(LinkInfo::from_message).collect())
     }
 
-    /// Creates the bridge `name` if it does not exist (racing creators are fine), brings it
-    /// up and returns it. An existing interface of another kind is an error.
+    /// Creates the bridge `name` if it does not exist (racing creators are fine) with the
+    /// fixed MAC `mac` (a bridge without one takes the lowest port MAC, which changes as pods
+    /// come and go and would break the datapath's MAC rewrites), brings it up and returns it.
+    /// An existing interface of another kind is an error.
     ///
     /// # Errors
     /// [`NetlinkError::WrongKind`] or a refused request.
-    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<LinkInfo, NetlinkError> {
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        mtu: u32,
+        mac: [u8; 6],
+    ) -> Result<LinkInfo, NetlinkError> {
         if self.link_by_name(name).await?.is_none() {
-            let msg = LinkBridge::new(name).mtu(mtu).up().build();
+            let msg = LinkBridge::new(name)
+                .mtu(mtu)
+                .address(mac.to_vec())
+                .up()
+                .build();
             match self.handle().link().add(msg).execute().await {
                 Ok(()) => {}
                 Err(e) if is_errno(&e, Errno::EEXIST) => {}
