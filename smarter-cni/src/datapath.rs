@@ -5,31 +5,45 @@
 //! - `attach`: TCX or netlink attachment that outlives the plugin process;
 //! - `pins`: pin layout, bpffs and layout checks, the loader lock ([`remove_network_pins`]);
 //! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
-//! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`).
+//! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`);
+//! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
+//!   verdict counters;
+//! - `ct`: conntrack listing, GC and per-pod flush ([`CtTimeouts`], [`CtEntryView`]);
+//! - `hostports`: hostPort DNAT entries ([`HostPortSpec`]).
 //!
 //! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 mod attach;
+mod ct;
 mod ebpf;
 mod endpoints;
 mod error;
+mod hostports;
 pub mod iptables;
 mod pins;
 mod sys;
 mod tc_filters;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_nat;
+#[cfg(test)]
+mod tests_verdicts;
+mod uplink;
 
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
+pub use ct::{CtEntryView, CtTimeouts};
 pub use ebpf::EbpfDatapath;
 pub use endpoints::{EndpointRecord, EndpointSpec};
 pub use error::EbpfError;
+pub use hostports::HostPortSpec;
 pub use pins::remove_network_pins;
 pub use smarter_common::{EndpointValue, LAYOUT_VERSION, NetConfig};
+pub use uplink::Uplink;
 
 /// How the pod program is attached to a host veth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

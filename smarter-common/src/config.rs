@@ -25,8 +25,21 @@ pub struct NetConfig {
     pub uplink_ifindex: u32,
     /// Uplink's current IPv4 address for masquerade (owned by the node agent; 0 = unknown).
     pub uplink_addr: u32,
+    /// First NAT source port, host byte order (0 = [`crate::ct::NAT_PORT_MIN`]).
+    pub nat_port_min: u16,
+    /// Last NAT source port, host byte order (0 = [`crate::ct::NAT_PORT_MAX`]).
+    pub nat_port_max: u16,
+    /// Idle timeouts in seconds after which the kernel treats a flow as new (0 = never; user
+    /// space garbage-collects anyway): TCP established, TCP other, UDP, ICMP.
+    pub ct_timeout_s: [u32; 4],
+    /// The bridge's ifindex (0 = unknown).
+    pub bridge_ifindex: u32,
+    /// The bridge's MAC: the source MAC of packets delivered into pods (all zero = unknown).
+    pub bridge_mac: [u8; 6],
+    /// Explicit padding, must be 0.
+    pub pad1: [u8; 2],
     /// Reserved for growth, must be 0.
-    pub reserved: [u32; 10],
+    pub reserved: [u32; 2],
 }
 
 impl NetConfig {
@@ -39,6 +52,16 @@ impl NetConfig {
             p => u32::MAX << (32 - p as u32),
         };
         host_order.to_be()
+    }
+
+    /// The NAT port range in effect, host byte order (defaults when unset or inverted).
+    #[must_use]
+    pub const fn nat_ports(&self) -> (u16, u16) {
+        if self.nat_port_min == 0 || self.nat_port_max < self.nat_port_min {
+            (crate::ct::NAT_PORT_MIN, crate::ct::NAT_PORT_MAX)
+        } else {
+            (self.nat_port_min, self.nat_port_max)
+        }
     }
 
     /// Whether `addr` (network byte order) is inside the pod subnet.
@@ -54,7 +77,12 @@ const _: () = {
     assert!(offset_of!(NetConfig, flags) == 12);
     assert!(offset_of!(NetConfig, uplink_ifindex) == 16);
     assert!(offset_of!(NetConfig, uplink_addr) == 20);
-    assert!(offset_of!(NetConfig, reserved) == 24);
+    assert!(offset_of!(NetConfig, nat_port_min) == 24);
+    assert!(offset_of!(NetConfig, nat_port_max) == 26);
+    assert!(offset_of!(NetConfig, ct_timeout_s) == 28);
+    assert!(offset_of!(NetConfig, bridge_ifindex) == 44);
+    assert!(offset_of!(NetConfig, bridge_mac) == 48);
+    assert!(offset_of!(NetConfig, reserved) == 56);
 };
 
 #[cfg(test)]

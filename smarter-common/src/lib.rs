@@ -4,7 +4,8 @@
 //! This crate is the single definition of the datapath's ABI:
 //! - [`maps`]: map names (also their pin file names), kinds, sizes and capacities;
 //! - [`endpoint`]: the per-pod map layouts (endpoint, operator metadata, counters);
-//! - [`config`]: the per-network configuration record.
+//! - [`config`]: the per-network configuration record;
+//! - [`verdict`]: per-verdict counters and the deny-list key.
 //!
 //! Every `#[repr(C)]` type has explicit padding fields and a compile-time size assert, so the
 //! kernel and user space can never disagree silently. Changing any layout, name, kind or capacity
@@ -13,25 +14,31 @@
 #![no_std]
 
 pub mod config;
+pub mod ct;
 pub mod endpoint;
 pub mod maps;
+pub mod verdict;
 
 pub use config::NetConfig;
+pub use ct::{CtKey, CtValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
+pub use verdict::{DenyKey, Verdict, VerdictStats};
 
 /// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
 ///
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
 pub mod progs {
     /// TC classifier on the host-side veth's ingress: packets leaving a pod.
     pub const POD: &str = "smarter_pod";
+    /// TC classifier on the uplink's ingress: packets arriving from outside.
+    pub const UPLINK: &str = "smarter_uplink";
 
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 1] = [POD];
+    pub const ALL: [&str; 2] = [POD, UPLINK];
 
     const _: () = {
         let mut i = 0;
@@ -53,4 +60,10 @@ mod pod {
     unsafe impl aya::Pod for crate::EndpointMeta {}
     unsafe impl aya::Pod for crate::EndpointStats {}
     unsafe impl aya::Pod for crate::NetConfig {}
+    unsafe impl aya::Pod for crate::VerdictStats {}
+    unsafe impl aya::Pod for crate::DenyKey {}
+    unsafe impl aya::Pod for crate::CtKey {}
+    unsafe impl aya::Pod for crate::CtValue {}
+    unsafe impl aya::Pod for crate::HostPortKey {}
+    unsafe impl aya::Pod for crate::HostPortValue {}
 }

@@ -7,7 +7,12 @@
 
 use core::mem::size_of;
 
-use crate::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue, NetConfig};
+use crate::{
+    CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
+    HostPortValue, NetConfig, VerdictStats,
+    ct::{CT_MAX, HOSTPORTS_MAX},
+    verdict::VERDICTS_MAX,
+};
 
 /// Longest object (map or program) name the kernel keeps: `BPF_OBJ_NAME_LEN - 1`.
 pub const NAME_MAX_LEN: usize = 15;
@@ -28,6 +33,21 @@ macro_rules! map_name {
     (config) => {
         "config"
     };
+    (verdicts) => {
+        "verdicts"
+    };
+    (deny) => {
+        "deny"
+    };
+    (ct_out) => {
+        "ct_out"
+    };
+    (ct_in) => {
+        "ct_in"
+    };
+    (hostports) => {
+        "hostports"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -39,6 +59,19 @@ pub const EP_META: &str = map_name!(ep_meta);
 pub const EP_STATS: &str = map_name!(ep_stats);
 /// Index `0` (`u32`) → [`NetConfig`]: the network's configuration.
 pub const CONFIG: &str = map_name!(config);
+
+/// Index [`crate::Verdict`] (`u32`) → [`VerdictStats`], per CPU: what the programs did.
+pub const VERDICTS: &str = map_name!(verdicts);
+/// [`DenyKey`] (LPM) → `u8` (1): destinations pods may never reach.
+pub const DENY: &str = map_name!(deny);
+/// Conntrack, pod side: [`CtKey`] (pod, remote) → [`CtValue`] (NAT address and port), LRU.
+pub const CT_OUT: &str = map_name!(ct_out);
+/// Conntrack, wire side (reverse NAT): [`CtKey`] (remote, NAT port) → [`CtValue`] (pod), LRU.
+pub const CT_IN: &str = map_name!(ct_in);
+/// [`HostPortKey`] (proto, port) → [`HostPortValue`] (pod address and port): hostPort DNAT.
+pub const HOSTPORTS: &str = map_name!(hostports);
+/// Capacity of [`DENY`].
+pub const DENY_MAX: u32 = 256;
 
 /// Capacity of [`ENDPOINTS`] and [`EP_META`]: pods on one node (kubelet's default is 110).
 pub const ENDPOINTS_MAX: u32 = 1024;
@@ -60,6 +93,12 @@ pub enum MapKind {
     Array = 2,
     /// `BPF_MAP_TYPE_PERCPU_HASH` (value size is per CPU).
     PerCpuHash = 5,
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY` (value size is per CPU).
+    PerCpuArray = 6,
+    /// `BPF_MAP_TYPE_LPM_TRIE` (created with `BPF_F_NO_PREALLOC`).
+    LpmTrie = 11,
+    /// `BPF_MAP_TYPE_LRU_HASH`.
+    LruHash = 9,
 }
 
 /// What a map must look like; user space checks pinned maps against this before reusing them.
@@ -90,11 +129,16 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 4] = [
+pub const ALL: [MapSpec; 9] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
     spec::<u32, NetConfig>(CONFIG, MapKind::Array, CONFIG_MAX),
+    spec::<u32, VerdictStats>(VERDICTS, MapKind::PerCpuArray, VERDICTS_MAX),
+    spec::<DenyKey, u8>(DENY, MapKind::LpmTrie, DENY_MAX),
+    spec::<CtKey, CtValue>(CT_OUT, MapKind::LruHash, CT_MAX),
+    spec::<CtKey, CtValue>(CT_IN, MapKind::LruHash, CT_MAX),
+    spec::<HostPortKey, HostPortValue>(HOSTPORTS, MapKind::Hash, HOSTPORTS_MAX),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

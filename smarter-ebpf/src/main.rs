@@ -3,7 +3,9 @@
 //! Built for `bpfel-unknown-none` by smarter-cni's build script (aya-build) and embedded in the
 //! plugin. Layout grows by direction, then concern:
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
-//! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod).
+//! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
+//! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
+//! - [`parse`]: bounds-checked packet access; [`verdict`]: per-verdict counters.
 //!
 //! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
 //! every error into an explicit verdict. Only helpers available in Linux 5.10 are used.
@@ -13,8 +15,14 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod ct;
+mod icmp_err;
 mod maps;
+mod nat;
+mod parse;
 mod pod;
+mod uplink;
+mod verdict;
 
 /// The datapath will call GPL-only helpers (e.g. `bpf_fib_lookup`), so the object must declare a
 /// license the kernel accepts as GPL-compatible (`license_is_gpl_compatible`: "GPL",

@@ -2,10 +2,14 @@
 //! (`map_name!` expands to the literal `export_name` needs), so user space and the kernel side
 //! cannot drift apart.
 
-use aya_ebpf::maps::{Array, HashMap, PerCpuHashMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap};
 use smarter_common::{
-    EndpointKey, EndpointMeta, EndpointStats, EndpointValue, NetConfig, map_name,
-    maps::{CONFIG_MAX, ENDPOINTS_MAX, EP_STATS_MAX},
+    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
+    HostPortValue, NetConfig, VerdictStats,
+    ct::{CT_MAX, HOSTPORTS_MAX},
+    map_name,
+    maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_STATS_MAX},
+    verdict::VERDICTS_MAX,
 };
 
 /// Pod IPv4 → where the pod is. Written by the plugin (ADD/DEL).
@@ -31,3 +35,29 @@ pub static EP_STATS: PerCpuHashMap<u32, EndpointStats> =
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(config))]
 pub static CONFIG: Array<NetConfig> = Array::with_max_entries(CONFIG_MAX, 0);
+
+/// Per-verdict packet/byte counters, per CPU, indexed by `smarter_common::Verdict`.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(verdicts))]
+pub static VERDICTS: PerCpuArray<VerdictStats> = PerCpuArray::with_max_entries(VERDICTS_MAX, 0);
+
+/// Deny ranges (LPM): destinations pods may never reach. Written by user space.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(deny))]
+pub static DENY: LpmTrie<u32, u8> = LpmTrie::with_max_entries(DENY_MAX, 0);
+
+/// Conntrack, pod side (pod, remote) → NAT address and port.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(ct_out))]
+pub static CT_OUT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CT_MAX, 0);
+
+/// Conntrack, wire side (remote, NAT port) → pod address and port.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(ct_in))]
+pub static CT_IN: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CT_MAX, 0);
+
+/// hostPorts on the uplink address → pod address and port. Written by the plugin (ADD/DEL).
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(hostports))]
+pub static HOSTPORTS: HashMap<HostPortKey, HostPortValue> =
+    HashMap::with_max_entries(HOSTPORTS_MAX, 0);

@@ -1,37 +1,137 @@
 //! `smarter_pod`: TC classifier on the host-side veth's ingress, i.e. every packet a pod sends.
 //!
-//! For now it only counts packets and bytes per host veth and lets everything pass; anti-spoofing,
-//! pod-to-pod redirect and NAT come later and return their verdicts from [`try_smarter_pod`].
+//! In order: per-endpoint counters; anti-spoofing (IPv4 source and ARP sender must be the
+//! endpoint of this ifindex, with its MAC); pod → pod redirect (`bpf_redirect_peer`); pod → node
+//! passes; deny ranges drop; everything else is source-NATed to the uplink ([`crate::nat`]).
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_OK},
-    macros::classifier,
+    bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,
     programs::TcContext,
 };
-use smarter_common::EndpointStats;
+use smarter_common::{EndpointKey, EndpointStats, Verdict, maps::CONFIG_INDEX};
 
-use crate::maps::EP_STATS;
+use crate::{
+    maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
+    nat::snat,
+    parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_SRC, ETH_TYPE, IP_LEN, read},
+    verdict::{action, count_verdict},
+};
 
 /// `EEXIST`: another CPU created the entry between our lookup and insert.
 const EEXIST: i32 = 17;
 
 #[classifier]
 pub fn smarter_pod(ctx: TcContext) -> i32 {
-    match try_smarter_pod(&ctx) {
-        Ok(verdict) => verdict,
-        // Failing to count (e.g. the stats map is full) must never cost the pod its traffic.
-        Err(_errno) => TC_ACT_OK,
-    }
+    let len = ctx.len();
+    let (verdict, helper_action) = try_smarter_pod(&ctx);
+    count_verdict(verdict, len);
+    action(verdict, helper_action)
 }
 
-/// The verdict for one packet leaving a pod, or the (negative) errno of a failed map update.
+/// The verdict for one packet leaving a pod. `RedirectPod` means the redirect helper succeeded.
 #[inline(always)]
-fn try_smarter_pod(ctx: &TcContext) -> Result<i32, i32> {
+fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     // SAFETY: `skb` is the context pointer the kernel passed in; the verifier allows reading
     // `ifindex` from a TC program's `__sk_buff`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    count(ifindex, ctx.len())?;
-    Ok(TC_ACT_OK)
+    // Failing to count (e.g. the stats map is full) must never cost the pod its traffic.
+    let _ = count(ifindex, ctx.len());
+
+    let Some(eth_src) = read::<[u8; 6]>(ctx, ETH_SRC) else {
+        return (Verdict::DropMalformed, -1);
+    };
+    let Some(ethertype) = read::<[u8; 2]>(ctx, ETH_TYPE) else {
+        return (Verdict::DropMalformed, -1);
+    };
+    match u16::from_be_bytes(ethertype) {
+        ETH_P_ARP => (arp(ctx, ifindex, eth_src), -1),
+        ETH_P_IP => ipv4(ctx, ifindex, eth_src),
+        _ => (Verdict::PassL2, -1),
+    }
+}
+
+/// Whether `addr` is the endpoint on `ifindex` with MAC `mac`.
+#[inline(always)]
+fn is_own(addr: u32, ifindex: u32, mac: [u8; 6]) -> bool {
+    // SAFETY: the value is only read, and copied before the next helper call.
+    match unsafe { ENDPOINTS.get(EndpointKey { addr }) } {
+        Some(ep) => ep.ifindex == ifindex && ep.mac == mac,
+        None => false,
+    }
+}
+
+/// ARP: the sender IP/MAC must be the endpoint's (gratuitous and probes included).
+#[inline(always)]
+fn arp(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
+    let Some(arp) = read::<[u8; ARP_LEN]>(ctx, ETH_LEN) else {
+        return Verdict::DropMalformed;
+    };
+    let sha = [arp[8], arp[9], arp[10], arp[11], arp[12], arp[13]];
+    let spa = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
+    // An ARP probe (RFC 5227) has sender IP 0.0.0.0 and updates no cache: it only has to carry
+    // the frame's own source MAC.
+    let ok = sha == eth_src && (spa == 0 || is_own(spa, ifindex, sha));
+    if ok {
+        Verdict::PassL2
+    } else {
+        Verdict::DropSpoof
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
+    let Some(ip) = read::<[u8; IP_LEN]>(ctx, ETH_LEN) else {
+        return (Verdict::DropMalformed, -1);
+    };
+    if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 {
+        return (Verdict::DropMalformed, -1);
+    }
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    if !is_own(saddr, ifindex, eth_src) {
+        return (Verdict::DropSpoof, -1);
+    }
+    // Multicast and limited broadcast: the bridge's job.
+    if ip[16] >= 224 {
+        return (Verdict::PassL2, -1);
+    }
+    // SAFETY: read-only lookup, the value is copied out at once.
+    if let Some(peer) = unsafe { ENDPOINTS.get(EndpointKey { addr: daddr }) } {
+        let (peer_ifindex, peer_mac) = (peer.ifindex, peer.mac);
+        if read::<[u8; 6]>(ctx, 0) != Some(peer_mac) && ctx.store(0, &peer_mac, 0).is_err() {
+            return (Verdict::DropMalformed, -1);
+        }
+        // SAFETY: plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
+        let act = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
+        return (Verdict::RedirectPod, act);
+    }
+    let Some(cfg) = CONFIG.get(CONFIG_INDEX) else {
+        return (Verdict::PassHost, -1);
+    };
+    let (gateway, uplink_addr, uplink_ifindex) = (cfg.gateway, cfg.uplink_addr, cfg.uplink_ifindex);
+    if daddr == gateway || (uplink_addr != 0 && daddr == uplink_addr) {
+        return (Verdict::PassHost, -1);
+    }
+    if cfg.in_subnet(daddr) {
+        // The subnet's broadcast address, or a pod address nobody holds (the bridge answers).
+        return (Verdict::PassL2, -1);
+    }
+    if DENY.get(Key::new(32, daddr)).is_some() {
+        return (Verdict::DropDeny, -1);
+    }
+    // Options or fragments cannot be NATed by port: the host stack routes them (and, where it
+    // masquerades, NATs them).
+    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+    if ip[0] & 0x0f != 5 || frag != 0 {
+        return (Verdict::PassUnparsed, -1);
+    }
+    if uplink_addr == 0 || uplink_ifindex == 0 {
+        return (Verdict::PassHost, -1);
+    }
+    match snat(ctx, &ip, cfg) {
+        Some(result) => result,
+        None => (Verdict::PassHost, -1),
+    }
 }
 
 /// Adds one packet of `len` bytes to this CPU's counters for `ifindex`, creating them if absent.

@@ -181,6 +181,17 @@ fn detach_tcx(link_pin: &Path) -> Result<(), EbpfError> {
 
 /// Removes the netlink filters running the pod program on `ifname`'s ingress, if any.
 fn detach_netlink(ifname: &str) -> Result<(), EbpfError> {
+    detach_netlink_named(ifname, progs::POD)
+}
+
+/// Detaches the TCX link pinned at `link_pin` and the netlink filters named `name` on `ifname`.
+pub(super) fn detach_named(ifname: &str, link_pin: &Path, name: &str) -> Result<(), EbpfError> {
+    detach_tcx(link_pin)?;
+    detach_netlink_named(ifname, name)
+}
+
+/// Removes the netlink filters running program `name` on `ifname`'s ingress, if any.
+fn detach_netlink_named(ifname: &str, name: &str) -> Result<(), EbpfError> {
     let Ok(ifindex) = ifindex(ifname) else {
         return Ok(());
     };
@@ -191,10 +202,10 @@ fn detach_netlink(ifname: &str) -> Result<(), EbpfError> {
     };
     let filters = tc_filters::ingress_bpf_filters(ifindex)
         .map_err(|e| tc_error("list ingress filters", e))?;
-    if !filters.iter().any(|f| f.name == progs::POD) {
+    if !filters.iter().any(|f| f.name == name) {
         return Ok(());
     }
-    match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, progs::POD) {
+    match tc::qdisc_detach_program(ifname, TcAttachType::Ingress, name) {
         Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(tc_error("remove ingress filter", io::Error::other(e))),
         Ok(()) => Ok(()),

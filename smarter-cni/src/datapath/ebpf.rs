@@ -9,11 +9,12 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
     programs::SchedClassifier,
 };
 use smarter_common::{
-    EndpointKey, EndpointMeta, EndpointStats, EndpointValue, NetConfig,
+    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
+    HostPortValue, NetConfig, VerdictStats,
     maps::{self, MapSpec},
     progs,
 };
@@ -30,6 +31,11 @@ pub(super) struct Maps {
     pub(super) meta: HashMap<MapData, EndpointKey, EndpointMeta>,
     pub(super) stats: PerCpuHashMap<MapData, u32, EndpointStats>,
     pub(super) config: Array<MapData, NetConfig>,
+    pub(super) verdicts: PerCpuArray<MapData, VerdictStats>,
+    pub(super) deny: LpmTrie<MapData, u32, u8>,
+    pub(super) ct_out: HashMap<MapData, CtKey, CtValue>,
+    pub(super) ct_in: HashMap<MapData, CtKey, CtValue>,
+    pub(super) hostports: HashMap<MapData, HostPortKey, HostPortValue>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -178,7 +184,17 @@ impl EbpfDatapath {
             let data = pins::open_map(&layout.map(spec.name), spec)?;
             Map::from_map_data(data).map_err(|e| EbpfError::map(spec.name, "open", e))
         };
-        let [endpoints, meta, stats, config] = &maps::ALL;
+        let [
+            endpoints,
+            meta,
+            stats,
+            config,
+            verdicts,
+            deny,
+            ct_out,
+            ct_in,
+            hostports,
+        ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
             endpoints: open(endpoints)?
@@ -187,6 +203,13 @@ impl EbpfDatapath {
             meta: open(meta)?.try_into().map_err(|e| typed(meta, e))?,
             stats: open(stats)?.try_into().map_err(|e| typed(stats, e))?,
             config: open(config)?.try_into().map_err(|e| typed(config, e))?,
+            verdicts: open(verdicts)?.try_into().map_err(|e| typed(verdicts, e))?,
+            deny: open(deny)?.try_into().map_err(|e| typed(deny, e))?,
+            ct_out: open(ct_out)?.try_into().map_err(|e| typed(ct_out, e))?,
+            ct_in: open(ct_in)?.try_into().map_err(|e| typed(ct_in, e))?,
+            hostports: open(hostports)?
+                .try_into()
+                .map_err(|e| typed(hostports, e))?,
         };
         Ok(Self {
             network: network.into(),
@@ -226,9 +249,14 @@ impl EbpfDatapath {
 
     /// Opens the pinned pod program (attaching needs `&mut`, so each caller gets its own handle).
     pub(super) fn pod_program(&self) -> Result<SchedClassifier, EbpfError> {
-        let path = self.pins.prog(progs::POD);
+        self.program(progs::POD)
+    }
+
+    /// Opens the pinned program `name` (one of [`progs::ALL`]).
+    pub(super) fn program(&self, name: &'static str) -> Result<SchedClassifier, EbpfError> {
+        let path = self.pins.prog(name);
         SchedClassifier::from_pin(&path)
-            .map_err(|e| EbpfError::program(progs::POD, format!("open pin {}", path.display()), e))
+            .map_err(|e| EbpfError::program(name, format!("open pin {}", path.display()), e))
     }
 }
 
@@ -259,21 +287,25 @@ fn load_and_pin(layout: &PinLayout) -> Result<(), EbpfError> {
             });
         }
     }
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(progs::POD)
-        .ok_or(EbpfError::MissingInObject {
-            kind: "program",
-            name: progs::POD,
-        })?
-        .try_into()
-        .map_err(|e| EbpfError::program(progs::POD, "load", e))?;
-    prog.load()
-        .map_err(|e| EbpfError::program(progs::POD, "load", e))?;
-    let path = layout.prog(progs::POD);
-    prog.pin(&path).map_err(|e| EbpfError::Pin {
-        path,
-        source: pin_error_to_io(e),
-    })
+    // The pod program is pinned last: its pin marks a complete load.
+    for name in [progs::UPLINK, progs::POD] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::MissingInObject {
+                kind: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|e| EbpfError::program(name, "load", e))?;
+        prog.load()
+            .map_err(|e| EbpfError::program(name, "load", e))?;
+        let path = layout.prog(name);
+        prog.pin(&path).map_err(|e| EbpfError::Pin {
+            path,
+            source: pin_error_to_io(e),
+        })?;
+    }
+    Ok(())
 }
 
 /// The kernel id of the program pinned at `path`, after checking it is ours.

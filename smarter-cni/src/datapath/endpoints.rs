@@ -146,8 +146,9 @@ impl EbpfDatapath {
         }
     }
 
-    /// Removes the map entries of `ip` (endpoint, metadata, the counters of its veth) and
-    /// detaches the pod program from `host_ifname` (link pin and netlink filter). Success when
+    /// Removes the map entries of `ip` (endpoint, metadata, the counters of its veth, its
+    /// conntrack entries via [`Self::ct_flush_pod`], its hostPorts via
+    /// [`Self::remove_host_ports`]) and detaches the pod program from `host_ifname` (link pin and netlink filter). Success when
     /// already gone, including when the interface no longer exists.
     ///
     /// # Errors
@@ -167,7 +168,12 @@ impl EbpfDatapath {
             }
             write(&mut maps, key, None, None, ip)
         });
-        detached.and(removed)
+        drop(maps);
+        // The pod's NATed flows go with it (a later pod reusing the address must not inherit
+        // them).
+        let flushed = self.ct_flush_pod(ip).map(|_| ());
+        let unmapped = self.remove_host_ports(ip).map(|_| ());
+        detached.and(removed).and(flushed).and(unmapped)
     }
 
     /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), its

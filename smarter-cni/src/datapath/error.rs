@@ -153,6 +153,26 @@ pub enum EbpfError {
         /// The ifindex the name resolves to.
         found: u32,
     },
+    /// A hostPort is already mapped to another pod.
+    #[error("hostPort {port}/{protocol} is already mapped to pod {holder}")]
+    HostPortTaken {
+        /// The host port.
+        port: u16,
+        /// `tcp` or `udp`.
+        protocol: &'static str,
+        /// The pod holding it.
+        holder: std::net::Ipv4Addr,
+    },
+    /// A hostPort specification cannot be used (protocol other than TCP/UDP, port 0).
+    #[error("invalid hostPort {port}/{protocol}: {reason}")]
+    InvalidHostPort {
+        /// The host port.
+        port: u16,
+        /// The IP protocol number given.
+        protocol: u8,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A traffic-control netlink operation failed.
     #[error("tc on {ifname}: {op}: {source}")]
     Tc {

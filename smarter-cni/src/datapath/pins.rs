@@ -2,9 +2,11 @@
 //!
 //! ```text
 //! <bpffs_root>/<network>/v<LAYOUT_VERSION>/
-//!     maps/<map name>        endpoints, ep_meta, ep_stats, config (smarter_common::maps)
-//!     progs/<program name>   smarter_pod (pinned last: its presence means "loaded")
+//!     maps/<map name>        endpoints, ep_meta, ep_stats, config, verdicts, deny, ct_out, ct_in,
+//!                            hostports (smarter_common::maps)
+//!     progs/<program name>   smarter_uplink, then smarter_pod (pinned last: means "loaded")
 //!     links/<host ifname>    TCX links keeping a pod program attached
+//!     links/uplink           the TCX link of smarter_uplink
 //! <lock_dir>/ebpf-<network>.lock   (bpffs cannot hold regular files)
 //! ```
 

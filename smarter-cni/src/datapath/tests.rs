@@ -7,7 +7,7 @@ use aya::{
     maps::{Map, MapData, PerCpuHashMap},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use smarter_common::{EndpointStats, maps, progs};
+use smarter_common::{EndpointKey, EndpointStats, EndpointValue, maps, progs};
 
 use super::ebpf::EBPF_OBJECT;
 
@@ -65,7 +65,12 @@ fn object_has_the_maps_smarter_common_describes() {
             .take_map(spec.name)
             .unwrap_or_else(|| panic!("{} missing", spec.name));
         let data: MapData = match map {
-            Map::HashMap(d) | Map::PerCpuHashMap(d) | Map::Array(d) => d,
+            Map::HashMap(d)
+            | Map::PerCpuHashMap(d)
+            | Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::LpmTrie(d)
+            | Map::LruHashMap(d) => d,
             other => panic!("{}: unexpected kind {other:?}", spec.name),
         };
         let info = data.info().unwrap();
@@ -92,6 +97,17 @@ fn pod_program_passes_and_counts_crafted_packets() {
     let mut ebpf = loaded();
     let prog: &mut SchedClassifier = ebpf.program_mut(progs::POD).unwrap().try_into().unwrap();
     prog.load().expect("the verifier accepts smarter_pod");
+    // The sender must be the endpoint of the test run's device (loopback, ifindex 1).
+    let mut eps: aya::maps::HashMap<_, EndpointKey, EndpointValue> =
+        aya::maps::HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
+    let pod = EndpointValue {
+        ifindex: 1,
+        mac: [0x02, 0, 0, 0, 0, 0x03],
+        ..EndpointValue::default()
+    };
+    eps.insert(EndpointKey::from_octets([172, 39, 0, 3]), pod, 0)
+        .unwrap();
+    let prog: &mut SchedClassifier = ebpf.program_mut(progs::POD).unwrap().try_into().unwrap();
 
     let packet = udp_packet();
     let mut out = vec![0u8; packet.len() + 64];

@@ -1,0 +1,245 @@
+//! The agent's main loop: follow the uplink, tell the datapath, collect conntrack garbage,
+//! report health, stop on request.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use super::uplink::UplinkInfo;
+use super::uplink::watch::{UplinkWatch, WatchError};
+use crate::cni::Uplink;
+
+/// What the agent drives: the datapath (eBPF or iptables) behind a narrow seam, so the loop
+/// is tested with a recording fake and the real datapath is wired in by the binary.
+pub trait DatapathControl {
+    /// The resolved uplink changed (called once at start, then only on real changes);
+    /// `None` means there is no usable uplink now.
+    ///
+    /// # Errors
+    /// Any failure; the agent logs it and calls again with the then-current value after
+    /// [`AgentConfig::retry_interval`].
+    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()>;
+
+    /// Removes expired connection-tracking entries; returns how many.
+    ///
+    /// # Errors
+    /// Any failure; the agent logs it and tries again at the next interval.
+    fn gc(&mut self) -> anyhow::Result<usize>;
+}
+
+/// The loop's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Which interface is the uplink.
+    pub uplink: Uplink,
+    /// How often [`DatapathControl::gc`] runs.
+    pub gc_interval: Duration,
+    /// Safety-net re-resolution without any event.
+    pub resync_interval: Duration,
+    /// Events are collected this long before re-resolving.
+    pub debounce: Duration,
+    /// Delay before retrying a failed dump or [`DatapathControl::uplink_changed`].
+    pub retry_interval: Duration,
+    /// Health file for the `DaemonSet` probes; see [`Health`].
+    pub health_file: Option<PathBuf>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            uplink: Uplink::Auto,
+            gc_interval: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(100),
+            retry_interval: Duration::from_secs(1),
+            health_file: None,
+        }
+    }
+}
+
+/// Readiness and liveness, shared with whoever asks (tests, a future HTTP probe).
+///
+/// Ready once the uplink has been resolved and handed to the datapath the first time.
+/// Alive while the loop keeps turning: [`Health::last_beat`] advances at every tick (at least
+/// every `min(gc_interval, resync_interval)`). With a health file configured, the file exists
+/// only while ready, and its mtime is the last beat: a readiness probe is `test -f FILE`, a
+/// liveness probe checks that the file is younger than a few intervals.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    last_beat: AtomicU64,
+}
+
+impl Health {
+    /// A new, not-ready health record.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// True once the first uplink decision reached the datapath.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Seconds since the Unix epoch of the loop's last beat (0 before the first).
+    #[must_use]
+    pub fn last_beat(&self) -> u64 {
+        self.last_beat.load(Ordering::Acquire)
+    }
+
+    fn beat(&self, file: Option<&PathBuf>, uplink: Option<&UplinkInfo>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_beat.store(now, Ordering::Release);
+        if let (Some(path), true) = (file, self.is_ready()) {
+            let line = uplink.map_or_else(|| "uplink none".to_string(), |u| format!("uplink {u}"));
+            if let Err(e) = write_atomically(path, &format!("{line}\n")) {
+                tracing::warn!(path = %path.display(), "cannot write health file: {e}");
+            }
+        }
+    }
+}
+
+fn write_atomically(path: &PathBuf, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs the agent until `shutdown` completes, in the calling thread's network namespace.
+///
+/// # Errors
+/// When the netlink subscription cannot be opened at start (later failures are logged and
+/// retried, never fatal).
+pub async fn run<D: DatapathControl>(
+    config: &AgentConfig,
+    datapath: &mut D,
+    health: &Health,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut watch = UplinkWatch::subscribe(config.uplink.clone())
+        .context("subscribing to link, address and route changes")?;
+    tracing::info!(uplink = ?config.uplink, gc_every = ?config.gc_interval, "agent started");
+    let mut state = Loop {
+        config,
+        current: None,
+        delivered: false,
+        pending: Some(Instant::now()),
+    };
+    let mut resync = interval(config.resync_interval);
+    resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    resync.tick().await;
+    let mut gc = interval(config.gc_interval);
+    gc.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    gc.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        let pending = state.pending;
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = watch.changed() => match event {
+                Ok(()) => state.schedule(config.debounce),
+                Err(e) => {
+                    tracing::warn!("{e}; subscribing again");
+                    tokio::time::sleep(config.retry_interval).await;
+                    if let Err(e) = watch.resubscribe() {
+                        tracing::error!("{e}");
+                    }
+                    state.schedule(Duration::ZERO);
+                }
+            },
+            () = sleep_until(pending.unwrap_or_else(Instant::now)), if pending.is_some() => {
+                state.pending = None;
+                state.refresh(&watch, datapath, health).await;
+            }
+            _ = resync.tick() => {
+                tracing::debug!("periodic resync");
+                state.refresh(&watch, datapath, health).await;
+            }
+            _ = gc.tick() => {
+                match datapath.gc() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "conntrack garbage collected"),
+                    Err(e) => tracing::warn!("conntrack gc failed: {e:#}"),
+                }
+                health.beat(config.health_file.as_ref(), state.current.as_ref());
+            }
+        }
+    }
+    if let Some(path) = &config.health_file
+        && let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), "cannot remove health file: {e}");
+    }
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// The loop's mutable state.
+struct Loop<'a> {
+    config: &'a AgentConfig,
+    /// The value last delivered to the datapath.
+    current: Option<UplinkInfo>,
+    /// Whether anything was delivered yet (the first decision is always delivered).
+    delivered: bool,
+    /// When to re-resolve next (debounce or retry), if scheduled.
+    pending: Option<Instant>,
+}
+
+impl Loop<'_> {
+    /// Schedules a re-resolution `after` from now unless one is already due earlier, so a
+    /// burst of events costs one dump, at most `debounce` after its first event.
+    fn schedule(&mut self, after: Duration) {
+        let at = Instant::now() + after;
+        self.pending = Some(self.pending.map_or(at, |p| p.min(at)));
+    }
+
+    async fn refresh<D: DatapathControl>(
+        &mut self,
+        watch: &UplinkWatch,
+        datapath: &mut D,
+        health: &Health,
+    ) {
+        let resolved = match watch.resolve().await {
+            Ok(r) => r,
+            Err(e @ WatchError::Dump { .. }) => {
+                tracing::warn!("cannot resolve the uplink: {e}; retrying");
+                self.schedule(self.config.retry_interval);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("cannot resolve the uplink: {e}");
+                return;
+            }
+        };
+        if self.delivered && resolved == self.current {
+            health.beat(self.config.health_file.as_ref(), self.current.as_ref());
+            return;
+        }
+        match &resolved {
+            Some(u) => tracing::info!("uplink is {u}"),
+            None => tracing::warn!(selector = ?watch.selector(), "no usable uplink"),
+        }
+        match datapath.uplink_changed(resolved.as_ref()) {
+            Ok(()) => {
+                self.current = resolved;
+                self.delivered = true;
+                health.ready.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                tracing::error!("datapath rejected the uplink change: {e:#}; retrying");
+                self.schedule(self.config.retry_interval);
+            }
+        }
+        health.beat(self.config.health_file.as_ref(), self.current.as_ref());
+    }
+}

@@ -1,0 +1,159 @@
+//! Reading `nft -j list table` output: set and map elements, counters, table names.
+
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+
+use super::{NftEndpoint, NftError, NftHostPort};
+
+fn parse_err(what: &str, reason: impl Into<String>) -> NftError {
+    NftError::Parse {
+        what: what.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The objects of kind `kind` (`set`, `map`, `counter`, `table`) in a listing.
+fn objects<'a>(doc: &'a Value, kind: &'static str) -> impl Iterator<Item = &'a Value> + 'a {
+    doc.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(move |item| item.get(kind))
+}
+
+/// The elements of set or map `name` (`kind` is `set` or `map`); empty when it has none.
+fn elements<'a>(doc: &'a Value, kind: &'static str, name: &str) -> &'a [Value] {
+    objects(doc, kind)
+        .find(|o| o.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|o| o.get("elem"))
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// An element possibly wrapped as `{"elem": {"val": ..., "counter": ...}}`.
+fn unwrap_elem(v: &Value) -> &Value {
+    v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
+}
+
+fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], NftError> {
+    match unwrap_elem(v).get("concat").and_then(Value::as_array) {
+        Some(parts) if parts.len() == len => Ok(parts),
+        _ => Err(parse_err(
+            what,
+            format!("expected a {len}-part concatenation, got {v}"),
+        )),
+    }
+}
+
+fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, NftError> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| parse_err(what, format!("expected an IPv4 address, got {v}")))
+}
+
+fn port(v: &Value, what: &str) -> Result<u16, NftError> {
+    v.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| parse_err(what, format!("expected a port, got {v}")))
+}
+
+fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftError> {
+    let bad = || parse_err(what, format!("expected a MAC address, got {v}"));
+    let text = v.as_str().ok_or_else(bad)?;
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut out {
+        *byte = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(bad)?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// The endpoints (`ifname . ip . mac`) of a bridge table listing.
+///
+/// # Errors
+///
+/// [`NftError::Parse`] for an element of another shape.
+pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<NftEndpoint>, NftError> {
+    let what = format!("set {set}");
+    elements(doc, "set", set)
+        .iter()
+        .map(|e| {
+            let parts = concat(e, &what, 3)?;
+            let host_ifname = parts[0]
+                .as_str()
+                .ok_or_else(|| parse_err(&what, format!("expected an interface name in {e}")))?
+                .to_owned();
+            Ok(NftEndpoint {
+                ip: ip(&parts[1], &what)?,
+                mac: mac(&parts[2], &what)?,
+                host_ifname,
+            })
+        })
+        .collect()
+}
+
+/// The hostPorts (`port : ip . port`) of map `map` in an inet table listing.
+///
+/// # Errors
+///
+/// [`NftError::Parse`] for an element of another shape.
+pub(super) fn host_ports(
+    doc: &Value,
+    map: &str,
+    protocol: u8,
+) -> Result<Vec<(NftHostPort, Ipv4Addr)>, NftError> {
+    let what = format!("map {map}");
+    elements(doc, "map", map)
+        .iter()
+        .map(|e| {
+            let pair = e
+                .as_array()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| parse_err(&what, format!("expected [key, value], got {e}")))?;
+            let parts = concat(&pair[1], &what, 2)?;
+            let hp = NftHostPort {
+                host_port: port(unwrap_elem(&pair[0]), &what)?,
+                container_port: port(&parts[1], &what)?,
+                protocol,
+            };
+            Ok((hp, ip(&parts[0], &what)?))
+        })
+        .collect()
+}
+
+/// The named counters of a listing: name, packets, bytes.
+pub(super) fn counters(doc: &Value) -> Vec<(String, u64, u64)> {
+    objects(doc, "counter")
+        .filter_map(|c| {
+            let name = c.get("name")?.as_str()?.to_owned();
+            let packets = c.get("packets").and_then(Value::as_u64).unwrap_or(0);
+            let bytes = c.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            Some((name, packets, bytes))
+        })
+        .collect()
+}
+
+/// The `(family, name)` of every table in a `list tables` output.
+pub(super) fn tables(doc: &Value) -> Vec<(String, String)> {
+    objects(doc, "table")
+        .filter_map(|t| {
+            let family = t.get("family")?.as_str()?.to_owned();
+            Some((family, t.get("name")?.as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The string elements of a plain set (the bridge table's pod ports).
+pub(super) fn names(doc: &Value, set: &str) -> Vec<String> {
+    elements(doc, "set", set)
+        .iter()
+        .filter_map(|e| unwrap_elem(e).as_str().map(str::to_owned))
+        .collect()
+}

@@ -1,0 +1,341 @@
+//! Pure nft script generation: table names, the per-network ruleset and the element batches.
+//!
+//! Everything here returns text for `nft -f -`; nothing runs a command, so all of it is
+//! unit-tested without root.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use sha2::{Digest, Sha256};
+
+use super::{NftConfig, NftEndpoint, NftError, NftHostPort};
+
+/// Prefix of every table this datapath owns (`inet` and `bridge` families).
+pub(super) const TABLE_PREFIX: &str = "smarter_";
+/// Bridge-family set of pod ports (host veth names) whose frames are checked.
+pub(super) const SET_PORTS: &str = "ports";
+/// Bridge-family set of `ifname . ipv4_addr . ether_addr` the pods may send from.
+pub(super) const SET_ENDPOINTS: &str = "endpoints";
+/// Inet-family interval set of denied destinations.
+pub(super) const SET_DENY: &str = "deny";
+/// Inet-family maps `port : pod ip . pod port`.
+pub(super) const MAP_TCP: &str = "hostport_tcp";
+/// See [`MAP_TCP`].
+pub(super) const MAP_UDP: &str = "hostport_udp";
+/// Named counters of the inet table.
+pub(super) const INET_COUNTERS: [&str; 3] = ["drop_deny", "drop_nodelocal", "nat_masquerade"];
+/// Named counters of the bridge table.
+pub(super) const BRIDGE_COUNTERS: [&str; 2] = ["drop_spoof_ip", "drop_spoof_arp"];
+
+/// The table name of `network` in both families: `smarter_<name>` with characters nft
+/// identifiers cannot hold replaced by `_`, plus a short hash when anything was replaced (so
+/// `a-b` and `a_b` do not share tables).
+pub(super) fn table_name(network: &str) -> String {
+    let clean: String = network
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == network {
+        return format!("{TABLE_PREFIX}{clean}");
+    }
+    let digest = Sha256::digest(network.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("{TABLE_PREFIX}{clean}_{hash}")
+}
+
+/// Refuses interface names the kernel would refuse or that could break out of a quoted string.
+pub(super) fn check_ifname(name: &str) -> Result<(), NftError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name.len() > 15 {
+        "longer than 15 bytes"
+    } else if name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '/' | '\\' | '*' | ':'))
+    {
+        "contains a character interface names cannot hold"
+    } else {
+        return Ok(());
+    };
+    Err(NftError::Invalid {
+        what: "interface name",
+        value: name.to_owned(),
+        reason,
+    })
+}
+
+/// `tcp` or `udp` for IP protocol numbers 6 and 17.
+pub(super) fn proto_name(protocol: u8) -> Result<&'static str, NftError> {
+    match protocol {
+        6 => Ok("tcp"),
+        17 => Ok("udp"),
+        other => Err(NftError::Invalid {
+            what: "hostPort protocol",
+            value: other.to_string(),
+            reason: "only 6 (tcp) and 17 (udp) are supported",
+        }),
+    }
+}
+
+/// The hostPort map of a protocol number.
+pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftError> {
+    Ok(if proto_name(protocol)? == "tcp" {
+        MAP_TCP
+    } else {
+        MAP_UDP
+    })
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub(super) fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The whole ruleset of one network as one atomic batch. Tables, sets, maps and counters are
+/// `add`ed (kept with their elements and values when they exist); the deny set and every chain
+/// are flushed and refilled, so re-running it converges on `cfg` without a window where rules
+/// are missing.
+///
+/// # Errors
+///
+/// [`NftError::Invalid`] for interface names or a NAT port range that cannot be used.
+pub(super) fn ensure_script(cfg: &NftConfig) -> Result<String, NftError> {
+    check_ifname(&cfg.bridge)?;
+    if let Some(uplink) = &cfg.uplink {
+        check_ifname(uplink)?;
+    }
+    let (lo, hi) = cfg.nat_ports;
+    if lo > hi || (lo == 0) != (hi == 0) {
+        return Err(NftError::Invalid {
+            what: "NAT port range",
+            value: format!("{lo}-{hi}"),
+            reason: "must be (0, 0) for any port or 1 <= low <= high",
+        });
+    }
+    let t = table_name(&cfg.network);
+    let br = &cfg.bridge;
+    let net = format!("{}/{}", cfg.subnet.network(), cfg.subnet.prefix());
+    let out = match &cfg.uplink {
+        Some(uplink) => format!("oifname \"{uplink}\""),
+        None => format!("oifname != \"{br}\""),
+    };
+    let mut s = String::new();
+    let mut w = |line: String| {
+        s.push_str(&line);
+        s.push('\n');
+    };
+    // inet: deny, node-local-only, masquerade, hostPort.
+    let i = format!("inet {t}");
+    w(format!("add table {i}"));
+    w(format!(
+        "add set {i} {SET_DENY} {{ type ipv4_addr; flags interval; auto-merge; }}"
+    ));
+    w(format!("flush set {i} {SET_DENY}"));
+    if !cfg.deny.is_empty() {
+        let cidrs: Vec<String> = cfg
+            .deny
+            .iter()
+            .map(|d| format!("{}/{}", d.network(), d.prefix()))
+            .collect();
+        w(format!(
+            "add element {i} {SET_DENY} {{ {} }}",
+            cidrs.join(", ")
+        ));
+    }
+    for map in [MAP_TCP, MAP_UDP] {
+        w(format!(
+            "add map {i} {map} {{ type inet_service : ipv4_addr . inet_service; }}"
+        ));
+    }
+    for counter in INET_COUNTERS {
+        w(format!("add counter {i} {counter}"));
+    }
+    let chain = |w: &mut dyn FnMut(String), name: &str, spec: &str, rules: &[String]| {
+        w(format!("add chain {i} {name} {{ {spec}; policy accept; }}"));
+        w(format!("flush chain {i} {name}"));
+        for rule in rules {
+            w(format!("add rule {i} {name} {rule}"));
+        }
+    };
+    let dnat = |map: &str, proto: &str| format!("dnat ip to {proto} dport map @{map}");
+    chain(
+        &mut w,
+        "prerouting",
+        "type nat hook prerouting priority dstnat",
+        &[
+            format!("fib daddr type local {}", dnat(MAP_TCP, "tcp")),
+            format!("fib daddr type local {}", dnat(MAP_UDP, "udp")),
+        ],
+    );
+    chain(
+        &mut w,
+        "output",
+        "type nat hook output priority -100",
+        &[
+            format!(
+                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
+                dnat(MAP_TCP, "tcp")
+            ),
+            format!(
+                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
+                dnat(MAP_UDP, "udp")
+            ),
+        ],
+    );
+    let ports = if lo == 0 {
+        String::new()
+    } else {
+        format!("meta l4proto {{ tcp, udp }} counter name nat_masquerade masquerade to :{lo}-{hi}")
+    };
+    let mut post = vec![format!(
+        "ip saddr {net} ip daddr {net} oifname \"{br}\" ct status dnat masquerade"
+    )];
+    if !ports.is_empty() {
+        post.push(format!("ip saddr {net} {out} {ports}"));
+    }
+    post.push(format!(
+        "ip saddr {net} {out} counter name nat_masquerade masquerade"
+    ));
+    chain(
+        &mut w,
+        "postrouting",
+        "type nat hook postrouting priority srcnat",
+        &post,
+    );
+    let inbound = format!("iifname != \"{br}\" oifname \"{br}\" ip daddr {net}");
+    chain(
+        &mut w,
+        "forward",
+        "type filter hook forward priority filter",
+        &[
+            format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
+            format!("{inbound} ct status dnat accept"),
+            format!("{inbound} ct state established,related accept"),
+            format!("{inbound} counter name drop_nodelocal drop"),
+        ],
+    );
+    // bridge: anti-spoofing on the pod ports.
+    let b = format!("bridge {t}");
+    w(format!("add table {b}"));
+    w(format!("add set {b} {SET_PORTS} {{ type ifname; }}"));
+    w(format!(
+        "add set {b} {SET_ENDPOINTS} {{ type ifname . ipv4_addr . ether_addr; }}"
+    ));
+    for counter in BRIDGE_COUNTERS {
+        w(format!("add counter {b} {counter}"));
+    }
+    w(format!(
+        "add chain {b} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"
+    ));
+    w(format!("flush chain {b} prerouting"));
+    for rule in [
+        format!("iifname != @{SET_PORTS} accept"),
+        format!("ether type ip iifname . ip saddr . ether saddr @{SET_ENDPOINTS} accept"),
+        "ether type ip counter name drop_spoof_ip drop".to_owned(),
+        format!("ether type arp iifname . arp saddr ip . arp saddr ether @{SET_ENDPOINTS} accept"),
+        "ether type arp counter name drop_spoof_arp drop".to_owned(),
+    ] {
+        w(format!("add rule {b} prerouting {rule}"));
+    }
+    Ok(s)
+}
+
+/// One endpoint's elements: its port and its `ifname . ip . mac` tuple.
+fn endpoint_elements(op: &str, t: &str, ep: &NftEndpoint) -> String {
+    let (ifname, ip, mac) = (&ep.host_ifname, ep.ip, format_mac(&ep.mac));
+    format!(
+        "{op} element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}\n\
+         {op} element bridge {t} {SET_ENDPOINTS} {{ \"{ifname}\" . {ip} . {mac} }}\n"
+    )
+}
+
+/// One hostPort element.
+fn hostport_element(op: &str, t: &str, hp: &NftHostPort, ip: Ipv4Addr) -> Result<String, NftError> {
+    let map = proto_map(hp.protocol)?;
+    Ok(format!(
+        "{op} element inet {t} {map} {{ {} : {ip} . {} }}\n",
+        hp.host_port, hp.container_port
+    ))
+}
+
+/// The batch that attaches `ep` with `ports`, first deleting the stale elements passed in
+/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted).
+///
+/// # Errors
+///
+/// [`NftError::Invalid`] for a bad interface name or protocol.
+pub(super) fn attach_script(
+    t: &str,
+    ep: &NftEndpoint,
+    ports: &[NftHostPort],
+    stale_endpoints: &[NftEndpoint],
+    stale_ports: &[(NftHostPort, Ipv4Addr)],
+) -> Result<String, NftError> {
+    check_ifname(&ep.host_ifname)?;
+    let mut s = detach_script(t, stale_endpoints, stale_ports)?;
+    s.push_str(&endpoint_elements("add", t, ep));
+    for hp in ports {
+        s.push_str(&hostport_element("add", t, hp, ep.ip)?);
+    }
+    Ok(s)
+}
+
+/// The batch deleting the given endpoints (their ports too) and hostPorts.
+///
+/// # Errors
+///
+/// [`NftError::Invalid`] for a bad protocol.
+pub(super) fn detach_script(
+    t: &str,
+    endpoints: &[NftEndpoint],
+    ports: &[(NftHostPort, Ipv4Addr)],
+) -> Result<String, NftError> {
+    let mut s = String::new();
+    let mut seen_ports: Vec<&str> = Vec::new();
+    for ep in endpoints {
+        let _ = writeln!(
+            s,
+            "delete element bridge {t} {SET_ENDPOINTS} {{ \"{}\" . {} . {} }}",
+            ep.host_ifname,
+            ep.ip,
+            format_mac(&ep.mac)
+        );
+        if !seen_ports.contains(&ep.host_ifname.as_str()) {
+            seen_ports.push(&ep.host_ifname);
+        }
+    }
+    for ifname in seen_ports {
+        let _ = writeln!(
+            s,
+            "delete element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}"
+        );
+    }
+    for (hp, ip) in ports {
+        s.push_str(&hostport_element("delete", t, hp, *ip)?);
+    }
+    Ok(s)
+}
+
+/// A throwaway table with a NAT chain and a bridge chain, deleted in the same batch: proves
+/// the kernel accepts what [`ensure_script`] needs without leaving anything behind.
+pub(super) fn probe_script(name: &str) -> String {
+    format!(
+        "add table inet {name}\n\
+         add chain inet {name} post {{ type nat hook postrouting priority srcnat; }}\n\
+         add rule inet {name} post fib daddr type local masquerade\n\
+         add table bridge {name}\n\
+         add chain bridge {name} pre {{ type filter hook prerouting priority -300; }}\n\
+         delete table inet {name}\n\
+         delete table bridge {name}\n"
+    )
+}

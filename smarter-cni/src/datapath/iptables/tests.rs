@@ -1,0 +1,241 @@
+//! Unit tests of script generation and listing parsing (no root, no `nft`).
+
+use std::net::Ipv4Addr;
+
+use serde_json::json;
+
+use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
+use super::{NftConfig, NftEndpoint, NftError, NftHostPort, parse};
+
+fn default_config() -> NftConfig {
+    NftConfig {
+        network: "smartnet".into(),
+        bridge: "smartnet0".into(),
+        subnet: "172.39.0.0/16".parse().unwrap(),
+        gateway: Ipv4Addr::new(172, 39, 0, 1),
+        uplink: None,
+        deny: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ],
+        nat_ports: (61000, 64999),
+    }
+}
+
+fn ep(last: u8, ifname: &str) -> NftEndpoint {
+    NftEndpoint {
+        ip: Ipv4Addr::new(172, 39, 0, last),
+        mac: [2, 0, 0, 0, 0, last],
+        host_ifname: ifname.into(),
+    }
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+#[test]
+fn default_ruleset_snapshot() {
+    let expected = r#"add table inet smarter_smartnet
+add set inet smarter_smartnet deny { type ipv4_addr; flags interval; auto-merge; }
+flush set inet smarter_smartnet deny
+add element inet smarter_smartnet deny { 203.0.113.0/24, 10.0.0.0/8 }
+add map inet smarter_smartnet hostport_tcp { type inet_service : ipv4_addr . inet_service; }
+add map inet smarter_smartnet hostport_udp { type inet_service : ipv4_addr . inet_service; }
+add counter inet smarter_smartnet drop_deny
+add counter inet smarter_smartnet drop_nodelocal
+add counter inet smarter_smartnet nat_masquerade
+add chain inet smarter_smartnet prerouting { type nat hook prerouting priority dstnat; policy accept; }
+flush chain inet smarter_smartnet prerouting
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to tcp dport map @hostport_tcp
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to udp dport map @hostport_udp
+add chain inet smarter_smartnet output { type nat hook output priority -100; policy accept; }
+flush chain inet smarter_smartnet output
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to tcp dport map @hostport_tcp
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to udp dport map @hostport_udp
+add chain inet smarter_smartnet postrouting { type nat hook postrouting priority srcnat; policy accept; }
+flush chain inet smarter_smartnet postrouting
+add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 ip daddr 172.39.0.0/16 oifname "smartnet0" ct status dnat masquerade
+add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 oifname != "smartnet0" meta l4proto { tcp, udp } counter name nat_masquerade masquerade to :61000-64999
+add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 oifname != "smartnet0" counter name nat_masquerade masquerade
+add chain inet smarter_smartnet forward { type filter hook forward priority filter; policy accept; }
+flush chain inet smarter_smartnet forward
+add rule inet smarter_smartnet forward iifname "smartnet0" ip daddr @deny counter name drop_deny drop
+add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct status dnat accept
+add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct state established,related accept
+add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 counter name drop_nodelocal drop
+add table bridge smarter_smartnet
+add set bridge smarter_smartnet ports { type ifname; }
+add set bridge smarter_smartnet endpoints { type ifname . ipv4_addr . ether_addr; }
+add counter bridge smarter_smartnet drop_spoof_ip
+add counter bridge smarter_smartnet drop_spoof_arp
+add chain bridge smarter_smartnet prerouting { type filter hook prerouting priority -300; policy accept; }
+flush chain bridge smarter_smartnet prerouting
+add rule bridge smarter_smartnet prerouting iifname != @ports accept
+add rule bridge smarter_smartnet prerouting ether type ip iifname . ip saddr . ether saddr @endpoints accept
+add rule bridge smarter_smartnet prerouting ether type ip counter name drop_spoof_ip drop
+add rule bridge smarter_smartnet prerouting ether type arp iifname . arp saddr ip . arp saddr ether @endpoints accept
+add rule bridge smarter_smartnet prerouting ether type arp counter name drop_spoof_arp drop
+"#;
+    assert_eq!(ensure_script(&default_config()).unwrap(), expected);
+}
+
+#[test]
+fn uplink_and_port_range_variants() {
+    let mut cfg = default_config();
+    cfg.uplink = Some("wwan0".into());
+    cfg.nat_ports = (0, 0);
+    cfg.deny.clear();
+    cfg.subnet = "10.88.3.7/24".parse().unwrap();
+    let s = ensure_script(&cfg).unwrap();
+    assert!(s.contains(
+        "postrouting ip saddr 10.88.3.0/24 oifname \"wwan0\" counter name nat_masquerade masquerade\n"
+    ));
+    assert!(!s.contains("masquerade to"), "{s}");
+    assert!(
+        !s.contains("add element"),
+        "an empty deny list adds no elements: {s}"
+    );
+    assert!(
+        s.contains("flush set inet smarter_smartnet deny\n"),
+        "old deny ranges go away"
+    );
+    for bad in [(0, 10), (10, 0), (2000, 1000)] {
+        cfg.nat_ports = bad;
+        assert!(
+            matches!(ensure_script(&cfg), Err(NftError::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+    cfg.nat_ports = (0, 0);
+    cfg.uplink = Some("bad\"name".into());
+    assert!(matches!(
+        ensure_script(&cfg),
+        Err(NftError::Invalid {
+            what: "interface name",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn table_names_are_sanitized_and_distinct() {
+    assert_eq!(table_name("smartnet"), "smarter_smartnet");
+    let dashed = table_name("my-net");
+    assert!(dashed.starts_with("smarter_my_net_") && dashed.len() == "smarter_my_net_".len() + 8);
+    assert_ne!(dashed, table_name("my_net"));
+    assert_ne!(dashed, table_name("my.net"));
+    assert!(table_name(&"x".repeat(300)).len() < 100);
+}
+
+#[test]
+fn attach_script_replaces_stale_elements_in_one_batch() {
+    let new = ep(2, "smv00000000000b");
+    let stale = ep(2, "smv00000000000a");
+    let ports = [NftHostPort {
+        host_port: 8080,
+        container_port: 80,
+        protocol: TCP,
+    }];
+    let old_port = (
+        NftHostPort {
+            host_port: 5353,
+            container_port: 53,
+            protocol: UDP,
+        },
+        new.ip,
+    );
+    let s = attach_script("smarter_n", &new, &ports, &[stale], &[old_port]).unwrap();
+    assert_eq!(
+        s,
+        "delete element bridge smarter_n endpoints { \"smv00000000000a\" . 172.39.0.2 . 02:00:00:00:00:02 }\n\
+         delete element bridge smarter_n ports { \"smv00000000000a\" }\n\
+         delete element inet smarter_n hostport_udp { 5353 : 172.39.0.2 . 53 }\n\
+         add element bridge smarter_n ports { \"smv00000000000b\" }\n\
+         add element bridge smarter_n endpoints { \"smv00000000000b\" . 172.39.0.2 . 02:00:00:00:00:02 }\n\
+         add element inet smarter_n hostport_tcp { 8080 : 172.39.0.2 . 80 }\n"
+    );
+    let sctp = [NftHostPort {
+        host_port: 1,
+        container_port: 1,
+        protocol: 132,
+    }];
+    assert!(attach_script("t", &new, &sctp, &[], &[]).is_err());
+    assert!(attach_script("t", &ep(3, "a b"), &[], &[], &[]).is_err());
+}
+
+#[test]
+fn detach_script_deletes_each_port_once() {
+    let a = ep(2, "smv1");
+    let mut b = ep(2, "smv1");
+    b.mac[0] = 0x0a;
+    let s = detach_script("t", &[a, b], &[]).unwrap();
+    assert_eq!(s.matches("delete element bridge t ports").count(), 1, "{s}");
+    assert_eq!(
+        s.matches("delete element bridge t endpoints").count(),
+        2,
+        "{s}"
+    );
+    assert!(detach_script("t", &[], &[]).unwrap().is_empty());
+}
+
+#[test]
+fn probe_deletes_what_it_creates() {
+    let s = probe_script("smarter_probe_1_0");
+    assert!(s.contains("add table inet smarter_probe_1_0\n"));
+    assert!(
+        s.ends_with("delete table inet smarter_probe_1_0\ndelete table bridge smarter_probe_1_0\n")
+    );
+}
+
+#[test]
+fn parses_listings() {
+    // Captured from nftables 1.0.6 (`nft -j list table ...`).
+    let bridge = json!({"nftables": [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"counter": {"family": "bridge", "name": "drop_spoof_ip", "table": "t", "handle": 3, "packets": 4, "bytes": 336}},
+        {"set": {"family": "bridge", "name": "ports", "table": "t", "type": "ifname", "handle": 1, "elem": ["smv0123456789ab"]}},
+        {"set": {"family": "bridge", "name": "endpoints", "table": "t", "type": ["ifname", "ipv4_addr", "ether_addr"], "handle": 2,
+                 "elem": [{"concat": ["smv0123456789ab", "172.39.0.2", "02:00:00:00:00:02"]}]}}]});
+    let inet = json!({"nftables": [
+        {"map": {"family": "inet", "name": "hostport_tcp", "table": "t", "type": "inet_service", "handle": 2,
+                 "map": "ipv4_addr . inet_service", "elem": [[8080, {"concat": ["172.39.0.2", 80]}]]}},
+        {"map": {"family": "inet", "name": "hostport_udp", "table": "t", "type": "inet_service", "handle": 3,
+                 "map": "ipv4_addr . inet_service"}}]});
+    assert_eq!(
+        parse::endpoints(&bridge, "endpoints").unwrap(),
+        vec![ep(2, "smv0123456789ab")]
+    );
+    assert_eq!(
+        parse::names(&bridge, "ports"),
+        vec!["smv0123456789ab".to_owned()]
+    );
+    assert_eq!(
+        parse::counters(&bridge),
+        vec![("drop_spoof_ip".to_owned(), 4, 336)]
+    );
+    let hp = NftHostPort {
+        host_port: 8080,
+        container_port: 80,
+        protocol: TCP,
+    };
+    assert_eq!(
+        parse::host_ports(&inet, "hostport_tcp", TCP).unwrap(),
+        vec![(hp, Ipv4Addr::new(172, 39, 0, 2))]
+    );
+    assert!(
+        parse::host_ports(&inet, "hostport_udp", UDP)
+            .unwrap()
+            .is_empty()
+    );
+    let bad = json!({"nftables": [{"set": {"name": "endpoints", "elem": [{"concat": ["x", "1.2.3.4"]}]}}]});
+    assert!(matches!(
+        parse::endpoints(&bad, "endpoints"),
+        Err(NftError::Parse { .. })
+    ));
+    let tables =
+        json!({"nftables": [{"table": {"family": "inet", "name": "smarter_a", "handle": 1}}]});
+    assert_eq!(
+        parse::tables(&tables),
+        vec![("inet".to_owned(), "smarter_a".to_owned())]
+    );
+}

@@ -1,0 +1,116 @@
+//! Per-verdict counters: [`crate::maps::VERDICTS`] is a per-CPU array indexed by [`Verdict`].
+
+use core::mem::size_of;
+
+/// What a program did with a packet; the index into [`crate::maps::VERDICTS`].
+///
+/// Numbers are part of the ABI (append only; bump [`crate::LAYOUT_VERSION`] otherwise).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passed to the host stack (pod → node, or traffic no later rule claims).
+    PassHost = 0,
+    /// Redirected into another pod on this node (`bpf_redirect_peer`).
+    RedirectPod = 1,
+    /// Source-NATed out of the uplink.
+    NatOut = 2,
+    /// Reverse-NATed into a pod.
+    NatIn = 3,
+    /// DNATed from a hostPort into a pod (reserved).
+    HostportIn = 4,
+    /// Dropped: source IP or MAC (IPv4 or ARP) is not the endpoint of this interface.
+    DropSpoof = 5,
+    /// Dropped: destination inside a configured deny range.
+    DropDeny = 6,
+    /// Dropped: uplink traffic to a pod address that is neither NAT reply nor hostPort.
+    DropNodelocal = 7,
+    /// Dropped: truncated headers or bad IPv4 header length.
+    DropMalformed = 8,
+    /// Passed to the host stack: ARP, broadcast, multicast and non-IPv4 frames (bridge's job).
+    PassL2 = 9,
+    /// Passed to the host stack: IPv4 with options or fragments, which the datapath does not
+    /// rewrite (after the anti-spoofing check).
+    PassUnparsed = 10,
+    /// Dropped: SNAT needed but no free NAT port (all probes collided).
+    DropNatPorts = 11,
+    /// Dropped after SNAT: the FIB lookup found no route out.
+    DropNoRoute = 12,
+    /// An ICMP error about a NATed flow, translated and delivered into the pod.
+    IcmpErrorIn = 13,
+}
+
+impl Verdict {
+    /// Every verdict, in index order.
+    pub const ALL: [Verdict; 14] = [
+        Verdict::PassHost,
+        Verdict::RedirectPod,
+        Verdict::NatOut,
+        Verdict::NatIn,
+        Verdict::HostportIn,
+        Verdict::DropSpoof,
+        Verdict::DropDeny,
+        Verdict::DropNodelocal,
+        Verdict::DropMalformed,
+        Verdict::PassL2,
+        Verdict::PassUnparsed,
+        Verdict::DropNatPorts,
+        Verdict::DropNoRoute,
+        Verdict::IcmpErrorIn,
+    ];
+
+    /// The snake_case name operators see.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::PassHost => "pass_host",
+            Verdict::RedirectPod => "redirect_pod",
+            Verdict::NatOut => "nat_out",
+            Verdict::NatIn => "nat_in",
+            Verdict::HostportIn => "hostport_in",
+            Verdict::DropSpoof => "drop_spoof",
+            Verdict::DropDeny => "drop_deny",
+            Verdict::DropNodelocal => "drop_nodelocal",
+            Verdict::DropMalformed => "drop_malformed",
+            Verdict::PassL2 => "pass_l2",
+            Verdict::PassUnparsed => "pass_unparsed",
+            Verdict::DropNatPorts => "drop_nat_ports",
+            Verdict::DropNoRoute => "drop_no_route",
+            Verdict::IcmpErrorIn => "icmp_error_in",
+        }
+    }
+}
+
+/// Capacity of [`crate::maps::VERDICTS`]; room to append verdicts without a layout bump.
+pub const VERDICTS_MAX: u32 = 32;
+
+/// Value of [`crate::maps::VERDICTS`] (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictStats {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (`skb->len`).
+    pub bytes: u64,
+}
+
+/// Key of [`crate::maps::DENY`]: an LPM trie key (prefix length in bits, then the IPv4 address in
+/// network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenyKey {
+    /// Prefix length, 0..=32.
+    pub prefix_len: u32,
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+}
+
+const _: () = {
+    assert!(size_of::<VerdictStats>() == 16);
+    assert!(size_of::<DenyKey>() == 8);
+    assert!(Verdict::ALL.len() as u32 <= VERDICTS_MAX);
+    let mut i = 0;
+    while i < Verdict::ALL.len() {
+        assert!(Verdict::ALL[i] as usize == i);
+        i += 1;
+    }
+};

@@ -1,0 +1,165 @@
+//! Conntrack of the SNAT: the pod-side entry of a flow and its NAT port, allocated by hashing
+//! the flow then probing a bounded number of ports with `BPF_NOEXIST` inserts into the reverse
+//! map (so two CPUs can never hand out the same port for the same remote).
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use smarter_common::{
+    CtKey, CtValue, NetConfig,
+    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_SYN},
+};
+
+use crate::{
+    maps::{CT_IN, CT_OUT},
+    nat::{L4Info, PROTO_TCP},
+};
+
+/// NAT port probes before giving up (bounded loop, verifier-friendly).
+const PROBES: u32 = 8;
+
+/// The TCP state after a packet with `flags` (FIN 0x01, SYN 0x02, RST 0x04); `reply` is the
+/// direction from the remote end.
+#[inline(always)]
+pub fn next_state(state: u8, proto: u8, flags: u8, reply: bool) -> u8 {
+    if proto != PROTO_TCP {
+        return if reply { CT_ESTABLISHED } else { state };
+    }
+    if flags & 0x05 != 0 {
+        CT_CLOSING
+    } else if reply && state == CT_SYN {
+        CT_ESTABLISHED
+    } else if flags & 0x02 != 0 && state == CT_NEW {
+        CT_SYN
+    } else {
+        state
+    }
+}
+
+/// Whether an entry last seen at `last_seen` has been idle longer than `cfg` allows.
+#[inline(always)]
+fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
+    let secs = match (proto, state) {
+        (PROTO_TCP, CT_ESTABLISHED) => cfg.ct_timeout_s[0],
+        (PROTO_TCP, _) => cfg.ct_timeout_s[1],
+        (17, _) => cfg.ct_timeout_s[2],
+        _ => cfg.ct_timeout_s[3],
+    };
+    secs != 0 && now.saturating_sub(last_seen) > u64::from(secs) * 1_000_000_000
+}
+
+/// The NAT port (network byte order) of the flow `saddr:l.port → daddr:l.remote_port`, creating
+/// both conntrack entries for a new flow (also when the existing one has expired: it is
+/// replaced). `None`: every probed port is taken.
+#[inline(always)]
+pub fn nat_port_for(
+    saddr: u32,
+    daddr: u32,
+    l: &L4Info,
+    proto: u8,
+    cfg: &NetConfig,
+    now: u64,
+) -> Option<u16> {
+    let uplink_addr = cfg.uplink_addr;
+    let out_key = CtKey {
+        a: saddr,
+        b: daddr,
+        a_port: l.port,
+        b_port: l.remote_port,
+        proto,
+        pad: [0; 3],
+    };
+    let mut nat_port = 0u16;
+    if let Some(v) = CT_OUT.get_ptr_mut(out_key) {
+        // SAFETY: a map value pointer, valid for this program run.
+        unsafe {
+            if (*v).addr == uplink_addr {
+                nat_port = (*v).port;
+                if expired(cfg, proto, (*v).state, (*v).last_seen, now) {
+                    // Treated as new: the old reverse entry goes, a fresh port is chosen.
+                    let old = CtKey {
+                        a: daddr,
+                        b: 0,
+                        a_port: l.remote_port,
+                        b_port: nat_port,
+                        proto,
+                        pad: [0; 3],
+                    };
+                    let _ = CT_IN.remove(old);
+                    nat_port = 0;
+                }
+                (*v).last_seen = now;
+                (*v).state = next_state((*v).state, proto, l.tcp_flags, false);
+            }
+        }
+    }
+    let state = next_state(CT_NEW, proto, l.tcp_flags, false);
+    if nat_port != 0 {
+        // The LRU may have evicted the reverse entry alone: restore it, or pick a new port
+        // when another flow took this one meanwhile.
+        let in_key = CtKey {
+            a: daddr,
+            b: 0,
+            a_port: l.remote_port,
+            b_port: nat_port,
+            proto,
+            pad: [0; 3],
+        };
+        if CT_IN.get_ptr_mut(in_key).is_none() {
+            let reply = CtValue {
+                last_seen: now,
+                addr: saddr,
+                port: l.port,
+                state,
+                pad: 0,
+            };
+            if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_err() {
+                nat_port = 0;
+            }
+        }
+    }
+    if nat_port == 0 {
+        let (first, last) = cfg.nat_ports();
+        let range = u32::from(last - first) + 1;
+        let hash = saddr
+            ^ daddr.rotate_left(7)
+            ^ (u32::from(l.port) << 16)
+            ^ u32::from(l.remote_port)
+            ^ u32::from(proto);
+        let hash = hash.wrapping_mul(0x9e37_79b1);
+        let reply = CtValue {
+            last_seen: now,
+            addr: saddr,
+            port: l.port,
+            state,
+            pad: 0,
+        };
+        for i in 0..PROBES {
+            let port = first + ((hash.wrapping_add(i.wrapping_mul(7919)) >> 8) % range) as u16;
+            let port = port.to_be();
+            let in_key = CtKey {
+                a: daddr,
+                b: 0,
+                a_port: l.remote_port,
+                b_port: port,
+                proto,
+                pad: [0; 3],
+            };
+            if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_ok() {
+                nat_port = port;
+                break;
+            }
+        }
+        if nat_port == 0 {
+            return None;
+        }
+        let out = CtValue {
+            last_seen: now,
+            addr: uplink_addr,
+            port: nat_port,
+            state,
+            pad: 0,
+        };
+        // An LRU insert only fails without memory; the reply entry still lets replies in.
+        let _ = CT_OUT.insert(out_key, out, 0);
+    }
+    Some(nat_port)
+}
