@@ -7,6 +7,7 @@
 
 mod add;
 mod check;
+mod datapath;
 mod del;
 mod errors;
 mod gc;
@@ -65,6 +66,7 @@ impl Ctx {
         DatapathConfig {
             gateway: self.conf.gateway,
             subnet: self.conf.subnet,
+            ct_max_entries: self.conf.ct_max_entries,
         }
     }
 

@@ -64,4 +64,7 @@ pub struct DatapathConfig {
     pub gateway: Ipv4Addr,
     /// The pod subnet.
     pub subnet: Ipv4Network,
+    /// Capacity of each conntrack map (`ctMaxEntries`). Applies when the maps are created;
+    /// pinned maps keep their size until the network's pins are removed.
+    pub ct_max_entries: u32,
 }

@@ -94,6 +94,7 @@ fn pins_are_loaded_once_reused_and_refused_when_wrong() {
     let cfg = DatapathConfig {
         gateway: Ipv4Addr::new(172, 39, 0, 1),
         subnet: "172.39.0.0/16".parse().unwrap(),
+        ct_max_entries: 16384,
     };
     let not_bpffs = EbpfDatapath::open_or_load(plain.path(), "smartnet", plain.path(), &cfg);
     assert!(

@@ -6,10 +6,11 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::Ctx;
+use super::datapath::{self, Active};
 use super::errors::IntoCni as _;
 use super::naming::{bridge_mac, host_veth_name};
 use crate::cni::{CniError, CniResult, Interface, IpConfig, MacAddr, Route};
-use crate::datapath::{EbpfDatapath, EndpointSpec};
+use crate::datapath::EndpointSpec;
 use crate::netlink::{Netlink, NetnsFile};
 use crate::state::{Attachment, StoredPortMapping};
 
@@ -38,20 +39,19 @@ pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
         )
     })?;
     let requested = requested_ip(ctx)?;
-    let datapath = EbpfDatapath::open_or_load(
-        &ctx.conf.bpffs_dir,
-        &ctx.conf.name,
-        &ctx.lock_dir(),
-        &ctx.datapath_config(),
-    )
-    .into_cni()?;
     let ipam = ctx.ipam()?;
     let node = Netlink::connect().into_cni()?;
 
     let mut done = Vec::new();
-    let res = wire(ctx, &ipam, &node, &netns, &datapath, requested, &mut done).await;
+    let mut active = None;
+    let res = wire(ctx, &ipam, &node, &netns, &mut active, requested, &mut done).await;
     match res {
-        Ok(v) => Ok(v),
+        Ok(v) => {
+            if let Some(dp) = &active {
+                datapath::retire_unused(ctx, dp.name());
+            }
+            Ok(v)
+        }
         Err(e) => {
             for step in done.into_iter().rev() {
                 let r = match &step {
@@ -64,9 +64,9 @@ pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string()),
-                    Undo::Detach(ip, host) => datapath
-                        .detach_endpoint(*ip, host)
-                        .map_err(|e| e.to_string()),
+                    Undo::Detach(ip, host) => {
+                        active.as_ref().map_or(Ok(()), |dp| dp.detach(*ip, host))
+                    }
                 };
                 if let Err(err) = r {
                     tracing::error!("rollback step failed: {err}");
@@ -86,7 +86,7 @@ async fn wire(
     ipam: &crate::ipam::Ipam,
     node: &Netlink,
     netns: &NetnsFile,
-    datapath: &EbpfDatapath,
+    active: &mut Option<Active>,
     requested: Option<Ipv4Addr>,
     done: &mut Vec<Undo>,
 ) -> Result<serde_json::Value, CniError> {
@@ -107,6 +107,12 @@ async fn wire(
         .await
         .into_cni()?;
     super::node::prepare(conf.nat_port_range)?;
+    let uplink = datapath::resolve_uplink(ctx, node).await?;
+    let dp: &Active = active.insert(datapath::open_for_add(
+        ctx,
+        uplink.as_ref(),
+        (bridge.index, bridge_mac(&conf.bridge)),
+    )?);
 
     let host = host_veth_name(id, ifname);
     node.create_veth(
@@ -161,9 +167,7 @@ async fn wire(
         pod_namespace: ctx.env.args.pod_namespace.clone().unwrap_or_default(),
         pod_name: ctx.env.args.pod_name.clone().unwrap_or_default(),
     };
-    datapath
-        .attach_endpoint(&spec, ctx.attach_mode())
-        .into_cni()?;
+    dp.attach(ctx, &spec, &conf.runtime_config.port_mappings)?;
     done.push(Undo::Detach(ip, host.clone()));
     ctx.fault("after-datapath")?;
 
@@ -218,7 +222,7 @@ async fn wire(
             })
             .collect(),
         aliases: conf.runtime_config.aliases.clone(),
-        datapath: "ebpf".to_string(),
+        datapath: dp.name().to_string(),
         result: json.clone(),
     };
     ctx.state()?.save(&record).into_cni()?;

@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::Ctx;
+use super::datapath;
 use super::errors::IntoCni as _;
 use super::naming::host_veth_name;
 use crate::cni::CniError;
-use crate::datapath::{EbpfDatapath, EndpointSpec};
+use crate::datapath::EndpointSpec;
 use crate::netlink::{Netlink, NetnsFile};
 
 pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
@@ -65,8 +66,8 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
         }
     }
 
-    match EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name).into_cni()? {
-        None => diffs.push("datapath pins are missing".to_string()),
+    match datapath::open_existing(ctx, &record.datapath)? {
+        None => diffs.push(format!("the {} datapath is missing", record.datapath)),
         Some(dp) => {
             if let Some(h) = &host_link {
                 let spec = EndpointSpec {
@@ -79,7 +80,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
                     pod_namespace: record.pod_namespace.clone(),
                     pod_name: record.pod_name.clone(),
                 };
-                diffs.extend(dp.check_endpoint(&spec).into_cni()?);
+                diffs.extend(dp.check(&spec)?);
             }
         }
     }

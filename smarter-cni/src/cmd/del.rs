@@ -3,10 +3,10 @@
 //! going after a failed step and reports every failure.
 
 use super::Ctx;
+use super::datapath;
 use super::errors::{IntoCni as _, ToCni as _};
 use super::naming::host_veth_name;
 use crate::cni::CniError;
-use crate::datapath::EbpfDatapath;
 use crate::netlink::Netlink;
 
 pub(super) async fn del(ctx: &Ctx) -> Result<(), CniError> {
@@ -36,19 +36,33 @@ pub(super) async fn teardown(ctx: &Ctx, id: &str, ifname: &str) -> Result<(), Cn
     };
     let host = host_veth_name(id, ifname);
 
-    match EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name) {
-        Ok(Some(dp)) => {
-            if let Some(ip) = ip
-                && let Err(e) = dp.detach_endpoint(ip, &host)
-            {
-                failures.push(e.to_string());
-            }
+    // The recorded datapath; without a record (ADD killed before saving it), both.
+    let names: &[&str] = match record.as_ref().map(|r| r.datapath.as_str()) {
+        Some(datapath::NFT) => &[datapath::NFT],
+        Some(_) => &[datapath::EBPF],
+        None => &[datapath::EBPF, datapath::NFT],
+    };
+    for name in names {
+        if *name == datapath::NFT
+            && record.is_none()
+            && crate::datapath::iptables::NftDatapath::available().is_err()
+        {
+            continue;
         }
-        Ok(None) => tracing::debug!(
-            "no pinned datapath for {}: nothing to detach",
-            ctx.conf.name
-        ),
-        Err(e) => failures.push(e.to_string()),
+        match datapath::open_existing(ctx, name) {
+            Ok(Some(dp)) => {
+                if let Some(ip) = ip
+                    && let Err(e) = dp.detach(ip, &host)
+                {
+                    failures.push(e);
+                }
+            }
+            Ok(None) => tracing::debug!(
+                "no {name} datapath for {}: nothing to detach",
+                ctx.conf.name
+            ),
+            Err(e) => failures.push(e.msg),
+        }
     }
 
     match Netlink::connect() {

@@ -8,9 +8,12 @@
 //! | IPAM/state I/O | 5 |
 //! | netlink | 102 |
 //! | eBPF datapath | 103 |
+//! | nftables datapath | 107 |
+//! | hostPort held by another pod (either datapath) | 108 |
 
 use crate::cni::CniError;
 use crate::datapath::EbpfError;
+use crate::datapath::iptables::NftError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::state::StateError;
@@ -50,7 +53,27 @@ impl ToCni for NetlinkError {
 
 impl ToCni for EbpfError {
     fn to_cni(&self) -> CniError {
-        CniError::new(CniError::EBPF, self.to_string(), "datapath")
+        match self {
+            EbpfError::HostPortTaken { .. } => CniError::new(
+                CniError::HOSTPORT_TAKEN,
+                self.to_string(),
+                "runtimeConfig.portMappings",
+            ),
+            _ => CniError::new(CniError::EBPF, self.to_string(), "datapath"),
+        }
+    }
+}
+
+impl ToCni for NftError {
+    fn to_cni(&self) -> CniError {
+        match self {
+            NftError::HostPortConflict { .. } => CniError::new(
+                CniError::HOSTPORT_TAKEN,
+                self.to_string(),
+                "runtimeConfig.portMappings",
+            ),
+            _ => CniError::new(CniError::NFTABLES, self.to_string(), "datapath"),
+        }
     }
 }
 

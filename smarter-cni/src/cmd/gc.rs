@@ -4,11 +4,11 @@
 use std::collections::HashSet;
 
 use super::Ctx;
+use super::datapath;
 use super::del::teardown;
 use super::errors::IntoCni as _;
 use super::naming::{HOST_VETH_PREFIX, host_veth_name};
 use crate::cni::CniError;
-use crate::datapath::EbpfDatapath;
 use crate::netlink::Netlink;
 
 pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
@@ -61,12 +61,12 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
             }
         }
     }
-    if let Some(dp) = EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name).into_cni()? {
-        for ep in dp.endpoints().into_cni()? {
-            if !valid_hosts.contains(&ep.host_ifname) {
-                tracing::info!("GC: removing orphan endpoint {}", ep.ip);
-                if let Err(e) = dp.detach_endpoint(ep.ip, &ep.host_ifname) {
-                    failures.push(e.to_string());
+    for dp in datapath::open_all(ctx)? {
+        for (ip, host) in dp.endpoints()? {
+            if !valid_hosts.contains(&host) {
+                tracing::info!("GC: removing orphan {} endpoint {ip}", dp.name());
+                if let Err(e) = dp.detach(ip, &host) {
+                    failures.push(e);
                 }
             }
         }

@@ -88,6 +88,10 @@ impl CniError {
     pub const CHECK_MISMATCH: u32 = 105;
     /// Code 106: the state store failed.
     pub const STATE_STORE: u32 = 106;
+    /// Code 107: the nftables datapath failed.
+    pub const NFTABLES: u32 = 107;
+    /// Code 108: a requested hostPort is already mapped to another pod.
+    pub const HOSTPORT_TAKEN: u32 = 108;
 
     /// Creates an error from its three parts (`details` may be empty).
     #[must_use]

@@ -102,7 +102,7 @@ impl EbpfDatapath {
         }
         let prog_pin = layout.prog(progs::POD);
         match (pins::exists(&prog_pin)?, missing) {
-            (false, _) => load_and_pin(&layout)?,
+            (false, _) => load_and_pin(&layout, cfg.ct_max_entries)?,
             (true, None) => {}
             (true, Some(map)) => {
                 return Err(EbpfError::IncompletePins {
@@ -267,13 +267,16 @@ pub(super) fn addr(ip: Ipv4Addr) -> u32 {
 
 /// Loads the embedded object with every map pinned under `layout`, then loads and pins the pod
 /// program. Maps already pinned (and checked by the caller) are reused by the loader.
-fn load_and_pin(layout: &PinLayout) -> Result<(), EbpfError> {
+fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<(), EbpfError> {
     if EBPF_OBJECT.is_empty() {
         return Err(EbpfError::NoObject);
     }
     let mut loader = EbpfLoader::new();
     for spec in &maps::ALL {
         loader.map_pin_path(spec.name, layout.map(spec.name));
+    }
+    for name in pins::SIZED_BY_CONFIG {
+        loader.map_max_entries(name, ct_max_entries);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| EbpfError::Load {
         dir: layout.dir().into(),

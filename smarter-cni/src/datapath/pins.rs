@@ -18,7 +18,10 @@ use std::{
 
 use aya::maps::MapData;
 use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
-use smarter_common::{LAYOUT_VERSION, maps::MapSpec};
+use smarter_common::{
+    LAYOUT_VERSION,
+    maps::{self, MapSpec},
+};
 
 use super::EbpfError;
 
@@ -140,6 +143,10 @@ pub(super) fn exists(path: &Path) -> Result<bool, EbpfError> {
 }
 
 /// Opens a pinned map after checking it has exactly the layout `spec` describes.
+/// Maps whose capacity comes from the configuration (`ctMaxEntries`), not from the build: any
+/// size is accepted when they are reopened.
+pub(super) const SIZED_BY_CONFIG: [&str; 2] = [maps::CT_OUT, maps::CT_IN];
+
 pub(super) fn open_map(path: &Path, spec: &MapSpec) -> Result<MapData, EbpfError> {
     let op = || format!("open pin {}", path.display());
     let data = MapData::from_pin(path).map_err(|e| EbpfError::map(spec.name, op(), e))?;
@@ -154,6 +161,9 @@ pub(super) fn open_map(path: &Path, spec: &MapSpec) -> Result<MapData, EbpfError
         ("max entries", spec.max_entries, info.max_entries()),
     ];
     for (field, expected, found) in checks {
+        if field == "max entries" && SIZED_BY_CONFIG.contains(&spec.name) {
+            continue;
+        }
         if expected != found {
             return Err(EbpfError::LayoutMismatch {
                 path: path.into(),

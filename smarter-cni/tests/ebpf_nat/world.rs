@@ -222,6 +222,7 @@ impl World {
         let cfg = DatapathConfig {
             gateway: Ipv4Addr::new(172, 39, 0, 1),
             subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
+            ct_max_entries: 16384,
         };
         let dp = EbpfDatapath::open_or_load(bpffs.dir.path(), "smartnet", lock_dir.path(), &cfg)
             .expect("load datapath");

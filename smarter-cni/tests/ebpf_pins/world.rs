@@ -196,6 +196,7 @@ impl World {
         let cfg = DatapathConfig {
             gateway: Ipv4Addr::new(172, 39, 0, 1),
             subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
+            ct_max_entries: 16384,
         };
         EbpfDatapath::open_or_load(self.bpffs.path(), network, self.lock_dir.path(), &cfg)
     }

@@ -1,0 +1,319 @@
+//! Choosing and driving the datapath of an attachment: eBPF or nftables behind one small
+//! enum, so the verbs never care which one serves a pod.
+//!
+//! ADD picks the datapath from the configuration (`auto`: eBPF where a bpf file system is
+//! usable, nftables otherwise, saying why) and records its name in the attachment record;
+//! DEL, CHECK and GC use the recorded one, so switching `datapath` in the conflist never
+//! strands a pod. When the last pod of the other datapath is gone, its rules or pins are
+//! removed ([`retire_unused`]).
+
+use std::net::Ipv4Addr;
+
+use super::Ctx;
+use super::errors::IntoCni as _;
+use crate::cni::{CniError, DatapathMode, PortMapping, Uplink as UplinkConf};
+use crate::datapath::iptables::{NftConfig, NftDatapath, NftEndpoint, NftHostPort};
+use crate::datapath::{CtTimeouts, EbpfDatapath, EndpointSpec, HostPortSpec, Uplink};
+use crate::netlink::Netlink;
+
+/// Recorded name of the eBPF datapath.
+pub(super) const EBPF: &str = "ebpf";
+/// Recorded name of the nftables datapath (the configuration calls it `iptables`).
+pub(super) const NFT: &str = "iptables";
+
+/// The datapath serving an attachment.
+pub(super) enum Active {
+    /// TC eBPF programs and pinned maps.
+    Ebpf(EbpfDatapath),
+    /// Per-network nftables tables with per-pod set elements.
+    Nft(NftDatapath),
+}
+
+impl Active {
+    /// `ebpf` or `iptables`, as recorded in the attachment record.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Active::Ebpf(_) => EBPF,
+            Active::Nft(_) => NFT,
+        }
+    }
+
+    /// Makes the pod known to the datapath, with its hostPorts. All or nothing.
+    pub(super) fn attach(
+        &self,
+        ctx: &Ctx,
+        spec: &EndpointSpec,
+        ports: &[PortMapping],
+    ) -> Result<(), CniError> {
+        match self {
+            Active::Ebpf(dp) => {
+                dp.attach_endpoint(spec, ctx.attach_mode()).into_cni()?;
+                let specs: Vec<HostPortSpec> = ports
+                    .iter()
+                    .map(|p| HostPortSpec {
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                        protocol: p.protocol.number(),
+                    })
+                    .collect();
+                if let Err(e) = dp.set_host_ports(spec.ip, &specs) {
+                    if let Err(undo) = dp.detach_endpoint(spec.ip, &spec.host_ifname) {
+                        tracing::error!("rollback of {}: {undo}", spec.ip);
+                    }
+                    return Err(e).into_cni();
+                }
+                Ok(())
+            }
+            Active::Nft(dp) => {
+                let ep = NftEndpoint {
+                    ip: spec.ip,
+                    mac: spec.mac,
+                    host_ifname: spec.host_ifname.clone(),
+                };
+                let ports: Vec<NftHostPort> = ports
+                    .iter()
+                    .map(|p| NftHostPort {
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                        protocol: p.protocol.number(),
+                    })
+                    .collect();
+                dp.attach_endpoint(&ep, &ports).into_cni()
+            }
+        }
+    }
+
+    /// Forgets the pod: endpoint entries, hostPorts, its conntrack entries. Success when
+    /// already gone.
+    pub(super) fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), String> {
+        match self {
+            Active::Ebpf(dp) => dp
+                .detach_endpoint(ip, host_ifname)
+                .map_err(|e| e.to_string()),
+            Active::Nft(dp) => dp
+                .detach_endpoint(ip, host_ifname)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// What differs from what ADD set up for this pod.
+    pub(super) fn check(&self, spec: &EndpointSpec) -> Result<Vec<String>, CniError> {
+        match self {
+            Active::Ebpf(dp) => dp.check_endpoint(spec).into_cni(),
+            Active::Nft(dp) => dp
+                .check_endpoint(&NftEndpoint {
+                    ip: spec.ip,
+                    mac: spec.mac,
+                    host_ifname: spec.host_ifname.clone(),
+                })
+                .into_cni(),
+        }
+    }
+
+    /// The pods this datapath knows, as (address, host veth name).
+    pub(super) fn endpoints(&self) -> Result<Vec<(Ipv4Addr, String)>, CniError> {
+        Ok(match self {
+            Active::Ebpf(dp) => dp
+                .endpoints()
+                .into_cni()?
+                .into_iter()
+                .map(|e| (e.ip, e.host_ifname))
+                .collect(),
+            Active::Nft(dp) => dp
+                .endpoints()
+                .into_cni()?
+                .into_iter()
+                .map(|e| (e.ip, e.host_ifname))
+                .collect(),
+        })
+    }
+}
+
+/// The node's uplink as the configuration selects it (`auto`: the default route's
+/// interface), or `None` when there is none yet (pods still reach each other and the node).
+/// An uplink without an IPv4 address has address 0.0.0.0: nothing is NATed until it gets one.
+///
+/// # Errors
+///
+/// A netlink CNI error when the links, routes or addresses cannot be read.
+pub(super) async fn resolve_uplink(ctx: &Ctx, node: &Netlink) -> Result<Option<Uplink>, CniError> {
+    let link = match &ctx.conf.uplink {
+        UplinkConf::Named(name) => node.link_by_name(name).await.into_cni()?,
+        UplinkConf::Auto => match node.default_route().await.into_cni()?.and_then(|r| r.oif) {
+            Some(oif) => node
+                .links()
+                .await
+                .into_cni()?
+                .into_iter()
+                .find(|l| l.index == oif),
+            None => None,
+        },
+    };
+    let Some(link) = link else {
+        tracing::info!(
+            "no uplink ({:?}): pods reach each other and the node only",
+            ctx.conf.uplink
+        );
+        return Ok(None);
+    };
+    let addr = node
+        .ipv4_addresses(link.index)
+        .await
+        .into_cni()?
+        .first()
+        .map_or(Ipv4Addr::UNSPECIFIED, |n| n.ip());
+    Ok(Some(Uplink {
+        ifindex: link.index,
+        name: link.name.clone(),
+        addr,
+        mac: <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or_default(),
+    }))
+}
+
+/// Whether this invocation should use eBPF: as configured, or for `auto` when a bpf file
+/// system is usable at `bpffsDir` (the reason for falling back is logged).
+pub(super) fn wants_ebpf(ctx: &Ctx) -> bool {
+    match ctx.conf.datapath {
+        DatapathMode::Ebpf => true,
+        DatapathMode::Iptables => false,
+        DatapathMode::Auto => match EbpfDatapath::check_bpffs(&ctx.conf.bpffs_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("datapath auto: eBPF unavailable ({e}); using nftables");
+                false
+            }
+        },
+    }
+}
+
+/// Opens (loading or creating as needed) the datapath the configuration asks for, with the
+/// bridge, NAT settings, deny list and current uplink applied.
+///
+/// # Errors
+///
+/// The datapath's CNI error (103 eBPF, 107 nftables).
+pub(super) fn open_for_add(
+    ctx: &Ctx,
+    uplink: Option<&Uplink>,
+    bridge: (u32, [u8; 6]),
+) -> Result<Active, CniError> {
+    let conf = &ctx.conf;
+    if wants_ebpf(ctx) {
+        let dp = EbpfDatapath::open_or_load(
+            &conf.bpffs_dir,
+            &conf.name,
+            &ctx.lock_dir(),
+            &ctx.datapath_config(),
+        )
+        .into_cni()?;
+        dp.set_bridge(bridge.0, bridge.1).into_cni()?;
+        dp.set_nat(
+            (conf.nat_port_range.start, conf.nat_port_range.end),
+            &CtTimeouts::default(),
+        )
+        .into_cni()?;
+        dp.set_deny(&conf.deny_cidrs).into_cni()?;
+        // The agent follows the uplink; the plugin refreshes it from the same kernel state,
+        // so both always write the same values.
+        dp.set_uplink(uplink).into_cni()?;
+        if let Some(up) = uplink {
+            dp.attach_uplink(up, ctx.attach_mode()).into_cni()?;
+        }
+        Ok(Active::Ebpf(dp))
+    } else {
+        let dp = NftDatapath::ensure(&ctx.nft_config(uplink.map(|u| u.name.clone()))).into_cni()?;
+        Ok(Active::Nft(dp))
+    }
+}
+
+/// Opens the recorded datapath of an attachment without creating anything (DEL, CHECK, GC).
+/// `Ok(None)` when it is gone (nothing left to detach).
+///
+/// # Errors
+///
+/// The datapath's CNI error when its state cannot be read.
+pub(super) fn open_existing(ctx: &Ctx, name: &str) -> Result<Option<Active>, CniError> {
+    if name == NFT {
+        Ok(NftDatapath::open(&ctx.conf.name)
+            .into_cni()?
+            .map(Active::Nft))
+    } else {
+        Ok(
+            EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name)
+                .into_cni()?
+                .map(Active::Ebpf),
+        )
+    }
+}
+
+/// Both datapaths that exist for this network (GC sweeps both).
+///
+/// # Errors
+///
+/// As [`open_existing`].
+pub(super) fn open_all(ctx: &Ctx) -> Result<Vec<Active>, CniError> {
+    let mut all = Vec::new();
+    for name in [EBPF, NFT] {
+        if name == NFT && NftDatapath::available().is_err() {
+            continue;
+        }
+        all.extend(open_existing(ctx, name)?);
+    }
+    Ok(all)
+}
+
+/// Switching datapaths: once no attachment of this network uses the datapath other than
+/// `now`, remove its rules or pins so nothing stale is left. Best effort (logged).
+pub(super) fn retire_unused(ctx: &Ctx, now: &str) {
+    let others_in_use = ctx
+        .state()
+        .and_then(|s| s.list().into_cni())
+        .map(|records| records.iter().any(|r| r.datapath != now))
+        .unwrap_or(true);
+    if others_in_use {
+        return;
+    }
+    let res = if now == EBPF {
+        match NftDatapath::open(&ctx.conf.name) {
+            Ok(Some(_)) => {
+                tracing::info!("retiring the unused nftables datapath of {}", ctx.conf.name);
+                NftDatapath::remove(&ctx.conf.name).map_err(|e| e.to_string())
+            }
+            Ok(None) => Ok(()),
+            // No nft binary: there cannot be tables of ours to remove.
+            Err(_) => Ok(()),
+        }
+    } else {
+        match EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name) {
+            Ok(Some(dp)) => {
+                tracing::info!("retiring the unused eBPF datapath of {}", ctx.conf.name);
+                // Netlink filters outlive pins: take the uplink program off explicitly.
+                dp.detach_uplink()
+                    .and_then(|()| {
+                        crate::datapath::remove_network_pins(&ctx.conf.bpffs_dir, &ctx.conf.name)
+                    })
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
+    };
+    if let Err(e) = res {
+        tracing::warn!("cannot retire the unused datapath: {e}");
+    }
+}
+
+impl Ctx {
+    /// The nftables settings of this network.
+    #[must_use]
+    pub fn nft_config(&self, uplink: Option<String>) -> NftConfig {
+        NftConfig {
+            network: self.conf.name.clone(),
+            bridge: self.conf.bridge.clone(),
+            subnet: self.conf.subnet,
+            gateway: self.conf.gateway,
+            uplink,
+            deny: self.conf.deny_cidrs.clone(),
+            nat_ports: (self.conf.nat_port_range.start, self.conf.nat_port_range.end),
+        }
+    }
+}
