@@ -182,8 +182,12 @@ impl StateStore {
             let entry = entry.map_err(err(&self.dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.contains(".tmp.") {
-                let _ = fs::remove_file(entry.path());
+            if let Some((_, pid)) = name.rsplit_once(".tmp.") {
+                // Another invocation's record being written: leave it alone unless its writer
+                // died before renaming it.
+                if !writer_alive(pid) {
+                    let _ = fs::remove_file(entry.path());
+                }
                 continue;
             }
             if !name.ends_with(".json") {
@@ -202,6 +206,17 @@ impl StateStore {
         }
         out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
         Ok(out)
+    }
+}
+
+/// Whether the process `pid` (the suffix of a temporary record) still exists.
+fn writer_alive(pid: &str) -> bool {
+    match pid.parse::<i32>() {
+        Ok(pid) if pid > 0 => !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ),
+        _ => false,
     }
 }
 

@@ -16,7 +16,7 @@ pub enum Verdict {
     NatOut = 2,
     /// Reverse-NATed into a pod.
     NatIn = 3,
-    /// DNATed from a hostPort into a pod (reserved).
+    /// DNATed from a hostPort into a pod (arriving on the uplink, or hairpin from a pod).
     HostportIn = 4,
     /// Dropped: source IP or MAC (IPv4 or ARP) is not the endpoint of this interface.
     DropSpoof = 5,

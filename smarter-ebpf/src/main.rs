@@ -5,6 +5,7 @@
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
 //! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
+//! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
 //! - [`parse`]: bounds-checked packet access; [`verdict`]: per-verdict counters.
 //!
 //! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
@@ -16,6 +17,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod ct;
+mod hairpin;
 mod icmp_err;
 mod maps;
 mod nat;

@@ -23,11 +23,11 @@ use crate::{
 pub const L4: usize = ETH_LEN + IP_LEN;
 pub const IP_CSUM: usize = ETH_LEN + 10;
 const IP_TTL: usize = ETH_LEN + 8;
-const IP_SRC: usize = ETH_LEN + 12;
+pub const IP_SRC: usize = ETH_LEN + 12;
 pub const IP_DST: usize = ETH_LEN + 16;
 const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+pub const PROTO_UDP: u8 = 17;
 const AF_INET: u8 = 2;
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
@@ -53,7 +53,7 @@ pub struct L4Info {
 
 /// Parses TCP/UDP/ICMP echo; `outbound` selects the direction (source port is the pod's).
 #[inline(always)]
-fn l4(ctx: &TcContext, proto: u8, outbound: bool) -> Option<L4Info> {
+pub fn l4(ctx: &TcContext, proto: u8, outbound: bool) -> Option<L4Info> {
     match proto {
         PROTO_TCP | PROTO_UDP => {
             let h = read::<[u8; 14]>(ctx, L4)?;
@@ -101,7 +101,7 @@ fn l4(ctx: &TcContext, proto: u8, outbound: bool) -> Option<L4Info> {
 
 /// Rewrites address (at `addr_off`) and port, fixing IPv4 and L4 checksums.
 #[inline(always)]
-fn rewrite(
+pub fn rewrite(
     ctx: &TcContext,
     l: &L4Info,
     addr_off: usize,

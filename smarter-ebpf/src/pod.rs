@@ -1,8 +1,10 @@
 //! `smarter_pod`: TC classifier on the host-side veth's ingress, i.e. every packet a pod sends.
 //!
 //! In order: per-endpoint counters; anti-spoofing (IPv4 source and ARP sender must be the
-//! endpoint of this ifindex, with its MAC); pod → pod redirect (`bpf_redirect_peer`); pod → node
-//! passes; deny ranges drop; everything else is source-NATed to the uplink ([`crate::nat`]).
+//! endpoint of this ifindex, with its MAC); pod → pod redirect (`bpf_redirect_peer`, hairpin
+//! replies translated first); pod → a hostPort on the uplink address is DNATed to its pod
+//! ([`crate::hairpin`]); other pod → node traffic passes; deny ranges drop; everything else is
+//! source-NATed to the uplink ([`crate::nat`]).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,
@@ -11,6 +13,7 @@ use aya_ebpf::{
 use smarter_common::{EndpointKey, EndpointStats, Verdict, maps::CONFIG_INDEX};
 
 use crate::{
+    hairpin,
     maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
     nat::snat,
     parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_SRC, ETH_TYPE, IP_LEN, read},
@@ -98,6 +101,10 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     // SAFETY: read-only lookup, the value is copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(EndpointKey { addr: daddr }) } {
         let (peer_ifindex, peer_mac) = (peer.ifindex, peer.mac);
+        // A reply of a hairpin hostPort flow leaves as uplink:hostPort.
+        if !hairpin::reply(ctx, &ip) {
+            return (Verdict::DropMalformed, -1);
+        }
         if read::<[u8; 6]>(ctx, 0) != Some(peer_mac) && ctx.store(0, &peer_mac, 0).is_err() {
             return (Verdict::DropMalformed, -1);
         }
@@ -109,7 +116,18 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
         return (Verdict::PassHost, -1);
     };
     let (gateway, uplink_addr, uplink_ifindex) = (cfg.gateway, cfg.uplink_addr, cfg.uplink_ifindex);
-    if daddr == gateway || (uplink_addr != 0 && daddr == uplink_addr) {
+    if uplink_addr != 0 && daddr == uplink_addr {
+        // Hairpin: a hostPort on the node's address reaches the pod that holds it.
+        let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+        if ip[0] == 0x45
+            && frag == 0
+            && let Some(result) = hairpin::dnat(ctx, &ip, cfg.bridge_mac)
+        {
+            return result;
+        }
+        return (Verdict::PassHost, -1);
+    }
+    if daddr == gateway {
         return (Verdict::PassHost, -1);
     }
     if cfg.in_subnet(daddr) {

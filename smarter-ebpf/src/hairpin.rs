@@ -1,0 +1,162 @@
+//! Hairpin hostPort: a pod connecting to the uplink address on a hostPort reaches the mapped pod
+//! directly. Only the destination is rewritten (the server sees the client pod's own address,
+//! which iptables' hairpin masquerade hides); the server's replies are translated back on the
+//! server's own veth ([`reply`]) so the client sees them come from `uplink:hostPort`.
+//!
+//! Conntrack entries have the same shape as a hostPort flow from the wan ([`crate::nat::rnat`]):
+//! `ct_in` {client, 0, client port, hostPort} → pod:port, `ct_out` {pod, client, pod port,
+//! client port} → uplink:hostPort; GC and per-pod flushes treat them alike.
+
+use aya_ebpf::{
+    bindings::TC_ACT_REDIRECT,
+    helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
+    programs::TcContext,
+};
+use smarter_common::{CtKey, CtValue, EndpointKey, HostPortKey, Verdict, ct::CT_NEW};
+
+use crate::{
+    ct::next_state,
+    maps::{CT_IN, CT_OUT, ENDPOINTS, HOSTPORTS},
+    nat::{IP_DST, IP_SRC, PROTO_TCP, PROTO_UDP, l4, rewrite},
+    parse::IP_LEN,
+};
+
+/// A pod's TCP/UDP packet to `uplink:port`: DNAT to the pod holding that hostPort and redirect
+/// into it. `None`: no such hostPort (the host stack answers, e.g. with a reset).
+#[inline(always)]
+pub fn dnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+    let proto = ip[9];
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    // Seen from the server: `port` is the hostPort, `remote_port` the client's port.
+    let l = l4(ctx, proto, false)?;
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let in_key = CtKey {
+        a: saddr,
+        b: 0,
+        a_port: l.remote_port,
+        b_port: l.port,
+        proto,
+        pad: [0; 3],
+    };
+    // SAFETY: ktime has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let v = match CT_IN.get_ptr_mut(in_key) {
+        Some(v) => v,
+        None => {
+            let hp_key = HostPortKey {
+                port: l.port,
+                proto,
+                pad: 0,
+            };
+            // SAFETY: read-only lookup, copied at once.
+            let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
+                Some(hp) => (hp.pod_ip, hp.pod_port),
+                None => return None,
+            };
+            let state = next_state(CT_NEW, proto, l.tcp_flags, false);
+            let inbound = CtValue {
+                last_seen: now,
+                addr: pod_ip,
+                port: pod_port,
+                state,
+                pad: 0,
+            };
+            let outbound = CtValue {
+                last_seen: now,
+                addr: daddr,
+                port: l.port,
+                state,
+                pad: 0,
+            };
+            let out_key = CtKey {
+                a: pod_ip,
+                b: saddr,
+                a_port: pod_port,
+                b_port: l.remote_port,
+                proto,
+                pad: [0; 3],
+            };
+            if CT_IN.insert(in_key, inbound, 0).is_err()
+                || CT_OUT.insert(out_key, outbound, 0).is_err()
+            {
+                return Some((Verdict::DropNatPorts, -1));
+            }
+            CT_IN.get_ptr_mut(in_key)?
+        }
+    };
+    // SAFETY: a map value pointer, valid for this program run.
+    let (pod_ip, pod_port) = unsafe {
+        (*v).last_seen = now;
+        (*v).state = next_state((*v).state, proto, l.tcp_flags, false);
+        ((*v).addr, (*v).port)
+    };
+    // SAFETY: read-only lookup, copied at once.
+    let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
+        Some(ep) => (ep.ifindex, ep.mac),
+        None => return Some((Verdict::DropNodelocal, -1)),
+    };
+    if !rewrite(ctx, &l, IP_DST, daddr, pod_ip, pod_port)
+        || ctx.store(0, &mac, 0).is_err()
+        || (bridge_mac != [0; 6] && ctx.store(6, &bridge_mac, 0).is_err())
+    {
+        return Some((Verdict::DropMalformed, -1));
+    }
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
+    if action != TC_ACT_REDIRECT {
+        return Some((Verdict::DropNodelocal, -1));
+    }
+    Some((Verdict::HostportIn, action))
+}
+
+/// A pod's TCP/UDP packet to another pod: when it answers a hairpin flow, its source becomes
+/// `uplink:hostPort` again. `false` only when a rewrite failed (drop); otherwise the packet is
+/// unchanged or translated and the caller delivers it.
+#[inline(always)]
+pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> bool {
+    let proto = ip[9];
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || ip[0] != 0x45 {
+        return true;
+    }
+    let Some(l) = l4(ctx, proto, true) else {
+        return true;
+    };
+    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
+    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let out_key = CtKey {
+        a: saddr,
+        b: daddr,
+        a_port: l.port,
+        b_port: l.remote_port,
+        proto,
+        pad: [0; 3],
+    };
+    let Some(o) = CT_OUT.get_ptr_mut(out_key) else {
+        return true;
+    };
+    // SAFETY: ktime has no preconditions; `o` is a map value pointer valid for this run.
+    let (addr, port) = unsafe {
+        (*o).last_seen = bpf_ktime_get_ns();
+        (*o).state = next_state((*o).state, proto, l.tcp_flags, true);
+        ((*o).addr, (*o).port)
+    };
+    let in_key = CtKey {
+        a: daddr,
+        b: 0,
+        a_port: l.remote_port,
+        b_port: port,
+        proto,
+        pad: [0; 3],
+    };
+    if let Some(i) = CT_IN.get_ptr_mut(in_key) {
+        // SAFETY: as above.
+        unsafe {
+            (*i).last_seen = (*o).last_seen;
+            (*i).state = (*o).state;
+        }
+    }
+    rewrite(ctx, &l, IP_SRC, saddr, addr, port)
+}
