@@ -7,21 +7,24 @@
 //! - [`conf`]: the plugin's network configuration (`.conf` or `.conflist`) as the agent reads it;
 //! - [`signal`]: SIGTERM/SIGINT as a future.
 //!
-//! The datapath sits behind the narrow [`DatapathControl`] seam; [`LoggingDatapath`] is the
-//! stand-in that only logs.
+//! - [`control`]: the real datapaths behind the narrow [`DatapathControl`] seam
+//!   ([`EbpfControl`], [`NftControl`], chosen by [`control::open`] as the plugin chooses);
+//!   [`LoggingDatapath`] only logs (dry runs, tests).
 
 pub mod conf;
+pub mod control;
 pub mod run;
 pub mod signal;
 pub mod uplink;
 
 pub use conf::{ConfError, parse_network_config};
+pub use control::{EbpfControl, NftControl};
 pub use run::{AgentConfig, DatapathControl, Health, run};
 pub use signal::TerminationSignals;
 pub use uplink::watch::{UplinkWatch, WatchError};
 pub use uplink::{UplinkInfo, resolve};
 
-/// A [`DatapathControl`] that only logs what it is told (until the eBPF datapath is wired).
+/// A [`DatapathControl`] that only logs what it is told (`smarter-agent --dry-run`).
 #[derive(Debug, Default)]
 pub struct LoggingDatapath;
 

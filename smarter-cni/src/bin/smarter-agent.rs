@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use smarter_cni::agent::{self, AgentConfig, Health, LoggingDatapath, TerminationSignals};
+use smarter_cni::agent::{
+    self, AgentConfig, DatapathControl, Health, LoggingDatapath, TerminationSignals,
+};
 use smarter_cni::cni::{NetConf, Uplink};
 use tracing_subscriber::EnvFilter;
 
@@ -43,6 +45,9 @@ struct Cli {
     /// Health file for probes: exists while ready, its mtime is the last heartbeat.
     #[arg(long)]
     health_file: Option<PathBuf>,
+    /// Only log what would be done to the datapath (nothing is loaded or written).
+    #[arg(long)]
+    dry_run: bool,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or an `EnvFilter` directive).
     #[arg(long, default_value = "info")]
     log: String,
@@ -115,7 +120,11 @@ fn main() -> anyhow::Result<()> {
         "smarter-agent starting"
     );
     let health = Health::new();
-    let mut datapath = LoggingDatapath;
+    let mut datapath: Box<dyn DatapathControl + Send> = if cli.dry_run {
+        Box::new(LoggingDatapath)
+    } else {
+        agent::control::open(conf)?
+    };
     rt.block_on(async {
         let shutdown = async {
             match signals.recv().await {

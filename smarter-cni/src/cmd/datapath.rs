@@ -136,7 +136,10 @@ impl Active {
 /// # Errors
 ///
 /// A netlink CNI error when the links, routes or addresses cannot be read.
-pub(super) async fn resolve_uplink(ctx: &Ctx, node: &Netlink) -> Result<Option<Uplink>, CniError> {
+pub(super) async fn resolve_uplink(
+    ctx: &Ctx,
+    node: &Netlink,
+) -> Result<Option<(Uplink, Vec<Ipv4Addr>)>, CniError> {
     let link = match &ctx.conf.uplink {
         UplinkConf::Named(name) => node.link_by_name(name).await.into_cni()?,
         UplinkConf::Auto => match node.default_route().await.into_cni()?.and_then(|r| r.oif) {
@@ -156,18 +159,20 @@ pub(super) async fn resolve_uplink(ctx: &Ctx, node: &Netlink) -> Result<Option<U
         );
         return Ok(None);
     };
-    let addr = node
+    let addrs: Vec<Ipv4Addr> = node
         .ipv4_addresses(link.index)
         .await
         .into_cni()?
-        .first()
-        .map_or(Ipv4Addr::UNSPECIFIED, |n| n.ip());
-    Ok(Some(Uplink {
+        .iter()
+        .map(|n| n.ip())
+        .collect();
+    let up = Uplink {
         ifindex: link.index,
         name: link.name.clone(),
-        addr,
+        addr: addrs.first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED),
         mac: <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or_default(),
-    }))
+    };
+    Ok(Some((up, addrs)))
 }
 
 /// Whether this invocation should use eBPF: as configured, or for `auto` when a bpf file
@@ -194,7 +199,7 @@ pub(super) fn wants_ebpf(ctx: &Ctx) -> bool {
 /// The datapath's CNI error (103 eBPF, 107 nftables).
 pub(super) fn open_for_add(
     ctx: &Ctx,
-    uplink: Option<&Uplink>,
+    uplink: Option<&(Uplink, Vec<Ipv4Addr>)>,
     bridge: (u32, [u8; 6]),
 ) -> Result<Active, CniError> {
     let conf = &ctx.conf;
@@ -213,17 +218,38 @@ pub(super) fn open_for_add(
         )
         .into_cni()?;
         dp.set_deny(&conf.deny_cidrs).into_cni()?;
-        // The agent follows the uplink; the plugin refreshes it from the same kernel state,
-        // so both always write the same values.
-        dp.set_uplink(uplink).into_cni()?;
-        if let Some(up) = uplink {
-            dp.attach_uplink(up, ctx.attach_mode()).into_cni()?;
-        }
+        refresh_uplink(ctx, &dp, uplink)?;
         Ok(Active::Ebpf(dp))
     } else {
-        let dp = NftDatapath::ensure(&ctx.nft_config(uplink.map(|u| u.name.clone()))).into_cni()?;
+        let name = uplink.map(|(u, _)| u.name.clone());
+        let dp = NftDatapath::ensure(&ctx.nft_config(name)).into_cni()?;
         Ok(Active::Nft(dp))
     }
+}
+
+/// Records and attaches the uplink unless what is recorded is still true: the agent follows
+/// the uplink (and picks the route's preferred source among several addresses), so the plugin
+/// only fills the gap when there is no agent: nothing recorded, another interface, or an
+/// address the interface no longer has.
+fn refresh_uplink(
+    ctx: &Ctx,
+    dp: &EbpfDatapath,
+    uplink: Option<&(Uplink, Vec<Ipv4Addr>)>,
+) -> Result<(), CniError> {
+    let current = dp.config().into_cni()?;
+    let Some((up, addrs)) = uplink else {
+        if current.uplink_ifindex != 0 {
+            tracing::info!("no uplink any more: NAT paused");
+            dp.set_uplink(None).into_cni()?;
+        }
+        return Ok(());
+    };
+    let recorded = Ipv4Addr::from(current.uplink_addr.to_ne_bytes());
+    let still_true = current.uplink_ifindex == up.ifindex && addrs.contains(&recorded);
+    if !still_true {
+        dp.set_uplink(Some(up)).into_cni()?;
+    }
+    dp.attach_uplink(up, ctx.attach_mode()).into_cni()
 }
 
 /// Opens the recorded datapath of an attachment without creating anything (DEL, CHECK, GC).

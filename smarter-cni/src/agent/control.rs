@@ -1,0 +1,173 @@
+//! The real [`DatapathControl`]s: [`EbpfControl`] (pinned programs and maps) and
+//! [`NftControl`] (the nftables tables), chosen by [`open`] exactly as the plugin chooses.
+//!
+//! Ownership between agent and plugin: both open the same pins under the same loader lock, so
+//! whoever comes first loads and pins and the other reuses (a restarted agent drops no flow).
+//! The plugin writes what it learns on ADD (bridge, NAT range, deny list, the uplink as the
+//! kernel shows it then); the agent writes the uplink whenever the kernel's view changes, and
+//! alone expires conntrack entries. Both derive the uplink from the same kernel state, so their
+//! writes agree.
+
+use anyhow::Context as _;
+
+use super::{DatapathControl, UplinkInfo};
+use crate::cni::{DatapathMode, NetConf};
+use crate::datapath::iptables::{NftConfig, NftDatapath};
+use crate::datapath::{AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, Uplink};
+
+/// Opens the datapath `conf` selects (`auto`: eBPF when `bpffsDir` is a bpf file system, the
+/// reason logged otherwise), loading and pinning programs and maps if nobody has yet.
+///
+/// # Errors
+///
+/// When the selected datapath cannot be opened (verifier, bpffs, `nft` missing...).
+pub fn open(conf: &NetConf) -> anyhow::Result<Box<dyn DatapathControl + Send>> {
+    let ebpf = match conf.datapath {
+        DatapathMode::Ebpf => true,
+        DatapathMode::Iptables => false,
+        DatapathMode::Auto => match EbpfDatapath::check_bpffs(&conf.bpffs_dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("datapath auto: eBPF unavailable ({e}); using nftables");
+                false
+            }
+        },
+    };
+    if ebpf {
+        Ok(Box::new(EbpfControl::open(conf)?))
+    } else {
+        Ok(Box::new(NftControl::new(conf)))
+    }
+}
+
+/// Drives the eBPF datapath of one network.
+#[derive(Debug)]
+pub struct EbpfControl {
+    dp: EbpfDatapath,
+    timeouts: CtTimeouts,
+}
+
+impl EbpfControl {
+    /// Opens (or loads and pins) the network's programs and maps and writes the NAT settings
+    /// and deny list of `conf`.
+    ///
+    /// # Errors
+    ///
+    /// When loading, pinning or a map write fails.
+    pub fn open(conf: &NetConf) -> anyhow::Result<Self> {
+        let cfg = DatapathConfig {
+            gateway: conf.gateway,
+            subnet: conf.subnet,
+            ct_max_entries: conf.ct_max_entries,
+        };
+        let lock_dir = conf.state_dir.join(&conf.name);
+        std::fs::create_dir_all(&lock_dir)
+            .with_context(|| format!("creating {}", lock_dir.display()))?;
+        let dp = EbpfDatapath::open_or_load(&conf.bpffs_dir, &conf.name, &lock_dir, &cfg)
+            .context("opening the eBPF datapath")?;
+        let timeouts = CtTimeouts::default();
+        dp.set_nat(
+            (conf.nat_port_range.start, conf.nat_port_range.end),
+            &timeouts,
+        )?;
+        dp.set_deny(&conf.deny_cidrs)?;
+        tracing::info!(
+            pins = %dp.pin_dir().display(),
+            program = ?dp.program_id(),
+            "eBPF datapath ready"
+        );
+        Ok(Self { dp, timeouts })
+    }
+
+    /// The datapath, for inspection.
+    #[must_use]
+    pub fn datapath(&self) -> &EbpfDatapath {
+        &self.dp
+    }
+}
+
+impl DatapathControl for EbpfControl {
+    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
+        match uplink.filter(|u| u.up && !u.addr.is_unspecified()) {
+            Some(u) => {
+                let up = Uplink {
+                    ifindex: u.ifindex,
+                    name: u.name.clone(),
+                    addr: u.addr,
+                    mac: u.mac,
+                };
+                self.dp.attach_uplink(&up, AttachMode::Auto)?;
+                self.dp.set_uplink(Some(&up))?;
+                tracing::info!("eBPF datapath: NAT to {} via {}", u.addr, u.name);
+            }
+            None => {
+                // Keep the program attached (it only acts on the recorded address); with no
+                // address recorded, pod traffic goes to the host stack until the uplink is back.
+                self.dp.set_uplink(None)?;
+                tracing::warn!("eBPF datapath: no usable uplink; NAT paused");
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&mut self) -> anyhow::Result<usize> {
+        Ok(self.dp.ct_gc(&self.timeouts)?)
+    }
+}
+
+/// Drives the nftables datapath of one network: its masquerade follows the uplink's name (the
+/// kernel's masquerade already follows address changes); conntrack is the kernel's own.
+#[derive(Debug)]
+pub struct NftControl {
+    cfg: NftConfig,
+}
+
+impl NftControl {
+    /// The control for `conf`'s network (tables are created on the first uplink report).
+    #[must_use]
+    pub fn new(conf: &NetConf) -> Self {
+        Self {
+            cfg: NftConfig {
+                network: conf.name.clone(),
+                bridge: conf.bridge.clone(),
+                subnet: conf.subnet,
+                gateway: conf.gateway,
+                uplink: None,
+                deny: conf.deny_cidrs.clone(),
+                nat_ports: (conf.nat_port_range.start, conf.nat_port_range.end),
+            },
+        }
+    }
+}
+
+impl DatapathControl for NftControl {
+    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
+        let name = uplink.map(|u| u.name.clone());
+        if name != self.cfg.uplink || NftDatapath::open(&self.cfg.network)?.is_none() {
+            self.cfg.uplink = name;
+            NftDatapath::ensure(&self.cfg)?;
+            tracing::info!(
+                "nftables datapath: masquerade via {}",
+                self.cfg
+                    .uplink
+                    .as_deref()
+                    .unwrap_or("any non-bridge interface")
+            );
+        }
+        Ok(())
+    }
+
+    fn gc(&mut self) -> anyhow::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl<T: DatapathControl + ?Sized> DatapathControl for Box<T> {
+    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
+        (**self).uplink_changed(uplink)
+    }
+
+    fn gc(&mut self) -> anyhow::Result<usize> {
+        (**self).gc()
+    }
+}

@@ -1,0 +1,241 @@
+//! The real `smarter-agent` binary driving both datapaths in a namespace world: the uplink
+//! address changes under it (new flows leave with the new address) and it is restarted —
+//! gracefully and by SIGKILL — under a running TCP stream, which must survive.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use smarter_cni::testbed::{
+    EchoServer, NODE_UPLINK_IP, UPLINK, WAN_ROUTER_IP, WAN_SERVER_IP, World, spawn_in,
+    tcp_roundtrip,
+};
+
+/// Bounds a wait; never asserts speed.
+const DEADLINE: Duration = Duration::from_secs(15);
+const NEW_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+
+/// A `smarter-agent` process in the world's node namespace, killed on drop.
+struct Agent {
+    child: Child,
+    health: PathBuf,
+}
+
+impl Agent {
+    fn start(w: &World, conf: &Value, dir: &Path) -> Self {
+        let conf_path = dir.join("10-smartnet.conflist");
+        let list =
+            json!({"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]});
+        std::fs::write(&conf_path, list.to_string()).unwrap();
+        let health = dir.join("agent.health");
+        let _ = std::fs::remove_file(&health);
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", w.node().path().display()))
+            .arg(env!("CARGO_BIN_EXE_smarter-agent"))
+            .arg("--conf")
+            .arg(&conf_path)
+            .arg("--health-file")
+            .arg(&health)
+            .args(["--gc-interval", "1", "--log", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start smarter-agent");
+        let agent = Self { child, health };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&self) {
+        let end = Instant::now() + DEADLINE;
+        while !self.health.exists() {
+            assert!(Instant::now() < end, "smarter-agent never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the agent with `signal` and waits for it.
+    fn stop(mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = self.child.wait().unwrap();
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert!(status.success(), "agent exit after SIGTERM: {status}");
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(test: &str, dp: &str) -> Option<(World, Value, tempfile::TempDir)> {
+    let mut w = world(test)?;
+    let mut conf = w.netconf("1.1.0");
+    conf["datapath"] = json!(dp);
+    let ns = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
+    add_ok(&w, &conf, "ctr0", &ns);
+    Some((w, conf, tempfile::tempdir().unwrap()))
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::from((ip, port))
+}
+
+fn uplink_address_change(dp: &str) {
+    let Some((w, conf, dir)) = setup("agent_uplink_addr", dp) else {
+        return;
+    };
+    let _agent = Agent::start(&w, &conf, dir.path());
+    let pod = w.pod("pod0").unwrap();
+    let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    tcp_roundtrip(
+        pod,
+        sa(WAN_SERVER_IP, 8000),
+        b"before",
+        Duration::from_secs(3),
+    )
+    .unwrap_or_else(|e| panic!("{dp}: {e}"));
+    assert_eq!(srv.seen()[0].ip(), IpAddr::V4(NODE_UPLINK_IP));
+
+    // DHCP hands out a new address: the new one comes first, the old one goes.
+    let node = w.node();
+    let sysctl = format!("net.ipv4.conf.{UPLINK}.promote_secondaries=1");
+    node.exec(&["sysctl", "-qw", &sysctl]).unwrap();
+    let new = format!("{NEW_UPLINK_IP}/24");
+    let old = format!("{NODE_UPLINK_IP}/24");
+    node.exec(&["ip", "addr", "add", &new, "dev", UPLINK])
+        .unwrap();
+    node.exec(&["ip", "addr", "del", &old, "dev", UPLINK])
+        .unwrap();
+    let gw = WAN_ROUTER_IP.to_string();
+    node.exec(&["ip", "route", "replace", "default", "via", &gw])
+        .unwrap();
+
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let ok = tcp_roundtrip(
+            pod,
+            sa(WAN_SERVER_IP, 8000),
+            b"after",
+            Duration::from_secs(1),
+        );
+        if ok.is_ok() && srv.seen().last().map(SocketAddr::ip) == Some(IpAddr::V4(NEW_UPLINK_IP)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{dp}: new flows never used {NEW_UPLINK_IP} (last: {ok:?}, seen {:?})",
+            srv.seen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A client streaming request/echo round trips through the NAT until stopped; counts them and
+/// remembers the first error.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Stream {
+    fn start(w: &World) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = spawn_in(w.pod("pod0").unwrap(), move || {
+            let to = sa(WAN_SERVER_IP, 8000);
+            let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(3))
+                .map_err(|e| format!("connect: {e}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|e| e.to_string())?;
+            let msg = [0x5a_u8; 1024];
+            let mut buf = [0u8; 1024];
+            while !s.load(Ordering::Relaxed) {
+                conn.write_all(&msg).map_err(|e| format!("send: {e}"))?;
+                conn.read_exact(&mut buf).map_err(|e| {
+                    format!("receive after {} rounds: {e}", r.load(Ordering::Relaxed))
+                })?;
+                r.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        });
+        Self {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further round trips happened.
+    fn advance(&self, more: u64, what: &str) {
+        let start = self.rounds();
+        let end = Instant::now() + DEADLINE;
+        while self.rounds() < start + more {
+            assert!(
+                self.thread.as_ref().is_some_and(|t| !t.is_finished()),
+                "stream ended {what}"
+            );
+            assert!(Instant::now() < end, "stream stalled {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+fn agent_restart_keeps_stream(dp: &str) {
+    let Some((w, conf, dir)) = setup("agent_restart", dp) else {
+        return;
+    };
+    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    let agent = Agent::start(&w, &conf, dir.path());
+    let stream = Stream::start(&w);
+    stream.advance(20, "before the restart");
+    agent.stop(nix::sys::signal::Signal::SIGTERM);
+    stream.advance(20, "while the agent was stopped");
+    let agent = Agent::start(&w, &conf, dir.path());
+    stream.advance(20, "after a graceful restart");
+    agent.stop(nix::sys::signal::Signal::SIGKILL);
+    let _agent = Agent::start(&w, &conf, dir.path());
+    stream.advance(20, "after a SIGKILL restart");
+    let total = stream.rounds();
+    stream
+        .finish()
+        .unwrap_or_else(|e| panic!("{dp}: the stream broke: {e}"));
+    assert!(total >= 80);
+}
+
+macro_rules! both_datapaths {
+    ($($name:ident),* $(,)?) => {
+        mod ebpf {
+            $( #[test] fn $name() { super::$name("ebpf") } )*
+        }
+        mod iptables {
+            $( #[test] fn $name() { super::$name("iptables") } )*
+        }
+    };
+}
+
+both_datapaths!(uplink_address_change, agent_restart_keeps_stream);
