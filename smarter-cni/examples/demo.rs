@@ -4,12 +4,19 @@
 //! playing the internet, pods), runs the `smarter-cni` binary exactly as a container
 //! runtime would, shows what it built and that traffic flows, and removes it all again.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::testbed::{CniCall, World, require_root};
+use smarter_cni::testbed::{
+    CniCall, EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, require_root, tcp_roundtrip,
+};
+
+/// A range the pods must never reach (say, the gateway's LAN), half of the simulated internet.
+const DENIED: &str = "203.0.113.128/25";
+const DENIED_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 200);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !require_root("demo") {
@@ -25,7 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         world.wan().name(),
         world.bpffs_dir().display()
     );
-    let conf = world.netconf("1.1.0");
+    let mut conf = world.netconf("1.1.0");
+    conf["denyCIDRs"] = serde_json::json!([DENIED]);
     println!(
         "\n== network configuration (stdin of every call)\n{}",
         serde_json::to_string_pretty(&conf)?
@@ -34,7 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pods = Vec::new();
     for name in ["web", "db", "sensor"] {
         let ns = world.add_pod_ns(name)?.path().to_path_buf();
-        let call = CniCall::new("ADD", &conf)
+        let mut pod_conf = conf.clone();
+        if name == "web" {
+            // What a runtime passes for `hostPort: 8080` → `containerPort: 80`.
+            pod_conf["runtimeConfig"] = serde_json::json!({"portMappings": [
+                {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}
+            ]});
+        }
+        let call = CniCall::new("ADD", &pod_conf)
             .pod(&format!("ctr-{name}"), &ns)
             .args(&format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"));
         let out = world.cni(&plugin, &call)?;
@@ -61,36 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("pod web: interfaces", &["ip", "-br", "addr"], &pods[0].1);
     show("pod web: routes", &["ip", "route"], &pods[0].1);
 
-    println!("\n== traffic");
-    let web = world.pod("web").ok_or("web")?;
-    for (what, to) in [
-        ("web → db", pods[1].2),
-        ("web → gateway", Ipv4Addr::new(172, 39, 0, 1)),
-    ] {
-        let ok = web.succeeds(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()]);
-        println!(
-            "   {what} ({to}): {}",
-            if ok { "reachable" } else { "UNREACHABLE" }
-        );
-    }
-
-    println!("\n== pinned eBPF maps (what smarter-bpfctl will show)");
-    if let Some(dp) = EbpfDatapath::open_existing(world.bpffs_dir(), "smartnet")? {
-        for ep in dp.endpoints()? {
-            let counters = dp.endpoint_counters(ep.host_ifindex)?.unwrap_or_default();
-            println!(
-                "   {:<12} {:<16} {}/{:<8} via {} (ifindex {}): {} packets, {} bytes from the pod",
-                ep.ip,
-                ep.container_id,
-                ep.pod_namespace,
-                ep.pod_name,
-                ep.host_ifname,
-                ep.host_ifindex,
-                counters.0,
-                counters.1
-            );
-        }
-    }
+    traffic(&world, &pods)?;
+    show_maps(&world)?;
 
     let (name, ns, _) = &pods[2];
     let out = world.cni(
@@ -106,6 +93,138 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n== removing the world (namespaces, bpffs, files)");
     drop(world);
     println!("   done: nothing was created outside the demo's own namespaces.");
+    Ok(())
+}
+
+fn traffic(
+    world: &World,
+    pods: &[(&str, PathBuf, Ipv4Addr)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== traffic");
+    let web = world.pod("web").ok_or("web")?;
+    let db = world.pod("db").ok_or("db")?;
+    let ping = |ns: &smarter_cni::testbed::Netns, to: Ipv4Addr| {
+        ns.succeeds(&["ping", "-c", "2", "-i", "0.2", "-W", "1", &to.to_string()])
+    };
+    let verdict = |ok: bool| if ok { "reachable" } else { "UNREACHABLE" };
+    println!(
+        "   web → db ({}): {}",
+        pods[1].2,
+        verdict(ping(web, pods[1].2))
+    );
+    let gw = Ipv4Addr::new(172, 39, 0, 1);
+    println!("   web → gateway ({gw}): {}", verdict(ping(web, gw)));
+
+    let wan_srv = EchoServer::tcp(world.wan(), WAN_SERVER_IP, 8000);
+    let t = Duration::from_secs(3);
+    let to_wan = tcp_roundtrip(web, SocketAddr::from((WAN_SERVER_IP, 8000)), b"hi", t);
+    let seen = wan_srv.seen().first().map(|p| p.ip().to_string());
+    println!(
+        "   web → internet server {WAN_SERVER_IP}:8000 (TCP): {} — the server saw {} (the uplink address: source NAT)",
+        if to_wan.is_ok() { "ok" } else { "FAILED" },
+        seen.as_deref().unwrap_or("nothing")
+    );
+    println!(
+        "   web → internet {WAN_SERVER_IP} (ICMP echo): {}",
+        verdict(ping(web, WAN_SERVER_IP))
+    );
+    println!(
+        "   web → {DENIED_HOST} (in denyCIDRs {DENIED}): {}",
+        if ping(web, DENIED_HOST) {
+            "REACHABLE (unexpected)"
+        } else {
+            "blocked, counted as drop_deny"
+        }
+    );
+
+    let _web_srv = EchoServer::tcp(web, Ipv4Addr::UNSPECIFIED, 80);
+    let hp = SocketAddr::from((NODE_UPLINK_IP, 8080));
+    let from_wan = tcp_roundtrip(world.wan(), hp, b"hostport", t);
+    println!(
+        "   internet → {hp} (hostPort of web:80): {}",
+        if from_wan.is_ok() { "ok" } else { "FAILED" }
+    );
+    let hairpin = tcp_roundtrip(db, hp, b"hairpin", t);
+    println!(
+        "   db → {hp} (hairpin to web): {}",
+        if hairpin.is_ok() { "ok" } else { "FAILED" }
+    );
+    world.wan().exec(&[
+        "ip",
+        "route",
+        "add",
+        "172.39.0.0/16",
+        "via",
+        &NODE_UPLINK_IP.to_string(),
+    ])?;
+    let inbound = world
+        .wan()
+        .succeeds(&["ping", "-c", "1", "-W", "1", &pods[0].2.to_string()]);
+    println!(
+        "   internet → web's pod address {} directly (even with a route): {}",
+        pods[0].2,
+        if inbound {
+            "REACHABLE (unexpected)"
+        } else {
+            "blocked: node-local only"
+        }
+    );
+    Ok(())
+}
+
+fn show_maps(world: &World) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(dp) = EbpfDatapath::open_existing(world.bpffs_dir(), "smartnet")? else {
+        println!("\n== (nftables datapath in use: no eBPF maps)");
+        return Ok(());
+    };
+    println!("\n== pinned eBPF maps: endpoints");
+    for ep in dp.endpoints()? {
+        let counters = dp.endpoint_counters(ep.host_ifindex)?.unwrap_or_default();
+        println!(
+            "   {:<12} {:<12} {}/{:<7} via {} (ifindex {}): {} packets, {} bytes from the pod",
+            ep.ip,
+            ep.container_id,
+            ep.pod_namespace,
+            ep.pod_name,
+            ep.host_ifname,
+            ep.host_ifindex,
+            counters.0,
+            counters.1
+        );
+    }
+    println!("\n== hostPorts");
+    for (p, ip) in dp.host_ports()? {
+        println!(
+            "   {}/{} → {ip}:{}",
+            p.protocol, p.host_port, p.container_port
+        );
+    }
+    println!("\n== conntrack (NAT) entries");
+    for e in dp.ct_entries()? {
+        let proto = match e.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => "icmp",
+            _ => "?",
+        };
+        println!(
+            "   {proto:<4} {}:{} → {}:{} as {}:{} ({}, idle {:.1}s)",
+            e.pod_ip,
+            e.pod_port,
+            e.remote_ip,
+            e.remote_port,
+            e.nat_ip,
+            e.nat_port,
+            e.state,
+            e.age.as_secs_f32()
+        );
+    }
+    println!("\n== verdict counters (packets, bytes; summed over CPUs)");
+    for (name, packets, bytes) in dp.verdict_stats()? {
+        if packets > 0 {
+            println!("   {name:<16} {packets:>6} {bytes:>8}");
+        }
+    }
     Ok(())
 }
 
