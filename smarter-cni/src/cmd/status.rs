@@ -2,8 +2,9 @@
 
 use super::Ctx;
 use super::errors::ToCni as _;
-use crate::cni::CniError;
+use crate::cni::{CniError, DatapathMode};
 use crate::datapath::EbpfDatapath;
+use crate::datapath::iptables::NftDatapath;
 
 pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(CniError::NOT_AVAILABLE, msg, "");
@@ -22,9 +23,19 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     }
     ctx.state()
         .map_err(|e| unavailable(format!("stateDir: {}", e.msg)))?;
-    EbpfDatapath::check_bpffs(&ctx.conf.bpffs_dir)
-        .map_err(|e| unavailable(format!("eBPF datapath: {e}")))?;
-    Ok(())
+    let ebpf = || {
+        EbpfDatapath::check_bpffs(&ctx.conf.bpffs_dir)
+            .map_err(|e| unavailable(format!("eBPF datapath: {e}")))
+    };
+    let nft =
+        || NftDatapath::available().map_err(|e| unavailable(format!("nftables datapath: {e}")));
+    match ctx.conf.datapath {
+        DatapathMode::Ebpf => ebpf(),
+        DatapathMode::Iptables => nft(),
+        DatapathMode::Auto => {
+            ebpf().or_else(|e| nft().map_err(|n| unavailable(format!("{}; {}", e.msg, n.msg))))
+        }
+    }
 }
 
 /// Addresses of a subnet that can go to pods: all but network, broadcast and gateway.
