@@ -272,9 +272,17 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(s.dir()), 0o700);
         assert_eq!(mode(&s.dir().join("a+eth0.json")), 0o600);
-        fs::write(s.dir().join("b+eth0.json.tmp.1"), b"{").unwrap();
+        // A writer that died before renaming, and one still writing (this process).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = s.dir().join(format!("b+eth0.json.tmp.{dead}"));
+        let live = s.dir().join(format!("d+eth0.json.tmp.{}", std::process::id()));
+        fs::write(&stale, b"{").unwrap();
+        fs::write(&live, b"{").unwrap();
         fs::write(s.dir().join("c+eth0.json"), b"not json").unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
-        assert!(!s.dir().join("b+eth0.json.tmp.1").exists());
+        assert!(!stale.exists(), "a dead writer's temp file is swept");
+        assert!(live.exists(), "a live writer's temp file is left alone");
     }
 }

@@ -218,11 +218,16 @@ fn status_reports_whether_adds_can_be_served() {
     let conf = w.netconf("1.1.0");
     let out = call(&w, &CniCall::new("STATUS", &conf));
     assert_eq!(out.status, 0, "{}", out.stdout);
-    // A bpffsDir that is not a bpf file system: the datapath cannot be served.
+    // A bpffsDir that is not a bpf file system: `auto` falls back to nftables and can serve,
+    // `ebpf` cannot.
     let mut bad = conf.clone();
     bad["bpffsDir"] = json!(w.state_dir());
     let out = call(&w, &CniCall::new("STATUS", &bad));
+    assert_eq!(out.status, 0, "auto falls back to nftables: {}", out.stdout);
+    bad["datapath"] = json!("ebpf");
+    let out = call(&w, &CniCall::new("STATUS", &bad));
     assert_eq!(out.code(), Some(50), "{}", out.stdout);
+    assert!(out.msg().contains("eBPF"), "{}", out.stdout);
 }
 
 #[test]
