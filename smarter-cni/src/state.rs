@@ -277,7 +277,9 @@ mod tests {
         let dead = child.id();
         child.wait().unwrap();
         let stale = s.dir().join(format!("b+eth0.json.tmp.{dead}"));
-        let live = s.dir().join(format!("d+eth0.json.tmp.{}", std::process::id()));
+        let live = s
+            .dir()
+            .join(format!("d+eth0.json.tmp.{}", std::process::id()));
         fs::write(&stale, b"{").unwrap();
         fs::write(&live, b"{").unwrap();
         fs::write(s.dir().join("c+eth0.json"), b"not json").unwrap();

@@ -24,7 +24,7 @@ pub(super) const NFT: &str = "iptables";
 /// The datapath serving an attachment.
 pub(super) enum Active {
     /// TC eBPF programs and pinned maps.
-    Ebpf(EbpfDatapath),
+    Ebpf(Box<EbpfDatapath>),
     /// Per-network nftables tables with per-pod set elements.
     Nft(NftDatapath),
 }
@@ -219,7 +219,7 @@ pub(super) fn open_for_add(
         .into_cni()?;
         dp.set_deny(&conf.deny_cidrs).into_cni()?;
         refresh_uplink(ctx, &dp, uplink)?;
-        Ok(Active::Ebpf(dp))
+        Ok(Active::Ebpf(Box::new(dp)))
     } else {
         let name = uplink.map(|(u, _)| u.name.clone());
         let dp = NftDatapath::ensure(&ctx.nft_config(name)).into_cni()?;
@@ -267,7 +267,7 @@ pub(super) fn open_existing(ctx: &Ctx, name: &str) -> Result<Option<Active>, Cni
         Ok(
             EbpfDatapath::open_existing(&ctx.conf.bpffs_dir, &ctx.conf.name)
                 .into_cni()?
-                .map(Active::Ebpf),
+                .map(|dp| Active::Ebpf(Box::new(dp))),
         )
     }
 }
