@@ -122,6 +122,24 @@ pub fn run(lookup: &dyn Fn(&str) -> Option<String>, stdin: &[u8], out: &mut dyn 
     code
 }
 
+/// Refuses directories reached through a symlink someone other than root could have planted.
+fn safe_dirs(conf: &NetConf) -> Result<(), CniError> {
+    for (key, dir) in [
+        ("dataDir", &conf.data_dir),
+        ("stateDir", &conf.state_dir),
+        ("bpffsDir", &conf.bpffs_dir),
+    ] {
+        crate::cni::config::paths::check_no_unsafe_symlinks(dir).map_err(|why| {
+            CniError::new(
+                CniError::INVALID_CONFIG,
+                format!("{key} {}: {why}", dir.display()),
+                key,
+            )
+        })?;
+    }
+    Ok(())
+}
+
 fn dispatch(
     lookup: &dyn Fn(&str) -> Option<String>,
     stdin: &[u8],
@@ -140,6 +158,9 @@ fn dispatch(
     } else {
         None
     };
+    if env.verb != Verb::Status {
+        safe_dirs(&conf).map_err(|e| (e, answer_version.clone()))?;
+    }
     let ctx = Ctx {
         env,
         conf,

@@ -42,6 +42,7 @@ use super::names::validate_network_name;
 use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate};
 
 mod fields;
+pub mod paths;
 
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";

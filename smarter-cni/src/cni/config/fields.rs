@@ -126,14 +126,13 @@ pub(super) fn abs_path(f: &Fields<'_>, key: &str) -> Result<Option<PathBuf>, Cni
     let Some(text) = f.string(key)? else {
         return Ok(None);
     };
-    if text.starts_with('/') && !text.contains('\0') {
-        Ok(Some(PathBuf::from(text)))
-    } else {
-        Err(f.invalid(
-            key,
-            &Value::String(text.to_owned()),
-            "is not an absolute path",
-        ))
+    if text.contains('\0') {
+        return Err(f.invalid(key, &Value::String(text.to_owned()), "contains NUL"));
+    }
+    let path = PathBuf::from(text);
+    match super::paths::refuse_reason(key, &path) {
+        None => Ok(Some(path)),
+        Some(why) => Err(f.invalid(key, &Value::String(text.to_owned()), why)),
     }
 }
 

@@ -182,6 +182,14 @@ fn scalar_errors() {
             "stateDir \"\" is not an absolute path",
         ),
         (
+            json!({"dataDir": "/etc/cni/net.d"}),
+            "dataDir \"/etc/cni/net.d\" is inside a system tree (/etc, /usr, /boot, /dev, /proc...)",
+        ),
+        (
+            json!({"stateDir": "/var/lib/../../etc"}),
+            "stateDir \"/var/lib/../../etc\" contains `.` or `..` components",
+        ),
+        (
             json!({"bpffsDir": 1}),
             "bpffsDir 1 is a number, expected a string",
         ),
