@@ -15,7 +15,7 @@ mod plugin;
 mod servers;
 
 pub use ns::{BpfFs, Netns, require_root, spawn_in, sweep_stale};
-pub use plugin::{CniCall, CniOutput, run_plugin};
+pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
 pub use servers::{EchoServer, Seen, tcp_roundtrip, udp_roundtrip};
 
 use std::io;

@@ -112,6 +112,29 @@ impl World {
 /// # Errors
 /// When the process cannot be started or its stdout is not JSON.
 pub fn run_plugin(ns: &Netns, bin: &Path, call: &CniCall) -> io::Result<CniOutput> {
+    let child = spawn_plugin(ns, bin, call)?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = if stdout.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&stdout)
+            .map_err(|e| io::Error::other(format!("plugin stdout is not JSON ({e}): {stdout:?}")))?
+    };
+    Ok(CniOutput {
+        status: out.status.code().unwrap_or(-1),
+        json,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Starts the plugin inside `ns` with its stdin written and closed, without waiting (for tests
+/// that kill it midway). Stdout and stderr are piped.
+///
+/// # Errors
+/// When the process cannot be started or stdin cannot be written.
+pub fn spawn_plugin(ns: &Netns, bin: &Path, call: &CniCall) -> io::Result<std::process::Child> {
     let mut cmd = ns.command(bin);
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -143,18 +166,5 @@ pub fn run_plugin(ns: &Netns, bin: &Path, call: &CniCall) -> io::Result<CniOutpu
         .take()
         .expect("piped stdin")
         .write_all(&call.stdin)?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = if stdout.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&stdout)
-            .map_err(|e| io::Error::other(format!("plugin stdout is not JSON ({e}): {stdout:?}")))?
-    };
-    Ok(CniOutput {
-        status: out.status.code().unwrap_or(-1),
-        json,
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    Ok(child)
 }
