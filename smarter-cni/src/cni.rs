@@ -20,6 +20,7 @@ pub mod args;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod fuzzing;
 mod json;
 pub mod mac;
 pub mod names;

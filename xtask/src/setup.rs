@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 9] = [
+const PACKAGES: [&str; 12] = [
     "iproute2",
     "iputils-ping",
     "iptables",
@@ -21,6 +21,9 @@ const PACKAGES: [&str; 9] = [
     "containernetworking-plugins",
     "util-linux",
     "procps",
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 const TOOLCHAIN: &str = "nightly";
 
