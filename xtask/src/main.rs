@@ -4,8 +4,10 @@
 //!   with rust-src, bpf-linker), skipping what is already there;
 //! - `test`: setup, then `cargo test --workspace`;
 //! - `demo`: setup, build the demo example, run it as root;
+//! - `fuzz`: the cargo-fuzz targets of the input parsers, for a while each;
 //! - `clippy`, `fmt`: the workspace's lints and formatting.
 
+mod fuzz;
 mod run;
 mod setup;
 
@@ -38,6 +40,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Fuzz the input parsers (cargo-fuzz, nightly) on the committed corpora, then minimize
+    /// them; not part of `test`, which replays the corpora.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only this target (`netconf`, `cni_args`, `runtime_config`).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// `cargo clippy --workspace --all-targets [ARGS]`.
     Clippy {
         /// Passed to `cargo clippy` (e.g. `-- -D warnings`).
@@ -66,6 +78,7 @@ fn main() -> Result<()> {
             setup::setup(&root)?;
             demo(&root, &args)
         }
+        Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
         Task::Clippy { args } => {
             run::cargo(&root, ["clippy", "--workspace", "--all-targets"], &args).status()
         }
