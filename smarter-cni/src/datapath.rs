@@ -9,7 +9,9 @@
 //! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
 //!   verdict counters;
 //! - `ct`: conntrack listing, GC and per-pod flush ([`CtTimeouts`], [`CtEntryView`]);
-//! - `hostports`: hostPort DNAT entries ([`HostPortSpec`]).
+//! - `hostports`: hostPort DNAT entries ([`HostPortSpec`]);
+//! - `upgrade`: a build with other programs but the same map layout swaps the pinned programs
+//!   and re-attaches everything, keeping the maps' state.
 //!
 //! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
@@ -30,6 +32,7 @@ mod tests;
 mod tests_nat;
 #[cfg(test)]
 mod tests_verdicts;
+mod upgrade;
 mod uplink;
 
 use std::net::Ipv4Addr;

@@ -19,7 +19,7 @@ use smarter_common::{
     progs,
 };
 
-use super::{DatapathConfig, EbpfError, attach::pin_error_to_io, pins, pins::PinLayout};
+use super::{DatapathConfig, EbpfError, attach::pin_error_to_io, pins, pins::PinLayout, upgrade};
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
 pub(super) static EBPF_OBJECT: &[u8] =
@@ -101,8 +101,21 @@ impl EbpfDatapath {
             }
         }
         let prog_pin = layout.prog(progs::POD);
+        let recorded = upgrade::recorded(lock_dir, network);
+        let current = upgrade::object_id();
+        let mut upgraded = false;
         match (pins::exists(&prog_pin)?, missing) {
             (false, _) => load_and_pin(&layout, cfg.ct_max_entries)?,
+            (true, None) if recorded.as_deref() != Some(current.as_str()) => {
+                tracing::info!(
+                    network,
+                    from = recorded.as_deref().unwrap_or("unknown"),
+                    to = %current,
+                    "upgrading the pinned programs (maps and their state are kept)"
+                );
+                load_and_pin(&layout, cfg.ct_max_entries)?;
+                upgraded = true;
+            }
             (true, None) => {}
             (true, Some(map)) => {
                 return Err(EbpfError::IncompletePins {
@@ -113,6 +126,17 @@ impl EbpfDatapath {
         }
         let datapath = Self::open_pins(network, layout, true)?;
         datapath.write_config(cfg)?;
+        if upgraded {
+            let renewed = datapath.reattach_all()?;
+            tracing::info!(
+                network,
+                renewed,
+                "attachments moved to the upgraded programs"
+            );
+        }
+        if recorded.as_deref() != Some(current.as_str()) {
+            upgrade::record(lock_dir, network)?;
+        }
         Ok(datapath)
     }
 
@@ -302,11 +326,16 @@ fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<(), EbpfError
             .map_err(|e| EbpfError::program(name, "load", e))?;
         prog.load()
             .map_err(|e| EbpfError::program(name, "load", e))?;
+        // Pinned beside, then renamed over the old pin: openers see the old program or the
+        // new one, never none (an upgrade replaces a live pin).
         let path = layout.prog(name);
-        prog.pin(&path).map_err(|e| EbpfError::Pin {
-            path,
+        let next = layout.prog(&format!("{name}_next"));
+        pins::remove_pin(&next)?;
+        prog.pin(&next).map_err(|e| EbpfError::Pin {
+            path: next.clone(),
             source: pin_error_to_io(e),
         })?;
+        std::fs::rename(&next, &path).map_err(|e| EbpfError::io("swap program pin", &path, e))?;
     }
     Ok(())
 }
