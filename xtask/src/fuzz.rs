@@ -14,7 +14,11 @@ use crate::run::Cmd;
 const TARGETS: [&str; 3] = ["netconf", "cni_args", "runtime_config"];
 
 pub fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
-    if Cmd::new("cargo").args(["fuzz", "--version"]).probe().is_none() {
+    if Cmd::new("cargo")
+        .args(["fuzz", "--version"])
+        .probe()
+        .is_none()
+    {
         Cmd::new("cargo").args(["install", "cargo-fuzz"]).status()?;
     }
     let dir = root.join("smarter-cni/fuzz");
