@@ -65,7 +65,7 @@ impl EbpfControl {
             .with_context(|| format!("creating {}", lock_dir.display()))?;
         let dp = EbpfDatapath::open_or_load(&conf.bpffs_dir, &conf.name, &lock_dir, &cfg)
             .context("opening the eBPF datapath")?;
-        let timeouts = CtTimeouts::default();
+        let timeouts = CtTimeouts::from(conf.ct_timeouts);
         dp.set_nat(
             (conf.nat_port_range.start, conf.nat_port_range.end),
             &timeouts,

@@ -214,7 +214,7 @@ pub(super) fn open_for_add(
         dp.set_bridge(bridge.0, bridge.1).into_cni()?;
         dp.set_nat(
             (conf.nat_port_range.start, conf.nat_port_range.end),
-            &CtTimeouts::default(),
+            &CtTimeouts::from(conf.ct_timeouts),
         )
         .into_cni()?;
         dp.set_deny(&conf.deny_cidrs).into_cni()?;

@@ -24,6 +24,7 @@
 //! | `denyCIDRs` | list of IPv4 CIDRs | empty |
 //! | `natPortRange` | `"a-b"` or `{"start": a, "end": b}`, 1024 ≤ a ≤ b ≤ 65535 | `"61000-64999"` |
 //! | `ctMaxEntries` | 1024..=4194304 | 65536 |
+//! | `ctTimeouts` | `{"tcpEstablished", "tcpOther", "udp", "icmp"}`, seconds 1..=604800 | 1800, 120, 60, 30 |
 //!
 //! Standard keys accepted: `cniVersion` (required), `cniVersions`, `name`, `type` (required,
 //! must be `"smarter-cni"`), `args`, `capabilities`, `runtimeConfig`, `prevResult`,
@@ -73,7 +74,7 @@ const STANDARD_KEYS: [&str; 14] = [
     "disableGC",
 ];
 /// Our own top-level keys.
-const PLUGIN_KEYS: [&str; 14] = [
+const PLUGIN_KEYS: [&str; 15] = [
     "bridge",
     "subnet",
     "gateway",
@@ -88,7 +89,31 @@ const PLUGIN_KEYS: [&str; 14] = [
     "denyCIDRs",
     "natPortRange",
     "ctMaxEntries",
+    "ctTimeouts",
 ];
+
+/// Idle timeouts of conntrack entries (`ctTimeouts`), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtTimeoutsConf {
+    /// TCP after a reply and before FIN/RST.
+    pub tcp_established: u32,
+    /// TCP otherwise (SYN sent, closing).
+    pub tcp_other: u32,
+    /// UDP.
+    pub udp: u32,
+    /// ICMP echo.
+    pub icmp: u32,
+}
+
+impl CtTimeoutsConf {
+    /// 30 min, 2 min, 60 s, 30 s: edge gateways carry few, long-lived flows.
+    pub const DEFAULT: Self = Self {
+        tcp_established: 1800,
+        tcp_other: 120,
+        udp: 60,
+        icmp: 30,
+    };
+}
 
 /// Which datapath to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -206,6 +231,8 @@ pub struct NetConf {
     pub nat_port_range: PortRange,
     /// `ctMaxEntries`: conntrack map size.
     pub ct_max_entries: u32,
+    /// `ctTimeouts`: conntrack idle timeouts.
+    pub ct_timeouts: CtTimeoutsConf,
     /// The first IPv4 of `args.cni.ips`, if any.
     pub args_ip: Option<Ipv4Addr>,
 }
@@ -237,6 +264,7 @@ impl Default for NetConf {
             deny_cidrs: Vec::new(),
             nat_port_range: PortRange::DEFAULT,
             ct_max_entries: 65536,
+            ct_timeouts: CtTimeoutsConf::DEFAULT,
             args_ip: None,
         }
     }
@@ -341,6 +369,7 @@ impl NetConf {
             ct_max_entries: f
                 .uint("ctMaxEntries", 1024..=4_194_304)?
                 .unwrap_or(defaults.ct_max_entries),
+            ct_timeouts: fields::ct_timeouts(&f)?,
         })
     }
 

@@ -25,14 +25,20 @@ pub struct CtTimeouts {
 }
 
 impl Default for CtTimeouts {
-    /// 30 min (edge gateways: fewer, longer-lived flows than a server, and little memory),
-    /// 2 min, 60 s, 30 s.
+    /// [`crate::cni::CtTimeoutsConf::DEFAULT`]: 30 min, 2 min, 60 s, 30 s.
     fn default() -> Self {
+        crate::cni::CtTimeoutsConf::DEFAULT.into()
+    }
+}
+
+impl From<crate::cni::CtTimeoutsConf> for CtTimeouts {
+    fn from(c: crate::cni::CtTimeoutsConf) -> Self {
+        let s = |n: u32| Duration::from_secs(u64::from(n));
         Self {
-            tcp_established: Duration::from_secs(30 * 60),
-            tcp_other: Duration::from_secs(120),
-            udp: Duration::from_secs(60),
-            icmp: Duration::from_secs(30),
+            tcp_established: s(c.tcp_established),
+            tcp_other: s(c.tcp_other),
+            udp: s(c.udp),
+            icmp: s(c.icmp),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde_json::Value;
 
-use super::{Attachment, DEFAULT_SUBNET, PortRange, Uplink};
+use super::{Attachment, CtTimeoutsConf, DEFAULT_SUBNET, PortRange, Uplink};
 use crate::cni::CniError;
 use crate::cni::json::Fields;
 use crate::cni::names::validate_ifname;
@@ -187,6 +187,45 @@ pub(super) fn port_range(f: &Fields<'_>) -> Result<Option<PortRange>, CniError> 
     } else {
         Err(bad())
     }
+}
+
+/// `ctTimeouts`: `{"tcpEstablished", "tcpOther", "udp", "icmp"}` in seconds (1..=604800), each
+/// optional (defaults from [`CtTimeoutsConf::DEFAULT`]); an unknown key is refused.
+pub(super) fn ct_timeouts(f: &Fields<'_>) -> Result<CtTimeoutsConf, CniError> {
+    let mut t = CtTimeoutsConf::DEFAULT;
+    let Some(value) = f.get("ctTimeouts") else {
+        return Ok(t);
+    };
+    let Value::Object(map) = value else {
+        return Err(f.invalid("ctTimeouts", value, "is not an object of seconds"));
+    };
+    for (k, v) in map {
+        let slot = match k.as_str() {
+            "tcpEstablished" => &mut t.tcp_established,
+            "tcpOther" => &mut t.tcp_other,
+            "udp" => &mut t.udp,
+            "icmp" => &mut t.icmp,
+            _ => {
+                return Err(f.invalid(
+                    &format!("ctTimeouts.{k}"),
+                    v,
+                    "is not one of tcpEstablished, tcpOther, udp, icmp",
+                ));
+            }
+        };
+        *slot = v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=604_800).contains(n))
+            .ok_or_else(|| {
+                f.invalid(
+                    &format!("ctTimeouts.{k}"),
+                    v,
+                    "is not a number of seconds in 1..=604800",
+                )
+            })?;
+    }
+    Ok(t)
 }
 
 /// `cni.dev/valid-attachments`, or the older spelling `cni.dev/attachments`.

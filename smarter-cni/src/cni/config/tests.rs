@@ -88,7 +88,8 @@ fn full_config() {
         "bpffsDir": "/sys/fs/bpf/x",
         "denyCIDRs": ["169.254.169.254/32", "192.168.0.0/16", "10.9.9.9"],
         "natPortRange": {"start": 40000, "end": 40100},
-        "ctMaxEntries": 1024
+        "ctMaxEntries": 1024,
+        "ctTimeouts": {"udp": 20, "tcpEstablished": 7200}
     }))
     .unwrap();
     assert_eq!(conf.cni_version, Version::V100);
@@ -134,6 +135,14 @@ fn full_config() {
         }
     );
     assert_eq!(conf.ct_max_entries, 1024);
+    assert_eq!(
+        conf.ct_timeouts,
+        crate::cni::CtTimeoutsConf {
+            tcp_established: 7200,
+            udp: 20,
+            ..crate::cni::CtTimeoutsConf::DEFAULT
+        }
+    );
 }
 
 #[test]

@@ -194,6 +194,18 @@ fn scalar_errors() {
             "bpffsDir 1 is a number, expected a string",
         ),
         (
+            json!({"ctTimeouts": {"udp": 0}}),
+            "ctTimeouts.udp 0 is not a number of seconds in 1..=604800",
+        ),
+        (
+            json!({"ctTimeouts": {"sctp": 5}}),
+            "ctTimeouts.sctp 5 is not one of tcpEstablished, tcpOther, udp, icmp",
+        ),
+        (
+            json!({"ctTimeouts": 5}),
+            "ctTimeouts 5 is not an object of seconds",
+        ),
+        (
             json!({"ctMaxEntries": 1023}),
             "ctMaxEntries 1023 is not an integer in 1024..=4194304",
         ),
