@@ -29,7 +29,9 @@ pub mod runtime_config;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{Attachment, DatapathMode, NetConf, PortRange, TcAttachMode, Uplink};
+pub use config::{
+    Attachment, CtTimeoutsConf, DatapathMode, NetConf, PortRange, TcAttachMode, Uplink,
+};
 pub use env::{CniEnv, Verb};
 pub use error::CniError;
 pub use mac::MacAddr;

@@ -232,6 +232,13 @@ fn host_port_from_wan_and_hairpin(dp: &str) {
     let client = w.pod("pod1").unwrap();
     tcp_roundtrip(client, sa(NODE_UPLINK_IP, 8080), b"hairpin", T)
         .unwrap_or_else(|e| panic!("{dp}: hairpin: {e}"));
+    udp_roundtrip(client, sa(NODE_UPLINK_IP, 8053), b"hairpin", T)
+        .unwrap_or_else(|e| panic!("{dp}: UDP hairpin: {e}"));
+    // From the node itself (a host process connecting to its own address).
+    tcp_roundtrip(w.node(), sa(NODE_UPLINK_IP, 8080), b"from the node", T)
+        .unwrap_or_else(|e| panic!("{dp}: node → hostPort: {e}"));
+    udp_roundtrip(w.node(), sa(NODE_UPLINK_IP, 8053), b"from the node", T)
+        .unwrap_or_else(|e| panic!("{dp}: node → UDP hostPort: {e}"));
     // A port nobody mapped stays closed.
     assert!(
         tcp_roundtrip(

@@ -36,9 +36,11 @@ pub mod progs {
     pub const POD: &str = "smarter_pod";
     /// TC classifier on the uplink's ingress: packets arriving from outside.
     pub const UPLINK: &str = "smarter_uplink";
+    /// TC classifier on the node's loopback ingress: the node's own connections to a hostPort.
+    pub const LOCAL: &str = "smarter_local";
 
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 2] = [POD, UPLINK];
+    pub const ALL: [&str; 3] = [POD, UPLINK, LOCAL];
 
     const _: () = {
         let mut i = 0;

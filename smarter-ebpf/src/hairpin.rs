@@ -1,5 +1,5 @@
-//! Hairpin hostPort: a pod connecting to the uplink address on a hostPort reaches the mapped pod
-//! directly. Only the destination is rewritten (the server sees the client pod's own address,
+//! Hairpin hostPort: a pod (or, through `smarter_local` on the loopback, the node itself)
+//! connecting to the uplink address on a hostPort reaches the mapped pod directly. Only the destination is rewritten (the server sees the client pod's own address,
 //! which iptables' hairpin masquerade hides); the server's replies are translated back on the
 //! server's own veth ([`reply`]) so the client sees them come from `uplink:hostPort`.
 //!
@@ -112,17 +112,27 @@ pub fn dnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(
     Some((Verdict::HostportIn, action))
 }
 
-/// A pod's TCP/UDP packet to another pod: when it answers a hairpin flow, its source becomes
-/// `uplink:hostPort` again. `false` only when a rewrite failed (drop); otherwise the packet is
-/// unchanged or translated and the caller delivers it.
+/// What [`reply`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Not a reply of a hostPort flow: unchanged.
+    Untouched,
+    /// Source rewritten to `uplink:hostPort`.
+    Translated,
+    /// A rewrite failed: drop.
+    Failed,
+}
+
+/// A pod's TCP/UDP packet to another pod or to the node's uplink address: when it answers a
+/// hairpin or node-local hostPort flow, its source becomes `uplink:hostPort` again.
 #[inline(always)]
-pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> bool {
+pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> Reply {
     let proto = ip[9];
     if (proto != PROTO_TCP && proto != PROTO_UDP) || ip[0] != 0x45 {
-        return true;
+        return Reply::Untouched;
     }
     let Some(l) = l4(ctx, proto, true) else {
-        return true;
+        return Reply::Untouched;
     };
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
@@ -135,7 +145,7 @@ pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> bool {
         pad: [0; 3],
     };
     let Some(o) = CT_OUT.get_ptr_mut(out_key) else {
-        return true;
+        return Reply::Untouched;
     };
     // SAFETY: ktime has no preconditions; `o` is a map value pointer valid for this run.
     let (addr, port) = unsafe {
@@ -158,5 +168,9 @@ pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> bool {
             (*i).state = (*o).state;
         }
     }
-    rewrite(ctx, &l, IP_SRC, saddr, addr, port)
+    if rewrite(ctx, &l, IP_SRC, saddr, addr, port) {
+        Reply::Translated
+    } else {
+        Reply::Failed
+    }
 }

@@ -5,6 +5,7 @@
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
 //! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
+//! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
 //! - [`parse`]: bounds-checked packet access; [`verdict`]: per-verdict counters.
 //!
@@ -19,6 +20,7 @@
 mod ct;
 mod hairpin;
 mod icmp_err;
+mod local;
 mod maps;
 mod nat;
 mod parse;

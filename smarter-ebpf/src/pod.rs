@@ -102,7 +102,7 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     if let Some(peer) = unsafe { ENDPOINTS.get(EndpointKey { addr: daddr }) } {
         let (peer_ifindex, peer_mac) = (peer.ifindex, peer.mac);
         // A reply of a hairpin hostPort flow leaves as uplink:hostPort.
-        if !hairpin::reply(ctx, &ip) {
+        if hairpin::reply(ctx, &ip) == hairpin::Reply::Failed {
             return (Verdict::DropMalformed, -1);
         }
         if read::<[u8; 6]>(ctx, 0) != Some(peer_mac) && ctx.store(0, &peer_mac, 0).is_err() {
@@ -119,10 +119,17 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     if uplink_addr != 0 && daddr == uplink_addr {
         // Hairpin: a hostPort on the node's address reaches the pod that holds it.
         let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-        if ip[0] == 0x45
-            && frag == 0
-            && let Some(result) = hairpin::dnat(ctx, &ip, cfg.bridge_mac)
-        {
+        if ip[0] != 0x45 || frag != 0 {
+            return (Verdict::PassHost, -1);
+        }
+        // A reply to the node's own connection to a hostPort: back to uplink:hostPort, then
+        // delivered locally.
+        match hairpin::reply(ctx, &ip) {
+            hairpin::Reply::Translated => return (Verdict::PassHost, -1),
+            hairpin::Reply::Failed => return (Verdict::DropMalformed, -1),
+            hairpin::Reply::Untouched => {}
+        }
+        if let Some(result) = hairpin::dnat(ctx, &ip, cfg.bridge_mac) {
             return result;
         }
         return (Verdict::PassHost, -1);

@@ -71,6 +71,7 @@ impl EbpfControl {
             &timeouts,
         )?;
         dp.set_deny(&conf.deny_cidrs)?;
+        dp.attach_local(AttachMode::Auto)?;
         tracing::info!(
             pins = %dp.pin_dir().display(),
             program = ?dp.program_id(),

@@ -106,7 +106,7 @@ async fn wire(
     node.ensure_address(bridge.index, &conf.bridge, gw_net)
         .await
         .into_cni()?;
-    super::node::prepare(conf.nat_port_range)?;
+    super::node::prepare(&conf.bridge, conf.nat_port_range)?;
     let uplink = datapath::resolve_uplink(ctx, node).await?;
     let dp: &Active = active.insert(datapath::open_for_add(
         ctx,

@@ -219,6 +219,7 @@ pub(super) fn open_for_add(
         .into_cni()?;
         dp.set_deny(&conf.deny_cidrs).into_cni()?;
         refresh_uplink(ctx, &dp, uplink)?;
+        dp.attach_local(ctx.attach_mode()).into_cni()?;
         Ok(Active::Ebpf(Box::new(dp)))
     } else {
         let name = uplink.map(|(u, _)| u.name.clone());
@@ -315,6 +316,7 @@ pub(super) fn retire_unused(ctx: &Ctx, now: &str) {
                 tracing::info!("retiring the unused eBPF datapath of {}", ctx.conf.name);
                 // Netlink filters outlive pins: take the uplink program off explicitly.
                 dp.detach_uplink()
+                    .and_then(|()| dp.detach_local())
                     .and_then(|()| {
                         crate::datapath::remove_network_pins(&ctx.conf.bpffs_dir, &ctx.conf.name)
                     })

@@ -11,13 +11,16 @@ use crate::cni::{CniError, PortRange};
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
-/// Enables IPv4 forwarding and reserves `nat` in `ip_local_reserved_ports` (merged with
-/// what is already reserved). Idempotent: writes only when something changes.
+/// Enables IPv4 forwarding, lets the bridge accept the eBPF datapath's translated replies to
+/// the node's own hostPort connections (their source is the node's address:
+/// `accept_local`), and reserves `nat` in `ip_local_reserved_ports` (merged with what is
+/// already reserved). Idempotent: writes only when something changes.
 ///
 /// # Errors
 /// An I/O CNI error naming the sysctl.
-pub fn prepare(nat: PortRange) -> Result<(), CniError> {
+pub fn prepare(bridge: &str, nat: PortRange) -> Result<(), CniError> {
     write_if_changed(IP_FORWARD, "1")?;
+    write_if_changed(&format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"), "1")?;
     let current = fs::read_to_string(RESERVED_PORTS).unwrap_or_default();
     let merged = merge_reserved(&current, nat.start, nat.end);
     write_if_changed(RESERVED_PORTS, &merged)

@@ -212,6 +212,19 @@ fn detach_netlink_named(ifname: &str, name: &str) -> Result<(), EbpfError> {
     }
 }
 
+/// Whether a netlink filter running program `name` sits on `ifname`'s ingress.
+pub(super) fn is_attached_named(ifname: &str, name: &str) -> Result<bool, EbpfError> {
+    let Ok(ifindex) = ifindex(ifname) else {
+        return Ok(false);
+    };
+    let filters = tc_filters::ingress_bpf_filters(ifindex).map_err(|source| EbpfError::Tc {
+        ifname: ifname.into(),
+        op: "list ingress filters",
+        source,
+    })?;
+    Ok(filters.iter().any(|f| f.name == name))
+}
+
 /// The errno behind a failed attach, whichever way it was attempted.
 fn errno(e: &ProgramError) -> Option<i32> {
     match e {

@@ -315,7 +315,7 @@ fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<(), EbpfError
         }
     }
     // The pod program is pinned last: its pin marks a complete load.
-    for name in [progs::UPLINK, progs::POD] {
+    for name in [progs::UPLINK, progs::LOCAL, progs::POD] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or(EbpfError::MissingInObject {

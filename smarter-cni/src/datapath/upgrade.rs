@@ -91,6 +91,14 @@ impl EbpfDatapath {
             )?;
             renewed += 1;
         }
+        if pins::exists(&self.pins.link(super::uplink::LOCAL_LINK))?
+            || attach::is_attached_named(super::uplink::LOOPBACK, progs::LOCAL)?
+        {
+            let mut prog = self.program(progs::LOCAL)?;
+            let pin = self.pins.link(super::uplink::LOCAL_LINK);
+            replace(&mut prog, progs::LOCAL, super::uplink::LOOPBACK, &pin)?;
+            renewed += 1;
+        }
         Ok(renewed)
     }
 }

@@ -12,6 +12,10 @@ use super::{AttachMode, CtTimeouts, EbpfDatapath, EbpfError, attach, ebpf::addr,
 /// Pin name of the uplink's TCX link under `links/` (pod veth names never collide with it: the
 /// plugin names them `smv…`).
 const UPLINK_LINK: &str = "uplink";
+/// Pin name of the loopback's TCX link under `links/`.
+pub(super) const LOCAL_LINK: &str = "local";
+/// The node's loopback, where `smarter_local` runs.
+pub(super) const LOOPBACK: &str = "lo";
 
 /// The node's uplink as the datapath needs it (owned by the node agent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +131,34 @@ impl EbpfDatapath {
                 attach::attach_tcx(&mut prog, prog_id, &up.name, &pin)
             }
         }
+    }
+
+    /// Attaches `smarter_local` to the loopback's ingress, so the node's own connections to a
+    /// hostPort on the uplink address reach the pod. Idempotent; TCX link pinned at
+    /// `links/local`.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Program`], [`EbpfError::Tc`] or [`EbpfError::Pin`] when attaching fails.
+    pub fn attach_local(&self, mode: AttachMode) -> Result<(), EbpfError> {
+        let mut prog = self.program(progs::LOCAL)?;
+        let pin = self.pins.link(LOCAL_LINK);
+        match attach::resolve_mode(mode) {
+            AttachMode::Netlink => attach::attach_netlink(&mut prog, LOOPBACK, &pin),
+            AttachMode::Tcx | AttachMode::Auto => {
+                let prog_id = program_id(&prog)?;
+                attach::attach_tcx(&mut prog, prog_id, LOOPBACK, &pin)
+            }
+        }
+    }
+
+    /// Detaches `smarter_local` from the loopback. Success when it is not attached.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Pin`] or [`EbpfError::Tc`] when a removal fails.
+    pub fn detach_local(&self) -> Result<(), EbpfError> {
+        attach::detach_named(LOOPBACK, &self.pins.link(LOCAL_LINK), progs::LOCAL)
     }
 
     /// Detaches `smarter_uplink`: the TCX link pinned at `links/uplink` and the netlink filter on
