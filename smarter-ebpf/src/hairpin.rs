@@ -12,12 +12,12 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
     programs::TcContext,
 };
-use smarter_common::{CtKey, CtValue, EndpointKey, HostPortKey, Verdict, ct::CT_NEW};
+use smarter_common::{CtKey, EndpointKey, Verdict};
 
 use crate::{
     ct::next_state,
-    maps::{CT_IN, CT_OUT, ENDPOINTS, HOSTPORTS},
-    nat::{IP_DST, IP_SRC, PROTO_TCP, PROTO_UDP, l4, rewrite},
+    maps::{CT_IN, CT_OUT, ENDPOINTS},
+    nat::{IP_DST, IP_SRC, PROTO_TCP, PROTO_UDP, l4, open_hostport_flow, rewrite},
     parse::IP_LEN,
 };
 
@@ -46,43 +46,9 @@ pub fn dnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(
     let v = match CT_IN.get_ptr_mut(in_key) {
         Some(v) => v,
         None => {
-            let hp_key = HostPortKey {
-                port: l.port,
-                proto,
-                pad: 0,
-            };
-            // SAFETY: read-only lookup, copied at once.
-            let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
-                Some(hp) => (hp.pod_ip, hp.pod_port),
-                None => return None,
-            };
-            let state = next_state(CT_NEW, proto, l.tcp_flags, false);
-            let inbound = CtValue {
-                last_seen: now,
-                addr: pod_ip,
-                port: pod_port,
-                state,
-                pad: 0,
-            };
-            let outbound = CtValue {
-                last_seen: now,
-                addr: daddr,
-                port: l.port,
-                state,
-                pad: 0,
-            };
-            let out_key = CtKey {
-                a: pod_ip,
-                b: saddr,
-                a_port: pod_port,
-                b_port: l.remote_port,
-                proto,
-                pad: [0; 3],
-            };
-            if CT_IN.insert(in_key, inbound, 0).is_err()
-                || CT_OUT.insert(out_key, outbound, 0).is_err()
-            {
-                return Some((Verdict::DropNatPorts, -1));
+            match open_hostport_flow(in_key, &l, proto, saddr, daddr, now)? {
+                Ok(()) => {}
+                Err(()) => return Some((Verdict::DropNatPorts, -1)),
             }
             CT_IN.get_ptr_mut(in_key)?
         }

@@ -200,6 +200,58 @@ pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verd
     Some((Verdict::NatOut, action))
 }
 
+/// A new flow `saddr:l.remote_port → daddr:l.port` (TCP/UDP) to a hostPort: creates its
+/// conntrack entries. A hostPort flow is a NAT flow seen from the other end: the reverse entry
+/// (`in_key`) leads in to the pod, the pod-side entry makes the pod's replies leave as
+/// `daddr:hostPort`. `None`: no such hostPort; `Some(Err(()))`: the entries could not be written.
+#[inline(always)]
+pub fn open_hostport_flow(
+    in_key: CtKey,
+    l: &L4Info,
+    proto: u8,
+    saddr: u32,
+    daddr: u32,
+    now: u64,
+) -> Option<Result<(), ()>> {
+    let hp_key = HostPortKey {
+        port: l.port,
+        proto,
+        pad: 0,
+    };
+    // SAFETY: read-only lookup, copied at once.
+    let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
+        Some(hp) => (hp.pod_ip, hp.pod_port),
+        None => return None,
+    };
+    let state = next_state(CT_NEW, proto, l.tcp_flags, false);
+    let inbound = CtValue {
+        last_seen: now,
+        addr: pod_ip,
+        port: pod_port,
+        state,
+        pad: 0,
+    };
+    let outbound = CtValue {
+        last_seen: now,
+        addr: daddr,
+        port: l.port,
+        state,
+        pad: 0,
+    };
+    let out_key = CtKey {
+        a: pod_ip,
+        b: saddr,
+        a_port: pod_port,
+        b_port: l.remote_port,
+        proto,
+        pad: [0; 3],
+    };
+    if CT_IN.insert(in_key, inbound, 0).is_err() || CT_OUT.insert(out_key, outbound, 0).is_err() {
+        return Some(Err(()));
+    }
+    Some(Ok(()))
+}
+
 /// Reverse NAT of a reply arriving on the uplink for `uplink_addr`, or DNAT of a new flow to a
 /// hostPort, redirected into the pod. `None`: neither (host traffic).
 #[inline(always)]
@@ -230,45 +282,9 @@ pub fn rnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(
             if proto == PROTO_ICMP {
                 return None;
             }
-            let hp_key = HostPortKey {
-                port: l.port,
-                proto,
-                pad: 0,
-            };
-            // SAFETY: read-only lookup, copied at once.
-            let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
-                Some(hp) => (hp.pod_ip, hp.pod_port),
-                None => return None,
-            };
-            // A hostPort flow is a NAT flow seen from the other end: the reverse entry leads
-            // in, the pod-side entry makes the pod's replies leave as uplink:hostPort.
-            let state = next_state(CT_NEW, proto, l.tcp_flags, false);
-            let inbound = CtValue {
-                last_seen: now,
-                addr: pod_ip,
-                port: pod_port,
-                state,
-                pad: 0,
-            };
-            let outbound = CtValue {
-                last_seen: now,
-                addr: daddr,
-                port: l.port,
-                state,
-                pad: 0,
-            };
-            let out_key = CtKey {
-                a: pod_ip,
-                b: saddr,
-                a_port: pod_port,
-                b_port: l.remote_port,
-                proto,
-                pad: [0; 3],
-            };
-            if CT_IN.insert(in_key, inbound, 0).is_err()
-                || CT_OUT.insert(out_key, outbound, 0).is_err()
-            {
-                return Some((Verdict::DropNatPorts, -1));
+            match open_hostport_flow(in_key, &l, proto, saddr, daddr, now)? {
+                Ok(()) => {}
+                Err(()) => return Some((Verdict::DropNatPorts, -1)),
             }
             verdict = Verdict::HostportIn;
             CT_IN.get_ptr_mut(in_key)?

@@ -20,7 +20,10 @@ const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 /// An I/O CNI error naming the sysctl.
 pub fn prepare(bridge: &str, nat: PortRange) -> Result<(), CniError> {
     write_if_changed(IP_FORWARD, "1")?;
-    write_if_changed(&format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"), "1")?;
+    write_if_changed(
+        &format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"),
+        "1",
+    )?;
     let current = fs::read_to_string(RESERVED_PORTS).unwrap_or_default();
     let merged = merge_reserved(&current, nat.start, nat.end);
     write_if_changed(RESERVED_PORTS, &merged)
