@@ -14,11 +14,11 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{EbpfError, HostPortSpec};
-use world::{NODE_UPLINK, POD_IPS, WAN_ROUTER, WAN_SERVER, World, root_or_skip};
+use world::{NODE_UPLINK, POD_IPS, WAN_ROUTER, WAN_SERVER, World};
 
 #[test]
 fn nat_pod_to_pod_deny_node_local_and_conntrack() {
-    if !root_or_skip("nat_pod_to_pod_deny_node_local_and_conntrack") {
+    if !smarter_cni::testbed::require_root("nat_pod_to_pod_deny_node_local_and_conntrack") {
         return;
     }
     let w = World::new();
@@ -40,7 +40,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     let listener = w
         .wan
         .run(|| TcpListener::bind((WAN_ROUTER, 8000)).expect("bind"));
-    let server = w.wan.spawn(move || {
+    let server = smarter_cni::testbed::spawn_in(&w.wan, move || {
         let (mut conn, peer) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
         conn.read_exact(&mut buf).expect("read");
@@ -108,7 +108,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         "all or nothing"
     );
     let listener = p0.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).expect("bind"));
-    let server = p0.spawn(move || {
+    let server = smarter_cni::testbed::spawn_in(p0, move || {
         let (mut conn, peer) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
         conn.read_exact(&mut buf).expect("read");
@@ -164,7 +164,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     w.add_far();
     assert!(p1.ping(world::FAR_SERVER), "far server reachable");
     let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", p1.name))
+        .arg(format!("--net=/run/netns/{}", p1.name()))
         .args([
             "ping", "-M", "do", "-s", "1400", "-c", "3", "-i", "0.3", "-W", "1",
         ])

@@ -4,6 +4,19 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A name for a namespace or directory of this process that the sweeper recognizes:
+/// `smt-<pid>-u<seq>-<label>`.
+#[must_use]
+pub fn unique_name(label: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "smt-{}-u{}-{label}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// Skips (returns false and prints why) unless running as root.
 #[must_use]
@@ -92,6 +105,57 @@ impl Netns {
     pub fn succeeds(&self, args: &[&str]) -> bool {
         self.exec(args).is_ok()
     }
+
+    /// `ip -n <name> <args>` with whitespace-separated `args`, for test set-up.
+    ///
+    /// # Panics
+    /// When `ip` fails (the message names the command and its error).
+    pub fn ip(&self, args: &str) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend(args.split_whitespace());
+        if let Err(e) = ip(&full) {
+            panic!("ip {}: {e}", full.join(" "));
+        }
+    }
+
+    /// One `ping` of `to` from inside the namespace (2 s timeout).
+    #[must_use]
+    pub fn ping(&self, to: std::net::Ipv4Addr) -> bool {
+        self.succeeds(&["ping", "-c", "1", "-W", "2", &to.to_string()])
+    }
+
+    /// Runs `f` on a scoped thread inside this namespace (interface names and sockets resolve
+    /// there) and returns its result; a panic in `f` propagates.
+    ///
+    /// # Panics
+    /// When the namespace cannot be entered, or `f` panics.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = fs::File::open(&self.path).expect("open namespace");
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("enter namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// How many netlink (clsact ingress) filters on `dev` run program `prog`, from `tc`.
+    ///
+    /// # Panics
+    /// When `tc` fails.
+    #[must_use]
+    pub fn netlink_filters(&self, dev: &str, prog: &str) -> usize {
+        let out = self
+            .exec(&["tc", "filter", "show", "dev", dev, "ingress"])
+            .unwrap_or_else(|e| panic!("tc: {e}"));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(prog))
+            .count()
+    }
 }
 
 impl Drop for Netns {
@@ -132,6 +196,34 @@ impl BpfFs {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// A [`BpfFs`] on a fresh temporary directory, unmounted then removed on drop.
+#[derive(Debug)]
+pub struct ScratchBpfFs {
+    // Field order is drop order: unmount before the directory goes.
+    fs: BpfFs,
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchBpfFs {
+    /// Mounts a private bpffs on a new temporary directory named after `label`.
+    ///
+    /// # Errors
+    /// When the directory or the mount cannot be made.
+    pub fn new(label: &str) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", unique_name(label)))
+            .tempdir()?;
+        let fs = BpfFs::mount(&dir.path().join("bpffs"))?;
+        Ok(Self { fs, _dir: dir })
+    }
+
+    /// The mount point.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.fs.path()
     }
 }
 

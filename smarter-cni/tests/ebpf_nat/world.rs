@@ -4,23 +4,13 @@
 //! subnet), two pod namespaces, and a private bpffs on a tempdir. RAII guards remove everything,
 //! also on panic; nothing touches the root namespace or /sys/fs/bpf.
 
-use std::{
-    fs::File,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-    thread,
-};
+use std::{net::Ipv4Addr, process::Command};
 
 use ipnetwork::Ipv4Network;
-use nix::{
-    mount::{MntFlags, MsFlags, mount, umount2},
-    sched::{CloneFlags, setns},
-};
 use smarter_cni::datapath::{
     AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, EndpointSpec, Uplink,
 };
+use smarter_cni::testbed::{Netns, ScratchBpfFs, unique_name};
 
 pub const POD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 39, 0, 2), Ipv4Addr::new(172, 39, 0, 3)];
 pub const NODE_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -30,139 +20,11 @@ pub const WAN_SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 pub const FAR_SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const POD_MACS: [[u8; 6]; 2] = [[2, 0, 0, 0x5e, 0, 0x12], [2, 0, 0, 0x5e, 0, 0x13]];
 
-pub fn root_or_skip(test: &str) -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        println!("skipping {test}: needs root (network namespaces, bpffs, eBPF)");
-    }
-    root
-}
-
-fn unique(tag: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "smt-{}-nat{}-{tag}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// A named network namespace, deleted on drop with everything inside it.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = unique(tag);
-        run(&["ip", "netns", "add", &name]);
-        Self { name }
-    }
-
-    fn path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
-    }
-
-    pub fn ip(&self, args: &str) {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend(args.split_whitespace());
-        run(&full);
-    }
-
-    /// Runs a command inside the namespace (`nsenter`, which keeps bpffs visible); success?
-    pub fn succeeds(&self, args: &[&str]) -> bool {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.path().display()))
-            .args(args)
-            .output()
-            .expect("spawn nsenter")
-            .status
-            .success()
-    }
-
-    pub fn ping(&self, to: Ipv4Addr) -> bool {
-        self.succeeds(&["ping", "-c", "1", "-W", "2", &to.to_string()])
-    }
-
-    /// Runs `f` on a thread inside this namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let ns = File::open(self.path()).expect("open netns");
-        thread::scope(|s| {
-            s.spawn(move || {
-                setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-
-    /// Spawns a detached thread inside this namespace.
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> thread::JoinHandle<T> {
-        let ns = File::open(self.path()).expect("open netns");
-        thread::spawn(move || {
-            setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _status = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A private bpffs instance on a tempdir, unmounted on drop.
-pub struct Bpffs {
-    dir: tempfile::TempDir,
-}
-
-impl Bpffs {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        mount(
-            Some("bpf"),
-            dir.path(),
-            Some("bpf"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount bpffs");
-        Self { dir }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        if let Err(e) = umount2(self.dir.path(), MntFlags::MNT_DETACH) {
-            eprintln!("unmount {}: {e}", self.dir.path().display());
-        }
-    }
 }
 
 /// Fields drop in order: datapath handle, pods, far, wan, node (its veths go with it), bpffs.
@@ -174,7 +36,7 @@ pub struct World {
     pub node: Netns,
     /// Held so the private bpffs (and every pin in it) lives as long as the world.
     #[expect(dead_code, reason = "held for RAII cleanup only")]
-    bpffs: Bpffs,
+    bpffs: ScratchBpfFs,
     /// Held so the loader lock directory lives as long as the world.
     #[expect(dead_code, reason = "held for RAII cleanup only")]
     lock_dir: tempfile::TempDir,
@@ -184,11 +46,14 @@ impl World {
     /// Builds the namespaces by hand, loads the datapath and attaches it to both pods and the
     /// uplink.
     pub fn new() -> Self {
-        let node = Netns::new("node");
-        let wan = Netns::new("wan");
-        let pods = [Netns::new("p0"), Netns::new("p1")];
-        let far = Netns::new("far");
-        let bpffs = Bpffs::new();
+        let node = Netns::create(&unique_name("node")).expect("namespace");
+        let wan = Netns::create(&unique_name("wan")).expect("namespace");
+        let pods = [
+            Netns::create(&unique_name("p0")).expect("namespace"),
+            Netns::create(&unique_name("p1")).expect("namespace"),
+        ];
+        let far = Netns::create(&unique_name("far")).expect("namespace");
+        let bpffs = ScratchBpfFs::new("ebpf").expect("bpffs");
         let lock_dir = tempfile::tempdir().expect("tempdir");
         node.ip("link set lo up");
         node.ip("link add smartnet0 type bridge");
@@ -198,7 +63,7 @@ impl World {
             node.ip(&format!(
                 "link add hv{i} type veth peer name eth0 address {} netns {}",
                 mac_string(POD_MACS[i]),
-                pod.name
+                pod.name()
             ));
             node.ip(&format!("link set hv{i} master smartnet0 up"));
             pod.ip("link set lo up");
@@ -208,7 +73,7 @@ impl World {
         }
         node.ip(&format!(
             "link add up0 type veth peer name wan0 netns {}",
-            wan.name
+            wan.name()
         ));
         node.ip("addr add 198.51.100.2/24 dev up0");
         node.ip("link set up0 up");
@@ -224,11 +89,11 @@ impl World {
             subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
             ct_max_entries: 16384,
         };
-        let dp = EbpfDatapath::open_or_load(bpffs.dir.path(), "smartnet", lock_dir.path(), &cfg)
+        let dp = EbpfDatapath::open_or_load(bpffs.path(), "smartnet", lock_dir.path(), &cfg)
             .expect("load datapath");
         let node_mac = |dev: &str| -> [u8; 6] {
             let out = Command::new("ip")
-                .args(["-n", &node.name, "-o", "link", "show", dev])
+                .args(["-n", &node.name(), "-o", "link", "show", dev])
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -297,7 +162,7 @@ impl World {
         let far = &self.far;
         self.wan.ip(&format!(
             "link add wf0 mtu 1280 type veth peer name far0 mtu 1280 netns {}",
-            far.name
+            far.name()
         ));
         self.wan.ip("addr add 198.18.0.1/24 dev wf0");
         self.wan.ip("link set wf0 up");
