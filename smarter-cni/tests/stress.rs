@@ -269,3 +269,53 @@ fn full_or_read_only_directories_fail_cleanly() {
     add_ok(&w, &conf, "c2", &ns);
     drop(w);
 }
+
+#[test]
+fn full_endpoint_map_gives_a_clear_error_and_spares_existing_pods() {
+    use aya::maps::{HashMap, Map, MapData};
+    use smarter_common::{EndpointKey, EndpointValue, LAYOUT_VERSION, maps};
+
+    let Some(mut w) = world("mapfull") else {
+        return;
+    };
+    let conf = conf_for(&w, "ebpf");
+    let ns0 = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
+    let ns1 = w.add_pod_ns("pod1").unwrap().path().to_path_buf();
+    add_ok(&w, &conf, "c0", &ns0);
+    let pin = w.bpffs_dir().join(format!(
+        "smartnet/v{LAYOUT_VERSION}/maps/{}",
+        maps::ENDPOINTS
+    ));
+    let map = Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap();
+    let mut endpoints: HashMap<MapData, EndpointKey, EndpointValue> = map.try_into().unwrap();
+    // Fill the table with stand-ins (10.x addresses nobody routes to).
+    let mut fake = Vec::new();
+    for i in 1..maps::ENDPOINTS_MAX {
+        let key = EndpointKey::from_octets([10, 99, (i >> 8) as u8, i as u8]);
+        let value = EndpointValue {
+            ifindex: 1,
+            flags: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+            pad: [0; 2],
+        };
+        endpoints.insert(key, value, 0).unwrap();
+        fake.push(key);
+    }
+    let out = call(&w, &CniCall::new("ADD", &conf).pod("c1", &ns1));
+    assert_eq!(out.code(), Some(103), "{}", out.stdout);
+    assert!(
+        out.msg().contains("is full") && out.msg().contains("1024"),
+        "names the limit: {}",
+        out.msg()
+    );
+    assert!(pod_links(w.pod("pod1").unwrap()).is_empty(), "rolled back");
+    assert_eq!(node_veths(&w).len(), 1, "only the existing pod's veth");
+    assert!(
+        ping(w.pod("pod0").unwrap(), "172.39.0.1".parse().unwrap()),
+        "pod0 unaffected"
+    );
+    for key in fake {
+        endpoints.remove(&key).unwrap();
+    }
+    add_ok(&w, &conf, "c1", &ns1);
+}

@@ -92,6 +92,20 @@ pub enum EbpfError {
         /// The name the kernel reports.
         found: String,
     },
+    /// A map is at capacity (`E2BIG` on insert): the node has as many endpoints, hostPorts
+    /// or deny ranges as the datapath can hold.
+    #[error(
+        "map {map} is full ({op}): the datapath's capacity of {capacity} entries is reached; \
+         remove unused pods or entries (CNI GC, smarter-bpfctl) first"
+    )]
+    MapFull {
+        /// The map name.
+        map: &'static str,
+        /// What was being done.
+        op: String,
+        /// The map's capacity.
+        capacity: u32,
+    },
     /// A map operation failed.
     #[error("map {map}: {op}: {source}")]
     Map {
@@ -192,6 +206,18 @@ impl EbpfError {
         op: impl Into<String>,
         source: aya::maps::MapError,
     ) -> Self {
+        if let aya::maps::MapError::SyscallError(e) = &source
+            && e.io_error.raw_os_error() == Some(nix::libc::E2BIG)
+        {
+            return Self::MapFull {
+                map,
+                op: op.into(),
+                capacity: smarter_common::maps::ALL
+                    .iter()
+                    .find(|s| s.name == map)
+                    .map_or(0, |s| s.max_entries),
+            };
+        }
         Self::Map {
             map,
             op: op.into(),
