@@ -93,7 +93,7 @@ impl World {
             .expect("load datapath");
         let node_mac = |dev: &str| -> [u8; 6] {
             let out = Command::new("ip")
-                .args(["-n", &node.name(), "-o", "link", "show", dev])
+                .args(["-n", node.name(), "-o", "link", "show", dev])
                 .output()
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
