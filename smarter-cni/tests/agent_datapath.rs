@@ -1,6 +1,7 @@
 //! The real `smarter-agent` binary driving both datapaths in a namespace world: the uplink
-//! address changes under it (new flows leave with the new address) and it is restarted —
-//! gracefully and by SIGKILL — under a running TCP stream, which must survive.
+//! address changes under it (new flows leave with the new address), the uplink flaps under a
+//! TCP stream, and the agent is restarted — gracefully and by SIGKILL — under a running TCP
+//! stream; the streams must survive.
 
 mod common;
 
@@ -160,7 +161,8 @@ impl Stream {
             let to = sa(WAN_SERVER_IP, 8000);
             let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(3))
                 .map_err(|e| format!("connect: {e}"))?;
-            conn.set_read_timeout(Some(Duration::from_secs(3)))
+            // Generous: after an outage TCP retransmits with exponential backoff.
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
                 .map_err(|e| e.to_string())?;
             let msg = [0x5a_u8; 1024];
             let mut buf = [0u8; 1024];
@@ -186,14 +188,14 @@ impl Stream {
     }
 
     /// Waits until `more` further round trips happened.
-    fn advance(&self, more: u64, what: &str) {
+    fn advance(&mut self, more: u64, what: &str) {
         let start = self.rounds();
         let end = Instant::now() + DEADLINE;
         while self.rounds() < start + more {
-            assert!(
-                self.thread.as_ref().is_some_and(|t| !t.is_finished()),
-                "stream ended {what}"
-            );
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let err = self.thread.take().unwrap().join().unwrap();
+                panic!("stream ended {what}: {err:?}");
+            }
             assert!(Instant::now() < end, "stream stalled {what}");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -205,13 +207,24 @@ impl Stream {
     }
 }
 
+impl Drop for Stream {
+    /// A failed assertion must not leave the client running (the echo server's drop would
+    /// wait for it forever).
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn agent_restart_keeps_stream(dp: &str) {
     let Some((w, conf, dir)) = setup("agent_restart", dp) else {
         return;
     };
     let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
     let agent = Agent::start(&w, &conf, dir.path());
-    let stream = Stream::start(&w);
+    let mut stream = Stream::start(&w);
     stream.advance(20, "before the restart");
     agent.stop(nix::sys::signal::Signal::SIGTERM);
     stream.advance(20, "while the agent was stopped");
@@ -227,6 +240,46 @@ fn agent_restart_keeps_stream(dp: &str) {
     assert!(total >= 80);
 }
 
+fn uplink_flapping_under_traffic(dp: &str) {
+    let Some((w, conf, dir)) = setup("agent_flap", dp) else {
+        return;
+    };
+    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    let _agent = Agent::start(&w, &conf, dir.path());
+    let mut stream = Stream::start(&w);
+    stream.advance(20, "before flapping");
+    let gw = WAN_ROUTER_IP.to_string();
+    // The kernel's masquerade forgets the flows of an interface that goes down (by design:
+    // its address may change), so only the eBPF datapath keeps established flows.
+    let keeps_flows = dp == "ebpf";
+    for _ in 0..3 {
+        w.node()
+            .exec(&["ip", "link", "set", UPLINK, "down"])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        w.node().exec(&["ip", "link", "set", UPLINK, "up"]).unwrap();
+        w.node()
+            .exec(&["ip", "route", "replace", "default", "via", &gw])
+            .unwrap();
+        if keeps_flows {
+            stream.advance(10, "after the uplink came back");
+        }
+    }
+    // New flows work too (another server: the echo server serves one connection at a time).
+    let _srv2 = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8001);
+    tcp_roundtrip(
+        w.pod("pod0").unwrap(),
+        sa(WAN_SERVER_IP, 8001),
+        b"new flow",
+        Duration::from_secs(3),
+    )
+    .unwrap_or_else(|e| panic!("{dp}: new flow after flapping: {e}"));
+    let survived = stream.finish();
+    if keeps_flows {
+        survived.unwrap_or_else(|e| panic!("{dp}: the stream broke: {e}"));
+    }
+}
+
 macro_rules! both_datapaths {
     ($($name:ident),* $(,)?) => {
         mod ebpf {
@@ -238,4 +291,8 @@ macro_rules! both_datapaths {
     };
 }
 
-both_datapaths!(uplink_address_change, agent_restart_keeps_stream);
+both_datapaths!(
+    uplink_address_change,
+    agent_restart_keeps_stream,
+    uplink_flapping_under_traffic
+);

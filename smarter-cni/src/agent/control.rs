@@ -89,7 +89,7 @@ impl EbpfControl {
 
 impl DatapathControl for EbpfControl {
     fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
-        match uplink.filter(|u| u.up && !u.addr.is_unspecified()) {
+        match uplink.filter(|u| !u.addr.is_unspecified()) {
             Some(u) => {
                 let up = Uplink {
                     ifindex: u.ifindex,
@@ -102,10 +102,21 @@ impl DatapathControl for EbpfControl {
                 tracing::info!("eBPF datapath: NAT to {} via {}", u.addr, u.name);
             }
             None => {
-                // Keep the program attached (it only acts on the recorded address); with no
-                // address recorded, pod traffic goes to the host stack until the uplink is back.
-                self.dp.set_uplink(None)?;
-                tracing::warn!("eBPF datapath: no usable uplink; NAT paused");
+                // A flap (link down, route gone) must not kill NATed flows: as long as the
+                // recorded interface still holds the recorded address, keep the NAT state, so
+                // replies arriving after the outage still find their pods (clearing it would
+                // hand them to the host stack, which resets them). Only an address that is
+                // gone is forgotten.
+                let cfg = self.dp.config()?;
+                let addr = std::net::Ipv4Addr::from(cfg.uplink_addr.to_ne_bytes());
+                if cfg.uplink_ifindex != 0 && interface_has(cfg.uplink_ifindex, addr) {
+                    tracing::warn!(
+                        "eBPF datapath: uplink unavailable; keeping NAT to {addr} for its return"
+                    );
+                } else {
+                    self.dp.set_uplink(None)?;
+                    tracing::warn!("eBPF datapath: no usable uplink; NAT paused");
+                }
             }
         }
         Ok(())
@@ -114,6 +125,21 @@ impl DatapathControl for EbpfControl {
     fn gc(&mut self) -> anyhow::Result<usize> {
         Ok(self.dp.ct_gc(&self.timeouts)?)
     }
+}
+
+/// Whether interface `ifindex` (in this namespace) holds IPv4 address `addr`.
+fn interface_has(ifindex: u32, addr: std::net::Ipv4Addr) -> bool {
+    let Ok(name) = nix::net::if_::if_indextoname(ifindex) else {
+        return false;
+    };
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut all| {
+        all.any(|a| {
+            a.interface_name.as_bytes() == name.as_bytes()
+                && a.address
+                    .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+                    == Some(addr)
+        })
+    })
 }
 
 /// Drives the nftables datapath of one network: its masquerade follows the uplink's name (the
