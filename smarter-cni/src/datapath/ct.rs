@@ -218,9 +218,7 @@ fn remove(
     name: &'static str,
 ) -> Result<(), EbpfError> {
     match map.remove(k) {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(2) => Ok(()),
-        Err(e) => Err(EbpfError::map(name, "remove", e)),
-        Ok(()) => Ok(()),
+        Err(e) if !super::endpoints::is_absent(&e) => Err(EbpfError::map(name, "remove", e)),
+        _ => Ok(()),
     }
 }

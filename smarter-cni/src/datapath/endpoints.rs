@@ -374,8 +374,9 @@ fn remove_stats(maps: &mut Maps, ifindex: u32) -> Result<(), EbpfError> {
     }
 }
 
-/// Whether a map error only says the key is absent.
-fn is_absent(e: &MapError) -> bool {
+/// Whether a map error only says the key is absent (also when a concurrent writer removed it
+/// between an iteration and the removal: iterating a hash map that changes may repeat keys).
+pub(super) fn is_absent(e: &MapError) -> bool {
     match e {
         MapError::KeyNotFound | MapError::ElementNotFound => true,
         MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(nix::libc::ENOENT),

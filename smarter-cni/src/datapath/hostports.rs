@@ -95,18 +95,23 @@ impl EbpfDatapath {
     pub fn remove_host_ports(&self, pod_ip: Ipv4Addr) -> Result<usize, EbpfError> {
         let pod = addr(pod_ip);
         let mut maps_guard = self.lock_maps();
-        let doomed: Vec<HostPortKey> = maps_guard
+        let mut doomed: Vec<HostPortKey> = maps_guard
             .hostports
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, v)| v.pod_ip == pod)
             .map(|(k, _)| k)
             .collect();
+        // Another process writing the map meanwhile can make the iteration repeat keys.
+        doomed.sort_by_key(|k| (k.proto, k.port));
+        doomed.dedup_by_key(|k| (k.proto, k.port));
         for k in &doomed {
-            maps_guard
-                .hostports
-                .remove(k)
-                .map_err(|e| EbpfError::map(maps::HOSTPORTS, "remove", e))?;
+            match maps_guard.hostports.remove(k) {
+                Err(e) if !super::endpoints::is_absent(&e) => {
+                    return Err(EbpfError::map(maps::HOSTPORTS, "remove", e));
+                }
+                _ => {}
+            }
         }
         Ok(doomed.len())
     }
