@@ -10,6 +10,7 @@
 //!   verdict counters;
 //! - `ct`: conntrack listing, GC and per-pod flush ([`CtTimeouts`], [`CtEntryView`]);
 //! - `hostports`: hostPort DNAT entries ([`HostPortSpec`]);
+//! - `events`: the drop/trace event ring buffer ([`EventReader`]);
 //! - `upgrade`: a build with other programs but the same map layout swaps the pinned programs
 //!   and re-attaches everything, keeping the maps' state.
 //!
@@ -21,6 +22,7 @@ mod ct;
 mod ebpf;
 mod endpoints;
 mod error;
+mod events;
 mod hostports;
 pub mod iptables;
 mod pins;
@@ -43,6 +45,7 @@ pub use ct::{CtEntryView, CtTimeouts};
 pub use ebpf::EbpfDatapath;
 pub use endpoints::{EndpointRecord, EndpointSpec};
 pub use error::EbpfError;
+pub use events::{EventReader, EventView};
 pub use hostports::HostPortSpec;
 pub use pins::remove_network_pins;
 pub use smarter_common::{EndpointValue, LAYOUT_VERSION, NetConfig};

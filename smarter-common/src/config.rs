@@ -3,6 +3,10 @@
 
 use core::mem::{offset_of, size_of};
 
+/// [`NetConfig::flags`]: emit an event for every packet, not only drops (`smarter-bpfctl
+/// monitor --trace`).
+pub const CFG_F_TRACE: u32 = 1;
+
 /// Configuration of one CNI network, written by user space, read by the datapath.
 ///
 /// Addresses are IPv4 in network byte order (`u32::from_ne_bytes(octets)`). The `reserved` words
@@ -19,7 +23,7 @@ pub struct NetConfig {
     pub prefix_len: u8,
     /// Explicit padding, must be 0.
     pub pad0: [u8; 3],
-    /// `CFG_F_*` flags; none are defined yet, must be 0.
+    /// `CFG_F_*` flags ([`CFG_F_TRACE`]); others must be 0.
     pub flags: u32,
     /// Uplink ifindex for masquerade (owned by the node agent; 0 = unknown).
     pub uplink_ifindex: u32,

@@ -5,7 +5,8 @@
 //! - [`maps`]: map names (also their pin file names), kinds, sizes and capacities;
 //! - [`endpoint`]: the per-pod map layouts (endpoint, operator metadata, counters);
 //! - [`config`]: the per-network configuration record;
-//! - [`verdict`]: per-verdict counters and the deny-list key.
+//! - [`verdict`]: per-verdict counters and the deny-list key;
+//! - [`events`]: drop and trace events.
 //!
 //! Every `#[repr(C)]` type has explicit padding fields and a compile-time size assert, so the
 //! kernel and user space can never disagree silently. Changing any layout, name, kind or capacity
@@ -16,18 +17,20 @@
 pub mod config;
 pub mod ct;
 pub mod endpoint;
+pub mod events;
 pub mod maps;
 pub mod verdict;
 
 pub use config::NetConfig;
 pub use ct::{CtKey, CtValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
+pub use events::Event;
 pub use verdict::{DenyKey, Verdict, VerdictStats};
 
 /// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
 ///
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).

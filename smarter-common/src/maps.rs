@@ -48,6 +48,9 @@ macro_rules! map_name {
     (hostports) => {
         "hostports"
     };
+    (events) => {
+        "events"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -70,6 +73,8 @@ pub const CT_OUT: &str = map_name!(ct_out);
 pub const CT_IN: &str = map_name!(ct_in);
 /// [`HostPortKey`] (proto, port) → [`HostPortValue`] (pod address and port): hostPort DNAT.
 pub const HOSTPORTS: &str = map_name!(hostports);
+/// Ring buffer of [`crate::Event`]s (drops, and everything while tracing).
+pub const EVENTS: &str = map_name!(events);
 /// Capacity of [`DENY`].
 pub const DENY_MAX: u32 = 256;
 
@@ -99,6 +104,8 @@ pub enum MapKind {
     LpmTrie = 11,
     /// `BPF_MAP_TYPE_LRU_HASH`.
     LruHash = 9,
+    /// `BPF_MAP_TYPE_RINGBUF` (Linux 5.8+; no key or value, `max_entries` is the byte size).
+    RingBuf = 27,
 }
 
 /// What a map must look like; user space checks pinned maps against this before reusing them.
@@ -129,7 +136,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 9] = [
+pub const ALL: [MapSpec; 10] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -139,6 +146,7 @@ pub const ALL: [MapSpec; 9] = [
     spec::<CtKey, CtValue>(CT_OUT, MapKind::LruHash, CT_MAX),
     spec::<CtKey, CtValue>(CT_IN, MapKind::LruHash, CT_MAX),
     spec::<HostPortKey, HostPortValue>(HOSTPORTS, MapKind::Hash, HOSTPORTS_MAX),
+    spec::<(), ()>(EVENTS, MapKind::RingBuf, crate::events::EVENTS_BYTES),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

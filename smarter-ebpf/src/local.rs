@@ -10,7 +10,7 @@ use crate::{
     hairpin,
     maps::CONFIG,
     parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, read},
-    verdict::{action, count_verdict},
+    verdict::{action, record},
 };
 
 #[classifier]
@@ -18,7 +18,7 @@ pub fn smarter_local(ctx: TcContext) -> i32 {
     let len = ctx.len();
     match try_smarter_local(&ctx) {
         Some((verdict, helper_action)) => {
-            count_verdict(verdict, len);
+            record(&ctx, verdict, len);
             action(verdict, helper_action)
         }
         None => TC_ACT_OK,

@@ -2,11 +2,12 @@
 //! (`map_name!` expands to the literal `export_name` needs), so user space and the kernel side
 //! cannot drift apart.
 
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap};
+use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use smarter_common::{
     CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
     HostPortValue, NetConfig, VerdictStats,
     ct::{CT_MAX, HOSTPORTS_MAX},
+    events::EVENTS_BYTES,
     map_name,
     maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_STATS_MAX},
     verdict::VERDICTS_MAX,
@@ -61,3 +62,8 @@ pub static CT_IN: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CT_M
 #[unsafe(export_name = map_name!(hostports))]
 pub static HOSTPORTS: HashMap<HostPortKey, HostPortValue> =
     HashMap::with_max_entries(HOSTPORTS_MAX, 0);
+
+/// Drop (and, while tracing, every) event, for `smarter-bpfctl monitor`.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(events))]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -17,7 +17,7 @@ use crate::{
     maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
     nat::snat,
     parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_SRC, ETH_TYPE, IP_LEN, read},
-    verdict::{action, count_verdict},
+    verdict::{action, record},
 };
 
 /// `EEXIST`: another CPU created the entry between our lookup and insert.
@@ -27,7 +27,7 @@ const EEXIST: i32 = 17;
 pub fn smarter_pod(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let (verdict, helper_action) = try_smarter_pod(&ctx);
-    count_verdict(verdict, len);
+    record(&ctx, verdict, len);
     action(verdict, helper_action)
 }
 

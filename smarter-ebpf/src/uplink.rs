@@ -9,7 +9,7 @@ use crate::{
     maps::CONFIG,
     nat::rnat,
     parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, read},
-    verdict::{action, count_verdict},
+    verdict::{action, record},
 };
 
 #[classifier]
@@ -17,7 +17,7 @@ pub fn smarter_uplink(ctx: TcContext) -> i32 {
     let len = ctx.len();
     match try_smarter_uplink(&ctx) {
         Some((verdict, helper_action)) => {
-            count_verdict(verdict, len);
+            record(&ctx, verdict, len);
             action(verdict, helper_action)
         }
         // Host traffic: not counted, never touched.

@@ -218,6 +218,7 @@ impl EbpfDatapath {
             ct_out,
             ct_in,
             hostports,
+            _events,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {

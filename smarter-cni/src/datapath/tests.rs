@@ -70,7 +70,8 @@ fn object_has_the_maps_smarter_common_describes() {
             | Map::Array(d)
             | Map::PerCpuArray(d)
             | Map::LpmTrie(d)
-            | Map::LruHashMap(d) => d,
+            | Map::LruHashMap(d)
+            | Map::RingBuf(d) => d,
             other => panic!("{}: unexpected kind {other:?}", spec.name),
         };
         let info = data.info().unwrap();

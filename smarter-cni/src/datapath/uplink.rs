@@ -82,7 +82,7 @@ impl EbpfDatapath {
         })
     }
 
-    fn update_config(&self, f: impl FnOnce(&mut NetConfig)) -> Result<(), EbpfError> {
+    pub(super) fn update_config(&self, f: impl FnOnce(&mut NetConfig)) -> Result<(), EbpfError> {
         let maps_guard = &mut *self.lock_maps();
         let current = maps_guard
             .config
