@@ -176,6 +176,7 @@ fn dispatch(
                 answer_version.clone(),
             )
         })?;
+    let started = std::time::Instant::now();
     let res = rt.block_on(async {
         match ctx.env.verb {
             Verb::Add => add::add(&ctx).await.map(Some),
@@ -186,5 +187,16 @@ fn dispatch(
             Verb::Version => unreachable!("handled above"),
         }
     });
+    if matches!(ctx.env.verb, Verb::Add | Verb::Del | Verb::Check | Verb::Gc)
+        && let Err(e) = crate::opstats::record(
+            &ctx.conf.state_dir,
+            &ctx.conf.name,
+            ctx.env.verb.as_str(),
+            started.elapsed(),
+            res.is_ok(),
+        )
+    {
+        tracing::debug!("cannot record operation statistics: {e}");
+    }
     res.map_err(|e| (e, answer_version))
 }

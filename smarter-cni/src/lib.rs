@@ -6,15 +6,19 @@
 //! - [`netlink`]: typed rtnetlink operations (bridge, veth, addresses, routes, namespaces).
 //! - [`datapath`]: the eBPF datapath (programs, pinned maps, attachment).
 //! - [`state`]: per-attachment records kept in `stateDir` for CHECK and GC.
-//! - [`agent`]: the long-lived node agent that owns the datapath.
+//! - [`agent`]: the long-lived node agent that owns the datapath, and its metrics.
+//! - [`bpfctl`]: `smarter-bpfctl`, operators' view of (and careful hand on) the pinned datapath.
+//! - [`opstats`]: CNI call counts and latencies the plugin leaves for the agent's metrics.
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
 //! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
 
 pub mod agent;
+pub mod bpfctl;
 pub mod cmd;
 pub mod cni;
 pub mod datapath;
 pub mod ipam;
 pub mod netlink;
+pub mod opstats;
 pub mod state;
 pub mod testbed;

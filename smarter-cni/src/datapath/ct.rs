@@ -196,7 +196,10 @@ impl EbpfDatapath {
         Ok(n)
     }
 
-    fn ct_remove_where(&self, pred: impl Fn(&CtKey, &CtValue) -> bool) -> Result<usize, EbpfError> {
+    pub(super) fn ct_remove_where(
+        &self,
+        pred: impl Fn(&CtKey, &CtValue) -> bool,
+    ) -> Result<usize, EbpfError> {
         let mut maps_guard = self.lock_maps();
         let doomed: Vec<(CtKey, CtValue)> = maps_guard
             .ct_out

@@ -1,0 +1,207 @@
+//! The rows `smarter-bpfctl -o json` prints: one JSON array of these objects per command. Field
+//! names and meanings are the stable schema (new fields may be added, none removed or renamed).
+
+use serde::Serialize;
+
+/// `status`: one network.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// CNI network name.
+    pub network: String,
+    /// Versioned pin directory.
+    pub pin_dir: String,
+    /// Map layout version of the pins.
+    pub layout: u32,
+    /// Always `ebpf` (pins exist); the nftables datapath has no pins.
+    pub datapath: &'static str,
+    /// Kernel id of the pinned pod program.
+    pub pod_program_id: Option<u32>,
+    /// Uplink interface, when recorded.
+    pub uplink: Option<String>,
+    /// The uplink address packets are NATed to (`0.0.0.0` when none).
+    pub uplink_addr: String,
+    /// Where the programs run.
+    pub attachments: Vec<AttachmentRow>,
+    /// Map fill levels.
+    pub maps: Vec<MapRow>,
+}
+
+/// A program attachment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachmentRow {
+    /// Interface.
+    pub ifname: String,
+    /// Program name.
+    pub program: &'static str,
+    /// `ingress`.
+    pub direction: &'static str,
+    /// `tcx`, `netlink` or `none`.
+    pub mode: &'static str,
+}
+
+/// A map's fill level.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapRow {
+    /// Map name.
+    pub map: &'static str,
+    /// Entries.
+    pub entries: usize,
+    /// Capacity.
+    pub capacity: u32,
+}
+
+/// `endpoints`: one pod.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointRow {
+    /// CNI network name.
+    pub network: String,
+    /// Pod address.
+    pub ip: String,
+    /// Pod MAC.
+    pub mac: String,
+    /// Host-side veth.
+    pub host_ifname: String,
+    /// Its ifindex.
+    pub host_ifindex: u32,
+    /// Kubernetes namespace.
+    pub pod_namespace: String,
+    /// Kubernetes pod name.
+    pub pod_name: String,
+    /// CNI container id.
+    pub container_id: String,
+    /// Packets the pod sent.
+    pub packets: u64,
+    /// Bytes the pod sent.
+    pub bytes: u64,
+}
+
+/// `ct` / `nat`: one NATed flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct CtRow {
+    /// CNI network name.
+    pub network: String,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: &'static str,
+    /// Pod address.
+    pub pod_ip: String,
+    /// Pod port (ICMP: echo identifier).
+    pub pod_port: u16,
+    /// Remote address.
+    pub remote_ip: String,
+    /// Remote port.
+    pub remote_port: u16,
+    /// Address the flow is NATed to.
+    pub nat_ip: String,
+    /// NAT port.
+    pub nat_port: u16,
+    /// `new`, `syn`, `established`, `closing`.
+    pub state: &'static str,
+    /// Seconds since the last packet.
+    pub age_s: f64,
+}
+
+/// `hostports`: one mapping.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPortRow {
+    /// CNI network name.
+    pub network: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Port on the node's address.
+    pub host_port: u16,
+    /// Pod address.
+    pub pod_ip: String,
+    /// Port in the pod.
+    pub container_port: u16,
+}
+
+/// `config`: the live configuration record of one network.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigRow {
+    /// CNI network name.
+    pub network: String,
+    /// Gateway (bridge) address.
+    pub gateway: String,
+    /// Pod subnet.
+    pub subnet: String,
+    /// Uplink ifindex (0: none).
+    pub uplink_ifindex: u32,
+    /// Uplink address (`0.0.0.0`: none).
+    pub uplink_addr: String,
+    /// NAT source ports in effect, inclusive.
+    pub nat_ports: [u16; 2],
+    /// Idle timeouts, seconds: TCP established, TCP other, UDP, ICMP.
+    pub ct_timeouts_s: [u32; 4],
+    /// Bridge ifindex.
+    pub bridge_ifindex: u32,
+    /// Bridge MAC.
+    pub bridge_mac: String,
+    /// Whether trace events are on.
+    pub trace: bool,
+    /// Deny ranges.
+    pub deny: Vec<String>,
+}
+
+/// `stats`: one verdict's counters (summed over CPUs).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsRow {
+    /// CNI network name.
+    pub network: String,
+    /// Verdict name.
+    pub verdict: &'static str,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Packets per second over `--interval` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_per_s: Option<f64>,
+    /// Bytes per second over `--interval` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_s: Option<f64>,
+}
+
+/// `monitor`: one event (JSON lines, one object per line).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// CNI network name.
+    pub network: String,
+    /// `CLOCK_MONOTONIC` nanoseconds.
+    pub time_ns: u64,
+    /// Verdict name (`drop_spoof`, `drop_deny`...).
+    pub verdict: &'static str,
+    /// Interface the program ran on.
+    pub ifindex: u32,
+    /// `tcp`, `udp`, `icmp`, a number, or empty when not IPv4.
+    pub proto: String,
+    /// Source address.
+    pub src: String,
+    /// Source port.
+    pub sport: u16,
+    /// Destination address.
+    pub dst: String,
+    /// Destination port.
+    pub dport: u16,
+    /// Packet length.
+    pub len: u32,
+}
+
+/// `ct flush` / `ct delete`: what was changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct WriteRow {
+    /// CNI network name.
+    pub network: String,
+    /// Flows removed (both conntrack directions each).
+    pub removed_flows: usize,
+}
+
+/// `tcp`, `udp`, `icmp` or the number.
+#[must_use]
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        _ => "other",
+    }
+}
