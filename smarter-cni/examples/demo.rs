@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("pod web: routes", &["ip", "route"], &pods[0].1);
 
     traffic(&world, &pods)?;
-    show_maps(&world)?;
+    show_maps(&world, &plugin)?;
 
     let (name, ns, _) = &pods[2];
     let out = world.cni(
@@ -172,58 +172,27 @@ fn traffic(
     Ok(())
 }
 
-fn show_maps(world: &World) -> Result<(), Box<dyn std::error::Error>> {
-    let Some(dp) = EbpfDatapath::open_existing(world.bpffs_dir(), "smartnet")? else {
+fn show_maps(world: &World, plugin: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    if EbpfDatapath::open_existing(world.bpffs_dir(), "smartnet")?.is_none() {
         println!("\n== (nftables datapath in use: no eBPF maps)");
         return Ok(());
-    };
-    println!("\n== pinned eBPF maps: endpoints");
-    for ep in dp.endpoints()? {
-        let counters = dp.endpoint_counters(ep.host_ifindex)?.unwrap_or_default();
-        println!(
-            "   {:<12} {:<12} {}/{:<7} via {} (ifindex {}): {} packets, {} bytes from the pod",
-            ep.ip,
-            ep.container_id,
-            ep.pod_namespace,
-            ep.pod_name,
-            ep.host_ifname,
-            ep.host_ifindex,
-            counters.0,
-            counters.1
-        );
     }
-    println!("\n== hostPorts");
-    for (p, ip) in dp.host_ports()? {
-        println!(
-            "   {}/{} → {ip}:{}",
-            p.protocol, p.host_port, p.container_port
+    let bpfctl = plugin.with_file_name("smarter-bpfctl");
+    let dir = world.bpffs_dir().display().to_string();
+    for (title, cmd) in [
+        ("datapath status", "status"),
+        ("attached pods", "endpoints"),
+        ("hostPorts", "hostports"),
+        ("conntrack / NAT table", "ct"),
+        ("verdict counters (summed over CPUs)", "stats"),
+    ] {
+        let full = format!("{} --bpffs-dir {dir} {cmd}", bpfctl.display());
+        let args: Vec<&str> = full.split(' ').collect();
+        show(
+            &format!("smarter-bpfctl {cmd}: {title}"),
+            &args,
+            world.node().path(),
         );
-    }
-    println!("\n== conntrack (NAT) entries");
-    for e in dp.ct_entries()? {
-        let proto = match e.proto {
-            6 => "tcp",
-            17 => "udp",
-            1 => "icmp",
-            _ => "?",
-        };
-        println!(
-            "   {proto:<4} {}:{} → {}:{} as {}:{} ({}, idle {:.1}s)",
-            e.pod_ip,
-            e.pod_port,
-            e.remote_ip,
-            e.remote_port,
-            e.nat_ip,
-            e.nat_port,
-            e.state,
-            e.age.as_secs_f32()
-        );
-    }
-    println!("\n== verdict counters (packets, bytes; summed over CPUs)");
-    for (name, packets, bytes) in dp.verdict_stats()? {
-        if packets > 0 {
-            println!("   {name:<16} {packets:>6} {bytes:>8}");
-        }
     }
     Ok(())
 }

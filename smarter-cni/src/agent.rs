@@ -9,10 +9,14 @@
 //!
 //! - [`control`]: the real datapaths behind the narrow [`DatapathControl`] seam
 //!   ([`EbpfControl`], [`NftControl`], chosen by [`control::open`] as the plugin chooses);
-//!   [`LoggingDatapath`] only logs (dry runs, tests).
+//!   [`LoggingDatapath`] only logs (dry runs, tests);
+//! - [`metrics`]: Prometheus metrics from the pinned maps and the plugin's call statistics;
+//! - [`drops`]: drop events drained into the log (`--log-drops`).
 
 pub mod conf;
 pub mod control;
+pub mod drops;
+pub mod metrics;
 pub mod run;
 pub mod signal;
 pub mod uplink;

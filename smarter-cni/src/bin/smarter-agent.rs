@@ -45,6 +45,12 @@ struct Cli {
     /// Health file for probes: exists while ready, its mtime is the last heartbeat.
     #[arg(long)]
     health_file: Option<PathBuf>,
+    /// Prometheus metrics address (`GET /metrics`); `off` disables them.
+    #[arg(long, default_value = "127.0.0.1:9402")]
+    metrics_addr: String,
+    /// Drain drop events into the log (then `smarter-bpfctl monitor` sees none).
+    #[arg(long)]
+    log_drops: bool,
     /// Only log what would be done to the datapath (nothing is loaded or written).
     #[arg(long)]
     dry_run: bool,
@@ -125,6 +131,24 @@ fn main() -> anyhow::Result<()> {
     } else {
         agent::control::open(conf)?
     };
+    if cli.metrics_addr != "off" {
+        let addr = cli
+            .metrics_addr
+            .parse()
+            .with_context(|| format!("--metrics-addr {}", cli.metrics_addr))?;
+        agent::metrics::serve(
+            addr,
+            agent::metrics::MetricsSource {
+                network: conf.name.clone(),
+                bpffs_dir: conf.bpffs_dir.clone(),
+                state_dir: conf.state_dir.clone(),
+            },
+        )
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    if cli.log_drops && !cli.dry_run {
+        agent::drops::spawn(conf).context("--log-drops")?;
+    }
     rt.block_on(async {
         let shutdown = async {
             match signals.recv().await {

@@ -190,7 +190,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
     let nets = networks(&cli.bpffs_dir, cli.network.as_deref())?;
     let fmt = cli.output;
     match &cli.command {
-        Command::Status => print(fmt, &collect(&nets, status)?),
+        Command::Status => print_status(fmt, &collect(&nets, status)?),
         Command::Endpoints => print(fmt, &collect(&nets, endpoints)?),
         Command::Ct(CtArgs {
             action: Some(a), ..
@@ -366,6 +366,32 @@ fn stats(nets: &Nets, interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> {
         now.bytes_per_s = Some(now.bytes.saturating_sub(before.bytes) as f64 / secs);
     }
     Ok(second)
+}
+
+/// `status`: JSON as usual; for people one block per network with two small tables.
+fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
+    if fmt == Format::Json {
+        return print(fmt, rows);
+    }
+    for r in rows {
+        println!(
+            "network {}: datapath {}, layout v{}, pins {}, pod program id {}",
+            r.network,
+            r.datapath,
+            r.layout,
+            r.pin_dir,
+            r.pod_program_id
+                .map_or("-".to_string(), |id| id.to_string())
+        );
+        println!(
+            "uplink {} (NAT to {})",
+            r.uplink.as_deref().unwrap_or("-"),
+            r.uplink_addr
+        );
+        print(fmt, &r.attachments)?;
+        print(fmt, &r.maps)?;
+    }
+    Ok(())
 }
 
 /// Prints rows as JSON or as a table built from their JSON fields (nested lists are shown as

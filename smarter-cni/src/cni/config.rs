@@ -401,7 +401,7 @@ impl NetConf {
 /// Rejects top-level keys outside the allow-lists (code 2): all are named in `msg`, with their
 /// values in `details`.
 fn reject_unknown_keys(map: &Map<String, Value>) -> Result<(), CniError> {
-    let unknown: Vec<(&String, &Value)> = map
+    let mut unknown: Vec<(&String, &Value)> = map
         .iter()
         .filter(|(key, _)| {
             !STANDARD_KEYS.contains(&key.as_str())
@@ -409,6 +409,7 @@ fn reject_unknown_keys(map: &Map<String, Value>) -> Result<(), CniError> {
                 && !key.starts_with("cni.dev/")
         })
         .collect();
+    unknown.sort_by_key(|(key, _)| key.as_str());
     if unknown.is_empty() {
         return Ok(());
     }

@@ -1,0 +1,44 @@
+//! `--log-drops`: the agent drains the datapath's event ring buffer into its log (one line per
+//! dropped packet, with the reason). The ring buffer has one reader: while the agent drains it,
+//! `smarter-bpfctl monitor` sees nothing, so this is off by default.
+
+use std::time::Duration;
+
+use crate::cni::NetConf;
+use crate::datapath::EbpfDatapath;
+
+/// Starts a thread logging every event of `conf`'s network at `warn` level.
+///
+/// # Errors
+///
+/// When the pins or the ring buffer cannot be opened.
+pub fn spawn(conf: &NetConf) -> anyhow::Result<()> {
+    let dp = EbpfDatapath::open_existing(&conf.bpffs_dir, &conf.name)?
+        .ok_or_else(|| anyhow::anyhow!("network {} has no pinned datapath", conf.name))?;
+    let mut reader = dp.events()?;
+    std::thread::Builder::new()
+        .name("drops".into())
+        .spawn(move || {
+            loop {
+                match reader.next(Duration::from_secs(1)) {
+                    Ok(Some(ev)) => tracing::warn!(
+                        verdict = ev.verdict,
+                        ifindex = ev.ifindex,
+                        proto = ev.proto,
+                        "{}:{} -> {}:{} ({} bytes)",
+                        ev.src,
+                        ev.sport,
+                        ev.dst,
+                        ev.dport,
+                        ev.len
+                    ),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!("reading datapath events: {e}; stopped");
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! Prometheus metrics of the agent, read fresh from the pinned maps and the plugin's
+//! [`crate::opstats`] on every scrape (nothing is cached, so a restarted agent reports the
+//! datapath's own totals). Served as OpenMetrics text on `GET /metrics` by a small
+//! `tiny_http` server on its own thread; localhost by default.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `smarter_verdict_packets_total`, `smarter_verdict_bytes_total` | counter | `verdict` |
+//! | `smarter_endpoints`, `smarter_endpoints_capacity` | gauge | |
+//! | `smarter_conntrack_entries`, `smarter_conntrack_capacity` | gauge | `table` (`out`, `in`) |
+//! | `smarter_hostports` | gauge | |
+//! | `smarter_nat_ports_in_use`, `smarter_nat_ports_available` | gauge | |
+//! | `smarter_cni_operations_total` | counter | `op`, `result` |
+//! | `smarter_cni_operation_duration_seconds` | histogram | `op` |
+//!
+//! Every metric also carries the `network` label.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::datapath::EbpfDatapath;
+use crate::opstats;
+
+/// Where the metrics come from.
+#[derive(Debug, Clone)]
+pub struct MetricsSource {
+    /// CNI network name.
+    pub network: String,
+    /// Pin root (`bpffsDir`).
+    pub bpffs_dir: PathBuf,
+    /// `stateDir` (the plugin's operation statistics).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct DatapathCollector(MetricsSource);
+
+/// A histogram from bucket counts the plugin recorded.
+#[derive(Debug)]
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<()>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, M)],
+) -> Result<(), std::fmt::Error> {
+    let Some((_, first)) = samples.first() else {
+        return Ok(());
+    };
+    let mut fam = encoder.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, metric) in samples {
+        metric.encode(fam.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let src = &self.0;
+        let net = || vec![("network", src.network.clone())];
+        if let Ok(Some(dp)) = EbpfDatapath::open_existing(&src.bpffs_dir, &src.network) {
+            if let Ok(stats) = dp.verdict_stats() {
+                let with = |v: &str| {
+                    let mut l = net();
+                    l.push(("verdict", v.to_string()));
+                    l
+                };
+                let packets: Vec<_> = stats
+                    .iter()
+                    .map(|(v, p, _)| (with(v), ConstCounter::new(*p)))
+                    .collect();
+                let bytes: Vec<_> = stats
+                    .iter()
+                    .map(|(v, _, b)| (with(v), ConstCounter::new(*b)))
+                    .collect();
+                family(
+                    &mut encoder,
+                    "smarter_verdict_packets",
+                    "Packets per datapath verdict",
+                    &packets,
+                )?;
+                family(
+                    &mut encoder,
+                    "smarter_verdict_bytes",
+                    "Bytes per datapath verdict",
+                    &bytes,
+                )?;
+            }
+            if let Ok(fill) = dp.map_fill() {
+                let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+                let mut entries: Vec<(&str, Labels, ConstGauge)> = Vec::new();
+                let mut capacity: Vec<(&str, Labels, ConstGauge)> = Vec::new();
+                for m in &fill {
+                    let (name, table) = match m.map {
+                        smarter_common::maps::ENDPOINTS => ("smarter_endpoints", None),
+                        smarter_common::maps::CT_OUT => ("smarter_conntrack", Some("out")),
+                        smarter_common::maps::CT_IN => ("smarter_conntrack", Some("in")),
+                        smarter_common::maps::HOSTPORTS => ("smarter_hostports", None),
+                        _ => continue,
+                    };
+                    let mut labels = net();
+                    if let Some(t) = table {
+                        labels.push(("table", t.to_string()));
+                    }
+                    entries.push((name, labels.clone(), gauge(m.entries)));
+                    capacity.push((name, labels, gauge(m.capacity as usize)));
+                }
+                for name in [
+                    "smarter_endpoints",
+                    "smarter_conntrack",
+                    "smarter_hostports",
+                ] {
+                    let pick =
+                        |v: &mut Vec<(&str, Labels, ConstGauge)>| -> Vec<(Labels, ConstGauge)> {
+                            let (mine, rest): (Vec<_>, Vec<_>) =
+                                v.drain(..).partition(|(n, _, _)| *n == name);
+                            *v = rest;
+                            mine.into_iter().map(|(_, l, g)| (l, g)).collect()
+                        };
+                    let metric = if name == "smarter_conntrack" {
+                        "smarter_conntrack_entries".to_string()
+                    } else {
+                        name.to_string()
+                    };
+                    family(
+                        &mut encoder,
+                        &metric,
+                        "Entries in the datapath map",
+                        &pick(&mut entries),
+                    )?;
+                    family(
+                        &mut encoder,
+                        &format!("{name}_capacity"),
+                        "Capacity of the datapath map",
+                        &pick(&mut capacity),
+                    )?;
+                }
+            }
+            if let (Ok(cfg), Ok(ct)) = (dp.config(), dp.ct_entries()) {
+                let (lo, hi) = cfg.nat_ports();
+                let in_use: HashSet<(u8, u16)> = ct
+                    .iter()
+                    .filter(|e| e.proto != 1)
+                    .map(|e| (e.proto, e.nat_port))
+                    .collect();
+                let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+                family(
+                    &mut encoder,
+                    "smarter_nat_ports_in_use",
+                    "Distinct (protocol, NAT port) pairs held by flows",
+                    &[(net(), gauge(in_use.len()))],
+                )?;
+                family(
+                    &mut encoder,
+                    "smarter_nat_ports_available",
+                    "Ports in the NAT range (per protocol)",
+                    &[(net(), gauge(usize::from(hi - lo) + 1))],
+                )?;
+            }
+        }
+        if let Ok(ops) = opstats::load(&src.state_dir, &src.network) {
+            let mut counts = Vec::new();
+            let mut hists = Vec::new();
+            for (op, c) in &ops.ops {
+                for (result, n) in [("ok", c.ok), ("failed", c.failed)] {
+                    let mut l = net();
+                    l.push(("op", op.clone()));
+                    l.push(("result", result.to_string()));
+                    counts.push((l, ConstCounter::new(n)));
+                }
+                let mut l = net();
+                l.push(("op", op.clone()));
+                let mut buckets: Vec<(f64, u64)> = opstats::BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::MAX])
+                    .zip(c.buckets.iter().copied().chain(std::iter::repeat(0)))
+                    .collect();
+                buckets.truncate(opstats::BUCKETS.len() + 1);
+                hists.push((
+                    l,
+                    ConstHistogram {
+                        sum: c.seconds_sum,
+                        count: c.ok + c.failed,
+                        buckets,
+                    },
+                ));
+            }
+            family(
+                &mut encoder,
+                "smarter_cni_operations",
+                "CNI calls by verb and result",
+                &counts,
+            )?;
+            family(
+                &mut encoder,
+                "smarter_cni_operation_duration_seconds",
+                "CNI call latency",
+                &hists,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The metrics text for `source`, as one scrape would return it.
+///
+/// # Errors
+///
+/// A formatting error from the encoder.
+pub fn render(source: &MetricsSource) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(DatapathCollector(source.clone())));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// Serves `GET /metrics` on `addr` from a background thread until the process ends. Returns
+/// the bound address (port 0 picks a free one).
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub fn serve(addr: SocketAddr, source: MetricsSource) -> std::io::Result<SocketAddr> {
+    let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+    let bound = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| std::io::Error::other("metrics server is not on an IP address"))?;
+    let source = Arc::new(source);
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    match render(&source) {
+                        Ok(text) => tiny_http::Response::from_string(text).with_header(
+                            tiny_http::Header::from_bytes(
+                                &b"Content-Type"[..],
+                                &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+                            )
+                            .expect("static header"),
+                        ),
+                        Err(e) => {
+                            let mut msg = String::new();
+                            let _ = write!(msg, "encoding failed: {e}");
+                            tiny_http::Response::from_string(msg).with_status_code(500)
+                        }
+                    }
+                } else {
+                    tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                };
+                if let Err(e) = request.respond(response) {
+                    tracing::debug!("metrics response: {e}");
+                }
+            }
+        })?;
+    tracing::info!("metrics on http://{bound}/metrics");
+    Ok(bound)
+}
