@@ -14,7 +14,9 @@ mod ns;
 mod plugin;
 mod servers;
 
-pub use ns::{BpfFs, Netns, ScratchBpfFs, require_root, spawn_in, sweep_stale, unique_name};
+pub use ns::{
+    BpfFs, Netns, ScratchBpfFs, require_root, spawn_in, sweep_own, sweep_stale, unique_name,
+};
 pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
 pub use servers::{EchoServer, Seen, tcp_roundtrip, udp_roundtrip};
 

@@ -51,8 +51,10 @@ pub const CT_NEW: u8 = 0;
 pub const CT_SYN: u8 = 1;
 /// TCP: a packet came back (established).
 pub const CT_ESTABLISHED: u8 = 2;
-/// TCP: FIN or RST seen.
+/// TCP: FIN seen.
 pub const CT_CLOSING: u8 = 3;
+/// TCP: RST seen (the flow is over; its NAT port can go to a new flow at once).
+pub const CT_RESET: u8 = 4;
 
 /// Capacity of the conntrack maps (LRU: the oldest entries are evicted when full).
 pub const CT_MAX: u32 = 16384;

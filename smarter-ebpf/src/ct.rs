@@ -5,7 +5,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use smarter_common::{
     CtKey, CtValue, NetConfig,
-    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_SYN},
+    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_RESET, CT_SYN},
 };
 
 use crate::{
@@ -14,7 +14,18 @@ use crate::{
 };
 
 /// NAT port probes before giving up (bounded loop, verifier-friendly).
-const PROBES: u32 = 8;
+const PROBES: u32 = 32;
+/// A TCP flow that is closing (FIN or RST seen) gives its NAT port up to a new flow once it
+/// has been idle this long: connection churn to one server must not exhaust the range while
+/// dead flows wait for their timeout.
+const CLOSING_REUSE_NS: u64 = 250_000_000;
+/// Idle timeout of a reset TCP flow, seconds (capped by the configured TCP timeout).
+const RESET_TIMEOUT_S: u32 = 10;
+
+#[inline(always)]
+const fn min(a: u32, b: u32) -> u32 {
+    if a < b { a } else { b }
+}
 
 /// The TCP state after a packet with `flags` (FIN 0x01, SYN 0x02, RST 0x04); `reply` is the
 /// direction from the remote end.
@@ -23,7 +34,12 @@ pub fn next_state(state: u8, proto: u8, flags: u8, reply: bool) -> u8 {
     if proto != PROTO_TCP {
         return if reply { CT_ESTABLISHED } else { state };
     }
-    if flags & 0x05 != 0 {
+    if flags & 0x04 != 0 {
+        CT_RESET
+    } else if state == CT_RESET && flags & 0x02 != 0 {
+        // A new connection reusing the tuple.
+        CT_SYN
+    } else if flags & 0x01 != 0 {
         CT_CLOSING
     } else if reply && state == CT_SYN {
         CT_ESTABLISHED
@@ -39,6 +55,8 @@ pub fn next_state(state: u8, proto: u8, flags: u8, reply: bool) -> u8 {
 fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
     let secs = match (proto, state) {
         (PROTO_TCP, CT_ESTABLISHED) => cfg.ct_timeout_s[0],
+        // Reset flows linger only for stragglers (as Linux's CLOSE state).
+        (PROTO_TCP, CT_RESET) => min(cfg.ct_timeout_s[1], RESET_TIMEOUT_S),
         (PROTO_TCP, _) => cfg.ct_timeout_s[1],
         (17, _) => cfg.ct_timeout_s[2],
         _ => cfg.ct_timeout_s[3],
@@ -143,7 +161,9 @@ pub fn nat_port_for(
                 proto,
                 pad: [0; 3],
             };
-            if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_ok() {
+            if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_ok()
+                || (proto == PROTO_TCP && take_over_closing(in_key, daddr, l, reply, now))
+            {
                 nat_port = port;
                 break;
             }
@@ -162,4 +182,39 @@ pub fn nat_port_for(
         let _ = CT_OUT.insert(out_key, out, 0);
     }
     Some(nat_port)
+}
+
+/// When the flow holding `in_key`'s NAT port is a TCP flow that closed and went quiet, hands the
+/// port to the new flow (`reply`): the old pod-side entry goes, the reverse entry is rewritten.
+#[inline(always)]
+fn take_over_closing(in_key: CtKey, daddr: u32, l: &L4Info, reply: CtValue, now: u64) -> bool {
+    let Some(held) = CT_IN.get_ptr_mut(in_key) else {
+        return false;
+    };
+    // SAFETY: a map value pointer, valid for this program run; copied at once.
+    let (pod, pod_port) = unsafe { ((*held).addr, (*held).port) };
+    let old_out = CtKey {
+        a: pod,
+        b: daddr,
+        a_port: pod_port,
+        b_port: l.remote_port,
+        proto: PROTO_TCP,
+        pad: [0; 3],
+    };
+    // SAFETY: read-only lookup, copied at once.
+    let reusable = match unsafe { CT_OUT.get(old_out) } {
+        Some(o) => {
+            o.state == CT_RESET
+                || (o.state == CT_CLOSING && now.saturating_sub(o.last_seen) > CLOSING_REUSE_NS)
+        }
+        // The pod side is gone already (LRU or GC): the reverse entry is an orphan.
+        None => true,
+    };
+    if !reusable {
+        return false;
+    }
+    let _ = CT_OUT.remove(old_out);
+    // SAFETY: as above; the entry is overwritten in place.
+    unsafe { *held = reply };
+    true
 }

@@ -156,7 +156,16 @@ pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verd
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = proto;
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes([ip[2], ip[3]]);
+    // A GSO super-packet (a pod's TCP stream) is segmented to the uplink's MTU on the way out:
+    // its total length must not be checked against the MTU (0 skips the check). Single packets
+    // are checked, so an oversized one with DF clear is refused below.
+    // SAFETY: reading `gso_segs` from a TC program's `__sk_buff` is allowed.
+    let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
+    fib.__bindgen_anon_1.tot_len = if gso {
+        0
+    } else {
+        u16::from_be_bytes([ip[2], ip[3]])
+    };
     fib.ifindex = uplink_ifindex;
     fib.__bindgen_anon_3.ipv4_src = uplink_addr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;

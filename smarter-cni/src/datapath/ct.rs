@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use smarter_common::{
     CtKey, CtValue,
-    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_SYN},
+    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_RESET, CT_SYN},
     maps,
 };
 
@@ -47,6 +47,8 @@ impl CtTimeouts {
     fn for_entry(&self, proto: u8, state: u8) -> Duration {
         match (proto, state) {
             (6, CT_ESTABLISHED) => self.tcp_established,
+            // As the kernel side: a reset flow lingers 10 s at most.
+            (6, CT_RESET) => self.tcp_other.min(Duration::from_secs(10)),
             (6, _) => self.tcp_other,
             (17, _) => self.udp,
             _ => self.icmp,
@@ -87,6 +89,7 @@ fn state_name(s: u8) -> &'static str {
         CT_SYN => "syn",
         CT_ESTABLISHED => "established",
         CT_CLOSING => "closing",
+        CT_RESET => "reset",
         _ => "unknown",
     }
 }

@@ -238,11 +238,22 @@ impl Drop for BpfFs {
 /// Removes namespaces and bpffs mounts of worlds whose process no longer exists
 /// (names and mount points carry the creating pid: `smt-<pid>-...`).
 pub fn sweep_stale() {
+    sweep(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// Removes every namespace and bpffs mount this process made (for a signal handler's last
+/// act: destructors do not run when a process is terminated).
+pub fn sweep_own() {
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
+    sweep(|pid| pid == me);
+}
+
+fn sweep(doomed: impl Fn(i32) -> bool) {
     let dead = |name: &str| -> bool {
         name.strip_prefix("smt-")
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            .is_some_and(&doomed)
     };
     if let Ok(entries) = fs::read_dir("/run/netns") {
         for e in entries.flatten() {

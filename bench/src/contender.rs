@@ -1,0 +1,300 @@
+//! The contenders, each in its own namespace world: the upstream reference chain (Debian's
+//! bridge + host-local + portmap with `ipMasq` and `hairpinMode`), smarter-cni with the
+//! iptables and with the eBPF datapath, and the limit (bare veths, plain routing, no bridge, no
+//! filtering, no NAT).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use smarter_cni::testbed::{CniCall, NODE_UPLINK_IP, Netns, World};
+
+use crate::control::run_measured;
+
+/// Debian's reference plugins.
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+/// The port pod 0 serves on, and its hostPort.
+pub const POD_PORT: u16 = 80;
+/// hostPort of pod `i` is `HOST_PORT_BASE + i`.
+pub const HOST_PORT_BASE: u16 = 20000;
+
+/// Which contender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// bridge + host-local + portmap, iptables masquerade (the upstream project).
+    Reference,
+    /// smarter-cni, `datapath: iptables`.
+    SmarterIptables,
+    /// smarter-cni, `datapath: ebpf`.
+    SmarterEbpf,
+    /// Bare veths and routing.
+    Limit,
+}
+
+impl Kind {
+    /// Every contender, in report order.
+    pub const ALL: [Kind; 4] = [
+        Kind::Reference,
+        Kind::SmarterIptables,
+        Kind::SmarterEbpf,
+        Kind::Limit,
+    ];
+
+    /// Report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Reference => "reference",
+            Kind::SmarterIptables => "smarter-iptables",
+            Kind::SmarterEbpf => "smarter-ebpf",
+            Kind::Limit => "limit",
+        }
+    }
+}
+
+/// One pod of a contender.
+pub struct Pod {
+    /// The address other pods and the wan reach it at.
+    pub ip: Ipv4Addr,
+}
+
+/// A contender's world and pods.
+pub struct Contender {
+    /// Which one.
+    pub kind: Kind,
+    /// The namespaces.
+    pub world: World,
+    /// Pods added so far.
+    pub pods: Vec<Pod>,
+    plugin: PathBuf,
+    /// Peak RSS (KiB) of any plugin process run so far.
+    pub plugin_max_rss_kib: u64,
+}
+
+impl Contender {
+    /// A fresh world for `kind`.
+    pub fn new(kind: Kind, plugin: &Path) -> anyhow::Result<Self> {
+        let world = World::new(&format!("bench-{}", kind.name()))?;
+        if kind == Kind::Limit {
+            // Plain routing back to the pods' own addresses (no NAT).
+            world.wan().exec(&[
+                "ip",
+                "route",
+                "add",
+                "10.98.0.0/16",
+                "via",
+                &NODE_UPLINK_IP.to_string(),
+            ])?;
+            world
+                .node()
+                .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        }
+        Ok(Self {
+            kind,
+            world,
+            pods: Vec::new(),
+            plugin: plugin.to_path_buf(),
+            plugin_max_rss_kib: 0,
+        })
+    }
+
+    /// The pod's namespace.
+    pub fn ns(&self, i: usize) -> &Netns {
+        self.world
+            .pod(&format!("p{i}"))
+            .expect("pod namespace exists")
+    }
+
+    /// The address pod 0 reaches pod 1 at: its pod address, or for the limit the far end of a
+    /// bare veth pair between the two namespaces.
+    pub fn peer_ip(&self) -> Ipv4Addr {
+        match self.kind {
+            Kind::Limit => Ipv4Addr::new(10, 97, 0, 2),
+            _ => self.pods[1].ip,
+        }
+    }
+
+    /// Where the wan reaches pod `i`'s service: its hostPort on the node (the limit: the pod
+    /// itself, routed).
+    pub fn host_port_target(&self, i: usize) -> SocketAddr {
+        match self.kind {
+            Kind::Limit => SocketAddr::from((self.pods[i].ip, POD_PORT)),
+            _ => SocketAddr::from((NODE_UPLINK_IP, HOST_PORT_BASE + i as u16)),
+        }
+    }
+
+    /// Adds pod `i` with a hostPort; returns how long the CNI ADD took (zero for the limit).
+    pub fn add_pod(&mut self) -> anyhow::Result<Duration> {
+        let i = self.pods.len();
+        let ns = self
+            .world
+            .add_pod_ns(&format!("p{i}"))?
+            .path()
+            .to_path_buf();
+        let id = format!("bench{i}");
+        let (ip, took) = match self.kind {
+            Kind::Limit => (self.wire_bare(i)?, Duration::ZERO),
+            _ => {
+                let started = Instant::now();
+                let result = self.cni("ADD", &id, &ns, i)?;
+                let took = started.elapsed();
+                (result_ip(&result)?, took)
+            }
+        };
+        self.pods.push(Pod { ip });
+        Ok(took)
+    }
+
+    /// Runs the network's plugins for `verb` as a runtime does; the final result for ADD.
+    pub fn cni(&mut self, verb: &str, id: &str, ns: &Path, i: usize) -> anyhow::Result<Value> {
+        let (result, rss) = run_chain(self.kind, &self.world, &self.plugin, verb, id, ns, i)?;
+        self.plugin_max_rss_kib = self.plugin_max_rss_kib.max(rss);
+        Ok(result)
+    }
+
+    /// The limit's pod: a veth straight to the node, routed (no bridge, no filter, no NAT).
+    fn wire_bare(&self, i: usize) -> anyhow::Result<Ipv4Addr> {
+        let node = self.world.node();
+        let pod = self.ns(i);
+        let (a, b) = (i / 64, (i % 64) * 4);
+        let (host_ip, pod_ip) = (
+            Ipv4Addr::new(10, 98, a as u8, b as u8 + 1),
+            Ipv4Addr::new(10, 98, a as u8, b as u8 + 2),
+        );
+        let host = format!("bv{i}");
+        node.exec(&[
+            "ip",
+            "link",
+            "add",
+            &host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            pod.name(),
+        ])?;
+        node.exec(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host])?;
+        node.exec(&["ip", "link", "set", &host, "up"])?;
+        pod.exec(&["ip", "addr", "add", &format!("{pod_ip}/30"), "dev", "eth0"])?;
+        pod.exec(&["ip", "link", "set", "eth0", "up"])?;
+        pod.exec(&["ip", "route", "add", "default", "via", &host_ip.to_string()])?;
+        if i == 1 {
+            let p0 = self.ns(0);
+            p0.exec(&[
+                "ip",
+                "link",
+                "add",
+                "ptp0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ptp1",
+                "netns",
+                pod.name(),
+            ])?;
+            p0.exec(&["ip", "addr", "add", "10.97.0.1/30", "dev", "ptp0"])?;
+            p0.exec(&["ip", "link", "set", "ptp0", "up"])?;
+            pod.exec(&["ip", "addr", "add", "10.97.0.2/30", "dev", "ptp1"])?;
+            pod.exec(&["ip", "link", "set", "ptp1", "up"])?;
+        }
+        Ok(pod_ip)
+    }
+}
+
+/// Runs `kind`'s plugins for `verb` on pod `i` (`id`, `ns`) in `world` as libcni does: in
+/// order for ADD, reversed for DEL, each later plugin getting the previous result. Returns the
+/// final ADD result and the peak RSS (KiB) of the plugin processes.
+///
+/// # Errors
+///
+/// When a plugin fails or cannot run.
+pub fn run_chain(
+    kind: Kind,
+    world: &World,
+    plugin: &Path,
+    verb: &str,
+    id: &str,
+    ns: &Path,
+    i: usize,
+) -> anyhow::Result<(Value, u64)> {
+    let ports = json!({"portMappings": [{
+        "hostPort": HOST_PORT_BASE + i as u16, "containerPort": POD_PORT, "protocol": "tcp"
+    }]});
+    let plugins: Vec<(PathBuf, Value)> = match kind {
+        Kind::Reference => reference_chain(world, &ports),
+        Kind::SmarterIptables | Kind::SmarterEbpf => {
+            let mut conf = world.netconf("1.0.0");
+            conf["datapath"] = json!(if kind == Kind::SmarterEbpf {
+                "ebpf"
+            } else {
+                "iptables"
+            });
+            conf["runtimeConfig"] = ports;
+            vec![(plugin.to_path_buf(), conf)]
+        }
+        Kind::Limit => bail!("the limit has no CNI"),
+    };
+    let order: Vec<_> = if verb == "DEL" {
+        plugins.into_iter().rev().collect()
+    } else {
+        plugins
+    };
+    let mut prev = Value::Null;
+    let mut max_rss = 0;
+    for (bin, mut conf) in order {
+        if !prev.is_null() {
+            conf["prevResult"] = prev.clone();
+        }
+        let call = CniCall::new(verb, &conf).pod(id, ns);
+        let (out, rss) = run_measured(world.node(), &bin, &call)?;
+        max_rss = max_rss.max(rss);
+        if out.status != 0 {
+            bail!("{verb} {}: {}", bin.display(), out.stdout);
+        }
+        if verb == "ADD" {
+            prev = out.json;
+        }
+    }
+    Ok((prev, max_rss))
+}
+
+/// The upstream smarter-cni configuration: bridge (gateway, masquerade, hairpin) with
+/// host-local, then portmap.
+fn reference_chain(w: &World, ports: &Value) -> Vec<(PathBuf, Value)> {
+    let base = |v: Value| {
+        let mut v = v;
+        v["cniVersion"] = json!("1.0.0");
+        v["name"] = json!("smartnet");
+        v
+    };
+    vec![
+        (
+            Path::new(REFERENCE_DIR).join("bridge"),
+            base(json!({
+                "type": "bridge", "bridge": "smartnet0", "isGateway": true, "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {"type": "host-local", "subnet": "172.39.0.0/16", "gateway": "172.39.0.1",
+                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": w.data_dir()}
+            })),
+        ),
+        (
+            Path::new(REFERENCE_DIR).join("portmap"),
+            base(
+                json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true,
+                        "runtimeConfig": ports}),
+            ),
+        ),
+    ]
+}
+
+fn result_ip(result: &Value) -> anyhow::Result<Ipv4Addr> {
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("no address in {result}"))
+}

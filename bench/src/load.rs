@@ -1,0 +1,250 @@
+//! Load generators, each running on threads that entered the right namespaces: TCP
+//! request/response and connect/request/close (with latency percentiles), UDP small packets,
+//! and iperf3 streams.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use smarter_cni::testbed::{Netns, spawn_in};
+
+use crate::control::percentile_us;
+
+/// Request and response size of the TCP workloads.
+const MSG: usize = 64;
+
+/// A TCP server answering every `MSG`-byte request with `MSG` bytes, one thread per
+/// connection, until dropped.
+pub struct RrServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RrServer {
+    /// Listens on `ip:port` inside `ns`.
+    pub fn start(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = spawn_in(ns, move || {
+            let l = TcpListener::bind((ip, port)).expect("bind rr server");
+            // Blocking accept that wakes up every 100 ms to see whether to stop (a sleeping
+            // poll loop would add its sleep to every connection).
+            nix::sys::socket::setsockopt(
+                &l,
+                nix::sys::socket::sockopt::ReceiveTimeout,
+                &nix::sys::time::TimeVal::new(0, 100_000),
+            )
+            .expect("accept timeout");
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = c.set_nonblocking(false);
+                            let _ = c.set_nodelay(true);
+                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut buf = [0u8; MSG];
+                            while !s.load(Ordering::Relaxed) && c.read_exact(&mut buf).is_ok() {
+                                if c.write_all(&buf).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RrServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Throughput and latency of a transactional workload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rate {
+    /// Operations per second.
+    pub per_s: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+}
+
+/// One connection, `MSG`-byte request/response for `secs`.
+pub fn rr(ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<Rate> {
+    spawn_in(ns, move || -> anyhow::Result<Rate> {
+        let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        c.set_nodelay(true)?;
+        c.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut lat = Vec::new();
+        let buf = [7u8; MSG];
+        let mut back = [0u8; MSG];
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        while Instant::now() < end {
+            let t = Instant::now();
+            c.write_all(&buf)?;
+            c.read_exact(&mut back)?;
+            lat.push(t.elapsed());
+        }
+        Ok(rate(&mut lat, started.elapsed()))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("rr client panicked"))?
+}
+
+/// Connect, one request/response, close (reset: no TIME_WAIT pile-up) for `secs`.
+pub fn crr(ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<Rate> {
+    spawn_in(ns, move || -> anyhow::Result<Rate> {
+        let mut lat = Vec::new();
+        let buf = [7u8; MSG];
+        let mut back = [0u8; MSG];
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        while Instant::now() < end {
+            let t = Instant::now();
+            let mut c = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+            c.set_nodelay(true)?;
+            c.set_read_timeout(Some(Duration::from_secs(3)))?;
+            c.write_all(&buf)?;
+            c.read_exact(&mut back)?;
+            linger_zero(&c);
+            drop(c);
+            lat.push(t.elapsed());
+        }
+        Ok(rate(&mut lat, started.elapsed()))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("crr client panicked"))?
+}
+
+fn linger_zero(c: &TcpStream) {
+    let l = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized option value.
+    unsafe {
+        nix::libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(c),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_LINGER,
+            (&raw const l).cast(),
+            u32::try_from(size_of::<nix::libc::linger>()).unwrap_or(8),
+        );
+    }
+}
+
+fn rate(lat: &mut [Duration], elapsed: Duration) -> Rate {
+    Rate {
+        per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+        p50_us: percentile_us(lat, 50.0),
+        p99_us: percentile_us(lat, 99.0),
+    }
+}
+
+/// 64-byte UDP datagrams from `from` to `to` (a sink in `sink_ns`) as fast as one sender
+/// goes, for `secs`; returns datagrams received per second.
+pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<f64> {
+    let received = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (r, s) = (received.clone(), stop.clone());
+    let sink = spawn_in(sink_ns, move || -> anyhow::Result<()> {
+        let sock = UdpSocket::bind(to)?;
+        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let mut buf = [0u8; 2048];
+        while !s.load(Ordering::Relaxed) {
+            if sock.recv(&mut buf).is_ok() {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let start_count = received.load(Ordering::Relaxed);
+    let sender = spawn_in(from, move || -> anyhow::Result<Duration> {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.connect(to)?;
+        let buf = [1u8; 64];
+        let started = Instant::now();
+        let end = started + Duration::from_secs_f64(secs);
+        while Instant::now() < end {
+            for _ in 0..64 {
+                let _ = sock.send(&buf);
+            }
+        }
+        Ok(started.elapsed())
+    });
+    let elapsed = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("udp sender panicked"))??;
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    sink.join()
+        .map_err(|_| anyhow::anyhow!("udp sink panicked"))??;
+    Ok((received.load(Ordering::Relaxed) - start_count) as f64 / elapsed.as_secs_f64())
+}
+
+/// An iperf3 TCP stream from `client` to a one-shot server on `ip:port` in `server`, for
+/// `secs`; returns the receiver's Gbit/s.
+pub fn iperf3(
+    client: &Netns,
+    server: &Netns,
+    ip: Ipv4Addr,
+    port: u16,
+    secs: f64,
+) -> anyhow::Result<f64> {
+    let mut srv = server
+        .command("iperf3")
+        .args(["-s", "-1", "-B", &ip.to_string(), "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let out = client
+        .command("iperf3")
+        .args([
+            "-c",
+            &ip.to_string(),
+            "-p",
+            &port.to_string(),
+            "-t",
+            // iperf3 takes whole seconds (0 would mean forever).
+            &format!("{}", secs.ceil().max(1.0)),
+            "-J",
+        ])
+        .output();
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = out?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .ok_or_else(|| anyhow::anyhow!("iperf3 gave no result: {}", v["error"]))
+}
+
+/// Whether iperf3 is installed (`cargo xtask setup` installs it).
+pub fn have_iperf3() -> bool {
+    Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
