@@ -4,9 +4,11 @@
 //!   with rust-src, bpf-linker), skipping what is already there;
 //! - `test`: setup, then `cargo test --workspace`;
 //! - `demo`: setup, build the demo example, run it as root;
+//! - `bench`: the benchmark (reference chain vs iptables vs eBPF vs the bare-veth limit);
 //! - `fuzz`: the cargo-fuzz targets of the input parsers, for a while each;
 //! - `clippy`, `fmt`: the workspace's lints and formatting.
 
+mod bench;
 mod fuzz;
 mod run;
 mod setup;
@@ -39,6 +41,13 @@ enum Task {
         /// Passed to the demo.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+    /// Run setup, build release binaries and benchmark the reference chain, smarter-cni's
+    /// iptables and eBPF datapaths and the bare-veth limit (as root); results in bench/results.
+    Bench {
+        /// A short smoke run (checks the harness, not the speed).
+        #[arg(long)]
+        quick: bool,
     },
     /// Fuzz the input parsers (cargo-fuzz, nightly) on the committed corpora, then minimize
     /// them; not part of `test`, which replays the corpora.
@@ -77,6 +86,10 @@ fn main() -> Result<()> {
         Task::Demo { args } => {
             setup::setup(&root)?;
             demo(&root, &args)
+        }
+        Task::Bench { quick } => {
+            setup::setup(&root)?;
+            bench::bench(&root, quick)
         }
         Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
         Task::Clippy { args } => {
