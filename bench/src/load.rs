@@ -39,22 +39,19 @@ impl RrServer {
             )
             .expect("accept timeout");
             while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((mut c, _)) => {
-                        let s = s.clone();
-                        std::thread::spawn(move || {
-                            let _ = c.set_nonblocking(false);
-                            let _ = c.set_nodelay(true);
-                            let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                            let mut buf = [0u8; MSG];
-                            while !s.load(Ordering::Relaxed) && c.read_exact(&mut buf).is_ok() {
-                                if c.write_all(&buf).is_err() {
-                                    break;
-                                }
+                if let Ok((mut c, _)) = l.accept() {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_nodelay(true);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; MSG];
+                        while !s.load(Ordering::Relaxed) && c.read_exact(&mut buf).is_ok() {
+                            if c.write_all(&buf).is_err() {
+                                break;
                             }
-                        });
-                    }
-                    Err(_) => {}
+                        }
+                    });
                 }
             }
         });

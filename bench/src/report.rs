@@ -120,7 +120,7 @@ fn median(v: &[f64]) -> f64 {
         return 0.0;
     }
     let m = s.len() / 2;
-    if s.len() % 2 == 0 {
+    if s.len().is_multiple_of(2) {
         (s[m - 1] + s[m]) / 2.0
     } else {
         s[m]
@@ -163,7 +163,6 @@ pub fn workloads(
 
 impl Results {
     /// Assembles the results with the machine's description.
-    #[expect(clippy::too_many_arguments, reason = "one field each, assembled once")]
     pub fn new(
         quick: bool,
         seconds_per_run: f64,
