@@ -111,14 +111,25 @@ fn demo(root: &std::path::Path, args: &[OsString]) -> Result<()> {
         "demo",
     ];
     run::cargo(root, build, &[]).status()?;
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let demo = target.join("release/examples/demo");
+    as_root(&release_dir(root).join("examples/demo"), "the demo")
+        .args(args)
+        .status()
+}
+
+/// Where release binaries land (`CARGO_TARGET_DIR` honoured).
+fn release_dir(root: &std::path::Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("release")
+}
+
+/// `program` as root: directly when we are, through sudo (saying why) otherwise.
+fn as_root(program: &std::path::Path, what: &str) -> run::Cmd {
     if nix::unistd::geteuid().is_root() {
-        run::Cmd::new(&demo).args(args).status()
+        run::Cmd::new(program)
     } else {
-        println!("xtask: the demo builds network namespaces and needs root: running it with sudo");
-        run::Cmd::new("sudo").arg(&demo).args(args).status()
+        println!("xtask: {what} builds network namespaces and needs root: running it with sudo");
+        run::Cmd::new("sudo").arg(program)
     }
 }
 
