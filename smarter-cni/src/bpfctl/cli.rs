@@ -7,13 +7,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use super::rows::{
-    AttachmentRow, ConfigRow, CtRow, EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow,
-    proto_name,
-};
-use super::{Failure, default_bpffs_dir, monitor, networks, write};
+use super::discover::{Datapath, Net, networks};
+use super::rows::{StatsRow, StatusRow};
+use super::{Failure, default_bpffs_dir, default_state_dir, monitor, nft, read, write};
 use crate::datapath::{CtEntryView, EbpfDatapath};
-use crate::netlink::format_mac;
 
 /// Inspect and carefully edit smarter-cni's pinned eBPF datapath.
 #[derive(Debug, Parser)]
@@ -22,6 +19,10 @@ pub struct Cli {
     /// Pin root (the plugin's `bpffsDir`).
     #[arg(long, global = true, default_value_os_t = default_bpffs_dir())]
     pub bpffs_dir: PathBuf,
+    /// Record root (the plugin's `stateDir`): finds networks on the nftables datapath and
+    /// their pods' names.
+    #[arg(long, global = true, default_value_os_t = default_state_dir())]
+    pub state_dir: PathBuf,
     /// Only this CNI network (default: every pinned network).
     #[arg(long, short = 'n', global = true)]
     pub network: Option<String>,
@@ -104,9 +105,9 @@ pub enum CtAction {
     },
     /// Remove exactly one flow.
     Delete {
-        /// `tcp`, `udp` or `icmp`.
-        #[arg(long)]
-        proto: String,
+        /// Protocol.
+        #[arg(long, value_enum)]
+        proto: Proto,
         /// Pod side, `IP:PORT` (ICMP: the echo identifier as port).
         #[arg(long)]
         pod: std::net::SocketAddrV4,
@@ -119,6 +120,29 @@ pub enum CtAction {
     },
 }
 
+/// A conntrack protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP echo (the identifier plays the pod port).
+    Icmp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    #[must_use]
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Icmp => 1,
+        }
+    }
+}
+
 /// Conntrack filters (all must match).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Filter {
@@ -128,9 +152,9 @@ pub struct Filter {
     /// Any address of the flow (pod, remote or NAT).
     #[arg(long)]
     pub addr: Option<Ipv4Addr>,
-    /// `tcp`, `udp` or `icmp`.
-    #[arg(long)]
-    pub proto: Option<String>,
+    /// Protocol.
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
     /// Any port of the flow (pod, remote or NAT).
     #[arg(long)]
     pub port: Option<u16>,
@@ -152,13 +176,13 @@ impl Filter {
             && self
                 .addr
                 .is_none_or(|a| a == pod || a == remote || nat.is_some_and(|n| n.0 == a))
-            && self.proto.as_deref().is_none_or(|p| p == proto_name(proto))
+            && self.proto.is_none_or(|p| p.number() == proto)
             && self
                 .port
                 .is_none_or(|p| p == pod_port || p == remote_port || nat.is_some_and(|n| n.1 == p))
     }
 
-    fn matches_view(&self, e: &CtEntryView) -> bool {
+    pub(super) fn matches_view(&self, e: &CtEntryView) -> bool {
         self.matches(
             e.proto,
             e.pod_ip,
@@ -171,6 +195,7 @@ impl Filter {
 }
 
 /// Runs the command; returns the exit code.
+#[must_use]
 pub fn run(cli: &Cli) -> i32 {
     match dispatch(cli) {
         Ok(()) => 0,
@@ -187,183 +212,115 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         clap_complete::generate(*shell, &mut cmd, "smarter-bpfctl", &mut std::io::stdout());
         return Ok(());
     }
-    let nets = networks(&cli.bpffs_dir, cli.network.as_deref())?;
+    let nets = networks(&cli.bpffs_dir, &cli.state_dir, cli.network.as_deref())?;
     let fmt = cli.output;
     match &cli.command {
-        Command::Status => print_status(fmt, &collect(&nets, status)?),
-        Command::Endpoints => print(fmt, &collect(&nets, endpoints)?),
+        Command::Status => print_status(
+            fmt,
+            &collect(&nets, read::status, |n, dp| nft::status(&n.name, dp))?,
+        ),
+        Command::Endpoints => print(
+            fmt,
+            &collect(&nets, read::endpoints, |n, dp| {
+                nft::endpoints(&n.name, dp, &n.records)
+            })?,
+        ),
         Command::Ct(CtArgs {
             action: Some(a), ..
-        }) => write::ct(fmt, &nets, a),
-        Command::Ct(CtArgs { filter, .. }) | Command::Nat(filter) => {
-            print(fmt, &collect(&nets, |n, dp| ct(n, dp, filter))?)
-        }
-        Command::Hostports => print(fmt, &collect(&nets, hostports)?),
-        Command::Config => print(fmt, &collect(&nets, config)?),
+        }) => write::ct(fmt, &ebpf_only(&nets, "ct")?, a),
+        Command::Ct(CtArgs { filter, .. }) | Command::Nat(filter) => print(
+            fmt,
+            &collect_ebpf(&ebpf_only(&nets, "ct")?, |n, dp| read::ct(n, dp, filter))?,
+        ),
+        Command::Hostports => print(
+            fmt,
+            &collect(&nets, read::hostports, |n, dp| nft::hostports(&n.name, dp))?,
+        ),
+        Command::Config => print(
+            fmt,
+            &collect_ebpf(&ebpf_only(&nets, "config")?, read::config)?,
+        ),
         Command::Stats { interval } => print(fmt, &stats(&nets, *interval)?),
-        Command::Monitor { trace, count } => monitor::run(fmt, &nets, *trace, *count),
+        Command::Monitor { trace, count } => {
+            monitor::run(fmt, &ebpf_only(&nets, "monitor")?, *trace, *count)
+        }
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }
 
-type Nets = [(String, EbpfDatapath)];
-
-fn collect<T>(
-    nets: &Nets,
-    f: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
-) -> Result<Vec<T>, Failure> {
+/// The eBPF networks of the selection; nftables networks are named on stderr and skipped.
+///
+/// # Errors
+///
+/// Exit code 6 when no eBPF network is left.
+fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<(&'a str, &'a EbpfDatapath)>, Failure> {
     let mut out = Vec::new();
-    for (name, dp) in nets {
-        out.extend(f(name, dp).map_err(|e| Failure::from_ebpf(name, &e))?);
+    for n in nets {
+        match &n.dp {
+            Datapath::Ebpf(dp) => out.push((n.name.as_str(), &**dp)),
+            Datapath::Nft(_) => eprintln!(
+                "smarter-bpfctl: skipping {}: `{what}` needs the eBPF datapath and it uses \
+                 nftables (its conntrack is the kernel's: `conntrack -L`)",
+                n.name
+            ),
+        }
+    }
+    if out.is_empty() {
+        return Err(Failure::new(
+            6,
+            format!("`{what}`: no selected network uses the eBPF datapath"),
+        ));
     }
     Ok(out)
 }
 
-fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, crate::datapath::EbpfError> {
-    let cfg = dp.config()?;
-    let uplink = nix::net::if_::if_indextoname(cfg.uplink_ifindex)
-        .ok()
-        .and_then(|n| n.into_string().ok());
-    Ok(vec![StatusRow {
-        network: name.to_string(),
-        pin_dir: dp.pin_dir().display().to_string(),
-        layout: smarter_common::LAYOUT_VERSION,
-        datapath: "ebpf",
-        pod_program_id: dp.program_id(),
-        uplink,
-        uplink_addr: Ipv4Addr::from(cfg.uplink_addr.to_ne_bytes()).to_string(),
-        attachments: dp
-            .attachments()?
-            .into_iter()
-            .map(|a| AttachmentRow {
-                ifname: a.ifname,
-                program: a.program,
-                direction: a.direction,
-                mode: a.mode,
-            })
-            .collect(),
-        maps: dp
-            .map_fill()?
-            .into_iter()
-            .map(|m| MapRow {
-                map: m.map,
-                entries: m.entries,
-                capacity: m.capacity,
-            })
-            .collect(),
-    }])
-}
-
-fn endpoints(
-    name: &str,
-    dp: &EbpfDatapath,
-) -> Result<Vec<EndpointRow>, crate::datapath::EbpfError> {
-    let mut rows = Vec::new();
-    for e in dp.endpoints()? {
-        let (packets, bytes) = dp.endpoint_counters(e.host_ifindex)?.unwrap_or_default();
-        rows.push(EndpointRow {
-            network: name.to_string(),
-            ip: e.ip.to_string(),
-            mac: format_mac(&e.mac),
-            host_ifname: e.host_ifname,
-            host_ifindex: e.host_ifindex,
-            pod_namespace: e.pod_namespace,
-            pod_name: e.pod_name,
-            container_id: e.container_id,
-            packets,
-            bytes,
-        });
+/// Rows of every network, from its eBPF or nftables reader.
+fn collect<T>(
+    nets: &[Net],
+    ebpf: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
+    nft: impl Fn(
+        &Net,
+        &crate::datapath::iptables::NftDatapath,
+    ) -> Result<Vec<T>, crate::datapath::iptables::NftError>,
+) -> Result<Vec<T>, Failure> {
+    let mut out = Vec::new();
+    for n in nets {
+        let rows = match &n.dp {
+            Datapath::Ebpf(dp) => ebpf(&n.name, dp).map_err(|e| Failure::from_err(&n.name, &e)),
+            Datapath::Nft(dp) => nft(n, dp).map_err(|e| Failure::from_err(&n.name, &e)),
+        };
+        out.extend(rows?);
     }
-    rows.sort_by(|a, b| a.ip.cmp(&b.ip));
-    Ok(rows)
+    Ok(out)
 }
 
-fn ct(
-    name: &str,
-    dp: &EbpfDatapath,
-    filter: &Filter,
-) -> Result<Vec<CtRow>, crate::datapath::EbpfError> {
-    Ok(dp
-        .ct_entries()?
-        .into_iter()
-        .filter(|e| filter.matches_view(e))
-        .map(|e| CtRow {
-            network: name.to_string(),
-            proto: proto_name(e.proto),
-            pod_ip: e.pod_ip.to_string(),
-            pod_port: e.pod_port,
-            remote_ip: e.remote_ip.to_string(),
-            remote_port: e.remote_port,
-            nat_ip: e.nat_ip.to_string(),
-            nat_port: e.nat_port,
-            state: e.state,
-            age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
-        })
-        .collect())
+/// Rows of eBPF networks.
+fn collect_ebpf<T>(
+    nets: &[(&str, &EbpfDatapath)],
+    f: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
+) -> Result<Vec<T>, Failure> {
+    let mut out = Vec::new();
+    for (name, dp) in nets {
+        out.extend(f(name, dp).map_err(|e| Failure::from_err(name, &e))?);
+    }
+    Ok(out)
 }
 
-fn hostports(
-    name: &str,
-    dp: &EbpfDatapath,
-) -> Result<Vec<HostPortRow>, crate::datapath::EbpfError> {
-    Ok(dp
-        .host_ports()?
-        .into_iter()
-        .map(|(p, ip)| HostPortRow {
-            network: name.to_string(),
-            protocol: proto_name(p.protocol),
-            host_port: p.host_port,
-            pod_ip: ip.to_string(),
-            container_port: p.container_port,
-        })
-        .collect())
-}
-
-fn config(name: &str, dp: &EbpfDatapath) -> Result<Vec<ConfigRow>, crate::datapath::EbpfError> {
-    let c = dp.config()?;
-    let ip = |a: u32| Ipv4Addr::from(a.to_ne_bytes()).to_string();
-    let (lo, hi) = c.nat_ports();
-    Ok(vec![ConfigRow {
-        network: name.to_string(),
-        gateway: ip(c.gateway),
-        subnet: format!("{}/{}", ip(c.subnet), c.prefix_len),
-        uplink_ifindex: c.uplink_ifindex,
-        uplink_addr: ip(c.uplink_addr),
-        nat_ports: [lo, hi],
-        ct_timeouts_s: c.ct_timeout_s,
-        bridge_ifindex: c.bridge_ifindex,
-        bridge_mac: format_mac(&c.bridge_mac),
-        trace: c.flags & smarter_common::config::CFG_F_TRACE != 0,
-        deny: dp.deny()?.iter().map(ToString::to_string).collect(),
-    }])
-}
-
-fn stats(nets: &Nets, interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> {
-    let sample = || {
-        collect(nets, |name, dp| {
-            Ok(dp
-                .verdict_stats()?
-                .into_iter()
-                .map(|(verdict, packets, bytes)| StatsRow {
-                    network: name.to_string(),
-                    verdict,
-                    packets,
-                    bytes,
-                    packets_per_s: None,
-                    bytes_per_s: None,
-                })
-                .collect())
-        })
-    };
+fn stats(nets: &[Net], interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> {
+    let sample = || collect(nets, read::stats, |n, dp| nft::stats(&n.name, dp));
     let first = sample()?;
     let Some(secs) = interval.filter(|s| *s > 0.0) else {
         return Ok(first);
     };
     std::thread::sleep(Duration::from_secs_f64(secs));
     let mut second = sample()?;
-    for (now, before) in second.iter_mut().zip(&first) {
-        now.packets_per_s = Some(now.packets.saturating_sub(before.packets) as f64 / secs);
-        now.bytes_per_s = Some(now.bytes.saturating_sub(before.bytes) as f64 / secs);
+    for now in &mut second {
+        let before = first
+            .iter()
+            .find(|b| b.network == now.network && b.verdict == now.verdict);
+        let (p0, b0) = before.map_or((0, 0), |b| (b.packets, b.bytes));
+        now.packets_per_s = Some(now.packets.saturating_sub(p0) as f64 / secs);
+        now.bytes_per_s = Some(now.bytes.saturating_sub(b0) as f64 / secs);
     }
     Ok(second)
 }
@@ -374,21 +331,29 @@ fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
         return print(fmt, rows);
     }
     for r in rows {
-        println!(
-            "network {}: datapath {}, layout v{}, pins {}, pod program id {}",
-            r.network,
-            r.datapath,
-            r.layout,
-            r.pin_dir,
-            r.pod_program_id
-                .map_or("-".to_string(), |id| id.to_string())
-        );
-        println!(
-            "uplink {} (NAT to {})",
-            r.uplink.as_deref().unwrap_or("-"),
-            r.uplink_addr
-        );
-        print(fmt, &r.attachments)?;
+        let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+        if r.datapath == "ebpf" {
+            println!(
+                "network {}: datapath ebpf, layout v{}, pins {}, pod program id {}",
+                r.network,
+                or_dash(r.layout.map(|l| l.to_string())),
+                or_dash(r.pin_dir.clone()),
+                or_dash(r.pod_program_id.map(|id| id.to_string()))
+            );
+            println!(
+                "uplink {} (NAT to {})",
+                or_dash(r.uplink.clone()),
+                or_dash(r.uplink_addr.clone())
+            );
+            print(fmt, &r.attachments)?;
+        } else {
+            println!(
+                "network {}: datapath {}, tables {}",
+                r.network,
+                r.datapath,
+                r.tables.join(", ")
+            );
+        }
         print(fmt, &r.maps)?;
     }
     Ok(())

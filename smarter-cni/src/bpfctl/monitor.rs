@@ -19,15 +19,17 @@ extern "C" fn on_signal(_: i32) {
 /// Streams events of the first selected network (`--network` picks one).
 pub(super) fn run(
     fmt: Format,
-    nets: &[(String, EbpfDatapath)],
+    nets: &[(&str, &EbpfDatapath)],
     trace: bool,
     count: Option<usize>,
 ) -> Result<(), Failure> {
-    let (name, dp) = &nets[0];
+    let Some(&(name, dp)) = nets.first() else {
+        return Ok(());
+    };
     if nets.len() > 1 {
         eprintln!("smarter-bpfctl: monitoring {name} (choose another with --network)");
     }
-    let mut reader = dp.events().map_err(|e| Failure::from_ebpf(name, &e))?;
+    let mut reader = dp.events().map_err(|e| Failure::from_err(name, &e))?;
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
@@ -39,7 +41,7 @@ pub(super) fn run(
     }
     if trace {
         dp.set_trace(true)
-            .map_err(|e| Failure::from_ebpf(name, &e))?;
+            .map_err(|e| Failure::from_err(name, &e))?;
         eprintln!("smarter-bpfctl: tracing every packet of {name} until interrupted");
     }
     let result = stream(fmt, name, &mut reader, count);
@@ -59,7 +61,7 @@ fn stream(
     while !STOP.load(Ordering::Relaxed) && count.is_none_or(|c| seen < c) {
         let Some(ev) = reader
             .next(Duration::from_millis(200))
-            .map_err(|e| Failure::from_ebpf(name, &e))?
+            .map_err(|e| Failure::from_err(name, &e))?
         else {
             continue;
         };

@@ -8,21 +8,25 @@ use serde::Serialize;
 pub struct StatusRow {
     /// CNI network name.
     pub network: String,
-    /// Versioned pin directory.
-    pub pin_dir: String,
-    /// Map layout version of the pins.
-    pub layout: u32,
-    /// Always `ebpf` (pins exist); the nftables datapath has no pins.
+    /// `ebpf` or `nftables`.
     pub datapath: &'static str,
-    /// Kernel id of the pinned pod program.
+    /// Versioned pin directory (`null` for nftables).
+    pub pin_dir: Option<String>,
+    /// Map layout version of the pins (`null` for nftables).
+    pub layout: Option<u32>,
+    /// Kernel id of the pinned pod program (`null` when not pinned, and for nftables).
     pub pod_program_id: Option<u32>,
-    /// Uplink interface, when recorded.
+    /// Uplink interface (`null` when none is set; nftables: not known from the tables).
     pub uplink: Option<String>,
-    /// The uplink address packets are NATed to (`0.0.0.0` when none).
-    pub uplink_addr: String,
-    /// Where the programs run.
+    /// The uplink address packets are NATed to (`0.0.0.0` when none; `null` for nftables,
+    /// which masquerades to whatever address the uplink has).
+    pub uplink_addr: Option<String>,
+    /// nftables tables as `family name` (empty for eBPF).
+    pub tables: Vec<String>,
+    /// Where the programs run (empty for nftables).
     pub attachments: Vec<AttachmentRow>,
-    /// Map fill levels.
+    /// Map fill levels (nftables: the `endpoints` set and the hostPort maps, capacity 0 for
+    /// unbounded).
     pub maps: Vec<MapRow>,
 }
 
@@ -43,7 +47,7 @@ pub struct AttachmentRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct MapRow {
     /// Map name.
-    pub map: &'static str,
+    pub map: String,
     /// Entries.
     pub entries: usize,
     /// Capacity.
@@ -69,10 +73,10 @@ pub struct EndpointRow {
     pub pod_name: String,
     /// CNI container id.
     pub container_id: String,
-    /// Packets the pod sent.
-    pub packets: u64,
-    /// Bytes the pod sent.
-    pub bytes: u64,
+    /// Packets the pod sent (`null` for nftables, which has no per-pod counters).
+    pub packets: Option<u64>,
+    /// Bytes the pod sent (`null` for nftables).
+    pub bytes: Option<u64>,
 }
 
 /// `ct` / `nat`: one NATed flow.
@@ -147,8 +151,9 @@ pub struct ConfigRow {
 pub struct StatsRow {
     /// CNI network name.
     pub network: String,
-    /// Verdict name.
-    pub verdict: &'static str,
+    /// Verdict name: the eBPF verdicts (`pass`, `redirect_pod`, `nat_out`, `drop_spoof`...)
+    /// or the nftables counters (`nat_masquerade`, `drop_deny`, `drop_spoof_ip`...).
+    pub verdict: String,
     /// Packets.
     pub packets: u64,
     /// Bytes.
@@ -193,6 +198,9 @@ pub struct WriteRow {
     pub network: String,
     /// Flows removed (both conntrack directions each).
     pub removed_flows: usize,
+    /// The flows chosen for removal, as `proto pod_ip:pod_port -> remote_ip:remote_port`
+    /// (a flow that expired between listing and removal is listed but not counted).
+    pub flows: Vec<String>,
 }
 
 /// `tcp`, `udp`, `icmp` or the number.

@@ -1,101 +1,135 @@
-//! Careful conntrack writes: nothing happens without `--yes`; the answer says what changed.
+//! Careful conntrack writes: the flows are chosen by listing first (with the same filters as
+//! `ct`, NAT side included); nothing is removed without `--yes`, and then exactly the listed
+//! flows are removed (a flow that appeared meanwhile is left alone) and named in the answer.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
 
 use super::Failure;
-use super::cli::{CtAction, Filter, Format, print};
+use super::cli::{CtAction, Format, print};
 use super::rows::{WriteRow, proto_name};
-use crate::datapath::EbpfDatapath;
+use crate::datapath::{CtEntryView, EbpfDatapath};
+
+/// The identity of a flow: protocol, pod side, remote side.
+type FlowKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
 
 /// `ct flush` and `ct delete`.
 pub(super) fn ct(
     fmt: Format,
-    nets: &[(String, EbpfDatapath)],
+    nets: &[(&str, &EbpfDatapath)],
     action: &CtAction,
 ) -> Result<(), Failure> {
-    let (filter, yes) = match action {
-        CtAction::Flush { filter, yes } => (filter.clone(), *yes),
+    match action {
+        CtAction::Flush { filter, yes } => {
+            apply(fmt, nets, *yes, "flush", |e| filter.matches_view(e))
+        }
         CtAction::Delete {
             proto,
             pod,
             remote,
             yes,
         } => {
-            if !matches!(proto.as_str(), "tcp" | "udp" | "icmp") {
+            let key: FlowKey = (
+                proto.number(),
+                *pod.ip(),
+                pod.port(),
+                *remote.ip(),
+                remote.port(),
+            );
+            let exact = |e: &CtEntryView| flow_key(e) == key;
+            let total: usize = nets
+                .iter()
+                .map(|(name, dp)| {
+                    dp.ct_entries()
+                        .map(|all| all.iter().filter(|e| exact(e)).count())
+                        .map_err(|e| Failure::from_err(name, &e))
+                })
+                .sum::<Result<usize, Failure>>()?;
+            if total == 0 {
                 return Err(Failure::new(
-                    2,
-                    format!("--proto {proto}: not tcp, udp or icmp"),
+                    1,
+                    format!(
+                        "no {} flow {pod} -> {remote} in the selected network(s); nothing changed",
+                        proto_name(key.0)
+                    ),
                 ));
             }
-            let exact = Filter {
-                proto: Some(proto.clone()),
-                ..Filter::default()
-            };
-            let (pod, remote) = (*pod, *remote);
-            let exact = &exact;
-            return apply(
-                fmt,
-                nets,
-                *yes,
-                "delete",
-                move |p, pip, pport, rip, rport| {
-                    exact.matches(p, pip, pport, rip, rport, None)
-                        && (pip, pport) == (*pod.ip(), pod.port())
-                        && (rip, rport) == (*remote.ip(), remote.port())
-                },
-            );
+            apply(fmt, nets, *yes, "delete", exact)
         }
-    };
-    let filter = &filter;
-    apply(fmt, nets, yes, "flush", move |p, pip, pport, rip, rport| {
-        filter.matches(p, pip, pport, rip, rport, None)
-    })
+    }
+}
+
+fn flow_key(e: &CtEntryView) -> FlowKey {
+    (e.proto, e.pod_ip, e.pod_port, e.remote_ip, e.remote_port)
+}
+
+fn describe(k: &FlowKey) -> String {
+    format!("{} {}:{} -> {}:{}", proto_name(k.0), k.1, k.2, k.3, k.4)
 }
 
 fn apply(
     fmt: Format,
-    nets: &[(String, EbpfDatapath)],
+    nets: &[(&str, &EbpfDatapath)],
     yes: bool,
     what: &str,
-    doomed: impl Fn(u8, std::net::Ipv4Addr, u16, std::net::Ipv4Addr, u16) -> bool + Copy,
+    chosen: impl Fn(&CtEntryView) -> bool,
 ) -> Result<(), Failure> {
-    let mut rows = Vec::new();
+    let mut plan = Vec::new();
     for (name, dp) in nets {
-        let matching: Vec<String> = dp
+        let mut keys: Vec<FlowKey> = dp
             .ct_entries()
-            .map_err(|e| Failure::from_ebpf(name, &e))?
-            .into_iter()
-            .filter(|e| doomed(e.proto, e.pod_ip, e.pod_port, e.remote_ip, e.remote_port))
-            .map(|e| {
+            .map_err(|e| Failure::from_err(name, &e))?
+            .iter()
+            .filter(|e| chosen(e))
+            .map(flow_key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        plan.push((*name, *dp, keys));
+    }
+    if !yes {
+        let listed: Vec<String> = plan
+            .iter()
+            .map(|(name, _, keys)| {
+                let flows: Vec<String> = keys.iter().map(describe).collect();
                 format!(
-                    "{} {}:{} -> {}:{}",
-                    proto_name(e.proto),
-                    e.pod_ip,
-                    e.pod_port,
-                    e.remote_ip,
-                    e.remote_port
+                    "{} flow(s) of {name}{}",
+                    keys.len(),
+                    if flows.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", flows.join("; "))
+                    }
                 )
             })
             .collect();
-        if !yes {
-            return Err(Failure::new(
-                2,
-                format!(
-                    "refusing to {what} without --yes: it would remove {} flow(s) of {name}{}",
-                    matching.len(),
-                    if matching.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", matching.join("; "))
-                    }
-                ),
-            ));
-        }
+        return Err(Failure::new(
+            2,
+            format!(
+                "refusing to {what} without --yes; nothing changed. It would remove {}",
+                listed.join(", ")
+            ),
+        ));
+    }
+    let mut rows = Vec::new();
+    for (name, dp, keys) in plan {
+        let doomed: HashSet<FlowKey> = keys.iter().copied().collect();
         let removed = dp
-            .ct_remove(doomed)
-            .map_err(|e| Failure::from_ebpf(name, &e))?;
-        eprintln!("smarter-bpfctl: {name}: removed {removed} flow(s)");
+            .ct_remove(|p, pip, pport, rip, rport| doomed.contains(&(p, pip, pport, rip, rport)))
+            .map_err(|e| Failure::from_err(name, &e))?;
+        let flows: Vec<String> = keys.iter().map(describe).collect();
+        eprintln!(
+            "smarter-bpfctl: {name}: removed {removed} flow(s){}",
+            if flows.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", flows.join("; "))
+            }
+        );
         rows.push(WriteRow {
-            network: name.clone(),
+            network: name.to_string(),
             removed_flows: removed,
+            flows,
         });
     }
     print(fmt, &rows)

@@ -1,0 +1,140 @@
+//! Which networks exist on the node and which datapath each uses: eBPF networks are found by
+//! their pins under `--bpffs-dir`, nftables networks by their record directory under
+//! `--state-dir` plus their `smarter_<network>` tables. Nothing here writes anything.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use smarter_common::LAYOUT_VERSION;
+
+use super::Failure;
+use crate::datapath::EbpfDatapath;
+use crate::datapath::iptables::{NftDatapath, NftError};
+
+/// One network's datapath.
+#[derive(Debug)]
+pub enum Datapath {
+    /// Pins of this build's layout.
+    Ebpf(Box<EbpfDatapath>),
+    /// nftables tables (no pins).
+    Nft(NftDatapath),
+}
+
+/// One network found on the node.
+#[derive(Debug)]
+pub struct Net {
+    /// CNI network name.
+    pub name: String,
+    /// Its datapath.
+    pub dp: Datapath,
+    /// `<stateDir>/<network>`: the plugin's attachment records.
+    pub records: PathBuf,
+}
+
+impl Net {
+    /// The eBPF datapath, or `None` for an nftables network.
+    #[must_use]
+    pub fn ebpf(&self) -> Option<&EbpfDatapath> {
+        match &self.dp {
+            Datapath::Ebpf(dp) => Some(dp),
+            Datapath::Nft(_) => None,
+        }
+    }
+}
+
+/// The networks under `root` (pins) and `state_dir` (records of nftables networks), or the
+/// failure that explains why there are none: nothing found, an unknown `only` network, no
+/// privileges, or only pins of other layout versions.
+///
+/// # Errors
+///
+/// [`Failure`] with exit code 3, 4 or 5.
+pub fn networks(root: &Path, state_dir: &Path, only: Option<&str>) -> Result<Vec<Net>, Failure> {
+    let pinned = match subdirs(root) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Failure::denied(format!("{}: {e}", root.display())));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+        Err(e) => return Err(Failure::new(1, format!("{}: {e}", root.display()))),
+    };
+    let recorded = subdirs(state_dir).unwrap_or_default();
+    let wanted = |n: &String| only.is_none_or(|o| o == n);
+    let mut out = Vec::new();
+    let mut incompatible = Vec::new();
+    let mut denied = None;
+    for name in pinned.iter().filter(|n| wanted(n)) {
+        match EbpfDatapath::open_existing(root, name) {
+            Ok(Some(dp)) => out.push(net(name, Datapath::Ebpf(Box::new(dp)), state_dir)),
+            Ok(None) => incompatible.push(format!("{name} ({})", versions(&root.join(name)))),
+            Err(e) => return Err(Failure::from_err(name, &e)),
+        }
+    }
+    for name in recorded
+        .iter()
+        .filter(|n| wanted(n) && !pinned.contains(*n))
+    {
+        match NftDatapath::open(name) {
+            Ok(Some(dp)) => out.push(net(name, Datapath::Nft(dp), state_dir)),
+            Ok(None) | Err(NftError::Spawn { .. }) => {}
+            Err(e) => denied = Some(Failure::from_err(name, &e)),
+        }
+    }
+    if !out.is_empty() {
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        return Ok(out);
+    }
+    if !incompatible.is_empty() {
+        return Err(Failure::new(
+            5,
+            format!(
+                "pins found for {} but none with this build's layout v{LAYOUT_VERSION}: use the \
+                 smarter-bpfctl of the plugin's version",
+                incompatible.join(", ")
+            ),
+        ));
+    }
+    if let Some(f) = denied {
+        return Err(f);
+    }
+    Err(Failure::new(
+        3,
+        match only {
+            Some(n) => format!(
+                "network {n} has no pins under {} and no nftables datapath (records under {})",
+                root.display(),
+                state_dir.display()
+            ),
+            None => format!(
+                "no network found: no pins under {} and no nftables network recorded under {} \
+                 (is smarter-cni installed, or are --bpffs-dir/--state-dir wrong?)",
+                root.display(),
+                state_dir.display()
+            ),
+        },
+    ))
+}
+
+fn net(name: &str, dp: Datapath, state_dir: &Path) -> Net {
+    Net {
+        name: name.to_string(),
+        dp,
+        records: state_dir.join(name),
+    }
+}
+
+fn subdirs(dir: &Path) -> std::io::Result<BTreeSet<String>> {
+    Ok(std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
+/// The layout directories (`v1`, `v2`...) present for a network, for error messages.
+fn versions(dir: &Path) -> String {
+    match subdirs(dir) {
+        Ok(v) if !v.is_empty() => format!("has {}", v.into_iter().collect::<Vec<_>>().join(", ")),
+        _ => "empty".to_string(),
+    }
+}

@@ -1,0 +1,156 @@
+//! The read commands on an eBPF network: rows from the pinned maps and programs.
+
+use std::net::Ipv4Addr;
+
+use super::cli::Filter;
+use super::rows::{
+    AttachmentRow, ConfigRow, CtRow, EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow,
+    proto_name,
+};
+use crate::datapath::{EbpfDatapath, EbpfError};
+use crate::netlink::format_mac;
+
+fn ip(a: u32) -> Ipv4Addr {
+    Ipv4Addr::from(a.to_ne_bytes())
+}
+
+/// `status` of one network.
+pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, EbpfError> {
+    let cfg = dp.config()?;
+    let uplink = (cfg.uplink_ifindex != 0)
+        .then(|| nix::net::if_::if_indextoname(cfg.uplink_ifindex).ok())
+        .flatten()
+        .and_then(|n| n.into_string().ok());
+    Ok(vec![StatusRow {
+        network: name.to_string(),
+        datapath: "ebpf",
+        pin_dir: Some(dp.pin_dir().display().to_string()),
+        layout: Some(smarter_common::LAYOUT_VERSION),
+        pod_program_id: dp.program_id(),
+        uplink,
+        uplink_addr: Some(ip(cfg.uplink_addr).to_string()),
+        tables: Vec::new(),
+        attachments: dp
+            .attachments()?
+            .into_iter()
+            .map(|a| AttachmentRow {
+                ifname: a.ifname,
+                program: a.program,
+                direction: a.direction,
+                mode: a.mode,
+            })
+            .collect(),
+        maps: dp
+            .map_fill()?
+            .into_iter()
+            .map(|m| MapRow {
+                map: m.map.to_string(),
+                entries: m.entries,
+                capacity: m.capacity,
+            })
+            .collect(),
+    }])
+}
+
+/// `endpoints` of one network, sorted by address.
+pub(super) fn endpoints(name: &str, dp: &EbpfDatapath) -> Result<Vec<EndpointRow>, EbpfError> {
+    let mut rows = Vec::new();
+    for e in dp.endpoints()? {
+        let (packets, bytes) = dp.endpoint_counters(e.host_ifindex)?.unwrap_or_default();
+        rows.push(EndpointRow {
+            network: name.to_string(),
+            ip: e.ip.to_string(),
+            mac: format_mac(&e.mac),
+            host_ifname: e.host_ifname,
+            host_ifindex: e.host_ifindex,
+            pod_namespace: e.pod_namespace,
+            pod_name: e.pod_name,
+            container_id: e.container_id,
+            packets: Some(packets),
+            bytes: Some(bytes),
+        });
+    }
+    rows.sort_by_key(|r| r.ip.parse::<Ipv4Addr>().ok());
+    Ok(rows)
+}
+
+/// `ct` / `nat`: the flows matching `filter`.
+pub(super) fn ct(name: &str, dp: &EbpfDatapath, filter: &Filter) -> Result<Vec<CtRow>, EbpfError> {
+    let mut rows: Vec<CtRow> = dp
+        .ct_entries()?
+        .into_iter()
+        .filter(|e| filter.matches_view(e))
+        .map(|e| CtRow {
+            network: name.to_string(),
+            proto: proto_name(e.proto),
+            pod_ip: e.pod_ip.to_string(),
+            pod_port: e.pod_port,
+            remote_ip: e.remote_ip.to_string(),
+            remote_port: e.remote_port,
+            nat_ip: e.nat_ip.to_string(),
+            nat_port: e.nat_port,
+            state: e.state,
+            age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.pod_ip, a.pod_port, a.proto, &a.remote_ip, a.remote_port).cmp(&(
+            &b.pod_ip,
+            b.pod_port,
+            b.proto,
+            &b.remote_ip,
+            b.remote_port,
+        ))
+    });
+    Ok(rows)
+}
+
+/// `hostports` of one network.
+pub(super) fn hostports(name: &str, dp: &EbpfDatapath) -> Result<Vec<HostPortRow>, EbpfError> {
+    Ok(dp
+        .host_ports()?
+        .into_iter()
+        .map(|(p, ip)| HostPortRow {
+            network: name.to_string(),
+            protocol: proto_name(p.protocol),
+            host_port: p.host_port,
+            pod_ip: ip.to_string(),
+            container_port: p.container_port,
+        })
+        .collect())
+}
+
+/// `config`: the live configuration record and deny ranges.
+pub(super) fn config(name: &str, dp: &EbpfDatapath) -> Result<Vec<ConfigRow>, EbpfError> {
+    let c = dp.config()?;
+    let (lo, hi) = c.nat_ports();
+    Ok(vec![ConfigRow {
+        network: name.to_string(),
+        gateway: ip(c.gateway).to_string(),
+        subnet: format!("{}/{}", ip(c.subnet), c.prefix_len),
+        uplink_ifindex: c.uplink_ifindex,
+        uplink_addr: ip(c.uplink_addr).to_string(),
+        nat_ports: [lo, hi],
+        ct_timeouts_s: c.ct_timeout_s,
+        bridge_ifindex: c.bridge_ifindex,
+        bridge_mac: format_mac(&c.bridge_mac),
+        trace: c.flags & smarter_common::config::CFG_F_TRACE != 0,
+        deny: dp.deny()?.iter().map(ToString::to_string).collect(),
+    }])
+}
+
+/// `stats`: one row per verdict, summed over CPUs.
+pub(super) fn stats(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatsRow>, EbpfError> {
+    Ok(dp
+        .verdict_stats()?
+        .into_iter()
+        .map(|(verdict, packets, bytes)| StatsRow {
+            network: name.to_string(),
+            verdict: verdict.to_string(),
+            packets,
+            bytes,
+            packets_per_s: None,
+            bytes_per_s: None,
+        })
+        .collect())
+}
