@@ -9,7 +9,9 @@
 //! - [`agent`]: the long-lived node agent that owns the datapath, and its metrics.
 //! - [`bpfctl`]: `smarter-bpfctl`, operators' view of (and careful hand on) the pinned datapath.
 //! - [`opstats`]: CNI call counts and latencies the plugin leaves for the agent's metrics.
+//! - [`dns`]: `smarter-dns`, node-local DNS for pod hostnames (records followed with inotify).
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
+//! - [`install`]: the node installer (binaries, conflist), its uninstall, the agent's probe.
 //! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
 
 pub mod agent;
@@ -17,6 +19,8 @@ pub mod bpfctl;
 pub mod cmd;
 pub mod cni;
 pub mod datapath;
+pub mod dns;
+pub mod install;
 pub mod ipam;
 pub mod netlink;
 pub mod opstats;

@@ -1,0 +1,170 @@
+//! Pure name building: which names a pod answers to, reverse names, and the
+//! normalised key form every lookup uses (lower case, no trailing dot).
+
+use std::net::Ipv4Addr;
+
+/// The longest DNS label (RFC 1035).
+const MAX_LABEL: usize = 63;
+/// The longest DNS name in presentation form without the trailing dot.
+const MAX_NAME: usize = 253;
+
+/// The key form of a name: ASCII lower case without the trailing dot.
+#[must_use]
+pub fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// True when `label` is a usable host label: 1–63 characters of `[a-z0-9-]` (any case),
+/// not starting or ending with `-`.
+#[must_use]
+pub fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= MAX_LABEL
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// True when `name` (key form) is a usable name: labels as in [`is_label`], underscores also
+/// allowed (aliases such as `_svc`), at most 253 characters.
+#[must_use]
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= MAX_LABEL
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The host label of a pod: the runtime's hostname if it is a valid label, else the pod
+/// name, else the container id (cut to 63 characters); `None` when none of them is usable.
+#[must_use]
+pub fn host_label(hostname: Option<&str>, pod_name: &str, container_id: &str) -> Option<String> {
+    let cut = &container_id[..container_id.len().min(MAX_LABEL)];
+    [hostname.unwrap_or_default(), pod_name, cut]
+        .into_iter()
+        .map(str::to_ascii_lowercase)
+        .find(|l| is_label(l))
+}
+
+/// The names a pod answers to, most specific first (the first is the PTR target):
+/// `<host>.<ns>.svc.<domain>` (when the namespace is known), `<host>.svc.<domain>`,
+/// `<host>.<domain>`, `<host>`.
+#[must_use]
+pub fn pod_names(host: &str, namespace: &str, domain: &str) -> Vec<String> {
+    let (host, domain) = (normalize(host), normalize(domain));
+    let mut out = Vec::with_capacity(4);
+    let ns = namespace.to_ascii_lowercase();
+    if is_label(&ns) {
+        out.push(format!("{host}.{ns}.svc.{domain}"));
+    }
+    out.push(format!("{host}.svc.{domain}"));
+    out.push(format!("{host}.{domain}"));
+    out.push(host);
+    out.retain(|n| is_name(n));
+    out
+}
+
+/// True when `name` (key form) is `domain` or below it.
+#[must_use]
+pub fn in_domain(name: &str, domain: &str) -> bool {
+    name == domain
+        || name
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The `in-addr.arpa` name of an address (key form).
+#[must_use]
+pub fn reverse_name(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+}
+
+/// The address a full four-label `in-addr.arpa` name (key form) stands for.
+#[must_use]
+pub fn parse_reverse(name: &str) -> Option<Ipv4Addr> {
+    let rest = name.strip_suffix(".in-addr.arpa")?;
+    let mut octets = [0u8; 4];
+    let mut labels = rest.split('.');
+    for slot in octets.iter_mut().rev() {
+        let label = labels.next()?;
+        // Decimal without leading zeros, as PTR names are written.
+        if label.len() > 1 && label.starts_with('0') {
+            return None;
+        }
+        *slot = label.parse().ok()?;
+    }
+    labels.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_a_pod() {
+        assert_eq!(
+            pod_names("Example", "default", "cluster.local."),
+            [
+                "example.default.svc.cluster.local",
+                "example.svc.cluster.local",
+                "example.cluster.local",
+                "example"
+            ]
+        );
+        assert_eq!(
+            pod_names("web", "", "cluster.local"),
+            ["web.svc.cluster.local", "web.cluster.local", "web"]
+        );
+    }
+
+    #[test]
+    fn host_label_falls_back_in_order() {
+        assert_eq!(host_label(Some("Ex"), "pod", "abc").as_deref(), Some("ex"));
+        assert_eq!(host_label(None, "pod-1", "abc").as_deref(), Some("pod-1"));
+        assert_eq!(host_label(Some(""), "", "abc").as_deref(), Some("abc"));
+        assert_eq!(
+            host_label(Some("bad_name"), "also.bad", "abc").as_deref(),
+            Some("abc")
+        );
+        let long = "a".repeat(64);
+        assert_eq!(host_label(None, "", &long), Some("a".repeat(63)));
+        assert_eq!(host_label(None, "", "-"), None);
+    }
+
+    #[test]
+    fn labels_and_names() {
+        assert!(is_label("a-1"));
+        assert!(!is_label("-a") && !is_label("a-") && !is_label("") && !is_label("a.b"));
+        assert!(!is_label(&"a".repeat(64)));
+        assert!(is_name("a.b_c.d") && !is_name("a..b") && !is_name(""));
+        assert!(!is_name(&format!("{}.x", "a".repeat(253))));
+    }
+
+    #[test]
+    fn domains() {
+        assert!(in_domain("a.cluster.local", "cluster.local"));
+        assert!(in_domain("cluster.local", "cluster.local"));
+        assert!(!in_domain("acluster.local", "cluster.local"));
+        assert!(!in_domain("local", "cluster.local"));
+        assert_eq!(normalize("A.B."), "a.b");
+    }
+
+    #[test]
+    fn reverse_names_round_trip() {
+        let ip = Ipv4Addr::new(172, 39, 0, 5);
+        assert_eq!(reverse_name(ip), "5.0.39.172.in-addr.arpa");
+        assert_eq!(parse_reverse(&reverse_name(ip)), Some(ip));
+        assert_eq!(parse_reverse("0.39.172.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("1.5.0.39.172.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("05.0.39.172.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("256.0.39.172.in-addr.arpa"), None);
+        assert_eq!(parse_reverse("example.com"), None);
+    }
+}
