@@ -1,0 +1,97 @@
+//! Removing a network's datapath once no pod uses it: the uplink and loopback programs, the
+//! pins (maps, programs, links), the nftables tables, the bridge and the state directory.
+//! Runs in the calling thread's network namespace; keeps going after a failure and reports
+//! every one.
+
+use std::fs;
+use std::path::Path;
+
+use super::Manifest;
+use crate::datapath::iptables::NftDatapath;
+use crate::datapath::{EbpfDatapath, remove_network_pins};
+use crate::netlink::Netlink;
+use crate::state::StateStore;
+
+/// The number of attachment records of `network`; `None` when they cannot be listed (then
+/// the network must be treated as in use).
+pub(super) fn attachment_count(state_dir: &Path, network: &str) -> Option<usize> {
+    if !state_dir.join(network).is_dir() {
+        return Some(0);
+    }
+    StateStore::open(state_dir, network)
+        .and_then(|s| s.list())
+        .map(|records| records.len())
+        .ok()
+}
+
+/// Removes the datapath of the manifest's network: `(what was removed, what failed)`.
+pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut step = |what: String, result: Result<bool, String>| match result {
+        Ok(true) => done.push(what),
+        Ok(false) => {}
+        Err(e) => failed.push(format!("{what}: {e}")),
+    };
+    step(
+        format!(
+            "eBPF programs and pins {}",
+            m.bpffs_dir.join(&m.network).display()
+        ),
+        remove_ebpf(&m.bpffs_dir, &m.network),
+    );
+    match NftDatapath::open(&m.network) {
+        Ok(Some(_)) => step(
+            format!("nftables tables smarter_{}", m.network),
+            NftDatapath::remove(&m.network)
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+        ),
+        Ok(None) => {}
+        // No `nft` here (the image has none): tables cannot be listed, so say so.
+        Err(e) => step(
+            format!(
+                "nothing of nftables: not checked ({e}); remove any `smarter_{}` tables with \
+                 `nft delete table`",
+                m.network
+            ),
+            Ok(true),
+        ),
+    }
+    step(format!("bridge {}", m.bridge), remove_bridge(&m.bridge));
+    let state = m.state_dir.join(&m.network);
+    step(
+        format!("state directory {}", state.display()),
+        match fs::remove_dir_all(&state) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    (done, failed)
+}
+
+fn remove_ebpf(bpffs_dir: &Path, network: &str) -> Result<bool, String> {
+    if !bpffs_dir.join(network).exists() {
+        return Ok(false);
+    }
+    // Netlink filters outlive pins: take the uplink and loopback programs off explicitly.
+    if let Some(dp) = EbpfDatapath::open_existing(bpffs_dir, network).map_err(|e| e.to_string())? {
+        dp.detach_uplink().map_err(|e| e.to_string())?;
+        dp.detach_local().map_err(|e| e.to_string())?;
+    }
+    remove_network_pins(bpffs_dir, network)
+        .map(|()| true)
+        .map_err(|e| e.to_string())
+}
+
+fn remove_bridge(name: &str) -> Result<bool, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let nl = Netlink::connect().map_err(|e| e.to_string())?;
+        nl.delete_link(name).await.map_err(|e| e.to_string())
+    })
+}
