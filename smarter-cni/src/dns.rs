@@ -47,12 +47,14 @@
 
 mod address;
 pub mod cri;
+pub mod fuzzing;
 mod hostnames;
 mod limit;
 pub mod names;
 pub mod query;
 pub mod resolv;
 mod server;
+pub mod stats;
 pub mod store;
 pub mod table;
 pub mod upstream;
@@ -60,6 +62,7 @@ mod watch;
 
 pub use address::ListenAddress;
 pub use server::Limits;
+pub use stats::DnsStats;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -108,6 +111,8 @@ pub struct DnsConfig {
     pub upstream_timeout: Duration,
     /// Per-source rate limits and other bounds.
     pub limits: Limits,
+    /// Query counters (shared with whoever reports them, e.g. the agent's metrics).
+    pub stats: Arc<DnsStats>,
 }
 
 impl Default for DnsConfig {
@@ -126,6 +131,7 @@ impl Default for DnsConfig {
             systemd_resolv_conf: PathBuf::from(resolv::SYSTEMD_RESOLV_CONF),
             upstream_timeout: Duration::from_secs(2),
             limits: Limits::default(),
+            stats: Arc::default(),
         }
     }
 }
@@ -257,6 +263,7 @@ async fn serve(cfg: &DnsConfig, shutdown: impl Future<Output = ()>) -> Result<()
         forwarder.clone(),
         cfg.ttl,
         cfg.limits.clone(),
+        cfg.stats.clone(),
     ));
     tracing::info!(
         "smarter-dns on {} (udp, tcp) for {} in {}, {} names",

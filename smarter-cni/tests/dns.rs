@@ -58,8 +58,11 @@ fn add_pod(w: &World, conf: &Value, id: &str, ns: &Path, name: &str, aliases: &[
     let res = &out.json;
     assert_eq!(
         res["dns"],
-        Value::Null,
-        "no dns block unless configured (the lead wires result_dns)"
+        json!({
+            "nameservers": ["169.254.0.2"],
+            "search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+        }),
+        "the result points the pod at the node-local DNS"
     );
     result_ip(res)
 }
@@ -203,7 +206,9 @@ fn forwarding_follows_resolv_conf_and_servfails_when_down() {
         "www.example.com.",
         Ipv4Addr::new(203, 0, 113, 80),
     );
-    let _server = DnsServer::start(w.node(), config(&w, &resolv));
+    let cfg = config(&w, &resolv);
+    let stats = cfg.stats.clone();
+    let _server = DnsServer::start(w.node(), cfg);
     let node = w.node();
     for tcp in [false, true] {
         let m = query(node, DNS, "www.example.com.", RecordType::A, tcp).expect("answer");
@@ -267,6 +272,33 @@ fn forwarding_follows_resolv_conf_and_servfails_when_down() {
         "xenon.default.svc.cluster.local.",
         Ipv4Addr::new(172, 39, 0, 77),
         false,
+    );
+    // The counters saw it all: forwarded (UDP, TCP), SERVFAIL on both, local answers.
+    use smarter_cni::dns::stats::{Result as Counted, Transport};
+    assert!(
+        stats.get(Transport::Udp, Counted::Forwarded) >= 2,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.get(Transport::Tcp, Counted::Forwarded) >= 1,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.get(Transport::Udp, Counted::ServFail) >= 1,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.get(Transport::Tcp, Counted::ServFail) >= 1,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.get(Transport::Udp, Counted::Local) >= 1,
+        "{:?}",
+        stats.snapshot()
     );
     // Other files in the directory (lock files) are ignored.
     std::fs::write(w.state_dir().join("smartnet/lock"), b"").unwrap();

@@ -133,6 +133,22 @@ fn upstream_conventions_hold() {
     assert_eq!(agent["readinessProbe"]["exec"]["command"][1], "health");
     let conf_arg = agent["command"][2].as_str().unwrap();
     assert!(conf_arg.ends_with(DEFAULT_CONFLIST_NAME), "{conf_arg}");
+    // The agent serves the node-local DNS on port 53: it needs exactly that privilege more.
+    let args: Vec<&str> = agent["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args.contains(&"--dns"), "{args:?}");
+    let caps = &agent["securityContext"]["capabilities"]["add"];
+    assert!(
+        caps.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "NET_BIND_SERVICE"),
+        "{caps}"
+    );
 }
 
 /// `kubernetes-validate --strict` on every manifest; installs it from PyPI when missing, and

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use smarter_cni::agent::metrics::{MetricsSource, serve};
+use smarter_cni::dns::stats::{Result as DnsResult, Transport};
 use smarter_cni::testbed::{CniCall, EchoServer, WAN_SERVER_IP, spawn_in, tcp_roundtrip};
 
 /// The value of the sample whose line starts with `prefix` (name and labels).
@@ -45,10 +46,16 @@ fn scrape_reports_the_datapath_and_cni_calls() {
     )
     .unwrap();
 
+    let dns_stats = std::sync::Arc::new(smarter_cni::dns::DnsStats::default());
+    for _ in 0..3 {
+        dns_stats.record(Transport::Udp, DnsResult::NxDomain);
+    }
+    dns_stats.record(Transport::Tcp, DnsResult::Forwarded);
     let source = MetricsSource {
         network: "smartnet".into(),
         bpffs_dir: w.bpffs_dir().to_path_buf(),
         state_dir: w.state_dir(),
+        dns: Some(dns_stats.clone()),
     };
     let text = spawn_in(w.node(), move || {
         let addr = serve("127.0.0.1:0".parse().unwrap(), source).unwrap();
@@ -109,5 +116,26 @@ fn scrape_reports_the_datapath_and_cni_calls() {
         2.0
     );
     assert!(text.contains("smarter_cni_operation_duration_seconds_bucket"));
+    assert_eq!(
+        sample(
+            &text,
+            &format!("smarter_dns_queries_total{l},transport=\"udp\",result=\"nxdomain\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("smarter_dns_queries_total{l},transport=\"tcp\",result=\"forwarded\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("smarter_dns_queries_total{l},transport=\"udp\",result=\"local\"}}")
+        ),
+        0.0
+    );
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics terminator");
 }

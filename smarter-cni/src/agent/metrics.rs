@@ -12,6 +12,7 @@
 //! | `smarter_nat_ports_in_use`, `smarter_nat_ports_available` | gauge | |
 //! | `smarter_cni_operations_total` | counter | `op`, `result` |
 //! | `smarter_cni_operation_duration_seconds` | histogram | `op` |
+//! | `smarter_dns_queries_total` (agent with `--dns`) | counter | `transport` (`udp`, `tcp`), `result` (`local`, `nxdomain`, `forwarded`, `servfail`, `error`, `dropped`) |
 //!
 //! Every metric also carries the `network` label.
 
@@ -40,6 +41,8 @@ pub struct MetricsSource {
     pub bpffs_dir: PathBuf,
     /// `stateDir` (the plugin's operation statistics).
     pub state_dir: PathBuf,
+    /// The DNS server's counters, when the agent serves DNS.
+    pub dns: Option<Arc<crate::dns::DnsStats>>,
 }
 
 #[derive(Debug)]
@@ -224,6 +227,24 @@ impl Collector for DatapathCollector {
                 "smarter_cni_operation_duration_seconds",
                 "CNI call latency",
                 &hists,
+            )?;
+        }
+        if let Some(dns) = &src.dns {
+            let samples: Vec<_> = dns
+                .snapshot()
+                .into_iter()
+                .map(|(t, r, n)| {
+                    let mut l = net();
+                    l.push(("transport", t.name().to_string()));
+                    l.push(("result", r.name().to_string()));
+                    (l, ConstCounter::new(n))
+                })
+                .collect();
+            family(
+                &mut encoder,
+                "smarter_dns_queries",
+                "DNS queries by transport and how they ended",
+                &samples,
             )?;
         }
         Ok(())

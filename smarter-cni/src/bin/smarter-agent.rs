@@ -1,5 +1,7 @@
-//! `smarter-agent`: the node agent. Follows the uplink and drives the datapath; see
-//! [`smarter_cni::agent`].
+//! `smarter-agent`: the node agent. Follows the uplink and drives the datapath (see
+//! [`smarter_cni::agent`]), optionally serves node-local DNS (`--dns`, see
+//! [`smarter_cni::dns`]); `smarter-agent install | uninstall | health` is the node installer
+//! (see [`smarter_cni::install`]).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use smarter_cni::agent::{
     self, AgentConfig, DatapathControl, Health, LoggingDatapath, TerminationSignals,
 };
 use smarter_cni::cni::{NetConf, Uplink};
+use smarter_cni::dns::{self, DnsConfig};
 use tracing_subscriber::EnvFilter;
 
 /// The smarter-cni node agent.
@@ -57,12 +60,28 @@ struct Cli {
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or an `EnvFilter` directive).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Serve node-local DNS for pod hostnames on the config's `nodeDns` address (port 53,
+    /// UDP and TCP) for its `clusterDomain`; nothing when `nodeDns` is `off`.
+    #[arg(long)]
+    dns: bool,
+    /// With `--dns`: the runtime's CRI socket for pod hostnames (k3s:
+    /// /run/k3s/containerd/containerd.sock); `none`: pod names only.
+    #[arg(long, default_value = smarter_cni::dns::CONTAINERD_SOCKET)]
+    cri_socket: String,
+    /// With `--dns`: the resolv.conf naming the upstream resolvers (followed for changes).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// With `--dns`: TTL of local answers, seconds.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
 }
 
 /// The settings after merging the config file and the flags.
 struct Settings {
     netconf: NetConf,
     agent: AgentConfig,
+    /// The DNS server's, with `--dns` and a `nodeDns` address.
+    dns: Option<DnsConfig>,
 }
 
 impl Cli {
@@ -98,11 +117,42 @@ impl Cli {
             health_file: self.health_file.clone(),
             ..AgentConfig::default()
         };
-        Ok(Settings { netconf, agent })
+        let dns = self.dns_config(&netconf);
+        Ok(Settings {
+            netconf,
+            agent,
+            dns,
+        })
+    }
+
+    fn dns_config(&self, netconf: &NetConf) -> Option<DnsConfig> {
+        if !self.dns {
+            return None;
+        }
+        let Some(ip) = netconf.node_dns else {
+            tracing::info!("--dns: nodeDns is off in the config; not serving DNS");
+            return None;
+        };
+        Some(DnsConfig {
+            network: netconf.name.clone(),
+            state_dir: netconf.state_dir.clone(),
+            listen: std::net::SocketAddr::from((ip, 53)),
+            domain: netconf.cluster_domain.clone(),
+            ttl: self.dns_ttl,
+            bridge: netconf.bridge.clone(),
+            bridge_mtu: netconf.mtu.unwrap_or(smarter_cni::cni::config::DEFAULT_MTU),
+            cri_socket: (self.cri_socket != "none").then(|| PathBuf::from(&self.cri_socket)),
+            resolv_conf: self.resolv_conf.clone(),
+            ..DnsConfig::default()
+        })
     }
 }
 
 fn main() -> anyhow::Result<()> {
+    // `smarter-agent install | uninstall | health`: the DaemonSet's init container and probes.
+    if let Some(done) = smarter_cni::install::cli::dispatch(std::env::args_os()) {
+        return done;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -142,6 +192,7 @@ fn main() -> anyhow::Result<()> {
                 network: conf.name.clone(),
                 bpffs_dir: conf.bpffs_dir.clone(),
                 state_dir: conf.state_dir.clone(),
+                dns: settings.dns.as_ref().map(|d| d.stats.clone()),
             },
         )
         .with_context(|| format!("serving metrics on {addr}"))?;
@@ -150,12 +201,39 @@ fn main() -> anyhow::Result<()> {
         agent::drops::spawn(conf).context("--log-drops")?;
     }
     rt.block_on(async {
-        let shutdown = async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stop = &stop;
+        let shutdown = async move {
             match signals.recv().await {
                 Ok(sig) => tracing::info!("{sig}: shutting down"),
                 Err(e) => tracing::error!("waiting for signals failed: {e}; shutting down"),
             }
+            let _ = stop.send(true);
         };
-        agent::run(&settings.agent, &mut datapath, &health, shutdown).await
+        let agent = agent::run(&settings.agent, &mut datapath, &health, shutdown);
+        let Some(dns_cfg) = &settings.dns else {
+            return agent.await;
+        };
+        let mut stopped = stopped;
+        let dns = dns::run(dns_cfg, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        tokio::pin!(agent, dns);
+        tokio::select! {
+            // The agent ended (a signal, or a failure): stop DNS cleanly (it takes the
+            // listen address off the bridge if it put it there), then report the agent's end.
+            r = &mut agent => {
+                let _ = stop.send(true);
+                if let Err(e) = dns.await {
+                    tracing::warn!("node-local DNS shutdown: {e}");
+                }
+                r
+            }
+            // DNS cannot serve (address, sockets, inotify): exit so the kubelet restarts us.
+            r = &mut dns => {
+                r.context("node-local DNS")?;
+                agent.await
+            }
+        }
     })
 }

@@ -196,7 +196,7 @@ async fn wire(
             Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
             Some(conf.gateway),
         )],
-        dns: conf.dns.clone(),
+        dns: conf.result_dns(ctx.env.args.pod_namespace.as_deref()),
     };
     let json = result.to_json(ctx.version);
     let record = Attachment {

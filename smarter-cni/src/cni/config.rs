@@ -25,7 +25,12 @@
 //! | `natPortRange` | `"a-b"` or `{"start": a, "end": b}`, 1024 ≤ a ≤ b ≤ 65535 | `"61000-64999"` |
 //! | `ctMaxEntries` | 1024..=4194304 | 65536 |
 //! | `ctTimeouts` | `{"tcpEstablished", "tcpOther", "udp", "icmp"}`, seconds 1..=604800 | 1800, 120, 60, 30 |
+//! | `nodeDns` | IPv4 address of the node-local DNS, or `"off"` | `"169.254.0.2"` |
+//! | `clusterDomain` | DNS name | `"cluster.local"` |
 //!
+//! The ADD result's `dns` is the configured `dns` object when it has any field, else (with
+//! `nodeDns` set) nameserver `nodeDns` and search `<ns>.svc.<domain> svc.<domain> <domain>`
+//! (see [`NetConf::result_dns`]).
 //! Standard keys accepted: `cniVersion` (required), `cniVersions`, `name`, `type` (required,
 //! must be `"smarter-cni"`), `args`, `capabilities`, `runtimeConfig`, `prevResult`,
 //! `cni.dev/valid-attachments`, `cni.dev/attachments`, `dns`, `ipMasq`, `disableCheck`,
@@ -74,7 +79,7 @@ const STANDARD_KEYS: [&str; 14] = [
     "disableGC",
 ];
 /// Our own top-level keys.
-const PLUGIN_KEYS: [&str; 15] = [
+const PLUGIN_KEYS: [&str; 17] = [
     "bridge",
     "subnet",
     "gateway",
@@ -90,6 +95,8 @@ const PLUGIN_KEYS: [&str; 15] = [
     "natPortRange",
     "ctMaxEntries",
     "ctTimeouts",
+    "nodeDns",
+    "clusterDomain",
 ];
 
 /// Idle timeouts of conntrack entries (`ctTimeouts`), in seconds.
@@ -233,6 +240,10 @@ pub struct NetConf {
     pub ct_max_entries: u32,
     /// `ctTimeouts`: conntrack idle timeouts.
     pub ct_timeouts: CtTimeoutsConf,
+    /// `nodeDns`: the node-local DNS address given to pods; `None` for none.
+    pub node_dns: Option<Ipv4Addr>,
+    /// `clusterDomain`, in key form (lower case, no trailing dot).
+    pub cluster_domain: String,
     /// The first IPv4 of `args.cni.ips`, if any.
     pub args_ip: Option<Ipv4Addr>,
 }
@@ -265,6 +276,8 @@ impl Default for NetConf {
             nat_port_range: PortRange::DEFAULT,
             ct_max_entries: 65536,
             ct_timeouts: CtTimeoutsConf::DEFAULT,
+            node_dns: Some(crate::dns::DEFAULT_LISTEN_IP),
+            cluster_domain: crate::dns::DEFAULT_DOMAIN.into(),
             args_ip: None,
         }
     }
@@ -370,7 +383,21 @@ impl NetConf {
                 .uint("ctMaxEntries", 1024..=4_194_304)?
                 .unwrap_or(defaults.ct_max_entries),
             ct_timeouts: fields::ct_timeouts(&f)?,
+            node_dns: fields::node_dns(&f)?.unwrap_or(defaults.node_dns),
+            cluster_domain: fields::cluster_domain(&f)?.unwrap_or(defaults.cluster_domain),
         })
+    }
+
+    /// The `dns` object of an ADD result for a pod of `pod_namespace`: the configured `dns`
+    /// when it sets anything, else the node-local DNS block (nameserver `nodeDns`, search
+    /// `<ns>.svc.<domain> svc.<domain> <domain>`), else nothing.
+    #[must_use]
+    pub fn result_dns(&self, pod_namespace: Option<&str>) -> Dns {
+        match self.node_dns {
+            _ if !self.dns.is_empty() => self.dns.clone(),
+            Some(ip) => crate::dns::result_dns(&self.cluster_domain, ip, pod_namespace),
+            None => Dns::default(),
+        }
     }
 
     /// Parses [`NetConf::prev_result`] in our `cniVersion`; `Ok(None)` when absent.

@@ -16,6 +16,7 @@ use tokio::time::timeout;
 
 use super::limit::RateLimiter;
 use super::query::{Outcome, encode, finish, process};
+use super::stats::{DnsStats, Result as Counted, Transport};
 use super::store::Store;
 use super::upstream::{Forwarder, reply};
 use hickory_proto::op::ResponseCode;
@@ -68,6 +69,8 @@ pub struct Handler {
     pub ttl: u32,
     /// Resource bounds.
     pub limits: Limits,
+    /// Query counters.
+    pub stats: Arc<DnsStats>,
     limiter: Mutex<RateLimiter>,
     forwarding: Arc<Semaphore>,
     tcp_conns: Arc<Semaphore>,
@@ -75,13 +78,20 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// A handler over `store` and `forwarder`.
+    /// A handler over `store` and `forwarder`, counting into `stats`.
     #[must_use]
-    pub fn new(store: Arc<Store>, forwarder: Arc<Forwarder>, ttl: u32, limits: Limits) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        forwarder: Arc<Forwarder>,
+        ttl: u32,
+        limits: Limits,
+        stats: Arc<DnsStats>,
+    ) -> Self {
         Self {
             store,
             forwarder,
             ttl,
+            stats,
             limiter: Mutex::new(RateLimiter::new(limits.rate, limits.burst)),
             forwarding: Arc::new(Semaphore::new(limits.max_forwarding)),
             tcp_conns: Arc::new(Semaphore::new(limits.max_tcp)),
@@ -135,11 +145,13 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Arc<Handler>) {
             }
         };
         if !(MIN_MESSAGE..MAX_UDP_QUERY).contains(&n) || !h.allow(src.ip()) {
+            h.stats.record(Transport::Udp, Counted::Dropped);
             continue;
         }
         let (outcome, limit) = process(&h.store.table(), h.ttl, &buf[..n], src.ip());
         match outcome {
             Outcome::Answer(m) => {
+                h.stats.record(Transport::Udp, Counted::of_local(&m));
                 if let Some(b) = encode(&m, limit) {
                     let _ = sock.send_to(&b, src).await;
                 }
@@ -149,6 +161,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Arc<Handler>) {
                     let (sock, h) = (sock.clone(), h.clone());
                     tokio::spawn(async move {
                         let resp = finish(h.forwarder.forward(&req).await, &req);
+                        h.stats.record(Transport::Udp, Counted::of_forwarded(&resp));
                         if let Some(b) = encode(&resp, limit) {
                             let _ = sock.send_to(&b, src).await;
                         }
@@ -156,13 +169,14 @@ async fn serve_udp(sock: Arc<UdpSocket>, h: Arc<Handler>) {
                     });
                 }
                 Err(_) => {
+                    h.stats.record(Transport::Udp, Counted::ServFail);
                     let resp = finish(reply(&req, ResponseCode::ServFail), &req);
                     if let Some(b) = encode(&resp, limit) {
                         let _ = sock.send_to(&b, src).await;
                     }
                 }
             },
-            Outcome::Drop => {}
+            Outcome::Drop => h.stats.record(Transport::Udp, Counted::Dropped),
         }
     }
 }
@@ -247,12 +261,23 @@ async fn connection(mut s: TcpStream, peer: SocketAddr, h: &Handler) {
             return;
         }
         if !h.allow(peer.ip()) {
+            h.stats.record(Transport::Tcp, Counted::Dropped);
             return;
         }
         let resp = match process(&h.store.table(), h.ttl, &buf, peer.ip()).0 {
-            Outcome::Answer(m) => m,
-            Outcome::Forward(req) => finish(h.forwarder.forward(&req).await, &req),
-            Outcome::Drop => continue,
+            Outcome::Answer(m) => {
+                h.stats.record(Transport::Tcp, Counted::of_local(&m));
+                m
+            }
+            Outcome::Forward(req) => {
+                let resp = finish(h.forwarder.forward(&req).await, &req);
+                h.stats.record(Transport::Tcp, Counted::of_forwarded(&resp));
+                resp
+            }
+            Outcome::Drop => {
+                h.stats.record(Transport::Tcp, Counted::Dropped);
+                continue;
+            }
         };
         let Some(bytes) = encode(&resp, usize::from(u16::MAX)) else {
             continue;

@@ -69,6 +69,10 @@ impl Watcher {
                 };
                 match inotify.watches().add(dir, RESOLV_MASK) {
                     Ok(wd) => resolv.push((wd, name.to_os_string())),
+                    // No systemd-resolved on this node: nothing to follow there.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        tracing::debug!("not watching {}: {e}", dir.display());
+                    }
                     Err(e) => tracing::warn!("cannot watch {}: {e}", dir.display()),
                 }
             }

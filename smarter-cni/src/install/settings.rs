@@ -49,7 +49,7 @@ const fn knob(env: &'static str, key: &'static str, kind: KnobKind, default: &'s
 
 /// Every knob, in the order of the chart's values. `NETWORK` and `CNI_VERSION` are the
 /// conflist's own `name` and `cniVersion`.
-pub const KNOBS: [Knob; 22] = [
+pub const KNOBS: [Knob; 24] = [
     knob("NETWORK", "name", KnobKind::Text, "smartnet"),
     knob(
         "CNI_VERSION",
@@ -107,6 +107,13 @@ pub const KNOBS: [Knob; 22] = [
     knob("CT_TIMEOUT_ICMP", "ctTimeouts.icmp", KnobKind::Number, "30"),
     knob("DNS_NAMESERVERS", "dns.nameservers", KnobKind::List, ""),
     knob("DNS_SEARCH", "dns.search", KnobKind::List, ""),
+    knob("NODE_DNS", "nodeDns", KnobKind::Text, "169.254.0.2"),
+    knob(
+        "CLUSTER_DOMAIN",
+        "clusterDomain",
+        KnobKind::Text,
+        "cluster.local",
+    ),
 ];
 
 /// `cniVersion` of the generated conflist when `CNI_VERSION` is unset: 1.0.0, which every

@@ -95,6 +95,43 @@ pub(super) fn uplink(f: &Fields<'_>) -> Result<Uplink, CniError> {
     }
 }
 
+/// `nodeDns`: an IPv4 unicast address, or `""` / `"off"` for no node-local DNS (`Some(None)`).
+pub(super) fn node_dns(f: &Fields<'_>) -> Result<Option<Option<Ipv4Addr>>, CniError> {
+    let Some(text) = f.string("nodeDns")? else {
+        return Ok(None);
+    };
+    if text.is_empty() || text == "off" {
+        return Ok(Some(None));
+    }
+    match text.parse::<Ipv4Addr>() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast() => {
+            Ok(Some(Some(ip)))
+        }
+        _ => Err(f.invalid(
+            "nodeDns",
+            &Value::String(text.to_owned()),
+            "is not an IPv4 unicast address or \"off\"",
+        )),
+    }
+}
+
+/// `clusterDomain`: a DNS name, returned in key form (lower case, no trailing dot).
+pub(super) fn cluster_domain(f: &Fields<'_>) -> Result<Option<String>, CniError> {
+    let Some(text) = f.string("clusterDomain")? else {
+        return Ok(None);
+    };
+    let name = crate::dns::names::normalize(text);
+    if crate::dns::names::is_name(&name) {
+        Ok(Some(name))
+    } else {
+        Err(f.invalid(
+            "clusterDomain",
+            &Value::String(text.to_owned()),
+            "is not a DNS name (labels of letters, digits and '-', at most 253 characters)",
+        ))
+    }
+}
+
 /// A string key that must be one of `options`.
 pub(super) fn choice<T: Copy>(
     f: &Fields<'_>,

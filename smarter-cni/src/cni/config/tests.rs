@@ -255,3 +255,43 @@ fn null_values_mean_default() {
     .unwrap();
     assert_eq!(conf, NetConf::default());
 }
+
+#[test]
+fn result_dns_is_configured_or_node_local_or_none() {
+    use std::net::IpAddr;
+    // Default: the node-local DNS with the pod's search list.
+    let d = parse(&with(json!({}))).unwrap().result_dns(Some("prod"));
+    assert_eq!(d.nameservers, [IpAddr::V4(Ipv4Addr::new(169, 254, 0, 2))]);
+    assert_eq!(
+        d.search,
+        [
+            "prod.svc.cluster.local",
+            "svc.cluster.local",
+            "cluster.local"
+        ]
+    );
+    // Another address and domain (normalized).
+    let conf = parse(&with(
+        json!({"nodeDns": "172.39.0.1", "clusterDomain": "Edge.Example."}),
+    ))
+    .unwrap();
+    assert_eq!(conf.cluster_domain, "edge.example");
+    let d = conf.result_dns(None);
+    assert_eq!(d.nameservers, [IpAddr::V4(Ipv4Addr::new(172, 39, 0, 1))]);
+    assert_eq!(d.search, ["svc.edge.example", "edge.example"]);
+    // An explicit `dns` object wins.
+    let d = parse(&with(json!({"dns": {"nameservers": ["10.0.0.53"]}})))
+        .unwrap()
+        .result_dns(Some("prod"));
+    assert_eq!(d.nameservers, ["10.0.0.53".parse::<IpAddr>().unwrap()]);
+    assert!(d.search.is_empty());
+    // "off" (or "") turns it off.
+    for off in ["off", ""] {
+        assert!(
+            parse(&with(json!({"nodeDns": off})))
+                .unwrap()
+                .result_dns(Some("prod"))
+                .is_empty()
+        );
+    }
+}

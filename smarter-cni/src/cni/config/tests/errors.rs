@@ -148,6 +148,18 @@ fn addressing_errors() {
 #[test]
 fn scalar_errors() {
     assert_invalid(&[
+        (
+            json!({"nodeDns": "169.254.0.300"}),
+            "nodeDns \"169.254.0.300\" is not an IPv4 unicast address or \"off\"",
+        ),
+        (
+            json!({"nodeDns": "224.0.0.1"}),
+            "nodeDns \"224.0.0.1\" is not an IPv4 unicast address or \"off\"",
+        ),
+        (
+            json!({"clusterDomain": "bad domain"}),
+            "clusterDomain \"bad domain\" is not a DNS name (labels of letters, digits and '-', at most 253 characters)",
+        ),
         (json!({"mtu": 67}), "mtu 67 is not an integer in 68..=65535"),
         (
             json!({"mtu": 65536}),
