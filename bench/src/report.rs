@@ -337,7 +337,7 @@ pub fn markdown(r: &Results) -> String {
     if let (Some(kib), Some(pods)) = (r.memory.agent_rss_kib, r.memory.agent_pods) {
         let _ = writeln!(
             s,
-            "- smarter-agent RSS with {pods} pods: {:.1} MiB",
+            "- smarter-agent RSS (with --dns) with {pods} pods: {:.1} MiB",
             kib as f64 / 1024.0
         );
     }

@@ -237,12 +237,17 @@ fn agent_rss(world: &World, agent: &Path) -> anyhow::Result<u64> {
     plugin["datapath"] = serde_json::json!("ebpf");
     let list = serde_json::json!({"cniVersion": "1.0.0", "name": "smartnet", "plugins": [plugin]});
     std::fs::write(&conf, list.to_string())?;
+    // As deployed: with the node-local DNS (its records of the world's pods), metrics on.
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 203.0.113.53\n")?;
     let mut child = world
         .node()
         .command(agent)
         .arg("--conf")
         .arg(&conf)
         .args(["--metrics-addr", "127.0.0.1:9402", "--log", "warn"])
+        .args(["--dns", "--cri-socket", "none", "--resolv-conf"])
+        .arg(&resolv)
         .spawn()?;
     std::thread::sleep(Duration::from_secs(3));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
