@@ -2,16 +2,22 @@
 //!
 //! It builds a throwaway world (a `node` namespace playing the gateway, a `wan` namespace
 //! playing the internet, pods), runs the `smarter-cni` binary exactly as a container
-//! runtime would, shows what it built and that traffic flows, and removes it all again.
+//! runtime would, runs the node agent with its node-local DNS, shows what it built, that
+//! traffic flows and that pods find each other by name, and removes it all again.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::{RData, RecordType};
+use smarter_cni::dns::query::make_query;
 
 use smarter_cni::datapath::EbpfDatapath;
 use smarter_cni::testbed::{
-    CniCall, EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, require_root, tcp_roundtrip,
+    CniCall, EchoServer, NODE_UPLINK_IP, Netns, WAN_SERVER_IP, World, require_root, spawn_in,
+    tcp_roundtrip,
 };
 
 /// A range the pods must never reach (say, the gateway's LAN), half of the simulated internet.
@@ -38,6 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n== network configuration (stdin of every call)\n{}",
         serde_json::to_string_pretty(&conf)?
     );
+
+    let agent = Agent::start(&world, &conf, &plugin)?;
 
     let mut pods = Vec::new();
     for name in ["web", "db", "sensor"] {
@@ -77,6 +85,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("pod web: routes", &["ip", "route"], &pods[0].1);
 
     traffic(&world, &pods)?;
+    names(&world, &pods);
     show_maps(&world, &plugin)?;
 
     let (name, ns, _) = &pods[2];
@@ -90,6 +99,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &["ip", "-br", "link"],
         world.node().path(),
     );
+    let gone = resolve(world.pod("web").ok_or("web")?, "sensor.", RecordType::A);
+    println!(
+        "   web → `sensor` after its DEL: {}",
+        if gone.is_empty() {
+            "NXDOMAIN (gone at once)"
+        } else {
+            "STILL RESOLVES (unexpected)"
+        }
+    );
+    drop(agent);
     println!("\n== removing the world (namespaces, bpffs, files)");
     drop(world);
     println!("   done: nothing was created outside the demo's own namespaces.");
@@ -170,6 +189,137 @@ fn traffic(
         }
     );
     Ok(())
+}
+
+/// Pods and the node find each other by name through the agent's node-local DNS.
+fn names(world: &World, pods: &[(&str, PathBuf, Ipv4Addr)]) {
+    println!("\n== names (smarter-agent --dns on 169.254.0.2:53)");
+    let Some(web) = world.pod("web") else {
+        return;
+    };
+    for (asker, ns, name) in [
+        ("web", web, "db."),
+        ("web", web, "db.default.svc.cluster.local."),
+        ("node", world.node(), "sensor.svc.cluster.local."),
+    ] {
+        let got = resolve(ns, name, RecordType::A);
+        println!(
+            "   {asker} → {name} A: {}",
+            if got.is_empty() {
+                "no answer".into()
+            } else {
+                got.join(", ")
+            }
+        );
+    }
+    let db_ip = pods[1].2.octets();
+    let rev = format!(
+        "{}.{}.{}.{}.in-addr.arpa.",
+        db_ip[3], db_ip[2], db_ip[1], db_ip[0]
+    );
+    println!(
+        "   web → {rev} PTR: {}",
+        resolve(web, &rev, RecordType::PTR).join(", ")
+    );
+}
+
+/// One query from inside `ns` to the node-local DNS; the A or PTR answers as text (waits up
+/// to 2 s for the name to appear).
+fn resolve(ns: &Netns, name: &str, qtype: RecordType) -> Vec<String> {
+    let bytes = make_query(name, qtype).to_vec().unwrap_or_default();
+    spawn_in(ns, move || {
+        let end = Instant::now() + Duration::from_secs(2);
+        let ask = || -> Option<Vec<String>> {
+            let sock = UdpSocket::bind("0.0.0.0:0").ok()?;
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .ok()?;
+            sock.send_to(&bytes, "169.254.0.2:53").ok()?;
+            let mut buf = [0u8; 1500];
+            let n = sock.recv(&mut buf).ok()?;
+            let m = Message::from_vec(&buf[..n]).ok()?;
+            Some(
+                m.answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0.to_string()),
+                        RData::PTR(p) => Some(p.0.to_ascii()),
+                        _ => None,
+                    })
+                    .collect(),
+            )
+        };
+        loop {
+            match ask() {
+                Some(v) if !v.is_empty() || Instant::now() > end => return v,
+                None if Instant::now() > end => return Vec::new(),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    })
+    .join()
+    .unwrap_or_default()
+}
+
+/// `smarter-agent --dns` in the node namespace, stopped with SIGTERM on drop.
+struct Agent {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(
+        world: &World,
+        conf: &serde_json::Value,
+        plugin: &Path,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let list = serde_json::json!({"cniVersion": conf["cniVersion"], "name": "smartnet", "plugins": [conf]});
+        let conflist = dir.path().join("05-smarter-cni.conflist");
+        std::fs::write(&conflist, list.to_string())?;
+        // The simulated internet has no resolver: names outside the cluster get SERVFAIL.
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, format!("nameserver {WAN_SERVER_IP}\n"))?;
+        let health = dir.path().join("health");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", world.node().path().display()))
+            .arg(plugin.with_file_name("smarter-agent"))
+            .arg("--conf")
+            .arg(&conflist)
+            .args([
+                "--dns",
+                "--cri-socket",
+                "none",
+                "--metrics-addr",
+                "off",
+                "--log",
+                "warn",
+            ])
+            .arg("--resolv-conf")
+            .arg(&resolv)
+            .arg("--health-file")
+            .arg(&health)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let agent = Self { child, _dir: dir };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !health.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("\n== smarter-agent started in the node namespace (uplink, conntrack GC, DNS)");
+        Ok(agent)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.child.wait();
+    }
 }
 
 fn show_maps(world: &World, plugin: &Path) -> Result<(), Box<dyn std::error::Error>> {
