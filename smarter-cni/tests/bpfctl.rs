@@ -19,6 +19,8 @@ fn ctl_cmd(w: &World, args: &[&str]) -> Command {
         .arg(env!("CARGO_BIN_EXE_smarter-bpfctl"))
         .arg("--bpffs-dir")
         .arg(w.bpffs_dir())
+        .arg("--state-dir")
+        .arg(w.state_dir())
         .args(args);
     c
 }
@@ -204,4 +206,108 @@ fn error_exits_name_the_problem() {
     let out = ctl(&w, &["--network", "nosuch", "endpoints"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
+
+#[test]
+fn nftables_networks_are_read_from_their_tables() {
+    let Some(mut w) = world("bpfctl_nft") else {
+        return;
+    };
+    let mut conf = w.netconf("1.1.0");
+    conf["datapath"] = json!("iptables");
+    conf["denyCIDRs"] = json!(["203.0.113.128/25"]);
+    let ns0 = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
+    let mut with_port = conf.clone();
+    with_port["runtimeConfig"] =
+        json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let add = smarter_cni::testbed::CniCall::new("ADD", &with_port)
+        .pod("ctr0", &ns0)
+        .args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0");
+    let out = call(&w, &add);
+    assert_eq!(out.status, 0, "ADD: {}", out.stdout);
+    let ip0 = result_ip(&out.json);
+    // Traffic the named counters see: one NATed flow, one denied packet.
+    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    tcp_roundtrip(
+        w.pod("pod0").unwrap(),
+        SocketAddr::from((WAN_SERVER_IP, 8000)),
+        b"x",
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert!(!ping(
+        w.pod("pod0").unwrap(),
+        Ipv4Addr::new(203, 0, 113, 200)
+    ));
+
+    let status = json_of(&w, &["status"]);
+    assert_eq!(status.len(), 1, "{status:?}");
+    let s = &status[0];
+    assert_eq!(s["datapath"], "nftables");
+    assert_eq!(s["layout"], Value::Null);
+    assert_eq!(
+        s["tables"],
+        json!(["inet smarter_smartnet", "bridge smarter_smartnet"])
+    );
+    let fill = |m: &str| {
+        s["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["map"] == m)
+            .unwrap()["entries"]
+            .clone()
+    };
+    assert_eq!((fill("endpoints"), fill("hostports")), (json!(1), json!(1)));
+
+    let eps = json_of(&w, &["endpoints"]);
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0]["ip"], ip0.to_string());
+    assert_eq!(
+        (&eps[0]["pod_namespace"], &eps[0]["pod_name"]),
+        (&json!("shop"), &json!("web-0"))
+    );
+    assert_eq!(eps[0]["container_id"], "ctr0");
+    assert_eq!(
+        eps[0]["packets"],
+        Value::Null,
+        "no per-pod counters in nftables"
+    );
+
+    let hp = json_of(&w, &["hostports"]);
+    assert_eq!(hp.len(), 1);
+    assert_eq!(
+        (&hp[0]["host_port"], &hp[0]["pod_ip"]),
+        (&json!(8080), &json!(ip0.to_string()))
+    );
+
+    let stats = json_of(&w, &["stats"]);
+    let count = |v: &str| {
+        stats
+            .iter()
+            .find(|r| r["verdict"] == v)
+            .map(|r| r["packets"].as_u64().unwrap())
+    };
+    assert!(count("nat_masquerade").is_some_and(|n| n >= 1), "{stats:?}");
+    assert!(count("drop_deny").is_some_and(|n| n >= 1), "{stats:?}");
+
+    // eBPF-only commands say so (exit 6) and name the datapath.
+    for cmd in [["ct"].as_slice(), &["config"], &["monitor", "--count", "1"]] {
+        let out = ctl(&w, cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nftables"),
+            "{cmd:?}"
+        );
+    }
+    let out = call(
+        &w,
+        &smarter_cni::testbed::CniCall::new("DEL", &conf).pod("ctr0", &ns0),
+    );
+    assert_eq!(out.status, 0);
 }
