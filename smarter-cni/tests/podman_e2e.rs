@@ -2,12 +2,16 @@
 //! containers from a static busybox root file system on the `smartnet` network, inside the
 //! test world's `node` namespace. Containers get addresses, reach each other and the simulated
 //! internet through NAT, publish a port with `-p` (the `portMappings` capability) reachable from
-//! the `wan` namespace, and leave nothing behind when removed or killed.
+//! the `wan` namespace, resolve each other by name through the node-local DNS (the resolv.conf
+//! podman writes from the plugin's `dns` result), and leave nothing behind when removed or
+//! killed.
 //!
 //! Skips with a message when podman, runc or busybox are not installed (`cargo xtask setup`
 //! installs them).
 
 mod common;
+#[path = "dns/support.rs"]
+mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -42,7 +46,9 @@ impl Podman {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::copy(BUSYBOX, d.join("rootfs/bin/busybox")).unwrap();
-        for applet in ["sh", "ip", "ping", "nc", "sleep", "httpd", "cat", "echo"] {
+        for applet in [
+            "sh", "ip", "ping", "nc", "sleep", "httpd", "cat", "echo", "nslookup",
+        ] {
             std::os::unix::fs::symlink("busybox", d.join("rootfs/bin").join(applet)).unwrap();
         }
         std::fs::write(d.join("rootfs/www/index.html"), "hello-from-pod\n").unwrap();
@@ -177,6 +183,9 @@ fn podman_containers_on_smartnet() {
         return;
     }
     let Some(w) = world("podman") else { return };
+    let resolv = w.data_dir().with_file_name("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {WAN_SERVER_IP}\n")).unwrap();
+    let _dns = support::DnsServer::start(w.node(), support::config(&w, &resolv));
     let pm = Podman::new(&w);
     pm.start(
         "web",
@@ -212,6 +221,18 @@ fn podman_containers_on_smartnet() {
         srv.seen().first().map(SocketAddr::ip),
         Some(IpAddr::V4(NODE_UPLINK_IP)),
         "the internet sees the uplink address"
+    );
+
+    // By name: podman wrote the plugin's `dns` result into the container's resolv.conf.
+    let resolv_conf = pm.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv_conf.contains("nameserver 169.254.0.2"),
+        "{resolv_conf}"
+    );
+    let looked_up = pm.ok(&["exec", "client", "nslookup", "web"]);
+    assert!(
+        looked_up.contains(&web.to_string()),
+        "nslookup web: {looked_up}"
     );
 
     // `-p 8080:80` from the wan.
