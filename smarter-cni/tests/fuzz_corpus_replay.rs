@@ -37,3 +37,8 @@ fn cni_args_corpus() {
 fn runtime_config_corpus() {
     replay("runtime_config", fuzzing::runtime_config);
 }
+
+#[test]
+fn dns_query_corpus() {
+    replay("dns_query", smarter_cni::dns::fuzzing::query);
+}

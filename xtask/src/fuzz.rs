@@ -11,7 +11,7 @@ use anyhow::Result;
 use crate::run::Cmd;
 
 /// The targets in `smarter-cni/fuzz/Cargo.toml`.
-const TARGETS: [&str; 3] = ["netconf", "cni_args", "runtime_config"];
+const TARGETS: [&str; 4] = ["netconf", "cni_args", "runtime_config", "dns_query"];
 
 pub fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
     if Cmd::new("cargo")

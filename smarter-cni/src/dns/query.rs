@@ -47,7 +47,10 @@ fn decide(table: &NameTable, ttl: u32, req: Message, asker: IpAddr) -> Outcome {
         return Outcome::Drop;
     }
     if req.metadata.op_code != OpCode::Query {
-        return Outcome::Answer(finish(reply(&req, ResponseCode::NotImp), &req));
+        let mut resp = reply(&req, ResponseCode::NotImp);
+        // The opcode is copied into the response (RFC 1035 4.1.1).
+        resp.metadata.op_code = req.metadata.op_code;
+        return Outcome::Answer(finish(resp, &req));
     }
     if req.queries.len() != 1 {
         return Outcome::Answer(finish(reply(&req, ResponseCode::FormErr), &req));
@@ -58,14 +61,24 @@ fn decide(table: &NameTable, ttl: u32, req: Message, asker: IpAddr) -> Outcome {
     }
     let name = q.name().to_ascii();
     let qtype = q.query_type();
-    let local = match table.reverse(&name) {
-        Reverse::Found(target) => Local::Ptr(target),
-        Reverse::NxDomain => Local::NxDomain { soa: false },
-        Reverse::NotOurs => match table.lookup(&name, asker) {
-            Lookup::Found(ips) => Local::Addrs(ips),
-            Lookup::NxDomain => Local::NxDomain { soa: true },
-            Lookup::NotOurs => return Outcome::Forward(req),
-        },
+    let local = if q.name().iter().any(|label| label.contains(&b'.')) {
+        // A label holding a dot is escaped in the key form (`a\.cluster.local`), which the
+        // table's suffix checks would read as a label boundary. No local name has such a
+        // label; whether the name is in the cluster domain is decided on its labels.
+        match zone(table) {
+            Some(zone) if zone.zone_of(q.name()) => Local::NxDomain { soa: true },
+            _ => return Outcome::Forward(req),
+        }
+    } else {
+        match table.reverse(&name) {
+            Reverse::Found(target) => Local::Ptr(target),
+            Reverse::NxDomain => Local::NxDomain { soa: false },
+            Reverse::NotOurs => match table.lookup(&name, asker) {
+                Lookup::Found(ips) => Local::Addrs(ips),
+                Lookup::NxDomain => Local::NxDomain { soa: true },
+                Lookup::NotOurs => return Outcome::Forward(req),
+            },
+        }
     };
     let mut resp = reply(&req, ResponseCode::NoError);
     resp.metadata.authoritative = true;
@@ -82,11 +95,11 @@ fn decide(table: &NameTable, ttl: u32, req: Message, asker: IpAddr) -> Outcome {
             }
         }
         // The name exists but has no record of this type: NOERROR, no data.
-        Local::Addrs(_) | Local::Ptr(_) => add_soa(&mut resp, table, ttl),
+        Local::Addrs(_) | Local::Ptr(_) => add_soa(&mut resp, table, ttl, q.name()),
         Local::NxDomain { soa } => {
             resp.metadata.response_code = ResponseCode::NXDomain;
             if soa {
-                add_soa(&mut resp, table, ttl);
+                add_soa(&mut resp, table, ttl, q.name());
             }
         }
     }
@@ -99,10 +112,23 @@ enum Local {
     NxDomain { soa: bool },
 }
 
-/// A synthetic SOA of the cluster domain, so resolvers cache negative answers only `ttl`.
-fn add_soa(resp: &mut Message, table: &NameTable, ttl: u32) {
-    let Ok(zone) = Name::from_str(&format!("{}.", table.domain())) else {
+/// The cluster domain as a name.
+fn zone(table: &NameTable) -> Option<Name> {
+    Name::from_str(&format!("{}.", table.domain())).ok()
+}
+
+/// A synthetic SOA, so resolvers cache negative answers only `ttl`: of the cluster domain
+/// for names inside it, else of `name` itself (short names, aliases and reverse names are
+/// outside it, and an SOA of a zone not holding the name is out of bailiwick, which
+/// scrubbing resolvers drop).
+fn add_soa(resp: &mut Message, table: &NameTable, ttl: u32, name: &Name) {
+    let Some(zone) = zone(table) else {
         return;
+    };
+    let owner = if zone.zone_of(name) {
+        zone.clone()
+    } else {
+        name.clone()
     };
     let (Ok(mname), Ok(rname)) = (
         Name::from_str("ns.dns").and_then(|n| n.append_domain(&zone)),
@@ -112,7 +138,7 @@ fn add_soa(resp: &mut Message, table: &NameTable, ttl: u32) {
     };
     let ttl_i = i32::try_from(ttl).unwrap_or(i32::MAX);
     let soa = SOA::new(mname, rname, 1, ttl_i, ttl_i, ttl_i, ttl);
-    resp.add_authority(Record::from_rdata(zone, ttl, RData::SOA(soa)));
+    resp.add_authority(Record::from_rdata(owner, ttl, RData::SOA(soa)));
 }
 
 /// FORMERR for a message whose header still decodes as a query; nothing otherwise.
@@ -149,15 +175,22 @@ pub fn udp_limit(req: Option<&Message>) -> usize {
     }
 }
 
-/// Encodes `resp`, truncated (TC set, records dropped) when longer than `limit`; `None` when
-/// it cannot be encoded at all.
+/// Encodes `resp`, truncated (TC set, records dropped) when longer than `limit`, and without
+/// its questions too when even they do not fit (a query may carry many, all echoed in its
+/// FORMERR): the header alone always fits, and TC sends the asker to TCP. `None` when it
+/// cannot be encoded at all.
 #[must_use]
 pub fn encode(resp: &Message, limit: usize) -> Option<Vec<u8>> {
     let bytes = resp.to_vec().ok()?;
     if bytes.len() <= limit {
         return Some(bytes);
     }
-    resp.truncate().to_vec().ok().filter(|b| b.len() <= limit)
+    let mut short = resp.truncate();
+    if let Some(b) = short.to_vec().ok().filter(|b| b.len() <= limit) {
+        return Some(b);
+    }
+    short.queries.clear();
+    short.to_vec().ok().filter(|b| b.len() <= limit)
 }
 
 /// A query for `name`/`qtype` (for tests and tools).
@@ -237,8 +270,10 @@ mod tests {
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
         assert!(r.answers.is_empty());
         assert_eq!(r.authorities.len(), 1, "SOA for negative caching");
+        assert_eq!(r.authorities[0].name.to_ascii(), "web.", "in bailiwick");
         let r = answer(ask(&make_query("nope.cluster.local.", RecordType::A)));
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.authorities[0].name.to_ascii(), "cluster.local.");
         let r = answer(ask(&make_query(
             "3.0.39.172.in-addr.arpa.",
             RecordType::PTR,
@@ -281,13 +316,45 @@ mod tests {
         // Another opcode, another class.
         let mut n = make_query("web.", RecordType::A);
         n.metadata.op_code = OpCode::Notify;
-        assert_eq!(answer(ask(&n)).metadata.response_code, ResponseCode::NotImp);
+        let r = answer(ask(&n));
+        assert_eq!(
+            (r.metadata.response_code, r.metadata.op_code),
+            (ResponseCode::NotImp, OpCode::Notify)
+        );
         let mut ch = make_query("version.bind.", RecordType::TXT);
         ch.queries[0].set_query_class(DNSClass::CH);
         assert_eq!(
             answer(ask(&ch)).metadata.response_code,
             ResponseCode::Refused
         );
+    }
+
+    #[test]
+    fn labels_holding_dots() {
+        let with_labels = |labels: &[&[u8]], qtype| {
+            let mut m = make_query("web.", qtype);
+            m.queries[0].set_name(Name::from_labels(labels.iter().copied()).unwrap());
+            m
+        };
+        // `evil.cluster` under `local`: not in the cluster domain, whatever its key form says.
+        assert!(matches!(
+            ask(&with_labels(&[b"evil.cluster", b"local"], RecordType::A)),
+            Outcome::Forward(_)
+        ));
+        assert!(matches!(
+            ask(&with_labels(
+                &[b"2.0", b"39", b"172", b"in-addr", b"arpa"],
+                RecordType::PTR
+            )),
+            Outcome::Forward(_)
+        ));
+        // `web.default` under `svc.cluster.local`: in the domain, and no pod of that name.
+        let r = answer(ask(&with_labels(
+            &[b"web.default", b"svc", b"cluster", b"local"],
+            RecordType::A,
+        )));
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(r.authorities.len(), 1);
     }
 
     #[test]
@@ -312,5 +379,21 @@ mod tests {
         let back = Message::from_vec(&bytes).unwrap();
         assert!(back.metadata.truncation && back.answers.is_empty() && bytes.len() <= 512);
         assert!(encode(&big, 65535).unwrap().len() > 512);
+        // Forty long questions: their FORMERR over UDP is the header alone, TC set.
+        let mut many = make_query("web.", RecordType::A);
+        for i in 0..40 {
+            let n = Name::from_str(&format!("{i}{}.example.", "x".repeat(40))).unwrap();
+            many.add_query(Query::query(n, RecordType::A));
+        }
+        let r = answer(ask(&many));
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(r.queries.len(), 41);
+        let bytes = encode(&r, 512).unwrap();
+        let back = Message::from_vec(&bytes).unwrap();
+        assert!(back.metadata.truncation && back.queries.is_empty() && bytes.len() <= 512);
+        assert_eq!(
+            (back.metadata.id, back.metadata.response_code),
+            (many.metadata.id, ResponseCode::FormErr)
+        );
     }
 }
