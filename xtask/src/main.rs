@@ -5,11 +5,13 @@
 //! - `test`: setup, then `cargo test --workspace`;
 //! - `demo`: setup, build the demo example, run it as root;
 //! - `bench`: the benchmark (reference chain vs iptables vs eBPF vs the bare-veth limit);
-//! - `fuzz`: the cargo-fuzz targets of the input parsers, for a while each;
+//! - `fuzz`: cargo-fuzz on `netconf`, `cni_args`, `runtime_config`, `dns_query`, a while each;
+//! - `image`: static binaries and `FROM scratch` images for amd64, arm64 and armv7 (buildah);
 //! - `clippy`, `fmt`: the workspace's lints and formatting.
 
 mod bench;
 mod fuzz;
+mod image;
 mod run;
 mod setup;
 
@@ -59,6 +61,9 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Cross-compile static release binaries for amd64, arm64 and armv7 and build one
+    /// `FROM scratch` image per platform plus a manifest list with buildah (deploy/Containerfile).
+    Image(image::ImageArgs),
     /// `cargo clippy --workspace --all-targets [ARGS]`.
     Clippy {
         /// Passed to `cargo clippy` (e.g. `-- -D warnings`).
@@ -92,6 +97,7 @@ fn main() -> Result<()> {
             bench::bench(&root, quick)
         }
         Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
+        Task::Image(args) => image::image(&root, &args),
         Task::Clippy { args } => {
             run::cargo(&root, ["clippy", "--workspace", "--all-targets"], &args).status()
         }

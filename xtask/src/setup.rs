@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 12] = [
+const PACKAGES: [&str; 13] = [
     "iproute2",
     "iputils-ping",
     "iptables",
@@ -24,28 +24,36 @@ const PACKAGES: [&str; 12] = [
     "podman",
     "runc",
     "busybox-static",
+    "buildah",
 ];
 const TOOLCHAIN: &str = "nightly";
 
 pub fn setup(root: &Path) -> Result<()> {
-    debian_packages()?;
-    nightly_toolchain()?;
-    rust_src()?;
-    bpf_linker(root)?;
+    debian_packages(&PACKAGES)?;
+    ebpf_toolchain(root)?;
     println!("xtask setup: done");
     Ok(())
 }
 
-fn debian_packages() -> Result<()> {
+/// What building the eBPF programs needs: the nightly toolchain, its rust-src, bpf-linker.
+pub fn ebpf_toolchain(root: &Path) -> Result<()> {
+    nightly_toolchain()?;
+    rust_src()?;
+    bpf_linker(root)
+}
+
+/// Installs those of `packages` that are missing (as root; says what is missing otherwise).
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
     if find_on_path("dpkg-query").is_none() {
         println!(
             "setup: not a Debian system (no dpkg-query): install by hand if missing: {}",
-            PACKAGES.join(" ")
+            packages.join(" ")
         );
         return Ok(());
     }
-    let missing: Vec<&str> = PACKAGES
-        .into_iter()
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
         .filter(|p| {
             Cmd::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
@@ -186,7 +194,8 @@ fn toolchain_libllvm(lib: &Path) -> Result<(String, u32)> {
     })
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
+/// The first executable `program` on `PATH`.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
     env::split_paths(&env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| {
