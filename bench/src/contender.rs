@@ -68,7 +68,10 @@ pub struct Contender {
     /// Pods added so far.
     pub pods: Vec<Pod>,
     plugin: PathBuf,
-    /// Peak RSS (KiB) of any plugin process run so far.
+    /// Peak RSS (KiB) of the first plugin call (for smarter-ebpf without an agent: the ADD
+    /// that loads and pins the programs).
+    pub plugin_first_rss_kib: Option<u64>,
+    /// Peak RSS (KiB) of any later plugin process.
     pub plugin_max_rss_kib: u64,
 }
 
@@ -95,6 +98,7 @@ impl Contender {
             world,
             pods: Vec::new(),
             plugin: plugin.to_path_buf(),
+            plugin_first_rss_kib: None,
             plugin_max_rss_kib: 0,
         })
     }
@@ -149,7 +153,10 @@ impl Contender {
     /// Runs the network's plugins for `verb` as a runtime does; the final result for ADD.
     pub fn cni(&mut self, verb: &str, id: &str, ns: &Path, i: usize) -> anyhow::Result<Value> {
         let (result, rss) = run_chain(self.kind, &self.world, &self.plugin, verb, id, ns, i)?;
-        self.plugin_max_rss_kib = self.plugin_max_rss_kib.max(rss);
+        match self.plugin_first_rss_kib {
+            None => self.plugin_first_rss_kib = Some(rss),
+            Some(_) => self.plugin_max_rss_kib = self.plugin_max_rss_kib.max(rss),
+        }
         Ok(result)
     }
 

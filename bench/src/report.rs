@@ -93,8 +93,12 @@ pub struct ControlRow {
 /// Memory figures.
 #[derive(Debug, Serialize)]
 pub struct Memory {
-    /// Peak RSS of any plugin process (the whole chain for the reference), KiB.
+    /// Peak RSS of any plugin process but the first of a world (the whole chain for the
+    /// reference), KiB.
     pub plugin_peak_rss_kib: BTreeMap<String, u64>,
+    /// Peak RSS of the first plugin call of a world, KiB: for smarter-ebpf without an agent,
+    /// the ADD that loads and pins the programs.
+    pub plugin_first_call_rss_kib: BTreeMap<String, u64>,
     /// The agent's RSS after settling, KiB.
     pub agent_rss_kib: Option<u64>,
     /// Pods attached while the agent's RSS was read.
@@ -332,7 +336,18 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(s, "\n## Memory\n");
     for (c, kib) in &r.memory.plugin_peak_rss_kib {
-        let _ = writeln!(s, "- plugin peak RSS, {c}: {:.1} MiB", *kib as f64 / 1024.0);
+        let first = r
+            .memory
+            .plugin_first_call_rss_kib
+            .get(c)
+            .map_or_else(String::new, |f| {
+                format!(" (first call of the node: {:.1} MiB)", *f as f64 / 1024.0)
+            });
+        let _ = writeln!(
+            s,
+            "- plugin peak RSS, {c}: {:.1} MiB{first}",
+            *kib as f64 / 1024.0
+        );
     }
     if let (Some(kib), Some(pods)) = (r.memory.agent_rss_kib, r.memory.agent_pods) {
         let _ = writeln!(

@@ -129,6 +129,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         .filter(|c| c.kind != Kind::Limit)
         .map(|c| (c.kind.name().to_string(), c.plugin_max_rss_kib))
         .collect();
+    let plugin_first_call_rss_kib: BTreeMap<String, u64> = contenders
+        .iter()
+        .filter(|c| c.kind != Kind::Limit)
+        .filter_map(|c| Some((c.kind.name().to_string(), c.plugin_first_rss_kib?)))
+        .collect();
     drop(contenders);
 
     let control = control_plane(&cli.plugin, &plan)?;
@@ -141,6 +146,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         control,
         Memory {
             plugin_peak_rss_kib,
+            plugin_first_call_rss_kib,
             agent_rss_kib: agent_rss_kib.map(|a| a.0),
             agent_pods: agent_rss_kib.map(|a| a.1),
         },

@@ -59,6 +59,12 @@ fn quick_run_writes_valid_results() {
     assert_eq!(json["control_plane"].as_array().unwrap().len(), 6);
     assert!(json["memory"]["agent_rss_kib"].as_u64().unwrap() > 0);
     assert!(
+        json["memory"]["plugin_first_call_rss_kib"]["smarter-ebpf"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
         json["machine"]["kernel"]
             .as_str()
             .is_some_and(|k| !k.is_empty())
