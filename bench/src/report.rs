@@ -101,6 +101,8 @@ pub struct Memory {
     pub plugin_first_call_rss_kib: BTreeMap<String, u64>,
     /// The agent's RSS after settling, KiB.
     pub agent_rss_kib: Option<u64>,
+    /// The agent's peak RSS (`VmHWM`) by then, KiB.
+    pub agent_peak_rss_kib: Option<u64>,
     /// Pods attached while the agent's RSS was read.
     pub agent_pods: Option<usize>,
 }
@@ -350,9 +352,12 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     if let (Some(kib), Some(pods)) = (r.memory.agent_rss_kib, r.memory.agent_pods) {
+        let peak = r.memory.agent_peak_rss_kib.map_or_else(String::new, |p| {
+            format!(", peak {:.1} MiB", p as f64 / 1024.0)
+        });
         let _ = writeln!(
             s,
-            "- smarter-agent RSS (with --dns) with {pods} pods: {:.1} MiB",
+            "- smarter-agent RSS (with --dns) with {pods} pods: {:.1} MiB{peak}",
             kib as f64 / 1024.0
         );
     }

@@ -147,7 +147,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Memory {
             plugin_peak_rss_kib,
             plugin_first_call_rss_kib,
-            agent_rss_kib: agent_rss_kib.map(|a| a.0),
+            agent_rss_kib: agent_rss_kib.map(|a| a.0.0),
+            agent_peak_rss_kib: agent_rss_kib.map(|a| a.0.1),
             agent_pods: agent_rss_kib.map(|a| a.1),
         },
     );
@@ -235,8 +236,9 @@ fn control_plane(plugin: &Path, plan: &Plan) -> anyhow::Result<Vec<ControlRow>> 
     Ok(rows)
 }
 
-/// The agent's resident memory after it settled with the world's pods attached.
-fn agent_rss(world: &World, agent: &Path) -> anyhow::Result<u64> {
+/// The agent's resident memory after it settled with the world's pods attached, and its
+/// peak (the start, when it reads the pins and the records), KiB.
+fn agent_rss(world: &World, agent: &Path) -> anyhow::Result<(u64, u64)> {
     let dir = tempfile::tempdir()?;
     let conf = dir.path().join("smartnet.conflist");
     let mut plugin = world.netconf("1.0.0");
@@ -259,12 +261,16 @@ fn agent_rss(world: &World, agent: &Path) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
     let _ = child.kill();
     let _ = child.wait();
-    status?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS for the agent")
+    let status = status?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} for the agent"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 fn progress(what: &str) {
