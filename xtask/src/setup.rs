@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 13] = [
+const PACKAGES: [&str; 14] = [
     "iproute2",
     "iputils-ping",
     "iptables",
@@ -25,6 +25,8 @@ const PACKAGES: [&str; 13] = [
     "runc",
     "busybox-static",
     "buildah",
+    // GNU time: the benchmark's peak-RSS figures of the plugin.
+    "time",
 ];
 const TOOLCHAIN: &str = "nightly";
 
