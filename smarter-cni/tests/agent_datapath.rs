@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,13 +38,7 @@ impl Agent {
         std::fs::write(&conf_path, list.to_string()).unwrap();
         let health = dir.join("agent.health");
         let _ = std::fs::remove_file(&health);
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", w.node().path().display()))
-            .arg(env!("CARGO_BIN_EXE_smarter-agent"))
-            .arg("--conf")
-            .arg(&conf_path)
-            .arg("--health-file")
-            .arg(&health)
+        let child = agent_command(w, &conf_path, &health)
             .args(["--gc-interval", "1", "--log", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -5,13 +5,13 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::testbed::{EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, tcp_roundtrip};
+use smarter_cni::testbed::{NODE_UPLINK_IP, WAN_SERVER_IP, World};
 
 fn ctl_cmd(w: &World, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
@@ -63,14 +63,7 @@ fn every_command_against_a_live_datapath() {
         json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
     let ip0 = result_ip(&add_ok(&w, &with_port, "ctr0", &ns0));
     let ip1 = result_ip(&add_ok(&w, &conf, "ctr1", &ns1));
-    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
-    tcp_roundtrip(
-        w.pod("pod0").unwrap(),
-        SocketAddr::from((WAN_SERVER_IP, 8000)),
-        b"x",
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let _srv = wan_roundtrip(&w, "pod0");
     assert!(ping(w.pod("pod1").unwrap(), WAN_SERVER_IP));
 
     let status = json_of(&w, &["status"]);
@@ -227,14 +220,7 @@ fn nftables_networks_are_read_from_their_tables() {
     assert_eq!(out.status, 0, "ADD: {}", out.stdout);
     let ip0 = result_ip(&out.json);
     // Traffic the named counters see: one NATed flow, one denied packet.
-    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
-    tcp_roundtrip(
-        w.pod("pod0").unwrap(),
-        SocketAddr::from((WAN_SERVER_IP, 8000)),
-        b"x",
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let _srv = wan_roundtrip(&w, "pod0");
     assert!(!ping(
         w.pod("pod0").unwrap(),
         Ipv4Addr::new(203, 0, 113, 200)

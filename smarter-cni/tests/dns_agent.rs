@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -75,13 +75,7 @@ fn agent_serves_dns_from_the_conflist() {
     let ip = result_ip(&out.json);
 
     let health = dir.path().join("agent.health");
-    let mut agent = Command::new("nsenter")
-        .arg(format!("--net={}", w.node().path().display()))
-        .arg(env!("CARGO_BIN_EXE_smarter-agent"))
-        .arg("--conf")
-        .arg(&conf_path)
-        .arg("--health-file")
-        .arg(&health)
+    let mut agent = agent_command(&w, &conf_path, &health)
         .args(["--dns", "--cri-socket", "none", "--resolv-conf"])
         .arg(&resolv)
         .args(["--metrics-addr", METRICS, "--log", "warn"])

@@ -3,6 +3,8 @@
 //! changes nothing, not even an mtime), an invalid ConfigMap keeps the previous conflist, and
 //! uninstall removes exactly what was installed.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -85,20 +87,7 @@ impl Host {
     }
     /// Every file under the root with its mode, inode and mtime.
     fn snapshot(&self) -> Vec<(PathBuf, u32, u64, i64, i64)> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root().to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(dir).unwrap().flatten() {
-                let m = fs::symlink_metadata(e.path()).unwrap();
-                if m.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    out.push((e.path(), m.mode(), m.ino(), m.mtime(), m.mtime_nsec()));
-                }
-            }
-        }
-        out.sort();
-        out
+        common::tree_snapshot(self.root())
     }
 }
 

@@ -226,20 +226,7 @@ impl Host {
     }
     /// Every file with its mode, inode and mtime.
     fn snapshot(&self) -> Vec<(PathBuf, u32, u64, i64, i64)> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(dir).unwrap().flatten() {
-                let m = fs::symlink_metadata(e.path()).unwrap();
-                if m.is_dir() {
-                    stack.push(e.path());
-                } else {
-                    out.push((e.path(), m.mode(), m.ino(), m.mtime(), m.mtime_nsec()));
-                }
-            }
-        }
-        out.sort();
-        out
+        common::tree_snapshot(&self.root)
     }
 }
 

@@ -4,14 +4,13 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::TcpStream;
 
 use common::*;
 use serde_json::json;
 use smarter_cni::agent::metrics::{MetricsSource, serve};
 use smarter_cni::dns::stats::{Result as DnsResult, Transport};
-use smarter_cni::testbed::{CniCall, EchoServer, WAN_SERVER_IP, spawn_in, tcp_roundtrip};
+use smarter_cni::testbed::{CniCall, spawn_in};
 
 /// The value of the sample whose line starts with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> f64 {
@@ -37,14 +36,7 @@ fn scrape_reports_the_datapath_and_cni_calls() {
         call(&w, &CniCall::new("DEL", &conf).pod("c1", &ns1)).status,
         0
     );
-    let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
-    tcp_roundtrip(
-        w.pod("pod0").unwrap(),
-        SocketAddr::from((WAN_SERVER_IP, 8000)),
-        b"x",
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let _srv = wan_roundtrip(&w, "pod0");
 
     let dns_stats = std::sync::Arc::new(smarter_cni::dns::DnsStats::default());
     for _ in 0..3 {

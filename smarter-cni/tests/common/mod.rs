@@ -3,12 +3,16 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::testbed::{CniCall, CniOutput, Netns, World, require_root};
+use smarter_cni::testbed::{
+    CniCall, CniOutput, EchoServer, Netns, WAN_SERVER_IP, World, require_root, tcp_roundtrip,
+};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_smarter-cni"))
@@ -130,4 +134,51 @@ pub fn assert_no_leaks(w: &World, context: &str) {
 
 pub fn ping(from: &Netns, to: Ipv4Addr) -> bool {
     from.succeeds(&["ping", "-c", "1", "-W", "2", &to.to_string()])
+}
+
+/// One TCP round trip from pod `pod` to an echo server on the wan (`WAN_SERVER_IP:8000`),
+/// through the NAT; returns the server (its `seen()` tells the source it saw).
+pub fn wan_roundtrip(w: &World, pod: &str) -> EchoServer {
+    let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    tcp_roundtrip(
+        w.pod(pod).expect("pod namespace"),
+        SocketAddr::from((WAN_SERVER_IP, 8000)),
+        b"x",
+        Duration::from_secs(3),
+    )
+    .expect("TCP round trip to the wan");
+    srv
+}
+
+/// `smarter-agent --conf <conf> --health-file <health>` in the world's node namespace; the
+/// caller adds flags and spawns it.
+pub fn agent_command(w: &World, conf: &Path, health: &Path) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", w.node().path().display()))
+        .arg(env!("CARGO_BIN_EXE_smarter-agent"))
+        .arg("--conf")
+        .arg(conf)
+        .arg("--health-file")
+        .arg(health);
+    c
+}
+
+/// Every file below `root` with its mode, inode and mtime (seconds, nanoseconds), sorted: two
+/// equal snapshots mean nothing was written, replaced or touched.
+pub fn tree_snapshot(root: &Path) -> Vec<(PathBuf, u32, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.mode(), m.ino(), m.mtime(), m.mtime_nsec()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
