@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::rows::{EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow, proto_name};
+use super::rows::{EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow};
 use crate::datapath::iptables::{NftDatapath, NftError};
 use crate::netlink::format_mac;
 use crate::state::Attachment;
@@ -80,13 +80,7 @@ pub(super) fn hostports(name: &str, dp: &NftDatapath) -> Result<Vec<HostPortRow>
     let mut rows: Vec<HostPortRow> = dp
         .host_ports()?
         .into_iter()
-        .map(|(p, ip)| HostPortRow {
-            network: name.to_string(),
-            protocol: proto_name(p.protocol),
-            host_port: p.host_port,
-            pod_ip: ip.to_string(),
-            container_port: p.container_port,
-        })
+        .map(|(p, ip)| HostPortRow::new(name, p.protocol, p.host_port, ip, p.container_port))
         .collect();
     rows.sort_by_key(|r| (r.protocol, r.host_port));
     Ok(rows)

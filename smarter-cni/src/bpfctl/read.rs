@@ -110,13 +110,7 @@ pub(super) fn hostports(name: &str, dp: &EbpfDatapath) -> Result<Vec<HostPortRow
     Ok(dp
         .host_ports()?
         .into_iter()
-        .map(|(p, ip)| HostPortRow {
-            network: name.to_string(),
-            protocol: proto_name(p.protocol),
-            host_port: p.host_port,
-            pod_ip: ip.to_string(),
-            container_port: p.container_port,
-        })
+        .map(|(p, ip)| HostPortRow::new(name, p.protocol, p.host_port, ip, p.container_port))
         .collect())
 }
 

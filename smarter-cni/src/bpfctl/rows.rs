@@ -119,6 +119,25 @@ pub struct HostPortRow {
     pub container_port: u16,
 }
 
+impl HostPortRow {
+    /// The row of one mapping of `network` (both datapaths describe it by these numbers).
+    pub(super) fn new(
+        network: &str,
+        protocol: u8,
+        host_port: u16,
+        pod_ip: std::net::Ipv4Addr,
+        container_port: u16,
+    ) -> Self {
+        Self {
+            network: network.to_string(),
+            protocol: proto_name(protocol),
+            host_port,
+            pod_ip: pod_ip.to_string(),
+            container_port,
+        }
+    }
+}
+
 /// `config`: the live configuration record of one network.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConfigRow {
