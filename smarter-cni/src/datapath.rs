@@ -20,6 +20,7 @@
 mod attach;
 mod ct;
 mod ebpf;
+mod egress;
 mod endpoints;
 mod error;
 mod events;
@@ -33,6 +34,8 @@ mod tc_filters;
 mod tests;
 #[cfg(test)]
 mod tests_nat;
+#[cfg(test)]
+mod tests_parity;
 #[cfg(test)]
 mod tests_verdicts;
 mod upgrade;

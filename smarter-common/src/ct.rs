@@ -9,6 +9,8 @@ use core::mem::{offset_of, size_of};
 ///   `b` = remote IP, `b_port` = remote port (ICMP: 0).
 /// - [`crate::maps::CT_IN`]: `a` = remote IP, `a_port` = remote port (ICMP: 0), `b` = 0,
 ///   `b_port` = NAT port (ICMP: the NAT identifier).
+/// - Protocols without ports (GRE, ESP, SCTP, any other number) are NATed by address alone: both
+///   ports are 0, so there is one mapping per (protocol, pod, remote).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
@@ -89,10 +91,42 @@ pub struct HostPortValue {
     pub pad: u16,
 }
 
+/// Key of [`crate::maps::FRAG`]: one fragmented datagram arriving on the uplink for the NAT
+/// address, as (remote address, IP id, protocol). Addresses and the id in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// The remote (source) address.
+    pub remote: u32,
+    /// The IPv4 identification field.
+    pub id: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Explicit padding, must be 0.
+    pub pad: u8,
+}
+
+/// Value of [`crate::maps::FRAG`]: where the datagram's first fragment was translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    /// `bpf_ktime_get_ns()` when the first fragment was seen.
+    pub first_seen: u64,
+    /// The pod address the first fragment was delivered to, network byte order.
+    pub pod_ip: u32,
+    /// Explicit padding, must be 0.
+    pub pad: u32,
+}
+
+/// Capacity of [`crate::maps::FRAG`] (LRU: datagrams in reassembly at once).
+pub const FRAG_MAX: u32 = 4096;
+
 /// Capacity of [`crate::maps::HOSTPORTS`].
 pub const HOSTPORTS_MAX: u32 = 1024;
 
 const _: () = {
+    assert!(size_of::<FragKey>() == 8);
+    assert!(size_of::<FragValue>() == 16);
     assert!(size_of::<HostPortKey>() == 4);
     assert!(size_of::<HostPortValue>() == 8);
     assert!(size_of::<CtKey>() == 16);

@@ -22,7 +22,7 @@ pub mod maps;
 pub mod verdict;
 
 pub use config::NetConfig;
-pub use ct::{CtKey, CtValue, HostPortKey, HostPortValue};
+pub use ct::{CtKey, CtValue, FragKey, FragValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
 pub use events::Event;
 pub use verdict::{DenyKey, Verdict, VerdictStats};
@@ -30,7 +30,7 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 /// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
 ///
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
@@ -41,9 +41,12 @@ pub mod progs {
     pub const UPLINK: &str = "smarter_uplink";
     /// TC classifier on the node's loopback ingress: the node's own connections to a hostPort.
     pub const LOCAL: &str = "smarter_local";
+    /// TC classifier on the uplink's egress: the backstop that drops anything about to leave
+    /// with a pod's address.
+    pub const EGRESS: &str = "smarter_egress";
 
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 3] = [POD, UPLINK, LOCAL];
+    pub const ALL: [&str; 4] = [POD, UPLINK, LOCAL, EGRESS];
 
     const _: () = {
         let mut i = 0;
@@ -71,4 +74,6 @@ mod pod {
     unsafe impl aya::Pod for crate::CtValue {}
     unsafe impl aya::Pod for crate::HostPortKey {}
     unsafe impl aya::Pod for crate::HostPortValue {}
+    unsafe impl aya::Pod for crate::FragKey {}
+    unsafe impl aya::Pod for crate::FragValue {}
 }

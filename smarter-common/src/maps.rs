@@ -8,9 +8,9 @@
 use core::mem::size_of;
 
 use crate::{
-    CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
-    HostPortValue, NetConfig, VerdictStats,
-    ct::{CT_MAX, HOSTPORTS_MAX},
+    CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey,
+    FragValue, HostPortKey, HostPortValue, NetConfig, VerdictStats,
+    ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     verdict::VERDICTS_MAX,
 };
 
@@ -51,6 +51,9 @@ macro_rules! map_name {
     (events) => {
         "events"
     };
+    (frag) => {
+        "frag"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -75,6 +78,9 @@ pub const CT_IN: &str = map_name!(ct_in);
 pub const HOSTPORTS: &str = map_name!(hostports);
 /// Ring buffer of [`crate::Event`]s (drops, and everything while tracing).
 pub const EVENTS: &str = map_name!(events);
+/// [`FragKey`] (remote, IP id, protocol) → [`FragValue`] (pod), LRU: later fragments of a NATed
+/// flow's reply follow their first fragment into the pod.
+pub const FRAG: &str = map_name!(frag);
 /// Capacity of [`DENY`].
 pub const DENY_MAX: u32 = 256;
 
@@ -136,7 +142,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 10] = [
+pub const ALL: [MapSpec; 11] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -147,6 +153,7 @@ pub const ALL: [MapSpec; 10] = [
     spec::<CtKey, CtValue>(CT_IN, MapKind::LruHash, CT_MAX),
     spec::<HostPortKey, HostPortValue>(HOSTPORTS, MapKind::Hash, HOSTPORTS_MAX),
     spec::<(), ()>(EVENTS, MapKind::RingBuf, crate::events::EVENTS_BYTES),
+    spec::<FragKey, FragValue>(FRAG, MapKind::LruHash, FRAG_MAX),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

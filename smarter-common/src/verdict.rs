@@ -28,8 +28,8 @@ pub enum Verdict {
     DropMalformed = 8,
     /// Passed to the host stack: ARP, broadcast, multicast and non-IPv4 frames (bridge's job).
     PassL2 = 9,
-    /// Passed to the host stack: IPv4 with options or fragments, which the datapath does not
-    /// rewrite (after the anti-spoofing check).
+    /// No longer produced (layout v3 and older: IPv4 with options or fragments handed to the
+    /// host stack untranslated); kept so the numbers stay stable.
     PassUnparsed = 10,
     /// Dropped: SNAT needed but no free NAT port (all probes collided).
     DropNatPorts = 11,
@@ -37,11 +37,25 @@ pub enum Verdict {
     DropNoRoute = 12,
     /// An ICMP error about a NATed flow, translated and delivered into the pod.
     IcmpErrorIn = 13,
+    /// Dropped by the backstop on the uplink's egress: an IPv4 packet with a pod-subnet source,
+    /// or IPv6 forwarded from the pods, about to leave un-NATed. Never expected: a non-zero
+    /// count means some path escaped translation.
+    DropLeak = 14,
+    /// Dropped: IPv6 from a pod to anything but link-local or multicast destinations (pods
+    /// have no IPv6 network; the bridge still carries neighbour discovery).
+    DropIpv6 = 15,
+    /// Dropped: pod traffic to the outside that cannot be translated: an ICMP type a pod has no
+    /// business sending (not a query, not an error), an ICMP error about no known flow, or an
+    /// L4 header shorter than its protocol's.
+    DropUnnatable = 16,
+    /// A later fragment of a NATed flow's reply (no ports of its own), translated by the
+    /// fragment map and delivered into the pod.
+    FragIn = 17,
 }
 
 impl Verdict {
     /// Every verdict, in index order.
-    pub const ALL: [Verdict; 14] = [
+    pub const ALL: [Verdict; 18] = [
         Verdict::PassHost,
         Verdict::RedirectPod,
         Verdict::NatOut,
@@ -56,7 +70,28 @@ impl Verdict {
         Verdict::DropNatPorts,
         Verdict::DropNoRoute,
         Verdict::IcmpErrorIn,
+        Verdict::DropLeak,
+        Verdict::DropIpv6,
+        Verdict::DropUnnatable,
+        Verdict::FragIn,
     ];
+
+    /// Whether the verdict drops the packet.
+    #[must_use]
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Verdict::DropSpoof
+                | Verdict::DropDeny
+                | Verdict::DropMalformed
+                | Verdict::DropNodelocal
+                | Verdict::DropNatPorts
+                | Verdict::DropNoRoute
+                | Verdict::DropLeak
+                | Verdict::DropIpv6
+                | Verdict::DropUnnatable
+        )
+    }
 
     /// The snake_case name operators see.
     #[must_use]
@@ -76,6 +111,10 @@ impl Verdict {
             Verdict::DropNatPorts => "drop_nat_ports",
             Verdict::DropNoRoute => "drop_no_route",
             Verdict::IcmpErrorIn => "icmp_error_in",
+            Verdict::DropLeak => "drop_leak",
+            Verdict::DropIpv6 => "drop_ipv6",
+            Verdict::DropUnnatable => "drop_unnatable",
+            Verdict::FragIn => "frag_in",
         }
     }
 }

@@ -10,7 +10,8 @@ use smarter_common::{
 
 use crate::{
     maps::{CT_IN, CT_OUT},
-    nat::{L4Info, PROTO_TCP},
+    nat::L4Info,
+    parse::{PROTO_TCP, PROTO_UDP},
 };
 
 /// NAT port probes before giving up (bounded loop, verifier-friendly).
@@ -52,13 +53,14 @@ pub fn next_state(state: u8, proto: u8, flags: u8, reply: bool) -> u8 {
 
 /// Whether an entry last seen at `last_seen` has been idle longer than `cfg` allows.
 #[inline(always)]
-fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
+pub fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
     let secs = match (proto, state) {
         (PROTO_TCP, CT_ESTABLISHED) => cfg.ct_timeout_s[0],
         // Reset flows linger only for stragglers (as Linux's CLOSE state).
         (PROTO_TCP, CT_RESET) => min(cfg.ct_timeout_s[1], RESET_TIMEOUT_S),
         (PROTO_TCP, _) => cfg.ct_timeout_s[1],
-        (17, _) => cfg.ct_timeout_s[2],
+        (PROTO_UDP, _) => cfg.ct_timeout_s[2],
+        // ICMP and protocols without ports.
         _ => cfg.ct_timeout_s[3],
     };
     secs != 0 && now.saturating_sub(last_seen) > u64::from(secs) * 1_000_000_000

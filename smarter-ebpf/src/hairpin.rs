@@ -17,22 +17,23 @@ use smarter_common::{CtKey, EndpointKey, Verdict};
 use crate::{
     ct::next_state,
     maps::{CT_IN, CT_OUT, ENDPOINTS},
-    nat::{IP_DST, IP_SRC, PROTO_TCP, PROTO_UDP, l4, open_hostport_flow, rewrite},
-    parse::IP_LEN,
+    nat::{IP_DST, IP_SRC, L4, l4, open_hostport_flow, rewrite},
+    parse::{Ipv4, PROTO_TCP, PROTO_UDP},
 };
 
 /// A pod's TCP/UDP packet to `uplink:port`: DNAT to the pod holding that hostPort and redirect
 /// into it. `None`: no such hostPort (the host stack answers, e.g. with a reset).
 #[inline(always)]
-pub fn dnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
-    let proto = ip[9];
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+    let proto = ip.proto();
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || !ip.is_simple() {
         return None;
     }
     // Seen from the server: `port` is the hostPort, `remote_port` the client's port.
-    let l = l4(ctx, proto, false)?;
-    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let L4::Nat(l) = l4(ctx, ip, false) else {
+        return None;
+    };
+    let (saddr, daddr) = (ip.saddr(), ip.daddr());
     let in_key = CtKey {
         a: saddr,
         b: 0,
@@ -92,16 +93,15 @@ pub enum Reply {
 /// A pod's TCP/UDP packet to another pod or to the node's uplink address: when it answers a
 /// hairpin or node-local hostPort flow, its source becomes `uplink:hostPort` again.
 #[inline(always)]
-pub fn reply(ctx: &TcContext, ip: &[u8; IP_LEN]) -> Reply {
-    let proto = ip[9];
-    if (proto != PROTO_TCP && proto != PROTO_UDP) || ip[0] != 0x45 {
+pub fn reply(ctx: &TcContext, ip: &Ipv4) -> Reply {
+    let proto = ip.proto();
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || !ip.is_simple() {
         return Reply::Untouched;
     }
-    let Some(l) = l4(ctx, proto, true) else {
+    let L4::Nat(l) = l4(ctx, ip, true) else {
         return Reply::Untouched;
     };
-    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let (saddr, daddr) = (ip.saddr(), ip.daddr());
     let out_key = CtKey {
         a: saddr,
         b: daddr,

@@ -1,60 +1,138 @@
-//! ICMP errors (destination unreachable incl. fragmentation needed, time exceeded) arriving on
-//! the uplink about a NATed flow: the outer destination and the quoted inner header (source
-//! address and port, inner IPv4 checksum) are translated back to the pod, the ICMP checksum is
-//! fixed, and the error is delivered into the pod, so path MTU discovery works through the NAT.
+//! ICMP errors about NATed flows, both ways.
+//!
+//! - Inbound ([`icmp_error`]): destination unreachable (incl. fragmentation needed), time
+//!   exceeded and parameter problem arriving on the uplink about a NATed flow: the outer
+//!   destination and the quoted inner header (source address and port, inner IPv4 checksum) are
+//!   translated back to the pod, the ICMP checksum is fixed, and the error is delivered into the
+//!   pod, so path MTU discovery works through the NAT.
+//! - Outbound ([`outbound`]): an error a pod sends about a packet of one of its flows (e.g. port
+//!   unreachable for a UDP hostPort flow): the outer source and the quoted destination become
+//!   the NAT address and port the remote knows.
+//!
+//! The quoted packet may be TCP, UDP, an ICMP query or any protocol without ports.
 
 use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect_peer, programs::TcContext};
 use smarter_common::{CtKey, EndpointKey, Verdict};
 
 use crate::{
-    maps::{CT_IN, ENDPOINTS},
-    nat::{IP_CSUM, IP_DST, L4, dec_ttl},
-    parse::{IP_LEN, read},
+    maps::{CT_IN, CT_OUT, ENDPOINTS},
+    nat::{IP_CSUM, IP_DST, IP_SRC, dec_ttl},
+    parse::{IP_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
 };
 
-/// Offset of the quoted IPv4 header inside an ICMP error (after the 8-byte ICMP header).
-const INNER: usize = L4 + 8;
-const ICMP_CSUM: usize = L4 + 2;
+/// The flow a quoted packet belongs to, as seen from its sender.
+struct Quoted {
+    /// Offset of the quoted IPv4 header.
+    inner: usize,
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    /// Whether `sport`/`dport` exist (TCP/UDP, or an ICMP query's identifier in `sport`).
+    ports: bool,
+    /// Offset of the quoted port that translation rewrites.
+    port_off: usize,
+    old_csum: u16,
+}
 
-/// `None`: not an ICMP error about one of our flows (host traffic).
+/// Parses the packet quoted by the ICMP error at `ip.l4`. `rewrite_src`: the quoted packet was
+/// sent through the NAT by us (an inbound error: its source is what gets translated back);
+/// otherwise it was received by the pod (an outbound error: its destination is translated).
 #[inline(always)]
-pub fn icmp_error(
-    ctx: &TcContext,
-    ip: &[u8; IP_LEN],
-    bridge_mac: [u8; 6],
-) -> Option<(Verdict, i32)> {
-    let icmp = read::<[u8; 4]>(ctx, L4)?;
-    if icmp[0] != 3 && icmp[0] != 11 {
+fn quoted(ctx: &TcContext, ip: &Ipv4, rewrite_src: bool) -> Option<Quoted> {
+    let inner = ip.l4_off() + 8;
+    let h = read::<[u8; IP_LEN]>(ctx, inner)?;
+    if h[0] != 0x45 {
         return None;
     }
-    let inner = read::<[u8; 28]>(ctx, INNER)?;
-    if inner[0] != 0x45 {
-        return None;
-    }
-    let proto = inner[9];
-    let inner_src = u32::from_ne_bytes([inner[12], inner[13], inner[14], inner[15]]);
-    let inner_dst = u32::from_ne_bytes([inner[16], inner[17], inner[18], inner[19]]);
-    // The quoted packet went out as uplink:nat_port → remote:remote_port.
-    let (nat_port, remote_port, port_off) = match proto {
-        6 | 17 => (
-            u16::from_ne_bytes([inner[20], inner[21]]),
-            u16::from_ne_bytes([inner[22], inner[23]]),
-            INNER + IP_LEN,
-        ),
-        // An echo request: the identifier is the port.
-        1 if inner[20] == 8 => (
-            u16::from_ne_bytes([inner[24], inner[25]]),
-            0,
-            INNER + IP_LEN + 4,
-        ),
-        _ => return None,
+    let proto = h[9];
+    let l4 = inner + IP_LEN;
+    let (sport, dport, ports, port_off) = match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let p = read::<[u8; 4]>(ctx, l4)?;
+            let off = if rewrite_src { l4 } else { l4 + 2 };
+            (
+                u16::from_ne_bytes([p[0], p[1]]),
+                u16::from_ne_bytes([p[2], p[3]]),
+                true,
+                off,
+            )
+        }
+        PROTO_ICMP => {
+            let p = read::<[u8; 8]>(ctx, l4)?;
+            // Only a query (echo, timestamp, information, address mask) belongs to a flow.
+            if !matches!(p[0], 8 | 13 | 15 | 17) || !rewrite_src {
+                return None;
+            }
+            (u16::from_ne_bytes([p[4], p[5]]), 0, true, l4 + 4)
+        }
+        _ => (0, 0, false, 0),
     };
-    let key = CtKey {
-        a: inner_dst,
-        b: 0,
-        a_port: remote_port,
-        b_port: nat_port,
+    Some(Quoted {
+        inner,
         proto,
+        src: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        dst: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
+        sport,
+        dport,
+        ports,
+        port_off,
+        old_csum: u16::from_ne_bytes([h[10], h[11]]),
+    })
+}
+
+/// Rewrites the quoted packet's address at `addr_off` (`old` → `new`) and its port
+/// (`old_port` → `new_port`), then the ICMP checksum over every changed word.
+#[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one rewrite, named parts; inlined into both callers"
+)]
+fn translate_quoted(
+    ctx: &TcContext,
+    icmp_csum: usize,
+    q: &Quoted,
+    addr_off: usize,
+    old: u32,
+    new: u32,
+    old_port: u16,
+    new_port: u16,
+) -> bool {
+    let ok = ctx
+        .l3_csum_replace(q.inner + 10, u64::from(old), u64::from(new), 4)
+        .is_ok()
+        && ctx.store(addr_off, &new, 0).is_ok()
+        && (!q.ports || ctx.store(q.port_off, &new_port, 0).is_ok());
+    if !ok {
+        return false;
+    }
+    let Some(new_csum) = read::<u16>(ctx, q.inner + 10) else {
+        return false;
+    };
+    ctx.l4_csum_replace(icmp_csum, u64::from(old), u64::from(new), 4)
+        .is_ok()
+        && ctx
+            .l4_csum_replace(icmp_csum, u64::from(q.old_csum), u64::from(new_csum), 2)
+            .is_ok()
+        && (!q.ports
+            || ctx
+                .l4_csum_replace(icmp_csum, u64::from(old_port), u64::from(new_port), 2)
+                .is_ok())
+}
+
+/// An ICMP error arriving on the uplink (types 3, 11, 12). `None`: not about one of our flows
+/// (host traffic).
+#[inline(always)]
+pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+    // The quoted packet went out as uplink:nat_port → remote:remote_port.
+    let q = quoted(ctx, ip, true)?;
+    let key = CtKey {
+        a: q.dst,
+        b: 0,
+        a_port: q.dport,
+        b_port: q.sport,
+        proto: q.proto,
         pad: [0; 3],
     };
     // SAFETY: read-only lookup, copied at once.
@@ -67,48 +145,31 @@ pub fn icmp_error(
         Some(ep) => (ep.ifindex, ep.mac),
         None => return Some((Verdict::DropNodelocal, -1)),
     };
-    let ttl = ip[8];
+    let ttl = ip.ttl();
     if ttl <= 1 {
         return None;
     }
-    let outer_dst = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let old_inner_csum = u16::from_ne_bytes([inner[10], inner[11]]);
+    let outer_dst = ip.daddr();
     let eth_src = if bridge_mac == [0; 6] {
         read::<[u8; 6]>(ctx, 0)?
     } else {
         bridge_mac
     };
-    // Inner header first (its checksum), then the ICMP checksum over every changed word.
-    let ok = ctx
-        .l3_csum_replace(INNER + 10, u64::from(inner_src), u64::from(pod_ip), 4)
+    let icmp_csum = ip.l4_off() + 2;
+    let ok = translate_quoted(
+        ctx,
+        icmp_csum,
+        &q,
+        q.inner + 12,
+        q.src,
+        pod_ip,
+        q.sport,
+        pod_port,
+    ) && ctx
+        .l3_csum_replace(IP_CSUM, u64::from(outer_dst), u64::from(pod_ip), 4)
         .is_ok()
-        && ctx.store(INNER + 12, &pod_ip, 0).is_ok()
-        && ctx.store(port_off, &pod_port, 0).is_ok();
-    if !ok {
-        return Some((Verdict::DropMalformed, -1));
-    }
-    let Some(new_inner_csum) = read::<u16>(ctx, INNER + 10) else {
-        return Some((Verdict::DropMalformed, -1));
-    };
-    let ok = ctx
-        .l4_csum_replace(ICMP_CSUM, u64::from(inner_src), u64::from(pod_ip), 4)
-        .is_ok()
-        && ctx
-            .l4_csum_replace(
-                ICMP_CSUM,
-                u64::from(old_inner_csum),
-                u64::from(new_inner_csum),
-                2,
-            )
-            .is_ok()
-        && ctx
-            .l4_csum_replace(ICMP_CSUM, u64::from(nat_port), u64::from(pod_port), 2)
-            .is_ok()
-        && ctx
-            .l3_csum_replace(IP_CSUM, u64::from(outer_dst), u64::from(pod_ip), 4)
-            .is_ok()
         && ctx.store(IP_DST, &pod_ip, 0).is_ok()
-        && dec_ttl(ctx, ttl, ip[9])
+        && dec_ttl(ctx, ttl, ip.proto())
         && ctx.store(0, &mac, 0).is_ok()
         && ctx.store(6, &eth_src, 0).is_ok();
     if !ok {
@@ -120,4 +181,61 @@ pub fn icmp_error(
         return Some((Verdict::DropNodelocal, -1));
     }
     Some((Verdict::IcmpErrorIn, action))
+}
+
+/// What [`outbound`] did.
+pub enum Outbound {
+    /// Outer source and quoted destination translated (TTL and redirect are the caller's).
+    Translated,
+    /// The quoted packet is not of a flow this pod has through the NAT.
+    NoFlow,
+    /// A rewrite failed.
+    Failed,
+}
+
+/// An ICMP error a pod sends to the outside (types 3, 4, 5, 11, 12) about a packet it received
+/// from `remote`: translated with the flow's conntrack entry, so the remote sees it come from
+/// the NAT address about the NAT port it knows.
+#[inline(always)]
+pub fn outbound(ctx: &TcContext, ip: &Ipv4, uplink_addr: u32) -> Outbound {
+    let Some(q) = quoted(ctx, ip, false) else {
+        return Outbound::NoFlow;
+    };
+    let pod = ip.saddr();
+    // The quoted packet came remote:sport → pod:dport.
+    if q.dst != pod {
+        return Outbound::NoFlow;
+    }
+    let key = CtKey {
+        a: pod,
+        b: q.src,
+        a_port: q.dport,
+        b_port: q.sport,
+        proto: q.proto,
+        pad: [0; 3],
+    };
+    // SAFETY: read-only lookup, copied at once.
+    let (nat_addr, nat_port) = match unsafe { CT_OUT.get(key) } {
+        Some(v) => (v.addr, v.port),
+        None => return Outbound::NoFlow,
+    };
+    let icmp_csum = ip.l4_off() + 2;
+    let ok = translate_quoted(
+        ctx,
+        icmp_csum,
+        &q,
+        q.inner + 16,
+        pod,
+        nat_addr,
+        q.dport,
+        nat_port,
+    ) && ctx
+        .l3_csum_replace(IP_CSUM, u64::from(pod), u64::from(uplink_addr), 4)
+        .is_ok()
+        && ctx.store(IP_SRC, &uplink_addr, 0).is_ok();
+    if ok {
+        Outbound::Translated
+    } else {
+        Outbound::Failed
+    }
 }

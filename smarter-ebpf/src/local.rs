@@ -9,7 +9,7 @@ use smarter_common::maps::CONFIG_INDEX;
 use crate::{
     hairpin,
     maps::CONFIG,
-    parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, read},
+    parse::{ETH_P_IP, ETH_TYPE, Ipv4, read},
     verdict::{action, record},
 };
 
@@ -31,11 +31,9 @@ fn try_smarter_local(ctx: &TcContext) -> Option<(smarter_common::Verdict, i32)> 
     if u16::from_be_bytes(ethertype) != ETH_P_IP {
         return None;
     }
-    let ip = read::<[u8; IP_LEN]>(ctx, ETH_LEN)?;
+    let ip = Ipv4::read(ctx)?;
     let cfg = CONFIG.get(CONFIG_INDEX)?;
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if cfg.uplink_addr == 0 || daddr != cfg.uplink_addr || ip[0] != 0x45 || frag != 0 {
+    if cfg.uplink_addr == 0 || ip.daddr() != cfg.uplink_addr || !ip.is_simple() {
         return None;
     }
     hairpin::dnat(ctx, &ip, cfg.bridge_mac)

@@ -6,8 +6,10 @@
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
 //! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
 //! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
+//! - [`egress`]: `smarter_egress`, on the uplink's egress (the backstop: no pod address leaves);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
-//! - [`parse`]: bounds-checked packet access; [`verdict`]: per-verdict counters.
+//! - [`parse`]: bounds-checked packet access and the IPv4 header view; [`verdict`]: per-verdict
+//!   counters.
 //!
 //! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
 //! every error into an explicit verdict. Only helpers available in Linux 5.10 are used.
@@ -18,6 +20,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod ct;
+mod egress;
 mod hairpin;
 mod icmp_err;
 mod local;

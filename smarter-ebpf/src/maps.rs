@@ -4,9 +4,9 @@
 
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use smarter_common::{
-    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
-    HostPortValue, NetConfig, VerdictStats,
-    ct::{CT_MAX, HOSTPORTS_MAX},
+    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey, FragValue,
+    HostPortKey, HostPortValue, NetConfig, VerdictStats,
+    ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     events::EVENTS_BYTES,
     map_name,
     maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_STATS_MAX},
@@ -67,3 +67,9 @@ pub static HOSTPORTS: HashMap<HostPortKey, HostPortValue> =
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(events))]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// First fragments of NATed replies (remote, IP id, protocol) → the pod, so the later
+/// fragments (which carry no ports) follow them in.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(frag))]
+pub static FRAG: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_MAX, 0);

@@ -1,105 +1,183 @@
-//! Source NAT of pod traffic to the uplink's address (TCP, UDP, ICMP echo) and its reverse,
-//! with conntrack in [`CT_OUT`]/[`CT_IN`], checksum fixes, TTL decrement, FIB lookup and
-//! redirect. Only IPv4 without options and not fragmented reaches this module.
+//! Source NAT of pod traffic to the uplink's address and its reverse, with conntrack in
+//! [`CT_OUT`]/[`CT_IN`], checksum fixes, TTL decrement, FIB lookup and redirect.
+//!
+//! Everything the kernel's masquerade carries is carried:
+//! - TCP, UDP (any payload size, header read by its real length) and ICMP queries (echo,
+//!   timestamp, information, address mask) by port or identifier;
+//! - ICMP errors a pod sends about a flow it is part of ([`crate::icmp_err::outbound`]);
+//! - every other protocol (GRE, ESP, SCTP, unknown numbers) by address, one mapping per
+//!   (protocol, pod, remote) as the kernel's generic NAT does;
+//! - IP options (the L4 header is found through the IHL; options are kept as they are);
+//! - fragments: the first one is translated by its ports; later ones carry no ports and only
+//!   need the address (outbound) or the fragment map [`FRAG`] written when the first fragment of
+//!   a reply came in (inbound).
 
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_REDIRECT, bpf_fib_lookup},
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_REDIRECT, bpf_fib_lookup,
+    },
     helpers::{
         bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
         bpf_redirect_peer,
     },
     programs::TcContext,
 };
-use smarter_common::{CtKey, CtValue, EndpointKey, HostPortKey, NetConfig, Verdict, ct::CT_NEW};
-
-use crate::{
-    ct::{nat_port_for, next_state},
-    maps::{CT_IN, CT_OUT, ENDPOINTS, HOSTPORTS},
-    parse::{ETH_LEN, IP_LEN, read},
+use smarter_common::{
+    CtKey, CtValue, EndpointKey, FragKey, FragValue, HostPortKey, NetConfig, Verdict, ct::CT_NEW,
 };
 
-pub const L4: usize = ETH_LEN + IP_LEN;
+use crate::{
+    ct::{expired, nat_port_for, next_state},
+    maps::{CT_IN, CT_OUT, ENDPOINTS, FRAG, HOSTPORTS},
+    parse::{ETH_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
+};
+
 pub const IP_CSUM: usize = ETH_LEN + 10;
 const IP_TTL: usize = ETH_LEN + 8;
 pub const IP_SRC: usize = ETH_LEN + 12;
 pub const IP_DST: usize = ETH_LEN + 16;
-const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
 const AF_INET: u8 = 2;
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 const FIB_FRAG_NEEDED: i64 = 8;
+/// A datagram's fragments must all arrive within this time of the first (Linux's
+/// `ipfrag_time` default): older fragment-map entries are not used.
+const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// The L4 facts NAT needs: ports (network byte order) and where the checksum and the port sit.
 pub struct L4Info {
-    /// Pod-side port (TCP/UDP source or destination) or ICMP identifier.
+    /// Pod-side port (TCP/UDP source or destination) or ICMP identifier; 0 without ports.
     pub port: u16,
-    /// Remote port (0 for ICMP).
+    /// Remote port (0 for ICMP and protocols without ports).
     pub remote_port: u16,
     /// Offset of the port to rewrite.
     pub port_off: usize,
     /// Offset of the L4 checksum.
     pub csum_off: usize,
-    /// `bpf_l4_csum_replace` flags for the address change (0 for ICMP: no pseudo header).
+    /// `bpf_l4_csum_replace` flags for the address change (0: no pseudo header).
     pub addr_flags: u64,
     /// `bpf_l4_csum_replace` flags for the port change.
     pub port_flags: u64,
     /// TCP flags (0 otherwise).
     pub tcp_flags: u8,
+    /// Whether there is a port (or identifier) to translate; `false`: by address alone.
+    pub ports: bool,
 }
 
-/// Parses TCP/UDP/ICMP echo; `outbound` selects the direction (source port is the pod's).
-#[inline(always)]
-pub fn l4(ctx: &TcContext, proto: u8, outbound: bool) -> Option<L4Info> {
-    match proto {
-        PROTO_TCP | PROTO_UDP => {
-            let h = read::<[u8; 14]>(ctx, L4)?;
-            let sport = u16::from_ne_bytes([h[0], h[1]]);
-            let dport = u16::from_ne_bytes([h[2], h[3]]);
-            let (port, remote_port, port_off) = if outbound {
-                (sport, dport, L4)
-            } else {
-                (dport, sport, L4 + 2)
-            };
-            let (csum_off, mangled, tcp_flags) = if proto == PROTO_TCP {
-                (L4 + 16, 0, h[13])
-            } else {
-                (L4 + 6, u64::from(BPF_F_MARK_MANGLED_0), 0)
-            };
-            Some(L4Info {
-                port,
-                remote_port,
-                port_off,
-                csum_off,
-                addr_flags: u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
-                port_flags: mangled | 2,
-                tcp_flags,
-            })
+impl L4Info {
+    /// Translation by address alone (protocols without ports, later fragments).
+    #[inline(always)]
+    pub const fn addr_only() -> Self {
+        Self {
+            port: 0,
+            remote_port: 0,
+            port_off: 0,
+            csum_off: 0,
+            addr_flags: 0,
+            port_flags: 0,
+            tcp_flags: 0,
+            ports: false,
         }
-        PROTO_ICMP => {
-            let h = read::<[u8; 8]>(ctx, L4)?;
-            // Echo request out, echo reply in; errors are not translated (yet).
-            if h[0] != if outbound { 8 } else { 0 } {
-                return None;
-            }
-            Some(L4Info {
-                port: u16::from_ne_bytes([h[4], h[5]]),
-                remote_port: 0,
-                port_off: L4 + 4,
-                csum_off: L4 + 2,
-                addr_flags: 0,
-                port_flags: 2,
-                tcp_flags: 0,
-            })
-        }
-        _ => None,
     }
 }
 
-/// Rewrites address (at `addr_off`) and port, fixing IPv4 and L4 checksums.
+/// What the L4 header of a packet allows.
+pub enum L4 {
+    /// Translatable, by port or by address.
+    Nat(L4Info),
+    /// Shorter than its protocol's header.
+    Short,
+    /// ICMP that is not a query of this direction (errors, unsolicited replies, other types).
+    OtherIcmp(u8),
+}
+
+/// ICMP query types with an identifier: echo, timestamp, information, address mask requests
+/// (outbound) and their replies (inbound).
+#[inline(always)]
+fn icmp_query(kind: u8, outbound: bool) -> bool {
+    if outbound {
+        matches!(kind, 8 | 13 | 15 | 17)
+    } else {
+        matches!(kind, 0 | 14 | 16 | 18)
+    }
+}
+
+/// Parses the L4 header of a first fragment or unfragmented packet; `outbound` selects the
+/// direction (source port is the pod's).
+#[inline(always)]
+pub fn l4(ctx: &TcContext, ip: &Ipv4, outbound: bool) -> L4 {
+    let off = ip.l4_off();
+    match ip.proto() {
+        PROTO_TCP => {
+            let Some(h) = read::<[u8; 20]>(ctx, off) else {
+                return L4::Short;
+            };
+            L4::Nat(ports(
+                off,
+                h[0..4].try_into().unwrap_or([0; 4]),
+                outbound,
+                true,
+                h[13],
+            ))
+        }
+        PROTO_UDP => {
+            let Some(h) = read::<[u8; 8]>(ctx, off) else {
+                return L4::Short;
+            };
+            L4::Nat(ports(off, [h[0], h[1], h[2], h[3]], outbound, false, 0))
+        }
+        PROTO_ICMP => {
+            let Some(h) = read::<[u8; 8]>(ctx, off) else {
+                return L4::Short;
+            };
+            if !icmp_query(h[0], outbound) {
+                return L4::OtherIcmp(h[0]);
+            }
+            L4::Nat(L4Info {
+                port: u16::from_ne_bytes([h[4], h[5]]),
+                remote_port: 0,
+                port_off: off + 4,
+                csum_off: off + 2,
+                addr_flags: 0,
+                port_flags: 2,
+                tcp_flags: 0,
+                ports: true,
+            })
+        }
+        _ => L4::Nat(L4Info::addr_only()),
+    }
+}
+
+#[inline(always)]
+fn ports(off: usize, h: [u8; 4], outbound: bool, tcp: bool, tcp_flags: u8) -> L4Info {
+    let sport = u16::from_ne_bytes([h[0], h[1]]);
+    let dport = u16::from_ne_bytes([h[2], h[3]]);
+    let (port, remote_port, port_off) = if outbound {
+        (sport, dport, off)
+    } else {
+        (dport, sport, off + 2)
+    };
+    let (csum_off, mangled) = if tcp {
+        (off + 16, 0)
+    } else {
+        (off + 6, u64::from(BPF_F_MARK_MANGLED_0))
+    };
+    L4Info {
+        port,
+        remote_port,
+        port_off,
+        csum_off,
+        addr_flags: u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
+        port_flags: mangled | 2,
+        tcp_flags,
+        ports: true,
+    }
+}
+
+/// Rewrites address (at `addr_off`) and, when there is one, the port, fixing IPv4 and L4
+/// checksums.
 #[inline(always)]
 pub fn rewrite(
     ctx: &TcContext,
@@ -109,19 +187,21 @@ pub fn rewrite(
     new: u32,
     new_port: u16,
 ) -> bool {
-    (l.addr_flags == 0
-        || ctx
-            .l4_csum_replace(l.csum_off, u64::from(old), u64::from(new), l.addr_flags)
-            .is_ok())
-        && ctx
-            .l4_csum_replace(
-                l.csum_off,
-                u64::from(l.port),
-                u64::from(new_port),
-                l.port_flags,
-            )
-            .is_ok()
-        && ctx.store(l.port_off, &new_port, 0).is_ok()
+    let l4_ok = !l.ports
+        || ((l.addr_flags == 0
+            || ctx
+                .l4_csum_replace(l.csum_off, u64::from(old), u64::from(new), l.addr_flags)
+                .is_ok())
+            && ctx
+                .l4_csum_replace(
+                    l.csum_off,
+                    u64::from(l.port),
+                    u64::from(new_port),
+                    l.port_flags,
+                )
+                .is_ok()
+            && ctx.store(l.port_off, &new_port, 0).is_ok());
+    l4_ok
         && ctx
             .l3_csum_replace(IP_CSUM, u64::from(old), u64::from(new), 4)
             .is_ok()
@@ -138,20 +218,45 @@ pub fn dec_ttl(ctx: &TcContext, ttl: u8, proto: u8) -> bool {
         && ctx.store(IP_TTL, &(ttl - 1), 0).is_ok()
 }
 
-/// FIB lookup, then SNAT of a pod packet to `uplink_addr` and redirect out of the uplink.
-/// `None`: not for the uplink or not NATable here (local destinations, other egress
-/// interfaces, no route, other protocols, ICMP other than echo, TTL expiring) → host stack.
+/// How an outbound packet is translated.
+enum Plan {
+    /// By port or identifier (TCP, UDP, ICMP queries).
+    Ports(L4Info),
+    /// By address, with a conntrack mapping (protocols without ports).
+    Generic,
+    /// By address alone: a later fragment (its first fragment carried the ports).
+    LaterFragment,
+    /// An ICMP error quoting a flow of the pod.
+    IcmpError,
+}
+
+/// FIB lookup, then SNAT of a pod packet to the uplink's address and redirect out of the
+/// uplink. The caller has ruled out local, pod-subnet and denied destinations. `PassHost`:
+/// not for the uplink (another interface, a local address, an unreachable destination the host
+/// stack answers for) or TTL expiring (the host answers "time exceeded"); nothing was
+/// rewritten then.
 #[inline(always)]
-pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verdict, i32)> {
+pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
     let (uplink_addr, uplink_ifindex) = (cfg.uplink_addr, cfg.uplink_ifindex);
-    let proto = ip[9];
-    let ttl = ip[8];
+    let (proto, ttl) = (ip.proto(), ip.ttl());
     if ttl <= 1 {
-        return None;
+        return (Verdict::PassHost, -1);
     }
-    let l = l4(ctx, proto, true)?;
-    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let plan = if ip.is_later_fragment() {
+        Plan::LaterFragment
+    } else {
+        match l4(ctx, ip, true) {
+            L4::Nat(l) if l.ports => Plan::Ports(l),
+            L4::Nat(_) => Plan::Generic,
+            L4::Short => return (Verdict::DropMalformed, -1),
+            // Errors a pod may send about its flows (unreachable, source quench, redirect,
+            // time exceeded, parameter problem); any other ICMP has no flow to belong to.
+            L4::OtherIcmp(3 | 4 | 5 | 11 | 12) => Plan::IcmpError,
+            L4::OtherIcmp(_) => return (Verdict::DropUnnatable, -1),
+        }
+    };
+    let saddr = ip.saddr();
+    let daddr = ip.daddr();
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid request to fill in.
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
     fib.family = AF_INET;
@@ -161,11 +266,7 @@ pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verd
     // are checked, so an oversized one with DF clear is refused below.
     // SAFETY: reading `gso_segs` from a TC program's `__sk_buff` is allowed.
     let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
-    fib.__bindgen_anon_1.tot_len = if gso {
-        0
-    } else {
-        u16::from_be_bytes([ip[2], ip[3]])
-    };
+    fib.__bindgen_anon_1.tot_len = if gso { 0 } else { ip.tot_len() };
     fib.ifindex = uplink_ifindex;
     fib.__bindgen_anon_3.ipv4_src = uplink_addr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
@@ -182,23 +283,40 @@ pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verd
         FIB_SUCCESS | FIB_NO_NEIGH if fib.ifindex == uplink_ifindex => {}
         // Too big for the uplink with DF clear: it would need fragmenting, which this datapath
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
-        FIB_FRAG_NEEDED if ip[6] & 0x40 == 0 => return Some((Verdict::DropNoRoute, -1)),
+        FIB_FRAG_NEEDED if !ip.dont_fragment() => return (Verdict::DropNoRoute, -1),
         // Local destinations (any node address), other egress interfaces, unreachable,
         // prohibited, forwarding disabled, fragmentation needed: the host stack decides and
         // answers with the right ICMP error. Nothing was rewritten yet.
-        _ => return None,
+        _ => return (Verdict::PassHost, -1),
     }
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Some(nat_port) = nat_port_for(saddr, daddr, &l, proto, cfg, now) else {
-        return Some((Verdict::DropNatPorts, -1));
+    let translated = match plan {
+        Plan::Ports(l) => {
+            let Some(nat_port) = nat_port_for(saddr, daddr, &l, proto, cfg, now) else {
+                return (Verdict::DropNatPorts, -1);
+            };
+            rewrite(ctx, &l, IP_SRC, saddr, uplink_addr, nat_port)
+        }
+        Plan::Generic => {
+            if !nat_addr_for(saddr, daddr, proto, cfg, now) {
+                return (Verdict::DropNatPorts, -1);
+            }
+            rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, uplink_addr, 0)
+        }
+        Plan::LaterFragment => rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, uplink_addr, 0),
+        Plan::IcmpError => match crate::icmp_err::outbound(ctx, ip, uplink_addr) {
+            crate::icmp_err::Outbound::Translated => true,
+            crate::icmp_err::Outbound::NoFlow => return (Verdict::DropUnnatable, -1),
+            crate::icmp_err::Outbound::Failed => false,
+        },
     };
-    if !rewrite(ctx, &l, IP_SRC, saddr, uplink_addr, nat_port) || !dec_ttl(ctx, ttl, proto) {
-        return Some((Verdict::DropMalformed, -1));
+    if !translated || !dec_ttl(ctx, ttl, proto) {
+        return (Verdict::DropMalformed, -1);
     }
     let action = if ret == FIB_SUCCESS {
         if ctx.store(0, &fib.dmac, 0).is_err() || ctx.store(6, &fib.smac, 0).is_err() {
-            return Some((Verdict::DropMalformed, -1));
+            return (Verdict::DropMalformed, -1);
         }
         // SAFETY: plain helper call.
         unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
@@ -206,7 +324,74 @@ pub fn snat(ctx: &TcContext, ip: &[u8; IP_LEN], cfg: &NetConfig) -> Option<(Verd
         // SAFETY: plain helper call; NULL params = resolve the neighbour of the packet's route.
         unsafe { bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
     };
-    Some((Verdict::NatOut, action))
+    (Verdict::NatOut, action)
+}
+
+/// The address mapping of a protocol without ports, `saddr → daddr`: one per (protocol, pod,
+/// remote), as the kernel's generic NAT keeps it. `false`: another pod holds the mapping to
+/// this remote for this protocol and it has not expired.
+#[inline(always)]
+fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) -> bool {
+    let in_key = CtKey {
+        a: daddr,
+        b: 0,
+        a_port: 0,
+        b_port: 0,
+        proto,
+        pad: [0; 3],
+    };
+    let reply = CtValue {
+        last_seen: now,
+        addr: saddr,
+        port: 0,
+        state: CT_NEW,
+        pad: 0,
+    };
+    if let Some(v) = CT_IN.get_ptr_mut(in_key) {
+        // SAFETY: a map value pointer, valid for this program run.
+        let (holder, state, last_seen) = unsafe { ((*v).addr, (*v).state, (*v).last_seen) };
+        if holder != saddr {
+            if !expired(cfg, proto, state, last_seen, now) {
+                return false;
+            }
+            let old_out = CtKey {
+                a: holder,
+                b: daddr,
+                a_port: 0,
+                b_port: 0,
+                proto,
+                pad: [0; 3],
+            };
+            let _ = CT_OUT.remove(old_out);
+        }
+        // SAFETY: as above; overwritten in place.
+        unsafe { *v = reply };
+    } else if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_err() {
+        // Another CPU created it meanwhile: ours only if it is for this pod.
+        // SAFETY: read-only lookup, copied at once.
+        match unsafe { CT_IN.get(in_key) } {
+            Some(v) if v.addr == saddr => {}
+            _ => return false,
+        }
+    }
+    let out_key = CtKey {
+        a: saddr,
+        b: daddr,
+        a_port: 0,
+        b_port: 0,
+        proto,
+        pad: [0; 3],
+    };
+    let out = CtValue {
+        last_seen: now,
+        addr: cfg.uplink_addr,
+        port: 0,
+        state: CT_NEW,
+        pad: 0,
+    };
+    // An LRU insert only fails without memory; the reverse entry still lets replies in.
+    let _ = CT_OUT.insert(out_key, out, 0);
+    true
 }
 
 /// A new flow `saddr:l.remote_port → daddr:l.port` (TCP/UDP) to a hostPort: creates its
@@ -261,19 +446,65 @@ pub fn open_hostport_flow(
     Some(Ok(()))
 }
 
-/// Reverse NAT of a reply arriving on the uplink for `uplink_addr`, or DNAT of a new flow to a
-/// hostPort, redirected into the pod. `None`: neither (host traffic).
+/// Delivers a translated packet into the pod `pod_ip` (destination already rewritten): TTL,
+/// MACs, redirect into the pod's namespace.
 #[inline(always)]
-pub fn rnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
-    let proto = ip[9];
-    if proto == PROTO_ICMP
-        && let Some(result) = crate::icmp_err::icmp_error(ctx, ip, bridge_mac)
+fn deliver(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    pod_ip: u32,
+    bridge_mac: [u8; 6],
+    v: Verdict,
+) -> (Verdict, i32) {
+    // SAFETY: read-only lookup, copied at once.
+    let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
+        Some(ep) => (ep.ifindex, ep.mac),
+        None => return (Verdict::DropNodelocal, -1),
+    };
+    // The pod sees the bridge (its gateway) as the sender; the uplink's MAC when unknown.
+    let eth_src = if bridge_mac == [0; 6] {
+        match read::<[u8; 6]>(ctx, 0) {
+            Some(m) => m,
+            None => return (Verdict::DropMalformed, -1),
+        }
+    } else {
+        bridge_mac
+    };
+    if !dec_ttl(ctx, ip.ttl(), ip.proto())
+        || ctx.store(0, &mac, 0).is_err()
+        || ctx.store(6, &eth_src, 0).is_err()
     {
-        return Some(result);
+        return (Verdict::DropMalformed, -1);
     }
-    let l = l4(ctx, proto, false)?;
-    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
+    if action != TC_ACT_REDIRECT {
+        return (Verdict::DropNodelocal, -1);
+    }
+    (v, action)
+}
+
+/// Reverse NAT of a reply arriving on the uplink for the uplink's address, or DNAT of a new flow
+/// to a hostPort, redirected into the pod. `None`: neither (host traffic, untouched).
+#[inline(always)]
+pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+    let proto = ip.proto();
+    let saddr = ip.saddr();
+    let daddr = ip.daddr();
+    // SAFETY: ktime has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if ip.is_later_fragment() {
+        return frag_in(ctx, ip, bridge_mac, now);
+    }
+    let l = match l4(ctx, ip, false) {
+        L4::Nat(l) => l,
+        L4::OtherIcmp(3 | 11 | 12) => return crate::icmp_err::icmp_error(ctx, ip, bridge_mac),
+        // Not ours to judge: the host stack drops or answers it.
+        L4::OtherIcmp(_) | L4::Short => return None,
+    };
+    if ip.ttl() <= 1 {
+        return None;
+    }
     let in_key = CtKey {
         a: saddr,
         b: 0,
@@ -282,13 +513,11 @@ pub fn rnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(
         proto,
         pad: [0; 3],
     };
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let mut verdict = Verdict::NatIn;
     let v = match CT_IN.get_ptr_mut(in_key) {
         Some(v) => v,
         None => {
-            if proto == PROTO_ICMP {
+            if proto != PROTO_TCP && proto != PROTO_UDP {
                 return None;
             }
             match open_hostport_flow(in_key, &l, proto, saddr, daddr, now)? {
@@ -320,32 +549,48 @@ pub fn rnat(ctx: &TcContext, ip: &[u8; IP_LEN], bridge_mac: [u8; 6]) -> Option<(
             (*o).state = next_state((*o).state, proto, l.tcp_flags, true);
         }
     }
-    // SAFETY: read-only lookup, copied at once.
-    let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
-        Some(ep) => (ep.ifindex, ep.mac),
-        None => return Some((Verdict::DropNodelocal, -1)),
-    };
-    let ttl = ip[8];
-    if ttl <= 1 {
-        return None;
-    }
-    // The pod sees the bridge (its gateway) as the sender; the uplink's MAC when unknown.
-    let eth_src = if bridge_mac == [0; 6] {
-        read::<[u8; 6]>(ctx, 0)?
-    } else {
-        bridge_mac
-    };
-    if !rewrite(ctx, &l, IP_DST, daddr, pod_ip, pod_port)
-        || !dec_ttl(ctx, ttl, proto)
-        || ctx.store(0, &mac, 0).is_err()
-        || ctx.store(6, &eth_src, 0).is_err()
-    {
+    if !rewrite(ctx, &l, IP_DST, daddr, pod_ip, pod_port) {
         return Some((Verdict::DropMalformed, -1));
     }
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
-    if action != TC_ACT_REDIRECT {
-        return Some((Verdict::DropNodelocal, -1));
+    if ip.more_fragments() {
+        // The first fragment: its followers find the pod through the fragment map.
+        let key = FragKey {
+            remote: saddr,
+            id: ip.id(),
+            proto,
+            pad: 0,
+        };
+        let value = FragValue {
+            first_seen: now,
+            pod_ip,
+            pad: 0,
+        };
+        let _ = FRAG.insert(key, value, 0);
     }
-    Some((verdict, action))
+    Some(deliver(ctx, ip, pod_ip, bridge_mac, verdict))
+}
+
+/// A later fragment arriving for the uplink's address: into the pod its first fragment went
+/// to. `None`: no first fragment seen (the node's own datagram, or one whose first fragment is
+/// still on its way: those are the host stack's).
+#[inline(always)]
+fn frag_in(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6], now: u64) -> Option<(Verdict, i32)> {
+    let key = FragKey {
+        remote: ip.saddr(),
+        id: ip.id(),
+        proto: ip.proto(),
+        pad: 0,
+    };
+    // SAFETY: read-only lookup, copied at once.
+    let (pod_ip, first_seen) = match unsafe { FRAG.get(key) } {
+        Some(v) => (v.pod_ip, v.first_seen),
+        None => return None,
+    };
+    if now.saturating_sub(first_seen) > FRAG_TIMEOUT_NS || ip.ttl() <= 1 {
+        return None;
+    }
+    if !rewrite(ctx, &L4Info::addr_only(), IP_DST, ip.daddr(), pod_ip, 0) {
+        return Some((Verdict::DropMalformed, -1));
+    }
+    Some(deliver(ctx, ip, pod_ip, bridge_mac, Verdict::FragIn))
 }

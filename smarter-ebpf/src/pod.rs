@@ -4,7 +4,8 @@
 //! endpoint of this ifindex, with its MAC); pod → pod redirect (`bpf_redirect_peer`, hairpin
 //! replies translated first); pod → a hostPort on the uplink address is DNATed to its pod
 //! ([`crate::hairpin`]); other pod → node traffic passes; deny ranges drop; everything else is
-//! source-NATed to the uplink ([`crate::nat`]).
+//! source-NATed to the uplink ([`crate::nat`]) or dropped when it cannot be. IPv6 beyond
+//! link-local and multicast is dropped (pods have no IPv6 network).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,
@@ -16,7 +17,7 @@ use crate::{
     hairpin,
     maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
     nat::snat,
-    parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_SRC, ETH_TYPE, IP_LEN, read},
+    parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_SRC, ETH_TYPE, Ipv4, read},
     verdict::{action, record},
 };
 
@@ -49,6 +50,7 @@ fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     match u16::from_be_bytes(ethertype) {
         ETH_P_ARP => (arp(ctx, ifindex, eth_src), -1),
         ETH_P_IP => ipv4(ctx, ifindex, eth_src),
+        ETH_P_IPV6 => (ipv6(ctx), -1),
         _ => (Verdict::PassL2, -1),
     }
 }
@@ -83,19 +85,15 @@ fn arp(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
 
 #[inline(always)]
 fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
-    let Some(ip) = read::<[u8; IP_LEN]>(ctx, ETH_LEN) else {
+    let Some(ip) = Ipv4::read(ctx) else {
         return (Verdict::DropMalformed, -1);
     };
-    if ip[0] >> 4 != 4 || ip[0] & 0x0f < 5 {
-        return (Verdict::DropMalformed, -1);
-    }
-    let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let (saddr, daddr) = (ip.saddr(), ip.daddr());
     if !is_own(saddr, ifindex, eth_src) {
         return (Verdict::DropSpoof, -1);
     }
     // Multicast and limited broadcast: the bridge's job.
-    if ip[16] >= 224 {
+    if ip.h[16] >= 224 {
         return (Verdict::PassL2, -1);
     }
     // SAFETY: read-only lookup, the value is copied out at once.
@@ -117,9 +115,9 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     };
     let (gateway, uplink_addr, uplink_ifindex) = (cfg.gateway, cfg.uplink_addr, cfg.uplink_ifindex);
     if uplink_addr != 0 && daddr == uplink_addr {
-        // Hairpin: a hostPort on the node's address reaches the pod that holds it.
-        let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-        if ip[0] != 0x45 || frag != 0 {
+        // Hairpin: a hostPort on the node's address reaches the pod that holds it. Options and
+        // fragments are delivered to the node as they are (a hostPort flow never has them).
+        if !ip.is_simple() {
             return (Verdict::PassHost, -1);
         }
         // A reply to the node's own connection to a hostPort: back to uplink:hostPort, then
@@ -144,18 +142,29 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     if DENY.get(Key::new(32, daddr)).is_some() {
         return (Verdict::DropDeny, -1);
     }
-    // Options or fragments cannot be NATed by port: the host stack routes them (and, where it
-    // masquerades, NATs them).
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if ip[0] & 0x0f != 5 || frag != 0 {
-        return (Verdict::PassUnparsed, -1);
-    }
     if uplink_addr == 0 || uplink_ifindex == 0 {
+        // No uplink known yet: the host stack routes (and the uplink's backstop stops anything
+        // that would leave un-NATed).
         return (Verdict::PassHost, -1);
     }
-    match snat(ctx, &ip, cfg) {
-        Some(result) => result,
-        None => (Verdict::PassHost, -1),
+    snat(ctx, &ip, cfg)
+}
+
+/// IPv6 from a pod: pods have no IPv6 network, so only link-local and multicast destinations
+/// (neighbour discovery, link-local between pods and with the node) go on, through the bridge.
+/// Everything else would be routed off the node by a node that forwards IPv6.
+#[inline(always)]
+fn ipv6(ctx: &TcContext) -> Verdict {
+    // Destination address: bytes 24..40 of the IPv6 header.
+    let Some(dst) = read::<[u8; 2]>(ctx, ETH_LEN + 24) else {
+        return Verdict::DropMalformed;
+    };
+    let multicast = dst[0] == 0xff;
+    let link_local = dst[0] == 0xfe && dst[1] & 0xc0 == 0x80;
+    if multicast || link_local {
+        Verdict::PassL2
+    } else {
+        Verdict::DropIpv6
     }
 }
 

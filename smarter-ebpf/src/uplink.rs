@@ -1,5 +1,5 @@
 //! `smarter_uplink`: TC classifier on the uplink's ingress. Replies to NATed flows (to the uplink
-//! address, conntrack hit) are reverse-NATed into the pod; IPv4 to a pod-subnet address is
+//! address, conntrack hit; with options, fragmented, any protocol) are reverse-NATed into the pod; IPv4 to a pod-subnet address is
 //! dropped (node-local-only); everything else (host traffic) passes untouched.
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
@@ -8,7 +8,7 @@ use smarter_common::{Verdict, maps::CONFIG_INDEX};
 use crate::{
     maps::CONFIG,
     nat::rnat,
-    parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, read},
+    parse::{ETH_P_IP, ETH_TYPE, Ipv4, read},
     verdict::{action, record},
 };
 
@@ -33,12 +33,11 @@ fn try_smarter_uplink(ctx: &TcContext) -> Option<(Verdict, i32)> {
         return None;
     }
     // Truncated IPv4 is the host stack's to drop.
-    let ip = read::<[u8; IP_LEN]>(ctx, ETH_LEN)?;
-    let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]);
+    let ip = Ipv4::read(ctx)?;
+    let daddr = ip.daddr();
     let cfg = CONFIG.get(CONFIG_INDEX)?;
-    let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-    if cfg.uplink_addr != 0 && daddr == cfg.uplink_addr && ip[0] == 0x45 && frag == 0 {
-        // Not a NATed flow's reply: host traffic.
+    if cfg.uplink_addr != 0 && daddr == cfg.uplink_addr {
+        // Not a NATed flow's reply (nor a fragment of one, nor a hostPort flow): host traffic.
         return rnat(ctx, &ip, cfg.bridge_mac);
     }
     if cfg.prefix_len != 0 && cfg.in_subnet(daddr) {

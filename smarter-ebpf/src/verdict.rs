@@ -20,23 +20,9 @@ pub fn record(ctx: &TcContext, verdict: Verdict, len: u32) {
     let tracing = CONFIG
         .get(CONFIG_INDEX)
         .is_some_and(|c| c.flags & CFG_F_TRACE != 0);
-    if is_drop(verdict) || tracing {
+    if verdict.is_drop() || tracing {
         emit(ctx, verdict, len);
     }
-}
-
-/// Whether the verdict drops the packet.
-#[inline(always)]
-fn is_drop(verdict: Verdict) -> bool {
-    matches!(
-        verdict,
-        Verdict::DropSpoof
-            | Verdict::DropDeny
-            | Verdict::DropMalformed
-            | Verdict::DropNodelocal
-            | Verdict::DropNatPorts
-            | Verdict::DropNoRoute
-    )
 }
 
 /// Writes one event; a full ring buffer loses it (never the packet).
@@ -91,18 +77,16 @@ pub fn action(verdict: Verdict, helper_action: i32) -> i32 {
     if helper_action >= 0 {
         return helper_action;
     }
+    if verdict.is_drop() {
+        return TC_ACT_SHOT;
+    }
     match verdict {
-        Verdict::DropSpoof
-        | Verdict::DropDeny
-        | Verdict::DropMalformed
-        | Verdict::DropNodelocal
-        | Verdict::DropNatPorts
-        | Verdict::DropNoRoute => TC_ACT_SHOT,
         Verdict::RedirectPod
         | Verdict::NatOut
         | Verdict::NatIn
         | Verdict::HostportIn
-        | Verdict::IcmpErrorIn => TC_ACT_REDIRECT,
-        Verdict::PassHost | Verdict::PassL2 | Verdict::PassUnparsed => TC_ACT_OK,
+        | Verdict::IcmpErrorIn
+        | Verdict::FragIn => TC_ACT_REDIRECT,
+        _ => TC_ACT_OK,
     }
 }

@@ -219,6 +219,7 @@ impl EbpfDatapath {
             ct_in,
             hostports,
             _events,
+            _frag,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -316,7 +317,7 @@ fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<(), EbpfError
         }
     }
     // The pod program is pinned last: its pin marks a complete load.
-    for name in [progs::UPLINK, progs::LOCAL, progs::POD] {
+    for name in [progs::UPLINK, progs::LOCAL, progs::EGRESS, progs::POD] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or(EbpfError::MissingInObject {

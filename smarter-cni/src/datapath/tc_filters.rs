@@ -1,4 +1,4 @@
-//! Lists the BPF filters on an interface's clsact ingress hook (legacy netlink attachment), which
+//! Lists the BPF filters on an interface's clsact ingress or egress hook (legacy netlink attachment), which
 //! aya cannot query: one synchronous `RTM_GETTFILTER` dump on a route netlink socket opened in
 //! the calling thread's network namespace.
 
@@ -24,6 +24,15 @@ pub(super) struct BpfFilter {
 
 /// The BPF filters on `ifindex`'s clsact ingress; empty when the interface has no clsact qdisc.
 pub(super) fn ingress_bpf_filters(ifindex: u32) -> io::Result<Vec<BpfFilter>> {
+    bpf_filters(ifindex, TcHandle::MIN_INGRESS)
+}
+
+/// The BPF filters on `ifindex`'s clsact egress; empty when the interface has no clsact qdisc.
+pub(super) fn egress_bpf_filters(ifindex: u32) -> io::Result<Vec<BpfFilter>> {
+    bpf_filters(ifindex, TcHandle::MIN_EGRESS)
+}
+
+fn bpf_filters(ifindex: u32, hook: u16) -> io::Result<Vec<BpfFilter>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
@@ -32,7 +41,7 @@ pub(super) fn ingress_bpf_filters(ifindex: u32) -> io::Result<Vec<BpfFilter>> {
     request.header.index = i32::try_from(ifindex).map_err(io::Error::other)?;
     request.header.parent = TcHandle {
         major: TcHandle::INGRESS.major,
-        minor: TcHandle::MIN_INGRESS,
+        minor: hook,
     };
     let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetTrafficFilter(request));
     msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;

@@ -14,11 +14,11 @@ use smarter_common::{CtKey, CtValue, NetConfig, Verdict, VerdictStats, maps, pro
 
 use super::tests_verdicts::{POD, POD_MAC, csum, world_with_uplink};
 
-const REDIRECT: u32 = 7;
-const UPLINK: [u8; 4] = [198, 51, 100, 2];
-const REMOTE: [u8; 4] = [198, 51, 100, 7];
+pub(super) const REDIRECT: u32 = 7;
+pub(super) const UPLINK: [u8; 4] = [198, 51, 100, 2];
+pub(super) const REMOTE: [u8; 4] = [198, 51, 100, 7];
 
-fn run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> (u32, Vec<u8>) {
+pub(super) fn run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> (u32, Vec<u8>) {
     let prog: &mut SchedClassifier = ebpf.program_mut(prog).unwrap().try_into().unwrap();
     let mut out = vec![0u8; packet.len() + 256];
     let r = prog
@@ -33,7 +33,7 @@ fn run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> (u32, Vec<u8>) {
 }
 
 /// Runs `f` on a thread inside a fresh network namespace whose `lo` holds the uplink address.
-fn in_private_netns(f: impl FnOnce() + Send) {
+pub(super) fn in_private_netns(f: impl FnOnce() + Send) {
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
@@ -123,7 +123,7 @@ fn checksums_ok(p: &[u8]) -> bool {
     csum(&sum_over) == 0
 }
 
-fn udp_l4(sport: u16, dport: u16) -> Vec<u8> {
+pub(super) fn udp_l4(sport: u16, dport: u16) -> Vec<u8> {
     let mut l4 = Vec::new();
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
@@ -133,7 +133,7 @@ fn udp_l4(sport: u16, dport: u16) -> Vec<u8> {
     l4
 }
 
-fn tcp_l4(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+pub(super) fn tcp_l4(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut l4 = vec![0u8; 20];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
     l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -145,7 +145,7 @@ fn tcp_l4(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     l4
 }
 
-fn icmp_l4(kind: u8, id: u16) -> Vec<u8> {
+pub(super) fn icmp_l4(kind: u8, id: u16) -> Vec<u8> {
     let mut l4 = vec![kind, 0, 0, 0];
     l4.extend_from_slice(&id.to_be_bytes());
     l4.extend_from_slice(&1u16.to_be_bytes());
@@ -153,11 +153,11 @@ fn icmp_l4(kind: u8, id: u16) -> Vec<u8> {
     l4
 }
 
-fn port(p: &[u8], at: usize) -> u16 {
+pub(super) fn port(p: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([p[at], p[at + 1]])
 }
 
-fn count(ebpf: &Ebpf, v: Verdict) -> u64 {
+pub(super) fn count(ebpf: &Ebpf, v: Verdict) -> u64 {
     let m: PerCpuArray<_, VerdictStats> =
         PerCpuArray::try_from(ebpf.map(maps::VERDICTS).unwrap()).unwrap();
     m.get(&(v as u32), 0)

@@ -90,6 +90,9 @@ impl EbpfDatapath {
                 &self.pins.link(UPLINK_LINK),
             )?;
             renewed += 1;
+            if self.renew_egress(&name)? {
+                renewed += 1;
+            }
         }
         if pins::exists(&self.pins.link(super::uplink::LOCAL_LINK))?
             || attach::is_attached_named(super::uplink::LOOPBACK, progs::LOCAL)?

@@ -99,7 +99,8 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    /// Attaches `smarter_uplink` to `up.name`'s ingress. Idempotent; with TCX the link is pinned
+    /// Attaches `smarter_uplink` to `up.name`'s ingress and the backstop `smarter_egress` to its
+    /// egress. Idempotent; with TCX the link is pinned
     /// at `links/uplink`, and an attachment to another interface is replaced (its link pin is
     /// removed, which detaches it unless another process holds the link).
     ///
@@ -122,6 +123,9 @@ impl EbpfDatapath {
                 found,
             });
         }
+        // The backstop first: from the moment pods can be NATed out of this interface, nothing
+        // un-NATed can leave it.
+        self.attach_egress(&up.name, mode)?;
         let mut prog = self.program(progs::UPLINK)?;
         let pin = self.pins.link(UPLINK_LINK);
         match attach::resolve_mode(mode) {
@@ -161,8 +165,9 @@ impl EbpfDatapath {
         attach::detach_named(LOOPBACK, &self.pins.link(LOCAL_LINK), progs::LOCAL)
     }
 
-    /// Detaches `smarter_uplink`: the TCX link pinned at `links/uplink` and the netlink filter on
-    /// the interface recorded by [`Self::set_uplink`]. Success when nothing is attached.
+    /// Detaches `smarter_uplink` and `smarter_egress`: the TCX links pinned at `links/uplink` and
+    /// `links/uplink_egress` and the netlink filters on the interface recorded by
+    /// [`Self::set_uplink`]. Success when nothing is attached.
     ///
     /// # Errors
     ///
@@ -174,7 +179,8 @@ impl EbpfDatapath {
             .and_then(|n| n.into_string().ok())
             .unwrap_or_default();
         // An empty name (no uplink recorded) resolves to nothing: only the pin is removed.
-        attach::detach_named(&ifname, &self.pins.link(UPLINK_LINK), progs::UPLINK)
+        attach::detach_named(&ifname, &self.pins.link(UPLINK_LINK), progs::UPLINK)?;
+        self.detach_egress(&ifname)
     }
 
     /// Replaces the deny ranges (destinations pods may never reach) with `cidrs`. New ranges are
