@@ -23,7 +23,13 @@ pub(super) const MAP_TCP: &str = "hostport_tcp";
 /// See [`MAP_TCP`].
 pub(super) const MAP_UDP: &str = "hostport_udp";
 /// Named counters of the inet table.
-pub(super) const INET_COUNTERS: [&str; 3] = ["drop_deny", "drop_nodelocal", "nat_masquerade"];
+pub(super) const INET_COUNTERS: [&str; 5] = [
+    "drop_deny",
+    "drop_nodelocal",
+    "nat_masquerade",
+    "drop_leak",
+    "drop_ipv6",
+];
 /// Named counters of the bridge table.
 pub(super) const BRIDGE_COUNTERS: [&str; 2] = ["drop_spoof_ip", "drop_spoof_arp"];
 
@@ -212,12 +218,26 @@ pub(super) fn ensure_script(cfg: &NftConfig) -> Result<String, NftError> {
         "type nat hook postrouting priority srcnat",
         &post,
     );
+    // The backstop, after the masquerade: nothing leaves the node with a pod-subnet source
+    // (conntrack-invalid packets, which masquerade never rewrites, included).
+    chain(
+        &mut w,
+        "backstop",
+        "type filter hook postrouting priority 300",
+        &[format!(
+            "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
+        )],
+    );
     let inbound = format!("iifname != \"{br}\" oifname \"{br}\" ip daddr {net}");
     chain(
         &mut w,
         "forward",
         "type filter hook forward priority filter",
         &[
+            // Pods have no IPv6 network: nothing of theirs is routed off the node.
+            format!(
+                "iifname \"{br}\" oifname != \"{br}\" meta nfproto ipv6 counter name drop_ipv6 drop"
+            ),
             format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
             format!("{inbound} ct status dnat accept"),
             format!("{inbound} ct state established,related accept"),

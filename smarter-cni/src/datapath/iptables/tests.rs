@@ -44,6 +44,8 @@ add map inet smarter_smartnet hostport_udp { type inet_service : ipv4_addr . ine
 add counter inet smarter_smartnet drop_deny
 add counter inet smarter_smartnet drop_nodelocal
 add counter inet smarter_smartnet nat_masquerade
+add counter inet smarter_smartnet drop_leak
+add counter inet smarter_smartnet drop_ipv6
 add chain inet smarter_smartnet prerouting { type nat hook prerouting priority dstnat; policy accept; }
 flush chain inet smarter_smartnet prerouting
 add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to tcp dport map @hostport_tcp
@@ -57,8 +59,12 @@ flush chain inet smarter_smartnet postrouting
 add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 ip daddr 172.39.0.0/16 oifname "smartnet0" ct status dnat masquerade
 add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 oifname != "smartnet0" meta l4proto { tcp, udp } counter name nat_masquerade masquerade to :61000-64999
 add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 oifname != "smartnet0" counter name nat_masquerade masquerade
+add chain inet smarter_smartnet backstop { type filter hook postrouting priority 300; policy accept; }
+flush chain inet smarter_smartnet backstop
+add rule inet smarter_smartnet backstop oifname != { "smartnet0", "lo" } ip saddr 172.39.0.0/16 counter name drop_leak drop
 add chain inet smarter_smartnet forward { type filter hook forward priority filter; policy accept; }
 flush chain inet smarter_smartnet forward
+add rule inet smarter_smartnet forward iifname "smartnet0" oifname != "smartnet0" meta nfproto ipv6 counter name drop_ipv6 drop
 add rule inet smarter_smartnet forward iifname "smartnet0" ip daddr @deny counter name drop_deny drop
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct status dnat accept
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct state established,related accept
