@@ -1,0 +1,110 @@
+//! A packet capture on every interface of a namespace (an `AF_PACKET` socket), counting the
+//! frames that carry a pod's address as their IPv4 source or an IPv6 source in a given prefix:
+//! the leak invariant, asserted over a whole run.
+
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use smarter_cni::testbed::{Netns, spawn_in};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// One leaked frame: EtherType, IP protocol (or IPv6 next header), and the source.
+#[derive(Debug, Clone)]
+pub struct Leak {
+    /// 0x0800 or 0x86dd.
+    pub ethertype: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address as text.
+    pub src: String,
+}
+
+/// A running capture; [`Capture::stop`] returns what leaked.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(usize, Vec<Leak>)>>,
+}
+
+impl Capture {
+    /// Starts capturing in `ns`: IPv4 sources inside `v4 / v4_prefix` and IPv6 sources starting
+    /// with `v6_prefix` bytes are leaks.
+    pub fn start(ns: &Netns, v4: [u8; 4], v4_prefix: u8, v6_prefix: Vec<u8>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = spawn_in(ns, move || {
+            let all = i32::from((nix::libc::ETH_P_ALL as u16).to_be());
+            let s = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(all)))
+                .expect("AF_PACKET socket");
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let _ = ready_tx.send(());
+            let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
+            let net = u32::from_be_bytes(v4) & mask;
+            let mut buf = vec![MaybeUninit::<u8>::uninit(); 65536];
+            let (mut frames, mut leaks) = (0usize, Vec::new());
+            loop {
+                let Ok(n) = s.recv(&mut buf) else {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                };
+                frames += 1;
+                // SAFETY: recv initialised the first `n` bytes.
+                let f: &[u8] = unsafe { &*(std::ptr::from_ref(&buf[..n]) as *const [u8]) };
+                if f.len() < 34 {
+                    continue;
+                }
+                let ethertype = u16::from_be_bytes([f[12], f[13]]);
+                if ethertype == 0x0800 {
+                    let src = u32::from_be_bytes([f[26], f[27], f[28], f[29]]);
+                    if src & mask == net {
+                        leaks.push(Leak {
+                            ethertype,
+                            proto: f[23],
+                            src: std::net::Ipv4Addr::from(src).to_string(),
+                        });
+                    }
+                } else if ethertype == 0x86dd && f.len() >= 54 {
+                    let src = &f[22..38];
+                    if src.starts_with(&v6_prefix) {
+                        let a: [u8; 16] = src.try_into().unwrap();
+                        leaks.push(Leak {
+                            ethertype,
+                            proto: f[20],
+                            src: std::net::Ipv6Addr::from(a).to_string(),
+                        });
+                    }
+                }
+            }
+            (frames, leaks)
+        });
+        ready_rx.recv().expect("capture started");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the capture; returns the frames seen and the leaks among them.
+    pub fn stop(mut self) -> (usize, Vec<Leak>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("capture thread")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
