@@ -8,7 +8,7 @@ use super::Ctx;
 use super::errors::ToCni as _;
 use crate::cni::{CniError, DatapathMode};
 use crate::datapath::iptables::NftDatapath;
-use crate::datapath::{ChoiceReason, DatapathChoice, PinRootState, probe};
+use crate::datapath::{ChoiceReason, ChoiceRecord, DatapathChoice, PinRootState, probe};
 
 pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(CniError::NOT_AVAILABLE, msg, "");
@@ -46,6 +46,17 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
         (DatapathMode::Auto, _) => {
             if let Ok(root) = probe(&ctx.conf.bpffs_dir) {
                 log_root(&ctx.conf.bpffs_dir, &root);
+            }
+            // A refusal found only by loading (the verifier) is known from the last ADD.
+            if let Some(last) = ChoiceRecord::load(&ctx.conf.state_dir, &ctx.conf.name)
+                && last.datapath != "ebpf"
+                && last.reason != "configured"
+            {
+                tracing::warn!(
+                    reason = %last.reason,
+                    "datapath auto: the last ADD fell back to nftables ({})",
+                    last.detail.as_deref().unwrap_or("no detail")
+                );
             }
         }
     }
