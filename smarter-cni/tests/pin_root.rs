@@ -5,7 +5,9 @@
 //! verdict counters, the recorded choice, `smarter-bpfctl status`, the agent's health file and
 //! its `smarter_datapath_info` metric — and pods reach the wan through the NAT. A pin root whose
 //! nearest existing ancestor is not bpffs gets nothing created: `auto` falls back to nftables
-//! naming the reason, `ebpf` fails with code 103 naming the path. STATUS creates nothing.
+//! naming the reason, `ebpf` fails with code 103 naming the path. Without `CAP_BPF` and
+//! `CAP_SYS_ADMIN` (EPERM from bpf(2)) STATUS names `permission`. A pin root others could
+//! write to is refused with 103 even under `auto`. STATUS creates nothing.
 
 mod common;
 
@@ -309,4 +311,87 @@ fn the_agent_starts_on_a_fresh_node_with_ebpf_and_says_so() {
         !plain.path().join("fs").exists(),
         "nothing created off bpffs"
     );
+}
+
+#[test]
+fn without_bpf_permission_status_names_the_reason() {
+    let Some(w) = world("pinroot-eperm") else {
+        return;
+    };
+    if !Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIP without_bpf_permission_status_names_the_reason: no setpriv");
+        return;
+    }
+    // The plugin without CAP_BPF and CAP_SYS_ADMIN (dropped from the bounding set, so root's
+    // exec does not get them back): bpf(2) answers EPERM.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("smarter-cni");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec setpriv --bounding-set -bpf,-sys_admin -- {} \"$@\"\n",
+            bin().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut conf = w.netconf("1.1.0");
+    let status = w.cni(&wrapper, &CniCall::new("STATUS", &conf)).unwrap();
+    assert_eq!(
+        status.status, 0,
+        "auto serves with nftables: {}",
+        status.stdout
+    );
+    assert!(
+        status.stderr.contains("no permission to use bpf()")
+            && status.stderr.contains("ADD will use nftables"),
+        "{}",
+        status.stderr
+    );
+    conf["datapath"] = json!("ebpf");
+    let status = w.cni(&wrapper, &CniCall::new("STATUS", &conf)).unwrap();
+    assert_eq!(status.code(), Some(50), "{}", status.stdout);
+    assert!(
+        status.msg().contains("no permission to use bpf()"),
+        "{}",
+        status.stdout
+    );
+    // With the capabilities, the same configuration is fine.
+    let status = call(&w, &CniCall::new("STATUS", &conf));
+    assert_eq!(status.status, 0, "{}", status.stdout);
+    assert!(!w.bpffs_dir().exists(), "STATUS creates nothing");
+}
+
+#[test]
+fn an_untrusted_pin_root_is_refused_not_worked_around() {
+    let Some(mut w) = world("pinroot-unsafe") else {
+        return;
+    };
+    // Someone else could have made it first (bpffs's root is world-writable): refused with
+    // 103 naming it, also under `auto` — an unsafe pin root is no reason to switch datapaths.
+    std::fs::create_dir(w.bpffs_dir()).unwrap();
+    std::fs::set_permissions(
+        w.bpffs_dir(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let conf = w.netconf("1.1.0");
+    let ns = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
+    let add = call(&w, &CniCall::new("ADD", &conf).pod("c0", &ns));
+    assert_eq!(add.code(), Some(103), "{}", add.stdout);
+    assert!(
+        add.msg().contains(&w.bpffs_dir().display().to_string())
+            && add.msg().contains("writable by others"),
+        "{}",
+        add.stdout
+    );
+    assert_no_leaks(&w, "refused ADD");
 }
