@@ -3,7 +3,10 @@
 //! - [`EbpfDatapath`] (`ebpf`): load once per network under a lock, pin, reopen from pins;
 //! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointSpec`], [`EndpointRecord`]);
 //! - `attach`: TCX or netlink attachment that outlives the plugin process;
-//! - `pins`: pin layout, bpffs and layout checks, the loader lock ([`remove_network_pins`]);
+//! - `pins`: pin layout, bpffs and layout checks, creating a missing pin root, the loader
+//!   lock ([`remove_network_pins`]);
+//! - `availability`: whether eBPF can run ([`probe`], [`EbpfUnavailable`]) and the datapath a
+//!   network ends up on ([`DatapathChoice`]);
 //! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
 //! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`);
 //! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
@@ -18,6 +21,7 @@
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 mod attach;
+mod availability;
 mod ct;
 mod ebpf;
 mod egress;
@@ -45,6 +49,10 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
+pub use availability::{
+    ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind, EbpfUnavailable, PinRootState,
+    ensure_pin_root, probe,
+};
 pub use ct::{CtEntryView, CtTimeouts};
 pub use ebpf::EbpfDatapath;
 pub use endpoints::{EndpointRecord, EndpointSpec};

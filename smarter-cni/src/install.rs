@@ -9,6 +9,10 @@
 //! the same inputs changes nothing, not even an mtime. What was placed is recorded in a
 //! [`Manifest`] in `stateDir`.
 //!
+//! When the conflist may use eBPF, [`install`] also creates the pin root (`bpffsDir`) on the
+//! node's bpf file system if it is missing ([`prepare_pin_root`]); without a bpf file system
+//! it only warns.
+//!
 //! [`uninstall`] removes exactly what the manifest lists (files still holding what was
 //! written); while pods are attached it keeps the plugin binary (the runtime needs it to
 //! tear them down) and the datapath; once none is, it also removes the network's pins and
@@ -96,8 +100,11 @@ pub struct InstallReport {
     pub unchanged: Vec<PathBuf>,
     /// Files of a previous install no longer wanted (another name or directory), removed.
     pub removed: Vec<PathBuf>,
-    /// Things an operator should know (another config sorting first...).
+    /// Things an operator should know (another config sorting first, no bpf file system for
+    /// the pin root...).
     pub warnings: Vec<String>,
+    /// The pin root (`bpffsDir`), when this run created it (see [`prepare_pin_root`]).
+    pub created_pin_root: Option<PathBuf>,
 }
 
 /// Installs the binaries and the conflist; see the [module docs](self).
@@ -164,7 +171,37 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
     };
     manifest.store()?;
     report.warnings.extend(sorts_first_warning(&conflist_path));
+    match prepare_pin_root(net) {
+        Ok(created) => report.created_pin_root = created,
+        Err(w) => report.warnings.push(w),
+    }
     Ok(report)
+}
+
+/// Creates the network's pin root (`bpffsDir`) when the conflist may use eBPF (`datapath`
+/// `auto` or `ebpf`), it is missing and its nearest existing ancestor is on a bpf file system:
+/// mode 0700, root-owned, then checked as the plugin checks it
+/// ([`crate::datapath::ensure_pin_root`]). Nothing is created on another file system.
+/// `Ok(Some(path))` when it was created.
+///
+/// # Errors
+///
+/// A warning for the operator saying why eBPF will not work (the install itself goes on: with
+/// `auto` the plugin then uses nftables, with `ebpf` ADD fails with code 103).
+pub fn prepare_pin_root(net: &crate::cni::NetConf) -> Result<Option<PathBuf>, String> {
+    if net.datapath == crate::cni::DatapathMode::Iptables {
+        return Ok(None);
+    }
+    match crate::datapath::ensure_pin_root(&net.bpffs_dir) {
+        Ok(created) => Ok(created.then(|| net.bpffs_dir.clone())),
+        Err(e) => Err(match net.datapath {
+            crate::cni::DatapathMode::Ebpf => format!(
+                "eBPF datapath unavailable: {e}; with datapath ebpf every ADD fails (code 103) \
+                 until this is fixed"
+            ),
+            _ => format!("eBPF datapath unavailable: {e}; datapath auto will use nftables"),
+        }),
+    }
 }
 
 /// What to uninstall.

@@ -2,8 +2,9 @@
 //!
 //! A [`World`] is a `node` namespace (plays the gateway's root namespace: bridge, uplink,
 //! pins), a `wan` namespace (plays the internet, joined to `node` by a veth that is the
-//! node's uplink), one namespace per pod, a private bpffs instance and private data and
-//! state directories. Everything is removed on drop, also when a test panics; worlds left
+//! node's uplink), one namespace per pod, a private bpffs instance (the pin root,
+//! [`World::bpffs_dir`], is a not-yet-existing directory on it, as on a fresh node) and private
+//! data and state directories. Everything is removed on drop, also when a test panics; worlds left
 //! by a killed process are swept by the next [`World::new`]. Nothing is ever created in
 //! the machine's root network namespace or under `/sys/fs/bpf`.
 //!
@@ -37,6 +38,8 @@ pub const FAR_SERVER_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 pub const FAR_MTU: u32 = 1280;
 /// The node's uplink interface name.
 pub const UPLINK: &str = "uplink0";
+/// The pin root's name under the world's bpffs mount (as `smarter-cni` under `/sys/fs/bpf`).
+pub const PIN_ROOT: &str = "smarter-cni";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -48,6 +51,7 @@ pub struct World {
     node: Netns,
     wan: Netns,
     bpffs: BpfFs,
+    pin_root: PathBuf,
     dir: tempfile::TempDir,
     prefix: String,
 }
@@ -75,6 +79,7 @@ impl World {
             far: None,
             node,
             wan,
+            pin_root: bpffs.path().join(PIN_ROOT),
             bpffs,
             dir,
             prefix,
@@ -195,9 +200,17 @@ impl World {
         &self.wan
     }
 
-    /// The world's private bpffs mount point (use as `bpffsDir`).
+    /// The world's `bpffsDir`: [`PIN_ROOT`] under the private bpffs mount, which does not exist
+    /// until the plugin, the agent or the installer creates it — the layout of a fresh node,
+    /// where `/sys/fs/bpf` is bpffs and `/sys/fs/bpf/smarter-cni` is not there yet.
     #[must_use]
     pub fn bpffs_dir(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// The world's private bpffs mount point (plays the node's `/sys/fs/bpf`).
+    #[must_use]
+    pub fn bpffs_mount(&self) -> &Path {
         self.bpffs.path()
     }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,6 +49,10 @@ impl Host {
     fn conflist(&self) -> PathBuf {
         self.conf_dir().join(DEFAULT_CONFLIST_NAME)
     }
+    /// The default `BPFFS_DIR` of [`Host::config`]: under a plain directory, not bpffs.
+    fn pin_root(&self) -> PathBuf {
+        self.root().join("sys/fs/bpf/smarter-cni")
+    }
     fn set_binaries(&self, version: &[u8]) {
         for b in DEFAULT_BINARIES {
             fs::write(self.image().join(b), [b.as_bytes(), b" ", version].concat()).unwrap();
@@ -61,6 +65,11 @@ impl Host {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         pairs.push(("STATE_DIR".into(), self.state_dir().display().to_string()));
+        // Never the machine's /sys/fs/bpf: a plain directory here (no bpffs, so the installer
+        // creates no pin root and warns), unless the test names one.
+        if !knobs.iter().any(|(k, _)| *k == "BPFFS_DIR") {
+            pairs.push(("BPFFS_DIR".into(), self.pin_root().display().to_string()));
+        }
         let conflist =
             conflist_from(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))?;
         Ok(InstallConfig {
@@ -284,9 +293,71 @@ fn a_config_sorting_first_is_reported() {
     fs::write(h.conf_dir().join("00-other.conf"), b"{}").unwrap();
     fs::write(h.conf_dir().join("10-flannel.conflist"), b"{}").unwrap();
     let report = install::install(&h.config(&[]).unwrap()).unwrap();
-    assert_eq!(report.warnings.len(), 1, "{report:?}");
-    assert!(report.warnings[0].contains("00-other.conf"));
-    assert!(!report.warnings[0].contains("10-flannel"));
+    let sorting: Vec<_> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("sort(s) before"))
+        .collect();
+    assert_eq!(sorting.len(), 1, "{report:?}");
+    assert!(sorting[0].contains("00-other.conf"));
+    assert!(!sorting[0].contains("10-flannel"));
+}
+
+#[test]
+fn install_creates_the_pin_root_on_bpffs_and_nothing_elsewhere() {
+    if !smarter_cni::testbed::require_root("install_pin_root") {
+        return;
+    }
+    let h = Host::new();
+    // A node's layout: bpffs mounted (plays /sys/fs/bpf), the pin root not there yet.
+    let bpffs = smarter_cni::testbed::ScratchBpfFs::new("install").unwrap();
+    let root = bpffs.path().join("smarter-cni");
+    let root_text = root.display().to_string();
+    let knobs = [("BPFFS_DIR", root_text.as_str())];
+    let report = install::install(&h.config(&knobs).unwrap()).unwrap();
+    assert_eq!(report.created_pin_root.as_deref(), Some(root.as_path()));
+    assert!(
+        !report.warnings.iter().any(|w| w.contains("eBPF")),
+        "{report:?}"
+    );
+    let meta = fs::metadata(&root).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0));
+    // Idempotent: a second run finds it and creates nothing.
+    let again = install::install(&h.config(&knobs).unwrap()).unwrap();
+    assert_eq!(again.created_pin_root, None, "{again:?}");
+    // A pin root someone else could write to is refused (the plugin would refuse it too).
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    let unsafe_root = install::install(&h.config(&knobs).unwrap()).unwrap();
+    assert!(
+        unsafe_root
+            .warnings
+            .iter()
+            .any(|w| w.contains(&root_text) && w.contains("writable by others")),
+        "{unsafe_root:?}"
+    );
+    fs::remove_dir(&root).unwrap();
+
+    // datapath iptables: no pin root.
+    let nft = [("BPFFS_DIR", root_text.as_str()), ("DATAPATH", "iptables")];
+    let report = install::install(&h.config(&nft).unwrap()).unwrap();
+    assert_eq!(report.created_pin_root, None);
+    assert!(!root.exists());
+
+    // Off bpffs: nothing created, a warning naming the path (auto: nftables; ebpf: 103).
+    for (datapath, consequence) in [("auto", "nftables"), ("ebpf", "code 103")] {
+        let knobs = [("DATAPATH", datapath)];
+        let report = install::install(&h.config(&knobs).unwrap()).unwrap();
+        assert_eq!(report.created_pin_root, None);
+        let pin_root = h.pin_root().display().to_string();
+        assert!(
+            report.warnings.iter().any(|w| w.contains(&pin_root)
+                && w.contains("not on a bpf filesystem")
+                && w.contains(consequence)),
+            "{datapath}: {report:?}"
+        );
+        assert!(!h.root().join("sys").exists(), "nothing created off bpffs");
+    }
 }
 
 const ATTACHMENT: &str = r#"{"containerId":"c1","ifname":"eth0","netns":"/proc/1/ns/net",

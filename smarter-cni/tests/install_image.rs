@@ -1,9 +1,11 @@
 //! The image of `deploy/Containerfile` runs the installer as the `DaemonSet`'s init container
 //! does: built with buildah (`BINARIES=prebuilt`, the host's platform), run with podman
 //! (`--network none`, read-only root, all capabilities dropped) against host-like temp
-//! directories mounted as `/host/cni/bin`, `/host/cni/net.d` and `/var/lib/smarter-cni`, with
-//! the ConfigMap of `deploy/smarter-cni.yaml` as its environment. Checks the image's `/bin`
-//! and platform, the installed files and their modes, that a second run changes nothing, that
+//! directories mounted as `/host/cni/bin`, `/host/cni/net.d` and `/var/lib/smarter-cni` and a
+//! private bpffs without the pin root (a fresh node), with the ConfigMap of
+//! `deploy/smarter-cni.yaml` as its environment (`BPFFS_DIR` pointing into that bpffs). Checks the image's `/bin`
+//! and platform, the installed files and their modes, the pin root it creates (0700), that a
+//! second run changes nothing, that
 //! an invalid value is refused naming its key without touching the previous conflist, and
 //! that `smarter-agent uninstall` removes what was installed.
 //!
@@ -30,7 +32,7 @@ use std::time::Instant;
 use serde::Deserialize as _;
 use serde_json::Value;
 use smarter_cni::install::{DEFAULT_BINARIES, DEFAULT_CONFLIST_NAME, Manifest};
-use smarter_cni::testbed::require_root;
+use smarter_cni::testbed::{ScratchBpfFs, require_root};
 
 const TEST: &str = "install_image";
 /// The four binaries of the crate, as the Containerfile's `bin/<arch>/` holds them.
@@ -209,7 +211,14 @@ fn configmap(overrides: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// The host side of the init container's volumes.
 struct Host {
     root: PathBuf,
+    /// A private bpffs (plays the node's `/sys/fs/bpf`), mounted into the container as
+    /// [`BPFFS_IN_IMAGE`].
+    bpffs: ScratchBpfFs,
 }
+
+/// Where the container sees the host's bpffs. Not `/sys/fs/bpf`: nothing is ever mounted at a
+/// path of that name here, not even inside a container's own mount namespace.
+const BPFFS_IN_IMAGE: &str = "/host/bpffs";
 
 impl Host {
     fn bin_dir(&self) -> PathBuf {
@@ -261,6 +270,7 @@ fn run_in_image(
         (host.bin_dir(), "/host/cni/bin"),
         (host.conf_dir(), "/host/cni/net.d"),
         (host.state_dir(), "/var/lib/smarter-cni"),
+        (host.bpffs.path().to_path_buf(), BPFFS_IN_IMAGE),
     ] {
         args.extend(["-v".into(), volume(from, to)]);
     }
@@ -354,14 +364,22 @@ fn image_installs_and_uninstalls_like_the_init_container() {
     // The host: someone else's plugin and network config are there already.
     let host = Host {
         root: c.path("host"),
+        bpffs: ScratchBpfFs::new(TEST).expect("bpffs"),
     };
+    // A fresh node: bpffs mounted, the pin root not there yet.
+    let pin_root = host.bpffs.path().join("smarter-cni");
+    let pin_root_in_image = format!("{BPFFS_IN_IMAGE}/smarter-cni");
     for d in [host.bin_dir(), host.conf_dir(), host.state_dir()] {
         fs::create_dir_all(d).unwrap();
     }
     fs::write(host.bin_dir().join("bridge"), b"reference plugin").unwrap();
     fs::write(host.conf_dir().join("10-flannel.conflist"), b"{}").unwrap();
     let foreign = host.snapshot();
-    let env = configmap(&[("CIDR", "10.77.0.0/16"), ("GW", "10.77.0.1")]);
+    let env = configmap(&[
+        ("CIDR", "10.77.0.0/16"),
+        ("GW", "10.77.0.1"),
+        ("BPFFS_DIR", &pin_root_in_image),
+    ]);
 
     // Install.
     let out = ok(
@@ -382,6 +400,13 @@ fn image_installs_and_uninstalls_like_the_init_container() {
         );
     }
     assert_eq!(mode(&host.conflist()), 0o644);
+    // The pin root, created on the bpffs by the init container (capabilities dropped).
+    assert!(
+        out.contains(&format!("created pin root {pin_root_in_image} (mode 0700)")),
+        "{out}"
+    );
+    let meta = fs::metadata(&pin_root).expect("pin root created");
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0));
     let bytes = fs::read(host.conflist()).unwrap();
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(doc["name"], "smartnet");
@@ -402,6 +427,7 @@ fn image_installs_and_uninstalls_like_the_init_container() {
         run_in_image(&c, &runnable, &host, &env, &INSTALL),
     );
     assert_eq!(out.matches("unchanged ").count(), 3, "{out}");
+    assert!(!out.contains("created pin root"), "{out}");
     assert_eq!(
         host.snapshot(),
         before,
@@ -448,5 +474,10 @@ fn image_installs_and_uninstalls_like_the_init_container() {
         s.into_iter().map(|f| f.0).collect()
     };
     assert_eq!(paths(host.snapshot()), paths(foreign), "{out}");
+    assert!(
+        out.contains(&format!("removed empty pin root {pin_root_in_image}")),
+        "{out}"
+    );
+    assert!(!pin_root.exists(), "the empty pin root goes with the rest");
     eprintln!("{TEST}: done in {:.1?}", started.elapsed());
 }

@@ -48,6 +48,7 @@ fn scrape_reports_the_datapath_and_cni_calls() {
         bpffs_dir: w.bpffs_dir().to_path_buf(),
         state_dir: w.state_dir(),
         dns: Some(dns_stats.clone()),
+        datapath: None,
     };
     let text = spawn_in(w.node(), move || {
         let addr = serve("127.0.0.1:0".parse().unwrap(), source).unwrap();

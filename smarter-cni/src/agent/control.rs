@@ -1,5 +1,6 @@
 //! The real [`DatapathControl`]s: [`EbpfControl`] (pinned programs and maps) and
-//! [`NftControl`] (the nftables tables), chosen by [`open`] exactly as the plugin chooses.
+//! [`NftControl`] (the nftables tables), chosen by [`open_choosing`] exactly as the plugin
+//! chooses.
 //!
 //! Ownership between agent and plugin: both open the same pins under the same loader lock, so
 //! whoever comes first loads and pins and the other reuses (a restarted agent drops no flow).
@@ -11,33 +12,71 @@
 use anyhow::Context as _;
 
 use super::{DatapathControl, UplinkInfo};
-use crate::cni::{DatapathMode, NetConf};
+use crate::cni::NetConf;
 use crate::datapath::iptables::{NftConfig, NftDatapath};
-use crate::datapath::{AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, Uplink};
+use crate::datapath::{
+    AttachMode, ChoiceReason, CtTimeouts, DatapathChoice, DatapathConfig, DatapathKind,
+    EbpfDatapath, EbpfError, Uplink,
+};
 
-/// Opens the datapath `conf` selects (`auto`: eBPF when `bpffsDir` is a bpf file system, the
-/// reason logged otherwise), loading and pinning programs and maps if nobody has yet.
+/// Opens the datapath `conf` selects, as [`open_choosing`] does, without the choice.
 ///
 /// # Errors
 ///
-/// When the selected datapath cannot be opened (verifier, bpffs, `nft` missing...).
+/// As [`open_choosing`].
 pub fn open(conf: &NetConf) -> anyhow::Result<Box<dyn DatapathControl + Send>> {
-    let ebpf = match conf.datapath {
-        DatapathMode::Ebpf => true,
-        DatapathMode::Iptables => false,
-        DatapathMode::Auto => match EbpfDatapath::check_bpffs(&conf.bpffs_dir) {
-            Ok(()) => true,
+    open_choosing(conf).map(|(dp, _)| dp)
+}
+
+/// Opens the datapath `conf` selects exactly as the plugin selects it (`auto`: eBPF unless it
+/// cannot run here — no bpf file system for `bpffsDir`, no bpf(2) permission, the kernel
+/// refusing the programs — then nftables, the reason logged), loading and pinning programs
+/// and maps if nobody has yet (a missing pin root whose parent is bpffs is created). Returns
+/// the choice with its reason (for health and metrics) and records it in
+/// `<stateDir>/<network>/datapath.choice`.
+///
+/// # Errors
+///
+/// When the selected datapath cannot be opened (`datapath: ebpf` and no bpffs, a changed
+/// map layout, `nft` missing...).
+pub fn open_choosing(
+    conf: &NetConf,
+) -> anyhow::Result<(Box<dyn DatapathControl + Send>, DatapathChoice)> {
+    let mut choice = DatapathChoice::select(conf.datapath, &conf.bpffs_dir);
+    let mut control: Option<Box<dyn DatapathControl + Send>> = None;
+    if choice.datapath == DatapathKind::Ebpf {
+        match EbpfControl::open(conf) {
+            Ok(c) => control = Some(Box::new(c)),
             Err(e) => {
-                tracing::warn!("datapath auto: eBPF unavailable ({e}); using nftables");
-                false
+                let fallback = e
+                    .downcast_ref::<EbpfError>()
+                    .and_then(|ee| choice.after_failure(ee));
+                match fallback {
+                    Some(f) => choice = f,
+                    None => return Err(e),
+                }
             }
-        },
-    };
-    if ebpf {
-        Ok(Box::new(EbpfControl::open(conf)?))
-    } else {
-        Ok(Box::new(NftControl::new(conf)))
+        }
     }
+    if let ChoiceReason::Unavailable(u) = &choice.reason {
+        tracing::warn!(
+            reason = choice.reason_label(),
+            "datapath auto: eBPF unavailable ({u}); using nftables"
+        );
+    }
+    tracing::info!("datapath {choice}");
+    let stored = crate::state::StateStore::open(&conf.state_dir, &conf.name)
+        .map_err(|e| e.to_string())
+        .and_then(|_| {
+            choice
+                .store(&conf.state_dir, &conf.name)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = stored {
+        tracing::warn!("cannot record the datapath choice: {e}");
+    }
+    let control = control.unwrap_or_else(|| Box::new(NftControl::new(conf)));
+    Ok((control, choice))
 }
 
 /// Drives the eBPF datapath of one network.

@@ -12,6 +12,7 @@
 //! | `smarter_nat_ports_in_use`, `smarter_nat_ports_available` | gauge | |
 //! | `smarter_cni_operations_total` | counter | `op`, `result` |
 //! | `smarter_cni_operation_duration_seconds` | histogram | `op` |
+//! | `smarter_datapath_info` (always 1) | gauge | `datapath` (`ebpf`, `iptables`), `reason` (`configured`, `auto`, `no_bpffs`, `permission`, `load`) |
 //! | `smarter_dns_queries_total` (agent with `--dns`) | counter | `transport` (`udp`, `tcp`), `result` (`local`, `nxdomain`, `forwarded`, `servfail`, `error`, `dropped`) |
 //!
 //! Every metric also carries the `network` label.
@@ -29,7 +30,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::datapath::EbpfDatapath;
+use crate::datapath::{ChoiceRecord, DatapathChoice, EbpfDatapath};
 use crate::opstats;
 
 /// Where the metrics come from.
@@ -43,6 +44,9 @@ pub struct MetricsSource {
     pub state_dir: PathBuf,
     /// The DNS server's counters, when the agent serves DNS.
     pub dns: Option<Arc<crate::dns::DnsStats>>,
+    /// The datapath the agent chose ([`crate::agent::control::open_choosing`]); `None`: the
+    /// choice recorded in `<stateDir>/<network>/datapath.choice`, if any.
+    pub datapath: Option<DatapathChoice>,
 }
 
 #[derive(Debug)]
@@ -88,6 +92,23 @@ impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let src = &self.0;
         let net = || vec![("network", src.network.clone())];
+        let choice = src
+            .datapath
+            .as_ref()
+            .map(DatapathChoice::record)
+            .or_else(|| ChoiceRecord::load(&src.state_dir, &src.network));
+        if let Some(c) = choice {
+            let mut labels = net();
+            labels.push(("datapath", c.datapath));
+            labels.push(("reason", c.reason));
+            family(
+                &mut encoder,
+                "smarter_datapath_info",
+                "The datapath serving the network and why (reason: configured, auto, or why \
+                 eBPF is unavailable: no_bpffs, permission, load)",
+                &[(labels, ConstGauge::new(1_i64))],
+            )?;
+        }
         if let Ok(Some(dp)) = EbpfDatapath::open_existing(&src.bpffs_dir, &src.network) {
             if let Ok(stats) = dp.verdict_stats() {
                 let with = |v: &str| {

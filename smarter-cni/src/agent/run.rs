@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 use super::uplink::UplinkInfo;
 use super::uplink::watch::{UplinkWatch, WatchError};
 use crate::cni::Uplink;
+use crate::datapath::DatapathChoice;
 
 /// What the agent drives: the datapath (eBPF or iptables) behind a narrow seam, so the loop
 /// is tested with a recording fake and the real datapath is wired in by the binary.
@@ -69,10 +70,15 @@ impl Default for AgentConfig {
 /// every `min(gc_interval, resync_interval)`). With a health file configured, the file exists
 /// only while ready, and its mtime is the last beat: a readiness probe is `test -f FILE`, a
 /// liveness probe checks that the file is younger than a few intervals.
+///
+/// The health also names the datapath serving the network and why ([`Health::set_datapath`]):
+/// the file's second line is `datapath <name> (<reason>)`, e.g. `datapath iptables (auto: eBPF
+/// unavailable: ...)`.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
     last_beat: AtomicU64,
+    datapath: Mutex<Option<DatapathChoice>>,
 }
 
 impl Health {
@@ -88,6 +94,23 @@ impl Health {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Records which datapath serves the network and why (reported in the health file).
+    pub fn set_datapath(&self, choice: DatapathChoice) {
+        *self
+            .datapath
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(choice);
+    }
+
+    /// The datapath serving the network and why, once [`Self::set_datapath`] was called.
+    #[must_use]
+    pub fn datapath(&self) -> Option<DatapathChoice> {
+        self.datapath
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Seconds since the Unix epoch of the loop's last beat (0 before the first).
     #[must_use]
     pub fn last_beat(&self) -> u64 {
@@ -100,8 +123,13 @@ impl Health {
             .map_or(0, |d| d.as_secs());
         self.last_beat.store(now, Ordering::Release);
         if let (Some(path), true) = (file, self.is_ready()) {
-            let line = uplink.map_or_else(|| "uplink none".to_string(), |u| format!("uplink {u}"));
-            if let Err(e) = write_atomically(path, &format!("{line}\n")) {
+            let mut text =
+                uplink.map_or_else(|| "uplink none".to_string(), |u| format!("uplink {u}"));
+            text.push('\n');
+            if let Some(choice) = self.datapath() {
+                text.push_str(&format!("datapath {choice}\n"));
+            }
+            if let Err(e) = write_atomically(path, &text) {
                 tracing::warn!(path = %path.display(), "cannot write health file: {e}");
             }
         }

@@ -179,7 +179,9 @@ fn main() -> anyhow::Result<()> {
     let mut datapath: Box<dyn DatapathControl + Send> = if cli.dry_run {
         Box::new(LoggingDatapath)
     } else {
-        agent::control::open(conf)?
+        let (control, choice) = agent::control::open_choosing(conf)?;
+        health.set_datapath(choice);
+        control
     };
     if cli.metrics_addr != "off" {
         let addr = cli
@@ -193,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 bpffs_dir: conf.bpffs_dir.clone(),
                 state_dir: conf.state_dir.clone(),
                 dns: settings.dns.as_ref().map(|d| d.stats.clone()),
+                datapath: health.datapath(),
             },
         )
         .with_context(|| format!("serving metrics on {addr}"))?;

@@ -1,7 +1,7 @@
 //! Command line and the read commands.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::discover::{Datapath, Net, networks};
 use super::rows::{StatsRow, StatusRow};
 use super::{Failure, default_bpffs_dir, default_state_dir, monitor, nft, read, write};
-use crate::datapath::{CtEntryView, EbpfDatapath};
+use crate::datapath::{ChoiceRecord, CtEntryView, EbpfDatapath};
 
 /// Inspect and carefully edit smarter-cni's pinned eBPF datapath.
 #[derive(Debug, Parser)]
@@ -212,13 +212,20 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         clap_complete::generate(*shell, &mut cmd, "smarter-bpfctl", &mut std::io::stdout());
         return Ok(());
     }
-    let nets = networks(&cli.bpffs_dir, &cli.state_dir, cli.network.as_deref())?;
+    let nets = networks(&cli.bpffs_dir, &cli.state_dir, cli.network.as_deref()).map_err(|f| {
+        // Nothing found: say so, and why eBPF could not run here if it cannot.
+        match crate::datapath::probe(&cli.bpffs_dir) {
+            Err(u) if f.code == 3 => Failure::new(3, format!("{}; eBPF: {u}", f.message)),
+            _ => f,
+        }
+    })?;
     let fmt = cli.output;
     match &cli.command {
-        Command::Status => print_status(
-            fmt,
-            &collect(&nets, read::status, |n, dp| nft::status(&n.name, dp))?,
-        ),
+        Command::Status => {
+            let mut rows = collect(&nets, read::status, |n, dp| nft::status(&n.name, dp))?;
+            explain(&mut rows, &cli.state_dir, &cli.bpffs_dir);
+            print_status(fmt, &rows)
+        }
         Command::Endpoints => print(
             fmt,
             &collect(&nets, read::endpoints, |n, dp| {
@@ -325,6 +332,24 @@ fn stats(nets: &[Net], interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> 
     Ok(second)
 }
 
+/// Fills in why each network is on its datapath: the choice the plugin or agent recorded when
+/// it names this datapath, else for nftables what probing the pin root finds.
+fn explain(rows: &mut [StatusRow], state_dir: &Path, bpffs_dir: &Path) {
+    for r in rows {
+        let recorded = ChoiceRecord::load(state_dir, &r.network)
+            .filter(|c| (c.datapath == "ebpf") == (r.datapath == "ebpf"));
+        if let Some(c) = recorded {
+            r.reason = Some(c.reason);
+            r.reason_detail = c.detail;
+        } else if r.datapath != "ebpf"
+            && let Err(u) = crate::datapath::probe(bpffs_dir)
+        {
+            r.reason = Some(u.label().to_string());
+            r.reason_detail = Some(u.to_string());
+        }
+    }
+}
+
 /// `status`: JSON as usual; for people one block per network with two small tables.
 fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
     if fmt == Format::Json {
@@ -332,9 +357,14 @@ fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
     }
     for r in rows {
         let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+        let why = match (&r.reason, &r.reason_detail) {
+            (Some(label), Some(detail)) => format!(" ({label}: {detail})"),
+            (Some(label), None) => format!(" ({label})"),
+            _ => String::new(),
+        };
         if r.datapath == "ebpf" {
             println!(
-                "network {}: datapath ebpf, layout v{}, pins {}, pod program id {}",
+                "network {}: datapath ebpf{why}, layout v{}, pins {}, pod program id {}",
                 r.network,
                 or_dash(r.layout.map(|l| l.to_string())),
                 or_dash(r.pin_dir.clone()),
@@ -348,7 +378,7 @@ fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
             print(fmt, &r.attachments)?;
         } else {
             println!(
-                "network {}: datapath {}, tables {}",
+                "network {}: datapath {}{why}, tables {}",
                 r.network,
                 r.datapath,
                 r.tables.join(", ")

@@ -18,6 +18,8 @@ pub(super) fn status(name: &str, dp: &NftDatapath) -> Result<Vec<StatusRow>, Nft
     Ok(vec![StatusRow {
         network: name.to_string(),
         datapath: "nftables",
+        reason: None,
+        reason_detail: None,
         pin_dir: None,
         layout: None,
         pod_program_id: None,

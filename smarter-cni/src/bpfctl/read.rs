@@ -24,6 +24,8 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
     Ok(vec![StatusRow {
         network: name.to_string(),
         datapath: "ebpf",
+        reason: None,
+        reason_detail: None,
         pin_dir: Some(dp.pin_dir().display().to_string()),
         layout: Some(smarter_common::LAYOUT_VERSION),
         pod_program_id: dp.program_id(),

@@ -10,6 +10,13 @@ pub struct StatusRow {
     pub network: String,
     /// `ebpf` or `nftables`.
     pub datapath: &'static str,
+    /// Why the network is on this datapath: `configured`, `auto`, or why eBPF is unavailable
+    /// (`no_bpffs`, `permission`, `load`), as the plugin or the agent last recorded it; for an
+    /// nftables network without a record, what probing `--bpffs-dir` finds (`null` when it
+    /// finds eBPF usable).
+    pub reason: Option<String>,
+    /// The reason in words when eBPF is unavailable (`null` otherwise).
+    pub reason_detail: Option<String>,
     /// Versioned pin directory (`null` for nftables).
     pub pin_dir: Option<String>,
     /// Map layout version of the pins (`null` for nftables).

@@ -1,8 +1,9 @@
 //! Choosing and driving the datapath of an attachment: eBPF or nftables behind one small
 //! enum, so the verbs never care which one serves a pod.
 //!
-//! ADD picks the datapath from the configuration (`auto`: eBPF where a bpf file system is
-//! usable, nftables otherwise, saying why) and records its name in the attachment record;
+//! ADD picks the datapath from the configuration (`auto`: eBPF unless it cannot run here —
+//! no bpf file system for `bpffsDir`, no bpf(2) permission, the kernel refusing the programs —
+//! then nftables, saying why) and records its name in the attachment record;
 //! DEL, CHECK and GC use the recorded one, so switching `datapath` in the conflist never
 //! strands a pod. When the last pod of the other datapath is gone, its rules or pins are
 //! removed ([`retire_unused`]).
@@ -11,9 +12,12 @@ use std::net::Ipv4Addr;
 
 use super::Ctx;
 use super::errors::IntoCni as _;
-use crate::cni::{CniError, DatapathMode, PortMapping, Uplink as UplinkConf};
+use crate::cni::{CniError, PortMapping, Uplink as UplinkConf};
 use crate::datapath::iptables::{NftConfig, NftDatapath, NftEndpoint, NftHostPort};
-use crate::datapath::{CtTimeouts, EbpfDatapath, EndpointSpec, HostPortSpec, Uplink};
+use crate::datapath::{
+    ChoiceReason, CtTimeouts, DatapathChoice, DatapathKind, EbpfDatapath, EndpointSpec,
+    HostPortSpec, Uplink,
+};
 use crate::netlink::Netlink;
 
 /// Recorded name of the eBPF datapath.
@@ -175,24 +179,18 @@ pub(super) async fn resolve_uplink(
     Ok(Some((up, addrs)))
 }
 
-/// Whether this invocation should use eBPF: as configured, or for `auto` when a bpf file
-/// system is usable at `bpffsDir` (the reason for falling back is logged).
-pub(super) fn wants_ebpf(ctx: &Ctx) -> bool {
-    match ctx.conf.datapath {
-        DatapathMode::Ebpf => true,
-        DatapathMode::Iptables => false,
-        DatapathMode::Auto => match EbpfDatapath::check_bpffs(&ctx.conf.bpffs_dir) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("datapath auto: eBPF unavailable ({e}); using nftables");
-                false
-            }
-        },
-    }
+/// The datapath this invocation should use before anything is opened: as configured, or for
+/// `auto` eBPF unless there is no bpf file system for `bpffsDir` (a missing pin root whose
+/// parent is bpffs counts as usable: it is created) or no permission to use bpf(2).
+pub(super) fn select(ctx: &Ctx) -> DatapathChoice {
+    DatapathChoice::select(ctx.conf.datapath, &ctx.conf.bpffs_dir)
 }
 
 /// Opens (loading or creating as needed) the datapath the configuration asks for, with the
-/// bridge, NAT settings, deny list and current uplink applied.
+/// bridge, NAT settings, deny list and current uplink applied. With `datapath: auto` a load
+/// that fails for a reason making eBPF unusable (no permission, the kernel refusing the
+/// programs) falls back to nftables; the choice and its reason are logged and recorded in
+/// `<stateDir>/<network>/datapath.choice`.
 ///
 /// # Errors
 ///
@@ -203,14 +201,24 @@ pub(super) fn open_for_add(
     bridge: (u32, [u8; 6]),
 ) -> Result<Active, CniError> {
     let conf = &ctx.conf;
-    if wants_ebpf(ctx) {
-        let dp = EbpfDatapath::open_or_load(
+    let mut choice = select(ctx);
+    let mut active = None;
+    if choice.datapath == DatapathKind::Ebpf {
+        match EbpfDatapath::open_or_load(
             &conf.bpffs_dir,
             &conf.name,
             &ctx.lock_dir(),
             &ctx.datapath_config(),
-        )
-        .into_cni()?;
+        ) {
+            Ok(dp) => active = Some(dp),
+            Err(e) => match choice.after_failure(&e) {
+                Some(fallback) => choice = fallback,
+                None => return Err(e).into_cni(),
+            },
+        }
+    }
+    report_choice(ctx, &choice);
+    if let Some(dp) = active {
         dp.set_bridge(bridge.0, bridge.1).into_cni()?;
         dp.set_nat(
             (conf.nat_port_range.start, conf.nat_port_range.end),
@@ -225,6 +233,28 @@ pub(super) fn open_for_add(
         let name = uplink.map(|(u, _)| u.name.clone());
         let dp = NftDatapath::ensure(&ctx.nft_config(name)).into_cni()?;
         Ok(Active::Nft(dp))
+    }
+}
+
+/// Logs the datapath choice (a fallback as a warning naming the reason) and records it for
+/// `smarter-bpfctl status` (best effort).
+fn report_choice(ctx: &Ctx, choice: &DatapathChoice) {
+    match &choice.reason {
+        ChoiceReason::Unavailable(u) => {
+            tracing::warn!(
+                reason = choice.reason_label(),
+                "datapath auto: eBPF unavailable ({u}); using nftables"
+            );
+        }
+        _ => tracing::debug!("datapath {choice}"),
+    }
+    let stored = ctx.state().map_err(|e| e.msg).and_then(|_| {
+        choice
+            .store(&ctx.conf.state_dir, &ctx.conf.name)
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = stored {
+        tracing::debug!("cannot record the datapath choice: {e}");
     }
 }
 

@@ -1,10 +1,14 @@
-//! STATUS: can this network serve ADDs right now?
+//! STATUS: can this network serve ADDs right now? Reasons about the datapath as ADD does
+//! (without creating anything): a missing pin root whose nearest existing ancestor is bpffs is
+//! fine (ADD creates it); with `datapath: auto` and eBPF unavailable the answer depends on
+//! nftables, and the reason is logged. STATUS has no stdout on success, so the datapath it
+//! expects ADD to use is logged (`info`; a fallback at `warn`).
 
 use super::Ctx;
 use super::errors::ToCni as _;
 use crate::cni::{CniError, DatapathMode};
-use crate::datapath::EbpfDatapath;
 use crate::datapath::iptables::NftDatapath;
+use crate::datapath::{ChoiceReason, ChoiceRecord, DatapathChoice, PinRootState, probe};
 
 pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     let unavailable = |msg: String| CniError::new(CniError::NOT_AVAILABLE, msg, "");
@@ -23,18 +27,51 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     }
     ctx.state()
         .map_err(|e| unavailable(format!("stateDir: {}", e.msg)))?;
-    let ebpf = || {
-        EbpfDatapath::check_bpffs(&ctx.conf.bpffs_dir)
-            .map_err(|e| unavailable(format!("eBPF datapath: {e}")))
-    };
     let nft =
         || NftDatapath::available().map_err(|e| unavailable(format!("nftables datapath: {e}")));
-    match ctx.conf.datapath {
-        DatapathMode::Ebpf => ebpf(),
-        DatapathMode::Iptables => nft(),
-        DatapathMode::Auto => {
-            ebpf().or_else(|e| nft().map_err(|n| unavailable(format!("{}; {}", e.msg, n.msg))))
+    let choice = DatapathChoice::select(ctx.conf.datapath, &ctx.conf.bpffs_dir);
+    match (ctx.conf.datapath, &choice.reason) {
+        (DatapathMode::Iptables, _) => nft()?,
+        (DatapathMode::Ebpf, _) => match probe(&ctx.conf.bpffs_dir) {
+            Ok(root) => log_root(&ctx.conf.bpffs_dir, &root),
+            Err(u) => return Err(unavailable(format!("eBPF datapath: {u}"))),
+        },
+        (DatapathMode::Auto, ChoiceReason::Unavailable(u)) => {
+            nft().map_err(|n| unavailable(format!("eBPF datapath: {u}; {}", n.msg)))?;
+            tracing::warn!(
+                reason = choice.reason_label(),
+                "datapath auto: eBPF unavailable ({u}); ADD will use nftables"
+            );
         }
+        (DatapathMode::Auto, _) => {
+            if let Ok(root) = probe(&ctx.conf.bpffs_dir) {
+                log_root(&ctx.conf.bpffs_dir, &root);
+            }
+            // A refusal found only by loading (the verifier) is known from the last ADD.
+            if let Some(last) = ChoiceRecord::load(&ctx.conf.state_dir, &ctx.conf.name)
+                && last.datapath != "ebpf"
+                && last.reason != "configured"
+            {
+                tracing::warn!(
+                    reason = %last.reason,
+                    "datapath auto: the last ADD fell back to nftables ({})",
+                    last.detail.as_deref().unwrap_or("no detail")
+                );
+            }
+        }
+    }
+    tracing::info!("STATUS: available, datapath {choice}");
+    Ok(())
+}
+
+fn log_root(path: &std::path::Path, root: &PinRootState) {
+    if let PinRootState::WillBeCreated { ancestor } = root {
+        tracing::info!(
+            "the pin root {} does not exist yet: the first ADD creates it on the bpf \
+             filesystem at {}",
+            path.display(),
+            ancestor.display()
+        );
     }
 }
 

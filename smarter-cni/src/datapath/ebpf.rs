@@ -73,7 +73,8 @@ impl EbpfDatapath {
     ///
     /// # Errors
     ///
-    /// [`EbpfError::NotBpffs`] when `bpffs_root` is not a bpf filesystem;
+    /// [`EbpfError::NotBpffs`] when `bpffs_root` is not a bpf filesystem (a missing
+    /// `bpffs_root` is created when its parent is one: [`crate::datapath::ensure_pin_root`]);
     /// [`EbpfError::LayoutMismatch`] when an existing pinned map's type, key size, value size or
     /// max entries differ from this build (a changed layout is never silently reused);
     /// [`EbpfError::IncompletePins`] when the program is pinned but a map is not;
@@ -87,7 +88,7 @@ impl EbpfDatapath {
         cfg: &DatapathConfig,
     ) -> Result<Self, EbpfError> {
         let layout = PinLayout::new(bpffs_root, network)?;
-        pins::check_bpffs(bpffs_root)?;
+        pins::ensure_root(bpffs_root)?;
         let _lock = pins::lock(lock_dir, network)?;
         layout.create_dirs()?;
 

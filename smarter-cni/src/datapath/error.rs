@@ -16,6 +16,30 @@ pub enum EbpfError {
         /// The directory that was checked.
         path: PathBuf,
     },
+    /// The pin root does not exist and its nearest existing ancestor is not on a bpf
+    /// filesystem, so it is not created (nothing is ever created on another file system).
+    #[error(
+        "{} does not exist and {} (its nearest existing directory) is not on a bpf filesystem \
+         (mount one with `mount -t bpf bpf {}`)",
+        path.display(),
+        ancestor.display(),
+        ancestor.display()
+    )]
+    NoBpffsAncestor {
+        /// The pin root (`bpffsDir`).
+        path: PathBuf,
+        /// Its nearest existing ancestor, which was checked.
+        ancestor: PathBuf,
+    },
+    /// The pin root exists but cannot be trusted: not a directory, reached through an unsafe
+    /// symlink, not owned by root, or writable by others than root.
+    #[error("pin root {}: {reason}", path.display())]
+    UnsafePinRoot {
+        /// The pin root (`bpffsDir`).
+        path: PathBuf,
+        /// Why it is refused.
+        reason: String,
+    },
     /// A network or interface name cannot be used as a pin file name.
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {

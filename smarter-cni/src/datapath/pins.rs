@@ -13,6 +13,7 @@
 use std::{
     fs::{self, File},
     io,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -70,12 +71,122 @@ impl PinLayout {
 
 /// Refuses anything but a bpf filesystem (statfs magic `BPF_FS_MAGIC`).
 pub(super) fn check_bpffs(path: &Path) -> Result<(), EbpfError> {
-    let fs = statfs(path).map_err(|e| EbpfError::io("statfs", path, e.into()))?;
-    if fs.filesystem_type() == BPF_FS_MAGIC {
+    if on_bpffs(path).map_err(|e| EbpfError::io("statfs", path, e))? {
         Ok(())
     } else {
         Err(EbpfError::NotBpffs { path: path.into() })
     }
+}
+
+fn on_bpffs(path: &Path) -> io::Result<bool> {
+    Ok(statfs(path)?.filesystem_type() == BPF_FS_MAGIC)
+}
+
+/// What [`probe_root`] found at a pin root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RootState {
+    /// The pin root exists on a bpf filesystem.
+    Exists,
+    /// The pin root is missing; `ancestor`, its nearest existing directory, is on a bpf
+    /// filesystem, so [`ensure_root`] may create it.
+    Missing {
+        /// The nearest existing ancestor.
+        ancestor: PathBuf,
+    },
+}
+
+/// Where the pin root `root` stands, without creating anything: an existing pin root must be
+/// on a bpf filesystem, a missing one must have its nearest existing ancestor on one.
+///
+/// # Errors
+///
+/// [`EbpfError::NotBpffs`], [`EbpfError::NoBpffsAncestor`], or [`EbpfError::Io`] when a
+/// path cannot be examined.
+pub(super) fn probe_root(root: &Path) -> Result<RootState, EbpfError> {
+    match fs::symlink_metadata(root) {
+        Ok(_) => check_bpffs(root).map(|()| RootState::Exists),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let ancestor = nearest_existing(root)?;
+            if on_bpffs(&ancestor).map_err(|e| EbpfError::io("statfs", &ancestor, e))? {
+                Ok(RootState::Missing { ancestor })
+            } else {
+                Err(EbpfError::NoBpffsAncestor {
+                    path: root.into(),
+                    ancestor,
+                })
+            }
+        }
+        Err(e) => Err(EbpfError::io("stat pin root", root, e)),
+    }
+}
+
+/// The nearest ancestor of `path` that exists (`/` at worst).
+fn nearest_existing(path: &Path) -> Result<PathBuf, EbpfError> {
+    for a in path.ancestors().skip(1) {
+        match fs::metadata(a) {
+            Ok(_) => return Ok(a.to_path_buf()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EbpfError::io("stat", a, e)),
+        }
+    }
+    Ok(PathBuf::from("/"))
+}
+
+/// Makes sure the pin root exists and can be trusted: when it is missing and its nearest
+/// existing ancestor is on a bpf filesystem it is created (mode 0700, with any missing
+/// parents, all on that bpffs); nothing is ever created on another file system. Then it must
+/// be a directory on a bpf filesystem, not reached through a symlink someone other than root
+/// could have planted, owned by root and writable by root alone (the checks `dataDir` and
+/// `stateDir` get). Returns whether it was created.
+///
+/// # Errors
+///
+/// As [`probe_root`]; [`EbpfError::Io`] when it cannot be created;
+/// [`EbpfError::UnsafePinRoot`] when it fails the ownership and symlink checks.
+pub(super) fn ensure_root(root: &Path) -> Result<bool, EbpfError> {
+    let created = match probe_root(root)? {
+        RootState::Exists => false,
+        RootState::Missing { ancestor } => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .map_err(|e| EbpfError::io("create pin root", root, e))?;
+            tracing::info!(
+                path = %root.display(),
+                bpffs = %ancestor.display(),
+                "created the pin root (mode 0700)"
+            );
+            true
+        }
+    };
+    // Still on bpffs (nothing was mounted in between), and trustworthy.
+    check_bpffs(root)?;
+    check_root_safe(root)?;
+    Ok(created)
+}
+
+/// The ownership and symlink checks of a pin root (see [`ensure_root`]).
+fn check_root_safe(root: &Path) -> Result<(), EbpfError> {
+    let refuse = |reason: String| EbpfError::UnsafePinRoot {
+        path: root.into(),
+        reason,
+    };
+    crate::cni::config::paths::check_no_unsafe_symlinks(root).map_err(refuse)?;
+    let meta = fs::metadata(root).map_err(|e| EbpfError::io("stat pin root", root, e))?;
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    if meta.uid() != 0 {
+        return Err(refuse(format!("is owned by uid {}, not root", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "has mode {:04o}: writable by others than root",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Network names become a directory name: the CNI rule `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`, at most

@@ -40,6 +40,10 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
         ),
         remove_ebpf(&m.bpffs_dir, &m.network),
     );
+    step(
+        format!("empty pin root {}", m.bpffs_dir.display()),
+        remove_empty_pin_root(&m.bpffs_dir),
+    );
     match NftDatapath::open(&m.network) {
         Ok(Some(_)) => step(
             format!("nftables tables smarter_{}", m.network),
@@ -83,6 +87,22 @@ fn remove_ebpf(bpffs_dir: &Path, network: &str) -> Result<bool, String> {
     remove_network_pins(bpffs_dir, network)
         .map(|()| true)
         .map_err(|e| e.to_string())
+}
+
+/// Removes the pin root when nothing is left in it (other networks' pins keep it) and it is
+/// on a bpf file system; `Ok(false)` when it is absent, in use, or not bpffs.
+fn remove_empty_pin_root(bpffs_dir: &Path) -> Result<bool, String> {
+    if EbpfDatapath::check_bpffs(bpffs_dir).is_err() {
+        return Ok(false);
+    }
+    match fs::remove_dir(bpffs_dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        // A mount point (a bpffs mounted at the pin root itself): not ours to remove.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn remove_bridge(name: &str) -> Result<bool, String> {

@@ -181,6 +181,9 @@ fn run_install(a: InstallArgs) -> anyhow::Result<()> {
             p.display()
         );
     }
+    if let Some(p) = &report.created_pin_root {
+        println!("created pin root {} (mode 0700)", p.display());
+    }
     for w in &report.warnings {
         println!("warning: {w}");
     }

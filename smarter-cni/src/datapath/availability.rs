@@ -1,0 +1,419 @@
+//! Whether the eBPF datapath can run on this node, and which datapath a network ends up on.
+//!
+//! - [`EbpfUnavailable`]: the typed reason eBPF cannot run — no bpf file system for the pin
+//!   root, no permission to use bpf(2), or the kernel refusing the programs;
+//! - [`probe`]: finds the first two without creating anything (STATUS, `smarter-bpfctl`);
+//!   [`EbpfUnavailable::from_error`] classifies a failed load;
+//! - [`DatapathChoice`]: the datapath serving a network and why, as the plugin, the agent,
+//!   STATUS, `smarter-bpfctl status` and the agent's metrics report it; the plugin and the agent
+//!   record it in `<stateDir>/<network>/datapath.choice` ([`ChoiceRecord`]).
+//!
+//! `datapath: auto` falls back to nftables only for an [`EbpfUnavailable`] reason; any other
+//! eBPF failure (a changed map layout, a full map, an unsafe pin root...) is an error, never a
+//! silent switch.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::EbpfError;
+use super::pins::{self, RootState};
+use crate::cni::DatapathMode;
+
+/// Why the eBPF datapath cannot run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EbpfUnavailable {
+    /// The pin root is not on a bpf file system, or is missing and its nearest existing
+    /// ancestor is not on one (so it is not created).
+    NoBpffs {
+        /// The pin root (`bpffsDir`).
+        path: PathBuf,
+        /// What was found, naming the paths checked.
+        why: String,
+    },
+    /// bpf(2) refused with `EPERM`/`EACCES`: no `CAP_BPF`/`CAP_SYS_ADMIN`, or a seccomp or
+    /// LSM policy.
+    Permission(String),
+    /// The kernel refused the programs (the verifier, a missing helper) or the object could not
+    /// be loaded at all.
+    Load(String),
+}
+
+impl EbpfUnavailable {
+    /// A short stable label: `no_bpffs`, `permission` or `load` (metrics, JSON).
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NoBpffs { .. } => "no_bpffs",
+            Self::Permission(_) => "permission",
+            Self::Load(_) => "load",
+        }
+    }
+
+    /// The reason behind a failed eBPF open or load, or `None` when the failure is not one
+    /// that makes eBPF unusable (it must then be reported, not worked around).
+    #[must_use]
+    pub fn from_error(e: &EbpfError) -> Option<Self> {
+        if permission_denied(e) {
+            return Some(Self::Permission(e.to_string()));
+        }
+        match e {
+            EbpfError::NotBpffs { path } | EbpfError::NoBpffsAncestor { path, .. } => {
+                Some(Self::NoBpffs {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })
+            }
+            EbpfError::Load { .. } | EbpfError::NoObject | EbpfError::MissingInObject { .. } => {
+                Some(Self::Load(e.to_string()))
+            }
+            EbpfError::Program { op, .. } if op == "load" => Some(Self::Load(e.to_string())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EbpfUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoBpffs { why, .. } => write!(f, "no bpf filesystem: {why}"),
+            Self::Permission(why) => write!(
+                f,
+                "no permission to use bpf() (needs CAP_BPF or CAP_SYS_ADMIN): {why}"
+            ),
+            Self::Load(why) => write!(f, "the kernel refused the eBPF programs: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for EbpfUnavailable {}
+
+/// Whether `e` (or anything in its source chain) is `EPERM` or `EACCES`.
+fn permission_denied(e: &EbpfError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(nix::libc::EPERM | nix::libc::EACCES)
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether eBPF can run with its pins under `bpffs_root`, without creating anything: the pin
+/// root is on a bpf file system, or missing with its nearest existing ancestor on one (then
+/// opening the datapath creates it), and bpf(2) is permitted. A kernel refusing the programs
+/// is only found by loading them.
+///
+/// # Errors
+///
+/// [`EbpfUnavailable::NoBpffs`] or [`EbpfUnavailable::Permission`].
+pub fn probe(bpffs_root: &Path) -> Result<PinRootState, EbpfUnavailable> {
+    let state = match pins::probe_root(bpffs_root) {
+        Ok(RootState::Exists) => PinRootState::Exists,
+        Ok(RootState::Missing { ancestor }) => PinRootState::WillBeCreated { ancestor },
+        Err(e) => {
+            return Err(EbpfUnavailable::NoBpffs {
+                path: bpffs_root.into(),
+                why: e.to_string(),
+            });
+        }
+    };
+    match super::sys::probe_map_create() {
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EPERM | nix::libc::EACCES)) => Err(
+            EbpfUnavailable::Permission(format!("creating a test map: {e}")),
+        ),
+        // Anything else (an old kernel's EINVAL...) is for the real load to judge.
+        _ => Ok(state),
+    }
+}
+
+/// What [`probe`] found at the pin root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinRootState {
+    /// It exists on a bpf file system.
+    Exists,
+    /// It is missing; its nearest existing ancestor is on a bpf file system, so it is created
+    /// (mode 0700) when the datapath is first opened.
+    WillBeCreated {
+        /// The nearest existing ancestor (normally the parent, e.g. `/sys/fs/bpf`).
+        ancestor: PathBuf,
+    },
+}
+
+/// Creates the pin root when it is missing and its nearest existing ancestor is on a bpf file
+/// system (mode 0700, root-owned), then checks it as the plugin checks its directories (a bpf
+/// file system, no unsafe symlink, owned by root, writable by root alone). Returns whether it
+/// was created. The installer calls it; opening the datapath does the same.
+///
+/// # Errors
+///
+/// [`EbpfError::NotBpffs`] / [`EbpfError::NoBpffsAncestor`] (nothing is created),
+/// [`EbpfError::UnsafePinRoot`], [`EbpfError::Io`].
+pub fn ensure_pin_root(bpffs_root: &Path) -> Result<bool, EbpfError> {
+    pins::ensure_root(bpffs_root)
+}
+
+/// Which of the two datapaths serves a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatapathKind {
+    /// TC eBPF programs and pinned maps.
+    Ebpf,
+    /// nftables rules (the configuration calls it `iptables`).
+    Nftables,
+}
+
+impl DatapathKind {
+    /// The configuration's and the attachment records' name: `ebpf` or `iptables`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::Nftables => "iptables",
+        }
+    }
+}
+
+/// Why a network is on its datapath.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChoiceReason {
+    /// `datapath` names it.
+    Configured,
+    /// `datapath: auto` and eBPF can run.
+    Auto,
+    /// `datapath: auto` and eBPF cannot run: nftables.
+    Unavailable(EbpfUnavailable),
+}
+
+/// The datapath serving a network and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathChoice {
+    /// The datapath.
+    pub datapath: DatapathKind,
+    /// Why.
+    pub reason: ChoiceReason,
+}
+
+impl DatapathChoice {
+    /// The choice before anything is opened: `datapath` as configured, or for `auto` eBPF
+    /// unless [`probe`] finds a reason against it. An `auto` eBPF choice can still end on
+    /// nftables when the load fails ([`Self::after_failure`]).
+    #[must_use]
+    pub fn select(mode: DatapathMode, bpffs_root: &Path) -> Self {
+        let (datapath, reason) = match mode {
+            DatapathMode::Ebpf => (DatapathKind::Ebpf, ChoiceReason::Configured),
+            DatapathMode::Iptables => (DatapathKind::Nftables, ChoiceReason::Configured),
+            DatapathMode::Auto => match probe(bpffs_root) {
+                Ok(_) => (DatapathKind::Ebpf, ChoiceReason::Auto),
+                Err(u) => (DatapathKind::Nftables, ChoiceReason::Unavailable(u)),
+            },
+        };
+        Self { datapath, reason }
+    }
+
+    /// Where an eBPF choice goes when opening eBPF failed with `e`: nftables for an `auto`
+    /// choice and a reason that makes eBPF unusable, otherwise `None` (report `e`).
+    #[must_use]
+    pub fn after_failure(&self, e: &EbpfError) -> Option<Self> {
+        if self.reason != ChoiceReason::Auto {
+            return None;
+        }
+        EbpfUnavailable::from_error(e).map(|u| Self {
+            datapath: DatapathKind::Nftables,
+            reason: ChoiceReason::Unavailable(u),
+        })
+    }
+
+    /// `configured`, `auto`, or the [`EbpfUnavailable::label`] (the metrics' `reason`).
+    #[must_use]
+    pub fn reason_label(&self) -> &'static str {
+        match &self.reason {
+            ChoiceReason::Configured => "configured",
+            ChoiceReason::Auto => "auto",
+            ChoiceReason::Unavailable(u) => u.label(),
+        }
+    }
+
+    /// The record stored for `smarter-bpfctl` and the agent's view.
+    #[must_use]
+    pub fn record(&self) -> ChoiceRecord {
+        ChoiceRecord {
+            datapath: self.datapath.name().to_string(),
+            reason: self.reason_label().to_string(),
+            detail: match &self.reason {
+                ChoiceReason::Unavailable(u) => Some(u.to_string()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Stores [`Self::record`] in `<state_dir>/<network>/datapath.choice` unless it already
+    /// holds exactly that (atomically: temp file + rename, mode 0600).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error of the write.
+    pub fn store(&self, state_dir: &Path, network: &str) -> io::Result<()> {
+        let record = self.record();
+        if ChoiceRecord::load(state_dir, network).as_ref() == Some(&record) {
+            return Ok(());
+        }
+        let path = ChoiceRecord::path(state_dir, network);
+        let tmp = path.with_extension(format!("choice.tmp.{}", std::process::id()));
+        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        let write = || -> io::Result<()> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .and_then(|mut f| io::Write::write_all(&mut f, &bytes))?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+impl fmt::Display for DatapathChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.datapath.name();
+        match &self.reason {
+            ChoiceReason::Configured => write!(f, "{name} (configured)"),
+            ChoiceReason::Auto => write!(f, "{name} (auto: eBPF is available)"),
+            ChoiceReason::Unavailable(u) => write!(f, "{name} (auto: eBPF unavailable: {u})"),
+        }
+    }
+}
+
+/// The stored form of a [`DatapathChoice`] (`<stateDir>/<network>/datapath.choice`, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChoiceRecord {
+    /// `ebpf` or `iptables`.
+    pub datapath: String,
+    /// `configured`, `auto`, `no_bpffs`, `permission` or `load`.
+    pub reason: String,
+    /// Why eBPF is unavailable, in words (only for the last three reasons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ChoiceRecord {
+    /// `<state_dir>/<network>/datapath.choice`.
+    #[must_use]
+    pub fn path(state_dir: &Path, network: &str) -> PathBuf {
+        state_dir.join(network).join("datapath.choice")
+    }
+
+    /// The stored record, `None` when there is none (or it cannot be read).
+    #[must_use]
+    pub fn load(state_dir: &Path, network: &str) -> Option<Self> {
+        let bytes = std::fs::read(Self::path(state_dir, network)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_display() {
+        let no = EbpfUnavailable::NoBpffs {
+            path: "/x/pins".into(),
+            why: "/x/pins is not on a bpf filesystem".into(),
+        };
+        assert_eq!(no.label(), "no_bpffs");
+        assert!(no.to_string().contains("/x/pins"), "{no}");
+        let choice = DatapathChoice {
+            datapath: DatapathKind::Nftables,
+            reason: ChoiceReason::Unavailable(no),
+        };
+        assert_eq!(choice.reason_label(), "no_bpffs");
+        assert!(
+            choice
+                .to_string()
+                .starts_with("iptables (auto: eBPF unavailable")
+        );
+        let rec = choice.record();
+        assert_eq!(rec.datapath, "iptables");
+        assert!(rec.detail.unwrap().contains("/x/pins"));
+    }
+
+    #[test]
+    fn only_unusable_ebpf_falls_back() {
+        let auto = DatapathChoice {
+            datapath: DatapathKind::Ebpf,
+            reason: ChoiceReason::Auto,
+        };
+        let configured = DatapathChoice {
+            reason: ChoiceReason::Configured,
+            ..auto.clone()
+        };
+        let eperm = EbpfError::Pin {
+            path: "/p".into(),
+            source: io::Error::from_raw_os_error(nix::libc::EPERM),
+        };
+        let fallback = auto.after_failure(&eperm).expect("EPERM falls back");
+        assert_eq!(fallback.datapath, DatapathKind::Nftables);
+        assert_eq!(fallback.reason_label(), "permission");
+        assert_eq!(configured.after_failure(&eperm), None, "ebpf: an error");
+        assert_eq!(
+            auto.after_failure(&EbpfError::NoObject)
+                .map(|c| c.reason_label()),
+            Some("load")
+        );
+        let layout = EbpfError::LayoutMismatch {
+            path: "/p".into(),
+            field: "key size",
+            expected: 4,
+            found: 8,
+        };
+        assert_eq!(auto.after_failure(&layout), None, "never hidden");
+        let unsafe_root = EbpfError::UnsafePinRoot {
+            path: "/p".into(),
+            reason: "owned by uid 1000".into(),
+        };
+        assert_eq!(auto.after_failure(&unsafe_root), None, "never hidden");
+    }
+
+    #[test]
+    fn non_bpffs_ancestors_are_named_and_nothing_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("a/b/smarter-cni");
+        let err = probe(&root).unwrap_err();
+        assert_eq!(err.label(), "no_bpffs");
+        let text = err.to_string();
+        assert!(text.contains(&root.display().to_string()), "{text}");
+        assert!(text.contains(&tmp.path().display().to_string()), "{text}");
+        let err = ensure_pin_root(&root).unwrap_err();
+        assert!(
+            matches!(&err, EbpfError::NoBpffsAncestor { ancestor, .. } if ancestor == tmp.path()),
+            "{err}"
+        );
+        assert!(!tmp.path().join("a").exists(), "nothing created");
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("net")).unwrap();
+        assert_eq!(ChoiceRecord::load(tmp.path(), "net"), None);
+        let c = DatapathChoice {
+            datapath: DatapathKind::Ebpf,
+            reason: ChoiceReason::Auto,
+        };
+        c.store(tmp.path(), "net").unwrap();
+        assert_eq!(ChoiceRecord::load(tmp.path(), "net"), Some(c.record()));
+    }
+}
