@@ -18,6 +18,7 @@ mod status;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::cni::config::RuntimeConfigErrors;
 use crate::cni::{CniEnv, CniError, NetConf, TcAttachMode, Verb, Version};
 use crate::datapath::{AttachMode, DatapathConfig};
 use crate::ipam::Ipam;
@@ -149,7 +150,15 @@ fn dispatch(
     if env.verb == Verb::Version {
         return Ok(Some(crate::cni::version::version_info_from_stdin(stdin)));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
+    // DEL never uses runtimeConfig: a capability we cannot read must not leave the sandbox
+    // impossible to remove.
+    let runtime_config_errors = if env.verb == Verb::Del {
+        RuntimeConfigErrors::Ignore
+    } else {
+        RuntimeConfigErrors::Refuse
+    };
+    let conf = NetConf::parse_with(stdin, runtime_config_errors)
+        .map_err(|e| (e, fallback.clone()))?;
     let version = conf.cni_version;
     let answer_version = version.as_str().to_string();
     crate::cni::version::check_verb(version, env.verb).map_err(|e| (e, answer_version.clone()))?;
@@ -200,3 +209,4 @@ fn dispatch(
     }
     res.map_err(|e| (e, answer_version))
 }
+

@@ -282,3 +282,66 @@ fn injected_failures_roll_back_completely() {
     // And a clean ADD still works afterwards.
     add_ok(&w, &conf, "c1", &ns);
 }
+
+/// containerd's CNI library sends port mappings with Go field names (no JSON tags on
+/// go-cni's `PortMapping`). ADD maps the port (reached from the wan), DEL with the same
+/// config succeeds and leaves nothing, on both datapaths; a DEL whose runtimeConfig cannot
+/// be read at all still removes the attachment.
+#[test]
+fn containerd_go_field_names_in_port_mappings() {
+    use smarter_cni::testbed::{EchoServer, NODE_UPLINK_IP, tcp_roundtrip};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    for dp in ["ebpf", "iptables"] {
+        let Some(mut w) = world("containerd_portmap") else {
+            return;
+        };
+        let mut conf = w.netconf("1.0.0");
+        conf["datapath"] = json!(dp);
+        conf["capabilities"] = json!({"portMappings": true});
+        conf["runtimeConfig"] = json!({"portMappings": [
+            {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}
+        ]});
+        let ns = w.add_pod_ns("web").unwrap().path().to_path_buf();
+        add_ok(&w, &conf, "web", &ns);
+        let _srv = EchoServer::tcp(w.pod("web").unwrap(), Ipv4Addr::UNSPECIFIED, 80);
+        tcp_roundtrip(
+            w.wan(),
+            SocketAddr::from((NODE_UPLINK_IP, 8080)),
+            b"hi",
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|e| panic!("{dp}: hostPort from Go-named keys: {e}"));
+        let out = call(&w, &CniCall::new("DEL", &conf).pod("web", &ns));
+        assert_eq!(out.status, 0, "{dp}: DEL: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            tcp_roundtrip(
+                w.wan(),
+                SocketAddr::from((NODE_UPLINK_IP, 8080)),
+                b"x",
+                Duration::from_secs(1)
+            )
+            .is_err(),
+            "{dp}: mapping gone after DEL"
+        );
+        assert_no_leaks(&w, dp);
+
+        // A runtimeConfig this plugin cannot read refuses ADD (code 7) but not DEL.
+        let ns2 = w.add_pod_ns("other").unwrap().path().to_path_buf();
+        let mut plain = w.netconf("1.0.0");
+        plain["datapath"] = json!(dp);
+        add_ok(&w, &plain, "other", &ns2);
+        let mut unreadable = plain.clone();
+        unreadable["runtimeConfig"] = json!({"portMappings": [{"HostPort": "eighty"}]});
+        let out = call(&w, &CniCall::new("ADD", &unreadable).pod("third", &ns2));
+        assert_eq!(
+            out.code(),
+            Some(7),
+            "{dp}: {}",
+            out.stdout
+        );
+        let out = call(&w, &CniCall::new("DEL", &unreadable).pod("other", &ns2));
+        assert_eq!(out.status, 0, "{dp}: DEL: {}\n{}", out.stdout, out.stderr);
+        assert_no_leaks(&w, dp);
+    }
+}
