@@ -335,8 +335,8 @@ fn containerd_go_field_names_in_port_mappings() {
         unreadable["runtimeConfig"] = json!({"portMappings": [{"HostPort": "eighty"}]});
         let out = call(&w, &CniCall::new("ADD", &unreadable).pod("third", &ns2));
         assert_eq!(
-            out.code(),
-            Some(7),
+            (out.code(), out.json["cniVersion"].as_str()),
+            (Some(7), Some("1.0.0")),
             "{dp}: {}",
             out.stdout
         );
