@@ -218,6 +218,8 @@ mod tests {
 
     use super::run;
 
+    type Env<'a> = [(&'a str, &'a str)];
+
     /// Runs the plugin on `stdin` with `env` and returns (exit code, stdout JSON).
     fn answer(env: &[(&str, &str)], stdin: &[u8]) -> (i32, Value) {
         let lookup = |k: &str| {
@@ -252,7 +254,7 @@ mod tests {
                 }
                 serde_json::to_vec(&c).unwrap()
             };
-            let cases: [(&[(&str, &str)], Vec<u8>, u64); 5] = [
+            let cases: [(&Env, Vec<u8>, u64); 5] = [
                 // code 7: an invalid value
                 (&add, conf(json!({"subnet": "10.0.0.0/33"})), 7),
                 // code 2: an unknown key
