@@ -345,3 +345,81 @@ fn containerd_go_field_names_in_port_mappings() {
         assert_no_leaks(&w, dp);
     }
 }
+
+/// The `smarter_<network>` nftables tables in the node namespace.
+fn nft_tables(w: &smarter_cni::testbed::World) -> Vec<String> {
+    let out = w
+        .node()
+        .exec(&["nft", "list", "tables"])
+        .expect("nft list tables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with(" smarter_smartnet"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A node that served pods on both datapaths: the nftables tables go with the last
+/// nftables pod — at its DEL, and likewise at a GC that removes it — while the eBPF pod
+/// keeps working (NAT to the wan, the gateway), not only at the next ADD.
+#[test]
+fn nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run() {
+    use smarter_cni::datapath::iptables::NftDatapath;
+    use smarter_cni::testbed::NODE_UPLINK_IP;
+    let Some(mut w) = world("retire_nft") else {
+        return;
+    };
+    if let Err(e) = w.node().run(NftDatapath::available) {
+        eprintln!(
+            "SKIP nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run: no nftables ({e})"
+        );
+        return;
+    }
+    let mut nft = w.netconf("1.1.0");
+    nft["datapath"] = json!("iptables");
+    let mut ebpf = w.netconf("1.1.0");
+    ebpf["datapath"] = json!("ebpf");
+    let ns_old = w.add_pod_ns("old").unwrap().path().to_path_buf();
+    let ns_new = w.add_pod_ns("new").unwrap().path().to_path_buf();
+    add_ok(&w, &nft, "old", &ns_old);
+    assert_eq!(
+        nft_tables(&w).len(),
+        2,
+        "inet and bridge tables after the nftables ADD"
+    );
+    // The conflist now says eBPF: a new pod on eBPF while the old one still uses nftables.
+    let new_ip = result_ip(&add_ok(&w, &ebpf, "new", &ns_new));
+    assert_eq!(nft_tables(&w).len(), 2, "kept while the old pod uses them");
+
+    let out = call(&w, &CniCall::new("DEL", &ebpf).pod("old", &ns_old));
+    assert_eq!(out.status, 0, "DEL: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        nft_tables(&w),
+        Vec::<String>::new(),
+        "tables gone with the last nftables pod"
+    );
+    let srv = wan_roundtrip(&w, "new");
+    assert_eq!(
+        srv.seen()[0].ip(),
+        NODE_UPLINK_IP,
+        "the eBPF pod's NAT still works"
+    );
+    assert!(ping(w.pod("new").unwrap(), GATEWAY));
+    assert_eq!(endpoints(&w), vec![new_ip]);
+    drop(srv);
+
+    // The same through GC: an nftables pod the runtime no longer lists.
+    add_ok(&w, &nft, "old", &ns_old);
+    assert_eq!(nft_tables(&w).len(), 2);
+    let mut gc = ebpf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "new", "ifname": "eth0"}]);
+    let out = call(&w, &CniCall::new("GC", &gc));
+    assert_eq!(out.status, 0, "GC: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(nft_tables(&w), Vec::<String>::new(), "tables gone after GC");
+    let srv = wan_roundtrip(&w, "new");
+    assert_eq!(srv.seen()[0].ip(), NODE_UPLINK_IP);
+
+    let out = call(&w, &CniCall::new("DEL", &ebpf).pod("new", &ns_new));
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    assert_no_leaks(&w, "both datapaths");
+}
