@@ -235,7 +235,20 @@ impl Containerd {
         for sub in ["root", "state", "cni/bin", "cni/net.d", "opt", "logs"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        std::os::unix::fs::symlink(bin(), d.join("cni/bin/smarter-cni")).unwrap();
+        // The plugin behind a wrapper that logs each call as containerd makes it:
+        // `verb|container id|CNI_NETNS|stdin` (stdin is one line of JSON).
+        let wrapper = format!(
+            "#!/bin/sh\ninput=$(cat)\nprintf '%s|%s|%s|%s\\n' \"$CNI_COMMAND\" \"$CNI_CONTAINERID\" \
+             \"$CNI_NETNS\" \"$input\" >> {log}\nprintf '%s' \"$input\" | exec {real}\n",
+            log = d.join("calls.log").display(),
+            real = bin().display(),
+        );
+        std::fs::write(d.join("cni/bin/smarter-cni"), wrapper).unwrap();
+        std::fs::set_permissions(
+            d.join("cni/bin/smarter-cni"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(LOOPBACK, d.join("cni/bin/loopback")).unwrap();
         std::fs::write(
             d.join("cni/net.d/10-smartnet.conflist"),
@@ -333,6 +346,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             tail(&all),
             tail(&cni)
         )
+    }
+
+    /// The plugin calls containerd made so far: (verb, container id, CNI_NETNS, stdin).
+    fn calls(&self) -> Vec<(String, String, String, Value)> {
+        std::fs::read_to_string(self.dir.path().join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut parts = l.splitn(4, '|');
+                let mut next = || parts.next().unwrap_or_default().to_owned();
+                let (verb, id, netns, stdin) = (next(), next(), next(), next());
+                let stdin = serde_json::from_str(&stdin).unwrap_or(Value::Null);
+                (verb, id, netns, stdin)
+            })
+            .collect()
     }
 
     /// Waits (polling, a readiness wait) until the CRI answers and reports `NetworkReady`.
@@ -760,11 +788,46 @@ fn run_pod_sandbox_gets_addresses() {
             }),
         };
         assert_eq!(ports, 3, "{dp}: hostPorts in the datapath");
+        // What containerd 1.6 sent: Go field names in portMappings (the fault this suite
+        // guards against), the pod's identity in CNI_ARGS-derived records.
+        let calls = c.calls();
+        let adds: Vec<_> = calls.iter().filter(|c| c.0 == "ADD").collect();
+        assert_eq!(adds.len(), 3, "{dp}: {calls:?}");
+        for (_, _, _, stdin) in &adds {
+            let pm = &stdin["runtimeConfig"]["portMappings"][0];
+            assert!(
+                pm.get("HostPort").is_some() && pm.get("hostPort").is_none(),
+                "{pm}"
+            );
+        }
         for id in c.sandboxes() {
             c.stop(&id);
             c.remove(&id);
         }
         assert_census_empty(&w, dp);
+        // containerd 1.6 calls DEL twice per sandbox: at StopPodSandbox with the namespace
+        // and its cached result as prevResult, at RemovePodSandbox again with an empty
+        // CNI_NETNS and no prevResult (the cache is gone). Both succeeded (the census is
+        // empty and Remove did not fail). Nothing called CHECK.
+        let calls = c.calls();
+        for (_, id, _, _) in &adds {
+            let dels: Vec<_> = calls
+                .iter()
+                .filter(|c| c.0 == "DEL" && &c.1 == id)
+                .collect();
+            assert_eq!(dels.len(), 2, "{dp}: {dels:?}");
+            assert!(
+                !dels[0].2.is_empty() && dels[0].3.get("prevResult").is_some(),
+                "{dp}: {:?}",
+                dels[0]
+            );
+            assert!(
+                dels[1].2.is_empty() && dels[1].3.get("prevResult").is_none(),
+                "{dp}: {:?}",
+                dels[1]
+            );
+        }
+        assert!(calls.iter().all(|c| c.0 != "CHECK"), "{dp}: {calls:?}");
     }
 }
 
@@ -859,6 +922,16 @@ fn sandbox_whose_netns_was_removed() {
         std::fs::remove_file(&gone.netns).unwrap();
         c.stop(&gone.id);
         c.remove(&gone.id);
+        let dels: Vec<_> = c
+            .calls()
+            .into_iter()
+            .filter(|call| call.0 == "DEL" && call.1 == gone.id)
+            .collect();
+        assert!(!dels.is_empty(), "{dp}: containerd called DEL");
+        assert!(
+            dels.iter().all(|d| d.2.is_empty()),
+            "{dp}: DEL without a namespace (CNI_NETNS empty): {dels:?}"
+        );
         assert_eq!(node_veths(&w).len(), 1, "{dp}: only kept's veth");
         assert_eq!(allocations(&w).len(), 1, "{dp}");
         assert_eq!(records(&w).len(), 1, "{dp}");
