@@ -198,6 +198,43 @@ fn build_pause_image(dir: &Path) -> PathBuf {
     archive
 }
 
+/// Starts containerd inside the node namespace `node` with the config in `dir`, appending
+/// its output to `dir/containerd.log`.
+fn spawn_containerd(node: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
+    Command::new("nsenter")
+        .arg(format!("--net={}", node.display()))
+        .arg("--")
+        .arg(CONTAINERD)
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("SMARTER_CNI_LOG", "debug")
+        .env("SMARTER_CNI_LOG_FILE", dir.join("cni.log"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within 10 s.
+fn stop_child(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A sandbox as the tests see it.
 #[derive(Debug, Clone)]
 struct Sandbox {
@@ -296,20 +333,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             sock = socket.display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", w.node().path().display()))
-            .arg("--")
-            .arg(CONTAINERD)
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("SMARTER_CNI_LOG", "debug")
-            .env("SMARTER_CNI_LOG_FILE", d.join("cni.log"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
+        let child = spawn_containerd(w.node().path(), d);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -386,6 +410,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops containerd (SIGTERM) and starts it again on the same directories; the shims
+    /// and the pods keep running meanwhile, as on a node whose containerd restarts.
+    fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child);
+        }
+        self.child = Some(spawn_containerd(&self.node, self.dir.path()));
+        self.wait_ready();
     }
 
     fn ctr(&self) -> Command {
@@ -530,16 +564,7 @@ impl Drop for Containerd {
             }
         }
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(&mut child);
         }
         for pid in self.shims() {
             let _ = nix::sys::signal::kill(
@@ -939,6 +964,111 @@ fn sandbox_whose_netns_was_removed() {
         assert_eq!(wan_source(&w, &kept.netns), NODE_UPLINK_IP, "{dp}");
         c.stop(&kept.id);
         c.remove(&kept.id);
+        assert_census_empty(&w, dp);
+    }
+}
+
+/// containerd restarted under running pods: the pods keep their sandboxes and their
+/// networking, a later pod works, and nothing is duplicated (one allocation, record and
+/// veth per pod; no extra ADD for the running ones).
+#[test]
+fn containerd_restart_under_running_pods() {
+    let Some(w) = setup("containerd_restart") else {
+        return;
+    };
+    for dp in datapaths(&w) {
+        let mut c = Containerd::start(&w, &conflist(&w, dp));
+        let a = c.run(c.config("a", "a", &[(8080, 80)]));
+        let b = c.run(c.config("b", "b", &[]));
+        let adds_before = c.calls().iter().filter(|c| c.0 == "ADD").count();
+        c.restart();
+        // Same sandboxes, same addresses, still ready.
+        for sb in [&a, &b] {
+            let again = c.status(&sb.id);
+            assert_eq!(again.ip, sb.ip, "{dp}: {} keeps its address", sb.id);
+        }
+        assert_eq!(
+            c.calls().iter().filter(|c| c.0 == "ADD").count(),
+            adds_before,
+            "{dp}: no ADD for running pods after the restart"
+        );
+        assert!(ping_from(&a.netns, b.ip), "{dp}: a → b after the restart");
+        assert_eq!(
+            wan_source(&w, &b.netns),
+            NODE_UPLINK_IP,
+            "{dp}: NAT after the restart"
+        );
+        let _srv = PeerServer::start(&a.netns, 80);
+        peer_seen(w.wan().path(), SocketAddr::from((NODE_UPLINK_IP, 8080)))
+            .unwrap_or_else(|e| panic!("{dp}: hostPort after the restart: {e}"));
+        // A later pod.
+        let later = c.run(c.config("later", "later", &[]));
+        assert!(
+            in_pod_subnet(later.ip) && later.ip != a.ip && later.ip != b.ip,
+            "{dp}"
+        );
+        assert!(ping_from(&later.netns, a.ip), "{dp}: later → a");
+        assert_eq!(allocations(&w).len(), 3, "{dp}: no duplicate allocation");
+        assert_eq!(records(&w).len(), 3, "{dp}: no duplicate record");
+        assert_eq!(node_veths(&w).len(), 3, "{dp}: no duplicate veth");
+        for id in c.sandboxes() {
+            c.stop(&id);
+            c.remove(&id);
+        }
+        assert_census_empty(&w, dp);
+    }
+}
+
+/// 20 sandboxes started in parallel and then stopped and removed in parallel: 20 distinct
+/// addresses, each reaching the gateway, and an empty census afterwards.
+#[test]
+fn twenty_sandboxes_in_parallel() {
+    let Some(w) = setup("containerd_parallel") else {
+        return;
+    };
+    for dp in datapaths(&w) {
+        let c = Containerd::start(&w, &conflist(&w, dp));
+        let ids: Vec<String> = c.rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..20 {
+                let cri = c.cri.clone();
+                let config = c.config(&format!("p{i}"), &format!("p{i}"), &[]);
+                set.spawn(async move { cri.run_pod_sandbox(config).await });
+            }
+            let mut ids = Vec::new();
+            while let Some(r) = set.join_next().await {
+                ids.push(
+                    r.unwrap()
+                        .unwrap_or_else(|e| panic!("{dp}: RunPodSandbox: {e}")),
+                );
+            }
+            ids
+        });
+        let sandboxes: Vec<Sandbox> = ids.iter().map(|id| c.status(id)).collect();
+        let mut ips: Vec<Ipv4Addr> = sandboxes.iter().map(|s| s.ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), 20, "{dp}: distinct addresses");
+        assert!(ips.iter().all(|ip| in_pod_subnet(*ip)), "{dp}: {ips:?}");
+        for sb in &sandboxes {
+            assert!(ping_from(&sb.netns, GATEWAY), "{dp}: {} → gateway", sb.ip);
+        }
+        assert_eq!(allocations(&w).len(), 20, "{dp}");
+        c.rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for id in ids {
+                let cri = c.cri.clone();
+                set.spawn(async move {
+                    cri.stop_pod_sandbox(&id).await?;
+                    cri.remove_pod_sandbox(&id).await
+                });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap()
+                    .unwrap_or_else(|e| panic!("{dp}: stop/remove: {e}"));
+            }
+        });
+        assert_eq!(c.sandboxes(), Vec::<String>::new(), "{dp}");
         assert_census_empty(&w, dp);
     }
 }
