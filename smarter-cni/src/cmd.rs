@@ -18,6 +18,7 @@ mod status;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::cni::config::RuntimeConfigErrors;
 use crate::cni::{CniEnv, CniError, NetConf, TcAttachMode, Verb, Version};
 use crate::datapath::{AttachMode, DatapathConfig};
 use crate::ipam::Ipam;
@@ -144,12 +145,22 @@ fn dispatch(
     lookup: &dyn Fn(&str) -> Option<String>,
     stdin: &[u8],
 ) -> Result<Option<serde_json::Value>, (CniError, String)> {
-    let fallback = crate::cni::version::LATEST.as_str().to_string();
-    let env = CniEnv::from_lookup(lookup).map_err(|e| (e, fallback.clone()))?;
+    // Every answer, errors included, carries the config's cniVersion; only a config with
+    // none to read is answered in the newest.
+    let answer_version = crate::cni::version::answer_version(stdin);
+    let env = CniEnv::from_lookup(lookup).map_err(|e| (e, answer_version.clone()))?;
     if env.verb == Verb::Version {
         return Ok(Some(crate::cni::version::version_info_from_stdin(stdin)));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
+    // DEL never uses runtimeConfig: a capability we cannot read must not leave the sandbox
+    // impossible to remove.
+    let runtime_config_errors = if env.verb == Verb::Del {
+        RuntimeConfigErrors::Ignore
+    } else {
+        RuntimeConfigErrors::Refuse
+    };
+    let conf = NetConf::parse_with(stdin, runtime_config_errors)
+        .map_err(|e| (e, answer_version.clone()))?;
     let version = conf.cni_version;
     let answer_version = version.as_str().to_string();
     crate::cni::version::check_verb(version, env.verb).map_err(|e| (e, answer_version.clone()))?;
@@ -199,4 +210,92 @@ fn dispatch(
         tracing::debug!("cannot record operation statistics: {e}");
     }
     res.map_err(|e| (e, answer_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::run;
+
+    type Env<'a> = [(&'a str, &'a str)];
+
+    /// Runs the plugin on `stdin` with `env` and returns (exit code, stdout JSON).
+    fn answer(env: &[(&str, &str)], stdin: &[u8]) -> (i32, Value) {
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        let mut out = Vec::new();
+        let code = run(&lookup, stdin, &mut out);
+        (code, serde_json::from_slice(&out).expect("stdout is JSON"))
+    }
+
+    /// Error results carry the config's cniVersion, whichever step refused the call; the
+    /// newest only when no cniVersion can be read. None of these touches the system: each
+    /// fails in validation.
+    #[test]
+    fn error_results_carry_the_configs_version() {
+        let add = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/none"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ];
+        let no_command = [("CNI_PATH", "/opt/cni/bin")];
+        let status = [("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/opt/cni/bin")];
+        for version in ["0.4.0", "1.0.0", "1.1.0"] {
+            let conf = |extra: Value| {
+                let mut c = json!({"cniVersion": version, "type": "smarter-cni"});
+                for (k, v) in extra.as_object().unwrap() {
+                    c[k] = v.clone();
+                }
+                serde_json::to_vec(&c).unwrap()
+            };
+            let cases: [(&Env, Vec<u8>, u64); 5] = [
+                // code 7: an invalid value
+                (&add, conf(json!({"subnet": "10.0.0.0/33"})), 7),
+                // code 2: an unknown key
+                (&add, conf(json!({"bogus": true})), 2),
+                // code 7: a runtimeConfig value
+                (
+                    &add,
+                    conf(json!({"runtimeConfig": {"portMappings": [{"HostPort": 0}]}})),
+                    7,
+                ),
+                // code 4: the environment, checked before the config
+                (&no_command, conf(json!({})), 4),
+                // code 7: the directories are checked before any verb runs
+                (&add, conf(json!({"dataDir": "/etc/x"})), 7),
+            ];
+            for (env, stdin, want_code) in cases {
+                let (code, out) = answer(env, &stdin);
+                assert_eq!(code, 1, "{out}");
+                assert_eq!(out["code"], want_code, "{version}: {out}");
+                assert_eq!(out["cniVersion"], version, "{out}");
+            }
+            // STATUS below 1.1.0: code 1 in the config's own version.
+            if version != "1.1.0" {
+                let (_, out) = answer(&status, &conf(json!({})));
+                assert_eq!(
+                    (out["code"].as_u64(), &out["cniVersion"]),
+                    (Some(1), &json!(version)),
+                    "{out}"
+                );
+            }
+        }
+        // A version we do not speak is answered in that version (code 1)…
+        let (_, out) = answer(&add, br#"{"cniVersion": "0.3.1", "type": "smarter-cni"}"#);
+        assert_eq!(
+            (out["code"].as_u64(), &out["cniVersion"]),
+            (Some(1), &json!("0.3.1"))
+        );
+        // …and only an unreadable one in the newest.
+        for stdin in [&b"{\"cniVersion\": "[..], b"{\"type\": \"smarter-cni\"}"] {
+            let (_, out) = answer(&add, stdin);
+            assert_eq!(out["cniVersion"], "1.1.0", "{out}");
+        }
+    }
 }

@@ -282,3 +282,144 @@ fn injected_failures_roll_back_completely() {
     // And a clean ADD still works afterwards.
     add_ok(&w, &conf, "c1", &ns);
 }
+
+/// containerd's CNI library sends port mappings with Go field names (no JSON tags on
+/// go-cni's `PortMapping`). ADD maps the port (reached from the wan), DEL with the same
+/// config succeeds and leaves nothing, on both datapaths; a DEL whose runtimeConfig cannot
+/// be read at all still removes the attachment.
+#[test]
+fn containerd_go_field_names_in_port_mappings() {
+    use smarter_cni::testbed::{EchoServer, NODE_UPLINK_IP, tcp_roundtrip};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    for dp in ["ebpf", "iptables"] {
+        let Some(mut w) = world("containerd_portmap") else {
+            return;
+        };
+        let mut conf = w.netconf("1.0.0");
+        conf["datapath"] = json!(dp);
+        conf["capabilities"] = json!({"portMappings": true});
+        conf["runtimeConfig"] = json!({"portMappings": [
+            {"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}
+        ]});
+        let ns = w.add_pod_ns("web").unwrap().path().to_path_buf();
+        add_ok(&w, &conf, "web", &ns);
+        let _srv = EchoServer::tcp(w.pod("web").unwrap(), Ipv4Addr::UNSPECIFIED, 80);
+        tcp_roundtrip(
+            w.wan(),
+            SocketAddr::from((NODE_UPLINK_IP, 8080)),
+            b"hi",
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|e| panic!("{dp}: hostPort from Go-named keys: {e}"));
+        let out = call(&w, &CniCall::new("DEL", &conf).pod("web", &ns));
+        assert_eq!(out.status, 0, "{dp}: DEL: {}\n{}", out.stdout, out.stderr);
+        assert!(
+            tcp_roundtrip(
+                w.wan(),
+                SocketAddr::from((NODE_UPLINK_IP, 8080)),
+                b"x",
+                Duration::from_secs(1)
+            )
+            .is_err(),
+            "{dp}: mapping gone after DEL"
+        );
+        assert_no_leaks(&w, dp);
+
+        // A runtimeConfig this plugin cannot read refuses ADD (code 7) but not DEL.
+        let ns2 = w.add_pod_ns("other").unwrap().path().to_path_buf();
+        let mut plain = w.netconf("1.0.0");
+        plain["datapath"] = json!(dp);
+        add_ok(&w, &plain, "other", &ns2);
+        let mut unreadable = plain.clone();
+        unreadable["runtimeConfig"] = json!({"portMappings": [{"HostPort": "eighty"}]});
+        let out = call(&w, &CniCall::new("ADD", &unreadable).pod("third", &ns2));
+        assert_eq!(
+            (out.code(), out.json["cniVersion"].as_str()),
+            (Some(7), Some("1.0.0")),
+            "{dp}: {}",
+            out.stdout
+        );
+        let out = call(&w, &CniCall::new("DEL", &unreadable).pod("other", &ns2));
+        assert_eq!(out.status, 0, "{dp}: DEL: {}\n{}", out.stdout, out.stderr);
+        assert_no_leaks(&w, dp);
+    }
+}
+
+/// The `smarter_<network>` nftables tables in the node namespace.
+fn nft_tables(w: &smarter_cni::testbed::World) -> Vec<String> {
+    let out = w
+        .node()
+        .exec(&["nft", "list", "tables"])
+        .expect("nft list tables");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.ends_with(" smarter_smartnet"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A node that served pods on both datapaths: the nftables tables go with the last
+/// nftables pod — at its DEL, and likewise at a GC that removes it — while the eBPF pod
+/// keeps working (NAT to the wan, the gateway), not only at the next ADD.
+#[test]
+fn nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run() {
+    use smarter_cni::datapath::iptables::NftDatapath;
+    use smarter_cni::testbed::NODE_UPLINK_IP;
+    let Some(mut w) = world("retire_nft") else {
+        return;
+    };
+    if let Err(e) = w.node().run(NftDatapath::available) {
+        eprintln!(
+            "SKIP nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run: no nftables ({e})"
+        );
+        return;
+    }
+    let mut nft = w.netconf("1.1.0");
+    nft["datapath"] = json!("iptables");
+    let mut ebpf = w.netconf("1.1.0");
+    ebpf["datapath"] = json!("ebpf");
+    let ns_old = w.add_pod_ns("old").unwrap().path().to_path_buf();
+    let ns_new = w.add_pod_ns("new").unwrap().path().to_path_buf();
+    add_ok(&w, &nft, "old", &ns_old);
+    assert_eq!(
+        nft_tables(&w).len(),
+        2,
+        "inet and bridge tables after the nftables ADD"
+    );
+    // The conflist now says eBPF: a new pod on eBPF while the old one still uses nftables.
+    let new_ip = result_ip(&add_ok(&w, &ebpf, "new", &ns_new));
+    assert_eq!(nft_tables(&w).len(), 2, "kept while the old pod uses them");
+
+    let out = call(&w, &CniCall::new("DEL", &ebpf).pod("old", &ns_old));
+    assert_eq!(out.status, 0, "DEL: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        nft_tables(&w),
+        Vec::<String>::new(),
+        "tables gone with the last nftables pod"
+    );
+    let srv = wan_roundtrip(&w, "new");
+    assert_eq!(
+        srv.seen()[0].ip(),
+        NODE_UPLINK_IP,
+        "the eBPF pod's NAT still works"
+    );
+    assert!(ping(w.pod("new").unwrap(), GATEWAY));
+    assert_eq!(endpoints(&w), vec![new_ip]);
+    drop(srv);
+
+    // The same through GC: an nftables pod the runtime no longer lists.
+    add_ok(&w, &nft, "old", &ns_old);
+    assert_eq!(nft_tables(&w).len(), 2);
+    let mut gc = ebpf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "new", "ifname": "eth0"}]);
+    let out = call(&w, &CniCall::new("GC", &gc));
+    assert_eq!(out.status, 0, "GC: {}\n{}", out.stdout, out.stderr);
+    assert_eq!(nft_tables(&w), Vec::<String>::new(), "tables gone after GC");
+    let srv = wan_roundtrip(&w, "new");
+    assert_eq!(srv.seen()[0].ip(), NODE_UPLINK_IP);
+
+    let out = call(&w, &CniCall::new("DEL", &ebpf).pod("new", &ns_new));
+    assert_eq!(out.status, 0, "{}", out.stdout);
+    assert_no_leaks(&w, "both datapaths");
+}

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 14] = [
+const PACKAGES: [&str; 15] = [
     "iproute2",
     "iputils-ping",
     "iptables",
@@ -23,6 +23,8 @@ const PACKAGES: [&str; 14] = [
     "procps",
     "podman",
     "runc",
+    // containerd 1.6 (its CRI plugin): the containerd_e2e suite.
+    "containerd",
     "busybox-static",
     "buildah",
     // GNU time: the benchmark's peak-RSS figures of the plugin.

@@ -6,7 +6,9 @@
 //! then nftables, saying why) and records its name in the attachment record;
 //! DEL, CHECK and GC use the recorded one, so switching `datapath` in the conflist never
 //! strands a pod. When the last pod of the other datapath is gone, its rules or pins are
-//! removed ([`retire_unused`]).
+//! removed ([`retire_unused`]): checked on every ADD, and on every DEL and GC once their
+//! records are gone ([`retire_unused_now`]), so a node that served pods on both keeps no
+//! stale tables or pins while pods of the configured datapath run on.
 
 use std::net::Ipv4Addr;
 
@@ -358,6 +360,13 @@ pub(super) fn retire_unused(ctx: &Ctx, now: &str) {
     if let Err(e) = res {
         tracing::warn!("cannot retire the unused datapath: {e}");
     }
+}
+
+/// [`retire_unused`] for the datapath this configuration serves new pods with (DEL, GC):
+/// the other one goes as soon as its last attachment is gone, not only at the next ADD.
+pub(super) fn retire_unused_now(ctx: &Ctx) {
+    let now = if wants_ebpf(ctx) { EBPF } else { NFT };
+    retire_unused(ctx, now);
 }
 
 impl Ctx {

@@ -12,7 +12,11 @@ use crate::netlink::Netlink;
 pub(super) async fn del(ctx: &Ctx) -> Result<(), CniError> {
     let id = ctx.env.container_id()?;
     let ifname = ctx.env.ifname()?;
-    teardown(ctx, id, ifname).await
+    let res = teardown(ctx, id, ifname).await;
+    // The last pod of the datapath this config no longer selects takes its rules or pins
+    // with it (best effort; a failed teardown keeps its record, so nothing goes then).
+    datapath::retire_unused_now(ctx);
+    res
 }
 
 /// Removes one attachment; shared by DEL and GC.

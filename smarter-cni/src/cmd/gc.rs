@@ -72,6 +72,8 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
         }
     }
 
+    datapath::retire_unused_now(ctx);
+
     if failures.is_empty() {
         Ok(())
     } else {

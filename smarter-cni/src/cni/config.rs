@@ -99,6 +99,15 @@ const PLUGIN_KEYS: [&str; 17] = [
     "clusterDomain",
 ];
 
+/// What [`NetConf::parse_with`] does with an invalid `runtimeConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeConfigErrors {
+    /// Fail the parse with the error (code 7).
+    Refuse,
+    /// Log it and use the empty `runtimeConfig`.
+    Ignore,
+}
+
 /// Idle timeouts of conntrack entries (`ctTimeouts`), in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CtTimeoutsConf {
@@ -291,6 +300,21 @@ impl NetConf {
     /// Code 6 for malformed JSON or a non-object; 1 for an unsupported `cniVersion`; 2 for
     /// unknown keys (named in `msg`, values in `details`); 7 for missing or invalid values.
     pub fn parse(stdin: &[u8]) -> Result<Self, CniError> {
+        Self::parse_with(stdin, RuntimeConfigErrors::Refuse)
+    }
+
+    /// Like [`Self::parse`]; `runtime_config_errors` says whether an invalid `runtimeConfig`
+    /// fails the parse or is logged and replaced by the empty one (DEL, which never uses
+    /// it: a runtime whose capability encoding we misread must still be able to remove
+    /// the sandbox).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::parse`].
+    pub fn parse_with(
+        stdin: &[u8],
+        runtime_config_errors: RuntimeConfigErrors,
+    ) -> Result<Self, CniError> {
         let value: Value = serde_json::from_slice(stdin)
             .map_err(|e| CniError::decode(format!("network config is not valid JSON: {e}")))?;
         let Value::Object(map) = &value else {
@@ -326,10 +350,14 @@ impl NetConf {
         let args = f.object("args")?.map(|m| Value::Object(m.clone()));
         let runtime_config = match f.get("runtimeConfig") {
             None => RuntimeConfig::default(),
-            Some(v) => RuntimeConfig::from_fields(
-                &Fields::object_at(v, "runtimeConfig", f.code())?,
-                &name,
-            )?,
+            Some(v) => match (RuntimeConfig::from_value(v, &name), runtime_config_errors) {
+                (Ok(rc), _) => rc,
+                (Err(e), RuntimeConfigErrors::Refuse) => return Err(e),
+                (Err(e), RuntimeConfigErrors::Ignore) => {
+                    tracing::warn!("ignoring the invalid runtimeConfig: {}", e.msg);
+                    RuntimeConfig::default()
+                }
+            },
         };
         let dns = match f.get("dns") {
             None => Dns::default(),

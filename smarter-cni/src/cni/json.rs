@@ -3,6 +3,14 @@
 //! `Fields` wraps one object together with a path prefix (e.g. `runtimeConfig.`) and the error
 //! code to use (7 for the network config, 6 for decoding `prevResult`). JSON `null` counts as
 //! absent, as in the reference Go decoding.
+//!
+//! A reader made with [`Fields::go_style`] matches keys the way Go's `encoding/json` matches
+//! object keys to struct fields: a key names a field when it is equal to the field's name or
+//! equal under Unicode simple case folding (`HostPort`, `HOSTPORT`, `hostport` and even
+//! `hostPort` with a Kelvin sign all name `hostPort`). Keys are taken in document order and a
+//! later key naming the same field overwrites an earlier one, as Go's decoder does; nested
+//! objects read with [`Fields::merged_object`] merge like Go structs decoded twice. Unknown
+//! keys are ignored, as Go ignores them.
 
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -41,33 +49,130 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// One JSON object read with error context.
+/// Whether `key` names the field `field` under Go's `encoding/json` rules: equal, or equal
+/// after Unicode simple case folding. `field` is one of our (ASCII) names, so the only
+/// non-ASCII characters that can match are those folding to ASCII letters: KELVIN SIGN
+/// (U+212A, folds with `k`) and LATIN SMALL LETTER LONG S (U+017F, folds with `s`).
+pub(super) fn go_key_matches(key: &str, field: &str) -> bool {
+    if key == field {
+        return true;
+    }
+    let mut want = field.chars();
+    for c in key.chars() {
+        let folded = match c {
+            '\u{212A}' => 'k',
+            '\u{17F}' => 's',
+            c if c.is_ascii() => c.to_ascii_lowercase(),
+            _ => return false,
+        };
+        match want.next() {
+            Some(w) if w.to_ascii_lowercase() == folded => {}
+            _ => return false,
+        }
+    }
+    want.next().is_none()
+}
+
+/// One JSON object (or, for a Go-style merge, several read as one) with error context.
 pub(super) struct Fields<'a> {
-    map: &'a Map<String, Value>,
+    /// The objects, in document order; a later one's keys win.
+    maps: Vec<&'a Map<String, Value>>,
     prefix: String,
     code: u32,
+    /// Match keys as Go's `encoding/json` does ([`go_key_matches`]) instead of exactly.
+    go_style: bool,
 }
 
 impl<'a> Fields<'a> {
-    /// Wraps `map`; errors name keys as `{prefix}{key}` and carry `code`.
+    /// Wraps `map`; errors name keys as `{prefix}{key}` and carry `code`. Keys match exactly.
     pub(super) fn new(map: &'a Map<String, Value>, prefix: impl Into<String>, code: u32) -> Self {
         Self {
-            map,
+            maps: vec![map],
             prefix: prefix.into(),
             code,
+            go_style: false,
+        }
+    }
+
+    /// Like [`Self::new`], but keys match as in Go's `encoding/json` (see the module docs);
+    /// objects reached through this reader match the same way.
+    pub(super) fn go_style(
+        map: &'a Map<String, Value>,
+        prefix: impl Into<String>,
+        code: u32,
+    ) -> Self {
+        Self {
+            go_style: true,
+            ..Self::new(map, prefix, code)
         }
     }
 
     /// Wraps `value`, which must be an object, found at `path` (without trailing dot).
+    /// Keys match exactly.
     pub(super) fn object_at(value: &'a Value, path: &str, code: u32) -> Result<Self, CniError> {
+        Self::child(value, path, code, false)
+    }
+
+    fn child(value: &'a Value, path: &str, code: u32, go_style: bool) -> Result<Self, CniError> {
         match value {
-            Value::Object(map) => Ok(Self::new(map, format!("{path}."), code)),
+            Value::Object(map) => Ok(Self {
+                go_style,
+                ..Self::new(map, format!("{path}."), code)
+            }),
             other => Err(CniError::new(
                 code,
                 format!("{path} {} is not an object", render(other)),
                 "",
             )),
         }
+    }
+
+    /// Every non-null value naming `key`, in document order.
+    fn all<'s>(&'s self, key: &'s str) -> impl Iterator<Item = &'a Value> + 's {
+        self.maps
+            .iter()
+            .flat_map(move |map| {
+                let exact = if self.go_style { None } else { map.get(key) };
+                let folded = self
+                    .go_style
+                    .then(|| {
+                        map.iter()
+                            .filter(move |(k, _)| go_key_matches(k, key))
+                            .map(|(_, v)| v)
+                    })
+                    .into_iter()
+                    .flatten();
+                exact.into_iter().chain(folded)
+            })
+            .filter(|v| !v.is_null())
+    }
+
+    /// The object at `key` (absent: `None`). In a Go-style reader every key naming `key`
+    /// contributes, in document order, and later fields win, as when Go decodes several
+    /// objects into one struct; each must be an object.
+    pub(super) fn merged_object(&self, key: &str) -> Result<Option<Self>, CniError> {
+        let mut maps = Vec::new();
+        for value in self.all(key) {
+            match value {
+                Value::Object(map) => maps.push(map),
+                other => {
+                    return Err(self.invalid(
+                        key,
+                        other,
+                        format!("is {}, expected an object", kind(other)),
+                    ));
+                }
+            }
+        }
+        if maps.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            maps,
+            prefix: format!("{}.", self.name(key)),
+            code: self.code,
+            go_style: self.go_style,
+        }))
     }
 
     /// The full name of `key` for messages.
@@ -80,9 +185,10 @@ impl<'a> Fields<'a> {
         self.code
     }
 
-    /// The value at `key`, `None` if absent or null.
+    /// The value at `key`, `None` if absent or null; with several (Go-style matches, merged
+    /// objects), the last in document order.
     pub(super) fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+        self.all(key).last()
     }
 
     /// An error saying that the required `key` is missing.
@@ -142,7 +248,7 @@ impl<'a> Fields<'a> {
         items
             .iter()
             .enumerate()
-            .map(|(i, item)| Self::object_at(item, &format!("{name}[{i}]"), self.code))
+            .map(|(i, item)| Self::child(item, &format!("{name}[{i}]"), self.code, self.go_style))
             .collect()
     }
 

@@ -3,6 +3,14 @@
 //!
 //! We understand `portMappings`, `ips`, `mac`, `aliases` and `dns`; other keys are ignored, as
 //! the conventions allow. Malformed values of the known keys are code 7, named by path.
+//!
+//! Keys are decoded as the reference Go plugins decode them (Go's `encoding/json`, see
+//! [`super::json`]): case-insensitively, the last of several keys naming one field winning,
+//! unknown keys ignored — at the top of `runtimeConfig` and inside every capability object.
+//! This is not a nicety: containerd's CNI library (go-cni) has no JSON tags on its
+//! capability types, so containerd sends `{"HostPort":8080,"ContainerPort":80,
+//! "Protocol":"tcp","HostIP":""}` and `{"Servers":[..],"Searches":[..],"Options":[..]}`.
+//! The network names inside an `aliases` object are map keys and match exactly, as in Go.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -90,8 +98,23 @@ pub struct RuntimeDns {
 }
 
 impl RuntimeConfig {
+    /// Reads the `runtimeConfig` value found in the network config; `network` selects our
+    /// entry in `aliases`.
+    pub(super) fn from_value(value: &Value, network: &str) -> Result<Self, CniError> {
+        match value {
+            Value::Object(map) => Self::from_fields(
+                &Fields::go_style(map, "runtimeConfig.", CniError::INVALID_CONFIG),
+                network,
+            ),
+            other => Err(CniError::invalid_config(format!(
+                "runtimeConfig {} is not an object",
+                super::json::render(other)
+            ))),
+        }
+    }
+
     /// Reads `runtimeConfig` from `fields`; `network` selects our entry in `aliases`.
-    pub(super) fn from_fields(fields: &Fields<'_>, network: &str) -> Result<Self, CniError> {
+    fn from_fields(fields: &Fields<'_>, network: &str) -> Result<Self, CniError> {
         let mut config = Self {
             mac: fields.parsed::<MacAddr>("mac", "a MAC address")?,
             ..Self::default()
@@ -135,8 +158,7 @@ impl RuntimeConfig {
                 ));
             }
         };
-        if let Some(dns) = fields.object("dns")? {
-            let dns = Fields::new(dns, format!("{}.", fields.name("dns")), fields.code());
+        if let Some(dns) = fields.merged_object("dns")? {
             config.dns = Some(RuntimeDns {
                 servers: dns.parsed_list("servers", "an IP address")?,
                 searches: dns.string_list("searches")?,
@@ -185,13 +207,7 @@ mod tests {
     use super::*;
 
     fn parse(value: Value) -> Result<RuntimeConfig, CniError> {
-        let Value::Object(map) = value else {
-            panic!("test input must be an object")
-        };
-        RuntimeConfig::from_fields(
-            &Fields::new(&map, "runtimeConfig.", CniError::INVALID_CONFIG),
-            "smartnet",
-        )
+        RuntimeConfig::from_value(&value, "smartnet")
     }
 
     #[test]
@@ -262,6 +278,190 @@ mod tests {
                 .aliases
                 .is_empty()
         );
+    }
+
+    fn tcp(host_port: u16, container_port: u16) -> PortMapping {
+        PortMapping {
+            host_port,
+            container_port,
+            protocol: Protocol::Tcp,
+            host_ip: None,
+        }
+    }
+
+    /// Keys as Go's `encoding/json` matches them: containerd (go-cni) sends Go field names.
+    #[test]
+    fn port_mapping_keys_as_go_decodes_them() {
+        let udp_on = |host_port, container_port, ip: &str| PortMapping {
+            host_port,
+            container_port,
+            protocol: Protocol::Udp,
+            host_ip: Some(ip.parse().unwrap()),
+        };
+        let cases = [
+            (
+                "camelCase (the conventions)",
+                json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}]}),
+                vec![tcp(8080, 80)],
+            ),
+            (
+                "Go field names (containerd's go-cni)",
+                json!({"portMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]}),
+                vec![tcp(8080, 80)],
+            ),
+            (
+                "Go field names with a host address",
+                json!({"portMappings": [{"HostPort": 53, "ContainerPort": 5353, "Protocol": "UDP", "HostIP": "10.0.0.1"}]}),
+                vec![udp_on(53, 5353, "10.0.0.1")],
+            ),
+            (
+                "mixed case, capability name included",
+                json!({"PORTMAPPINGS": [{"hostport": 1, "CONTAINERPORT": 2, "pRoToCoL": "udp", "hostIp": "10.0.0.2"}]}),
+                vec![udp_on(1, 2, "10.0.0.2")],
+            ),
+            (
+                "duplicates: the later key wins (exact first)",
+                json!({"portMappings": [{"hostPort": 1, "HostPort": 2, "containerPort": 3}]}),
+                vec![tcp(2, 3)],
+            ),
+            (
+                "duplicates: the later key wins (folded first)",
+                json!({"portMappings": [{"HostPort": 2, "hostPort": 1, "containerPort": 3}]}),
+                vec![tcp(1, 3)],
+            ),
+            (
+                "duplicates: null does not overwrite (Go leaves an int alone)",
+                json!({"portMappings": [{"hostPort": 4, "HostPort": null, "containerPort": 3}]}),
+                vec![tcp(4, 3)],
+            ),
+            (
+                "duplicate capability names: the later list replaces the earlier",
+                json!({"portMappings": [{"hostPort": 1, "containerPort": 1}], "PortMappings": [{"hostPort": 2, "containerPort": 2}]}),
+                vec![tcp(2, 2)],
+            ),
+            (
+                "unknown keys inside an entry are ignored, as by Go",
+                json!({"portMappings": [{"HostPort": 5, "ContainerPort": 6, "Name": "web", "hostPortX": 9}]}),
+                vec![tcp(5, 6)],
+            ),
+        ];
+        for (what, value, want) in cases {
+            let got = parse(value).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(got.port_mappings, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn kelvin_sign_and_long_s_fold() {
+        // "hostPort" has no k or s; "options" and "servers" do.
+        let config = parse(
+            json!({"dns": {"\u{17F}ervers": ["10.0.0.1"], "optionſ": ["ndots:1"]},
+                                  "mac\u{212A}": "c2:00:00:00:00:01"}),
+        )
+        .unwrap();
+        let dns = config.dns.unwrap();
+        assert_eq!(dns.servers, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(dns.options, vec!["ndots:1".to_owned()]);
+        // "mac" + KELVIN SIGN is "mack": not a key we know.
+        assert_eq!(config.mac, None);
+        assert!(super::super::json::go_key_matches("\u{212A}ey", "key"));
+        assert!(!super::super::json::go_key_matches("kéy", "key"));
+        assert!(!super::super::json::go_key_matches("hostPor", "hostPort"));
+        assert!(!super::super::json::go_key_matches("hostPortt", "hostPort"));
+    }
+
+    /// Every other capability decodes the same way.
+    #[test]
+    fn other_capabilities_as_go_decodes_them() {
+        let mac = Some(MacAddr([0xc2, 0, 0, 0, 0, 1]));
+        let dns = |servers: &[&str], searches: &[&str], options: &[&str]| {
+            Some(RuntimeDns {
+                servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+                searches: searches.iter().map(|s| (*s).to_owned()).collect(),
+                options: options.iter().map(|s| (*s).to_owned()).collect(),
+            })
+        };
+        let cases = [
+            (
+                "camelCase",
+                json!({"ips": ["172.39.0.9/16"], "mac": "c2:00:00:00:00:01", "aliases": {"smartnet": ["a"]},
+                       "dns": {"servers": ["10.0.0.10"], "searches": ["svc"], "options": ["ndots:5"]}}),
+                vec![Ipv4Addr::new(172, 39, 0, 9)],
+                mac,
+                vec!["a"],
+                dns(&["10.0.0.10"], &["svc"], &["ndots:5"]),
+            ),
+            (
+                "Go field names (go-cni's DNS has no JSON tags)",
+                json!({"IPs": ["172.39.0.9"], "MAC": "c2:00:00:00:00:01", "Aliases": ["a"],
+                       "DNS": {"Servers": ["10.0.0.10"], "Searches": ["svc"], "Options": ["ndots:5"], "Domain": "x"}}),
+                vec![Ipv4Addr::new(172, 39, 0, 9)],
+                mac,
+                vec!["a"],
+                dns(&["10.0.0.10"], &["svc"], &["ndots:5"]),
+            ),
+            (
+                "network names in an aliases object are map keys: exact only",
+                json!({"aliases": {"SmartNet": ["no"], "smartnet": ["yes"]}}),
+                vec![],
+                None,
+                vec!["yes"],
+                None,
+            ),
+            (
+                "duplicates: later scalars and lists win",
+                json!({"mac": "c2:00:00:00:00:09", "Mac": "c2:00:00:00:00:01", "ips": ["172.39.0.1"], "IPS": ["172.39.0.9"]}),
+                vec![Ipv4Addr::new(172, 39, 0, 9)],
+                mac,
+                vec![],
+                None,
+            ),
+            (
+                "duplicate dns objects merge like a Go struct decoded twice",
+                json!({"dns": {"servers": ["10.0.0.1"], "searches": ["a"]}, "Dns": {"Searches": ["b"], "options": ["x"]}}),
+                vec![],
+                None,
+                vec![],
+                dns(&["10.0.0.1"], &["b"], &["x"]),
+            ),
+        ];
+        for (what, value, ips, want_mac, aliases, want_dns) in cases {
+            let got = parse(value).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(got.ips, ips, "{what}");
+            assert_eq!(got.mac, want_mac, "{what}");
+            assert_eq!(got.aliases, aliases, "{what}");
+            assert_eq!(got.dns, want_dns, "{what}");
+        }
+    }
+
+    /// Errors in Go-named keys still name the path (by our name for the field).
+    #[test]
+    fn go_named_errors() {
+        let cases = [
+            (
+                json!({"portMappings": [{"HostPort": 0, "ContainerPort": 80}]}),
+                "runtimeConfig.portMappings[0].hostPort 0 is not an integer in 1..=65535",
+            ),
+            (
+                json!({"PortMappings": [{"HostPort": 80}]}),
+                "runtimeConfig.portMappings[0].containerPort is missing",
+            ),
+            (
+                json!({"DNS": {"Servers": ["x"]}}),
+                "runtimeConfig.dns.servers[0] \"x\" is not an IP address",
+            ),
+            (
+                json!({"dns": {"servers": ["10.0.0.1"]}, "DNS": "x"}),
+                "runtimeConfig.dns \"x\" is a string, expected an object",
+            ),
+        ];
+        for (value, msg) in cases {
+            let err = parse(value).unwrap_err();
+            assert_eq!(
+                (err.code, err.msg.as_str()),
+                (CniError::INVALID_CONFIG, msg)
+            );
+        }
     }
 
     #[test]

@@ -107,6 +107,28 @@ pub fn version_info(requested: Option<&str>) -> Value {
     json!({ "cniVersion": answer.as_str(), "supportedVersions": SUPPORTED })
 }
 
+/// The `cniVersion` every answer to `stdin` carries, error results included: the config's
+/// own `cniVersion` whenever the config has one, also when the rest of it is invalid (and
+/// when it is a version we do not speak, so the code-1 error names it in its own version);
+/// [`LATEST`] only when there is none to read: stdin is not a JSON object, or its
+/// `cniVersion` is absent, not a string, or not of the `major.minor.patch` form.
+#[must_use]
+pub fn answer_version(stdin: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(stdin).ok();
+    let Some(Value::String(v)) = parsed.as_ref().and_then(|c| c.get("cniVersion")) else {
+        return LATEST.as_str().to_owned();
+    };
+    let looks_like_a_version = v.len() <= 32
+        && v.split('.').count() == 3
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if looks_like_a_version {
+        v.clone()
+    } else {
+        LATEST.as_str().to_owned()
+    }
+}
+
 /// The VERSION verb's answer for the raw stdin `{"cniVersion": "x"}`.
 ///
 /// VERSION never fails: empty, malformed or version-less input gets the
@@ -124,6 +146,36 @@ pub fn version_info_from_stdin(stdin: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_carry_the_configs_version() {
+        let cases: [(&[u8], &str); 11] = [
+            (br#"{"cniVersion":"0.4.0","type":"smarter-cni"}"#, "0.4.0"),
+            (
+                br#"{"cniVersion":"1.0.0","subnet":"not a subnet"}"#,
+                "1.0.0",
+            ),
+            (br#"{"cniVersion":"1.1.0","bogus":1}"#, "1.1.0"),
+            // A version we do not speak is still the config's version.
+            (br#"{"cniVersion":"0.3.1"}"#, "0.3.1"),
+            // Nothing to read: the newest.
+            (b"", "1.1.0"),
+            (b"{\"cniVersion\": ", "1.1.0"),
+            (b"[1]", "1.1.0"),
+            (br#"{"type":"smarter-cni"}"#, "1.1.0"),
+            (br#"{"cniVersion":1}"#, "1.1.0"),
+            (br#"{"cniVersion":"latest"}"#, "1.1.0"),
+            (br#"{"cniVersion":"1.0"}"#, "1.1.0"),
+        ];
+        for (stdin, want) in cases {
+            assert_eq!(
+                answer_version(stdin),
+                want,
+                "{}",
+                String::from_utf8_lossy(stdin)
+            );
+        }
+    }
 
     #[test]
     fn parse_roundtrip_and_order() {

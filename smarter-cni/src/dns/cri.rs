@@ -7,6 +7,8 @@
 //! sandbox config in the verbose `info` map (containerd: `info` → `config.hostname`, also
 //! `runtimeSpec.hostname`), which is what `crictl inspectp` shows.
 
+pub mod lifecycle;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,10 +50,12 @@ pub enum CriError {
         status: Box<tonic::Status>,
     },
     /// No answer in time.
-    #[error("CRI {method}: no answer within {CALL_TIMEOUT:?}")]
+    #[error("CRI {method}: no answer within {limit:?}")]
     Timeout {
         /// The method called.
         method: &'static str,
+        /// The limit.
+        limit: Duration,
     },
 }
 
@@ -89,6 +93,9 @@ pub struct PodSandboxStatus {
     /// `SANDBOX_READY` (0) or `SANDBOX_NOTREADY` (1).
     #[prost(int32, tag = "3")]
     pub state: i32,
+    /// The sandbox's addresses.
+    #[prost(message, optional, tag = "5")]
+    pub network: Option<lifecycle::PodSandboxNetworkStatus>,
     /// Linux namespaces.
     #[prost(message, optional, tag = "6")]
     pub linux: Option<LinuxPodSandboxStatus>,
@@ -216,6 +223,7 @@ pub fn hostname_from_info(info: &HashMap<String, String>) -> Option<String> {
 pub struct CriClient {
     socket: PathBuf,
     channel: Channel,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for CriClient {
@@ -233,11 +241,20 @@ impl CriClient {
     /// # Errors
     /// [`CriError::Endpoint`] when the endpoint cannot be built (not expected).
     pub fn new(socket: &Path) -> Result<Self, CriError> {
+        Self::with_timeout(socket, CALL_TIMEOUT)
+    }
+
+    /// Like [`Self::new`] with another limit on each call (running a sandbox takes longer
+    /// than reading one).
+    ///
+    /// # Errors
+    /// [`CriError::Endpoint`] when the endpoint cannot be built (not expected).
+    pub fn with_timeout(socket: &Path, timeout: Duration) -> Result<Self, CriError> {
         let path = socket.to_path_buf();
         // The URI is required by the API but unused: the connector dials the socket.
         let endpoint = Endpoint::from_static("http://cri.invalid")
             .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT);
+            .timeout(timeout);
         let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -249,6 +266,7 @@ impl CriClient {
         Ok(Self {
             socket: socket.to_path_buf(),
             channel,
+            timeout,
         })
     }
 
@@ -273,9 +291,12 @@ impl CriClient {
                     status: Box::new(status),
                 })
         };
-        tokio::time::timeout(CALL_TIMEOUT, call)
+        tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| CriError::Timeout { method })?
+            .map_err(|_| CriError::Timeout {
+                method,
+                limit: self.timeout,
+            })?
     }
 
     /// The sandbox `id`; `Ok(None)` when the runtime does not know it (yet: a runtime
@@ -374,6 +395,7 @@ mod tests {
                 ..Default::default()
             }),
             state: 0,
+            network: None,
             linux: Some(LinuxPodSandboxStatus {
                 namespaces: Some(Namespace {
                     options: Some(NamespaceOption { network: 2 }),

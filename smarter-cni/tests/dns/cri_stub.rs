@@ -177,6 +177,7 @@ impl UnaryService<PodSandboxStatusRequest> for Status {
                         ..Default::default()
                     }),
                     state: 0,
+                    network: None,
                     linux: Some(LinuxPodSandboxStatus {
                         namespaces: Some(Namespace {
                             options: Some(NamespaceOption {

@@ -295,3 +295,32 @@ fn result_dns_is_configured_or_node_local_or_none() {
         );
     }
 }
+
+/// containerd (go-cni) sends Go field names; the whole config decodes as the reference
+/// plugins decode it, and DEL's parse ignores a runtimeConfig it cannot read.
+#[test]
+fn containerd_port_mappings_and_lenient_del() {
+    let conf = parse(&with(json!({
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": [{"HostPort": 8080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}]}
+    })))
+    .unwrap();
+    assert_eq!(
+        conf.runtime_config.port_mappings,
+        vec![PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: Protocol::Tcp,
+            host_ip: None
+        }]
+    );
+    let bad = with(json!({"runtimeConfig": {"portMappings": [{"HostPort": 0}]}}));
+    let text = bad.to_string();
+    let err = NetConf::parse_with(text.as_bytes(), RuntimeConfigErrors::Refuse).unwrap_err();
+    assert_eq!(err.code, CniError::INVALID_CONFIG);
+    let conf = NetConf::parse_with(text.as_bytes(), RuntimeConfigErrors::Ignore).unwrap();
+    assert_eq!(conf, NetConf::default());
+    // Only runtimeConfig is forgiven.
+    let bad_subnet = with(json!({"subnet": "x"})).to_string();
+    assert!(NetConf::parse_with(bad_subnet.as_bytes(), RuntimeConfigErrors::Ignore).is_err());
+}
