@@ -365,7 +365,10 @@ pub(super) fn retire_unused(ctx: &Ctx, now: &str) {
 /// [`retire_unused`] for the datapath this configuration serves new pods with (DEL, GC):
 /// the other one goes as soon as its last attachment is gone, not only at the next ADD.
 pub(super) fn retire_unused_now(ctx: &Ctx) {
-    let now = if wants_ebpf(ctx) { EBPF } else { NFT };
+    let now = match select(ctx).datapath {
+        DatapathKind::Ebpf => EBPF,
+        DatapathKind::Nftables => NFT,
+    };
     retire_unused(ctx, now);
 }
 

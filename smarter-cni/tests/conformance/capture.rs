@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// One leaked frame: EtherType, IP protocol (or IPv6 next header), and the source.
 #[derive(Debug, Clone)]
+#[expect(dead_code, reason = "read through Debug in assertion messages")]
 pub struct Leak {
     /// 0x0800 or 0x86dd.
     pub ethertype: u16,
@@ -25,6 +26,7 @@ pub struct Leak {
 /// A running capture; [`Capture::stop`] returns what leaked.
 pub struct Capture {
     stop: Arc<AtomicBool>,
+    leaked: Arc<AtomicUsize>,
     thread: Option<JoinHandle<(usize, Vec<Leak>)>>,
 }
 
@@ -34,6 +36,8 @@ impl Capture {
     pub fn start(ns: &Netns, v4: [u8; 4], v4_prefix: u8, v6_prefix: Vec<u8>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let leaked = Arc::new(AtomicUsize::new(0));
+        let counter = leaked.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = spawn_in(ns, move || {
             let all = i32::from((nix::libc::ETH_P_ALL as u16).to_be());
@@ -62,6 +66,7 @@ impl Capture {
                 if ethertype == 0x0800 {
                     let src = u32::from_be_bytes([f[26], f[27], f[28], f[29]]);
                     if src & mask == net {
+                        counter.fetch_add(1, Ordering::Relaxed);
                         leaks.push(Leak {
                             ethertype,
                             proto: f[23],
@@ -71,6 +76,7 @@ impl Capture {
                 } else if ethertype == 0x86dd && f.len() >= 54 {
                     let src = &f[22..38];
                     if src.starts_with(&v6_prefix) {
+                        counter.fetch_add(1, Ordering::Relaxed);
                         let a: [u8; 16] = src.try_into().unwrap();
                         leaks.push(Leak {
                             ethertype,
@@ -85,8 +91,14 @@ impl Capture {
         ready_rx.recv().expect("capture started");
         Self {
             stop,
+            leaked,
             thread: Some(thread),
         }
+    }
+
+    /// Leaks seen so far.
+    pub fn leaked(&self) -> usize {
+        self.leaked.load(Ordering::Relaxed)
     }
 
     /// Stops the capture; returns the frames seen and the leaks among them.

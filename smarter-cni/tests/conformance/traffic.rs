@@ -99,7 +99,11 @@ pub fn matrix() -> Vec<Case> {
         for options in [false, true] {
             let all = sizes(l4, options);
             // Port-less protocols and options: every other boundary keeps the run short.
-            let step = if matches!(proto, Proto::Udp) && !options { 1 } else { 2 };
+            let step = if matches!(proto, Proto::Udp) && !options {
+                1
+            } else {
+                2
+            };
             for size in all.into_iter().step_by(step) {
                 add(PodToWan, proto, size, options, 64);
             }
@@ -124,7 +128,9 @@ pub fn matrix() -> Vec<Case> {
 
 /// The payload of a case: distinct per size so echoes cannot be confused.
 pub fn payload(size: usize, salt: u8) -> Vec<u8> {
-    (0..size).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect()
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+        .collect()
 }
 
 /// Sets four bytes of IP options (NOP NOP NOP EOL) on `s`.
@@ -307,7 +313,10 @@ pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Ve
         }
         seen.push(from);
         let hl = usize::from(buf[0] & 0x0f) * 4;
-        let _ = s.send_to(&buf[hl..n], &SocketAddr::V4(SocketAddrV4::new(from, 0)).into());
+        let _ = s.send_to(
+            &buf[hl..n],
+            &SocketAddr::V4(SocketAddrV4::new(from, 0)).into(),
+        );
     }
     seen
 }
