@@ -48,6 +48,18 @@ impl EbpfDatapath {
                 .map(|i| i.max_entries())
                 .map_err(|e| EbpfError::map(name, "info", e))
         };
+        // The fragment map is only ever read here: opened from its pin for the count.
+        let frag = {
+            let data = aya::maps::MapData::from_pin(self.pins.map(maps::FRAG))
+                .map_err(|e| EbpfError::map(maps::FRAG, "open pin", e))?;
+            let map: aya::maps::HashMap<_, smarter_common::FragKey, smarter_common::FragValue> =
+                aya::maps::HashMap::try_from(
+                    aya::maps::Map::from_map_data(data)
+                        .map_err(|e| EbpfError::map(maps::FRAG, "open", e))?,
+                )
+                .map_err(|e| EbpfError::map(maps::FRAG, "open", e))?;
+            map.keys().count()
+        };
         let counts = {
             let m = self.lock_maps();
             [
@@ -56,6 +68,7 @@ impl EbpfDatapath {
                 (maps::CT_IN, m.ct_in.keys().count()),
                 (maps::HOSTPORTS, m.hostports.keys().count()),
                 (maps::DENY, m.deny.keys().count()),
+                (maps::FRAG, frag),
             ]
         };
         counts

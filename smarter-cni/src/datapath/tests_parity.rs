@@ -22,6 +22,10 @@ const POD2: [u8; 4] = [172, 39, 0, 5];
 const POD2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 
 /// Ethernet + IPv4 with `opts` (a multiple of 4 bytes), the flags/offset word `frag` and `id`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a packet builder: every header field named"
+)]
 fn ip4(
     smac: [u8; 6],
     src: [u8; 4],
