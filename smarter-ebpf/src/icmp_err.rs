@@ -11,12 +11,12 @@
 //!
 //! The quoted packet may be TCP, UDP, an ICMP query or any protocol without ports.
 
-use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect_peer, programs::TcContext};
-use smarter_common::{CtKey, EndpointKey, Verdict};
+use aya_ebpf::programs::TcContext;
+use smarter_common::{CtKey, Verdict};
 
 use crate::{
-    maps::{CT_IN, CT_OUT, ENDPOINTS},
-    nat::{IP_CSUM, IP_DST, IP_SRC, dec_ttl},
+    maps::{CT_IN, CT_OUT},
+    nat::{IP_CSUM, IP_DST, IP_SRC, deliver},
     parse::{IP_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
 };
 
@@ -140,25 +140,13 @@ pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Ve
         Some(v) => (v.addr, v.port),
         None => return None,
     };
-    // SAFETY: as above.
-    let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
-        Some(ep) => (ep.ifindex, ep.mac),
-        None => return Some((Verdict::DropNodelocal, -1)),
-    };
-    let ttl = ip.ttl();
-    if ttl <= 1 {
+    if ip.ttl() <= 1 {
         return None;
     }
     let outer_dst = ip.daddr();
-    let eth_src = if bridge_mac == [0; 6] {
-        read::<[u8; 6]>(ctx, 0)?
-    } else {
-        bridge_mac
-    };
-    let icmp_csum = ip.l4_off() + 2;
     let ok = translate_quoted(
         ctx,
-        icmp_csum,
+        ip.l4_off() + 2,
         &q,
         q.inner + 12,
         q.src,
@@ -168,19 +156,11 @@ pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Ve
     ) && ctx
         .l3_csum_replace(IP_CSUM, u64::from(outer_dst), u64::from(pod_ip), 4)
         .is_ok()
-        && ctx.store(IP_DST, &pod_ip, 0).is_ok()
-        && dec_ttl(ctx, ttl, ip.proto())
-        && ctx.store(0, &mac, 0).is_ok()
-        && ctx.store(6, &eth_src, 0).is_ok();
+        && ctx.store(IP_DST, &pod_ip, 0).is_ok();
     if !ok {
         return Some((Verdict::DropMalformed, -1));
     }
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
-    if action != TC_ACT_REDIRECT {
-        return Some((Verdict::DropNodelocal, -1));
-    }
-    Some((Verdict::IcmpErrorIn, action))
+    Some(deliver(ctx, ip, pod_ip, bridge_mac, Verdict::IcmpErrorIn))
 }
 
 /// What [`outbound`] did.

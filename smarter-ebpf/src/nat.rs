@@ -446,10 +446,11 @@ pub fn open_hostport_flow(
     Some(Ok(()))
 }
 
-/// Delivers a translated packet into the pod `pod_ip` (destination already rewritten): TTL,
-/// MACs, redirect into the pod's namespace.
+/// Delivers a translated packet into the pod `pod_ip` (destination already rewritten; the
+/// caller checked TTL > 1): TTL, MACs, redirect into the pod's namespace. `DropNodelocal` when
+/// the pod is gone.
 #[inline(always)]
-fn deliver(
+pub fn deliver(
     ctx: &TcContext,
     ip: &Ipv4,
     pod_ip: u32,

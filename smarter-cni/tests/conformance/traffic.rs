@@ -236,47 +236,45 @@ pub fn probe(case: &Case, to: SocketAddrV4, salt: u8, timeout: Duration) -> bool
             if s.send_to(&msg, &SocketAddr::V4(to).into()).is_err() {
                 return false;
             }
-            let mut buf = vec![0u8; 65536];
-            while Instant::now() < deadline {
-                match recv(&s, &mut buf) {
-                    Some((n, from)) if from == *to.ip() => {
-                        let hl = usize::from(buf[0] & 0x0f) * 4;
-                        let icmp = &buf[hl..n];
-                        if icmp.len() >= 8
-                            && icmp[0] == 0
-                            && icmp[4..6] == id.to_be_bytes()
-                            && icmp[8..] == data[..]
-                        {
-                            return true;
-                        }
-                    }
-                    Some(_) => {}
-                    None => return false,
-                }
-            }
-            false
+            await_raw(&s, *to.ip(), deadline, |icmp| {
+                icmp.len() >= 8
+                    && icmp[0] == 0
+                    && icmp[4..6] == id.to_be_bytes()
+                    && icmp[8..] == data[..]
+            })
         }
         Proto::Raw(p) => {
             let s = client(Type::RAW, Some(Protocol::from(i32::from(p))), case, timeout);
             if s.send_to(&data, &SocketAddr::V4(to).into()).is_err() {
                 return false;
             }
-            let mut buf = vec![0u8; 65536];
-            while Instant::now() < deadline {
-                match recv(&s, &mut buf) {
-                    Some((n, from)) if from == *to.ip() => {
-                        let hl = usize::from(buf[0] & 0x0f) * 4;
-                        if buf[hl..n] == data[..] {
-                            return true;
-                        }
-                    }
-                    Some(_) => {}
-                    None => return false,
-                }
-            }
-            false
+            await_raw(&s, *to.ip(), deadline, |payload| payload == data)
         }
     }
+}
+
+/// Waits on raw socket `s` until `deadline` for a packet from `from` whose payload (after its
+/// IPv4 header) satisfies `wanted`.
+fn await_raw(
+    s: &Socket,
+    from: Ipv4Addr,
+    deadline: Instant,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        match recv(s, &mut buf) {
+            Some((n, src)) if src == from => {
+                let hl = usize::from(buf[0] & 0x0f) * 4;
+                if wanted(&buf[hl..n]) {
+                    return true;
+                }
+            }
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    false
 }
 
 /// The Internet checksum.
