@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use smarter_cni::testbed::{CniCall, NODE_UPLINK_IP, Netns, World};
+use smarter_testbed::{CniCall, NODE_UPLINK_IP, Netns, World};
 
 use crate::control::run_measured;
+use crate::stage::CallFailed;
 
 /// Debian's reference plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -73,6 +74,10 @@ pub struct Contender {
     pub plugin_first_rss_kib: Option<u64>,
     /// Peak RSS (KiB) of any later plugin process.
     pub plugin_max_rss_kib: u64,
+    /// Plugin calls (chains) made.
+    pub plugin_calls: usize,
+    /// Peak RSS (KiB) of the later plugin processes, by verb.
+    pub plugin_max_rss_by_verb: std::collections::BTreeMap<String, u64>,
 }
 
 impl Contender {
@@ -100,6 +105,8 @@ impl Contender {
             plugin: plugin.to_path_buf(),
             plugin_first_rss_kib: None,
             plugin_max_rss_kib: 0,
+            plugin_calls: 0,
+            plugin_max_rss_by_verb: std::collections::BTreeMap::new(),
         })
     }
 
@@ -150,12 +157,27 @@ impl Contender {
         Ok(took)
     }
 
+    /// Deletes pod `i` (CNI DEL; its namespace stays).
+    pub fn del_pod(&mut self, i: usize) -> anyhow::Result<()> {
+        let ns = self.ns(i).path().to_path_buf();
+        self.cni("DEL", &format!("bench{i}"), &ns, i)?;
+        Ok(())
+    }
+
     /// Runs the network's plugins for `verb` as a runtime does; the final result for ADD.
     pub fn cni(&mut self, verb: &str, id: &str, ns: &Path, i: usize) -> anyhow::Result<Value> {
         let (result, rss) = run_chain(self.kind, &self.world, &self.plugin, verb, id, ns, i)?;
+        self.plugin_calls += 1;
         match self.plugin_first_rss_kib {
             None => self.plugin_first_rss_kib = Some(rss),
-            Some(_) => self.plugin_max_rss_kib = self.plugin_max_rss_kib.max(rss),
+            Some(_) => {
+                self.plugin_max_rss_kib = self.plugin_max_rss_kib.max(rss);
+                let by_verb = self
+                    .plugin_max_rss_by_verb
+                    .entry(verb.to_string())
+                    .or_default();
+                *by_verb = (*by_verb).max(rss);
+            }
         }
         Ok(result)
     }
@@ -260,7 +282,12 @@ pub fn run_chain(
         let (out, rss) = run_measured(world.node(), &bin, &call)?;
         max_rss = max_rss.max(rss);
         if out.status != 0 {
-            bail!("{verb} {}: {}", bin.display(), out.stdout);
+            return Err(CallFailed {
+                call: format!("{verb} {} ({id})", bin.display()),
+                reason: format!("exit status {}: {}", out.status, out.stdout.trim()),
+                stderr: out.stderr,
+            }
+            .into());
         }
         if verb == "ADD" {
             prev = out.json;

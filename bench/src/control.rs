@@ -1,100 +1,149 @@
-//! Running a plugin the way a runtime does, measuring its wall time and peak RSS (GNU time, or
-//! `wait4`), and
-//! the control-plane workloads: ADD/DEL latency at a given concurrency.
+//! Running a plugin the way a runtime does, measuring its wall time and peak RSS (GNU time),
+//! and the control-plane stage: ADD/DEL latency at a given concurrency.
 
-use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::Write as _;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use smarter_testbed::{CniCall, CniOutput, Netns, World};
 
-use smarter_cni::testbed::{CniCall, CniOutput, Netns, spawn_plugin};
+use crate::contender::{Kind, run_chain};
+use crate::report;
+use crate::results::{ControlRow, Results};
+use crate::stage::{At, CallFailed, Ctx, Stage};
 
 /// GNU time (Debian's `time`), which forks the measured plugin from its own small process.
 const GNU_TIME: &str = "/usr/bin/time";
 
 /// Runs `bin` with `call` inside `ns`; returns its answer and its peak RSS in KiB.
 ///
-/// The peak comes from GNU time when it is installed: a process forked from this (large,
-/// multi-threaded) harness starts with the harness's resident pages counted, and Linux keeps
-/// that high-water mark across `execve`, so `wait4` on a direct child reports at least the
-/// harness's own size. GNU time forks the plugin from a process of about 1 MiB instead.
+/// The peak comes from GNU time, which runs `nsenter`, which `exec`s the plugin: a process
+/// forked from this (large, multi-threaded) harness would start with the harness's resident
+/// pages counted, and Linux keeps that high-water mark across `execve`. GNU time and nsenter
+/// are about 1 MiB.
+///
+/// Nothing is written to a file that is then executed (a script written by one thread can be
+/// held open for writing by a sibling's fork, and its `exec` then fails with `ETXTBSY`); stdin
+/// is written tolerating a plugin that exits without reading it; stdout and stderr are drained
+/// together (the plugin's debug logs can fill a pipe).
+///
+/// # Errors
+///
+/// [`CallFailed`] (with the call's stderr) when it cannot run or GNU time reports no figure.
 pub fn run_measured(ns: &Netns, bin: &Path, call: &CniCall) -> anyhow::Result<(CniOutput, u64)> {
-    if !Path::new(GNU_TIME).exists() {
-        return run_direct(ns, bin, call);
-    }
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir();
-    let out = dir.join(format!("smarter-bench-rss-{}-{n}", std::process::id()));
-    let wrapper = dir.join(format!("smarter-bench-time-{}-{n}", std::process::id()));
-    let script = format!(
-        "#!/bin/sh\nexec {GNU_TIME} -f %M -o \"$SMARTER_BENCH_RSS\" \"$SMARTER_BENCH_PLUGIN\"\n"
+    let describe = || {
+        format!(
+            "{} {} ({})",
+            call.verb,
+            bin.display(),
+            call.container_id.as_deref().unwrap_or("-")
+        )
+    };
+    let fail = |reason: String, stderr: String| CallFailed {
+        call: describe(),
+        reason,
+        stderr,
+    };
+    anyhow::ensure!(
+        Path::new(GNU_TIME).exists(),
+        "{GNU_TIME} is missing (Debian's `time`): run `cargo xtask setup`"
     );
-    std::fs::write(&wrapper, script)?;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
-    let mut timed = call.clone();
-    timed
-        .env
-        .push(("SMARTER_BENCH_PLUGIN".into(), bin.display().to_string()));
-    timed
-        .env
-        .push(("SMARTER_BENCH_RSS".into(), out.display().to_string()));
-    let ran = run_direct(ns, &wrapper, &timed);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!("smarter-bench-rss-{}-{n}", std::process::id()));
+    let mut cmd = Command::new(GNU_TIME);
+    cmd.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&out)
+        .arg("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg("--");
+    // Diagnostics: `SMARTER_BENCH_STRACE=DIR` traces every plugin call into DIR (the peak RSS
+    // is then strace's, and the latency meaningless).
+    if let Some(dir) = std::env::var_os("SMARTER_BENCH_STRACE") {
+        let trace = Path::new(&dir).join(format!("{}-{n}.strace", call.verb));
+        cmd.args(["strace", "-f", "-tt", "-T", "-o"]).arg(trace);
+    }
+    cmd.arg(bin)
+        .env_clear()
+        .envs(cni_env(call))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("spawn: {e}"), String::new()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let written = stdin.write_all(&call.stdin);
+    drop(stdin);
+    let output = child.wait_with_output();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    let _ = std::fs::remove_file(&wrapper);
-    let (output, _) = ran?;
+    let output = output.map_err(|e| fail(format!("wait: {e}"), String::new()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let status = output.status.code().unwrap_or(-1);
+    // A plugin may exit (e.g. on a bad environment) before reading stdin: then its status
+    // and stderr tell why, not the broken pipe.
+    if let Err(e) = written
+        && (e.kind() != std::io::ErrorKind::BrokenPipe || status == 0)
+    {
+        return Err(fail(format!("write stdin: {e} (exit status {status})"), stderr).into());
+    }
     // GNU time prints "Command exited with non-zero status N" before the figure on failures.
     let kib = text
         .lines()
         .rev()
         .find_map(|l| l.trim().parse::<u64>().ok())
-        .with_context(|| format!("no peak RSS from {GNU_TIME}: {text:?}"))?;
-    Ok((output, kib))
-}
-
-/// [`run_measured`] without GNU time: `wait4`'s figure (an upper bound, see there).
-fn run_direct(ns: &Netns, bin: &Path, call: &CniCall) -> anyhow::Result<(CniOutput, u64)> {
-    let mut child = spawn_plugin(ns, bin, call)?;
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        o.read_to_string(&mut stdout)?;
-    }
-    if let Some(mut e) = child.stderr.take() {
-        e.read_to_string(&mut stderr)?;
-    }
-    let pid = i32::try_from(child.id())?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid out-parameter.
-    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own un-waited child; both out-pointers are valid for the call.
-    let r = unsafe { nix::libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
-    if r != pid {
-        anyhow::bail!("wait4: {}", std::io::Error::last_os_error());
-    }
+        .ok_or_else(|| {
+            fail(
+                format!("no peak RSS from {GNU_TIME}: {text:?}"),
+                stderr.clone(),
+            )
+        })?;
     let json = if stdout.trim().is_empty() {
         serde_json::Value::Null
     } else {
         serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null)
     };
-    let code = if nix::libc::WIFEXITED(status) {
-        nix::libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
     Ok((
         CniOutput {
-            status: code,
+            status,
             json,
             stdout,
             stderr,
         },
-        u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        kib,
     ))
+}
+
+/// The environment a runtime gives a plugin for `call`.
+fn cni_env(call: &CniCall) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("CNI_COMMAND".into(), call.verb.clone()),
+        ("CNI_PATH".into(), "/opt/cni/bin:/usr/lib/cni".into()),
+        ("SMARTER_CNI_LOG".into(), "debug".into()),
+    ];
+    let opt = [
+        ("CNI_CONTAINERID", call.container_id.clone()),
+        (
+            "CNI_NETNS",
+            call.netns.as_ref().map(|p| p.display().to_string()),
+        ),
+        ("CNI_IFNAME", call.ifname.clone()),
+        ("CNI_ARGS", call.args.clone()),
+    ];
+    env.extend(
+        opt.into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?))),
+    );
+    env.extend(call.env.iter().cloned());
+    env
 }
 
 /// Percentile `p` (0..=100) of `samples` (sorted in place), in microseconds.
@@ -111,7 +160,7 @@ pub fn percentile_us(samples: &mut [Duration], p: f64) -> f64 {
 ///
 /// # Errors
 ///
-/// The first failing call.
+/// The first failing call (after its batch finished).
 pub fn batched(
     n: usize,
     concurrency: usize,
@@ -135,4 +184,59 @@ pub fn batched(
         }
     }
     Ok(all)
+}
+
+/// ADD and DEL latency at each concurrency, each contender in a fresh world.
+pub struct ControlPlane;
+
+impl Stage for ControlPlane {
+    fn name(&self) -> &'static str {
+        "control"
+    }
+
+    fn run(&self, ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
+        let plan = ctx.plan.clone();
+        for kind in [Kind::Reference, Kind::SmarterIptables, Kind::SmarterEbpf] {
+            for &conc in &plan.concurrency {
+                let step = format!("{} ADD/DEL at concurrency {conc}", plan.control_n);
+                eprintln!("bench: control plane {}: {step}", kind.name());
+                let row = measure(kind, &ctx.cli.plugin, plan.control_n, conc)
+                    .with_context(|| At::new(kind.name(), &step))?;
+                ctx.results.control_plane.push(row);
+            }
+        }
+        Ok(())
+    }
+
+    fn markdown(&self, results: &Results) -> Option<String> {
+        (!results.control_plane.is_empty()).then(|| report::control_markdown(results))
+    }
+}
+
+fn measure(kind: Kind, plugin: &Path, n: usize, conc: usize) -> anyhow::Result<ControlRow> {
+    let mut world = World::new(&format!("bench-cp-{}", kind.name()))?;
+    let nss: Vec<_> = (0..n)
+        .map(|i| Ok(world.add_pod_ns(&format!("c{i}"))?.path().to_path_buf()))
+        .collect::<anyhow::Result<_>>()?;
+    // Warm up (first load of programs or rules) outside the measurement.
+    let warm = world.add_pod_ns("warm")?.path().to_path_buf();
+    run_chain(kind, &world, plugin, "ADD", "warm", &warm, 999)?;
+    let call = |verb: &'static str| {
+        let (world, nss) = (&world, &nss);
+        move |i: usize| -> anyhow::Result<Duration> {
+            let started = Instant::now();
+            run_chain(kind, world, plugin, verb, &format!("c{i}"), &nss[i], i)?;
+            Ok(started.elapsed())
+        }
+    };
+    let mut adds = batched(n, conc, &call("ADD"))?;
+    let mut dels = batched(n, conc, &call("DEL"))?;
+    Ok(ControlRow {
+        contender: kind.name().to_string(),
+        concurrency: conc,
+        add_p50_ms: percentile_us(&mut adds, 50.0) / 1e3,
+        add_p99_ms: percentile_us(&mut adds, 99.0) / 1e3,
+        del_p50_ms: percentile_us(&mut dels, 50.0) / 1e3,
+        del_p99_ms: percentile_us(&mut dels, 99.0) / 1e3,
+    })
 }

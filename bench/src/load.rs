@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use smarter_cni::testbed::{Netns, spawn_in};
+use smarter_testbed::{Netns, spawn_in};
 
 use crate::control::percentile_us;
 
@@ -155,6 +155,9 @@ fn rate(lat: &mut [Duration], elapsed: Duration) -> Rate {
     }
 }
 
+/// Receive queue of the UDP sink, bytes.
+const UDP_RCVBUF: usize = 32 << 20;
+
 /// 64-byte UDP datagrams from `from` to `to` (a sink in `sink_ns`) as fast as one sender
 /// goes, for `secs`; returns datagrams received per second.
 pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<f64> {
@@ -163,6 +166,10 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
     let (r, s) = (received.clone(), stop.clone());
     let sink = spawn_in(sink_ns, move || -> anyhow::Result<()> {
         let sock = UdpSocket::bind(to)?;
+        // A deep receive queue: what is counted is what the path delivered, not what a
+        // receiver that lost its CPU to the sender for a time slice (one CPU in the edge
+        // profile) could take from a default 212 KiB queue.
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &UDP_RCVBUF)?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))?;
         let mut buf = [0u8; 2048];
         while !s.load(Ordering::Relaxed) {

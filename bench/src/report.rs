@@ -1,125 +1,15 @@
-//! Results: the JSON with every figure, the markdown table of medians and ratios, the SVG
-//! chart, and the summary printed at the end.
+//! The report: the markdown table of medians and ratios per profile, the other stages'
+//! sections, the targets, the SVG chart and the summary printed at the end. Everything is
+//! rendered from [`Results`], so `smarter-bench --report results.json` regenerates it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use crate::results::{ProfileResults, Results, Workload};
 
-/// Everything one run measured.
-#[derive(Debug, Serialize)]
-pub struct Results {
-    /// `--quick` (a smoke run: figures are not meaningful).
-    pub quick: bool,
-    /// Seconds per measurement.
-    pub seconds_per_run: f64,
-    /// Repetitions of each data-plane workload.
-    pub repetitions: usize,
-    /// Unix time of the run.
-    pub unix_time: u64,
-    /// Machine, kernel and versions.
-    pub machine: BTreeMap<String, String>,
-    /// Data-plane workloads.
-    pub workloads: Vec<Workload>,
-    /// NAT and hostPort with more pods attached.
-    pub scaling: Vec<ScalingRow>,
-    /// CNI ADD/DEL latency.
-    pub control_plane: Vec<ControlRow>,
-    /// Memory.
-    pub memory: Memory,
-}
-
-/// One data-plane workload across contenders.
-#[derive(Debug, Serialize)]
-pub struct Workload {
-    /// Name, e.g. `stream pod→pod`.
-    pub name: String,
-    /// Unit of the values.
-    pub unit: &'static str,
-    /// Per contender.
-    pub contenders: BTreeMap<String, Figure>,
-}
-
-/// The repetitions of one workload for one contender.
-#[derive(Debug, Serialize)]
-pub struct Figure {
-    /// Median.
-    pub median: f64,
-    /// Smallest.
-    pub min: f64,
-    /// Largest.
-    pub max: f64,
-    /// Every repetition.
-    pub samples: Vec<f64>,
-    /// Median of the per-repetition p50 latencies, microseconds (transactional workloads).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p50_us: Option<f64>,
-    /// Median of the per-repetition p99 latencies, microseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub p99_us: Option<f64>,
-}
-
-/// One scaling point.
-#[derive(Debug, Serialize)]
-pub struct ScalingRow {
-    /// Contender.
-    pub contender: String,
-    /// Pods attached (each with a hostPort).
-    pub pods: usize,
-    /// NAT connect/request/close per second.
-    pub nat_crr_per_s: f64,
-    /// hostPort request/response per second from the wan.
-    pub hostport_rr_per_s: f64,
-}
-
-/// CNI latency at one concurrency.
-#[derive(Debug, Serialize)]
-pub struct ControlRow {
-    /// Contender.
-    pub contender: String,
-    /// Calls in flight.
-    pub concurrency: usize,
-    /// ADD median, ms.
-    pub add_p50_ms: f64,
-    /// ADD 99th percentile, ms.
-    pub add_p99_ms: f64,
-    /// DEL median, ms.
-    pub del_p50_ms: f64,
-    /// DEL 99th percentile, ms.
-    pub del_p99_ms: f64,
-}
-
-/// Memory figures.
-#[derive(Debug, Serialize)]
-pub struct Memory {
-    /// Peak RSS of any plugin process but the first of a world (the whole chain for the
-    /// reference), KiB.
-    pub plugin_peak_rss_kib: BTreeMap<String, u64>,
-    /// Peak RSS of the first plugin call of a world, KiB: for smarter-ebpf without an agent,
-    /// the ADD that loads and pins the programs.
-    pub plugin_first_call_rss_kib: BTreeMap<String, u64>,
-    /// The agent's RSS after settling, KiB.
-    pub agent_rss_kib: Option<u64>,
-    /// The agent's peak RSS (`VmHWM`) by then, KiB.
-    pub agent_peak_rss_kib: Option<u64>,
-    /// Pods attached while the agent's RSS was read.
-    pub agent_pods: Option<usize>,
-}
-
-fn unit_of(workload: &str) -> &'static str {
-    if workload.starts_with("stream") {
-        "Gbit/s"
-    } else if workload.starts_with("udp") {
-        "packets/s"
-    } else if workload.starts_with("crr") {
-        "connections/s"
-    } else {
-        "transactions/s"
-    }
-}
-
-fn median(v: &[f64]) -> f64 {
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     if s.is_empty() {
@@ -133,68 +23,8 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Builds the workload figures from raw samples and latencies.
-pub fn workloads(
-    samples: &BTreeMap<&'static str, BTreeMap<&'static str, Vec<f64>>>,
-    latency: &BTreeMap<(&'static str, &'static str), Vec<(f64, f64)>>,
-) -> Vec<Workload> {
-    samples
-        .iter()
-        .map(|(name, by)| Workload {
-            name: (*name).to_string(),
-            unit: unit_of(name),
-            contenders: by
-                .iter()
-                .map(|(c, v)| {
-                    let lat = latency.get(&(*name, *c));
-                    let pick = |f: fn(&(f64, f64)) -> f64| {
-                        lat.map(|l| median(&l.iter().map(f).collect::<Vec<_>>()))
-                    };
-                    (
-                        (*c).to_string(),
-                        Figure {
-                            median: median(v),
-                            min: v.iter().copied().fold(f64::INFINITY, f64::min),
-                            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                            samples: v.clone(),
-                            p50_us: pick(|l| l.0),
-                            p99_us: pick(|l| l.1),
-                        },
-                    )
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-impl Results {
-    /// Assembles the results with the machine's description.
-    pub fn new(
-        quick: bool,
-        seconds_per_run: f64,
-        repetitions: usize,
-        workloads: Vec<Workload>,
-        scaling: Vec<ScalingRow>,
-        control_plane: Vec<ControlRow>,
-        memory: Memory,
-    ) -> Self {
-        Self {
-            quick,
-            seconds_per_run,
-            repetitions,
-            unix_time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            machine: machine(),
-            workloads,
-            scaling,
-            control_plane,
-            memory,
-        }
-    }
-}
-
-fn machine() -> BTreeMap<String, String> {
+/// The machine's description.
+pub fn machine() -> BTreeMap<String, String> {
     let cmd = |c: &str, args: &[&str]| {
         std::process::Command::new(c)
             .args(args)
@@ -251,28 +81,72 @@ fn ratio(w: &Workload, a: &str, b: &str) -> Option<f64> {
     (y > 0.0).then(|| x / y)
 }
 
-/// The markdown report.
+/// The whole markdown report.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# smarter-cni benchmark{}\n\nMedians of {} repetition(s) of {} s each, contenders interleaved. Machine: {} ({} CPUs), kernel {}.\n",
+        "# smarter-cni benchmark{}{}\n\nMedians of {} repetition(s) of {} s each, contenders interleaved. Machine: {} ({} CPUs), kernel {}.\n",
         if r.quick {
             " (quick smoke run: not meaningful)"
         } else {
             ""
         },
+        if r.complete { "" } else { " (INCOMPLETE run)" },
         r.repetitions,
         r.seconds_per_run,
         r.machine.get("cpu").map_or("", String::as_str),
         r.machine.get("cpus").map_or("", String::as_str),
         r.machine.get("kernel").map_or("", String::as_str),
     );
+    for stage in crate::stage::all() {
+        if let Some(section) = stage.markdown(r) {
+            s.push_str(&section);
+            s.push('\n');
+        }
+    }
+    s.push_str(&crate::targets::markdown(r));
+    if !r.stages.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Stages\n\n| stage | wall time | result |\n|---|---|---|"
+        );
+        for st in &r.stages {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} s | {} |",
+                st.name,
+                st.seconds,
+                if st.ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    for f in &r.failures {
+        let _ = writeln!(
+            s,
+            "\n### Failure in stage `{}`{}{}\n\n```\n{}\n```",
+            f.stage,
+            f.contender
+                .as_ref()
+                .map_or(String::new(), |c| format!(", contender `{c}`")),
+            f.workload
+                .as_ref()
+                .map_or(String::new(), |w| format!(", `{w}`")),
+            f.error
+        );
+    }
+    s
+}
+
+/// One profile's table of medians and ratios, the CPU cost and the latencies.
+pub fn profile_markdown(p: &ProfileResults) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "| workload | unit | reference | smarter-iptables | smarter-ebpf | limit | ebpf/ref | ebpf/limit | iptables/ref |\n|---|---|---|---|---|---|---|---|---|"
+        "## Data plane, profile `{}`\n\n{}.\n\n| workload | unit | reference | smarter-iptables | smarter-ebpf | limit | ebpf/ref | ebpf/limit | iptables/ref |\n|---|---|---|---|---|---|---|---|---|",
+        p.profile, p.description
     );
-    for w in &r.workloads {
+    for w in &p.workloads {
         let cell = |c: &str| {
             w.contenders.get(c).map_or("-".to_string(), |f| {
                 let spread = if f.max > f.min {
@@ -300,9 +174,33 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "\n## Latency (median of per-repetition percentiles, µs)\n\n| workload | contender | p50 | p99 |\n|---|---|---|---|"
+        "\nCPU time per unit of work (medians; ms of softirq / ms of system+softirq, all CPUs, from /proc/stat over each measurement: it includes the pods' and the wan's own stacks, which are the same for every contender, and anything else the machine ran meanwhile):\n\n| workload | per | reference | smarter-iptables | smarter-ebpf | limit |\n|---|---|---|---|---|---|"
     );
-    for w in &r.workloads {
+    for w in &p.workloads {
+        let cell = |c: &str| {
+            w.contenders
+                .get(c)
+                .map_or("-".to_string(), |f| match (f.softirq_ms, f.kernel_ms) {
+                    (Some(a), Some(b)) => format!("{} / {}", fmt_num(a), fmt_num(b)),
+                    _ => "-".to_string(),
+                })
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            w.name,
+            w.cpu_unit,
+            cell(ORDER[0]),
+            cell(ORDER[1]),
+            cell(ORDER[2]),
+            cell(ORDER[3])
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nLatency (median of per-repetition percentiles, µs):\n\n| workload | contender | p50 | p99 |\n|---|---|---|---|"
+    );
+    for w in &p.workloads {
         for c in ORDER {
             if let Some(f) = w.contenders.get(c)
                 && let (Some(p50), Some(p99)) = (f.p50_us, f.p99_us)
@@ -311,9 +209,15 @@ pub fn markdown(r: &Results) -> String {
             }
         }
     }
+    s
+}
+
+/// The scaling section.
+pub fn scaling_markdown(r: &Results) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## Scaling (each pod with a hostPort)\n\n| contender | pods | NAT connections/s | hostPort transactions/s |\n|---|---|---|---|"
+        "## Scaling (each pod with a hostPort)\n\n| contender | pods | NAT connections/s | hostPort transactions/s |\n|---|---|---|---|"
     );
     for row in &r.scaling {
         let _ = writeln!(
@@ -325,9 +229,15 @@ pub fn markdown(r: &Results) -> String {
             fmt_num(row.hostport_rr_per_s)
         );
     }
+    s
+}
+
+/// The control-plane section.
+pub fn control_markdown(r: &Results) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## CNI ADD/DEL latency (ms)\n\n| contender | concurrency | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n|---|---|---|---|---|---|"
+        "## CNI ADD/DEL latency (ms, wall time of the whole chain as a runtime runs it)\n\n| contender | concurrency | ADD p50 | ADD p99 | DEL p50 | DEL p99 |\n|---|---|---|---|---|---|"
     );
     for c in &r.control_plane {
         let _ = writeln!(
@@ -336,28 +246,45 @@ pub fn markdown(r: &Results) -> String {
             c.contender, c.concurrency, c.add_p50_ms, c.add_p99_ms, c.del_p50_ms, c.del_p99_ms
         );
     }
-    let _ = writeln!(s, "\n## Memory\n");
-    for (c, kib) in &r.memory.plugin_peak_rss_kib {
-        let first = r
-            .memory
+    s
+}
+
+/// The memory section.
+pub fn memory_markdown(m: &crate::results::Memory) -> String {
+    let mut s = String::from("## Memory (peak RSS, GNU time)\n\n");
+    for (c, kib) in &m.plugin_peak_rss_kib {
+        let first = m
             .plugin_first_call_rss_kib
             .get(c)
             .map_or_else(String::new, |f| {
                 format!(" (first call of the node: {:.1} MiB)", *f as f64 / 1024.0)
             });
+        let calls = m
+            .plugin_calls
+            .get(c)
+            .map_or_else(String::new, |n| format!(", {n} calls"));
+        let by_verb: String = m
+            .plugin_peak_rss_by_verb_kib
+            .get(c)
+            .map(|v| {
+                v.iter()
+                    .map(|(verb, kib)| format!(", {verb} {:.1} MiB", *kib as f64 / 1024.0))
+                    .collect()
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "- plugin peak RSS, {c}: {:.1} MiB{first}",
+            "- plugin peak RSS, {c}: {:.1} MiB{by_verb}{first}{calls}",
             *kib as f64 / 1024.0
         );
     }
-    if let (Some(kib), Some(pods)) = (r.memory.agent_rss_kib, r.memory.agent_pods) {
-        let peak = r.memory.agent_peak_rss_kib.map_or_else(String::new, |p| {
+    if let (Some(kib), Some(pods)) = (m.agent_rss_kib, m.agent_pods) {
+        let peak = m.agent_peak_rss_kib.map_or_else(String::new, |p| {
             format!(", peak {:.1} MiB", p as f64 / 1024.0)
         });
         let _ = writeln!(
             s,
-            "- smarter-agent RSS (with --dns) with {pods} pods: {:.1} MiB{peak}",
+            "- smarter-agent RSS (with --dns, metrics on) with {pods} pods: {:.1} MiB{peak}",
             kib as f64 / 1024.0
         );
     }
@@ -375,17 +302,17 @@ fn fmt_num(x: f64) -> String {
 }
 
 /// A grouped bar chart of each contender relative to the reference, per workload.
-pub fn svg(r: &Results) -> String {
+pub fn svg(p: &ProfileResults, quick: bool) -> String {
     let colors = ["#9e9e9e", "#f5a623", "#2e7d32", "#1565c0"];
     let (bar, gap, group_gap, h, top, left) = (18.0, 2.0, 30.0, 260.0, 40.0, 60.0);
-    let max_ratio = r
+    let max_ratio = p
         .workloads
         .iter()
         .flat_map(|w| ORDER.iter().filter_map(|c| ratio(w, c, "reference")))
         .fold(1.0_f64, f64::max)
         .min(10.0);
     let group_w = 4.0 * (bar + gap) + group_gap;
-    let width = left + group_w * r.workloads.len() as f64 + 20.0;
+    let width = left + group_w * p.workloads.len() as f64 + 20.0;
     let height = top + h + 90.0;
     let mut s = String::new();
     let _ = writeln!(
@@ -394,8 +321,9 @@ pub fn svg(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="{left}" y="20" font-size="14">Throughput relative to the reference chain (1.0 = upstream smarter-cni){}</text>"#,
-        if r.quick { " — quick run" } else { "" }
+        r#"<text x="{left}" y="20" font-size="14">Throughput relative to the reference chain (1.0 = upstream smarter-cni), profile {}{}</text>"#,
+        p.profile,
+        if quick { " — quick run" } else { "" }
     );
     let y_of = |v: f64| top + h - (v / max_ratio) * h;
     let one = y_of(1.0);
@@ -405,7 +333,7 @@ pub fn svg(r: &Results) -> String {
         width - 10.0,
         one + 4.0
     );
-    for (i, w) in r.workloads.iter().enumerate() {
+    for (i, w) in p.workloads.iter().enumerate() {
         let x0 = left + i as f64 * group_w;
         for (j, c) in ORDER.iter().enumerate() {
             if let Some(v) = ratio(w, c, "reference") {
@@ -444,19 +372,42 @@ pub fn svg(r: &Results) -> String {
     s
 }
 
-/// Writes `results.json`, `results.md` and `chart.svg` under `dir` (plus a timestamped copy
-/// of the JSON) and prints the summary.
+/// Writes `results.json` (complete or not, as `r` says), `results.md` and a chart per
+/// profile (`chart.svg`, `chart-edge.svg`) under `dir`, plus a timestamped copy of the JSON,
+/// and prints the summary.
+///
+/// # Errors
+///
+/// When a file cannot be written.
 pub fn write(dir: &Path, r: &Results) -> anyhow::Result<()> {
+    r.save(dir)?;
+    std::fs::write(
+        dir.join(format!("results-{}.json", r.unix_time)),
+        serde_json::to_string_pretty(r)?,
+    )?;
+    render(dir, r)
+}
+
+/// Writes `results.md` and the charts from `r` (what `--report` does) and prints the summary.
+///
+/// # Errors
+///
+/// When a file cannot be written.
+pub fn render(dir: &Path, r: &Results) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let json = serde_json::to_string_pretty(r)?;
-    std::fs::write(dir.join("results.json"), &json)?;
-    std::fs::write(dir.join(format!("results-{}.json", r.unix_time)), &json)?;
     let md = markdown(r);
     std::fs::write(dir.join("results.md"), &md)?;
-    std::fs::write(dir.join("chart.svg"), svg(r))?;
+    for p in &r.profiles {
+        let name = if p.profile == "default" {
+            "chart.svg".to_string()
+        } else {
+            format!("chart-{}.svg", p.profile)
+        };
+        std::fs::write(dir.join(name), svg(p, r.quick))?;
+    }
     println!("{md}");
     println!(
-        "written: {}/results.json, results.md, chart.svg",
+        "written: {}/results.json, results.md, chart*.svg",
         dir.display()
     );
     Ok(())

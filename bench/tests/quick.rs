@@ -16,18 +16,25 @@ fn sibling(name: &str) -> Option<PathBuf> {
 #[test]
 fn quick_run_writes_valid_results() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP quick_run_writes_valid_results: needs root (network namespaces)");
+        smarter_testbed::skipped(
+            "SKIP quick_run_writes_valid_results: needs root (network namespaces)",
+        );
         return;
     }
     let (Some(plugin), Some(agent)) = (sibling("smarter-cni"), sibling("smarter-agent")) else {
-        eprintln!("SKIP quick_run_writes_valid_results: smarter-cni binaries not built");
+        smarter_testbed::skipped(
+            "SKIP quick_run_writes_valid_results: smarter-cni binaries not built",
+        );
         return;
     };
     if Command::new("iperf3").arg("--version").output().is_err() {
-        eprintln!("SKIP quick_run_writes_valid_results: iperf3 missing (cargo xtask setup)");
+        smarter_testbed::skipped(
+            "SKIP quick_run_writes_valid_results: iperf3 missing (cargo xtask setup)",
+        );
         return;
     }
-    let out = tempfile::tempdir().unwrap();
+    // Not under /tmp: the bench runs in a private mount namespace with its own tmpfs there.
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_smarter-bench"))
         .arg("--quick")
         .arg("--plugin")
@@ -42,19 +49,36 @@ fn quick_run_writes_valid_results() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert_eq!(json["quick"], true);
-    let workloads = json["workloads"].as_array().unwrap();
-    assert_eq!(workloads.len(), 6, "{workloads:?}");
-    for w in workloads {
-        let contenders = w["contenders"].as_object().unwrap();
-        assert_eq!(contenders.len(), 4, "{}", w["name"]);
-        for (c, f) in contenders {
-            assert!(
-                f["median"].as_f64().unwrap() > 0.0,
-                "{} {c}: no traffic",
-                w["name"]
-            );
+    assert_eq!(
+        json["complete"], true,
+        "every stage ran: {}",
+        json["failures"]
+    );
+    let profiles = json["profiles"].as_array().unwrap();
+    let names: Vec<&str> = profiles
+        .iter()
+        .filter_map(|p| p["profile"].as_str())
+        .collect();
+    assert_eq!(names, ["default", "edge"]);
+    for p in profiles {
+        let workloads = p["workloads"].as_array().unwrap();
+        assert_eq!(workloads.len(), 6, "{}: {workloads:?}", p["profile"]);
+        for w in workloads {
+            let contenders = w["contenders"].as_object().unwrap();
+            assert_eq!(contenders.len(), 4, "{}", w["name"]);
+            for (c, f) in contenders {
+                assert!(
+                    f["median"].as_f64().unwrap() > 0.0,
+                    "{} {} {c}: no traffic",
+                    p["profile"],
+                    w["name"]
+                );
+            }
         }
     }
+    let cri = json["extra"]["cri"]["rows"].as_array().unwrap();
+    assert_eq!(cri.len(), 6, "3 contenders at 2 concurrencies: {cri:?}");
+    assert!(cri.iter().all(|r| r["p50_ms"].as_f64().unwrap() > 0.0));
     assert_eq!(json["scaling"].as_array().unwrap().len(), 6);
     assert_eq!(json["control_plane"].as_array().unwrap().len(), 6);
     assert!(json["memory"]["agent_rss_kib"].as_u64().unwrap() > 0);

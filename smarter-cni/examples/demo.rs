@@ -15,7 +15,7 @@ use hickory_proto::rr::{RData, RecordType};
 use smarter_cni::dns::query::make_query;
 
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::testbed::{
+use smarter_testbed::{
     CniCall, EchoServer, NODE_UPLINK_IP, Netns, WAN_SERVER_IP, World, require_root, spawn_in,
     tcp_roundtrip,
 };
@@ -122,7 +122,7 @@ fn traffic(
     println!("\n== traffic");
     let web = world.pod("web").ok_or("web")?;
     let db = world.pod("db").ok_or("db")?;
-    let ping = |ns: &smarter_cni::testbed::Netns, to: Ipv4Addr| {
+    let ping = |ns: &smarter_testbed::Netns, to: Ipv4Addr| {
         ns.succeeds(&["ping", "-c", "2", "-i", "0.2", "-W", "1", &to.to_string()])
     };
     let verdict = |ok: bool| if ok { "reachable" } else { "UNREACHABLE" };

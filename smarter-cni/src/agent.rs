@@ -7,8 +7,8 @@
 //! - [`conf`]: the plugin's network configuration (`.conf` or `.conflist`) as the agent reads it;
 //! - [`signal`]: SIGTERM/SIGINT as a future.
 //!
-//! - [`control`]: the real datapaths behind the narrow [`DatapathControl`] seam
-//!   ([`EbpfControl`], [`NftControl`], chosen by [`control::open`] as the plugin chooses);
+//! - [`control`]: the datapath (opened by [`crate::datapath::open`], as the plugin opens it)
+//!   behind the narrow [`DatapathControl`] seam ([`control::open`]);
 //!   [`LoggingDatapath`] only logs (dry runs, tests);
 //! - [`metrics`]: Prometheus metrics from the pinned maps and the plugin's call statistics;
 //! - [`drops`]: drop events drained into the log (`--log-drops`).
@@ -22,18 +22,17 @@ pub mod signal;
 pub mod uplink;
 
 pub use conf::{ConfError, parse_network_config};
-pub use control::{EbpfControl, NftControl};
 pub use run::{AgentConfig, DatapathControl, Health, run};
 pub use signal::TerminationSignals;
 pub use uplink::watch::{UplinkWatch, WatchError};
-pub use uplink::{UplinkInfo, resolve};
+pub use uplink::{Uplink, resolve};
 
 /// A [`DatapathControl`] that only logs what it is told (`smarter-agent --dry-run`).
 #[derive(Debug, Default)]
 pub struct LoggingDatapath;
 
 impl DatapathControl for LoggingDatapath {
-    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
+    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()> {
         match uplink {
             Some(u) => tracing::info!("datapath: uplink set to {u}"),
             None => tracing::info!("datapath: uplink cleared"),

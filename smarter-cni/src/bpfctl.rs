@@ -24,10 +24,12 @@
 //! Interface names (attachments, uplink) resolve in the caller's network namespace: run it in
 //! the node's (host) namespace.
 
+pub mod args;
 mod cli;
 mod discover;
+mod iptables;
 mod monitor;
-mod nft;
+mod output;
 mod read;
 pub mod rows;
 mod write;
@@ -35,8 +37,9 @@ mod write;
 use std::fmt::Display;
 use std::path::PathBuf;
 
-pub use cli::{Cli, run};
-pub use discover::{Datapath, Net, networks};
+pub use args::Cli;
+pub use cli::run;
+pub use discover::{Net, networks};
 
 /// A failure with the exit code it maps to (see the module docs).
 #[derive(Debug)]
@@ -76,11 +79,11 @@ impl Failure {
 /// Default pin root, as the plugin's `bpffsDir` default.
 #[must_use]
 pub fn default_bpffs_dir() -> PathBuf {
-    PathBuf::from("/sys/fs/bpf/smarter-cni")
+    PathBuf::from(crate::cni::config::defaults::BPFFS_DIR)
 }
 
 /// Default record directory, as the plugin's `stateDir` default.
 #[must_use]
 pub fn default_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/smarter-cni")
+    PathBuf::from(crate::cni::config::defaults::STATE_DIR)
 }

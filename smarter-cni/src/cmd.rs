@@ -10,21 +10,28 @@ mod check;
 mod datapath;
 mod del;
 mod errors;
+#[cfg(test)]
+mod fakes;
 mod gc;
-pub mod naming;
+mod host;
+mod network;
 mod node;
 mod status;
+#[cfg(test)]
+mod tests_datapath;
+#[cfg(test)]
+mod tests_verbs;
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use crate::cni::config::RuntimeConfigErrors;
-use crate::cni::{CniEnv, CniError, NetConf, TcAttachMode, Verb, Version};
-use crate::datapath::{AttachMode, DatapathConfig};
+use crate::cni::{CniEnv, CniError, NetConf, Verb, Version};
+use crate::datapath::{Datapaths, System};
 use crate::ipam::Ipam;
 use crate::state::StateStore;
 
 pub use errors::IntoCni;
+pub use host::{Host, Kernel};
 
 /// Parsed input of one invocation plus the stores every verb uses.
 pub struct Ctx {
@@ -36,6 +43,10 @@ pub struct Ctx {
     pub version: Version,
     /// Step at which to fail on purpose (tests of rollback; debug builds only).
     pub fail_at: Option<String>,
+    /// The datapaths ([`crate::datapath::System`]; a fake in the verbs' unit tests).
+    pub datapaths: &'static dyn Datapaths,
+    /// The node: netlink and sysctls ([`Kernel`]; a fake in the verbs' unit tests).
+    pub host: &'static dyn Host,
 }
 
 impl Ctx {
@@ -59,32 +70,6 @@ impl Ctx {
     /// CNI error when the directory cannot be created.
     pub fn state(&self) -> Result<StateStore, CniError> {
         StateStore::open(&self.conf.state_dir, &self.conf.name).into_cni()
-    }
-
-    /// The settings the datapath needs.
-    #[must_use]
-    pub fn datapath_config(&self) -> DatapathConfig {
-        DatapathConfig {
-            gateway: self.conf.gateway,
-            subnet: self.conf.subnet,
-            ct_max_entries: self.conf.ct_max_entries,
-        }
-    }
-
-    /// How to attach TC programs, as configured.
-    #[must_use]
-    pub fn attach_mode(&self) -> AttachMode {
-        match self.conf.tc_attach {
-            TcAttachMode::Auto => AttachMode::Auto,
-            TcAttachMode::Tcx => AttachMode::Tcx,
-            TcAttachMode::Netlink => AttachMode::Netlink,
-        }
-    }
-
-    /// The lock directory for the datapath loader (bpffs cannot hold regular files).
-    #[must_use]
-    pub fn lock_dir(&self) -> PathBuf {
-        self.conf.state_dir.join(&self.conf.name)
     }
 
     /// Fails on purpose at `step` when the test hook asks for it.
@@ -177,6 +162,8 @@ fn dispatch(
         conf,
         version,
         fail_at,
+        datapaths: &System,
+        host: &Kernel,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

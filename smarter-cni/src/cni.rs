@@ -30,7 +30,7 @@ pub mod version;
 
 pub use args::CniArgs;
 pub use config::{
-    Attachment, CtTimeoutsConf, DatapathMode, NetConf, PortRange, TcAttachMode, Uplink,
+    CtTimeoutsConf, DatapathMode, NetConf, PortRange, TcAttachMode, UplinkSelector, ValidAttachment,
 };
 pub use env::{CniEnv, Verb};
 pub use error::CniError;

@@ -1,89 +1,41 @@
-//! The eBPF datapath: TC programs and pinned maps shared by every plugin invocation.
+//! The datapaths: one seam ([`Datapath`], opened by [`open`]/[`open_existing`]) and two
+//! sibling implementations.
 //!
-//! - [`EbpfDatapath`] (`ebpf`): load once per network under a lock, pin, reopen from pins;
-//! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointSpec`], [`EndpointRecord`]);
-//! - `attach`: TCX or netlink attachment that outlives the plugin process;
-//! - `pins`: pin layout, bpffs and layout checks, creating a missing pin root, the loader
-//!   lock ([`remove_network_pins`]);
-//! - `availability`: whether eBPF can run ([`probe`], [`EbpfUnavailable`]) and the datapath a
-//!   network ends up on ([`DatapathChoice`]);
-//! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
-//! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`);
-//! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
-//!   verdict counters;
-//! - `ct`: conntrack listing, GC and per-pod flush ([`CtTimeouts`], [`CtEntryView`]);
-//! - `hostports`: hostPort DNAT entries ([`HostPortSpec`]);
-//! - `events`: the drop/trace event ring buffer ([`EventReader`]);
-//! - `upgrade`: a build with other programs but the same map layout swaps the pinned programs
-//!   and re-attaches everything, keeping the maps' state.
+//! - [`ebpf`]: TC eBPF programs and pinned maps shared by every plugin invocation, the agent
+//!   and `smarter-bpfctl` ([`ebpf::EbpfNetwork`], engine [`EbpfDatapath`]);
+//! - [`iptables`]: the same semantics as per-network nftables tables with per-pod set
+//!   elements ([`iptables::IptablesNetwork`]), for kernels where eBPF cannot run;
+//! - `seam`: the [`Datapath`] trait, [`DatapathError`], the [`Settings`] a datapath is
+//!   opened with;
+//! - `open`: the one place that chooses between them ([`open`], [`select`]);
+//! - `availability`: whether eBPF can run ([`probe`], [`EbpfUnavailable`]) and the recorded
+//!   choice ([`DatapathChoice`]);
+//! - [`uplink`]: which interface is the uplink ([`uplink::resolve`], one tested decision for
+//!   the plugin and the agent);
+//! - `types`: what both datapaths take: [`EndpointSpec`], [`HostPortSpec`], [`PodLink`],
+//!   [`AttachMode`], [`DatapathConfig`].
 //!
 //! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
-mod attach;
 mod availability;
-mod ct;
-mod ebpf;
-mod egress;
-mod endpoints;
-mod error;
-mod events;
-mod hostports;
-mod inspect;
+pub mod ebpf;
 pub mod iptables;
-mod pins;
-mod sys;
-mod tc_filters;
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_nat;
-#[cfg(test)]
-mod tests_parity;
-#[cfg(test)]
-mod tests_verdicts;
-mod upgrade;
-mod uplink;
-
-use std::net::Ipv4Addr;
-
-use ipnetwork::Ipv4Network;
+mod open;
+mod seam;
+mod types;
+pub mod uplink;
 
 pub use availability::{
     ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind, EbpfUnavailable, PinRootState,
     ensure_pin_root, probe,
 };
-pub use ct::{CtEntryView, CtTimeouts};
-pub use ebpf::EbpfDatapath;
-pub use endpoints::{EndpointRecord, EndpointSpec};
-pub use error::EbpfError;
-pub use events::{EventReader, EventView};
-pub use hostports::HostPortSpec;
-pub use inspect::{AttachmentView, MapFill};
-pub use pins::remove_network_pins;
-pub use smarter_common::{EndpointValue, LAYOUT_VERSION, NetConfig};
+pub use ebpf::{
+    CtEntryView, EbpfDatapath, EbpfError, EndpointRecord, EventReader, EventView, HookView,
+    MapFill, remove_network_pins,
+};
+pub use open::{Datapaths, Opened, System, open, open_existing, select, settings};
+pub use seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
+pub use types::{AttachMode, DatapathConfig, EndpointSpec, HostPortSpec, PodLink};
 pub use uplink::Uplink;
-
-/// How the pod program is attached to a host veth.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum AttachMode {
-    /// TCX links where the kernel has them (Linux 6.6+), netlink clsact filters otherwise.
-    #[default]
-    Auto,
-    /// TCX links, pinned under the network's `links/` directory.
-    Tcx,
-    /// Netlink filters on a clsact qdisc (Linux 4.5+).
-    Netlink,
-}
-
-/// The network settings the datapath needs from the CNI configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DatapathConfig {
-    /// The pod gateway (bridge) address.
-    pub gateway: Ipv4Addr,
-    /// The pod subnet.
-    pub subnet: Ipv4Network,
-    /// Capacity of each conntrack map (`ctMaxEntries`). Applies when the maps are created;
-    /// pinned maps keep their size until the network's pins are removed.
-    pub ct_max_entries: u32,
-}

@@ -70,17 +70,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cni::Dns;
 use crate::state::StateStore;
 
-/// The default node-local DNS address.
-pub const DEFAULT_LISTEN_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
-/// The default cluster domain.
-pub const DEFAULT_DOMAIN: &str = "cluster.local";
-/// containerd's CRI socket.
-pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
-/// k3s's embedded containerd CRI socket.
-pub const K3S_CONTAINERD_SOCKET: &str = "/run/k3s/containerd/containerd.sock";
+pub use crate::cni::config::defaults::{
+    CLUSTER_DOMAIN as DEFAULT_DOMAIN, CONTAINERD_SOCKET, K3S_CONTAINERD_SOCKET,
+    NODE_DNS as DEFAULT_LISTEN_IP,
+};
+pub use crate::cni::result::result_dns;
 
 /// Everything the DNS server needs; [`DnsConfig::default`] has the documented defaults.
 #[derive(Debug, Clone)]
@@ -118,12 +114,12 @@ pub struct DnsConfig {
 impl Default for DnsConfig {
     fn default() -> Self {
         Self {
-            network: "smartnet".into(),
-            state_dir: PathBuf::from("/var/lib/smarter-cni"),
+            network: crate::cni::config::defaults::NETWORK.into(),
+            state_dir: PathBuf::from(crate::cni::config::defaults::STATE_DIR),
             listen: SocketAddr::new(IpAddr::V4(DEFAULT_LISTEN_IP), 53),
             domain: DEFAULT_DOMAIN.into(),
             ttl: 5,
-            bridge: "smartnet0".into(),
+            bridge: crate::cni::config::defaults::BRIDGE.into(),
             bridge_mtu: 1500,
             manage_address: true,
             cri_socket: Some(PathBuf::from(CONTAINERD_SOCKET)),
@@ -174,26 +170,6 @@ pub enum DnsError {
     /// The CRI client could not be set up.
     #[error(transparent)]
     Cri(#[from] cri::CriError),
-}
-
-/// The `dns` block of an ADD result: `nameserver` and the search list
-/// `<ns>.svc.<domain> svc.<domain> <domain>` (without the first entry when the pod
-/// namespace is unknown).
-#[must_use]
-pub fn result_dns(domain: &str, nameserver: Ipv4Addr, pod_namespace: Option<&str>) -> Dns {
-    let domain = names::normalize(domain);
-    let mut search = Vec::with_capacity(3);
-    if let Some(ns) = pod_namespace.filter(|ns| names::is_label(ns)) {
-        search.push(format!("{}.svc.{domain}", ns.to_ascii_lowercase()));
-    }
-    search.push(format!("svc.{domain}"));
-    search.push(domain);
-    Dns {
-        nameservers: vec![IpAddr::V4(nameserver)],
-        domain: None,
-        search,
-        options: Vec::new(),
-    }
 }
 
 /// Runs the DNS server until `shutdown` completes (then removes the listen address if it

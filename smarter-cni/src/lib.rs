@@ -4,7 +4,8 @@
 //! - [`cni`]: the CNI protocol — configuration, environment, versions, results, errors.
 //! - [`ipam`]: built-in IPAM, on-disk compatible with the reference `host-local` plugin.
 //! - [`netlink`]: typed rtnetlink operations (bridge, veth, addresses, routes, namespaces).
-//! - [`datapath`]: the eBPF datapath (programs, pinned maps, attachment).
+//! - [`datapath`]: the datapath seam and its two implementations (eBPF, iptables).
+//! - [`naming`]: deterministic names and the DNS name syntax (below every other module).
 //! - [`state`]: per-attachment records kept in `stateDir` for CHECK and GC.
 //! - [`agent`]: the long-lived node agent that owns the datapath, and its metrics.
 //! - [`bpfctl`]: `smarter-bpfctl`, operators' view of (and careful hand on) the pinned datapath.
@@ -12,7 +13,6 @@
 //! - [`dns`]: `smarter-dns`, node-local DNS for pod hostnames (records followed with inotify).
 //! - [`cmd`]: the verbs (ADD, DEL, CHECK, VERSION, STATUS, GC) built from the above.
 //! - [`install`]: the node installer (binaries, conflist), its uninstall, the agent's probe.
-//! - [`testbed`]: throwaway network-namespace worlds for tests, the demo and benchmarks.
 
 pub mod agent;
 pub mod bpfctl;
@@ -22,7 +22,7 @@ pub mod datapath;
 pub mod dns;
 pub mod install;
 pub mod ipam;
+pub mod naming;
 pub mod netlink;
 pub mod opstats;
 pub mod state;
-pub mod testbed;

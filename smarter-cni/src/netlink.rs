@@ -10,7 +10,10 @@ pub mod netns;
 
 mod link;
 pub use link::format_mac;
+mod ops;
+pub use ops::Links;
 mod route;
+pub mod snapshot;
 
 pub use link::LinkInfo;
 pub use netns::{NetnsFile, NetnsGuard};

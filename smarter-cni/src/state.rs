@@ -220,6 +220,50 @@ fn writer_alive(pid: &str) -> bool {
     }
 }
 
+/// True for the file names of attachment records: `<containerid>+<ifname>.json` (not the
+/// writers' temporary files, lock files or anything else in the directory).
+#[must_use]
+pub fn is_record_file(name: &str) -> bool {
+    name.strip_suffix(".json")
+        .and_then(|stem| stem.split_once('+'))
+        .is_some_and(|(id, ifname)| !id.is_empty() && !ifname.is_empty() && !ifname.contains('.'))
+}
+
+/// Reads one record; `None` when it is gone or unreadable (a warning is logged for the latter).
+#[must_use]
+pub fn read_record(path: &Path) -> Option<Attachment> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .inspect_err(|e| tracing::warn!("ignoring unreadable record {}: {e}", path.display()))
+        .ok()
+}
+
+/// All records in `dir`, keyed by file name, for readers (the node-local DNS,
+/// `smarter-bpfctl`): nothing is swept, unlike [`StateStore::list`].
+///
+/// # Errors
+/// When the directory cannot be listed.
+pub fn scan(dir: &Path) -> std::io::Result<Vec<(String, Attachment)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_record_file(&name)
+            && let Some(a) = read_record(&entry.path())
+        {
+            out.push((name, a));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

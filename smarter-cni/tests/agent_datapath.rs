@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::testbed::{
+use smarter_testbed::{
     EchoServer, NODE_UPLINK_IP, UPLINK, WAN_ROUTER_IP, WAN_SERVER_IP, World, spawn_in,
     tcp_roundtrip,
 };

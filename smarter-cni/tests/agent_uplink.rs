@@ -8,20 +8,20 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smarter_cni::agent::{AgentConfig, DatapathControl, Health, UplinkInfo, run};
-use smarter_cni::cni::Uplink;
-use smarter_cni::testbed::{NODE_UPLINK_IP, Netns, UPLINK, World, require_root, spawn_in};
+use smarter_cni::agent::{AgentConfig, DatapathControl, Health, Uplink, run};
+use smarter_cni::cni::UplinkSelector;
+use smarter_testbed::{NODE_UPLINK_IP, Netns, UPLINK, World, require_root, spawn_in};
 
 /// Generous: only bounds a hang, never asserts speed.
 const DEADLINE: Duration = Duration::from_secs(15);
 
 struct Recorder {
-    tx: mpsc::Sender<Option<UplinkInfo>>,
+    tx: mpsc::Sender<Option<Uplink>>,
     gcs: Arc<AtomicUsize>,
 }
 
 impl DatapathControl for Recorder {
-    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()> {
+    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()> {
         self.tx.send(uplink.cloned())?;
         Ok(())
     }
@@ -36,8 +36,8 @@ impl DatapathControl for Recorder {
 struct Agent {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
-    rx: mpsc::Receiver<Option<UplinkInfo>>,
-    seen: Vec<Option<UplinkInfo>>,
+    rx: mpsc::Receiver<Option<Uplink>>,
+    seen: Vec<Option<Uplink>>,
     gcs: Arc<AtomicUsize>,
     health: Arc<Health>,
 }
@@ -70,7 +70,7 @@ impl Agent {
     }
 
     /// Waits until the datapath was last told `want`; panics with the history otherwise.
-    fn expect(&mut self, want: &Option<UplinkInfo>) {
+    fn expect(&mut self, want: &Option<Uplink>) {
         let end = Instant::now() + DEADLINE;
         while self.seen.last() != Some(want) {
             let left = end.saturating_duration_since(Instant::now());
@@ -81,7 +81,7 @@ impl Agent {
         }
     }
 
-    fn stop(mut self) -> Vec<Option<UplinkInfo>> {
+    fn stop(mut self) -> Vec<Option<Uplink>> {
         let _ = self.stop.take().expect("running").send(());
         let result = self.thread.take().expect("running").join();
         result
@@ -103,7 +103,7 @@ impl Drop for Agent {
     }
 }
 
-fn config(uplink: Uplink) -> AgentConfig {
+fn config(uplink: UplinkSelector) -> AgentConfig {
     AgentConfig {
         uplink,
         gc_interval: Duration::from_millis(200),
@@ -138,9 +138,9 @@ fn link(ns: &Netns, name: &str) -> (u32, [u8; 6]) {
     (index, mac)
 }
 
-fn info(ns: &Netns, name: &str, addr: Ipv4Addr, up: bool) -> Option<UplinkInfo> {
+fn info(ns: &Netns, name: &str, addr: Ipv4Addr, up: bool) -> Option<Uplink> {
     let (ifindex, mac) = link(ns, name);
-    Some(UplinkInfo {
+    Some(Uplink {
         ifindex,
         name: name.into(),
         addr,
@@ -157,7 +157,7 @@ fn named_uplink_follows_address_and_link_state() {
     let world = World::new("agent-named").expect("world");
     let node = world.node();
     let health_file = world.state_dir().with_extension("health");
-    let mut cfg = config(Uplink::Named(UPLINK.into()));
+    let mut cfg = config(UplinkSelector::Named(UPLINK.into()));
     cfg.health_file = Some(health_file.clone());
     let mut agent = Agent::start(node, cfg);
 
@@ -205,7 +205,7 @@ fn auto_uplink_follows_the_default_route() {
     }
     let world = World::new("agent-auto").expect("world");
     let (node, wan) = (world.node(), world.wan());
-    let mut agent = Agent::start(node, config(Uplink::Auto));
+    let mut agent = Agent::start(node, config(UplinkSelector::Auto));
     let first = info(node, UPLINK, NODE_UPLINK_IP, true);
     agent.expect(&first);
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::testbed::{NODE_UPLINK_IP, WAN_SERVER_IP, World};
+use smarter_testbed::{NODE_UPLINK_IP, WAN_SERVER_IP, World};
 
 fn ctl_cmd(w: &World, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
@@ -213,7 +213,7 @@ fn nftables_networks_are_read_from_their_tables() {
     let mut with_port = conf.clone();
     with_port["runtimeConfig"] =
         json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
-    let add = smarter_cni::testbed::CniCall::new("ADD", &with_port)
+    let add = smarter_testbed::CniCall::new("ADD", &with_port)
         .pod("ctr0", &ns0)
         .args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0");
     let out = call(&w, &add);
@@ -293,7 +293,7 @@ fn nftables_networks_are_read_from_their_tables() {
     }
     let out = call(
         &w,
-        &smarter_cni::testbed::CniCall::new("DEL", &conf).pod("ctr0", &ns0),
+        &smarter_testbed::CniCall::new("DEL", &conf).pod("ctr0", &ns0),
     );
     assert_eq!(out.status, 0);
 }

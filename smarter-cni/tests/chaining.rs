@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::testbed::{CniCall, World, run_plugin};
+use smarter_testbed::{CniCall, World, run_plugin};
 
 const REFERENCE: &str = "/usr/lib/cni";
 
@@ -61,7 +61,9 @@ fn run_chain(w: &World, list: &Value, verb: &str, id: &str, ns: &Path, cached: &
 #[test]
 fn reference_plugins_chain_after_smarter_cni() {
     if !Path::new(REFERENCE).join("tuning").exists() {
-        eprintln!("SKIP chaining: Debian's containernetworking-plugins are not installed");
+        smarter_testbed::skipped(
+            "SKIP chaining: Debian's containernetworking-plugins are not installed",
+        );
         return;
     }
     let Some(mut w) = world("chaining") else {

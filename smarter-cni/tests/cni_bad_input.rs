@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use smarter_cni::testbed::CniCall;
+use smarter_testbed::CniCall;
 
 #[test]
 fn bad_input_classes_get_their_codes_and_leave_nothing() {

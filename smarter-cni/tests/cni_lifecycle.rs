@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 
 use common::*;
 use serde_json::json;
-use smarter_cni::testbed::{CniCall, spawn_in};
+use smarter_testbed::{CniCall, spawn_in};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
 
@@ -63,7 +63,7 @@ fn add_several_pods_then_traffic_then_del_for_every_version() {
         }
         assert_no_leaks(&w, version);
         // The bridge keeps its fixed MAC however ports come and go.
-        let want = smarter_cni::cmd::naming::bridge_mac("smartnet0");
+        let want = smarter_cni::naming::bridge_mac("smartnet0");
         let want = want
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -82,8 +82,8 @@ fn add_several_pods_then_traffic_then_del_for_every_version() {
 
 /// A TCP echo between two pods, driven from threads that entered the pod namespaces.
 fn tcp_echo(
-    server_ns: &smarter_cni::testbed::Netns,
-    client_ns: &smarter_cni::testbed::Netns,
+    server_ns: &smarter_testbed::Netns,
+    client_ns: &smarter_testbed::Netns,
     server_ip: Ipv4Addr,
 ) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -289,7 +289,7 @@ fn injected_failures_roll_back_completely() {
 /// be read at all still removes the attachment.
 #[test]
 fn containerd_go_field_names_in_port_mappings() {
-    use smarter_cni::testbed::{EchoServer, NODE_UPLINK_IP, tcp_roundtrip};
+    use smarter_testbed::{EchoServer, NODE_UPLINK_IP, tcp_roundtrip};
     use std::net::SocketAddr;
     use std::time::Duration;
     for dp in ["ebpf", "iptables"] {
@@ -347,7 +347,7 @@ fn containerd_go_field_names_in_port_mappings() {
 }
 
 /// The `smarter_<network>` nftables tables in the node namespace.
-fn nft_tables(w: &smarter_cni::testbed::World) -> Vec<String> {
+fn nft_tables(w: &smarter_testbed::World) -> Vec<String> {
     let out = w
         .node()
         .exec(&["nft", "list", "tables"])
@@ -364,15 +364,15 @@ fn nft_tables(w: &smarter_cni::testbed::World) -> Vec<String> {
 /// keeps working (NAT to the wan, the gateway), not only at the next ADD.
 #[test]
 fn nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run() {
-    use smarter_cni::datapath::iptables::NftDatapath;
-    use smarter_cni::testbed::NODE_UPLINK_IP;
+    use smarter_cni::datapath::iptables::IptablesDatapath;
+    use smarter_testbed::NODE_UPLINK_IP;
     let Some(mut w) = world("retire_nft") else {
         return;
     };
-    if let Err(e) = w.node().run(NftDatapath::available) {
-        eprintln!(
+    if let Err(e) = w.node().run(IptablesDatapath::available) {
+        smarter_testbed::skipped(&format!(
             "SKIP nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run: no nftables ({e})"
-        );
+        ));
         return;
     }
     let mut nft = w.netconf("1.1.0");

@@ -21,7 +21,7 @@ use std::time::Duration;
 use capture::Capture;
 use common::{bin, result_ip};
 use serde_json::{Value, json};
-use smarter_cni::testbed::{
+use smarter_testbed::{
     CniCall, EchoServer, NODE_UPLINK_IP, Netns, WAN_SERVER_IP, World, require_root, spawn_in,
 };
 use traffic::{Case, Direction, Proto};
@@ -150,7 +150,9 @@ fn setup(dp: Dp, label: &str) -> Option<(World, Ipv4Addr, Ipv4Addr)> {
         return None;
     }
     if dp == Dp::Reference && !Path::new(REFERENCE_DIR).join("portmap").exists() {
-        eprintln!("SKIP {label}: the reference plugins (containernetworking-plugins) are missing");
+        smarter_testbed::skipped(&format!(
+            "SKIP {label}: the reference plugins (containernetworking-plugins) are missing"
+        ));
         return None;
     }
     let mut w = World::new(label).expect("world");
@@ -293,6 +295,8 @@ fn run_matrix(dp: Dp) -> Option<(Outcomes, Vec<Ipv4Addr>, usize, Vec<capture::Le
     for (i, case) in cases.iter().enumerate() {
         let before = cap.leaked();
         let answered = run_case(&w, server_ip, case, i as u8);
+        // Every frame of the case read before the leak count is taken.
+        cap.sync(w.wan());
         outcomes.insert(*case, (answered, cap.leaked() > before));
     }
     // Let stragglers (late fragments, retransmissions) reach the capture.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::testbed::{
+use smarter_testbed::{
     CniCall, EchoServer, FAR_SERVER_IP, NODE_UPLINK_IP, WAN_ROUTER_IP, WAN_SERVER_IP, World,
     tcp_roundtrip, udp_roundtrip,
 };
@@ -271,7 +271,7 @@ fn conntrack_full_still_works(dp: &str) {
     let p0 = w.pod("pod0").unwrap();
     let udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 9000);
     // 1500 distinct flows (one socket each) through a 1024-entry table.
-    smarter_cni::testbed::spawn_in(p0, || {
+    smarter_testbed::spawn_in(p0, || {
         for _ in 0..1500 {
             let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
             let _ = s.send_to(b"fill", (WAN_SERVER_IP, 9000));
@@ -305,3 +305,60 @@ behaviour_table!(
     host_port_from_wan_and_hairpin,
     conntrack_full_still_works,
 );
+
+/// Whether the running kernel has TCX links (Linux 6.6 and later).
+fn kernel_has_tcx() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (6, 6)
+}
+
+/// `tcAttach: auto` picks what the kernel has: a TCX link from 6.6 (no netlink filter), else a
+/// netlink clsact filter; a forced `tcx` works with TCX and is refused, saying why, without it.
+#[test]
+fn tc_attach_follows_the_kernel() {
+    let Some(mut w) = world("behaviour_tcattach") else {
+        return;
+    };
+    let tcx = kernel_has_tcx();
+    let mut conf = w.netconf("1.1.0");
+    conf["datapath"] = json!("ebpf");
+    let ns0 = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
+    add_ok(&w, &conf, "auto", &ns0);
+    let veths = node_veths(&w);
+    assert_eq!(veths.len(), 1, "one host veth: {veths:?}");
+    let filters = w.node().netlink_filters(&veths[0], "smarter_pod");
+    assert_eq!(
+        filters,
+        usize::from(!tcx),
+        "auto on a kernel {} TCX: {filters} netlink filter(s)",
+        if tcx { "with" } else { "without" }
+    );
+    assert!(
+        ping(w.pod("pod0").unwrap(), WAN_SERVER_IP),
+        "auto: NAT works"
+    );
+
+    let mut forced = conf.clone();
+    forced["tcAttach"] = json!("tcx");
+    let ns1 = w.add_pod_ns("pod1").unwrap().path().to_path_buf();
+    let out = call(&w, &CniCall::new("ADD", &forced).pod("forced", &ns1));
+    if tcx {
+        assert_eq!(out.status, 0, "forced tcx with TCX: {}", out.stdout);
+    } else {
+        assert_ne!(out.status, 0, "forced tcx without TCX must fail");
+        let msg = format!("{} {}", out.msg(), out.json["details"]);
+        assert!(
+            msg.contains("tcx") && msg.contains("6.6"),
+            "the error says tcx needs Linux 6.6: {}",
+            out.stdout
+        );
+        assert_eq!(
+            node_veths(&w).len(),
+            1,
+            "the failed ADD left no veth behind"
+        );
+    }
+}

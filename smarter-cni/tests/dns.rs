@@ -17,7 +17,7 @@ use hickory_proto::rr::rdata::PTR;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 use smarter_cni::dns::query::make_query;
-use smarter_cni::testbed::{CniCall, WAN_ROUTER_IP, WAN_SERVER_IP, World, spawn_in};
+use smarter_testbed::{CniCall, WAN_ROUTER_IP, WAN_SERVER_IP, World, spawn_in};
 use support::*;
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);

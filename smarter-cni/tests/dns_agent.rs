@@ -6,15 +6,13 @@ mod common;
 #[path = "dns/support.rs"]
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
-use smarter_cni::testbed::{CniCall, World, spawn_in};
+use smarter_testbed::{CniCall, World};
 use support::*;
 
 /// Node-namespace loopback: private to the world.
@@ -22,16 +20,7 @@ const METRICS: &str = "127.0.0.1:19402";
 const DEADLINE: Duration = Duration::from_secs(15);
 
 fn scrape(w: &World) -> String {
-    spawn_in(w.node(), || {
-        let mut s = TcpStream::connect(METRICS).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        Some(text)
-    })
-    .join()
-    .unwrap()
-    .unwrap_or_default()
+    smarter_testbed::scrape_metrics(w.node(), METRICS)
 }
 
 fn listen_address_on_bridge(w: &World, ip: &str) -> bool {

@@ -20,7 +20,7 @@ use cri_stub::{CriStub, Sandbox};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::json;
-use smarter_cni::testbed::{CniCall, World};
+use smarter_testbed::{CniCall, World};
 use support::*;
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);

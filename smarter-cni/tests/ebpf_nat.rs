@@ -18,7 +18,7 @@ use world::{NODE_UPLINK, POD_IPS, WAN_ROUTER, WAN_SERVER, World};
 
 #[test]
 fn nat_pod_to_pod_deny_node_local_and_conntrack() {
-    if !smarter_cni::testbed::require_root("nat_pod_to_pod_deny_node_local_and_conntrack") {
+    if !smarter_testbed::require_root("nat_pod_to_pod_deny_node_local_and_conntrack") {
         return;
     }
     let w = World::new();
@@ -40,7 +40,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     let listener = w
         .wan
         .run(|| TcpListener::bind((WAN_ROUTER, 8000)).expect("bind"));
-    let server = smarter_cni::testbed::spawn_in(&w.wan, move || {
+    let server = smarter_testbed::spawn_in(&w.wan, move || {
         let (mut conn, peer) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
         conn.read_exact(&mut buf).expect("read");
@@ -108,7 +108,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         "all or nothing"
     );
     let listener = p0.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).expect("bind"));
-    let server = smarter_cni::testbed::spawn_in(p0, move || {
+    let server = smarter_testbed::spawn_in(p0, move || {
         let (mut conn, peer) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
         conn.read_exact(&mut buf).expect("read");
@@ -191,18 +191,21 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     let left = w.dp.ct_entries().unwrap();
     assert!(left.iter().all(|e| e.pod_ip != POD_IPS[0]), "{left:?}");
     assert!(left.iter().any(|e| e.pod_ip == POD_IPS[1]));
-    let zero = smarter_cni::datapath::CtTimeouts {
-        tcp_established: Duration::ZERO,
-        tcp_other: Duration::ZERO,
-        udp: Duration::ZERO,
-        icmp: Duration::ZERO,
+    // The shortest timeouts the configuration allows (1 s; 0 means "not configured yet" and
+    // never expires, the one rule the kernel applies too): idle past them, everything goes.
+    let shortest = smarter_cni::datapath::CtTimeouts {
+        tcp_established: 1,
+        tcp_other: 1,
+        udp: 1,
+        icmp: 1,
     };
     assert!(
         w.dp.ct_gc(&smarter_cni::datapath::CtTimeouts::default())
             .unwrap()
             == 0
     );
-    assert!(w.dp.ct_gc(&zero).unwrap() >= 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(w.dp.ct_gc(&shortest).unwrap() >= 1);
     assert!(w.dp.ct_entries().unwrap().is_empty());
 
     // Uplink detach: idempotent.

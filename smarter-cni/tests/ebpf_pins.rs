@@ -19,7 +19,7 @@ use world::{World, has_tcx, wait_for_counters};
 
 #[test]
 fn pins_are_loaded_once_reused_and_refused_when_wrong() {
-    if !smarter_cni::testbed::require_root("pins_are_loaded_once_reused_and_refused_when_wrong") {
+    if !smarter_testbed::require_root("pins_are_loaded_once_reused_and_refused_when_wrong") {
         return;
     }
     let world = World::new();
@@ -124,7 +124,7 @@ fn pins_are_loaded_once_reused_and_refused_when_wrong() {
 
 #[test]
 fn endpoints_attach_count_check_and_detach() {
-    if !smarter_cni::testbed::require_root("endpoints_attach_count_check_and_detach") {
+    if !smarter_testbed::require_root("endpoints_attach_count_check_and_detach") {
         return;
     }
     let world = World::new();
@@ -229,7 +229,7 @@ fn endpoints_attach_count_check_and_detach() {
 
 #[test]
 fn switching_attach_mode_never_runs_the_program_twice() {
-    if !smarter_cni::testbed::require_root("switching_attach_mode_never_runs_the_program_twice") {
+    if !smarter_testbed::require_root("switching_attach_mode_never_runs_the_program_twice") {
         return;
     }
     if !has_tcx() {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::testbed::{CniCall, EchoServer, WAN_SERVER_IP, spawn_in};
+use smarter_testbed::{CniCall, EchoServer, WAN_SERVER_IP, spawn_in};
 
-fn program_id(w: &smarter_cni::testbed::World) -> u32 {
+fn program_id(w: &smarter_testbed::World) -> u32 {
     EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet")
         .unwrap()
         .unwrap()

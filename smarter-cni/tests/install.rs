@@ -305,12 +305,12 @@ fn a_config_sorting_first_is_reported() {
 
 #[test]
 fn install_creates_the_pin_root_on_bpffs_and_nothing_elsewhere() {
-    if !smarter_cni::testbed::require_root("install_pin_root") {
+    if !smarter_testbed::require_root("install_pin_root") {
         return;
     }
     let h = Host::new();
     // A node's layout: bpffs mounted (plays /sys/fs/bpf), the pin root not there yet.
-    let bpffs = smarter_cni::testbed::ScratchBpfFs::new("install").unwrap();
+    let bpffs = smarter_testbed::ScratchBpfFs::new("install").unwrap();
     let root = bpffs.path().join("smarter-cni");
     let root_text = root.display().to_string();
     let knobs = [("BPFFS_DIR", root_text.as_str())];

@@ -12,7 +12,7 @@ use common::*;
 use smarter_cni::install::{
     self, CniBinDir, InstallConfig, UninstallConfig, UninstallReport, conflist_from,
 };
-use smarter_cni::testbed::{CniCall, World};
+use smarter_testbed::{CniCall, World};
 
 fn uninstall_in_node(w: &World, state_dir: &Path) -> UninstallReport {
     w.node().run(|| {

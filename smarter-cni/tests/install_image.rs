@@ -32,7 +32,7 @@ use std::time::Instant;
 use serde::Deserialize as _;
 use serde_json::Value;
 use smarter_cni::install::{DEFAULT_BINARIES, DEFAULT_CONFLIST_NAME, Manifest};
-use smarter_cni::testbed::{ScratchBpfFs, require_root};
+use smarter_testbed::{ScratchBpfFs, require_root};
 
 const TEST: &str = "install_image";
 /// The four binaries of the crate, as the Containerfile's `bin/<arch>/` holds them.
@@ -133,11 +133,11 @@ fn prerequisites() -> Option<(&'static str, Option<&'static str>)> {
         })
         .collect();
     if !missing.is_empty() {
-        eprintln!(
+        smarter_testbed::skipped(&format!(
             "SKIP {TEST}: {} not installed (`cargo xtask setup` installs \
              them)",
             missing.join(", ")
-        );
+        ));
         return None;
     }
     match std::env::consts::ARCH {
@@ -145,7 +145,9 @@ fn prerequisites() -> Option<(&'static str, Option<&'static str>)> {
         "aarch64" => Some(("arm64", None)),
         "arm" => Some(("arm", Some("v7"))),
         other => {
-            eprintln!("SKIP {TEST}: the image has no platform for {other}");
+            smarter_testbed::skipped(&format!(
+                "SKIP {TEST}: the image has no platform for {other}"
+            ));
             None
         }
     }

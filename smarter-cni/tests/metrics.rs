@@ -10,7 +10,7 @@ use common::*;
 use serde_json::json;
 use smarter_cni::agent::metrics::{MetricsSource, serve};
 use smarter_cni::dns::stats::{Result as DnsResult, Transport};
-use smarter_cni::testbed::{CniCall, spawn_in};
+use smarter_testbed::{CniCall, spawn_in};
 
 /// The value of the sample whose line starts with `prefix` (name and labels).
 fn sample(text: &str, prefix: &str) -> f64 {

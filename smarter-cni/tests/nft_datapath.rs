@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use smarter_cni::datapath::iptables::{NftConfig, NftDatapath, NftEndpoint, NftError, NftHostPort};
+use smarter_cni::datapath::iptables::{IptablesConfig, IptablesDatapath, IptablesError};
+use smarter_cni::datapath::{HostPortSpec, PodLink};
 
 /// Namespaces deleted on drop (also on panic).
 struct World {
@@ -126,14 +127,14 @@ fn connect(ns: &str, to: SocketAddr) -> Result<String, String> {
     })
 }
 
-fn counter(node: &str, dp: &NftDatapath, name: &str) -> u64 {
+fn counter(node: &str, dp: &IptablesDatapath, name: &str) -> u64 {
     let dp = dp.clone();
     let all = in_ns(node, move || dp.counters().expect("counters"));
     all.iter().find(|(n, _, _)| n == name).map_or(0, |c| c.1)
 }
 
-fn endpoint(last: u8) -> NftEndpoint {
-    NftEndpoint {
+fn endpoint(last: u8) -> PodLink {
+    PodLink {
         ip: Ipv4Addr::new(172, 39, 0, last),
         mac: [2, 0, 0, 0, 0, last],
         host_ifname: format!("smv{last:012x}"),
@@ -188,8 +189,8 @@ fn build(world: &mut World) -> (String, String, String, String) {
     (node, wan, pods.pop().expect("pod2"), pod3)
 }
 
-fn config(deny: &[&str]) -> NftConfig {
-    NftConfig {
+fn config(deny: &[&str]) -> IptablesConfig {
+    IptablesConfig {
         network: "smartnet".into(),
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().expect("subnet"),
@@ -215,11 +216,12 @@ fn nft_datapath_in_namespaces() {
         names: Vec::new(),
     };
     let (node, wan, pod2, pod3) = build(&mut world);
-    in_ns(&node, NftDatapath::available).expect("nftables available in the node namespace");
-    let dp = in_ns(&node, || NftDatapath::ensure(&config(&[]))).expect("ensure");
-    let again = in_ns(&node, || NftDatapath::ensure(&config(&[]))).expect("ensure is idempotent");
+    in_ns(&node, IptablesDatapath::available).expect("nftables available in the node namespace");
+    let dp = in_ns(&node, || IptablesDatapath::ensure(&config(&[]))).expect("ensure");
+    let again =
+        in_ns(&node, || IptablesDatapath::ensure(&config(&[]))).expect("ensure is idempotent");
     assert_eq!(dp, again);
-    let web = NftHostPort {
+    let web = HostPortSpec {
         host_port: 8080,
         container_port: 80,
         protocol: 6,
@@ -274,7 +276,10 @@ fn nft_datapath_in_namespaces() {
     assert!(ping(&pod2, "172.39.0.3"), "own MAC works again");
 
     // Deny ranges (ensure again keeps the elements).
-    in_ns(&node, || NftDatapath::ensure(&config(&["203.0.113.0/24"]))).expect("ensure deny");
+    in_ns(&node, || {
+        IptablesDatapath::ensure(&config(&["203.0.113.0/24"]))
+    })
+    .expect("ensure deny");
     assert!(!ping(&pod2, "203.0.113.1"), "denied range");
     assert!(ping(&pod2, "198.51.100.1"), "allowed range");
     assert!(counter(&node, &dp, "drop_deny") > 0);
@@ -299,7 +304,7 @@ fn nft_datapath_in_namespaces() {
     let d = dp.clone();
     let conflict = in_ns(&node, move || d.attach_endpoint(&endpoint(3), &[web]));
     assert!(
-        matches!(&conflict, Err(NftError::HostPortConflict { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
+        matches!(&conflict, Err(IptablesError::HostPortConflict { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
         "{conflict:?}"
     );
 
@@ -308,7 +313,7 @@ fn nft_datapath_in_namespaces() {
     let (eps, ports, check) = in_ns(&node, move || {
         d.detach_endpoint(Ipv4Addr::new(172, 39, 0, 2), &endpoint(2).host_ifname)?;
         d.detach_endpoint(Ipv4Addr::new(172, 39, 0, 2), &endpoint(2).host_ifname)?;
-        Ok::<_, NftError>((
+        Ok::<_, IptablesError>((
             d.endpoints()?,
             d.host_ports()?,
             d.check_endpoint(&endpoint(2))?,
@@ -322,9 +327,9 @@ fn nft_datapath_in_namespaces() {
 
     // Remove: no table left, twice is fine, open says so.
     let gone = in_ns(&node, || {
-        NftDatapath::remove("smartnet")?;
-        NftDatapath::remove("smartnet")?;
-        NftDatapath::open("smartnet")
+        IptablesDatapath::remove("smartnet")?;
+        IptablesDatapath::remove("smartnet")?;
+        IptablesDatapath::open("smartnet")
     })
     .expect("remove");
     assert_eq!(gone, None);

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::iptables::NftDatapath;
+use smarter_cni::datapath::iptables::IptablesDatapath;
 use smarter_cni::datapath::{ChoiceRecord, EbpfDatapath, LAYOUT_VERSION};
-use smarter_cni::testbed::{CniCall, NODE_UPLINK_IP, World, spawn_in};
+use smarter_testbed::{CniCall, NODE_UPLINK_IP, World, spawn_in};
 
 /// Bounds a wait; never asserts speed.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -76,7 +76,7 @@ fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
 /// Whether the network has nftables tables (run in the node namespace).
 fn has_nft_tables(w: &World) -> bool {
     w.node()
-        .run(|| NftDatapath::open("smartnet"))
+        .run(|| IptablesDatapath::open("smartnet"))
         .expect("nft list")
         .is_some()
 }
@@ -323,7 +323,7 @@ fn without_bpf_permission_status_names_the_reason() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        eprintln!("SKIP without_bpf_permission_status_names_the_reason: no setpriv");
+        smarter_testbed::skipped("SKIP without_bpf_permission_status_names_the_reason: no setpriv");
         return;
     }
     // The plugin without CAP_BPF and CAP_SYS_ADMIN (dropped from the bounding set, so root's

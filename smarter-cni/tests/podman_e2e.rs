@@ -21,19 +21,36 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use smarter_cni::testbed::{EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, spawn_in};
+use smarter_testbed::{EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, spawn_in};
 
 const BUSYBOX: &str = "/bin/busybox";
+
+/// podman instances with different roots still share one lock segment (`/dev/shm`): the
+/// tests of this binary take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// podman confined to a scratch directory (storage, run root, CNI config and plugin dirs) and
 /// to the world's node namespace. Removes every container on drop.
 struct Podman {
     dir: tempfile::TempDir,
     node: PathBuf,
+    network: String,
 }
 
 impl Podman {
+    /// podman with the project's test conflist (1.0.0, the world's directories, hostPorts).
     fn new(w: &World) -> Self {
+        let mut plugin = w.netconf("1.0.0");
+        let obj = plugin.as_object_mut().unwrap();
+        obj.remove("cniVersion");
+        obj.remove("name");
+        plugin["capabilities"] = json!({"portMappings": true});
+        let list = json!({"cniVersion": "1.0.0", "name": "smartnet", "plugins": [plugin]});
+        Self::with_conflist(w, &list)
+    }
+
+    /// podman whose CNI configuration directory holds `list` only.
+    fn with_conflist(w: &World, list: &serde_json::Value) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for sub in [
@@ -53,12 +70,6 @@ impl Podman {
         }
         std::fs::write(d.join("rootfs/www/index.html"), "hello-from-pod\n").unwrap();
         std::os::unix::fs::symlink(bin(), d.join("cni/bin/smarter-cni")).unwrap();
-        let mut plugin = w.netconf("1.0.0");
-        let obj = plugin.as_object_mut().unwrap();
-        obj.remove("cniVersion");
-        obj.remove("name");
-        plugin["capabilities"] = json!({"portMappings": true});
-        let list = json!({"cniVersion": "1.0.0", "name": "smartnet", "plugins": [plugin]});
         std::fs::write(d.join("cni/net.d/smartnet.conflist"), list.to_string()).unwrap();
         let conf = format!(
             "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{0}/cni/bin\"]\n\
@@ -70,6 +81,7 @@ impl Podman {
         Self {
             dir,
             node: w.node().path().to_path_buf(),
+            network: list["name"].as_str().expect("a network name").to_owned(),
         }
     }
 
@@ -103,7 +115,7 @@ impl Podman {
     /// Starts a detached container on `smartnet` running `cmd`.
     fn start(&self, name: &str, extra: &[&str], cmd: &[&str]) {
         let rootfs = self.dir.path().join("rootfs");
-        let mut args = vec!["run", "-d", "--name", name, "--network", "smartnet"];
+        let mut args = vec!["run", "-d", "--name", name, "--network", &self.network];
         args.extend([
             "--ulimit",
             "nofile=1024:1024",
@@ -154,10 +166,10 @@ fn installed() -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
+    smarter_testbed::skipped(&format!(
         "SKIP podman_e2e: {} not installed (cargo xtask setup installs them)",
         missing.join(", ")
-    );
+    ));
     false
 }
 
@@ -182,6 +194,9 @@ fn podman_containers_on_smartnet() {
     if !installed() {
         return;
     }
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(w) = world("podman") else { return };
     let resolv = w.data_dir().with_file_name("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {WAN_SERVER_IP}\n")).unwrap();
@@ -259,4 +274,61 @@ fn census_empty(w: &World) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_no_leaks(w, "after podman rm");
+}
+
+/// Every conflist example of the README through podman: ADD (`run -p`), traffic (to the
+/// gateway, NAT to the wan, the published port from the wan when the example declares the
+/// portMappings capability), DEL (`rm`) and an empty census. Read from the README's code
+/// blocks, so the test follows the docs (podman 4.3 refuses a 1.1.0 conflist).
+#[test]
+fn readme_conflists_through_podman() {
+    if !installed() {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(w) = world("podman_readme") else {
+        return;
+    };
+    for (i, example) in readme_conflists().iter().enumerate() {
+        let pm = Podman::with_conflist(&w, &with_world_dirs(&w, example));
+        let ports = example["plugins"][0]["capabilities"]["portMappings"] == true;
+        pm.start(
+            "web",
+            &["-p", "8080:80"],
+            &["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+        );
+        let web = pm.ip("web");
+        assert_eq!(web.octets()[..2], [172, 39], "example {i}: {web}");
+        pm.ok(&["exec", "web", "ping", "-c", "1", "-W", "2", "172.39.0.1"]);
+        let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+        let out = pm.ok(&[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            &format!("echo through-nat | nc -w 2 {WAN_SERVER_IP} 8000"),
+        ]);
+        assert!(out.contains("through-nat"), "example {i}: {out:?}");
+        assert_eq!(
+            srv.seen().first().map(SocketAddr::ip),
+            Some(IpAddr::V4(NODE_UPLINK_IP)),
+            "example {i}: NAT"
+        );
+        if ports {
+            let end = Instant::now() + Duration::from_secs(10);
+            let body = loop {
+                match http_get(&w, SocketAddr::from((NODE_UPLINK_IP, 8080))) {
+                    Ok(b) => break b,
+                    Err(e) if Instant::now() > end => panic!("example {i}: published port: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            };
+            assert!(body.contains("hello-from-pod"), "example {i}: {body}");
+        }
+        pm.ok(&["rm", "-f", "-t", "0", "web"]);
+        drop(pm);
+        census_empty(&w);
+    }
 }

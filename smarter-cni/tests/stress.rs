@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::datapath::iptables::NftDatapath;
-use smarter_cni::testbed::{CniCall, WAN_SERVER_IP, World, spawn_in, spawn_plugin};
+use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_testbed::{CniCall, WAN_SERVER_IP, World, spawn_in, spawn_plugin};
 
 /// Everything of every attachment is gone, in both datapaths.
 fn census(w: &World, context: &str) {
@@ -33,7 +33,7 @@ fn census(w: &World, context: &str) {
         );
     }
     let nft = spawn_in(w.node(), || {
-        NftDatapath::open("smartnet")
+        IptablesDatapath::open("smartnet")
             .ok()
             .flatten()
             .map(|d| (d.endpoints().unwrap(), d.host_ports().unwrap()))

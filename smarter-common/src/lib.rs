@@ -22,7 +22,7 @@ pub mod maps;
 pub mod verdict;
 
 pub use config::NetConfig;
-pub use ct::{CtKey, CtValue, FragKey, FragValue, HostPortKey, HostPortValue};
+pub use ct::{CtKey, CtTimeouts, CtValue, FragKey, FragValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
 pub use events::Event;
 pub use verdict::{DenyKey, Verdict, VerdictStats};

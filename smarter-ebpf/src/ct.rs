@@ -5,13 +5,13 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use smarter_common::{
     CtKey, CtValue, NetConfig,
-    ct::{CT_CLOSING, CT_ESTABLISHED, CT_NEW, CT_RESET, CT_SYN},
+    ct::{CT_CLOSING, CT_NEW, CT_RESET, next_state},
 };
 
 use crate::{
+    l4::L4Info,
     maps::{CT_IN, CT_OUT},
-    nat::L4Info,
-    parse::{PROTO_TCP, PROTO_UDP},
+    parse::PROTO_TCP,
 };
 
 /// NAT port probes before giving up (bounded loop, verifier-friendly).
@@ -20,50 +20,11 @@ const PROBES: u32 = 32;
 /// has been idle this long: connection churn to one server must not exhaust the range while
 /// dead flows wait for their timeout.
 const CLOSING_REUSE_NS: u64 = 250_000_000;
-/// Idle timeout of a reset TCP flow, seconds (capped by the configured TCP timeout).
-const RESET_TIMEOUT_S: u32 = 10;
-
-#[inline(always)]
-const fn min(a: u32, b: u32) -> u32 {
-    if a < b { a } else { b }
-}
-
-/// The TCP state after a packet with `flags` (FIN 0x01, SYN 0x02, RST 0x04); `reply` is the
-/// direction from the remote end.
-#[inline(always)]
-pub fn next_state(state: u8, proto: u8, flags: u8, reply: bool) -> u8 {
-    if proto != PROTO_TCP {
-        return if reply { CT_ESTABLISHED } else { state };
-    }
-    if flags & 0x04 != 0 {
-        CT_RESET
-    } else if state == CT_RESET && flags & 0x02 != 0 {
-        // A new connection reusing the tuple.
-        CT_SYN
-    } else if flags & 0x01 != 0 {
-        CT_CLOSING
-    } else if reply && state == CT_SYN {
-        CT_ESTABLISHED
-    } else if flags & 0x02 != 0 && state == CT_NEW {
-        CT_SYN
-    } else {
-        state
-    }
-}
-
-/// Whether an entry last seen at `last_seen` has been idle longer than `cfg` allows.
+/// Whether an entry last seen at `last_seen` has been idle longer than `cfg` allows (the
+/// shared rule, [`smarter_common::ct::expired`], over the configured timeouts).
 #[inline(always)]
 pub fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) -> bool {
-    let secs = match (proto, state) {
-        (PROTO_TCP, CT_ESTABLISHED) => cfg.ct_timeout_s[0],
-        // Reset flows linger only for stragglers (as Linux's CLOSE state).
-        (PROTO_TCP, CT_RESET) => min(cfg.ct_timeout_s[1], RESET_TIMEOUT_S),
-        (PROTO_TCP, _) => cfg.ct_timeout_s[1],
-        (PROTO_UDP, _) => cfg.ct_timeout_s[2],
-        // ICMP and protocols without ports.
-        _ => cfg.ct_timeout_s[3],
-    };
-    secs != 0 && now.saturating_sub(last_seen) > u64::from(secs) * 1_000_000_000
+    smarter_common::ct::expired(&cfg.ct_timeout_s, proto, state, last_seen, now)
 }
 
 /// The NAT port (network byte order) of the flow `saddr:l.port → daddr:l.remote_port`, creating
@@ -79,14 +40,7 @@ pub fn nat_port_for(
     now: u64,
 ) -> Option<u16> {
     let uplink_addr = cfg.uplink_addr;
-    let out_key = CtKey {
-        a: saddr,
-        b: daddr,
-        a_port: l.port,
-        b_port: l.remote_port,
-        proto,
-        pad: [0; 3],
-    };
+    let out_key = CtKey::pod_side(saddr, l.port, daddr, l.remote_port, proto);
     let mut nat_port = 0u16;
     if let Some(v) = CT_OUT.get_ptr_mut(out_key) {
         // SAFETY: a map value pointer, valid for this program run.
@@ -95,15 +49,7 @@ pub fn nat_port_for(
                 nat_port = (*v).port;
                 if expired(cfg, proto, (*v).state, (*v).last_seen, now) {
                     // Treated as new: the old reverse entry goes, a fresh port is chosen.
-                    let old = CtKey {
-                        a: daddr,
-                        b: 0,
-                        a_port: l.remote_port,
-                        b_port: nat_port,
-                        proto,
-                        pad: [0; 3],
-                    };
-                    let _ = CT_IN.remove(old);
+                    let _ = CT_IN.remove(out_key.to_wire_side(nat_port));
                     nat_port = 0;
                 }
                 (*v).last_seen = now;
@@ -115,14 +61,7 @@ pub fn nat_port_for(
     if nat_port != 0 {
         // The LRU may have evicted the reverse entry alone: restore it, or pick a new port
         // when another flow took this one meanwhile.
-        let in_key = CtKey {
-            a: daddr,
-            b: 0,
-            a_port: l.remote_port,
-            b_port: nat_port,
-            proto,
-            pad: [0; 3],
-        };
+        let in_key = out_key.to_wire_side(nat_port);
         if CT_IN.get_ptr_mut(in_key).is_none() {
             let reply = CtValue {
                 last_seen: now,
@@ -155,16 +94,9 @@ pub fn nat_port_for(
         for i in 0..PROBES {
             let port = first + ((hash.wrapping_add(i.wrapping_mul(7919)) >> 8) % range) as u16;
             let port = port.to_be();
-            let in_key = CtKey {
-                a: daddr,
-                b: 0,
-                a_port: l.remote_port,
-                b_port: port,
-                proto,
-                pad: [0; 3],
-            };
+            let in_key = out_key.to_wire_side(port);
             if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_ok()
-                || (proto == PROTO_TCP && take_over_closing(in_key, daddr, l, reply, now))
+                || (proto == PROTO_TCP && take_over_closing(in_key, reply, now))
             {
                 nat_port = port;
                 break;
@@ -189,20 +121,13 @@ pub fn nat_port_for(
 /// When the flow holding `in_key`'s NAT port is a TCP flow that closed and went quiet, hands the
 /// port to the new flow (`reply`): the old pod-side entry goes, the reverse entry is rewritten.
 #[inline(always)]
-fn take_over_closing(in_key: CtKey, daddr: u32, l: &L4Info, reply: CtValue, now: u64) -> bool {
+fn take_over_closing(in_key: CtKey, reply: CtValue, now: u64) -> bool {
     let Some(held) = CT_IN.get_ptr_mut(in_key) else {
         return false;
     };
     // SAFETY: a map value pointer, valid for this program run; copied at once.
     let (pod, pod_port) = unsafe { ((*held).addr, (*held).port) };
-    let old_out = CtKey {
-        a: pod,
-        b: daddr,
-        a_port: pod_port,
-        b_port: l.remote_port,
-        proto: PROTO_TCP,
-        pad: [0; 3],
-    };
+    let old_out = in_key.to_pod_side(pod, pod_port);
     // SAFETY: read-only lookup, copied at once.
     let reusable = match unsafe { CT_OUT.get(old_out) } {
         Some(o) => {

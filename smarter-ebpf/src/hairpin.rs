@@ -12,13 +12,14 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_redirect_peer},
     programs::TcContext,
 };
-use smarter_common::{CtKey, EndpointKey, Verdict};
+use smarter_common::{CtKey, EndpointKey, Verdict, ct::next_state};
 
 use crate::{
-    ct::next_state,
+    l4::{L4, l4},
     maps::{CT_IN, CT_OUT, ENDPOINTS},
-    nat::{IP_DST, IP_SRC, L4, l4, open_hostport_flow, rewrite},
+    nat::open_hostport_flow,
     parse::{Ipv4, PROTO_TCP, PROTO_UDP},
+    rewrite::{IP_DST, IP_SRC, rewrite},
 };
 
 /// A pod's TCP/UDP packet to `uplink:port`: DNAT to the pod holding that hostPort and redirect
@@ -34,20 +35,13 @@ pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
         return None;
     };
     let (saddr, daddr) = (ip.saddr(), ip.daddr());
-    let in_key = CtKey {
-        a: saddr,
-        b: 0,
-        a_port: l.remote_port,
-        b_port: l.port,
-        proto,
-        pad: [0; 3],
-    };
+    let in_key = CtKey::wire_side(saddr, l.remote_port, l.port, proto);
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let v = match CT_IN.get_ptr_mut(in_key) {
         Some(v) => v,
         None => {
-            match open_hostport_flow(in_key, &l, proto, saddr, daddr, now)? {
+            match open_hostport_flow(in_key, &l, proto, daddr, now)? {
                 Ok(()) => {}
                 Err(()) => return Some((Verdict::DropNatPorts, -1)),
             }
@@ -102,14 +96,7 @@ pub fn reply(ctx: &TcContext, ip: &Ipv4) -> Reply {
         return Reply::Untouched;
     };
     let (saddr, daddr) = (ip.saddr(), ip.daddr());
-    let out_key = CtKey {
-        a: saddr,
-        b: daddr,
-        a_port: l.port,
-        b_port: l.remote_port,
-        proto,
-        pad: [0; 3],
-    };
+    let out_key = CtKey::pod_side(saddr, l.port, daddr, l.remote_port, proto);
     let Some(o) = CT_OUT.get_ptr_mut(out_key) else {
         return Reply::Untouched;
     };
@@ -119,15 +106,7 @@ pub fn reply(ctx: &TcContext, ip: &Ipv4) -> Reply {
         (*o).state = next_state((*o).state, proto, l.tcp_flags, true);
         ((*o).addr, (*o).port)
     };
-    let in_key = CtKey {
-        a: daddr,
-        b: 0,
-        a_port: l.remote_port,
-        b_port: port,
-        proto,
-        pad: [0; 3],
-    };
-    if let Some(i) = CT_IN.get_ptr_mut(in_key) {
+    if let Some(i) = CT_IN.get_ptr_mut(out_key.to_wire_side(port)) {
         // SAFETY: as above.
         unsafe {
             (*i).last_seen = (*o).last_seen;

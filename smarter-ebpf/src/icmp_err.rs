@@ -16,8 +16,8 @@ use smarter_common::{CtKey, Verdict};
 
 use crate::{
     maps::{CT_IN, CT_OUT},
-    nat::{IP_CSUM, IP_DST, IP_SRC, deliver},
     parse::{IP_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
+    rewrite::{IP_CSUM, IP_DST, IP_SRC, deliver},
 };
 
 /// The flow a quoted packet belongs to, as seen from its sender.
@@ -127,14 +127,7 @@ fn translate_quoted(
 pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
     // The quoted packet went out as uplink:nat_port → remote:remote_port.
     let q = quoted(ctx, ip, true)?;
-    let key = CtKey {
-        a: q.dst,
-        b: 0,
-        a_port: q.dport,
-        b_port: q.sport,
-        proto: q.proto,
-        pad: [0; 3],
-    };
+    let key = CtKey::wire_side(q.dst, q.dport, q.sport, q.proto);
     // SAFETY: read-only lookup, copied at once.
     let (pod_ip, pod_port) = match unsafe { CT_IN.get(key) } {
         Some(v) => (v.addr, v.port),
@@ -186,14 +179,7 @@ pub fn outbound(ctx: &TcContext, ip: &Ipv4, uplink_addr: u32) -> Outbound {
     if q.dst != pod {
         return Outbound::NoFlow;
     }
-    let key = CtKey {
-        a: pod,
-        b: q.src,
-        a_port: q.dport,
-        b_port: q.sport,
-        proto: q.proto,
-        pad: [0; 3],
-    };
+    let key = CtKey::pod_side(pod, q.dport, q.src, q.sport, q.proto);
     // SAFETY: read-only lookup, copied at once.
     let (nat_addr, nat_port) = match unsafe { CT_OUT.get(key) } {
         Some(v) => (v.addr, v.port),

@@ -8,6 +8,8 @@
 //! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
 //! - [`egress`]: `smarter_egress`, on the uplink's egress (the backstop: no pod address leaves);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
+//! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
+//!   delivery into a pod;
 //! - [`parse`]: bounds-checked packet access and the IPv4 header view; [`verdict`]: per-verdict
 //!   counters.
 //!
@@ -23,11 +25,13 @@ mod ct;
 mod egress;
 mod hairpin;
 mod icmp_err;
+mod l4;
 mod local;
 mod maps;
 mod nat;
 mod parse;
 mod pod;
+mod rewrite;
 mod uplink;
 mod verdict;
 

@@ -15,29 +15,23 @@
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST, TC_ACT_REDIRECT, bpf_fib_lookup,
-    },
-    helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh,
-        bpf_redirect_peer,
-    },
+    bindings::{BPF_NOEXIST, bpf_fib_lookup},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 use smarter_common::{
-    CtKey, CtValue, EndpointKey, FragKey, FragValue, HostPortKey, NetConfig, Verdict, ct::CT_NEW,
+    CtKey, CtValue, FragKey, FragValue, HostPortKey, NetConfig, Verdict,
+    ct::{CT_NEW, next_state},
 };
 
 use crate::{
-    ct::{expired, nat_port_for, next_state},
-    maps::{CT_IN, CT_OUT, ENDPOINTS, FRAG, HOSTPORTS},
-    parse::{ETH_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
+    ct::{expired, nat_port_for},
+    l4::{L4, L4Info, l4},
+    maps::{CT_IN, CT_OUT, FRAG, HOSTPORTS},
+    parse::{Ipv4, PROTO_TCP, PROTO_UDP},
+    rewrite::{IP_DST, IP_SRC, dec_ttl, deliver, rewrite},
 };
 
-pub const IP_CSUM: usize = ETH_LEN + 10;
-const IP_TTL: usize = ETH_LEN + 8;
-pub const IP_SRC: usize = ETH_LEN + 12;
-pub const IP_DST: usize = ETH_LEN + 16;
 const AF_INET: u8 = 2;
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
@@ -45,178 +39,6 @@ const FIB_FRAG_NEEDED: i64 = 8;
 /// A datagram's fragments must all arrive within this time of the first (Linux's
 /// `ipfrag_time` default): older fragment-map entries are not used.
 const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
-
-/// The L4 facts NAT needs: ports (network byte order) and where the checksum and the port sit.
-pub struct L4Info {
-    /// Pod-side port (TCP/UDP source or destination) or ICMP identifier; 0 without ports.
-    pub port: u16,
-    /// Remote port (0 for ICMP and protocols without ports).
-    pub remote_port: u16,
-    /// Offset of the port to rewrite.
-    pub port_off: usize,
-    /// Offset of the L4 checksum.
-    pub csum_off: usize,
-    /// `bpf_l4_csum_replace` flags for the address change (0: no pseudo header).
-    pub addr_flags: u64,
-    /// `bpf_l4_csum_replace` flags for the port change.
-    pub port_flags: u64,
-    /// TCP flags (0 otherwise).
-    pub tcp_flags: u8,
-    /// Whether there is a port (or identifier) to translate; `false`: by address alone.
-    pub ports: bool,
-}
-
-impl L4Info {
-    /// Translation by address alone (protocols without ports, later fragments).
-    #[inline(always)]
-    pub const fn addr_only() -> Self {
-        Self {
-            port: 0,
-            remote_port: 0,
-            port_off: 0,
-            csum_off: 0,
-            addr_flags: 0,
-            port_flags: 0,
-            tcp_flags: 0,
-            ports: false,
-        }
-    }
-}
-
-/// What the L4 header of a packet allows.
-pub enum L4 {
-    /// Translatable, by port or by address.
-    Nat(L4Info),
-    /// Shorter than its protocol's header.
-    Short,
-    /// ICMP that is not a query of this direction (errors, unsolicited replies, other types).
-    OtherIcmp(u8),
-}
-
-/// ICMP query types with an identifier: echo, timestamp, information, address mask requests
-/// (outbound) and their replies (inbound).
-#[inline(always)]
-fn icmp_query(kind: u8, outbound: bool) -> bool {
-    if outbound {
-        matches!(kind, 8 | 13 | 15 | 17)
-    } else {
-        matches!(kind, 0 | 14 | 16 | 18)
-    }
-}
-
-/// Parses the L4 header of a first fragment or unfragmented packet; `outbound` selects the
-/// direction (source port is the pod's).
-#[inline(always)]
-pub fn l4(ctx: &TcContext, ip: &Ipv4, outbound: bool) -> L4 {
-    let off = ip.l4_off();
-    match ip.proto() {
-        PROTO_TCP => {
-            let Some(h) = read::<[u8; 20]>(ctx, off) else {
-                return L4::Short;
-            };
-            L4::Nat(ports(
-                off,
-                h[0..4].try_into().unwrap_or([0; 4]),
-                outbound,
-                true,
-                h[13],
-            ))
-        }
-        PROTO_UDP => {
-            let Some(h) = read::<[u8; 8]>(ctx, off) else {
-                return L4::Short;
-            };
-            L4::Nat(ports(off, [h[0], h[1], h[2], h[3]], outbound, false, 0))
-        }
-        PROTO_ICMP => {
-            let Some(h) = read::<[u8; 8]>(ctx, off) else {
-                return L4::Short;
-            };
-            if !icmp_query(h[0], outbound) {
-                return L4::OtherIcmp(h[0]);
-            }
-            L4::Nat(L4Info {
-                port: u16::from_ne_bytes([h[4], h[5]]),
-                remote_port: 0,
-                port_off: off + 4,
-                csum_off: off + 2,
-                addr_flags: 0,
-                port_flags: 2,
-                tcp_flags: 0,
-                ports: true,
-            })
-        }
-        _ => L4::Nat(L4Info::addr_only()),
-    }
-}
-
-#[inline(always)]
-fn ports(off: usize, h: [u8; 4], outbound: bool, tcp: bool, tcp_flags: u8) -> L4Info {
-    let sport = u16::from_ne_bytes([h[0], h[1]]);
-    let dport = u16::from_ne_bytes([h[2], h[3]]);
-    let (port, remote_port, port_off) = if outbound {
-        (sport, dport, off)
-    } else {
-        (dport, sport, off + 2)
-    };
-    let (csum_off, mangled) = if tcp {
-        (off + 16, 0)
-    } else {
-        (off + 6, u64::from(BPF_F_MARK_MANGLED_0))
-    };
-    L4Info {
-        port,
-        remote_port,
-        port_off,
-        csum_off,
-        addr_flags: u64::from(BPF_F_PSEUDO_HDR) | mangled | 4,
-        port_flags: mangled | 2,
-        tcp_flags,
-        ports: true,
-    }
-}
-
-/// Rewrites address (at `addr_off`) and, when there is one, the port, fixing IPv4 and L4
-/// checksums.
-#[inline(always)]
-pub fn rewrite(
-    ctx: &TcContext,
-    l: &L4Info,
-    addr_off: usize,
-    old: u32,
-    new: u32,
-    new_port: u16,
-) -> bool {
-    let l4_ok = !l.ports
-        || ((l.addr_flags == 0
-            || ctx
-                .l4_csum_replace(l.csum_off, u64::from(old), u64::from(new), l.addr_flags)
-                .is_ok())
-            && ctx
-                .l4_csum_replace(
-                    l.csum_off,
-                    u64::from(l.port),
-                    u64::from(new_port),
-                    l.port_flags,
-                )
-                .is_ok()
-            && ctx.store(l.port_off, &new_port, 0).is_ok());
-    l4_ok
-        && ctx
-            .l3_csum_replace(IP_CSUM, u64::from(old), u64::from(new), 4)
-            .is_ok()
-        && ctx.store(addr_off, &new, 0).is_ok()
-}
-
-/// Decrements the TTL (caller checked it is > 1) and fixes the IPv4 checksum.
-#[inline(always)]
-pub fn dec_ttl(ctx: &TcContext, ttl: u8, proto: u8) -> bool {
-    let old = u16::from_ne_bytes([ttl, proto]);
-    let new = u16::from_ne_bytes([ttl - 1, proto]);
-    ctx.l3_csum_replace(IP_CSUM, u64::from(old), u64::from(new), 2)
-        .is_ok()
-        && ctx.store(IP_TTL, &(ttl - 1), 0).is_ok()
-}
 
 /// How an outbound packet is translated.
 enum Plan {
@@ -332,14 +154,7 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
 /// this remote for this protocol and it has not expired.
 #[inline(always)]
 fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) -> bool {
-    let in_key = CtKey {
-        a: daddr,
-        b: 0,
-        a_port: 0,
-        b_port: 0,
-        proto,
-        pad: [0; 3],
-    };
+    let in_key = CtKey::wire_side(daddr, 0, 0, proto);
     let reply = CtValue {
         last_seen: now,
         addr: saddr,
@@ -354,15 +169,7 @@ fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) ->
             if !expired(cfg, proto, state, last_seen, now) {
                 return false;
             }
-            let old_out = CtKey {
-                a: holder,
-                b: daddr,
-                a_port: 0,
-                b_port: 0,
-                proto,
-                pad: [0; 3],
-            };
-            let _ = CT_OUT.remove(old_out);
+            let _ = CT_OUT.remove(in_key.to_pod_side(holder, 0));
         }
         // SAFETY: as above; overwritten in place.
         unsafe { *v = reply };
@@ -374,14 +181,7 @@ fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) ->
             _ => return false,
         }
     }
-    let out_key = CtKey {
-        a: saddr,
-        b: daddr,
-        a_port: 0,
-        b_port: 0,
-        proto,
-        pad: [0; 3],
-    };
+    let out_key = in_key.to_pod_side(saddr, 0);
     let out = CtValue {
         last_seen: now,
         addr: cfg.uplink_addr,
@@ -394,16 +194,15 @@ fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) ->
     true
 }
 
-/// A new flow `saddr:l.remote_port → daddr:l.port` (TCP/UDP) to a hostPort: creates its
-/// conntrack entries. A hostPort flow is a NAT flow seen from the other end: the reverse entry
-/// (`in_key`) leads in to the pod, the pod-side entry makes the pod's replies leave as
+/// A new flow `client:l.remote_port → daddr:l.port` (TCP/UDP) to a hostPort, `in_key` its
+/// [`CtKey::wire_side`] key: creates its conntrack entries. A hostPort flow is a NAT flow seen
+/// from the other end: the reverse entry (`in_key`) leads in to the pod, the pod-side entry makes the pod's replies leave as
 /// `daddr:hostPort`. `None`: no such hostPort; `Some(Err(()))`: the entries could not be written.
 #[inline(always)]
 pub fn open_hostport_flow(
     in_key: CtKey,
     l: &L4Info,
     proto: u8,
-    saddr: u32,
     daddr: u32,
     now: u64,
 ) -> Option<Result<(), ()>> {
@@ -432,57 +231,11 @@ pub fn open_hostport_flow(
         state,
         pad: 0,
     };
-    let out_key = CtKey {
-        a: pod_ip,
-        b: saddr,
-        a_port: pod_port,
-        b_port: l.remote_port,
-        proto,
-        pad: [0; 3],
-    };
+    let out_key = in_key.to_pod_side(pod_ip, pod_port);
     if CT_IN.insert(in_key, inbound, 0).is_err() || CT_OUT.insert(out_key, outbound, 0).is_err() {
         return Some(Err(()));
     }
     Some(Ok(()))
-}
-
-/// Delivers a translated packet into the pod `pod_ip` (destination already rewritten; the
-/// caller checked TTL > 1): TTL, MACs, redirect into the pod's namespace. `DropNodelocal` when
-/// the pod is gone.
-#[inline(always)]
-pub fn deliver(
-    ctx: &TcContext,
-    ip: &Ipv4,
-    pod_ip: u32,
-    bridge_mac: [u8; 6],
-    v: Verdict,
-) -> (Verdict, i32) {
-    // SAFETY: read-only lookup, copied at once.
-    let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
-        Some(ep) => (ep.ifindex, ep.mac),
-        None => return (Verdict::DropNodelocal, -1),
-    };
-    // The pod sees the bridge (its gateway) as the sender; the uplink's MAC when unknown.
-    let eth_src = if bridge_mac == [0; 6] {
-        match read::<[u8; 6]>(ctx, 0) {
-            Some(m) => m,
-            None => return (Verdict::DropMalformed, -1),
-        }
-    } else {
-        bridge_mac
-    };
-    if !dec_ttl(ctx, ip.ttl(), ip.proto())
-        || ctx.store(0, &mac, 0).is_err()
-        || ctx.store(6, &eth_src, 0).is_err()
-    {
-        return (Verdict::DropMalformed, -1);
-    }
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
-    if action != TC_ACT_REDIRECT {
-        return (Verdict::DropNodelocal, -1);
-    }
-    (v, action)
 }
 
 /// Reverse NAT of a reply arriving on the uplink for the uplink's address, or DNAT of a new flow
@@ -506,14 +259,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
     if ip.ttl() <= 1 {
         return None;
     }
-    let in_key = CtKey {
-        a: saddr,
-        b: 0,
-        a_port: l.remote_port,
-        b_port: l.port,
-        proto,
-        pad: [0; 3],
-    };
+    let in_key = CtKey::wire_side(saddr, l.remote_port, l.port, proto);
     let mut verdict = Verdict::NatIn;
     let v = match CT_IN.get_ptr_mut(in_key) {
         Some(v) => v,
@@ -521,7 +267,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
             if proto != PROTO_TCP && proto != PROTO_UDP {
                 return None;
             }
-            match open_hostport_flow(in_key, &l, proto, saddr, daddr, now)? {
+            match open_hostport_flow(in_key, &l, proto, daddr, now)? {
                 Ok(()) => {}
                 Err(()) => return Some((Verdict::DropNatPorts, -1)),
             }
@@ -535,14 +281,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
         (*v).state = next_state((*v).state, proto, l.tcp_flags, true);
         ((*v).addr, (*v).port)
     };
-    let out_key = CtKey {
-        a: pod_ip,
-        b: saddr,
-        a_port: pod_port,
-        b_port: l.remote_port,
-        proto,
-        pad: [0; 3],
-    };
+    let out_key = in_key.to_pod_side(pod_ip, pod_port);
     if let Some(o) = CT_OUT.get_ptr_mut(out_key) {
         // SAFETY: as above.
         unsafe {

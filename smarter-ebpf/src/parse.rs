@@ -40,12 +40,8 @@ pub fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
 
 /// EtherType IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
-/// IP protocol numbers the datapath treats specially.
-pub const PROTO_ICMP: u8 = 1;
-/// TCP.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
+/// IP protocol numbers the datapath treats specially (smarter-common's, named for the parser).
+pub use smarter_common::ct::proto::{ICMP as PROTO_ICMP, TCP as PROTO_TCP, UDP as PROTO_UDP};
 
 /// A view of an IPv4 header (its fixed 20 bytes) and where its payload starts, so the programs
 /// never index raw bytes or assume a header without options.

@@ -29,8 +29,13 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 use clap::ValueEnum;
+
+mod cross;
+
+use cross::build;
+pub(crate) use cross::{check_static_elf, cross_env, debian_packages, ensure_tool, rust_target};
 
 use crate::{run::Cmd, setup};
 
@@ -66,34 +71,36 @@ pub enum Arch {
     Amd64,
     /// linux/arm64
     Arm64,
-    /// linux/arm/v7
+    /// linux/arm/v7 (Debian's `armhf`)
+    #[value(alias = "armhf")]
     Armv7,
 }
 
 /// What a platform needs, in the names of each tool.
-struct Platform {
+pub(crate) struct Platform {
     /// Tag suffix and build-context directory: `${TARGETARCH}${TARGETVARIANT}`.
-    name: &'static str,
+    pub(crate) name: &'static str,
     /// OCI architecture and variant (`buildah --arch/--variant`).
     oci_arch: &'static str,
     variant: Option<&'static str>,
     /// `std::env::consts::ARCH` of a machine of this platform (to tell native from cross).
-    rust_arch: &'static str,
+    pub(crate) rust_arch: &'static str,
     /// The static Rust target we want.
     musl: &'static str,
     /// Where rustup has no `musl` std: a glibc target linked fully static (`+crt-static`),
     /// and the Debian package with its static libc.
     glibc_fallback: Option<(&'static str, &'static str)>,
     /// GNU triple of the cross gcc used as the linker (`<gnu>-gcc`, Debian `gcc-<gnu>`).
-    gnu: &'static str,
+    pub(crate) gnu: &'static str,
     /// ELF `e_machine`.
-    elf_machine: u16,
+    pub(crate) elf_machine: u16,
     /// qemu-user-static emulator.
     qemu: &'static str,
 }
 
 impl Arch {
-    fn platform(self) -> Platform {
+    /// What building for this platform needs.
+    pub(crate) fn platform(self) -> Platform {
         match self {
             Self::Amd64 => Platform {
                 name: "amd64",
@@ -133,7 +140,8 @@ impl Arch {
 }
 
 impl Platform {
-    fn native(&self) -> bool {
+    /// Whether this machine is of this platform.
+    pub(crate) fn native(&self) -> bool {
         std::env::consts::ARCH == self.rust_arch
     }
     /// `linux/arm/v7`
@@ -149,10 +157,10 @@ impl Platform {
 }
 
 /// The Rust target chosen for a platform.
-struct Target {
-    triple: String,
+pub(crate) struct Target {
+    pub(crate) triple: String,
     /// A glibc target: link with `+crt-static`.
-    static_glibc: bool,
+    pub(crate) static_glibc: bool,
 }
 
 /// Sizes measured for one platform.
@@ -261,153 +269,6 @@ pub fn image(root: &Path, args: &ImageArgs) -> Result<()> {
         started.elapsed(),
         file.display()
     );
-    Ok(())
-}
-
-/// The static Rust target for `p`, added with rustup when missing. Where rustup has no musl
-/// std for it (armv7 since Rust 1.94), the glibc target linked with `+crt-static`.
-fn rust_target(root: &Path, p: &Platform) -> Result<Target> {
-    let installed = Cmd::new("rustup")
-        .args(["target", "list", "--installed"])
-        .current_dir(root)
-        .probe()
-        .unwrap_or_default();
-    let has = |t: &str| installed.lines().any(|l| l.trim() == t);
-    let add = |t: &str| {
-        Cmd::new("rustup")
-            .args(["target", "add", t])
-            .current_dir(root)
-            .status()
-    };
-    if has(p.musl) {
-        return Ok(Target {
-            triple: p.musl.into(),
-            static_glibc: false,
-        });
-    }
-    let err = match add(p.musl) {
-        Ok(()) => {
-            return Ok(Target {
-                triple: p.musl.into(),
-                static_glibc: false,
-            });
-        }
-        Err(e) => e,
-    };
-    let Some((glibc, _)) = p.glibc_fallback else {
-        return Err(err.context(format!("{} needs the Rust target {}", p.name, p.musl)));
-    };
-    println!(
-        "xtask image: rustup has no standard library for {} with this toolchain ({err:#}); \
-         {} uses {glibc} linked fully static (+crt-static) instead",
-        p.musl, p.name
-    );
-    if !has(glibc) {
-        add(glibc)?;
-    }
-    Ok(Target {
-        triple: glibc.into(),
-        static_glibc: true,
-    })
-}
-
-/// Debian packages the chosen platforms need.
-fn debian_packages(platforms: &[Platform], targets: &[Target], images: bool) -> Vec<&'static str> {
-    let mut pkgs = Vec::new();
-    for (p, t) in platforms.iter().zip(targets) {
-        if !p.native() {
-            pkgs.push(cross_gcc_package(p));
-            pkgs.push("qemu-user-static");
-        }
-        if let (true, Some((_, libc))) = (t.static_glibc, p.glibc_fallback) {
-            pkgs.push(libc);
-        }
-    }
-    if images {
-        pkgs.extend(["buildah", "podman", "runc"]);
-    }
-    pkgs.sort_unstable();
-    pkgs.dedup();
-    pkgs
-}
-
-fn cross_gcc_package(p: &Platform) -> &'static str {
-    match p.gnu {
-        "x86_64-linux-gnu" => "gcc-x86-64-linux-gnu",
-        "aarch64-linux-gnu" => "gcc-aarch64-linux-gnu",
-        _ => "gcc-arm-linux-gnueabihf",
-    }
-}
-
-/// `cargo build --release` of the four binaries for one target; returns the output directory.
-fn build(root: &Path, cross_dir: &Path, p: &Platform, t: &Target) -> Result<PathBuf> {
-    let key = t.triple.to_uppercase().replace('-', "_");
-    let mut cmd = crate::run::cargo(
-        root,
-        [
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "smarter-cni",
-            "--bins",
-            "--target",
-        ],
-        &[t.triple.clone().into()],
-    )
-    .env("CARGO_TARGET_DIR", cross_dir);
-    if !p.native() {
-        let linker = format!("{}-gcc", p.gnu);
-        ensure_tool(&linker)?;
-        cmd = cmd.env(format!("CARGO_TARGET_{key}_LINKER"), linker);
-    }
-    if t.static_glibc {
-        cmd = cmd.env(
-            format!("CARGO_TARGET_{key}_RUSTFLAGS"),
-            "-C target-feature=+crt-static",
-        );
-    }
-    println!("xtask image: building {} ({})", p.oci(), t.triple);
-    cmd.status()?;
-    Ok(cross_dir.join(&t.triple).join("release"))
-}
-
-/// Fails unless `path` is an ELF executable for `machine` without a program interpreter
-/// (`PT_INTERP`), i.e. statically linked.
-fn check_static_elf(path: &Path, machine: u16) -> Result<()> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let field = |at: usize, len: usize| -> Result<u64> {
-        let b = bytes
-            .get(at..at + len)
-            .with_context(|| format!("{}: truncated ELF header", path.display()))?;
-        Ok(b.iter().rev().fold(0, |n, &x| (n << 8) | u64::from(x)))
-    };
-    ensure!(
-        bytes.starts_with(b"\x7fELF") && bytes.get(5) == Some(&1),
-        "{} is not a little-endian ELF file",
-        path.display()
-    );
-    let elf64 = bytes.get(4) == Some(&2);
-    let found = field(18, 2)?;
-    ensure!(
-        found == u64::from(machine),
-        "{}: ELF machine {found}, expected {machine}",
-        path.display()
-    );
-    let (phoff, phentsize, phnum) = if elf64 {
-        (field(32, 8)?, field(54, 2)?, field(56, 2)?)
-    } else {
-        (field(28, 4)?, field(42, 2)?, field(44, 2)?)
-    };
-    for i in 0..phnum {
-        let at = usize::try_from(phoff + i * phentsize)?;
-        if field(at, 4)? == 3 {
-            bail!(
-                "{} is dynamically linked (it has a program interpreter)",
-                path.display()
-            );
-        }
-    }
     Ok(())
 }
 
@@ -566,13 +427,6 @@ fn run_host_image(measured: &[Measured]) -> Result<()> {
         .arg(m.platform.tag())
         .args(["/bin/smarter-agent", "install", "--help"])
         .status()
-}
-
-fn ensure_tool(name: &str) -> Result<()> {
-    if setup::find_on_path(name).is_none() {
-        bail!("{name} is not installed (run `cargo xtask image` as root to install it)");
-    }
-    Ok(())
 }
 
 /// The Markdown table of the measured sizes.

@@ -6,14 +6,19 @@
 //! - `demo`: setup, build the demo example, run it as root;
 //! - `bench`: the benchmark (reference chain vs iptables vs eBPF vs the bare-veth limit);
 //! - `fuzz`: cargo-fuzz on `netconf`, `cni_args`, `runtime_config`, `dns_query`, a while each;
+//! - `vm-test`: the datapath tests inside QEMU guests of Debian's 6.1 kernels (arm64, armhf,
+//!   amd64), from the same test sources cross-built for each; `test` runs it after the workspace;
 //! - `image`: static binaries and `FROM scratch` images for amd64, arm64 and armv7 (buildah);
+//! - `layers`: the import graph's circles and upward imports (also checked by the tests);
 //! - `clippy`, `fmt`: the workspace's lints and formatting.
 
 mod bench;
 mod fuzz;
 mod image;
+mod layers;
 mod run;
 mod setup;
+mod vm;
 
 use std::{ffi::OsString, path::PathBuf};
 
@@ -32,8 +37,12 @@ enum Task {
     /// Install missing prerequisites: Debian packages (as root), the nightly toolchain with
     /// rust-src, bpf-linker. Idempotent.
     Setup,
-    /// Run setup, then `cargo test --workspace [ARGS]` with RUST_BACKTRACE=1.
+    /// Run setup, then `cargo test --workspace [ARGS]` with RUST_BACKTRACE=1, then `vm-test`
+    /// (all three guests) unless `--no-vm`.
     Test {
+        /// Skip the QEMU guests (`vm-test`).
+        #[arg(long)]
+        no_vm: bool,
         /// Passed to `cargo test` (e.g. `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -46,11 +55,7 @@ enum Task {
     },
     /// Run setup, build release binaries and benchmark the reference chain, smarter-cni's
     /// iptables and eBPF datapaths and the bare-veth limit (as root); results in bench/results.
-    Bench {
-        /// A short smoke run (checks the harness, not the speed).
-        #[arg(long)]
-        quick: bool,
-    },
+    Bench(bench::BenchArgs),
     /// Fuzz the input parsers (cargo-fuzz, nightly) on the committed corpora, then minimize
     /// them; not part of `test`, which replays the corpora.
     Fuzz {
@@ -64,6 +69,13 @@ enum Task {
     /// Cross-compile static release binaries for amd64, arm64 and armv7 and build one
     /// `FROM scratch` image per platform plus a manifest list with buildah (deploy/Containerfile).
     Image(image::ImageArgs),
+    /// Print the import circles and upward imports of smarter-cni and smarter-ebpf (the
+    /// tests fail on any).
+    Layers,
+    /// Boot Debian bookworm 6.1 kernels (arm64, armhf, amd64) under QEMU with the project's
+    /// cross-built static binaries and test executables in an initramfs, and run the datapath
+    /// tests inside (as root; no network in the guest).
+    VmTest(vm::VmArgs),
     /// `cargo clippy --workspace --all-targets [ARGS]`.
     Clippy {
         /// Passed to `cargo clippy` (e.g. `-- -D warnings`).
@@ -81,23 +93,39 @@ enum Task {
 fn main() -> Result<()> {
     let root = workspace_root();
     match Cli::parse().task {
-        Task::Setup => setup::setup(&root),
-        Task::Test { args } => {
+        Task::Setup => {
             setup::setup(&root)?;
+            vm::setup(&root)
+        }
+        Task::Test { no_vm, args } => {
+            setup::setup(&root)?;
+            let skip_log = release_dir(&root).with_file_name("test-skips.log");
+            let _ = std::fs::remove_file(&skip_log);
             run::cargo(&root, ["test", "--workspace"], &args)
                 .env("RUST_BACKTRACE", "1")
-                .status_with_test_summary()
+                .env("SMARTER_SKIP_LOG", &skip_log)
+                .status_with_test_summary(&skip_log)?;
+            if no_vm {
+                return Ok(());
+            }
+            if !nix::unistd::geteuid().is_root() {
+                println!("SKIP vm-test: the QEMU guests need root (apt, namespaces in them)");
+                return Ok(());
+            }
+            vm::vm_test(&root, &vm::VmArgs::default())
         }
         Task::Demo { args } => {
             setup::setup(&root)?;
             demo(&root, &args)
         }
-        Task::Bench { quick } => {
+        Task::Bench(args) => {
             setup::setup(&root)?;
-            bench::bench(&root, quick)
+            bench::bench(&root, &args)
         }
         Task::Fuzz { seconds, target } => fuzz::fuzz(&root, seconds, target.as_deref()),
         Task::Image(args) => image::image(&root, &args),
+        Task::Layers => layers::report(&root),
+        Task::VmTest(args) => vm::vm_test(&root, &args),
         Task::Clippy { args } => {
             run::cargo(&root, ["clippy", "--workspace", "--all-targets"], &args).status()
         }

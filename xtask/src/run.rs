@@ -52,7 +52,8 @@ impl Cmd {
     /// Runs a `cargo test` command with its stdout echoed line by line, then prints one
     /// closing line `summary: N passed, N failed, N skipped` summed over every test binary
     /// (the `ignored` tests count as skipped); an error unless it exits successfully.
-    pub fn status_with_test_summary(mut self) -> Result<()> {
+    /// `skip_log` is the file the tests list their skips in (see `smarter_testbed::skipped`).
+    pub fn status_with_test_summary(mut self, skip_log: &Path) -> Result<()> {
         use std::io::{BufRead as _, BufReader};
         let line = self.describe();
         println!("$ {line}");
@@ -72,9 +73,18 @@ impl Cmd {
             }
         }
         let status = child.wait()?;
+        let skips = std::fs::read_to_string(skip_log).unwrap_or_default();
+        let skipped: Vec<&str> = skips.lines().filter(|l| !l.trim().is_empty()).collect();
+        for s in &skipped {
+            println!("{s}");
+        }
+        // A test that skips returns early and libtest counts it as passed.
+        let n = skipped.len() as u64;
         println!(
             "summary: {} passed, {} failed, {} skipped",
-            totals[0], totals[1], totals[2]
+            totals[0].saturating_sub(n),
+            totals[1],
+            totals[2] + n
         );
         if !status.success() {
             bail!("`{line}` failed with {status}");
@@ -96,6 +106,31 @@ impl Cmd {
         Ok(())
     }
 
+    /// Runs with stderr echoed line by line and also returned (stdout inherited); an error
+    /// unless it exits successfully.
+    pub fn stderr_of(mut self) -> Result<String> {
+        use std::io::{BufRead as _, BufReader};
+        let line = self.describe();
+        println!("$ {line}");
+        let mut child = self
+            .inner
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{line}`"))?;
+        let mut text = String::new();
+        for l in BufReader::new(child.stderr.take().expect("piped")).lines() {
+            let l = l?;
+            eprintln!("{l}");
+            text.push_str(&l);
+            text.push('\n');
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("`{line}` failed ({status})");
+        }
+        Ok(text)
+    }
+
     /// Runs quietly (a probe, not printed) and returns trimmed stdout if it succeeded.
     pub fn probe(mut self) -> Option<String> {
         let out = self.inner.stderr(Stdio::null()).output().ok()?;
@@ -113,7 +148,7 @@ pub fn cargo<const N: usize>(root: &Path, fixed: [&str; N], extra: &[OsString]) 
 
 /// `[passed, failed, ignored]` from a libtest line such as
 /// `test result: ok. 8 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
-fn parse_test_result(line: &str) -> Option<[u64; 3]> {
+pub fn parse_test_result(line: &str) -> Option<[u64; 3]> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let mut out = [0u64; 3];
     for part in rest.split(';') {

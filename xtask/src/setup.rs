@@ -11,13 +11,14 @@ use anyhow::{Context as _, Result, bail};
 use crate::run::Cmd;
 
 /// Debian packages the project's tests, demo and benchmarks use.
-const PACKAGES: [&str; 15] = [
+const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "iptables",
     "nftables",
     "bpftool",
     "iperf3",
+    "ethtool",
     "containernetworking-plugins",
     "util-linux",
     "procps",
@@ -26,6 +27,9 @@ const PACKAGES: [&str; 15] = [
     // containerd 1.6 (its CRI plugin): the containerd_e2e suite.
     "containerd",
     "busybox-static",
+    // The containerd_e2e suite's static pause binary (gcc -static, glibc's libc.a).
+    "gcc",
+    "libc6-dev",
     "buildah",
     // GNU time: the benchmark's peak-RSS figures of the plugin.
     "time",
@@ -33,7 +37,7 @@ const PACKAGES: [&str; 15] = [
 const TOOLCHAIN: &str = "nightly";
 
 pub fn setup(root: &Path) -> Result<()> {
-    debian_packages(&PACKAGES)?;
+    debian_packages(PACKAGES)?;
     ebpf_toolchain(root)?;
     println!("xtask setup: done");
     Ok(())

@@ -57,7 +57,7 @@ pub fn parse_network_config(bytes: &[u8]) -> Result<NetConf, ConfError> {
 #[cfg(test)]
 mod tests {
     use super::{ConfError, parse_network_config};
-    use crate::cni::Uplink;
+    use crate::cni::UplinkSelector;
 
     #[test]
     fn conflist_takes_the_smarter_entry_with_list_name_and_version() {
@@ -67,7 +67,7 @@ mod tests {
         let conf = parse_network_config(list).expect("valid");
         assert_eq!(conf.name, "edge");
         assert_eq!(conf.bridge, "br9");
-        assert_eq!(conf.uplink, Uplink::Named("wlan0".into()));
+        assert_eq!(conf.uplink, UplinkSelector::Named("wlan0".into()));
         assert_eq!(conf.bpffs_dir.to_str(), Some("/sys/fs/bpf/x"));
     }
 
@@ -76,7 +76,7 @@ mod tests {
         let conf =
             parse_network_config(br#"{"cniVersion":"1.1.0","type":"smarter-cni"}"#).expect("valid");
         assert_eq!(conf.name, "smartnet");
-        assert_eq!(conf.uplink, Uplink::Auto);
+        assert_eq!(conf.uplink, UplinkSelector::Auto);
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
-use super::uplink::UplinkInfo;
+use super::uplink::Uplink;
 use super::uplink::watch::{UplinkWatch, WatchError};
-use crate::cni::Uplink;
+use crate::cni::UplinkSelector;
 use crate::datapath::DatapathChoice;
 
 /// What the agent drives: the datapath (eBPF or iptables) behind a narrow seam, so the loop
@@ -24,7 +24,7 @@ pub trait DatapathControl {
     /// # Errors
     /// Any failure; the agent logs it and calls again with the then-current value after
     /// [`AgentConfig::retry_interval`].
-    fn uplink_changed(&mut self, uplink: Option<&UplinkInfo>) -> anyhow::Result<()>;
+    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()>;
 
     /// Removes expired connection-tracking entries; returns how many.
     ///
@@ -37,7 +37,7 @@ pub trait DatapathControl {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Which interface is the uplink.
-    pub uplink: Uplink,
+    pub uplink: UplinkSelector,
     /// How often [`DatapathControl::gc`] runs.
     pub gc_interval: Duration,
     /// Safety-net re-resolution without any event.
@@ -53,7 +53,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            uplink: Uplink::Auto,
+            uplink: UplinkSelector::Auto,
             gc_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(30),
             debounce: Duration::from_millis(100),
@@ -117,7 +117,7 @@ impl Health {
         self.last_beat.load(Ordering::Acquire)
     }
 
-    fn beat(&self, file: Option<&PathBuf>, uplink: Option<&UplinkInfo>) {
+    fn beat(&self, file: Option<&PathBuf>, uplink: Option<&Uplink>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -216,7 +216,7 @@ pub async fn run<D: DatapathControl>(
 struct Loop<'a> {
     config: &'a AgentConfig,
     /// The value last delivered to the datapath.
-    current: Option<UplinkInfo>,
+    current: Option<Uplink>,
     /// Whether anything was delivered yet (the first decision is always delivered).
     delivered: bool,
     /// When to re-resolve next (debounce or retry), if scheduled.

@@ -12,7 +12,7 @@ use clap::Parser;
 use smarter_cni::agent::{
     self, AgentConfig, DatapathControl, Health, LoggingDatapath, TerminationSignals,
 };
-use smarter_cni::cni::{NetConf, Uplink};
+use smarter_cni::cni::{NetConf, UplinkSelector};
 use smarter_cni::dns::{self, DnsConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +30,7 @@ struct Cli {
     /// A CNI `.conf` or `.conflist` holding the smarter-cni plugin entry.
     #[arg(long)]
     conf: Option<PathBuf>,
-    /// Uplink interface, or `auto` for the interface of the IPv4 default route.
+    /// UplinkSelector interface, or `auto` for the interface of the IPv4 default route.
     #[arg(long)]
     uplink: Option<String>,
     /// bpffs directory of the pinned maps (overrides `bpffsDir`).
@@ -100,8 +100,8 @@ impl Cli {
         }
         if let Some(u) = &self.uplink {
             netconf.uplink = match u.as_str() {
-                "auto" => Uplink::Auto,
-                name => Uplink::Named(name.to_string()),
+                "auto" => UplinkSelector::Auto,
+                name => UplinkSelector::Named(name.to_string()),
             };
         }
         if let Some(d) = &self.bpffs_dir {

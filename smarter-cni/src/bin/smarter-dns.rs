@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use smarter_cni::cni::config::defaults;
 use smarter_cni::dns::{self, DnsConfig};
 
 /// Node-local DNS for pod hostnames (see `smarter_cni::dns` for the names it answers).
@@ -14,10 +15,10 @@ use smarter_cni::dns::{self, DnsConfig};
 #[command(version, about)]
 struct Args {
     /// CNI network name (records are read from <state-dir>/<network>/).
-    #[arg(long, default_value = "smartnet")]
+    #[arg(long, default_value = defaults::NETWORK)]
     network: String,
     /// The plugin's stateDir.
-    #[arg(long, default_value = "/var/lib/smarter-cni")]
+    #[arg(long, default_value = defaults::STATE_DIR)]
     state_dir: PathBuf,
     /// Address and port to answer on (UDP and TCP); the address is put on the bridge.
     #[arg(long, default_value = "169.254.0.2:53")]

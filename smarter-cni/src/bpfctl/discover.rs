@@ -8,17 +8,8 @@ use std::path::{Path, PathBuf};
 use smarter_common::LAYOUT_VERSION;
 
 use super::Failure;
-use crate::datapath::EbpfDatapath;
-use crate::datapath::iptables::{NftDatapath, NftError};
-
-/// One network's datapath.
-#[derive(Debug)]
-pub enum Datapath {
-    /// Pins of this build's layout.
-    Ebpf(Box<EbpfDatapath>),
-    /// nftables tables (no pins).
-    Nft(NftDatapath),
-}
+use crate::cni::NetConf;
+use crate::datapath::{self, Datapath, DatapathKind, EbpfDatapath};
 
 /// One network found on the node.
 #[derive(Debug)]
@@ -26,7 +17,7 @@ pub struct Net {
     /// CNI network name.
     pub name: String,
     /// Its datapath.
-    pub dp: Datapath,
+    pub dp: Box<dyn Datapath>,
     /// `<stateDir>/<network>`: the plugin's attachment records.
     pub records: PathBuf,
 }
@@ -35,10 +26,7 @@ impl Net {
     /// The eBPF datapath, or `None` for an nftables network.
     #[must_use]
     pub fn ebpf(&self) -> Option<&EbpfDatapath> {
-        match &self.dp {
-            Datapath::Ebpf(dp) => Some(dp),
-            Datapath::Nft(_) => None,
-        }
+        self.dp.as_ebpf()
     }
 }
 
@@ -64,8 +52,8 @@ pub fn networks(root: &Path, state_dir: &Path, only: Option<&str>) -> Result<Vec
     let mut incompatible = Vec::new();
     let mut denied = None;
     for name in pinned.iter().filter(|n| wanted(n)) {
-        match EbpfDatapath::open_existing(root, name) {
-            Ok(Some(dp)) => out.push(net(name, Datapath::Ebpf(Box::new(dp)), state_dir)),
+        match datapath::open_existing(&conf(name, root, state_dir), DatapathKind::Ebpf) {
+            Ok(Some(dp)) => out.push(net(name, dp, state_dir)),
             Ok(None) => incompatible.push(format!("{name} ({})", versions(&root.join(name)))),
             Err(e) => return Err(Failure::from_err(name, &e)),
         }
@@ -74,9 +62,9 @@ pub fn networks(root: &Path, state_dir: &Path, only: Option<&str>) -> Result<Vec
         .iter()
         .filter(|n| wanted(n) && !pinned.contains(*n))
     {
-        match NftDatapath::open(name) {
-            Ok(Some(dp)) => out.push(net(name, Datapath::Nft(dp), state_dir)),
-            Ok(None) | Err(NftError::Spawn { .. }) => {}
+        match datapath::open_existing(&conf(name, root, state_dir), DatapathKind::Iptables) {
+            Ok(Some(dp)) => out.push(net(name, dp, state_dir)),
+            Ok(None) => {}
             Err(e) => denied = Some(Failure::from_err(name, &e)),
         }
     }
@@ -115,7 +103,18 @@ pub fn networks(root: &Path, state_dir: &Path, only: Option<&str>) -> Result<Vec
     ))
 }
 
-fn net(name: &str, dp: Datapath, state_dir: &Path) -> Net {
+/// What opening a network's datapath needs to know, for a network found on the node (the rest
+/// of its configuration is not needed to read it).
+fn conf(name: &str, root: &Path, state_dir: &Path) -> NetConf {
+    NetConf {
+        name: name.to_string(),
+        bpffs_dir: root.to_path_buf(),
+        state_dir: state_dir.to_path_buf(),
+        ..NetConf::default()
+    }
+}
+
+fn net(name: &str, dp: Box<dyn Datapath>, state_dir: &Path) -> Net {
     Net {
         name: name.to_string(),
         dp,

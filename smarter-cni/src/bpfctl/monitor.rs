@@ -6,7 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 use super::Failure;
-use super::cli::Format;
+use super::args::Format;
 use super::rows::{EventRow, proto_name};
 use crate::datapath::EbpfDatapath;
 

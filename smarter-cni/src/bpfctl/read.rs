@@ -2,10 +2,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::cli::Filter;
+use super::args::Filter;
 use super::rows::{
-    AttachmentRow, ConfigRow, CtRow, EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow,
-    proto_name,
+    ConfigRow, CtRow, EndpointRow, HookRow, HostPortRow, MapRow, StatsRow, StatusRow, proto_name,
 };
 use crate::datapath::{EbpfDatapath, EbpfError};
 use crate::netlink::format_mac;
@@ -35,7 +34,7 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
         attachments: dp
             .attachments()?
             .into_iter()
-            .map(|a| AttachmentRow {
+            .map(|a| HookRow {
                 ifname: a.ifname,
                 program: a.program,
                 direction: a.direction,

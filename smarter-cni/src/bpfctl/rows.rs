@@ -31,7 +31,7 @@ pub struct StatusRow {
     /// nftables tables as `family name` (empty for eBPF).
     pub tables: Vec<String>,
     /// Where the programs run (empty for nftables).
-    pub attachments: Vec<AttachmentRow>,
+    pub attachments: Vec<HookRow>,
     /// Map fill levels (nftables: the `endpoints` set and the hostPort maps, capacity 0 for
     /// unbounded).
     pub maps: Vec<MapRow>,
@@ -39,7 +39,7 @@ pub struct StatusRow {
 
 /// A program attachment.
 #[derive(Debug, Clone, Serialize)]
-pub struct AttachmentRow {
+pub struct HookRow {
     /// Interface.
     pub ifname: String,
     /// Program name.
@@ -229,13 +229,8 @@ pub struct WriteRow {
     pub flows: Vec<String>,
 }
 
-/// `tcp`, `udp`, `icmp` or the number.
+/// `tcp`, `udp`, `icmp`, or `other`.
 #[must_use]
 pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        1 => "icmp",
-        6 => "tcp",
-        17 => "udp",
-        _ => "other",
-    }
+    smarter_common::ct::proto::name(p).unwrap_or("other")
 }

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use super::Failure;
-use super::cli::{CtAction, Format, print};
+use super::args::{CtAction, Format};
+use super::output::print;
 use super::rows::{WriteRow, proto_name};
 use crate::datapath::{CtEntryView, EbpfDatapath};
 

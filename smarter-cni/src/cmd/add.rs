@@ -6,19 +6,89 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::Ctx;
-use super::datapath::{self, Active};
+use super::datapath;
 use super::errors::IntoCni as _;
-use super::naming::{bridge_mac, host_veth_name};
+use super::network::Network;
 use crate::cni::{CniError, CniResult, Interface, IpConfig, MacAddr, Route};
-use crate::datapath::EndpointSpec;
-use crate::netlink::{Netlink, NetnsFile};
+use crate::datapath::{Datapath, EndpointSpec, HostPortSpec};
+use crate::ipam::Ipam;
+use crate::naming::host_veth_name;
+use crate::netlink::{Links, NetnsFile};
 use crate::state::{Attachment, StoredPortMapping};
 
-/// What has been done so far, undone newest first on failure.
+/// A step done, undone on failure.
 enum Undo {
     Release,
     DeleteVeth(String),
     Detach(Ipv4Addr, String),
+}
+
+/// What a failed ADD must take back, newest first. [`Rollback::unwind`] runs it; a rollback
+/// that is committed or unwound has nothing left, and dropping one that is neither (a bug)
+/// says so in the log.
+struct Rollback<'a> {
+    steps: Vec<Undo>,
+    ipam: &'a Ipam,
+    node: &'a dyn Links,
+}
+
+impl<'a> Rollback<'a> {
+    fn new(ipam: &'a Ipam, node: &'a dyn Links) -> Self {
+        Self {
+            steps: Vec::new(),
+            ipam,
+            node,
+        }
+    }
+
+    fn push(&mut self, step: Undo) {
+        self.steps.push(step);
+    }
+
+    /// Success: nothing is undone.
+    fn commit(mut self) {
+        self.steps.clear();
+    }
+
+    /// Undoes every step, newest first; failures are logged and the rest still run.
+    async fn unwind(mut self, ctx: &Ctx, datapath: Option<&dyn Datapath>) {
+        let (id, ifname) = (
+            ctx.env.container_id().unwrap_or(""),
+            ctx.env.ifname().unwrap_or(""),
+        );
+        while let Some(step) = self.steps.pop() {
+            let r = match &step {
+                Undo::Release => self
+                    .ipam
+                    .release(id, ifname)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Undo::DeleteVeth(name) => self
+                    .node
+                    .delete_link(name)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Undo::Detach(ip, host) => datapath
+                    .map_or(Ok(()), |dp| dp.detach(*ip, host))
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(err) = r {
+                tracing::error!("rollback step failed: {err}");
+            }
+        }
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.steps.is_empty() {
+            tracing::error!(
+                "ADD rollback dropped with {} steps not undone",
+                self.steps.len()
+            );
+        }
+    }
 }
 
 pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
@@ -40,38 +110,32 @@ pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
     })?;
     let requested = requested_ip(ctx)?;
     let ipam = ctx.ipam()?;
-    let node = Netlink::connect().into_cni()?;
+    let node = ctx.host.node().into_cni()?;
+    let node = node.as_ref();
 
-    let mut done = Vec::new();
-    let mut active = None;
-    let res = wire(ctx, &ipam, &node, &netns, &mut active, requested, &mut done).await;
-    match res {
-        Ok(v) => {
-            if let Some(dp) = &active {
-                datapath::retire_unused(ctx, dp.name());
-            }
-            Ok(v)
+    let mut rollback = Rollback::new(&ipam, node);
+    let ip = ipam.allocate(id, ifname, requested).into_cni()?;
+    rollback.push(Undo::Release);
+    if let Err(e) = ctx.fault("after-ipam") {
+        rollback.unwind(ctx, None).await;
+        return Err(e);
+    }
+    // Node-wide first (shared with every pod and the agent), then the pod.
+    let net = match super::network::ensure(ctx, node).await {
+        Ok(net) => net,
+        Err(e) => {
+            rollback.unwind(ctx, None).await;
+            return Err(e);
+        }
+    };
+    match attach_pod(ctx, node, &netns, &net, ip, &mut rollback).await {
+        Ok(json) => {
+            rollback.commit();
+            datapath::retire_unused(ctx, net.datapath.kind());
+            Ok(json)
         }
         Err(e) => {
-            for step in done.into_iter().rev() {
-                let r = match &step {
-                    Undo::Release => ipam
-                        .release(id, ifname)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    Undo::DeleteVeth(name) => node
-                        .delete_link(name)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    Undo::Detach(ip, host) => {
-                        active.as_ref().map_or(Ok(()), |dp| dp.detach(*ip, host))
-                    }
-                };
-                if let Err(err) = r {
-                    tracing::error!("rollback step failed: {err}");
-                }
-            }
+            rollback.unwind(ctx, Some(net.datapath.as_ref())).await;
             Err(e)
         }
     }
@@ -81,38 +145,21 @@ fn requested_ip(ctx: &Ctx) -> Result<Option<Ipv4Addr>, CniError> {
     Ok(ctx.conf.requested_ip(&ctx.env.args))
 }
 
-async fn wire(
+/// The pod's half of ADD: its veth on the bridge, its addresses and route, the datapath
+/// entries, the record. Every step is registered with `rollback`.
+async fn attach_pod(
     ctx: &Ctx,
-    ipam: &crate::ipam::Ipam,
-    node: &Netlink,
+    node: &dyn Links,
     netns: &NetnsFile,
-    active: &mut Option<Active>,
-    requested: Option<Ipv4Addr>,
-    done: &mut Vec<Undo>,
+    net: &Network,
+    ip: Ipv4Addr,
+    rollback: &mut Rollback<'_>,
 ) -> Result<serde_json::Value, CniError> {
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
     let conf = &ctx.conf;
-    let mtu = conf.mtu.unwrap_or(1500);
-
-    let ip = ipam.allocate(id, ifname, requested).into_cni()?;
-    done.push(Undo::Release);
-    ctx.fault("after-ipam")?;
-
-    let bridge = node
-        .ensure_bridge(&conf.bridge, mtu, bridge_mac(&conf.bridge))
-        .await
-        .into_cni()?;
-    let gw_net = Ipv4Network::new(conf.gateway, conf.subnet.prefix()).expect("validated prefix");
-    node.ensure_address(bridge.index, &conf.bridge, gw_net)
-        .await
-        .into_cni()?;
-    super::node::prepare(&conf.bridge, conf.nat_port_range)?;
-    let uplink = datapath::resolve_uplink(ctx, node).await?;
-    let dp: &Active = active.insert(datapath::open_for_add(
-        ctx,
-        uplink.as_ref(),
-        (bridge.index, bridge_mac(&conf.bridge)),
-    )?);
+    let mtu = conf.mtu.unwrap_or(crate::cni::config::DEFAULT_MTU);
+    let bridge = &net.bridge;
+    let dp = net.datapath.as_ref();
 
     let host = host_veth_name(id, ifname);
     node.create_veth(
@@ -124,7 +171,7 @@ async fn wire(
     )
     .await
     .into_cni()?;
-    done.push(Undo::DeleteVeth(host.clone()));
+    rollback.push(Undo::DeleteVeth(host.clone()));
     let host_link =
         node.link_by_name(&host).await.into_cni()?.ok_or_else(|| {
             CniError::new(CniError::NETLINK, format!("{host} vanished"), "netlink")
@@ -134,7 +181,7 @@ async fn wire(
         .into_cni()?;
     ctx.fault("after-veth")?;
 
-    let pod = Netlink::connect_in(netns).into_cni()?;
+    let pod = ctx.host.pod(netns).into_cni()?;
     let lo = pod.link_by_name("lo").await.into_cni()?;
     if let Some(lo) = lo {
         pod.set_up(lo.index, "lo").await.into_cni()?;
@@ -167,8 +214,18 @@ async fn wire(
         pod_namespace: ctx.env.args.pod_namespace.clone().unwrap_or_default(),
         pod_name: ctx.env.args.pod_name.clone().unwrap_or_default(),
     };
-    dp.attach(ctx, &spec, &conf.runtime_config.port_mappings)?;
-    done.push(Undo::Detach(ip, host.clone()));
+    let ports: Vec<HostPortSpec> = conf
+        .runtime_config
+        .port_mappings
+        .iter()
+        .map(|p| HostPortSpec {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: p.protocol.number(),
+        })
+        .collect();
+    dp.attach(&spec, &ports).into_cni()?;
+    rollback.push(Undo::Detach(ip, host.clone()));
     ctx.fault("after-datapath")?;
 
     let result = CniResult {
@@ -222,7 +279,7 @@ async fn wire(
             })
             .collect(),
         aliases: conf.runtime_config.aliases.clone(),
-        datapath: dp.name().to_string(),
+        datapath: dp.kind().name().to_string(),
         result: json.clone(),
     };
     ctx.state()?.save(&record).into_cni()?;

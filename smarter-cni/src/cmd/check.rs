@@ -7,10 +7,10 @@ use ipnetwork::Ipv4Network;
 use super::Ctx;
 use super::datapath;
 use super::errors::IntoCni as _;
-use super::naming::host_veth_name;
 use crate::cni::CniError;
 use crate::datapath::EndpointSpec;
-use crate::netlink::{Netlink, NetnsFile};
+use crate::naming::host_veth_name;
+use crate::netlink::NetnsFile;
 
 pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
@@ -34,7 +34,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
         diffs.push(format!("prevResult does not list {want_ip}"));
     }
 
-    let node = Netlink::connect().into_cni()?;
+    let node = ctx.host.node().into_cni()?;
     let host = host_veth_name(id, ifname);
     let bridge = node.link_by_name(&ctx.conf.bridge).await.into_cni()?;
     let host_link = node.link_by_name(&host).await.into_cni()?;
@@ -55,6 +55,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
         Err(e) => diffs.push(format!("pod namespace: {e}")),
         Ok(ns) => {
             check_pod(
+                ctx,
                 &ns,
                 ifname,
                 want_ip,
@@ -66,7 +67,11 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
         }
     }
 
-    match datapath::open_existing(ctx, &record.datapath)? {
+    match ctx
+        .datapaths
+        .open_existing(&ctx.conf, datapath::recorded_kind(&record.datapath))
+        .into_cni()?
+    {
         None => diffs.push(format!("the {} datapath is missing", record.datapath)),
         Some(dp) => {
             if let Some(h) = &host_link {
@@ -80,7 +85,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
                     pod_namespace: record.pod_namespace.clone(),
                     pod_name: record.pod_name.clone(),
                 };
-                diffs.extend(dp.check(&spec)?);
+                diffs.extend(dp.check(&spec).into_cni()?);
             }
         }
     }
@@ -100,6 +105,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
 }
 
 async fn check_pod(
+    ctx: &Ctx,
     ns: &NetnsFile,
     ifname: &str,
     want_ip: Ipv4Network,
@@ -107,7 +113,7 @@ async fn check_pod(
     want_mac: &str,
     diffs: &mut Vec<String>,
 ) -> Result<(), CniError> {
-    let pod = Netlink::connect_in(ns).into_cni()?;
+    let pod = ctx.host.pod(ns).into_cni()?;
     let Some(link) = pod.link_by_name(ifname).await.into_cni()? else {
         diffs.push(format!("{ifname} is missing in the pod"));
         return Ok(());

@@ -5,9 +5,9 @@
 use super::Ctx;
 use super::datapath;
 use super::errors::{IntoCni as _, ToCni as _};
-use super::naming::host_veth_name;
 use crate::cni::CniError;
-use crate::netlink::Netlink;
+use crate::datapath::DatapathKind;
+use crate::naming::host_veth_name;
 
 pub(super) async fn del(ctx: &Ctx) -> Result<(), CniError> {
     let id = ctx.env.container_id()?;
@@ -40,42 +40,40 @@ pub(super) async fn teardown(ctx: &Ctx, id: &str, ifname: &str) -> Result<(), Cn
     };
     let host = host_veth_name(id, ifname);
 
-    // The recorded datapath; without a record (ADD killed before saving it), both.
-    let names: &[&str] = match record.as_ref().map(|r| r.datapath.as_str()) {
-        Some(datapath::NFT) => &[datapath::NFT],
-        Some(_) => &[datapath::EBPF],
-        None => &[datapath::EBPF, datapath::NFT],
-    };
-    for name in names {
-        if *name == datapath::NFT
-            && record.is_none()
-            && crate::datapath::iptables::NftDatapath::available().is_err()
-        {
-            continue;
-        }
-        match datapath::open_existing(ctx, name) {
-            Ok(Some(dp)) => {
-                if let Some(ip) = ip
-                    && let Err(e) = dp.detach(ip, &host)
-                {
-                    failures.push(e);
-                }
-            }
-            Ok(None) => tracing::debug!(
-                "no {name} datapath for {}: nothing to detach",
-                ctx.conf.name
-            ),
-            Err(e) => failures.push(e.msg),
-        }
-    }
-
-    match Netlink::connect() {
+    // The veth goes first: deleting it takes its TCX link and filters off in the same RCU
+    // grace period as the unregistration, so the datapath's detach below finds the link
+    // defunct and only unpins it (an explicit BPF_LINK_DETACH waits a grace period of its
+    // own: about a quarter of a DEL).
+    match ctx.host.node() {
         Ok(node) => {
             if let Err(e) = node.delete_link(&host).await {
                 failures.push(e.to_string());
             }
         }
         Err(e) => failures.push(e.to_cni().msg),
+    }
+
+    // The recorded datapath; without a record (ADD killed before saving it), both.
+    let kinds = match &record {
+        Some(r) => vec![datapath::recorded_kind(&r.datapath)],
+        None => vec![DatapathKind::Ebpf, DatapathKind::Iptables],
+    };
+    for kind in kinds {
+        match ctx.datapaths.open_existing(&ctx.conf, kind) {
+            Ok(Some(dp)) => {
+                if let Some(ip) = ip
+                    && let Err(e) = dp.detach(ip, &host)
+                {
+                    failures.push(e.to_string());
+                }
+            }
+            Ok(None) => tracing::debug!(
+                "no {} datapath for {}: nothing to detach",
+                kind.name(),
+                ctx.conf.name
+            ),
+            Err(e) => failures.push(e.to_string()),
+        }
     }
 
     if let Err(e) = ipam.release(id, ifname) {

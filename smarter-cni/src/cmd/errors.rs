@@ -13,7 +13,7 @@
 
 use crate::cni::CniError;
 use crate::datapath::EbpfError;
-use crate::datapath::iptables::NftError;
+use crate::datapath::iptables::IptablesError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::state::StateError;
@@ -64,10 +64,10 @@ impl ToCni for EbpfError {
     }
 }
 
-impl ToCni for NftError {
+impl ToCni for IptablesError {
     fn to_cni(&self) -> CniError {
         match self {
-            NftError::HostPortConflict { .. } => CniError::new(
+            IptablesError::HostPortConflict { .. } => CniError::new(
                 CniError::HOSTPORT_TAKEN,
                 self.to_string(),
                 "runtimeConfig.portMappings",

@@ -7,9 +7,8 @@ use super::Ctx;
 use super::datapath;
 use super::del::teardown;
 use super::errors::IntoCni as _;
-use super::naming::{HOST_VETH_PREFIX, host_veth_name};
 use crate::cni::CniError;
-use crate::netlink::Netlink;
+use crate::naming::{HOST_VETH_PREFIX, host_veth_name};
 
 pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
     let Some(valid) = &ctx.conf.valid_attachments else {
@@ -52,7 +51,7 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
     }
 
     // Veths and map entries of attachments nobody recorded (e.g. ADD killed midway).
-    let node = Netlink::connect().into_cni()?;
+    let node = ctx.host.node().into_cni()?;
     for link in node.links().await.into_cni()? {
         if link.name.starts_with(HOST_VETH_PREFIX) && !valid_hosts.contains(&link.name) {
             tracing::info!("GC: removing orphan veth {}", link.name);
@@ -61,12 +60,16 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
             }
         }
     }
-    for dp in datapath::open_all(ctx)? {
-        for (ip, host) in dp.endpoints()? {
-            if !valid_hosts.contains(&host) {
-                tracing::info!("GC: removing orphan {} endpoint {ip}", dp.name());
-                if let Err(e) = dp.detach(ip, &host) {
-                    failures.push(e);
+    for dp in ctx.datapaths.open_all(&ctx.conf).into_cni()? {
+        for ep in dp.endpoints().into_cni()? {
+            if !valid_hosts.contains(&ep.host_ifname) {
+                tracing::info!(
+                    "GC: removing orphan {} endpoint {}",
+                    dp.kind().name(),
+                    ep.ip
+                );
+                if let Err(e) = dp.detach(ep.ip, &ep.host_ifname) {
+                    failures.push(e.to_string());
                 }
             }
         }

@@ -47,6 +47,7 @@ use super::json::{Fields, render};
 use super::names::validate_network_name;
 use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate};
 
+pub mod defaults;
 mod fields;
 pub mod paths;
 
@@ -108,28 +109,8 @@ pub enum RuntimeConfigErrors {
     Ignore,
 }
 
-/// Idle timeouts of conntrack entries (`ctTimeouts`), in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CtTimeoutsConf {
-    /// TCP after a reply and before FIN/RST.
-    pub tcp_established: u32,
-    /// TCP otherwise (SYN sent, closing).
-    pub tcp_other: u32,
-    /// UDP.
-    pub udp: u32,
-    /// ICMP echo.
-    pub icmp: u32,
-}
-
-impl CtTimeoutsConf {
-    /// 30 min, 2 min, 60 s, 30 s: edge gateways carry few, long-lived flows.
-    pub const DEFAULT: Self = Self {
-        tcp_established: 1800,
-        tcp_other: 120,
-        udp: 60,
-        icmp: 30,
-    };
-}
+/// Idle timeouts of conntrack entries (`ctTimeouts`), in seconds: the datapaths' own type.
+pub use smarter_common::CtTimeouts as CtTimeoutsConf;
 
 /// Which datapath to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -157,7 +138,7 @@ pub enum TcAttachMode {
 
 /// The host's uplink interface, used for masquerading and MTU.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub enum Uplink {
+pub enum UplinkSelector {
     /// The interface of the default route.
     #[default]
     Auto,
@@ -191,7 +172,7 @@ impl fmt::Display for PortRange {
 
 /// One `cni.dev/valid-attachments` entry (GC).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Attachment {
+pub struct ValidAttachment {
     /// `containerID`: the `CNI_CONTAINERID` of the ADD.
     pub container_id: String,
     /// `ifname`: the `CNI_IFNAME` of the ADD.
@@ -214,7 +195,7 @@ pub struct NetConf {
     /// `prevResult`, kept as given; see [`NetConf::prev_result_typed`].
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (or the older `cni.dev/attachments`); `None` if absent.
-    pub valid_attachments: Option<Vec<Attachment>>,
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// `dns`.
     pub dns: Dns,
     /// `ipMasq`, stored as given.
@@ -234,7 +215,7 @@ pub struct NetConf {
     /// `tcAttach`.
     pub tc_attach: TcAttachMode,
     /// `uplink`.
-    pub uplink: Uplink,
+    pub uplink: UplinkSelector,
     /// `dataDir`: IPAM leases (host-local layout).
     pub data_dir: PathBuf,
     /// `stateDir`: attachment records.
@@ -262,7 +243,7 @@ impl Default for NetConf {
     fn default() -> Self {
         Self {
             cni_version: Version::LATEST,
-            name: "smartnet".into(),
+            name: defaults::NETWORK.into(),
             args: None,
             capabilities: Map::new(),
             runtime_config: RuntimeConfig::default(),
@@ -270,23 +251,23 @@ impl Default for NetConf {
             valid_attachments: None,
             dns: Dns::default(),
             ip_masq: None,
-            bridge: "smartnet0".into(),
+            bridge: defaults::BRIDGE.into(),
             subnet: DEFAULT_SUBNET,
-            gateway: Ipv4Addr::new(172, 39, 0, 1),
+            gateway: defaults::GATEWAY,
             mtu: None,
             hairpin_mode: true,
             datapath: DatapathMode::Auto,
             tc_attach: TcAttachMode::Auto,
-            uplink: Uplink::Auto,
-            data_dir: "/var/run/cni/networks".into(),
-            state_dir: "/var/lib/smarter-cni".into(),
-            bpffs_dir: "/sys/fs/bpf/smarter-cni".into(),
+            uplink: UplinkSelector::Auto,
+            data_dir: defaults::DATA_DIR.into(),
+            state_dir: defaults::STATE_DIR.into(),
+            bpffs_dir: defaults::BPFFS_DIR.into(),
             deny_cidrs: Vec::new(),
             nat_port_range: PortRange::DEFAULT,
-            ct_max_entries: 65536,
+            ct_max_entries: defaults::CT_MAX_ENTRIES,
             ct_timeouts: CtTimeoutsConf::DEFAULT,
-            node_dns: Some(crate::dns::DEFAULT_LISTEN_IP),
-            cluster_domain: crate::dns::DEFAULT_DOMAIN.into(),
+            node_dns: Some(defaults::NODE_DNS),
+            cluster_domain: defaults::CLUSTER_DOMAIN.into(),
             args_ip: None,
         }
     }
@@ -423,7 +404,7 @@ impl NetConf {
     pub fn result_dns(&self, pod_namespace: Option<&str>) -> Dns {
         match self.node_dns {
             _ if !self.dns.is_empty() => self.dns.clone(),
-            Some(ip) => crate::dns::result_dns(&self.cluster_domain, ip, pod_namespace),
+            Some(ip) => super::result::result_dns(&self.cluster_domain, ip, pod_namespace),
             None => Dns::default(),
         }
     }

@@ -307,5 +307,25 @@ impl CniResult {
     }
 }
 
+/// The `dns` block of an ADD result: `nameserver` and the search list
+/// `<ns>.svc.<domain> svc.<domain> <domain>` (without the first entry when the pod
+/// namespace is unknown).
+#[must_use]
+pub fn result_dns(domain: &str, nameserver: Ipv4Addr, pod_namespace: Option<&str>) -> Dns {
+    let domain = crate::naming::normalize(domain);
+    let mut search = Vec::with_capacity(3);
+    if let Some(ns) = pod_namespace.filter(|ns| crate::naming::is_label(ns)) {
+        search.push(format!("{}.svc.{domain}", ns.to_ascii_lowercase()));
+    }
+    search.push(format!("svc.{domain}"));
+    search.push(domain);
+    Dns {
+        nameservers: vec![IpAddr::V4(nameserver)],
+        domain: None,
+        search,
+        options: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::EbpfError;
-use super::pins::{self, RootState};
+use super::ebpf::EbpfError;
+use super::ebpf::pins::{self, RootState};
 use crate::cni::DatapathMode;
 
 /// Why the eBPF datapath cannot run here.
@@ -127,7 +127,7 @@ pub fn probe(bpffs_root: &Path) -> Result<PinRootState, EbpfUnavailable> {
             });
         }
     };
-    match super::sys::probe_map_create() {
+    match super::ebpf::sys::probe_map_create() {
         Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EPERM | nix::libc::EACCES)) => Err(
             EbpfUnavailable::Permission(format!("creating a test map: {e}")),
         ),
@@ -168,7 +168,7 @@ pub enum DatapathKind {
     /// TC eBPF programs and pinned maps.
     Ebpf,
     /// nftables rules (the configuration calls it `iptables`).
-    Nftables,
+    Iptables,
 }
 
 impl DatapathKind {
@@ -177,7 +177,7 @@ impl DatapathKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Ebpf => "ebpf",
-            Self::Nftables => "iptables",
+            Self::Iptables => "iptables",
         }
     }
 }
@@ -210,10 +210,10 @@ impl DatapathChoice {
     pub fn select(mode: DatapathMode, bpffs_root: &Path) -> Self {
         let (datapath, reason) = match mode {
             DatapathMode::Ebpf => (DatapathKind::Ebpf, ChoiceReason::Configured),
-            DatapathMode::Iptables => (DatapathKind::Nftables, ChoiceReason::Configured),
+            DatapathMode::Iptables => (DatapathKind::Iptables, ChoiceReason::Configured),
             DatapathMode::Auto => match probe(bpffs_root) {
                 Ok(_) => (DatapathKind::Ebpf, ChoiceReason::Auto),
-                Err(u) => (DatapathKind::Nftables, ChoiceReason::Unavailable(u)),
+                Err(u) => (DatapathKind::Iptables, ChoiceReason::Unavailable(u)),
             },
         };
         Self { datapath, reason }
@@ -227,7 +227,7 @@ impl DatapathChoice {
             return None;
         }
         EbpfUnavailable::from_error(e).map(|u| Self {
-            datapath: DatapathKind::Nftables,
+            datapath: DatapathKind::Iptables,
             reason: ChoiceReason::Unavailable(u),
         })
     }
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(no.label(), "no_bpffs");
         assert!(no.to_string().contains("/x/pins"), "{no}");
         let choice = DatapathChoice {
-            datapath: DatapathKind::Nftables,
+            datapath: DatapathKind::Iptables,
             reason: ChoiceReason::Unavailable(no),
         };
         assert_eq!(choice.reason_label(), "no_bpffs");
@@ -365,7 +365,7 @@ mod tests {
             source: io::Error::from_raw_os_error(nix::libc::EPERM),
         };
         let fallback = auto.after_failure(&eperm).expect("EPERM falls back");
-        assert_eq!(fallback.datapath, DatapathKind::Nftables);
+        assert_eq!(fallback.datapath, DatapathKind::Iptables);
         assert_eq!(fallback.reason_label(), "permission");
         assert_eq!(configured.after_failure(&eperm), None, "ebpf: an error");
         assert_eq!(

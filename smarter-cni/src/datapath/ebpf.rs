@@ -1,363 +1,55 @@
-//! [`EbpfDatapath`]: one network's pinned programs and maps — loading and pinning them once,
-//! reopening them afterwards, and the network configuration record.
+//! The eBPF datapath: TC programs and pinned maps shared by every plugin invocation.
+//!
+//! - `handle`: [`EbpfDatapath`], one network's pins opened, and the config record;
+//! - `load`: load once per network under a lock, pin, reopen from pins; `object`: the
+//!   embedded object ([`EBPF_OBJECT`], also run by the `BPF_PROG_TEST_RUN` tests of the
+//!   `smarter-ebpf-tests` crate) and the id of the pinned build;
+//! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointRecord`]);
+//! - `attach`: TCX or netlink attachment that outlives the plugin process; `egress`: the
+//!   uplink's egress backstop;
+//! - `pins`: pin layout, bpffs and layout checks, creating a missing pin root, the loader
+//!   lock ([`remove_network_pins`]);
+//! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
+//! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`);
+//! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
+//!   verdict counters;
+//! - `ct`: conntrack listing, GC and per-pod flush ([`CtEntryView`]);
+//! - `hostports`: hostPort DNAT entries;
+//! - `events`: the drop/trace event ring buffer ([`EventReader`]);
+//! - `inspect`: attachments and map fill for `smarter-bpfctl status`;
+//! - `upgrade`: a build with other programs but the same map layout swaps the pinned programs
+//!   and re-attaches everything, keeping the maps' state.
+//!
+//! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
+//! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    sync::{Mutex, MutexGuard},
-};
+pub(super) mod attach;
+mod ct;
+mod egress;
+mod endpoints;
+mod error;
+mod events;
+mod handle;
+mod hostports;
+mod inspect;
+mod load;
+mod network;
+mod object;
+pub(super) mod pins;
+pub(super) mod sys;
+mod tc_filters;
+mod upgrade;
+mod uplink;
 
-use aya::{
-    EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap},
-    programs::SchedClassifier,
-};
-use smarter_common::{
-    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
-    HostPortValue, NetConfig, VerdictStats,
-    maps::{self, MapSpec},
-    progs,
-};
+pub use ct::CtEntryView;
+pub use endpoints::EndpointRecord;
+pub use error::EbpfError;
+pub use events::{EventReader, EventView};
+pub use handle::EbpfDatapath;
+pub use inspect::{HookView, MapFill};
+pub use network::EbpfNetwork;
+pub use object::EBPF_OBJECT;
+pub use pins::remove_network_pins;
 
-use super::{DatapathConfig, EbpfError, attach::pin_error_to_io, pins, pins::PinLayout, upgrade};
-
-/// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP`).
-pub(super) static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smarter-ebpf"));
-
-/// The typed maps of one network. aya's map writes take `&mut`, hence the mutex around them.
-pub(super) struct Maps {
-    pub(super) endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
-    pub(super) meta: HashMap<MapData, EndpointKey, EndpointMeta>,
-    pub(super) stats: PerCpuHashMap<MapData, u32, EndpointStats>,
-    pub(super) config: Array<MapData, NetConfig>,
-    pub(super) verdicts: PerCpuArray<MapData, VerdictStats>,
-    pub(super) deny: LpmTrie<MapData, u32, u8>,
-    pub(super) ct_out: HashMap<MapData, CtKey, CtValue>,
-    pub(super) ct_in: HashMap<MapData, CtKey, CtValue>,
-    pub(super) hostports: HashMap<MapData, HostPortKey, HostPortValue>,
-}
-
-/// The eBPF datapath of one CNI network, opened from its pins under
-/// `<bpffs_root>/<network>/v<LAYOUT_VERSION>/`.
-///
-/// Programs and maps are loaded once per network (and layout version) and shared by every
-/// plugin invocation, the node agent and operators' tools through their pins. Methods resolve
-/// interface names in the calling thread's network namespace.
-pub struct EbpfDatapath {
-    pub(super) network: String,
-    pub(super) pins: PinLayout,
-    /// Id of the pinned pod program; `None` when only the maps are pinned ([`Self::open_existing`]).
-    pub(super) prog_id: Option<u32>,
-    pub(super) maps: Mutex<Maps>,
-}
-
-impl std::fmt::Debug for EbpfDatapath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EbpfDatapath")
-            .field("network", &self.network)
-            .field("pins", &self.pins.dir())
-            .field("prog_id", &self.prog_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EbpfDatapath {
-    /// Opens the pinned programs and maps of `network` under `<bpffs_root>/<network>/v<N>/`,
-    /// loading and pinning them first if absent, then writes `cfg` into the config map
-    /// (preserving fields owned by others, e.g. the uplink).
-    ///
-    /// The first loader wins: everything happens under an exclusive `flock` on
-    /// `<lock_dir>/ebpf-<network>.lock` (bpffs cannot hold regular files), so concurrent ADDs
-    /// never race. The program pin is written last and marks a complete load.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::NotBpffs`] when `bpffs_root` is not a bpf filesystem (a missing
-    /// `bpffs_root` is created when its parent is one: [`crate::datapath::ensure_pin_root`]);
-    /// [`EbpfError::LayoutMismatch`] when an existing pinned map's type, key size, value size or
-    /// max entries differ from this build (a changed layout is never silently reused);
-    /// [`EbpfError::IncompletePins`] when the program is pinned but a map is not;
-    /// [`EbpfError::Load`] when the kernel refuses the object (e.g. the verifier);
-    /// [`EbpfError::InvalidName`], [`EbpfError::Io`], [`EbpfError::Map`], [`EbpfError::Program`],
-    /// [`EbpfError::Pin`] for the rest.
-    pub fn open_or_load(
-        bpffs_root: &Path,
-        network: &str,
-        lock_dir: &Path,
-        cfg: &DatapathConfig,
-    ) -> Result<Self, EbpfError> {
-        let layout = PinLayout::new(bpffs_root, network)?;
-        pins::ensure_root(bpffs_root)?;
-        let _lock = pins::lock(lock_dir, network)?;
-        layout.create_dirs()?;
-
-        let mut missing = None;
-        for spec in &maps::ALL {
-            let path = layout.map(spec.name);
-            if pins::exists(&path)? {
-                pins::open_map(&path, spec)?;
-            } else {
-                missing.get_or_insert(spec.name);
-            }
-        }
-        let prog_pin = layout.prog(progs::POD);
-        let recorded = upgrade::recorded(lock_dir, network);
-        let current = upgrade::object_id();
-        let mut upgraded = false;
-        match (pins::exists(&prog_pin)?, missing) {
-            (false, _) => load_and_pin(&layout, cfg.ct_max_entries)?,
-            (true, None) if recorded.as_deref() != Some(current.as_str()) => {
-                tracing::info!(
-                    network,
-                    from = recorded.as_deref().unwrap_or("unknown"),
-                    to = %current,
-                    "upgrading the pinned programs (maps and their state are kept)"
-                );
-                load_and_pin(&layout, cfg.ct_max_entries)?;
-                upgraded = true;
-            }
-            (true, None) => {}
-            (true, Some(map)) => {
-                return Err(EbpfError::IncompletePins {
-                    dir: layout.dir().into(),
-                    missing: format!("maps/{map}"),
-                });
-            }
-        }
-        let datapath = Self::open_pins(network, layout, true)?;
-        datapath.write_config(cfg)?;
-        if upgraded {
-            let renewed = datapath.reattach_all()?;
-            tracing::info!(
-                network,
-                renewed,
-                "attachments moved to the upgraded programs"
-            );
-        }
-        if recorded.as_deref() != Some(current.as_str()) {
-            upgrade::record(lock_dir, network)?;
-        }
-        Ok(datapath)
-    }
-
-    /// Opens the pins of `network` without loading anything, for DEL, CHECK and GC.
-    ///
-    /// Returns `Ok(None)` when this network has no complete set of pinned maps at this layout
-    /// version (nothing was ever attached, or everything was removed). A missing program pin is
-    /// not an error here; [`Self::check_endpoint`] reports it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Self::open_or_load`], except that nothing is loaded or locked.
-    pub fn open_existing(bpffs_root: &Path, network: &str) -> Result<Option<Self>, EbpfError> {
-        let layout = PinLayout::new(bpffs_root, network)?;
-        if !pins::exists(layout.dir())? {
-            return Ok(None);
-        }
-        pins::check_bpffs(bpffs_root)?;
-        for spec in &maps::ALL {
-            if !pins::exists(&layout.map(spec.name))? {
-                return Ok(None);
-            }
-        }
-        Self::open_pins(network, layout, false).map(Some)
-    }
-
-    /// Checks that `bpffs_root` is on a bpf filesystem (for STATUS).
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::NotBpffs`], or [`EbpfError::Io`] when it cannot be examined (e.g. missing).
-    pub fn check_bpffs(bpffs_root: &Path) -> Result<(), EbpfError> {
-        pins::check_bpffs(bpffs_root)
-    }
-
-    /// The network's versioned pin directory, `<bpffs_root>/<network>/v<LAYOUT_VERSION>`.
-    #[must_use]
-    pub fn pin_dir(&self) -> &Path {
-        self.pins.dir()
-    }
-
-    /// The kernel id of the pinned pod program (`None` when only the maps are pinned). Every
-    /// opener of a network's pins sees the same id: the program is loaded once.
-    #[must_use]
-    pub fn program_id(&self) -> Option<u32> {
-        self.prog_id
-    }
-
-    /// The network's configuration record as the datapath sees it.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the config map cannot be read.
-    pub fn config(&self) -> Result<NetConfig, EbpfError> {
-        let maps = self.lock_maps();
-        maps.config
-            .get(&maps::CONFIG_INDEX, 0)
-            .map_err(|e| EbpfError::map(maps::CONFIG, "read", e))
-    }
-
-    fn open_pins(network: &str, layout: PinLayout, need_prog: bool) -> Result<Self, EbpfError> {
-        let prog_pin = layout.prog(progs::POD);
-        let prog_id = if need_prog || pins::exists(&prog_pin)? {
-            Some(pinned_program_id(&prog_pin)?)
-        } else {
-            None
-        };
-        let open = |spec: &'static MapSpec| -> Result<Map, EbpfError> {
-            let data = pins::open_map(&layout.map(spec.name), spec)?;
-            Map::from_map_data(data).map_err(|e| EbpfError::map(spec.name, "open", e))
-        };
-        let [
-            endpoints,
-            meta,
-            stats,
-            config,
-            verdicts,
-            deny,
-            ct_out,
-            ct_in,
-            hostports,
-            _events,
-            _frag,
-        ] = &maps::ALL;
-        let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
-        let maps = Maps {
-            endpoints: open(endpoints)?
-                .try_into()
-                .map_err(|e| typed(endpoints, e))?,
-            meta: open(meta)?.try_into().map_err(|e| typed(meta, e))?,
-            stats: open(stats)?.try_into().map_err(|e| typed(stats, e))?,
-            config: open(config)?.try_into().map_err(|e| typed(config, e))?,
-            verdicts: open(verdicts)?.try_into().map_err(|e| typed(verdicts, e))?,
-            deny: open(deny)?.try_into().map_err(|e| typed(deny, e))?,
-            ct_out: open(ct_out)?.try_into().map_err(|e| typed(ct_out, e))?,
-            ct_in: open(ct_in)?.try_into().map_err(|e| typed(ct_in, e))?,
-            hostports: open(hostports)?
-                .try_into()
-                .map_err(|e| typed(hostports, e))?,
-        };
-        Ok(Self {
-            network: network.into(),
-            pins: layout,
-            prog_id,
-            maps: Mutex::new(maps),
-        })
-    }
-
-    /// Sets the fields this plugin owns (gateway, subnet) and keeps the others.
-    fn write_config(&self, cfg: &DatapathConfig) -> Result<(), EbpfError> {
-        let mut maps = self.lock_maps();
-        let current = maps
-            .config
-            .get(&maps::CONFIG_INDEX, 0)
-            .map_err(|e| EbpfError::map(maps::CONFIG, "read", e))?;
-        let wanted = NetConfig {
-            gateway: addr(cfg.gateway),
-            subnet: addr(cfg.subnet.network()),
-            prefix_len: cfg.subnet.prefix(),
-            ..current
-        };
-        if wanted != current {
-            maps.config
-                .set(maps::CONFIG_INDEX, wanted, 0)
-                .map_err(|e| EbpfError::map(maps::CONFIG, "write", e))?;
-        }
-        Ok(())
-    }
-
-    pub(super) fn lock_maps(&self) -> MutexGuard<'_, Maps> {
-        // The maps hold no invariant a panicking holder could break: recover from poisoning.
-        self.maps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Opens the pinned pod program (attaching needs `&mut`, so each caller gets its own handle).
-    pub(super) fn pod_program(&self) -> Result<SchedClassifier, EbpfError> {
-        self.program(progs::POD)
-    }
-
-    /// Opens the pinned program `name` (one of [`progs::ALL`]).
-    pub(super) fn program(&self, name: &'static str) -> Result<SchedClassifier, EbpfError> {
-        let path = self.pins.prog(name);
-        SchedClassifier::from_pin(&path)
-            .map_err(|e| EbpfError::program(name, format!("open pin {}", path.display()), e))
-    }
-}
-
-/// An IPv4 address as the maps store it (network byte order).
-pub(super) fn addr(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
-
-/// Loads the embedded object with every map pinned under `layout`, then loads and pins the pod
-/// program. Maps already pinned (and checked by the caller) are reused by the loader.
-fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<(), EbpfError> {
-    if EBPF_OBJECT.is_empty() {
-        return Err(EbpfError::NoObject);
-    }
-    let mut loader = EbpfLoader::new();
-    for spec in &maps::ALL {
-        loader.map_pin_path(spec.name, layout.map(spec.name));
-    }
-    for name in pins::SIZED_BY_CONFIG {
-        loader.map_max_entries(name, ct_max_entries);
-    }
-    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| EbpfError::Load {
-        dir: layout.dir().into(),
-        source: Box::new(e),
-    })?;
-    for spec in &maps::ALL {
-        if ebpf.map(spec.name).is_none() {
-            return Err(EbpfError::MissingInObject {
-                kind: "map",
-                name: spec.name,
-            });
-        }
-    }
-    // The pod program is pinned last: its pin marks a complete load.
-    for name in [progs::UPLINK, progs::LOCAL, progs::EGRESS, progs::POD] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or(EbpfError::MissingInObject {
-                kind: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(|e| EbpfError::program(name, "load", e))?;
-        prog.load()
-            .map_err(|e| EbpfError::program(name, "load", e))?;
-        // Pinned beside, then renamed over the old pin: openers see the old program or the
-        // new one, never none (an upgrade replaces a live pin).
-        let path = layout.prog(name);
-        let next = layout.prog(&format!("{name}_next"));
-        pins::remove_pin(&next)?;
-        prog.pin(&next).map_err(|e| EbpfError::Pin {
-            path: next.clone(),
-            source: pin_error_to_io(e),
-        })?;
-        std::fs::rename(&next, &path).map_err(|e| EbpfError::io("swap program pin", &path, e))?;
-    }
-    Ok(())
-}
-
-/// The kernel id of the program pinned at `path`, after checking it is ours.
-fn pinned_program_id(path: &Path) -> Result<u32, EbpfError> {
-    let op = || format!("open pin {}", path.display());
-    let prog =
-        SchedClassifier::from_pin(path).map_err(|e| EbpfError::program(progs::POD, op(), e))?;
-    let info = prog
-        .info()
-        .map_err(|e| EbpfError::program(progs::POD, op(), e))?;
-    let name = info.name_as_str().unwrap_or_default();
-    if name != progs::POD {
-        return Err(EbpfError::WrongProgram {
-            path: path.into(),
-            expected: progs::POD,
-            found: name.into(),
-        });
-    }
-    Ok(info.id())
-}
+// What the children share, in scope for them as `super::…`.
+use crate::datapath::{AttachMode, CtTimeouts, EndpointSpec, HostPortSpec, Uplink};

@@ -1,6 +1,6 @@
 //! The nftables datapath: the eBPF datapath's semantics with netfilter rules per network.
 //!
-//! Each network owns two tables named `smarter_<network>` (see [`NftDatapath::ensure`]):
+//! Each network owns two tables named `smarter_<network>` (see [`IptablesDatapath::ensure`]):
 //! - `inet`: masquerade of the pod subnet out of the uplink (NAT ports in `nat_ports`),
 //!   hostPort DNAT from maps `hostport_tcp`/`hostport_udp` (`port : pod ip . pod port`) for
 //!   traffic to the node's own addresses (prerouting and output), hairpin masquerade, the
@@ -9,12 +9,14 @@
 //!   `ifname . ipv4_addr . ether_addr`, for IPv4 and ARP.
 //!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic
-//! `nft -f -` batch. Verdicts are counted by named counters ([`NftDatapath::counters`]).
+//! `nft -f -` batch. Verdicts are counted by named counters ([`IptablesDatapath::counters`]).
 //! Everything runs `nft` in the calling thread's network namespace.
 
 mod error;
 mod exec;
+mod network;
 mod parse;
+mod probe;
 mod script;
 #[cfg(test)]
 mod tests;
@@ -25,12 +27,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
 
-pub use error::NftError;
+pub use error::IptablesError;
+pub use network::IptablesNetwork;
 use script::{MAP_TCP, MAP_UDP, SET_ENDPOINTS, SET_PORTS};
+
+use crate::datapath::{HostPortSpec, PodLink};
 
 /// The settings of one network's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftConfig {
+pub struct IptablesConfig {
     /// The CNI network name (tables are named after it).
     pub network: String,
     /// The bridge the pod veths are attached to.
@@ -47,45 +52,23 @@ pub struct NftConfig {
     pub nat_ports: (u16, u16),
 }
 
-/// One pod as the datapath sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftEndpoint {
-    /// The pod's address.
-    pub ip: Ipv4Addr,
-    /// The pod interface's MAC address.
-    pub mac: [u8; 6],
-    /// The host end of the pod's veth (a port of the bridge).
-    pub host_ifname: String,
-}
-
-/// One hostPort of a pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NftHostPort {
-    /// The port on the node's addresses.
-    pub host_port: u16,
-    /// The port in the pod.
-    pub container_port: u16,
-    /// 6 (TCP) or 17 (UDP).
-    pub protocol: u8,
-}
-
 /// One network's nftables datapath (its two tables).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftDatapath {
+pub struct IptablesDatapath {
     network: String,
     table: String,
 }
 
 static PROBES: AtomicU32 = AtomicU32::new(0);
 
-impl NftDatapath {
+impl IptablesDatapath {
     /// Checks that `nft` runs and the kernel accepts the families, hooks and expressions the
     /// datapath needs, in a throwaway table created and deleted in one batch.
     ///
     /// # Errors
     ///
-    /// [`NftError::Spawn`] without `nft`, [`NftError::Command`] when the kernel refuses.
-    pub fn available() -> Result<(), NftError> {
+    /// [`IptablesError::Spawn`] without `nft`, [`IptablesError::Command`] when the kernel refuses.
+    pub fn available() -> Result<(), IptablesError> {
         let n = PROBES.fetch_add(1, Ordering::Relaxed);
         let name = format!("smarter_probe_{}_{n}", std::process::id());
         exec::apply(&script::probe_script(&name), "probing nftables support")
@@ -97,8 +80,8 @@ impl NftDatapath {
     ///
     /// # Errors
     ///
-    /// [`NftError::Invalid`] for unusable names or port range, otherwise as `nft` fails.
-    pub fn ensure(cfg: &NftConfig) -> Result<Self, NftError> {
+    /// [`IptablesError::Invalid`] for unusable names or port range, otherwise as `nft` fails.
+    pub fn ensure(cfg: &IptablesConfig) -> Result<Self, IptablesError> {
         let script = script::ensure_script(cfg)?;
         exec::apply(&script, &format!("setting up network {}", cfg.network))?;
         Ok(Self::named(&cfg.network))
@@ -109,7 +92,7 @@ impl NftDatapath {
     /// # Errors
     ///
     /// As `nft` fails to list tables.
-    pub fn open(network: &str) -> Result<Option<Self>, NftError> {
+    pub fn open(network: &str) -> Result<Option<Self>, IptablesError> {
         let dp = Self::named(network);
         Ok((!dp.present_families()?.is_empty()).then_some(dp))
     }
@@ -119,7 +102,7 @@ impl NftDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn remove(network: &str) -> Result<(), NftError> {
+    pub fn remove(network: &str) -> Result<(), IptablesError> {
         let dp = Self::named(network);
         let mut attempt = 0;
         loop {
@@ -156,11 +139,15 @@ impl NftDatapath {
     ///
     /// # Errors
     ///
-    /// [`NftError::HostPortConflict`] when a port maps to another pod (checked first, and by
-    /// the kernel inside the batch), [`NftError::NotEnsured`] without tables,
-    /// [`NftError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
+    /// [`IptablesError::HostPortConflict`] when a port maps to another pod (checked first, and by
+    /// the kernel inside the batch), [`IptablesError::NotEnsured`] without tables,
+    /// [`IptablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
     /// is then changed).
-    pub fn attach_endpoint(&self, ep: &NftEndpoint, ports: &[NftHostPort]) -> Result<(), NftError> {
+    pub fn attach_endpoint(
+        &self,
+        ep: &PodLink,
+        ports: &[HostPortSpec],
+    ) -> Result<(), IptablesError> {
         script::check_ifname(&ep.host_ifname)?;
         for (i, hp) in ports.iter().enumerate() {
             let proto = script::proto_name(hp.protocol)?;
@@ -168,7 +155,7 @@ impl NftDatapath {
                 .iter()
                 .any(|o| o.protocol == hp.protocol && o.host_port == hp.host_port)
             {
-                return Err(NftError::Invalid {
+                return Err(IptablesError::Invalid {
                     what: "hostPort list",
                     value: format!("{proto}/{}", hp.host_port),
                     reason: "the same host port appears twice",
@@ -185,18 +172,18 @@ impl NftDatapath {
                     m.protocol == hp.protocol && m.host_port == hp.host_port && *ip != ep.ip
                 });
                 if let Some((m, ip)) = taken {
-                    return Err(NftError::HostPortConflict {
+                    return Err(IptablesError::HostPortConflict {
                         protocol: script::proto_name(hp.protocol)?,
                         port: hp.host_port,
                         owner: format!("{ip}:{}", m.container_port),
                     });
                 }
             }
-            let stale_eps: Vec<NftEndpoint> = existing
+            let stale_eps: Vec<PodLink> = existing
                 .into_iter()
                 .filter(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep)
                 .collect();
-            let stale_ports: Vec<(NftHostPort, Ipv4Addr)> = mapped
+            let stale_ports: Vec<(HostPortSpec, Ipv4Addr)> = mapped
                 .into_iter()
                 .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
                 .collect();
@@ -215,7 +202,7 @@ impl NftDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), NftError> {
+    pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), IptablesError> {
         let context = format!("detaching {ip} ({host_ifname})");
         let mut attempt = 0;
         loop {
@@ -259,7 +246,7 @@ impl NftDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn check_endpoint(&self, ep: &NftEndpoint) -> Result<Vec<String>, NftError> {
+    pub fn check_endpoint(&self, ep: &PodLink) -> Result<Vec<String>, IptablesError> {
         let Some(doc) = exec::list_table("bridge", &self.table)? else {
             return Ok(vec![format!("table bridge {} is missing", self.table)]);
         };
@@ -295,8 +282,8 @@ impl NftDatapath {
     ///
     /// # Errors
     ///
-    /// As `nft` fails, [`NftError::Parse`] for unexpected elements.
-    pub fn endpoints(&self) -> Result<Vec<NftEndpoint>, NftError> {
+    /// As `nft` fails, [`IptablesError::Parse`] for unexpected elements.
+    pub fn endpoints(&self) -> Result<Vec<PodLink>, IptablesError> {
         exec::list_table("bridge", &self.table)?
             .map_or(Ok(Vec::new()), |doc| parse::endpoints(&doc, SET_ENDPOINTS))
     }
@@ -305,8 +292,8 @@ impl NftDatapath {
     ///
     /// # Errors
     ///
-    /// As `nft` fails, [`NftError::Parse`] for unexpected elements.
-    pub fn host_ports(&self) -> Result<Vec<(NftHostPort, Ipv4Addr)>, NftError> {
+    /// As `nft` fails, [`IptablesError::Parse`] for unexpected elements.
+    pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
         exec::list_table("inet", &self.table)?.map_or(Ok(Vec::new()), |doc| host_ports_of(&doc))
     }
 
@@ -317,7 +304,7 @@ impl NftDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn counters(&self) -> Result<Vec<(String, u64, u64)>, NftError> {
+    pub fn counters(&self) -> Result<Vec<(String, u64, u64)>, IptablesError> {
         let mut all = Vec::new();
         for family in ["inet", "bridge"] {
             if let Some(doc) = exec::list_table(family, &self.table)? {
@@ -334,7 +321,17 @@ impl NftDatapath {
         }
     }
 
-    fn present_families(&self) -> Result<Vec<String>, NftError> {
+    fn present_families(&self) -> Result<Vec<String>, IptablesError> {
+        // Netlink first (no `nft` process); `nft` when netlink cannot tell.
+        match probe::table_families(&self.table) {
+            Ok(families) => {
+                return Ok(families
+                    .into_iter()
+                    .filter(|f| f == "inet" || f == "bridge")
+                    .collect());
+            }
+            Err(e) => tracing::debug!("nf_tables netlink dump: {e}; asking nft"),
+        }
         let doc = exec::list_tables()?;
         Ok(parse::tables(&doc)
             .into_iter()
@@ -345,22 +342,24 @@ impl NftDatapath {
             .collect())
     }
 
-    fn endpoints_required(&self) -> Result<Vec<NftEndpoint>, NftError> {
-        let doc = exec::list_table("bridge", &self.table)?.ok_or_else(|| NftError::NotEnsured {
-            table: format!("bridge {}", self.table),
-        })?;
+    fn endpoints_required(&self) -> Result<Vec<PodLink>, IptablesError> {
+        let doc =
+            exec::list_table("bridge", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
+                table: format!("bridge {}", self.table),
+            })?;
         parse::endpoints(&doc, SET_ENDPOINTS)
     }
 
-    fn host_ports_required(&self) -> Result<Vec<(NftHostPort, Ipv4Addr)>, NftError> {
-        let doc = exec::list_table("inet", &self.table)?.ok_or_else(|| NftError::NotEnsured {
-            table: format!("inet {}", self.table),
-        })?;
+    fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
+        let doc =
+            exec::list_table("inet", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
+                table: format!("inet {}", self.table),
+            })?;
         host_ports_of(&doc)
     }
 }
 
-fn host_ports_of(doc: &Value) -> Result<Vec<(NftHostPort, Ipv4Addr)>, NftError> {
+fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
     let mut all = parse::host_ports(doc, MAP_TCP, 6)?;
     all.extend(parse::host_ports(doc, MAP_UDP, 17)?);
     Ok(all)

@@ -1,265 +1,105 @@
-//! The uplink side of the datapath: the uplink record in the config map, the `smarter_uplink`
-//! attachment (`links/uplink`), deny ranges and the per-verdict counters.
+//! Which interface is the node's uplink, and with which address: one pure, tested decision
+//! ([`resolve`] over a netlink [`Snapshot`]) that the plugin (at ADD) and the agent (on every
+//! change) both make, and the [`Uplink`] type both datapaths take.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
-use aya::{maps::lpm_trie::Key, programs::SchedClassifier};
-use ipnetwork::Ipv4Network;
-use smarter_common::{NetConfig, Verdict, maps, progs};
+use crate::cni::UplinkSelector;
+use crate::netlink::format_mac;
+use crate::netlink::snapshot::{AddrState, Snapshot};
 
-use super::{AttachMode, CtTimeouts, EbpfDatapath, EbpfError, attach, ebpf::addr, pins};
-
-/// Pin name of the uplink's TCX link under `links/` (pod veth names never collide with it: the
-/// plugin names them `smv…`).
-const UPLINK_LINK: &str = "uplink";
-/// Pin name of the loopback's TCX link under `links/`.
-pub(super) const LOCAL_LINK: &str = "local";
-/// The node's loopback, where `smarter_local` runs.
-pub(super) const LOOPBACK: &str = "lo";
-
-/// The node's uplink as the datapath needs it (owned by the node agent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The node's uplink, as both datapaths and the agent see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Uplink {
-    /// Ifindex in the node's namespace.
+    /// Interface index.
     pub ifindex: u32,
-    /// Interface name (e.g. `eth0`).
+    /// Interface name.
     pub name: String,
-    /// Current IPv4 address (masquerade source).
+    /// The address pods are masqueraded to: the default route's preferred source when it is
+    /// on this interface, else the first global IPv4 address (primaries before secondaries).
     pub addr: Ipv4Addr,
-    /// Interface MAC address.
+    /// Hardware address; all zeros for devices without an Ethernet address (e.g. raw-IP
+    /// `wwan0`, tunnels).
     pub mac: [u8; 6],
+    /// Administratively up with carrier (`IFF_UP` and `IFF_RUNNING`).
+    pub up: bool,
 }
 
-impl EbpfDatapath {
-    /// Writes the uplink's ifindex and address into the config map (read-modify-write; other
-    /// fields are kept). `None` clears them: traffic then simply goes to the host stack.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the config map cannot be read or written.
-    pub fn set_uplink(&self, up: Option<&Uplink>) -> Result<(), EbpfError> {
-        self.update_config(|c| {
-            c.uplink_ifindex = up.map_or(0, |u| u.ifindex);
-            c.uplink_addr = up.map_or(0, |u| addr(u.addr));
-        })
-    }
-
-    /// Writes the NAT port range (host byte order, inclusive) and the idle timeouts after which
-    /// the kernel treats a flow as new into the config map (read-modify-write). Timeouts are
-    /// whole seconds (rounded up; zero disables the kernel-side check).
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the config map
-    /// cannot be read or written. An empty or inverted range falls back to the default
-    /// ([`smarter_common::ct::NAT_PORT_MIN`]..=[`smarter_common::ct::NAT_PORT_MAX`]).
-    pub fn set_nat(&self, ports: (u16, u16), timeouts: &CtTimeouts) -> Result<(), EbpfError> {
-        let secs = |d: std::time::Duration| {
-            u32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(u32::MAX)
-        };
-        self.update_config(|c| {
-            c.nat_port_min = ports.0;
-            c.nat_port_max = ports.1;
-            c.ct_timeout_s = [
-                secs(timeouts.tcp_established),
-                secs(timeouts.tcp_other),
-                secs(timeouts.udp),
-                secs(timeouts.icmp),
-            ];
-        })
-    }
-
-    /// Writes the bridge's ifindex and MAC (the source MAC of packets delivered into pods) into
-    /// the config map (read-modify-write).
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the config map cannot be read or written.
-    pub fn set_bridge(&self, ifindex: u32, mac: [u8; 6]) -> Result<(), EbpfError> {
-        self.update_config(|c| {
-            c.bridge_ifindex = ifindex;
-            c.bridge_mac = mac;
-        })
-    }
-
-    pub(super) fn update_config(&self, f: impl FnOnce(&mut NetConfig)) -> Result<(), EbpfError> {
-        let maps_guard = &mut *self.lock_maps();
-        let current = maps_guard
-            .config
-            .get(&maps::CONFIG_INDEX, 0)
-            .map_err(|e| EbpfError::map(maps::CONFIG, "read", e))?;
-        let mut wanted = current;
-        f(&mut wanted);
-        if wanted != current {
-            maps_guard
-                .config
-                .set(maps::CONFIG_INDEX, wanted, 0)
-                .map_err(|e| EbpfError::map(maps::CONFIG, "write", e))?;
-        }
-        Ok(())
-    }
-
-    /// Attaches `smarter_uplink` to `up.name`'s ingress and the backstop `smarter_egress` to its
-    /// egress. Idempotent; with TCX the link is pinned
-    /// at `links/uplink`, and an attachment to another interface is replaced (its link pin is
-    /// removed, which detaches it unless another process holds the link).
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::InvalidName`], [`EbpfError::Interface`] / [`EbpfError::IfindexMismatch`]
-    /// when the name does not resolve to `up.ifindex`, [`EbpfError::Program`],
-    /// [`EbpfError::Tc`] or [`EbpfError::Pin`] when attaching fails.
-    ///
-    /// # Minimum kernel version
-    ///
-    /// TCX needs Linux 6.6; [`AttachMode::Auto`] falls back to netlink filters.
-    pub fn attach_uplink(&self, up: &Uplink, mode: AttachMode) -> Result<(), EbpfError> {
-        pins::validate_ifname(&up.name)?;
-        let found = attach::ifindex(&up.name)?;
-        if found != up.ifindex {
-            return Err(EbpfError::IfindexMismatch {
-                name: up.name.clone(),
-                expected: up.ifindex,
-                found,
-            });
-        }
-        // The backstop first: from the moment pods can be NATed out of this interface, nothing
-        // un-NATed can leave it.
-        self.attach_egress(&up.name, mode)?;
-        let mut prog = self.program(progs::UPLINK)?;
-        let pin = self.pins.link(UPLINK_LINK);
-        match attach::resolve_mode(mode) {
-            AttachMode::Netlink => attach::attach_netlink(&mut prog, &up.name, &pin),
-            AttachMode::Tcx | AttachMode::Auto => {
-                let prog_id = program_id(&prog)?;
-                attach::attach_tcx(&mut prog, prog_id, &up.name, &pin)
-            }
-        }
-    }
-
-    /// Attaches `smarter_local` to the loopback's ingress, so the node's own connections to a
-    /// hostPort on the uplink address reach the pod. Idempotent; TCX link pinned at
-    /// `links/local`.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Program`], [`EbpfError::Tc`] or [`EbpfError::Pin`] when attaching fails.
-    pub fn attach_local(&self, mode: AttachMode) -> Result<(), EbpfError> {
-        let mut prog = self.program(progs::LOCAL)?;
-        let pin = self.pins.link(LOCAL_LINK);
-        match attach::resolve_mode(mode) {
-            AttachMode::Netlink => attach::attach_netlink(&mut prog, LOOPBACK, &pin),
-            AttachMode::Tcx | AttachMode::Auto => {
-                let prog_id = program_id(&prog)?;
-                attach::attach_tcx(&mut prog, prog_id, LOOPBACK, &pin)
-            }
-        }
-    }
-
-    /// Detaches `smarter_local` from the loopback. Success when it is not attached.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Pin`] or [`EbpfError::Tc`] when a removal fails.
-    pub fn detach_local(&self) -> Result<(), EbpfError> {
-        attach::detach_named(LOOPBACK, &self.pins.link(LOCAL_LINK), progs::LOCAL)
-    }
-
-    /// Detaches `smarter_uplink` and `smarter_egress`: the TCX links pinned at `links/uplink` and
-    /// `links/uplink_egress` and the netlink filters on the interface recorded by
-    /// [`Self::set_uplink`]. Success when nothing is attached.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`], [`EbpfError::Pin`] or [`EbpfError::Tc`] when a removal fails.
-    pub fn detach_uplink(&self) -> Result<(), EbpfError> {
-        let ifindex = self.config()?.uplink_ifindex;
-        let ifname = nix::net::if_::if_indextoname(ifindex)
-            .ok()
-            .and_then(|n| n.into_string().ok())
-            .unwrap_or_default();
-        // An empty name (no uplink recorded) resolves to nothing: only the pin is removed.
-        attach::detach_named(&ifname, &self.pins.link(UPLINK_LINK), progs::UPLINK)?;
-        self.detach_egress(&ifname)
-    }
-
-    /// Replaces the deny ranges (destinations pods may never reach) with `cidrs`. New ranges are
-    /// inserted before stale ones are removed, so no range is briefly open.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the deny map cannot be read or written (e.g. more than
-    /// [`maps::DENY_MAX`] ranges).
-    pub fn set_deny(&self, cidrs: &[Ipv4Network]) -> Result<(), EbpfError> {
-        let maps_guard = &mut *self.lock_maps();
-        let wanted: Vec<(u32, u32)> = cidrs
-            .iter()
-            .map(|c| (u32::from(c.prefix()), addr(c.network())))
-            .collect();
-        for &(prefix, net) in &wanted {
-            maps_guard
-                .deny
-                .insert(&Key::new(prefix, net), 1, 0)
-                .map_err(|e| EbpfError::map(maps::DENY, "write", e))?;
-        }
-        let present: Vec<(u32, u32)> = maps_guard
-            .deny
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| (k.prefix_len(), k.data()))
-            .collect();
-        for key in present.into_iter().filter(|k| !wanted.contains(k)) {
-            maps_guard
-                .deny
-                .remove(&Key::new(key.0, key.1))
-                .map_err(|e| EbpfError::map(maps::DENY, "remove", e))?;
-        }
-        Ok(())
-    }
-
-    /// The deny ranges currently in the datapath.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the deny map cannot be read.
-    pub fn deny(&self) -> Result<Vec<Ipv4Network>, EbpfError> {
-        let maps_guard = self.lock_maps();
-        let mut out = Vec::new();
-        for key in maps_guard.deny.keys() {
-            let key = key.map_err(|e| EbpfError::map(maps::DENY, "read", e))?;
-            let ip = Ipv4Addr::from(key.data().to_ne_bytes());
-            let prefix = u8::try_from(key.prefix_len()).unwrap_or(32);
-            if let Ok(net) = Ipv4Network::new(ip, prefix) {
-                out.push(net);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Packets and bytes per verdict (summed over CPUs), in [`Verdict::ALL`] order.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the counters cannot be read.
-    pub fn verdict_stats(&self) -> Result<Vec<(&'static str, u64, u64)>, EbpfError> {
-        let maps_guard = self.lock_maps();
-        let mut out = Vec::with_capacity(Verdict::ALL.len());
-        for v in Verdict::ALL {
-            let per_cpu = maps_guard
-                .verdicts
-                .get(&(v as u32), 0)
-                .map_err(|e| EbpfError::map(maps::VERDICTS, "read", e))?;
-            let (packets, bytes) = per_cpu
-                .iter()
-                .fold((0, 0), |(p, b), s| (p + s.packets, b + s.bytes));
-            out.push((v.name(), packets, bytes));
-        }
-        Ok(out)
+impl fmt::Display for Uplink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (ifindex {}, {}, mac {}, {})",
+            self.name,
+            self.ifindex,
+            self.addr,
+            format_mac(&self.mac),
+            if self.up { "up" } else { "down" }
+        )
     }
 }
 
-fn program_id(prog: &SchedClassifier) -> Result<u32, EbpfError> {
-    prog.info()
-        .map(|i| i.id())
-        .map_err(|e| EbpfError::program(progs::UPLINK, "query", e))
+/// Decides the uplink for `selector` from `snap`.
+///
+/// `Auto` follows the main table's IPv4 default route with the lowest metric (ties: the first
+/// dumped); a named uplink is that interface wherever the default route points. `None` when
+/// the interface does not exist (or there is no default route) or it has no global IPv4
+/// address: there is nothing to masquerade to.
+#[must_use]
+pub fn resolve(selector: &UplinkSelector, snap: &Snapshot) -> Option<Uplink> {
+    let best_route = snap
+        .default_routes
+        .iter()
+        .filter(|r| r.oif.is_some())
+        .min_by_key(|r| r.metric);
+    let link = match selector {
+        UplinkSelector::Auto => {
+            let oif = best_route?.oif?;
+            snap.links.iter().find(|l| l.index == oif)?
+        }
+        UplinkSelector::Named(name) => snap.links.iter().find(|l| &l.name == name)?,
+    };
+    let on_link = |a: &&AddrState| a.index == link.index && a.global;
+    // The preferred source of a default route through this link wins if it is configured here.
+    let pref = snap
+        .default_routes
+        .iter()
+        .filter(|r| r.oif == Some(link.index))
+        .min_by_key(|r| r.metric)
+        .and_then(|r| r.pref_src)
+        .filter(|src| snap.addrs.iter().filter(on_link).any(|a| a.addr == *src));
+    let addr = pref.or_else(|| {
+        let mut candidates: Vec<&AddrState> = snap.addrs.iter().filter(on_link).collect();
+        // Stable: keeps dump order within primaries and within secondaries.
+        candidates.sort_by_key(|a| a.secondary);
+        candidates.first().map(|a| a.addr)
+    })?;
+    Some(Uplink {
+        ifindex: link.index,
+        name: link.name.clone(),
+        addr,
+        mac: <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or([0; 6]),
+        up: link.up,
+    })
 }
+
+/// Whether interface `ifindex` (in this namespace) holds IPv4 address `addr`.
+#[must_use]
+pub fn interface_has(ifindex: u32, addr: Ipv4Addr) -> bool {
+    let Ok(name) = nix::net::if_::if_indextoname(ifindex) else {
+        return false;
+    };
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut all| {
+        all.any(|a| {
+            a.interface_name.as_bytes() == name.as_bytes()
+                && a.address
+                    .and_then(|s| s.as_sockaddr_in().map(|sin| sin.ip()))
+                    == Some(addr)
+        })
+    })
+}
+
+#[cfg(test)]
+#[path = "uplink_tests.rs"]
+mod tests;

@@ -8,7 +8,7 @@ use futures::TryStreamExt as _;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::address::AddressAttribute;
 
-use crate::cmd::naming::bridge_mac;
+use crate::naming::bridge_mac;
 use crate::netlink::{Netlink, NetlinkError, request};
 
 /// The listen address as placed on the bridge; see the module docs.

@@ -1,45 +1,10 @@
-//! Pure name building: which names a pod answers to, reverse names, and the
-//! normalised key form every lookup uses (lower case, no trailing dot).
+//! Pure name building: which names a pod answers to and reverse names. The name syntax
+//! and the key form every lookup uses (lower case, no trailing dot) are [`crate::naming`]'s.
 
 use std::net::Ipv4Addr;
 
-/// The longest DNS label (RFC 1035).
-const MAX_LABEL: usize = 63;
-/// The longest DNS name in presentation form without the trailing dot.
-const MAX_NAME: usize = 253;
-
-/// The key form of a name: ASCII lower case without the trailing dot.
-#[must_use]
-pub fn normalize(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
-}
-
-/// True when `label` is a usable host label: 1–63 characters of `[a-z0-9-]` (any case),
-/// not starting or ending with `-`.
-#[must_use]
-pub fn is_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= MAX_LABEL
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
-
-/// True when `name` (key form) is a usable name: labels as in [`is_label`], underscores also
-/// allowed (aliases such as `_svc`), at most 253 characters.
-#[must_use]
-pub fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= MAX_LABEL
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
+use crate::naming::MAX_LABEL;
+pub use crate::naming::{is_label, is_name, normalize};
 
 /// The host label of a pod: the runtime's hostname if it is a valid label, else the pod
 /// name, else the container id (cut to 63 characters); `None` when none of them is usable.

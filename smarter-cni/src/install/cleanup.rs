@@ -7,8 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use super::Manifest;
-use crate::datapath::iptables::NftDatapath;
-use crate::datapath::{EbpfDatapath, remove_network_pins};
+use crate::cni::NetConf;
+use crate::datapath::iptables::IptablesDatapath;
+use crate::datapath::{self, DatapathKind, EbpfDatapath, remove_network_pins};
 use crate::netlink::Netlink;
 use crate::state::StateStore;
 
@@ -26,6 +27,13 @@ pub(super) fn attachment_count(state_dir: &Path, network: &str) -> Option<usize>
 
 /// Removes the datapath of the manifest's network: `(what was removed, what failed)`.
 pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
+    let conf = NetConf {
+        name: m.network.clone(),
+        bridge: m.bridge.clone(),
+        bpffs_dir: m.bpffs_dir.clone(),
+        state_dir: m.state_dir.clone(),
+        ..NetConf::default()
+    };
     let mut done = Vec::new();
     let mut failed = Vec::new();
     let mut step = |what: String, result: Result<bool, String>| match result {
@@ -38,16 +46,17 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
             "eBPF programs and pins {}",
             m.bpffs_dir.join(&m.network).display()
         ),
-        remove_ebpf(&m.bpffs_dir, &m.network),
+        remove_ebpf(&conf),
     );
     step(
         format!("empty pin root {}", m.bpffs_dir.display()),
         remove_empty_pin_root(&m.bpffs_dir),
     );
-    match NftDatapath::open(&m.network) {
+    match IptablesDatapath::open(&m.network) {
         Ok(Some(_)) => step(
             format!("nftables tables smarter_{}", m.network),
-            NftDatapath::remove(&m.network)
+            datapath::open_existing(&conf, DatapathKind::Iptables)
+                .and_then(|dp| dp.map_or(Ok(()), |dp| dp.remove()))
                 .map(|()| true)
                 .map_err(|e| e.to_string()),
         ),
@@ -75,18 +84,17 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
     (done, failed)
 }
 
-fn remove_ebpf(bpffs_dir: &Path, network: &str) -> Result<bool, String> {
-    if !bpffs_dir.join(network).exists() {
+fn remove_ebpf(conf: &NetConf) -> Result<bool, String> {
+    if !conf.bpffs_dir.join(&conf.name).exists() {
         return Ok(false);
     }
-    // Netlink filters outlive pins: take the uplink and loopback programs off explicitly.
-    if let Some(dp) = EbpfDatapath::open_existing(bpffs_dir, network).map_err(|e| e.to_string())? {
-        dp.detach_uplink().map_err(|e| e.to_string())?;
-        dp.detach_local().map_err(|e| e.to_string())?;
+    // Programs off the interfaces (netlink filters outlive pins), then the pins; pins of an
+    // incomplete load are removed all the same.
+    match datapath::open_existing(conf, DatapathKind::Ebpf).map_err(|e| e.to_string())? {
+        Some(dp) => dp.remove().map_err(|e| e.to_string())?,
+        None => remove_network_pins(&conf.bpffs_dir, &conf.name).map_err(|e| e.to_string())?,
     }
-    remove_network_pins(bpffs_dir, network)
-        .map(|()| true)
-        .map_err(|e| e.to_string())
+    Ok(true)
 }
 
 /// Removes the pin root when nothing is left in it (other networks' pins keep it) and it is

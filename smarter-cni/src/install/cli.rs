@@ -194,7 +194,10 @@ fn run_uninstall(a: &UninstallArgs) -> anyhow::Result<()> {
     let state_dir = a.state_dir.clone().unwrap_or_else(|| {
         std::env::var_os("STATE_DIR")
             .filter(|v| !v.is_empty())
-            .map_or_else(|| PathBuf::from("/var/lib/smarter-cni"), PathBuf::from)
+            .map_or_else(
+                || PathBuf::from(crate::cni::config::defaults::STATE_DIR),
+                PathBuf::from,
+            )
     });
     let report = super::uninstall(&UninstallConfig {
         state_dir: state_dir.clone(),

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::InstallError;
 use crate::cni::NetConf;
-use crate::cni::config::PLUGIN_TYPE;
+use crate::cni::config::{PLUGIN_TYPE, defaults};
 
 /// How a knob's text becomes a JSON value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,39 +50,24 @@ const fn knob(env: &'static str, key: &'static str, kind: KnobKind, default: &'s
 /// Every knob, in the order of the chart's values. `NETWORK` and `CNI_VERSION` are the
 /// conflist's own `name` and `cniVersion`.
 pub const KNOBS: [Knob; 24] = [
-    knob("NETWORK", "name", KnobKind::Text, "smartnet"),
+    knob("NETWORK", "name", KnobKind::Text, defaults::NETWORK),
     knob(
         "CNI_VERSION",
         "cniVersion",
         KnobKind::Text,
         DEFAULT_CNI_VERSION,
     ),
-    knob("CIDR", "subnet", KnobKind::Text, "172.39.0.0/16"),
+    knob("CIDR", "subnet", KnobKind::Text, defaults::SUBNET),
     knob("GW", "gateway", KnobKind::Text, "172.39.0.1"),
-    knob("BRIDGE", "bridge", KnobKind::Text, "smartnet0"),
+    knob("BRIDGE", "bridge", KnobKind::Text, defaults::BRIDGE),
     knob("MTU", "mtu", KnobKind::Number, ""),
     knob("HAIRPIN_MODE", "hairpinMode", KnobKind::Bool, "true"),
     knob("DATAPATH", "datapath", KnobKind::Text, "auto"),
     knob("TC_ATTACH", "tcAttach", KnobKind::Text, "auto"),
     knob("UPLINK", "uplink", KnobKind::Text, "auto"),
-    knob(
-        "DATA_DIR",
-        "dataDir",
-        KnobKind::Text,
-        "/var/run/cni/networks",
-    ),
-    knob(
-        "STATE_DIR",
-        "stateDir",
-        KnobKind::Text,
-        "/var/lib/smarter-cni",
-    ),
-    knob(
-        "BPFFS_DIR",
-        "bpffsDir",
-        KnobKind::Text,
-        "/sys/fs/bpf/smarter-cni",
-    ),
+    knob("DATA_DIR", "dataDir", KnobKind::Text, defaults::DATA_DIR),
+    knob("STATE_DIR", "stateDir", KnobKind::Text, defaults::STATE_DIR),
+    knob("BPFFS_DIR", "bpffsDir", KnobKind::Text, defaults::BPFFS_DIR),
     knob("DENY_CIDRS", "denyCIDRs", KnobKind::List, ""),
     knob(
         "NAT_PORT_RANGE",
@@ -112,7 +97,7 @@ pub const KNOBS: [Knob; 24] = [
         "CLUSTER_DOMAIN",
         "clusterDomain",
         KnobKind::Text,
-        "cluster.local",
+        defaults::CLUSTER_DOMAIN,
     ),
 ];
 
@@ -120,7 +105,7 @@ pub const KNOBS: [Knob; 24] = [
 /// containerd of k3s 1.2x reads (1.1.0 needs libcni 1.2); the plugin speaks both.
 pub const DEFAULT_CNI_VERSION: &str = "1.0.0";
 /// Network name when `NETWORK` is unset.
-const DEFAULT_NETWORK: &str = "smartnet";
+const DEFAULT_NETWORK: &str = defaults::NETWORK;
 
 /// The conflist to install, validated.
 #[derive(Debug, Clone)]

@@ -98,6 +98,21 @@ impl Netlink {
         }
     }
 
+    /// Looks an interface up by index (one request, not a dump of every link: a node with
+    /// hundreds of pods has hundreds of veths); `Ok(None)` when it does not exist.
+    ///
+    /// # Errors
+    /// [`NetlinkError::Request`] for any failure other than "no such device".
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<LinkInfo>, NetlinkError> {
+        let mut req = self.handle().link().get().match_index(index).execute();
+        match req.try_next().await {
+            Ok(Some(msg)) => Ok(Some(LinkInfo::from_message(&msg))),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, Errno::ENODEV) => Ok(None),
+            Err(e) => Err(request(format!("get link {index}"))(e)),
+        }
+    }
+
     /// All interfaces in this namespace.
     ///
     /// # Errors

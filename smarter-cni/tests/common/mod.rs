@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::testbed::{
+use smarter_testbed::{
     CniCall, CniOutput, EchoServer, Netns, WAN_SERVER_IP, World, require_root, tcp_roundtrip,
 };
 
@@ -181,4 +181,53 @@ pub fn tree_snapshot(root: &Path) -> Vec<(PathBuf, u32, u64, i64, i64)> {
     }
     out.sort();
     out
+}
+
+/// The conflist examples the README documents: every ```` ```json ```` block that is a
+/// conflist (has `plugins`), parsed; panics when one does not parse, so a broken example fails.
+pub fn readme_conflists() -> Vec<Value> {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let text = std::fs::read_to_string(&readme).expect("README.md");
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        match (&mut block, line.trim_start()) {
+            (None, l) if l.starts_with("```json") => block = Some(String::new()),
+            (Some(b), l) if l.starts_with("```") => {
+                let v: Value = serde_json::from_str(b)
+                    .unwrap_or_else(|e| panic!("README json block does not parse: {e}\n{b}"));
+                if v.get("plugins").is_some() {
+                    out.push(v);
+                }
+                block = None;
+            }
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(!out.is_empty(), "no conflist example in the README");
+    out
+}
+
+/// A documented conflist with the world's directories added to each smarter-cni plugin
+/// (`dataDir`, `stateDir`, `bpffsDir`: the documented defaults are the machine's own, which
+/// tests never use); nothing else changes. Panics when an example sets one of them.
+pub fn with_world_dirs(w: &World, example: &Value) -> Value {
+    let mut list = example.clone();
+    for p in list["plugins"].as_array_mut().expect("plugins") {
+        if p["type"] == "smarter-cni" {
+            for (k, v) in [
+                ("dataDir", w.data_dir()),
+                ("stateDir", w.state_dir()),
+                ("bpffsDir", w.bpffs_dir().to_path_buf()),
+            ] {
+                assert!(p.get(k).is_none(), "the example sets {k}: {example}");
+                p[k] = serde_json::json!(v);
+            }
+        }
+    }
+    list
 }

@@ -4,11 +4,11 @@
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use smarter_cni::testbed::{Netns, spawn_in};
+use smarter_testbed::{Netns, spawn_in};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// One leaked frame: EtherType, IP protocol (or IPv6 next header), and the source.
@@ -23,10 +23,19 @@ pub struct Leak {
     pub src: String,
 }
 
+/// The payload of a [`Capture::sync`] marker, followed by its sequence number.
+const MARKER: &[u8; 12] = b"SMARTER-SYNC";
+/// The port the markers go to, on the capture namespace's loopback.
+const MARKER_PORT: u16 = 9;
+
 /// A running capture; [`Capture::stop`] returns what leaked.
 pub struct Capture {
     stop: Arc<AtomicBool>,
     leaked: Arc<AtomicUsize>,
+    /// The last marker the capture thread has read.
+    marker: Arc<AtomicU64>,
+    /// The last marker sent.
+    sent: AtomicU64,
     thread: Option<JoinHandle<(usize, Vec<Leak>)>>,
 }
 
@@ -38,6 +47,8 @@ impl Capture {
         let flag = stop.clone();
         let leaked = Arc::new(AtomicUsize::new(0));
         let counter = leaked.clone();
+        let marker = Arc::new(AtomicU64::new(0));
+        let marker_seen = marker.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = spawn_in(ns, move || {
             let all = i32::from((nix::libc::ETH_P_ALL as u16).to_be());
@@ -56,9 +67,13 @@ impl Capture {
                     }
                     continue;
                 };
-                frames += 1;
                 // SAFETY: recv initialised the first `n` bytes.
                 let f: &[u8] = unsafe { &*(std::ptr::from_ref(&buf[..n]) as *const [u8]) };
+                if let Some(seq) = marker_of(f) {
+                    marker_seen.fetch_max(seq, Ordering::Relaxed);
+                    continue;
+                }
+                frames += 1;
                 if f.len() < 34 {
                     continue;
                 }
@@ -92,7 +107,36 @@ impl Capture {
         Self {
             stop,
             leaked,
+            marker,
+            sent: AtomicU64::new(0),
             thread: Some(thread),
+        }
+    }
+
+    /// Waits until the capture has read every frame that reached `ns` (the namespace it
+    /// captures in) before this call: sends a numbered marker datagram over `ns`'s loopback and
+    /// waits for the capture thread to read it. The socket queue keeps arrival order, so what
+    /// [`Capture::leaked`] says afterwards covers everything sent before — the per-case
+    /// attribution does not depend on how fast the capture thread runs on a loaded machine.
+    ///
+    /// # Panics
+    /// When the marker cannot be sent or is not read within 10 s.
+    pub fn sync(&self, ns: &Netns) {
+        let seq = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        ns.run(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("marker socket");
+            let mut msg = MARKER.to_vec();
+            msg.extend_from_slice(&seq.to_be_bytes());
+            s.send_to(&msg, ("127.0.0.1", MARKER_PORT))
+                .expect("send the capture marker (loopback up?)");
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.marker.load(Ordering::Relaxed) < seq {
+            assert!(
+                Instant::now() < deadline,
+                "the capture did not read marker {seq} within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -110,6 +154,28 @@ impl Capture {
             .join()
             .expect("capture thread")
     }
+}
+
+/// The sequence number of a marker frame (loopback, so a zero MAC header; IPv4 UDP to
+/// 127.0.0.1:[`MARKER_PORT`] carrying [`MARKER`]).
+fn marker_of(f: &[u8]) -> Option<u64> {
+    if f.len() < 34
+        || u16::from_be_bytes([f[12], f[13]]) != 0x0800
+        || f[23] != 17
+        || f[30..34] != [127, 0, 0, 1]
+    {
+        return None;
+    }
+    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    let udp = f.get(l4..l4 + 8)?;
+    if u16::from_be_bytes([udp[2], udp[3]]) != MARKER_PORT {
+        return None;
+    }
+    let payload = f.get(l4 + 8..l4 + 8 + MARKER.len() + 8)?;
+    if &payload[..MARKER.len()] != MARKER {
+        return None;
+    }
+    Some(u64::from_be_bytes(payload[MARKER.len()..].try_into().ok()?))
 }
 
 impl Drop for Capture {

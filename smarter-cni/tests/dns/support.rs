@@ -15,7 +15,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use smarter_cni::dns::query::make_query;
 use smarter_cni::dns::{self, DnsConfig};
-use smarter_cni::testbed::{Netns, World, spawn_in};
+use smarter_testbed::{Netns, World, spawn_in};
 
 /// Where the server listens in the tests (the default).
 pub const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(dns::DEFAULT_LISTEN_IP), 53);

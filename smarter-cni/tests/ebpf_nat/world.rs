@@ -10,7 +10,7 @@ use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{
     AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, EndpointSpec, Uplink,
 };
-use smarter_cni::testbed::{Netns, ScratchBpfFs, unique_name};
+use smarter_testbed::{Netns, ScratchBpfFs, unique_name};
 
 pub const POD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 39, 0, 2), Ipv4Addr::new(172, 39, 0, 3)];
 pub const NODE_UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -133,6 +133,7 @@ impl World {
                 name: "up0".into(),
                 addr: NODE_UPLINK,
                 mac: [0; 6],
+                up: true,
             };
             dp.set_uplink(Some(&up)).expect("set uplink");
             let bridge = nix::net::if_::if_nametoindex("smartnet0").unwrap();

@@ -9,7 +9,7 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{DatapathConfig, EbpfDatapath, EbpfError, EndpointSpec};
-use smarter_cni::testbed::{Netns, ScratchBpfFs, unique_name};
+use smarter_testbed::{Netns, ScratchBpfFs, unique_name};
 
 /// Whether the kernel has TCX (Linux 6.6+), so `AttachMode::Auto` means TCX.
 pub fn has_tcx() -> bool {

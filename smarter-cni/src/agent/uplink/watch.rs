@@ -6,26 +6,18 @@
 //! (and runtime) that is inside the namespace to watch.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
 
+use futures::StreamExt as _;
 use futures::channel::mpsc::UnboundedReceiver;
-use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-};
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::sys::SocketAddr;
-use rtnetlink::{Handle, MulticastGroup, RouteMessageBuilder};
+use rtnetlink::{Handle, MulticastGroup};
 use tokio::task::JoinHandle;
 
-use super::{AddrState, DefaultRouteState, LinkState, Snapshot, UplinkInfo, resolve};
-use crate::cni::Uplink;
-
-/// `RT_TABLE_MAIN`.
-const MAIN_TABLE: u32 = 254;
+use crate::cni::UplinkSelector;
+use crate::datapath::uplink::{Uplink, resolve};
+use crate::netlink::snapshot::{self, MAIN_TABLE, Snapshot, route_table};
 
 /// An error of the uplink watch.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +43,7 @@ pub enum WatchError {
 ///
 /// Must be created and used inside a tokio runtime (the connection runs as a task).
 pub struct UplinkWatch {
-    selector: Uplink,
+    selector: UplinkSelector,
     handle: Handle,
     events: Events,
     task: JoinHandle<()>,
@@ -68,7 +60,7 @@ impl UplinkWatch {
     ///
     /// # Errors
     /// [`WatchError::Socket`] when the socket cannot be opened or bound to the groups.
-    pub fn subscribe(selector: Uplink) -> Result<Self, WatchError> {
+    pub fn subscribe(selector: UplinkSelector) -> Result<Self, WatchError> {
         let (handle, events, task) = connect()?;
         Ok(Self {
             selector,
@@ -93,7 +85,7 @@ impl UplinkWatch {
 
     /// The configured uplink selector.
     #[must_use]
-    pub fn selector(&self) -> &Uplink {
+    pub fn selector(&self) -> &UplinkSelector {
         &self.selector
     }
 
@@ -116,43 +108,16 @@ impl UplinkWatch {
     /// # Errors
     /// [`WatchError::Dump`] when a dump fails.
     pub async fn snapshot(&self) -> Result<Snapshot, WatchError> {
-        let dump = |what| move |source| WatchError::Dump { what, source };
-        let links: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
+        snapshot::dump(&self.handle)
             .await
-            .map_err(dump("links"))?;
-        let addrs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(dump("addresses"))?;
-        let routes: Vec<RouteMessage> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(dump("routes"))?;
-        Ok(Snapshot {
-            links: links.iter().map(link_state).collect(),
-            addrs: addrs.iter().filter_map(addr_state).collect(),
-            default_routes: routes.iter().filter_map(default_route_state).collect(),
-        })
+            .map_err(|(what, source)| WatchError::Dump { what, source })
     }
 
     /// Dumps and decides the current uplink.
     ///
     /// # Errors
     /// [`WatchError::Dump`] when a dump fails.
-    pub async fn resolve(&self) -> Result<Option<UplinkInfo>, WatchError> {
+    pub async fn resolve(&self) -> Result<Option<Uplink>, WatchError> {
         Ok(resolve(&self.selector, &self.snapshot().await?))
     }
 }
@@ -184,81 +149,4 @@ fn is_relevant(msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
         }
         _ => false,
     }
-}
-
-fn link_state(msg: &LinkMessage) -> LinkState {
-    let flags = msg.header.flags;
-    let mut state = LinkState {
-        index: msg.header.index,
-        name: String::new(),
-        mac: Vec::new(),
-        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
-    };
-    for attr in &msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => state.name.clone_from(n),
-            LinkAttribute::Address(a) => state.mac.clone_from(a),
-            _ => {}
-        }
-    }
-    state
-}
-
-fn addr_state(msg: &AddressMessage) -> Option<AddrState> {
-    let mut local = None;
-    let mut address = None;
-    let mut secondary = msg.header.flags.contains(AddressHeaderFlags::Secondary);
-    for attr in &msg.attributes {
-        match attr {
-            AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
-            AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
-            AddressAttribute::Flags(f) => {
-                secondary |= f.contains(AddressFlags::Secondary);
-            }
-            _ => {}
-        }
-    }
-    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
-    Some(AddrState {
-        index: msg.header.index,
-        addr: local.or(address)?,
-        global: msg.header.scope == AddressScope::Universe,
-        secondary,
-    })
-}
-
-fn route_table(msg: &RouteMessage) -> u32 {
-    msg.attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(msg.header.table))
-}
-
-fn default_route_state(msg: &RouteMessage) -> Option<DefaultRouteState> {
-    if msg.header.destination_prefix_length != 0
-        || msg.header.kind != RouteType::Unicast
-        || route_table(msg) != MAIN_TABLE
-    {
-        return None;
-    }
-    let mut state = DefaultRouteState {
-        oif: None,
-        pref_src: None,
-        metric: 0,
-    };
-    for attr in &msg.attributes {
-        match attr {
-            RouteAttribute::Oif(i) => state.oif = Some(*i),
-            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => state.pref_src = Some(*a),
-            RouteAttribute::Priority(p) => state.metric = *p,
-            RouteAttribute::MultiPath(hops) if state.oif.is_none() => {
-                state.oif = hops.first().map(|h| h.interface_index);
-            }
-            _ => {}
-        }
-    }
-    Some(state)
 }

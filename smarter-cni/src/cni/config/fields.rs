@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde_json::Value;
 
-use super::{Attachment, CtTimeoutsConf, DEFAULT_SUBNET, PortRange, Uplink};
+use super::{CtTimeoutsConf, DEFAULT_SUBNET, PortRange, UplinkSelector, ValidAttachment};
 use crate::cni::CniError;
 use crate::cni::json::Fields;
 use crate::cni::names::validate_ifname;
@@ -80,11 +80,11 @@ pub(super) fn ifname(f: &Fields<'_>, key: &str) -> Result<Option<String>, CniErr
 }
 
 /// `uplink`: `"auto"` or an interface name.
-pub(super) fn uplink(f: &Fields<'_>) -> Result<Uplink, CniError> {
+pub(super) fn uplink(f: &Fields<'_>) -> Result<UplinkSelector, CniError> {
     match f.string("uplink")? {
-        None | Some("auto") => Ok(Uplink::Auto),
+        None | Some("auto") => Ok(UplinkSelector::Auto),
         Some(name) => validate_ifname(name)
-            .map(|()| Uplink::Named(name.to_owned()))
+            .map(|()| UplinkSelector::Named(name.to_owned()))
             .map_err(|why| {
                 f.invalid(
                     "uplink",
@@ -120,8 +120,8 @@ pub(super) fn cluster_domain(f: &Fields<'_>) -> Result<Option<String>, CniError>
     let Some(text) = f.string("clusterDomain")? else {
         return Ok(None);
     };
-    let name = crate::dns::names::normalize(text);
-    if crate::dns::names::is_name(&name) {
+    let name = crate::naming::normalize(text);
+    if crate::naming::is_name(&name) {
         Ok(Some(name))
     } else {
         Err(f.invalid(
@@ -266,7 +266,7 @@ pub(super) fn ct_timeouts(f: &Fields<'_>) -> Result<CtTimeoutsConf, CniError> {
 }
 
 /// `cni.dev/valid-attachments`, or the older spelling `cni.dev/attachments`.
-pub(super) fn attachments(f: &Fields<'_>) -> Result<Option<Vec<Attachment>>, CniError> {
+pub(super) fn attachments(f: &Fields<'_>) -> Result<Option<Vec<ValidAttachment>>, CniError> {
     let Some(key) = ["cni.dev/valid-attachments", "cni.dev/attachments"]
         .into_iter()
         .find(|k| f.get(k).is_some())
@@ -282,7 +282,7 @@ pub(super) fn attachments(f: &Fields<'_>) -> Result<Option<Vec<Attachment>>, Cni
     f.objects(key)?
         .iter()
         .map(|entry| {
-            Ok(Attachment {
+            Ok(ValidAttachment {
                 container_id: required(entry, "containerID")?,
                 ifname: required(entry, "ifname")?,
             })

@@ -50,7 +50,7 @@ fn minimal_config_gets_every_default_in_each_version() {
         (d.mtu, d.hairpin_mode, d.datapath, d.tc_attach),
         (None, true, DatapathMode::Auto, TcAttachMode::Auto)
     );
-    assert_eq!(d.uplink, Uplink::Auto);
+    assert_eq!(d.uplink, UplinkSelector::Auto);
     assert_eq!(d.data_dir, PathBuf::from("/var/run/cni/networks"));
     assert_eq!(d.state_dir, PathBuf::from("/var/lib/smarter-cni"));
     assert_eq!(d.bpffs_dir, PathBuf::from("/sys/fs/bpf/smarter-cni"));
@@ -119,7 +119,7 @@ fn full_config() {
         (conf.datapath, conf.tc_attach),
         (DatapathMode::Iptables, TcAttachMode::Netlink)
     );
-    assert_eq!(conf.uplink, Uplink::Named("wlan0".into()));
+    assert_eq!(conf.uplink, UplinkSelector::Named("wlan0".into()));
     assert_eq!(
         (conf.data_dir.to_str(), conf.state_dir.to_str()),
         (Some("/tmp/data"), Some("/tmp/state"))
@@ -175,7 +175,7 @@ fn gc_attachments_both_spellings() {
         assert_eq!(got.len(), 2);
         assert_eq!(
             got[1],
-            Attachment {
+            ValidAttachment {
                 container_id: "def".into(),
                 ifname: "net1".into()
             }

@@ -4,10 +4,11 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use super::{NftEndpoint, NftError, NftHostPort};
+use super::IptablesError;
+use crate::datapath::{HostPortSpec, PodLink};
 
-fn parse_err(what: &str, reason: impl Into<String>) -> NftError {
-    NftError::Parse {
+fn parse_err(what: &str, reason: impl Into<String>) -> IptablesError {
+    IptablesError::Parse {
         what: what.to_owned(),
         reason: reason.into(),
     }
@@ -36,7 +37,7 @@ fn unwrap_elem(v: &Value) -> &Value {
     v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
 }
 
-fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], NftError> {
+fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], IptablesError> {
     match unwrap_elem(v).get("concat").and_then(Value::as_array) {
         Some(parts) if parts.len() == len => Ok(parts),
         _ => Err(parse_err(
@@ -46,19 +47,19 @@ fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], NftEr
     }
 }
 
-fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, NftError> {
+fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, IptablesError> {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| parse_err(what, format!("expected an IPv4 address, got {v}")))
 }
 
-fn port(v: &Value, what: &str) -> Result<u16, NftError> {
+fn port(v: &Value, what: &str) -> Result<u16, IptablesError> {
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| parse_err(what, format!("expected a port, got {v}")))
 }
 
-fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftError> {
+fn mac(v: &Value, what: &str) -> Result<[u8; 6], IptablesError> {
     let bad = || parse_err(what, format!("expected a MAC address, got {v}"));
     let text = v.as_str().ok_or_else(bad)?;
     let mut out = [0u8; 6];
@@ -79,8 +80,8 @@ fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftError> {
 ///
 /// # Errors
 ///
-/// [`NftError::Parse`] for an element of another shape.
-pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<NftEndpoint>, NftError> {
+/// [`IptablesError::Parse`] for an element of another shape.
+pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, IptablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
@@ -90,7 +91,7 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<NftEndpoint>, NftE
                 .as_str()
                 .ok_or_else(|| parse_err(&what, format!("expected an interface name in {e}")))?
                 .to_owned();
-            Ok(NftEndpoint {
+            Ok(PodLink {
                 ip: ip(&parts[1], &what)?,
                 mac: mac(&parts[2], &what)?,
                 host_ifname,
@@ -103,12 +104,12 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<NftEndpoint>, NftE
 ///
 /// # Errors
 ///
-/// [`NftError::Parse`] for an element of another shape.
+/// [`IptablesError::Parse`] for an element of another shape.
 pub(super) fn host_ports(
     doc: &Value,
     map: &str,
     protocol: u8,
-) -> Result<Vec<(NftHostPort, Ipv4Addr)>, NftError> {
+) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
     let what = format!("map {map}");
     elements(doc, "map", map)
         .iter()
@@ -118,7 +119,7 @@ pub(super) fn host_ports(
                 .filter(|p| p.len() == 2)
                 .ok_or_else(|| parse_err(&what, format!("expected [key, value], got {e}")))?;
             let parts = concat(&pair[1], &what, 2)?;
-            let hp = NftHostPort {
+            let hp = HostPortSpec {
                 host_port: port(unwrap_elem(&pair[0]), &what)?,
                 container_port: port(&parts[1], &what)?,
                 protocol,

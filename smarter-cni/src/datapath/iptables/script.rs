@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 
 use sha2::{Digest, Sha256};
 
-use super::{NftConfig, NftEndpoint, NftError, NftHostPort};
+use super::{IptablesConfig, IptablesError};
+use crate::datapath::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
 pub(super) const TABLE_PREFIX: &str = "smarter_";
@@ -57,7 +58,7 @@ pub(super) fn table_name(network: &str) -> String {
 }
 
 /// Refuses interface names the kernel would refuse or that could break out of a quoted string.
-pub(super) fn check_ifname(name: &str) -> Result<(), NftError> {
+pub(super) fn check_ifname(name: &str) -> Result<(), IptablesError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > 15 {
@@ -70,7 +71,7 @@ pub(super) fn check_ifname(name: &str) -> Result<(), NftError> {
     } else {
         return Ok(());
     };
-    Err(NftError::Invalid {
+    Err(IptablesError::Invalid {
         what: "interface name",
         value: name.to_owned(),
         reason,
@@ -78,20 +79,19 @@ pub(super) fn check_ifname(name: &str) -> Result<(), NftError> {
 }
 
 /// `tcp` or `udp` for IP protocol numbers 6 and 17.
-pub(super) fn proto_name(protocol: u8) -> Result<&'static str, NftError> {
-    match protocol {
-        6 => Ok("tcp"),
-        17 => Ok("udp"),
-        other => Err(NftError::Invalid {
+pub(super) fn proto_name(protocol: u8) -> Result<&'static str, IptablesError> {
+    match smarter_common::ct::proto::name(protocol) {
+        Some(name @ ("tcp" | "udp")) => Ok(name),
+        _ => Err(IptablesError::Invalid {
             what: "hostPort protocol",
-            value: other.to_string(),
+            value: protocol.to_string(),
             reason: "only 6 (tcp) and 17 (udp) are supported",
         }),
     }
 }
 
 /// The hostPort map of a protocol number.
-pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftError> {
+pub(super) fn proto_map(protocol: u8) -> Result<&'static str, IptablesError> {
     Ok(if proto_name(protocol)? == "tcp" {
         MAP_TCP
     } else {
@@ -99,13 +99,7 @@ pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftError> {
     })
 }
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub(super) fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+pub(super) use crate::netlink::format_mac;
 
 /// The whole ruleset of one network as one atomic batch. Tables, sets, maps and counters are
 /// `add`ed (kept with their elements and values when they exist); the deny set and every chain
@@ -114,15 +108,15 @@ pub(super) fn format_mac(mac: &[u8; 6]) -> String {
 ///
 /// # Errors
 ///
-/// [`NftError::Invalid`] for interface names or a NAT port range that cannot be used.
-pub(super) fn ensure_script(cfg: &NftConfig) -> Result<String, NftError> {
+/// [`IptablesError::Invalid`] for interface names or a NAT port range that cannot be used.
+pub(super) fn ensure_script(cfg: &IptablesConfig) -> Result<String, IptablesError> {
     check_ifname(&cfg.bridge)?;
     if let Some(uplink) = &cfg.uplink {
         check_ifname(uplink)?;
     }
     let (lo, hi) = cfg.nat_ports;
     if lo > hi || (lo == 0) != (hi == 0) {
-        return Err(NftError::Invalid {
+        return Err(IptablesError::Invalid {
             what: "NAT port range",
             value: format!("{lo}-{hi}"),
             reason: "must be (0, 0) for any port or 1 <= low <= high",
@@ -271,7 +265,7 @@ pub(super) fn ensure_script(cfg: &NftConfig) -> Result<String, NftError> {
 }
 
 /// One endpoint's elements: its port and its `ifname . ip . mac` tuple.
-fn endpoint_elements(op: &str, t: &str, ep: &NftEndpoint) -> String {
+fn endpoint_elements(op: &str, t: &str, ep: &PodLink) -> String {
     let (ifname, ip, mac) = (&ep.host_ifname, ep.ip, format_mac(&ep.mac));
     format!(
         "{op} element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}\n\
@@ -280,7 +274,12 @@ fn endpoint_elements(op: &str, t: &str, ep: &NftEndpoint) -> String {
 }
 
 /// One hostPort element.
-fn hostport_element(op: &str, t: &str, hp: &NftHostPort, ip: Ipv4Addr) -> Result<String, NftError> {
+fn hostport_element(
+    op: &str,
+    t: &str,
+    hp: &HostPortSpec,
+    ip: Ipv4Addr,
+) -> Result<String, IptablesError> {
     let map = proto_map(hp.protocol)?;
     Ok(format!(
         "{op} element inet {t} {map} {{ {} : {ip} . {} }}\n",
@@ -293,14 +292,14 @@ fn hostport_element(op: &str, t: &str, hp: &NftHostPort, ip: Ipv4Addr) -> Result
 ///
 /// # Errors
 ///
-/// [`NftError::Invalid`] for a bad interface name or protocol.
+/// [`IptablesError::Invalid`] for a bad interface name or protocol.
 pub(super) fn attach_script(
     t: &str,
-    ep: &NftEndpoint,
-    ports: &[NftHostPort],
-    stale_endpoints: &[NftEndpoint],
-    stale_ports: &[(NftHostPort, Ipv4Addr)],
-) -> Result<String, NftError> {
+    ep: &PodLink,
+    ports: &[HostPortSpec],
+    stale_endpoints: &[PodLink],
+    stale_ports: &[(HostPortSpec, Ipv4Addr)],
+) -> Result<String, IptablesError> {
     check_ifname(&ep.host_ifname)?;
     let mut s = detach_script(t, stale_endpoints, stale_ports)?;
     s.push_str(&endpoint_elements("add", t, ep));
@@ -314,12 +313,12 @@ pub(super) fn attach_script(
 ///
 /// # Errors
 ///
-/// [`NftError::Invalid`] for a bad protocol.
+/// [`IptablesError::Invalid`] for a bad protocol.
 pub(super) fn detach_script(
     t: &str,
-    endpoints: &[NftEndpoint],
-    ports: &[(NftHostPort, Ipv4Addr)],
-) -> Result<String, NftError> {
+    endpoints: &[PodLink],
+    ports: &[(HostPortSpec, Ipv4Addr)],
+) -> Result<String, IptablesError> {
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
     for ep in endpoints {

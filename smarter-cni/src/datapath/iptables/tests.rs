@@ -5,10 +5,11 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
-use super::{NftConfig, NftEndpoint, NftError, NftHostPort, parse};
+use super::{IptablesConfig, IptablesError, parse};
+use crate::datapath::{HostPortSpec, PodLink};
 
-fn default_config() -> NftConfig {
-    NftConfig {
+fn default_config() -> IptablesConfig {
+    IptablesConfig {
         network: "smartnet".into(),
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().unwrap(),
@@ -22,8 +23,8 @@ fn default_config() -> NftConfig {
     }
 }
 
-fn ep(last: u8, ifname: &str) -> NftEndpoint {
-    NftEndpoint {
+fn ep(last: u8, ifname: &str) -> PodLink {
+    PodLink {
         ip: Ipv4Addr::new(172, 39, 0, last),
         mac: [2, 0, 0, 0, 0, last],
         host_ifname: ifname.into(),
@@ -108,7 +109,7 @@ fn uplink_and_port_range_variants() {
     for bad in [(0, 10), (10, 0), (2000, 1000)] {
         cfg.nat_ports = bad;
         assert!(
-            matches!(ensure_script(&cfg), Err(NftError::Invalid { .. })),
+            matches!(ensure_script(&cfg), Err(IptablesError::Invalid { .. })),
             "{bad:?}"
         );
     }
@@ -116,7 +117,7 @@ fn uplink_and_port_range_variants() {
     cfg.uplink = Some("bad\"name".into());
     assert!(matches!(
         ensure_script(&cfg),
-        Err(NftError::Invalid {
+        Err(IptablesError::Invalid {
             what: "interface name",
             ..
         })
@@ -137,13 +138,13 @@ fn table_names_are_sanitized_and_distinct() {
 fn attach_script_replaces_stale_elements_in_one_batch() {
     let new = ep(2, "smv00000000000b");
     let stale = ep(2, "smv00000000000a");
-    let ports = [NftHostPort {
+    let ports = [HostPortSpec {
         host_port: 8080,
         container_port: 80,
         protocol: TCP,
     }];
     let old_port = (
-        NftHostPort {
+        HostPortSpec {
             host_port: 5353,
             container_port: 53,
             protocol: UDP,
@@ -160,7 +161,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
          add element bridge smarter_n endpoints { \"smv00000000000b\" . 172.39.0.2 . 02:00:00:00:00:02 }\n\
          add element inet smarter_n hostport_tcp { 8080 : 172.39.0.2 . 80 }\n"
     );
-    let sctp = [NftHostPort {
+    let sctp = [HostPortSpec {
         host_port: 1,
         container_port: 1,
         protocol: 132,
@@ -219,7 +220,7 @@ fn parses_listings() {
         parse::counters(&bridge),
         vec![("drop_spoof_ip".to_owned(), 4, 336)]
     );
-    let hp = NftHostPort {
+    let hp = HostPortSpec {
         host_port: 8080,
         container_port: 80,
         protocol: TCP,
@@ -236,7 +237,7 @@ fn parses_listings() {
     let bad = json!({"nftables": [{"set": {"name": "endpoints", "elem": [{"concat": ["x", "1.2.3.4"]}]}}]});
     assert!(matches!(
         parse::endpoints(&bad, "endpoints"),
-        Err(NftError::Parse { .. })
+        Err(IptablesError::Parse { .. })
     ));
     let tables =
         json!({"nftables": [{"table": {"family": "inet", "name": "smarter_a", "handle": 1}}]});

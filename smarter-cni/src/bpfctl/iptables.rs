@@ -1,0 +1,117 @@
+//! The read commands on an nftables network: rows from its tables, with pod names from the
+//! plugin's attachment records (read only; nothing under the state directory is changed).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::rows::{EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow};
+use crate::datapath::iptables::{IptablesDatapath, IptablesError};
+use crate::netlink::format_mac;
+use crate::state::Attachment;
+
+/// `status` of one network: its tables and how many elements the endpoint set and hostPort
+/// maps hold (nftables sets here have no fixed capacity: 0).
+pub(super) fn status(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatusRow>, IptablesError> {
+    let endpoints = dp.endpoints()?.len();
+    let host_ports = dp.host_ports()?.len();
+    Ok(vec![StatusRow {
+        network: name.to_string(),
+        datapath: "nftables",
+        reason: None,
+        reason_detail: None,
+        pin_dir: None,
+        layout: None,
+        pod_program_id: None,
+        uplink: None,
+        uplink_addr: None,
+        tables: ["inet", "bridge"]
+            .iter()
+            .map(|f| format!("{f} {}", dp.table()))
+            .collect(),
+        attachments: Vec::new(),
+        maps: vec![
+            MapRow {
+                map: "endpoints".to_string(),
+                entries: endpoints,
+                capacity: 0,
+            },
+            MapRow {
+                map: "hostports".to_string(),
+                entries: host_ports,
+                capacity: 0,
+            },
+        ],
+    }])
+}
+
+/// `endpoints` of one network, sorted by address; pod names from the records in `records`.
+pub(super) fn endpoints(
+    name: &str,
+    dp: &IptablesDatapath,
+    records: &Path,
+) -> Result<Vec<EndpointRow>, IptablesError> {
+    let by_ip = attachments(records);
+    let mut rows: Vec<EndpointRow> = dp
+        .endpoints()?
+        .into_iter()
+        .map(|e| {
+            let rec = by_ip.get(&e.ip);
+            let text =
+                |f: fn(&Attachment) -> &String| rec.map(|a| f(a).clone()).unwrap_or_default();
+            EndpointRow {
+                network: name.to_string(),
+                ip: e.ip.to_string(),
+                mac: format_mac(&e.mac),
+                host_ifindex: nix::net::if_::if_nametoindex(e.host_ifname.as_str()).unwrap_or(0),
+                host_ifname: e.host_ifname,
+                pod_namespace: text(|a| &a.pod_namespace),
+                pod_name: text(|a| &a.pod_name),
+                container_id: text(|a| &a.container_id),
+                packets: None,
+                bytes: None,
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| r.ip.parse::<Ipv4Addr>().ok());
+    Ok(rows)
+}
+
+/// `hostports` of one network.
+pub(super) fn hostports(
+    name: &str,
+    dp: &IptablesDatapath,
+) -> Result<Vec<HostPortRow>, IptablesError> {
+    let mut rows: Vec<HostPortRow> = dp
+        .host_ports()?
+        .into_iter()
+        .map(|(p, ip)| HostPortRow::new(name, p.protocol, p.host_port, ip, p.container_port))
+        .collect();
+    rows.sort_by_key(|r| (r.protocol, r.host_port));
+    Ok(rows)
+}
+
+/// `stats`: the named counters of both tables.
+pub(super) fn stats(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatsRow>, IptablesError> {
+    Ok(dp
+        .counters()?
+        .into_iter()
+        .map(|(verdict, packets, bytes)| StatsRow {
+            network: name.to_string(),
+            verdict,
+            packets,
+            bytes,
+            packets_per_s: None,
+            bytes_per_s: None,
+        })
+        .collect())
+}
+
+/// The attachment records of one network by pod address; unreadable files are skipped.
+fn attachments(dir: &Path) -> HashMap<Ipv4Addr, Attachment> {
+    crate::state::scan(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, a)| (a.ip, a))
+        .collect()
+}

@@ -1,0 +1,77 @@
+//! The node-wide half of ADD, shared by every pod of the network: the bridge and its
+//! address, the sysctls, and the datapath opened with the bridge and the uplink written.
+//! The agent makes the same datapath calls ([`Datapath::ensure_network`]) when it starts
+//! and whenever the uplink changes.
+
+use ipnetwork::Ipv4Network;
+
+use super::Ctx;
+use super::errors::IntoCni as _;
+use crate::cni::CniError;
+use crate::datapath::{self, Bridge, Datapath, UplinkView};
+use crate::naming::bridge_mac;
+use crate::netlink::{LinkInfo, Links};
+
+/// The network as a pod's ADD needs it.
+pub(super) struct Network {
+    /// The bridge.
+    pub bridge: LinkInfo,
+    /// The datapath serving new pods.
+    pub datapath: Box<dyn Datapath>,
+}
+
+/// Ensures the bridge (with the gateway address), forwarding and the reserved NAT ports,
+/// then opens the datapath and writes the bridge and the uplink as the kernel shows them now
+/// ([`datapath::uplink::resolve`], the agent's decision). Idempotent.
+///
+/// # Errors
+///
+/// Netlink (102), sysctl (5) or datapath (103, 107) CNI errors.
+pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniError> {
+    let conf = &ctx.conf;
+    let mtu = conf.mtu.unwrap_or(crate::cni::config::DEFAULT_MTU);
+    let mac = bridge_mac(&conf.bridge);
+    let bridge = node
+        .ensure_bridge(&conf.bridge, mtu, mac)
+        .await
+        .into_cni()?;
+    let gw_net = Ipv4Network::new(conf.gateway, conf.subnet.prefix()).expect("validated prefix");
+    node.ensure_address(bridge.index, &conf.bridge, gw_net)
+        .await
+        .into_cni()?;
+    ctx.host.prepare(&conf.bridge, conf.nat_port_range)?;
+    let named = match &conf.uplink {
+        crate::cni::UplinkSelector::Named(name) => Some(name.as_str()),
+        crate::cni::UplinkSelector::Auto => None,
+    };
+    let snapshot = node.uplink_snapshot(named).await.into_cni()?;
+    let uplink = datapath::uplink::resolve(&conf.uplink, &snapshot);
+    if uplink.is_none() {
+        tracing::info!(
+            "no uplink ({:?}): pods reach each other and the node only",
+            conf.uplink
+        );
+    }
+    let addrs: Vec<std::net::Ipv4Addr> = uplink
+        .as_ref()
+        .map(|u| {
+            snapshot
+                .addrs
+                .iter()
+                .filter(|a| a.index == u.ifindex)
+                .map(|a| a.addr)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut datapath = ctx.datapaths.open(conf).into_cni()?.datapath;
+    datapath
+        .ensure_network(
+            Some(Bridge {
+                ifindex: bridge.index,
+                mac,
+            }),
+            UplinkView::Observed(uplink.as_ref(), &addrs),
+        )
+        .into_cni()?;
+    Ok(Network { bridge, datapath })
+}

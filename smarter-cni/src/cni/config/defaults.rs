@@ -1,0 +1,35 @@
+//! Every default of the network configuration, in one place: the plugin's [`NetConf`]
+//! defaults, the installer's knobs, the agent, `smarter-dns` and `smarter-bpfctl` take
+//! theirs from here (upstream smarter-cni's names: network `smartnet`, bridge `smartnet0`,
+//! subnet `172.39.0.0/16`).
+//!
+//! [`NetConf`]: super::NetConf
+
+use std::net::Ipv4Addr;
+
+/// Network name (`name`).
+pub const NETWORK: &str = "smartnet";
+/// Bridge name (`bridge`).
+pub const BRIDGE: &str = "smartnet0";
+/// Pod subnet (`subnet`) as text; [`super::DEFAULT_SUBNET`] is the parsed form.
+pub const SUBNET: &str = "172.39.0.0/16";
+/// Pod gateway, the bridge's address (`gateway`).
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
+/// host-local compatible IPAM files (`dataDir`).
+pub const DATA_DIR: &str = "/var/run/cni/networks";
+/// Attachment records, the loader lock and the datapath choice (`stateDir`).
+pub const STATE_DIR: &str = "/var/lib/smarter-cni";
+/// The pin root on bpffs (`bpffsDir`), created when missing.
+pub const BPFFS_DIR: &str = "/sys/fs/bpf/smarter-cni";
+/// The NAT source-port range (`natPortRange`).
+pub const NAT_PORTS: (u16, u16) = (61000, 64999);
+/// Conntrack map capacity (`ctMaxEntries`).
+pub const CT_MAX_ENTRIES: u32 = 65536;
+/// The node-local DNS address (`nodeDns`), held by the bridge.
+pub const NODE_DNS: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 2);
+/// The cluster domain (`clusterDomain`).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// containerd's CRI socket.
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// k3s's embedded containerd CRI socket.
+pub const K3S_CONTAINERD_SOCKET: &str = "/run/k3s/containerd/containerd.sock";

@@ -1,0 +1,124 @@
+//! hostPorts: `portMappings` as entries of the `hostports` map (DNAT on the uplink address by
+//! `smarter_uplink`, replies reverse-DNATed by `smarter_pod` through conntrack).
+
+use std::net::Ipv4Addr;
+
+use smarter_common::{HostPortKey, HostPortValue, maps};
+
+use super::{EbpfDatapath, EbpfError, HostPortSpec, handle::addr};
+
+fn proto_name(p: u8) -> &'static str {
+    smarter_common::ct::proto::name(p).unwrap_or("?")
+}
+
+fn hp_key(p: &HostPortSpec) -> HostPortKey {
+    HostPortKey {
+        port: p.host_port.to_be(),
+        proto: p.protocol,
+        pad: 0,
+    }
+}
+
+impl EbpfDatapath {
+    /// Maps `ports` to `pod_ip`, all or nothing. Ports this pod already holds are rewritten;
+    /// ports it held before but are not in `ports` are kept (call [`Self::remove_host_ports`]
+    /// first to replace the set).
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::InvalidHostPort`] for a protocol other than 6/17 or port 0 (nothing is
+    /// written), [`EbpfError::HostPortTaken`] when a port is mapped to another pod (nothing is
+    /// written), [`EbpfError::Map`] when a write fails (entries written so far are removed).
+    pub fn set_host_ports(
+        &self,
+        pod_ip: Ipv4Addr,
+        ports: &[HostPortSpec],
+    ) -> Result<(), EbpfError> {
+        let pod = addr(pod_ip);
+        let mut maps_guard = self.lock_maps();
+        for p in ports {
+            if !matches!(p.protocol, 6 | 17) || p.host_port == 0 || p.container_port == 0 {
+                return Err(EbpfError::InvalidHostPort {
+                    port: p.host_port,
+                    protocol: p.protocol,
+                    reason: "protocol must be 6 (tcp) or 17 (udp) and ports non-zero",
+                });
+            }
+            if let Ok(held) = maps_guard.hostports.get(&hp_key(p), 0)
+                && held.pod_ip != pod
+            {
+                return Err(EbpfError::HostPortTaken {
+                    port: p.host_port,
+                    protocol: proto_name(p.protocol),
+                    holder: Ipv4Addr::from(held.pod_ip.to_ne_bytes()),
+                });
+            }
+        }
+        let mut written = Vec::new();
+        for p in ports {
+            let value = HostPortValue {
+                pod_ip: pod,
+                pod_port: p.container_port.to_be(),
+                pad: 0,
+            };
+            if let Err(e) = maps_guard.hostports.insert(hp_key(p), value, 0) {
+                for k in &written {
+                    let _ = maps_guard.hostports.remove(k);
+                }
+                return Err(EbpfError::map(maps::HOSTPORTS, "write", e));
+            }
+            written.push(hp_key(p));
+        }
+        Ok(())
+    }
+
+    /// Removes every hostPort of `pod_ip`; returns how many. Success (0) when it has none.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read or an entry cannot be removed.
+    pub fn remove_host_ports(&self, pod_ip: Ipv4Addr) -> Result<usize, EbpfError> {
+        let pod = addr(pod_ip);
+        let mut maps_guard = self.lock_maps();
+        let mut doomed: Vec<HostPortKey> = maps_guard
+            .hostports
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.pod_ip == pod)
+            .map(|(k, _)| k)
+            .collect();
+        // Another process writing the map meanwhile can make the iteration repeat keys.
+        doomed.sort_by_key(|k| (k.proto, k.port));
+        doomed.dedup_by_key(|k| (k.proto, k.port));
+        for k in &doomed {
+            match maps_guard.hostports.remove(k) {
+                Err(e) if !super::endpoints::is_absent(&e) => {
+                    return Err(EbpfError::map(maps::HOSTPORTS, "remove", e));
+                }
+                _ => {}
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Every hostPort mapping with the pod it leads to.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read.
+    pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, EbpfError> {
+        let maps_guard = self.lock_maps();
+        let mut out = Vec::new();
+        for entry in maps_guard.hostports.iter() {
+            let (k, v) = entry.map_err(|e| EbpfError::map(maps::HOSTPORTS, "read", e))?;
+            let spec = HostPortSpec {
+                host_port: u16::from_be(k.port),
+                container_port: u16::from_be(v.pod_port),
+                protocol: k.proto,
+            };
+            out.push((spec, Ipv4Addr::from(v.pod_ip.to_ne_bytes())));
+        }
+        out.sort_by_key(|(s, _)| (s.protocol, s.host_port));
+        Ok(out)
+    }
+}

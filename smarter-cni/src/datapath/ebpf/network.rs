@@ -1,0 +1,167 @@
+//! [`EbpfNetwork`]: the eBPF datapath of one network behind the [`Datapath`] seam.
+
+use std::net::Ipv4Addr;
+
+use super::handle::EbpfDatapath;
+use super::{EbpfError, pins};
+use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink, Uplink};
+
+/// One network's pinned programs and maps with the settings they were opened with.
+#[derive(Debug)]
+pub struct EbpfNetwork {
+    dp: EbpfDatapath,
+    s: Settings,
+}
+
+impl EbpfNetwork {
+    /// Opens (loading and pinning programs and maps if nobody has yet; a missing pin root
+    /// whose parent is bpffs is created) and writes the NAT settings and deny list.
+    ///
+    /// # Errors
+    ///
+    /// As [`EbpfDatapath::open_or_load`], or when a settings write fails.
+    pub fn open(s: Settings) -> Result<Self, EbpfError> {
+        std::fs::create_dir_all(&s.lock_dir)
+            .map_err(|e| EbpfError::io("create the lock directory", &s.lock_dir, e))?;
+        let dp = EbpfDatapath::open_or_load(
+            &s.bpffs_dir,
+            &s.network,
+            &s.lock_dir,
+            &s.datapath_config(),
+        )?;
+        let net = Self { dp, s };
+        net.write_settings()?;
+        Ok(net)
+    }
+
+    /// Opens the pins without loading or creating anything; `None` when there are none.
+    ///
+    /// # Errors
+    ///
+    /// As [`EbpfDatapath::open_existing`].
+    pub fn open_existing(s: Settings) -> Result<Option<Self>, EbpfError> {
+        Ok(EbpfDatapath::open_existing(&s.bpffs_dir, &s.network)?.map(|dp| Self { dp, s }))
+    }
+
+    fn write_settings(&self) -> Result<(), EbpfError> {
+        self.dp.set_nat(self.s.nat_ports, &self.s.ct_timeouts)?;
+        self.dp.set_deny(&self.s.deny)
+    }
+
+    /// The plugin's view: records the uplink unless what is recorded is still true (another
+    /// interface, or an address it no longer has, is not).
+    fn observed(&self, up: Option<&Uplink>, addrs: &[Ipv4Addr]) -> Result<(), EbpfError> {
+        let current = self.dp.config()?;
+        let Some(up) = up else {
+            if current.uplink_ifindex != 0 {
+                tracing::info!("no uplink any more: NAT paused");
+                self.dp.set_uplink(None)?;
+            }
+            return Ok(());
+        };
+        let recorded = Ipv4Addr::from(current.uplink_addr.to_ne_bytes());
+        let still_true = current.uplink_ifindex == up.ifindex && addrs.contains(&recorded);
+        if !still_true {
+            self.dp.set_uplink(Some(up))?;
+        }
+        self.dp.attach_uplink(up, self.s.attach)
+    }
+
+    /// The agent's decision. A flap (link down, route gone) must not kill NATed flows: while
+    /// the recorded interface still holds the recorded address the NAT state stays, so
+    /// replies arriving after the outage still find their pods.
+    fn decided(&self, up: Option<&Uplink>) -> Result<(), EbpfError> {
+        if let Some(u) = up.filter(|u| !u.addr.is_unspecified()) {
+            self.dp.attach_uplink(u, self.s.attach)?;
+            self.dp.set_uplink(Some(u))?;
+            tracing::info!("eBPF datapath: NAT to {} via {}", u.addr, u.name);
+            return Ok(());
+        }
+        let cfg = self.dp.config()?;
+        let addr = Ipv4Addr::from(cfg.uplink_addr.to_ne_bytes());
+        if cfg.uplink_ifindex != 0
+            && crate::datapath::uplink::interface_has(cfg.uplink_ifindex, addr)
+        {
+            tracing::warn!(
+                "eBPF datapath: uplink unavailable; keeping NAT to {addr} for its return"
+            );
+        } else {
+            self.dp.set_uplink(None)?;
+            tracing::warn!("eBPF datapath: no usable uplink; NAT paused");
+        }
+        Ok(())
+    }
+}
+
+impl Datapath for EbpfNetwork {
+    fn kind(&self) -> DatapathKind {
+        DatapathKind::Ebpf
+    }
+
+    fn ensure_network(
+        &mut self,
+        bridge: Option<Bridge>,
+        uplink: UplinkView<'_>,
+    ) -> Result<(), DatapathError> {
+        if let Some(b) = bridge {
+            self.dp.set_bridge(b.ifindex, b.mac)?;
+        }
+        match uplink {
+            UplinkView::Observed(up, addrs) => self.observed(up, addrs)?,
+            UplinkView::Decided(up) => self.decided(up)?,
+        }
+        self.dp.attach_local(self.s.attach)?;
+        Ok(())
+    }
+
+    fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError> {
+        self.dp.attach_endpoint(ep, self.s.attach)?;
+        if let Err(e) = self.dp.set_host_ports(ep.ip, ports) {
+            if let Err(undo) = self.dp.detach_endpoint(ep.ip, &ep.host_ifname) {
+                tracing::error!("rollback of {}: {undo}", ep.ip);
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError> {
+        Ok(self.dp.detach_endpoint(ip, host_ifname)?)
+    }
+
+    fn check(&self, ep: &EndpointSpec) -> Result<Vec<String>, DatapathError> {
+        Ok(self.dp.check_endpoint(ep)?)
+    }
+
+    fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError> {
+        Ok(self
+            .dp
+            .endpoints()?
+            .into_iter()
+            .map(|e| PodLink {
+                ip: e.ip,
+                mac: e.mac,
+                host_ifname: e.host_ifname,
+            })
+            .collect())
+    }
+
+    fn gc(&self) -> Result<usize, DatapathError> {
+        Ok(self.dp.ct_gc(&self.s.ct_timeouts)?)
+    }
+
+    fn remove(&self) -> Result<(), DatapathError> {
+        // Netlink filters outlive pins: take the node-wide programs off explicitly.
+        self.dp.detach_uplink()?;
+        self.dp.detach_local()?;
+        Ok(pins::remove_network_pins(
+            &self.s.bpffs_dir,
+            &self.s.network,
+        )?)
+    }
+
+    fn as_ebpf(&self) -> Option<&EbpfDatapath> {
+        Some(&self.dp)
+    }
+}

@@ -1,0 +1,115 @@
+//! [`IptablesNetwork`]: the iptables (nftables) datapath of one network behind the
+//! [`Datapath`] seam. Its masquerade follows the uplink's name (the kernel's masquerade
+//! already follows address changes); conntrack is the kernel's own.
+
+use std::net::Ipv4Addr;
+
+use super::{IptablesConfig, IptablesDatapath, IptablesError};
+use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
+
+/// One network's tables with the configuration they are written from.
+#[derive(Debug)]
+pub struct IptablesNetwork {
+    cfg: IptablesConfig,
+    dp: IptablesDatapath,
+}
+
+impl IptablesNetwork {
+    /// The datapath of `s`'s network; its tables are written by
+    /// [`Datapath::ensure_network`].
+    ///
+    /// Nothing is run yet: a missing `nft` shows at the first write.
+    #[must_use]
+    pub fn open(s: &Settings) -> Self {
+        Self {
+            cfg: config(s),
+            dp: IptablesDatapath::named(&s.network),
+        }
+    }
+
+    /// The network's tables; `None` when there are none (or no `nft` to have made them).
+    ///
+    /// # Errors
+    ///
+    /// When the tables cannot be listed.
+    pub fn open_existing(s: &Settings) -> Result<Option<Self>, IptablesError> {
+        match IptablesDatapath::open(&s.network) {
+            Ok(dp) => Ok(dp.map(|dp| Self { cfg: config(s), dp })),
+            // No nft binary: there cannot be tables of ours.
+            Err(IptablesError::Spawn { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn config(s: &Settings) -> IptablesConfig {
+    IptablesConfig {
+        network: s.network.clone(),
+        bridge: s.bridge.clone(),
+        subnet: s.subnet,
+        gateway: s.gateway,
+        uplink: None,
+        deny: s.deny.clone(),
+        nat_ports: s.nat_ports,
+    }
+}
+
+impl Datapath for IptablesNetwork {
+    fn kind(&self) -> DatapathKind {
+        DatapathKind::Iptables
+    }
+
+    fn ensure_network(
+        &mut self,
+        _bridge: Option<Bridge>,
+        uplink: UplinkView<'_>,
+    ) -> Result<(), DatapathError> {
+        let (up, always) = match uplink {
+            UplinkView::Observed(up, _) => (up, true),
+            UplinkView::Decided(up) => (up, false),
+        };
+        let name = up.map(|u| u.name.clone());
+        if always || name != self.cfg.uplink || IptablesDatapath::open(&self.cfg.network)?.is_none()
+        {
+            self.cfg.uplink = name;
+            self.dp = IptablesDatapath::ensure(&self.cfg)?;
+            tracing::debug!(
+                "iptables datapath: masquerade via {}",
+                self.cfg
+                    .uplink
+                    .as_deref()
+                    .unwrap_or("any non-bridge interface")
+            );
+        }
+        Ok(())
+    }
+
+    fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError> {
+        Ok(self.dp.attach_endpoint(&ep.link(), ports)?)
+    }
+
+    fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError> {
+        Ok(self.dp.detach_endpoint(ip, host_ifname)?)
+    }
+
+    fn check(&self, ep: &EndpointSpec) -> Result<Vec<String>, DatapathError> {
+        Ok(self.dp.check_endpoint(&ep.link())?)
+    }
+
+    fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError> {
+        Ok(self.dp.endpoints()?)
+    }
+
+    fn gc(&self) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
+
+    fn remove(&self) -> Result<(), DatapathError> {
+        Ok(IptablesDatapath::remove(&self.cfg.network)?)
+    }
+
+    fn as_iptables(&self) -> Option<&IptablesDatapath> {
+        Some(&self.dp)
+    }
+}

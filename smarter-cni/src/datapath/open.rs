@@ -1,0 +1,181 @@
+//! Opening a network's datapath: the one place that chooses. The plugin, the node agent,
+//! `smarter-bpfctl` and the installer all come through here.
+//!
+//! [`open`] picks the datapath from the configuration (`auto`: eBPF unless it cannot run
+//! here — no bpf file system for `bpffsDir`, no bpf(2) permission, the kernel refusing the
+//! programs — then iptables, saying why) and records the choice in
+//! `<stateDir>/<network>/datapath.choice`. [`open_existing`] opens what is there without
+//! creating anything (DEL, CHECK, GC, inspection, uninstall).
+
+use super::ebpf::EbpfNetwork;
+use super::iptables::IptablesNetwork;
+use super::seam::{Datapath, DatapathError, Settings};
+use super::{AttachMode, ChoiceReason, DatapathChoice, DatapathKind};
+use crate::cni::{NetConf, TcAttachMode};
+
+/// A datapath opened for new pods, with why it is the one.
+#[derive(Debug)]
+pub struct Opened {
+    /// The datapath.
+    pub datapath: Box<dyn Datapath>,
+    /// The choice and its reason (for STATUS, health and metrics).
+    pub choice: DatapathChoice,
+}
+
+/// The settings of `conf`'s network.
+#[must_use]
+pub fn settings(conf: &NetConf) -> Settings {
+    Settings {
+        network: conf.name.clone(),
+        bridge: conf.bridge.clone(),
+        gateway: conf.gateway,
+        subnet: conf.subnet,
+        ct_max_entries: conf.ct_max_entries,
+        ct_timeouts: conf.ct_timeouts,
+        nat_ports: (conf.nat_port_range.start, conf.nat_port_range.end),
+        deny: conf.deny_cidrs.clone(),
+        attach: match conf.tc_attach {
+            TcAttachMode::Auto => AttachMode::Auto,
+            TcAttachMode::Tcx => AttachMode::Tcx,
+            TcAttachMode::Netlink => AttachMode::Netlink,
+        },
+        bpffs_dir: conf.bpffs_dir.clone(),
+        lock_dir: conf.state_dir.join(&conf.name),
+    }
+}
+
+/// The datapath `conf` selects before anything is opened: as configured, or for `auto` eBPF
+/// unless there is no bpf file system for `bpffsDir` (a missing pin root whose parent is
+/// bpffs counts: it is created) or no permission to use bpf(2).
+#[must_use]
+pub fn select(conf: &NetConf) -> DatapathChoice {
+    DatapathChoice::select(conf.datapath, &conf.bpffs_dir)
+}
+
+/// Opens, loading or creating as needed, the datapath `conf` selects. With `datapath: auto`
+/// a load that fails for a reason making eBPF unusable falls back to iptables; the choice is
+/// logged (a fallback as a warning naming the reason) and recorded.
+///
+/// # Errors
+///
+/// When the selected datapath cannot be opened (`datapath: ebpf` without bpffs, a changed
+/// map layout...).
+pub fn open(conf: &NetConf) -> Result<Opened, DatapathError> {
+    let s = settings(conf);
+    let mut choice = select(conf);
+    let mut datapath: Option<Box<dyn Datapath>> = None;
+    if choice.datapath == DatapathKind::Ebpf
+        && let Some(msg) = s.attach.unsupported()
+    {
+        return Err(DatapathError::Config {
+            key: "tcAttach",
+            msg,
+        });
+    }
+    if choice.datapath == DatapathKind::Ebpf {
+        match EbpfNetwork::open(s.clone()) {
+            Ok(dp) => datapath = Some(Box::new(dp)),
+            Err(e) => match choice.after_failure(&e) {
+                Some(fallback) => choice = fallback,
+                None => return Err(e.into()),
+            },
+        }
+    }
+    report(conf, &choice);
+    let datapath = datapath.unwrap_or_else(|| Box::new(IptablesNetwork::open(&s)));
+    Ok(Opened { datapath, choice })
+}
+
+/// Opens the `kind` datapath of `conf`'s network without creating anything; `None` when it
+/// has nothing there.
+///
+/// # Errors
+///
+/// When its state exists but cannot be read.
+pub fn open_existing(
+    conf: &NetConf,
+    kind: DatapathKind,
+) -> Result<Option<Box<dyn Datapath>>, DatapathError> {
+    let s = settings(conf);
+    Ok(match kind {
+        DatapathKind::Ebpf => {
+            EbpfNetwork::open_existing(s)?.map(|d| Box::new(d) as Box<dyn Datapath>)
+        }
+        DatapathKind::Iptables => {
+            IptablesNetwork::open_existing(&s)?.map(|d| Box::new(d) as Box<dyn Datapath>)
+        }
+    })
+}
+
+/// Logs the choice and records it for `smarter-bpfctl status` (best effort).
+fn report(conf: &NetConf, choice: &DatapathChoice) {
+    match &choice.reason {
+        ChoiceReason::Unavailable(u) => tracing::warn!(
+            reason = choice.reason_label(),
+            "datapath auto: eBPF unavailable ({u}); using iptables"
+        ),
+        _ => tracing::debug!("datapath {choice}"),
+    }
+    let dir = conf.state_dir.join(&conf.name);
+    let stored =
+        std::fs::create_dir_all(&dir).and_then(|()| choice.store(&conf.state_dir, &conf.name));
+    if let Err(e) = stored {
+        tracing::debug!(
+            "cannot record the datapath choice in {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+/// How the verbs reach datapaths: the real ones ([`System`]), or a fake in unit tests, so
+/// the verbs' datapath logic is tested without root.
+pub trait Datapaths: Sync {
+    /// As [`open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open`].
+    fn open(&self, conf: &NetConf) -> Result<Opened, DatapathError>;
+
+    /// As [`open_existing`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open_existing`].
+    fn open_existing(
+        &self,
+        conf: &NetConf,
+        kind: DatapathKind,
+    ) -> Result<Option<Box<dyn Datapath>>, DatapathError>;
+
+    /// Both datapaths that have state for `conf`'s network (GC sweeps both).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_existing`].
+    fn open_all(&self, conf: &NetConf) -> Result<Vec<Box<dyn Datapath>>, DatapathError> {
+        let mut all = Vec::new();
+        for kind in [DatapathKind::Ebpf, DatapathKind::Iptables] {
+            all.extend(self.open_existing(conf, kind)?);
+        }
+        Ok(all)
+    }
+}
+
+/// The node's real datapaths.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct System;
+
+impl Datapaths for System {
+    fn open(&self, conf: &NetConf) -> Result<Opened, DatapathError> {
+        open(conf)
+    }
+
+    fn open_existing(
+        &self,
+        conf: &NetConf,
+        kind: DatapathKind,
+    ) -> Result<Option<Box<dyn Datapath>>, DatapathError> {
+        open_existing(conf, kind)
+    }
+}

@@ -1,0 +1,180 @@
+//! The one seam both datapaths sit behind: [`Datapath`], with the errors they return
+//! ([`DatapathError`]) and the network settings they are opened with ([`Settings`]).
+//!
+//! The plugin's verbs, the node agent, `smarter-bpfctl` and the installer hold a
+//! `Box<dyn Datapath>` from [`super::open`] or [`super::open_existing`] and never ask which
+//! one it is, except to read what only one of them has ([`Datapath::as_ebpf`],
+//! [`Datapath::as_iptables`]).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+
+use super::ebpf::{EbpfDatapath, EbpfError};
+use super::iptables::{IptablesDatapath, IptablesError};
+use super::{
+    AttachMode, CtTimeouts, DatapathConfig, DatapathKind, EndpointSpec, HostPortSpec, PodLink,
+    Uplink,
+};
+
+/// What a datapath needs to know of its network, taken from the configuration once, when it
+/// is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// CNI network name.
+    pub network: String,
+    /// Bridge name.
+    pub bridge: String,
+    /// Pod gateway (the bridge's address).
+    pub gateway: Ipv4Addr,
+    /// Pod subnet.
+    pub subnet: Ipv4Network,
+    /// Conntrack capacity (eBPF; applies when the maps are created).
+    pub ct_max_entries: u32,
+    /// Conntrack idle timeouts (eBPF; the kernel's own conntrack times nftables flows).
+    pub ct_timeouts: CtTimeouts,
+    /// NAT source ports, inclusive.
+    pub nat_ports: (u16, u16),
+    /// Destinations pods may not reach.
+    pub deny: Vec<Ipv4Network>,
+    /// How TC programs are attached (eBPF).
+    pub attach: AttachMode,
+    /// The pin root (eBPF).
+    pub bpffs_dir: PathBuf,
+    /// `<stateDir>/<network>`: the loader lock and the recorded build (eBPF).
+    pub lock_dir: PathBuf,
+}
+
+impl Settings {
+    /// The settings written into the eBPF config map when it is created.
+    #[must_use]
+    pub fn datapath_config(&self) -> DatapathConfig {
+        DatapathConfig {
+            gateway: self.gateway,
+            subnet: self.subnet,
+            ct_max_entries: self.ct_max_entries,
+        }
+    }
+}
+
+/// The bridge as the datapath needs it (the plugin knows it; the agent may run before it
+/// exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bridge {
+    /// Ifindex in the node's namespace.
+    pub ifindex: u32,
+    /// Its fixed MAC ([`crate::naming::bridge_mac`]).
+    pub mac: [u8; 6],
+}
+
+/// The uplink as the caller sees it now.
+#[derive(Debug, Clone, Copy)]
+pub enum UplinkView<'a> {
+    /// What the plugin saw during ADD: the uplink and every IPv4 address it holds now (read
+    /// with it, so deciding whether the recorded address still holds reads no interface
+    /// list); written only when what is recorded is no longer true (the agent, when there is
+    /// one, follows the uplink and is authoritative).
+    Observed(Option<&'a Uplink>, &'a [Ipv4Addr]),
+    /// What the node agent decided: written as it is (a flap keeps the NAT state while the
+    /// recorded interface still holds the recorded address).
+    Decided(Option<&'a Uplink>),
+}
+
+/// Failure of a datapath, typed by the datapath it came from (the plugin maps them to CNI
+/// codes 103 and 107).
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// From the eBPF datapath.
+    #[error(transparent)]
+    Ebpf(#[from] EbpfError),
+    /// From the iptables (nftables) datapath.
+    #[error(transparent)]
+    Iptables(#[from] IptablesError),
+    /// The configuration asks for what this node cannot do (e.g. `tcAttach: tcx` on a
+    /// kernel without TCX).
+    #[error("{msg}")]
+    Config {
+        /// The configuration key.
+        key: &'static str,
+        /// What is wrong and what to use instead.
+        msg: String,
+    },
+}
+
+/// One network's datapath, opened.
+///
+/// Interface names resolve in the calling thread's network namespace (the node's). Every
+/// method is idempotent: attach after attach, detach of what is gone, remove of what is
+/// removed all succeed.
+pub trait Datapath: fmt::Debug + Send {
+    /// Which one this is (as recorded in the attachment records).
+    fn kind(&self) -> DatapathKind;
+
+    /// The node-wide part of the network: settings, bridge, the uplink and its programs or
+    /// rules. ADD calls it for every pod (cheap when nothing changed); the agent calls it on
+    /// start and on every uplink change.
+    ///
+    /// # Errors
+    ///
+    /// When a map, program or rule cannot be written.
+    fn ensure_network(
+        &mut self,
+        bridge: Option<Bridge>,
+        uplink: UplinkView<'_>,
+    ) -> Result<(), DatapathError>;
+
+    /// Makes the pod known with its hostPorts. All or nothing: on failure nothing of the pod
+    /// is left.
+    ///
+    /// # Errors
+    ///
+    /// When an entry cannot be written, a hostPort is taken, or attaching fails.
+    fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError>;
+
+    /// Forgets the pod: entries, hostPorts, its conntrack state. Success when already gone.
+    ///
+    /// # Errors
+    ///
+    /// When an entry exists but cannot be removed.
+    fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError>;
+
+    /// What differs from what [`Datapath::attach`] set up for the pod (empty: nothing).
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn check(&self, ep: &EndpointSpec) -> Result<Vec<String>, DatapathError>;
+
+    /// The pods this datapath knows.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError>;
+
+    /// Expires idle conntrack entries; how many went (0 where the kernel's conntrack does it).
+    ///
+    /// # Errors
+    ///
+    /// When a map cannot be read or written.
+    fn gc(&self) -> Result<usize, DatapathError>;
+
+    /// Removes everything of the network: programs off the interfaces and pins, or tables.
+    ///
+    /// # Errors
+    ///
+    /// When something exists but cannot be removed.
+    fn remove(&self) -> Result<(), DatapathError>;
+
+    /// The eBPF datapath, for what only it has (conntrack, events, counters).
+    fn as_ebpf(&self) -> Option<&EbpfDatapath> {
+        None
+    }
+
+    /// The iptables datapath, for what only it has (its tables).
+    fn as_iptables(&self) -> Option<&IptablesDatapath> {
+        None
+    }
+}

@@ -1,0 +1,96 @@
+//! The datapath-neutral types of the seam: what ADD knows about a pod ([`EndpointSpec`]), its
+//! hostPorts ([`HostPortSpec`]), the network settings
+//! ([`DatapathConfig`]) and how TC programs are attached ([`AttachMode`]). Both datapaths take
+//! these; neither has a twin of them.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+/// How the pod program is attached to a host veth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TCX links where the kernel has them (Linux 6.6+), netlink clsact filters otherwise.
+    #[default]
+    Auto,
+    /// TCX links, pinned under the network's `links/` directory.
+    Tcx,
+    /// Netlink filters on a clsact qdisc (Linux 4.5+).
+    Netlink,
+}
+
+impl AttachMode {
+    /// Why this kernel cannot attach this way, if it cannot: `Tcx` before Linux 6.6 (`Auto`
+    /// picks netlink there by itself).
+    #[must_use]
+    pub fn unsupported(self) -> Option<String> {
+        super::ebpf::attach::unsupported(self)
+    }
+}
+
+/// The network settings the datapath needs from the CNI configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatapathConfig {
+    /// The pod gateway (bridge) address.
+    pub gateway: Ipv4Addr,
+    /// The pod subnet.
+    pub subnet: Ipv4Network,
+    /// Capacity of each conntrack map (`ctMaxEntries`). Applies when the maps are created;
+    /// pinned maps keep their size until the network's pins are removed.
+    pub ct_max_entries: u32,
+}
+
+/// What ADD knows about a pod attachment, as the datapath needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    /// The pod's IPv4 address.
+    pub ip: Ipv4Addr,
+    /// The pod interface's MAC address.
+    pub mac: [u8; 6],
+    /// Host-side veth name (in the node's namespace).
+    pub host_ifname: String,
+    /// Host-side veth ifindex (in the node's namespace).
+    pub host_ifindex: u32,
+    /// Interface name inside the pod (`CNI_IFNAME`).
+    pub pod_ifname: String,
+    /// CNI container id.
+    pub container_id: String,
+    /// Kubernetes namespace of the pod (empty when unknown).
+    pub pod_namespace: String,
+    /// Kubernetes pod name (empty when unknown).
+    pub pod_name: String,
+}
+
+impl EndpointSpec {
+    /// How both datapaths key and list the pod.
+    #[must_use]
+    pub fn link(&self) -> PodLink {
+        PodLink {
+            ip: self.ip,
+            mac: self.mac,
+            host_ifname: self.host_ifname.clone(),
+        }
+    }
+}
+
+/// A pod as both datapaths key and list it: its address, MAC and host veth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLink {
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// The pod interface's MAC address.
+    pub mac: [u8; 6],
+    /// The host end of the pod's veth (a port of the bridge).
+    pub host_ifname: String,
+}
+
+/// One `portMappings` entry of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HostPortSpec {
+    /// Port on the node's uplink address.
+    pub host_port: u16,
+    /// Port in the pod.
+    pub container_port: u16,
+    /// IP protocol: 6 (TCP) or 17 (UDP).
+    pub protocol: u8,
+}

@@ -1,0 +1,249 @@
+//! What the uplink decision looks at, read from the kernel: links, IPv4 addresses and the
+//! main table's IPv4 default routes ([`Snapshot`], dumped by [`dump`]), and the netlink
+//! messages turned into it (shared with the agent's event-driven watch).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt as _;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// `RT_TABLE_MAIN`.
+pub const MAIN_TABLE: u32 = 254;
+
+/// One interface, as far as the uplink decision is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Hardware address as reported (any length).
+    pub mac: Vec<u8>,
+    /// Administratively up with carrier.
+    pub up: bool,
+}
+
+/// One IPv4 address of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrState {
+    /// Index of the interface holding it.
+    pub index: u32,
+    /// The local address.
+    pub addr: Ipv4Addr,
+    /// Global scope (not host/link scope such as 127.0.0.1 or 169.254.x.x).
+    pub global: bool,
+    /// Flagged secondary by the kernel.
+    pub secondary: bool,
+}
+
+/// One IPv4 default route of the main table (unicast, prefix length 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRouteState {
+    /// Output interface (for multipath routes, the first next hop's).
+    pub oif: Option<u32>,
+    /// `src` of the route, if any.
+    pub pref_src: Option<Ipv4Addr>,
+    /// Route metric (priority); the lowest wins.
+    pub metric: u32,
+}
+
+/// Everything [`resolve`] looks at, in kernel dump order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// All interfaces.
+    pub links: Vec<LinkState>,
+    /// All IPv4 addresses.
+    pub addrs: Vec<AddrState>,
+    /// The main table's IPv4 default routes.
+    pub default_routes: Vec<DefaultRouteState>,
+}
+
+/// Dumps links, IPv4 addresses and main-table IPv4 default routes through `handle`.
+///
+/// # Errors
+///
+/// The dump that failed (`links`, `addresses`, `routes`) and its netlink error.
+pub async fn dump(handle: &Handle) -> Result<Snapshot, (&'static str, rtnetlink::Error)> {
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("links", e))?;
+    let addrs: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("addresses", e))?;
+    let routes: Vec<RouteMessage> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("routes", e))?;
+    Ok(Snapshot {
+        links: links.iter().map(link_state).collect(),
+        addrs: addrs.iter().filter_map(addr_state).collect(),
+        default_routes: routes.iter().filter_map(default_route_state).collect(),
+    })
+}
+
+/// A link message as the decision sees it.
+pub fn link_state(msg: &LinkMessage) -> LinkState {
+    let flags = msg.header.flags;
+    let mut state = LinkState {
+        index: msg.header.index,
+        name: String::new(),
+        mac: Vec::new(),
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
+    };
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => state.name.clone_from(n),
+            LinkAttribute::Address(a) => state.mac.clone_from(a),
+            _ => {}
+        }
+    }
+    state
+}
+
+/// An IPv4 address message as the decision sees it (`None` for other families).
+pub fn addr_state(msg: &AddressMessage) -> Option<AddrState> {
+    let mut local = None;
+    let mut address = None;
+    let mut secondary = msg.header.flags.contains(AddressHeaderFlags::Secondary);
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Local(IpAddr::V4(a)) => local = Some(*a),
+            AddressAttribute::Address(IpAddr::V4(a)) => address = Some(*a),
+            AddressAttribute::Flags(f) => {
+                secondary |= f.contains(AddressFlags::Secondary);
+            }
+            _ => {}
+        }
+    }
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
+    Some(AddrState {
+        index: msg.header.index,
+        addr: local.or(address)?,
+        global: msg.header.scope == AddressScope::Universe,
+        secondary,
+    })
+}
+
+/// The routing table of a route message.
+pub fn route_table(msg: &RouteMessage) -> u32 {
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table))
+}
+
+/// A main-table IPv4 unicast default route as the decision sees it (`None` otherwise).
+pub fn default_route_state(msg: &RouteMessage) -> Option<DefaultRouteState> {
+    if msg.header.destination_prefix_length != 0
+        || msg.header.kind != RouteType::Unicast
+        || route_table(msg) != MAIN_TABLE
+    {
+        return None;
+    }
+    let mut state = DefaultRouteState {
+        oif: None,
+        pref_src: None,
+        metric: 0,
+    };
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Oif(i) => state.oif = Some(*i),
+            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => state.pref_src = Some(*a),
+            RouteAttribute::Priority(p) => state.metric = *p,
+            RouteAttribute::MultiPath(hops) if state.oif.is_none() => {
+                state.oif = hops.first().map(|h| h.interface_index);
+            }
+            _ => {}
+        }
+    }
+    Some(state)
+}
+
+impl super::Netlink {
+    /// The part of the [`Snapshot`] the uplink decision for one selector reads: the default
+    /// routes, the one link they (or `named`) point at and that link's IPv4 addresses. The
+    /// plugin's ADD uses it: a node with hundreds of pods has hundreds of veths, which a full
+    /// [`dump`] would read on every ADD.
+    ///
+    /// # Errors
+    ///
+    /// [`super::NetlinkError::Request`] naming the request that failed.
+    pub async fn uplink_snapshot(
+        &self,
+        named: Option<&str>,
+    ) -> Result<Snapshot, super::NetlinkError> {
+        let err = |op: String| move |source| super::NetlinkError::Request { op, source };
+        let routes: Vec<RouteMessage> = self
+            .handle()
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(err("dump routes".into()))?;
+        let default_routes: Vec<DefaultRouteState> =
+            routes.iter().filter_map(default_route_state).collect();
+        let links = self.handle().link().get();
+        let request = match named {
+            Some(name) => links.match_name(name.to_string()),
+            None => match default_routes
+                .iter()
+                .filter(|r| r.oif.is_some())
+                .min_by_key(|r| r.metric)
+                .and_then(|r| r.oif)
+            {
+                Some(oif) => links.match_index(oif),
+                None => {
+                    return Ok(Snapshot {
+                        default_routes,
+                        ..Snapshot::default()
+                    });
+                }
+            },
+        };
+        let link: Option<LinkMessage> = match request.execute().try_next().await {
+            Ok(l) => l,
+            Err(e) if super::is_errno(&e, nix::errno::Errno::ENODEV) => None,
+            Err(e) => return Err(err("get the uplink".into())(e)),
+        };
+        let Some(link) = link else {
+            return Ok(Snapshot {
+                default_routes,
+                ..Snapshot::default()
+            });
+        };
+        let addrs: Vec<AddressMessage> = self
+            .handle()
+            .address()
+            .get()
+            .set_link_index_filter(link.header.index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(err(format!("dump addresses of link {}", link.header.index)))?;
+        Ok(Snapshot {
+            links: vec![link_state(&link)],
+            addrs: addrs.iter().filter_map(addr_state).collect(),
+            default_routes,
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! The object loaded into the kernel with a small network configured in its maps, the verdict
+//! counters, and a private network namespace for the tests whose programs look up the FIB.
+
+use std::process::Command;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::SchedClassifier,
+};
+use smarter_cni::datapath::ebpf::EBPF_OBJECT;
+use smarter_common::{EndpointKey, EndpointValue, NetConfig, Verdict, VerdictStats, maps, progs};
+
+use crate::{PEER, PEER_MAC, POD, POD_MAC};
+
+/// An IPv4 address as the maps hold it (network order in a native `u32`).
+fn ne(o: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(o)
+}
+
+/// The object loaded with every program, endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
+/// 4242), the 172.39.0.0/16 network and a deny range 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
+///
+/// # Panics
+/// When the kernel refuses the object or a program, or a map update fails.
+#[must_use]
+pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
+    let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("the kernel accepts the object");
+    for name in progs::ALL {
+        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        prog.load()
+            .unwrap_or_else(|e| panic!("the verifier accepts {name}: {e:?}"));
+    }
+    let mut eps: HashMap<_, EndpointKey, EndpointValue> =
+        HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
+    for (ip, ifindex, mac) in [(POD, 1, POD_MAC), (PEER, 4242, PEER_MAC)] {
+        let value = EndpointValue {
+            ifindex,
+            mac,
+            ..EndpointValue::default()
+        };
+        eps.insert(EndpointKey::from_octets(ip), value, 0).unwrap();
+    }
+    let mut cfg: Array<_, NetConfig> =
+        Array::try_from(ebpf.map_mut(maps::CONFIG).unwrap()).unwrap();
+    let net = NetConfig {
+        gateway: ne([172, 39, 0, 1]),
+        subnet: ne([172, 39, 0, 0]),
+        prefix_len: 16,
+        uplink_addr: ne([198, 51, 100, 2]),
+        uplink_ifindex,
+        ..NetConfig::default()
+    };
+    cfg.set(maps::CONFIG_INDEX, net, 0).unwrap();
+    let mut deny: LpmTrie<_, u32, u8> =
+        LpmTrie::try_from(ebpf.map_mut(maps::DENY).unwrap()).unwrap();
+    deny.insert(&Key::new(8, ne([10, 0, 0, 0])), 1, 0).unwrap();
+    ebpf
+}
+
+/// The packets counted under `v` (summed over the CPUs).
+///
+/// # Panics
+/// When the verdict map cannot be read.
+#[must_use]
+pub fn count(ebpf: &Ebpf, v: Verdict) -> u64 {
+    let m: PerCpuArray<_, VerdictStats> =
+        PerCpuArray::try_from(ebpf.map(maps::VERDICTS).unwrap()).unwrap();
+    m.get(&(v as u32), 0)
+        .unwrap()
+        .iter()
+        .map(|s| s.packets)
+        .sum()
+}
+
+/// Runs `f` on a thread inside a fresh network namespace (`unshare`) where a veth `up0` is the
+/// "uplink" [`crate::UPLINK`]/24 with a static neighbour for [`crate::REMOTE`], so the
+/// programs' FIB lookup succeeds; nothing outside that namespace is touched (it disappears with
+/// the thread).
+///
+/// # Panics
+/// When `unshare`, `ip` or `sysctl` fails, or when `f` panics.
+pub fn in_private_netns(f: impl FnOnce() + Send) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            for args in [
+                &["ip", "link", "set", "lo", "up"][..],
+                &[
+                    "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
+                ],
+                &["ip", "addr", "add", "198.51.100.2/24", "dev", "up0"],
+                &["ip", "link", "set", "up0", "up"],
+                &["ip", "link", "set", "up1", "up"],
+                &[
+                    "ip",
+                    "neigh",
+                    "replace",
+                    "198.51.100.7",
+                    "lladdr",
+                    "02:00:00:00:00:77",
+                    "dev",
+                    "up0",
+                ],
+                &["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
+            ] {
+                let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
+                assert!(st.success(), "{args:?}");
+            }
+            f();
+        })
+        .join()
+        .unwrap();
+    });
+}

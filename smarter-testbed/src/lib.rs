@@ -1,0 +1,244 @@
+//! Throwaway network-namespace worlds for tests, the demo and benchmarks.
+//!
+//! A [`World`] is a `node` namespace (plays the gateway's root namespace: bridge, uplink,
+//! pins), a `wan` namespace (plays the internet, joined to `node` by a veth that is the
+//! node's uplink), one namespace per pod, a private bpffs instance (the pin root,
+//! [`World::bpffs_dir`], is a not-yet-existing directory on it, as on a fresh node) and private
+//! data and state directories. Everything is removed on drop, also when a test panics; worlds left
+//! by a killed process are swept by the next [`World::new`]. Nothing is ever created in
+//! the machine's root network namespace or under `/sys/fs/bpf`.
+//!
+//! Addresses: the uplink is `198.51.100.2/24` (node) ↔ `198.51.100.1/24` (wan), the wan
+//! also holds `203.0.113.1/24` as "a server on the internet".
+
+pub mod containerd;
+mod ns;
+mod plugin;
+mod servers;
+
+pub use ns::{
+    BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
+    sweep_stale, unique_name,
+};
+pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
+pub use servers::{EchoServer, Seen, scrape_metrics, tcp_roundtrip, udp_roundtrip};
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Node-side uplink address in every world.
+pub const NODE_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// Wan-side router address in every world.
+pub const WAN_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// An "internet" server address held by the wan namespace.
+pub const WAN_SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// A server behind a smaller-MTU link, reached through the wan (see [`World::add_far`]).
+pub const FAR_SERVER_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
+/// MTU of the link to [`FAR_SERVER_IP`].
+pub const FAR_MTU: u32 = 1280;
+/// The node's uplink interface name.
+pub const UPLINK: &str = "uplink0";
+/// The pin root's name under the world's bpffs mount (as `smarter-cni` under `/sys/fs/bpf`).
+pub const PIN_ROOT: &str = "smarter-cni";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace world; see the module docs.
+pub struct World {
+    // Field order is drop order: pods first, then node and wan, then the bpffs and files.
+    pods: Vec<Netns>,
+    far: Option<Netns>,
+    node: Netns,
+    wan: Netns,
+    bpffs: BpfFs,
+    pin_root: PathBuf,
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl World {
+    /// Builds a world named after `label` (for readable names in `ip netns`).
+    ///
+    /// # Errors
+    /// Any failure of `ip`, `mount` or the file system; what was made is removed.
+    pub fn new(label: &str) -> io::Result<Self> {
+        sweep_stale();
+        let prefix = format!(
+            "smt-{}-{}-{label}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()?;
+        let bpffs = BpfFs::mount(&dir.path().join("bpffs"))?;
+        let node = Netns::create(&format!("{prefix}-node"))?;
+        let wan = Netns::create(&format!("{prefix}-wan"))?;
+        let world = Self {
+            pods: Vec::new(),
+            far: None,
+            node,
+            wan,
+            pin_root: bpffs.path().join(PIN_ROOT),
+            bpffs,
+            dir,
+            prefix,
+        };
+        world.wire_uplink()?;
+        Ok(world)
+    }
+
+    fn wire_uplink(&self) -> io::Result<()> {
+        let (n, w) = (self.node.name(), self.wan.name());
+        ns::ip(&[
+            "-n", n, "link", "add", UPLINK, "type", "veth", "peer", "name", "wan0", "netns", w,
+        ])?;
+        ns::ip(&[
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{NODE_UPLINK_IP}/24"),
+            "dev",
+            UPLINK,
+        ])?;
+        ns::ip(&["-n", n, "link", "set", UPLINK, "up"])?;
+        ns::ip(&[
+            "-n",
+            n,
+            "route",
+            "add",
+            "default",
+            "via",
+            &WAN_ROUTER_IP.to_string(),
+        ])?;
+        ns::ip(&[
+            "-n",
+            w,
+            "addr",
+            "add",
+            &format!("{WAN_ROUTER_IP}/24"),
+            "dev",
+            "wan0",
+        ])?;
+        ns::ip(&[
+            "-n",
+            w,
+            "addr",
+            "add",
+            &format!("{WAN_SERVER_IP}/24"),
+            "dev",
+            "lo",
+        ])?;
+        ns::ip(&["-n", w, "link", "set", "wan0", "up"])?;
+        Ok(())
+    }
+
+    /// Adds a `far` namespace behind the wan over a link with MTU [`FAR_MTU`] holding
+    /// [`FAR_SERVER_IP`], so full-size packets from the node side make the wan router send
+    /// ICMP "fragmentation needed" (PMTU discovery).
+    ///
+    /// # Errors
+    /// When `ip` fails.
+    pub fn add_far(&mut self) -> io::Result<&Netns> {
+        let far = Netns::create(&format!("{}-far", self.prefix))?;
+        let (w, f) = (self.wan.name(), far.name());
+        let mtu = FAR_MTU.to_string();
+        ns::ip(&[
+            "-n", w, "link", "add", "wan1", "mtu", &mtu, "type", "veth", "peer", "name", "far0",
+            "mtu", &mtu, "netns", f,
+        ])?;
+        ns::ip(&["-n", w, "addr", "add", "100.64.0.1/24", "dev", "wan1"])?;
+        ns::ip(&["-n", w, "link", "set", "wan1", "up"])?;
+        ns::ip(&[
+            "-n",
+            f,
+            "addr",
+            "add",
+            &format!("{FAR_SERVER_IP}/24"),
+            "dev",
+            "far0",
+        ])?;
+        ns::ip(&["-n", f, "link", "set", "far0", "up"])?;
+        ns::ip(&["-n", f, "route", "add", "default", "via", "100.64.0.1"])?;
+        self.wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        self.far = Some(far);
+        Ok(self.far.as_ref().expect("just set"))
+    }
+
+    /// Creates an empty pod namespace (only `lo`, down) and returns it.
+    ///
+    /// # Errors
+    /// When `ip netns add` fails.
+    pub fn add_pod_ns(&mut self, name: &str) -> io::Result<&Netns> {
+        let ns = Netns::create(&format!("{}-{name}", self.prefix))?;
+        self.pods.push(ns);
+        Ok(self.pods.last().expect("just pushed"))
+    }
+
+    /// Deletes a pod namespace early (as a runtime does after DEL, or to simulate it vanishing).
+    pub fn remove_pod_ns(&mut self, path: &Path) {
+        self.pods.retain(|p| p.path() != path);
+    }
+
+    /// The pod namespace created as `name` by [`World::add_pod_ns`].
+    #[must_use]
+    pub fn pod(&self, name: &str) -> Option<&Netns> {
+        let full = format!("{}-{name}", self.prefix);
+        self.pods.iter().find(|p| p.name() == full)
+    }
+
+    /// The node namespace.
+    #[must_use]
+    pub fn node(&self) -> &Netns {
+        &self.node
+    }
+
+    /// The wan namespace.
+    #[must_use]
+    pub fn wan(&self) -> &Netns {
+        &self.wan
+    }
+
+    /// The world's `bpffsDir`: [`PIN_ROOT`] under the private bpffs mount, which does not exist
+    /// until the plugin, the agent or the installer creates it — the layout of a fresh node,
+    /// where `/sys/fs/bpf` is bpffs and `/sys/fs/bpf/smarter-cni` is not there yet.
+    #[must_use]
+    pub fn bpffs_dir(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// The world's private bpffs mount point (plays the node's `/sys/fs/bpf`).
+    #[must_use]
+    pub fn bpffs_mount(&self) -> &Path {
+        self.bpffs.path()
+    }
+
+    /// A private directory for `dataDir`.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A private directory for `stateDir`.
+    #[must_use]
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A network configuration for this world with the given cniVersion and the world's
+    /// private directories; callers add or override keys.
+    #[must_use]
+    pub fn netconf(&self, cni_version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "cniVersion": cni_version,
+            "name": "smartnet",
+            "type": "smarter-cni",
+            "dataDir": self.data_dir(),
+            "stateDir": self.state_dir(),
+            "bpffsDir": self.bpffs_dir(),
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! `cargo xtask vm-test`: the datapath tests inside QEMU guests running the kernels edge
+//! gateways run — Debian bookworm's 6.1 for arm64, armhf (armmp-lpae) and amd64 — under TCG.
+//!
+//! Per architecture:
+//! 1. the kernel, busybox-static, iproute2, iputils-ping, nftables, conntrack and bpftool
+//!    `.deb`s of that architecture with their libraries, downloaded and extracted once into
+//!    `target/vm-test/<deb-arch>/` ([`debs`]);
+//! 2. the test executables of [`TESTS`] cross-built statically for it by
+//!    `cargo test --no-run --target <triple>` (the same sources and the same behaviour table
+//!    as on the host; the target and linker choice is `cargo xtask image`'s), with the
+//!    plugin, agent, bpfctl and DNS binaries beside them;
+//! 3. an initramfs ([`initramfs`]) holding those at the absolute paths they were built at
+//!    (`CARGO_BIN_EXE_*` holds in the guest), the tools and the kernel modules;
+//! 4. a boot with `-nic none` whose `/init` runs every test executable and powers off; the
+//!    console is echoed with an `[arch]` prefix and kept in `target/vm-test/<arch>/console.log`.
+//!
+//! `--btf off` hides `/sys/kernel/btf/vmlinux` under an empty tmpfs (Raspberry Pi OS ships no
+//! BTF); the default (`auto`) does that on arm64 only, keeps it on amd64, and armhf's kernel
+//! has none. armhf runs everything with `bpf_jit_enable=1`, then the eBPF tests again with the
+//! JIT off. At the end: a table of each program's verifier count, sizes and load time per
+//! architecture, and each guest's results and wall time.
+
+mod cpio;
+mod debs;
+mod guest;
+mod initramfs;
+mod report;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::ValueEnum;
+
+use crate::{
+    image::{self, Arch},
+    setup,
+};
+use guest::{GuestTest, Machine};
+
+/// The test files run in the guests, the libtest arguments each gets there, and the filter
+/// for the repeated passes with the JIT off (`None`: not repeated; `""`: every test).
+pub const TESTS: [(&str, &[&str], Option<&str>); 4] = [
+    ("ebpf_programs", &["--nocapture"], Some("")),
+    ("datapath_behaviour", &[], Some("ebpf::")),
+    ("ebpf_upgrade", &[], Some("")),
+    ("conformance", &["--nocapture"], None),
+];
+/// Host packages the guests need (the cross compilers come from `image`'s list).
+const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
+/// Guest architectures in the default order (fastest boot first).
+const ALL: [Arch; 3] = [Arch::Arm64, Arch::Armv7, Arch::Amd64];
+
+/// `cargo xtask vm-test` flags.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    /// Guest architectures, comma-separated (`armv7` is Debian's `armhf`).
+    #[arg(long, value_delimiter = ',', default_values = ["arm64", "armhf", "amd64"])]
+    pub arch: Vec<Arch>,
+    /// Kernel BTF in the guest: `on`, `off` (hidden, as on Raspberry Pi OS) or `auto` (off on
+    /// arm64, on on amd64; armhf's kernel has none).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub btf: Btf,
+    /// Guests that also run the conformance suite, comma-separated, or `none` (the default:
+    /// arm64 only, to fit CI's budget; see the README).
+    #[arg(long, value_delimiter = ',', default_values = ["arm64"])]
+    pub conformance: Vec<String>,
+    /// Only the conformance cases whose description contains this (`CONFORMANCE_FILTER`;
+    /// empty: the whole 263-case matrix).
+    #[arg(long, default_value = "")]
+    pub conformance_filter: String,
+    /// Seconds a guest may run before it is killed.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+}
+
+impl Default for VmArgs {
+    /// What `cargo xtask test` runs: every guest, `--btf auto`, the default timeout.
+    fn default() -> Self {
+        Self {
+            arch: ALL.to_vec(),
+            btf: Btf::Auto,
+            conformance: vec!["arm64".into()],
+            conformance_filter: String::new(),
+            timeout: 900,
+        }
+    }
+}
+
+/// `--btf`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Btf {
+    /// Keep `/sys/kernel/btf/vmlinux` if the kernel has it.
+    On,
+    /// Hide it.
+    Off,
+    /// Off on arm64 (the Raspberry Pi OS stand-in), on elsewhere.
+    Auto,
+}
+
+fn machine(arch: Arch) -> Machine {
+    match arch {
+        Arch::Arm64 => Machine {
+            deb_arch: "arm64",
+            flavour: "arm64",
+            qemu: "qemu-system-aarch64",
+            machine: &["-M", "virt", "-cpu", "cortex-a72"],
+            console: "ttyAMA0",
+            jit_passes: &[1],
+        },
+        Arch::Armv7 => Machine {
+            deb_arch: "armhf",
+            flavour: "armmp-lpae",
+            qemu: "qemu-system-arm",
+            machine: &["-M", "virt", "-cpu", "cortex-a15"],
+            console: "ttyAMA0",
+            jit_passes: &[1, 0],
+        },
+        Arch::Amd64 => Machine {
+            deb_arch: "amd64",
+            flavour: "amd64",
+            qemu: "qemu-system-x86_64",
+            machine: &["-accel", "tcg", "-cpu", "max"],
+            console: "ttyS0",
+            jit_passes: &[1],
+        },
+    }
+}
+
+/// `target/vm-test` (honouring `CARGO_TARGET_DIR`).
+fn cache_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("vm-test")
+}
+
+/// What `cargo xtask setup` does for the guests: QEMU, the cross compilers, the Rust targets,
+/// the guests' packages (downloaded and extracted into the cache). Idempotent.
+///
+/// # Errors
+/// When a package, target or download cannot be installed.
+pub fn setup(root: &Path) -> Result<()> {
+    let platforms: Vec<_> = ALL.iter().map(|a| a.platform()).collect();
+    let targets = platforms
+        .iter()
+        .map(|p| image::rust_target(root, p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut pkgs = image::debian_packages(&platforms, &targets, false);
+    pkgs.extend(HOST_PACKAGES);
+    setup::debian_packages(&pkgs)?;
+    if !nix::unistd::geteuid().is_root() {
+        println!("setup: vm-test guests: not root, their packages are fetched by `vm-test`");
+        return Ok(());
+    }
+    for arch in ALL {
+        let m = machine(arch);
+        debs::prepare(&cache_dir(root).join(m.deb_arch), m.deb_arch, m.flavour)?;
+    }
+    Ok(())
+}
+
+/// Runs `cargo xtask vm-test`; see the [module docs](self).
+///
+/// # Errors
+/// When a guest cannot be built or booted, or any test in it fails.
+pub fn vm_test(root: &Path, args: &VmArgs) -> Result<()> {
+    let started = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("vm-test downloads Debian packages with apt and needs root (run it with sudo)");
+    }
+    let mut arches = Vec::new();
+    for a in &args.arch {
+        if !arches.contains(a) {
+            arches.push(*a);
+        }
+    }
+    setup(root)?;
+    let mut results = Vec::new();
+    for arch in arches {
+        let t = Instant::now();
+        let outcome = run_guest(root, arch, args);
+        results.push((arch, outcome, t.elapsed()));
+    }
+    print!("{}", report::summary(&results));
+    println!(
+        "vm-test: {} guest(s) in {:.0?}",
+        results.len(),
+        started.elapsed()
+    );
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(a, r, _)| match r {
+            Ok(g) if g.failures().is_empty() => None,
+            Ok(g) => Some(format!(
+                "{}: {}",
+                a.platform().name,
+                g.failures().join(", ")
+            )),
+            Err(e) => Some(format!("{}: {e:#}", a.platform().name)),
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!("vm-test failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Builds, boots and reads one guest.
+fn run_guest(root: &Path, arch: Arch, args: &VmArgs) -> Result<report::Guest> {
+    let m = machine(arch);
+    let p = arch.platform();
+    let cache = cache_dir(root).join(m.deb_arch);
+    let sys = debs::prepare(&cache, m.deb_arch, m.flavour)?;
+    let build = Instant::now();
+    let (mut tests, bins) = cross_build(root, arch)?;
+    let conformance = args
+        .conformance
+        .iter()
+        .any(|a| a == m.deb_arch || a == p.name || a == "all");
+    tests.retain(|t| t.name != "conformance" || conformance);
+    for t in &mut tests {
+        if t.name == "conformance" {
+            t.env
+                .push(("CONFORMANCE_FILTER".into(), args.conformance_filter.clone()));
+        }
+    }
+    let build_time = build.elapsed();
+    let hide_btf = match args.btf {
+        Btf::On => false,
+        Btf::Off => true,
+        Btf::Auto => arch == Arch::Arm64,
+    };
+    let mut same_path = bins;
+    same_path.extend(tests.iter().map(|t| PathBuf::from(&t.path)));
+    let (mut tree, modules) = initramfs::assemble(&sys, &same_path)?;
+    let init = guest::init_script(&m, &modules, hide_btf, &tests);
+    tree.add("/init", cpio::Node::Bytes(init.into_bytes(), 0o755));
+    let initrd = cache.join("initrd.cpio");
+    let size = tree
+        .write(&initrd)
+        .with_context(|| format!("cannot write {}", initrd.display()))?;
+    let (release, kernel_tree) = sys.kernel()?;
+    println!(
+        "vm-test: {}: kernel {release}, initramfs {} MiB, BTF {}",
+        p.name,
+        size / 1_048_576,
+        if hide_btf {
+            "hidden"
+        } else {
+            "as the kernel has it"
+        }
+    );
+    let kernel = kernel_tree.join(format!("boot/vmlinuz-{release}"));
+    let boot = Instant::now();
+    let lines = guest::boot(
+        &m,
+        &kernel,
+        &initrd,
+        &cache.join("console.log"),
+        &format!("[{}]", m.deb_arch),
+        Duration::from_secs(args.timeout),
+    )?;
+    Ok(report::Guest::parse(
+        m.deb_arch,
+        &lines,
+        &tests,
+        build_time,
+        boot.elapsed(),
+    ))
+}
+
+/// `cargo test --no-run` of [`TESTS`] for `arch`'s static target (`CARGO_TARGET_DIR`, debug
+/// profile without debug info); returns the tests to run and the four binaries.
+fn cross_build(root: &Path, arch: Arch) -> Result<(Vec<GuestTest>, Vec<PathBuf>)> {
+    let p = arch.platform();
+    let t = image::rust_target(root, &p)?;
+    let mut cmd = crate::run::cargo(
+        root,
+        ["test", "--no-run", "--locked", "-p", "smarter-cni"],
+        &[],
+    )
+    .args(["--target", &t.triple])
+    .env("CARGO_PROFILE_DEV_DEBUG", "0");
+    for (name, _, _) in TESTS {
+        cmd = cmd.args(["--test", name]);
+    }
+    let stderr = image::cross_env(cmd, &p, &t)?.stderr_of()?;
+    let mut tests = Vec::new();
+    for (name, args, jit_off) in TESTS {
+        let path = test_executable(root, &stderr, name)?;
+        tests.push(GuestTest {
+            name: name.to_owned(),
+            path: path.to_string_lossy().into_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            jit_off: jit_off.map(str::to_owned),
+            env: Vec::new(),
+        });
+    }
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let out = target_dir.join(&t.triple).join("debug");
+    let mut bins = Vec::new();
+    for name in image::BINARIES {
+        let bin = out.join(name);
+        image::check_static_elf(&bin, p.elf_machine)?;
+        bins.push(bin);
+    }
+    for t in &tests {
+        image::check_static_elf(Path::new(&t.path), p.elf_machine)?;
+    }
+    Ok((tests, bins))
+}
+
+/// The path of `tests/<name>.rs`'s executable from cargo's `Executable tests/<name>.rs (<path>)`
+/// line, made absolute: cargo prints it relative to the workspace `root` when the target
+/// directory is inside it (no `CARGO_TARGET_DIR`, as on a fresh clone), and the guest runs it
+/// from `/`.
+fn test_executable(root: &Path, cargo_stderr: &str, name: &str) -> Result<PathBuf> {
+    let path = cargo_stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Executable "))
+        .find(|l| l.starts_with(&format!("tests/{name}.rs ")))
+        .and_then(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
+        .with_context(|| format!("cargo printed no executable for tests/{name}.rs"))?;
+    Ok(root.join(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STDERR: &str = "\
+    Finished `test` profile [unoptimized] target(s) in 1m 36s
+  Executable tests/conformance.rs (target/x86_64-unknown-linux-musl/debug/deps/conformance-5e6d)
+  Executable tests/ebpf_programs.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b)
+";
+
+    #[test]
+    fn relative_executables_are_made_absolute_under_the_workspace() {
+        let root = Path::new("/check/work/main");
+        assert_eq!(
+            test_executable(root, STDERR, "conformance").unwrap(),
+            Path::new(
+                "/check/work/main/target/x86_64-unknown-linux-musl/debug/deps/conformance-5e6d"
+            )
+        );
+    }
+
+    #[test]
+    fn absolute_executables_stay_where_cargo_target_dir_put_them() {
+        let root = Path::new("/check/work/main");
+        assert_eq!(
+            test_executable(root, STDERR, "ebpf_programs").unwrap(),
+            Path::new("/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b")
+        );
+    }
+
+    #[test]
+    fn a_test_cargo_did_not_build_is_an_error_naming_it() {
+        let err = test_executable(Path::new("/r"), STDERR, "ebpf_upgrade").unwrap_err();
+        assert!(err.to_string().contains("tests/ebpf_upgrade.rs"), "{err}");
+    }
+}
