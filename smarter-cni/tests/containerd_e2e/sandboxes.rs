@@ -193,6 +193,7 @@ fn sandbox_whose_netns_was_removed() {
         );
         run_ok(Command::new("umount").arg(&gone.netns));
         std::fs::remove_file(&gone.netns).unwrap();
+        c.wait_not_ready(&gone.id);
         c.stop(&gone.id);
         c.remove(&gone.id);
         let dels: Vec<_> = c

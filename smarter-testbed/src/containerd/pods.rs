@@ -111,6 +111,33 @@ impl Containerd {
         self.try_status(id).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits until containerd reports sandbox `id` not ready, as the kubelet learns of a
+    /// sandbox whose init process died (PLEG) before it stops it. containerd 1.6 marks the
+    /// sandbox NOTREADY only after it has deleted the dead task and its shim; a
+    /// StopPodSandbox sent before that races the shim's shutdown and fails with
+    /// `ttrpc: closed` (the kubelet would retry it).
+    ///
+    /// # Panics
+    /// When the status call fails, or the sandbox is still ready after 20 s.
+    pub fn wait_not_ready(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = self
+                .rt
+                .block_on(self.cri.pod_sandbox_status(id))
+                .unwrap_or_else(|e| panic!("PodSandboxStatus {id}: {e}\n{}", self.log()));
+            if status.state != SANDBOX_READY {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} still ready 20 s after its init process died\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// StopPodSandbox; panics when it fails.
     pub fn stop(&self, id: &str) {
         self.rt
