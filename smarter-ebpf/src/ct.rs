@@ -5,7 +5,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use smarter_common::{
     CtKey, CtValue, NetConfig,
-    ct::{CT_CLOSING, CT_NEW, CT_RESET, next_state},
+    ct::{CT_CLOSING, CT_NEW, CT_RESET, NAT_PORT_PROBES, nat_port_candidate, next_state},
 };
 
 use crate::{
@@ -14,8 +14,6 @@ use crate::{
     parse::PROTO_TCP,
 };
 
-/// NAT port probes before giving up (bounded loop, verifier-friendly).
-const PROBES: u32 = 32;
 /// A TCP flow that is closing (FIN or RST seen) gives its NAT port up to a new flow once it
 /// has been idle this long: connection churn to one server must not exhaust the range while
 /// dead flows wait for their timeout.
@@ -77,7 +75,6 @@ pub fn nat_port_for(
     }
     if nat_port == 0 {
         let (first, last) = cfg.nat_ports();
-        let range = u32::from(last - first) + 1;
         let hash = saddr
             ^ daddr.rotate_left(7)
             ^ (u32::from(l.port) << 16)
@@ -91,9 +88,8 @@ pub fn nat_port_for(
             state,
             pad: 0,
         };
-        for i in 0..PROBES {
-            let port = first + ((hash.wrapping_add(i.wrapping_mul(7919)) >> 8) % range) as u16;
-            let port = port.to_be();
+        for i in 0..NAT_PORT_PROBES {
+            let port = nat_port_candidate(hash, i, first, last).to_be();
             let in_key = out_key.to_wire_side(port);
             if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_ok()
                 || (proto == PROTO_TCP && take_over_closing(in_key, reply, now))
