@@ -40,13 +40,19 @@ use crate::{
 };
 use guest::{GuestTest, Machine};
 
-/// The test files run in the guests, the libtest arguments each gets there, and the filter
-/// for the repeated passes with the JIT off (`None`: not repeated; `""`: every test).
-pub const TESTS: [(&str, &[&str], Option<&str>); 4] = [
-    ("ebpf_programs", &["--nocapture"], Some("")),
-    ("datapath_behaviour", &[], Some("ebpf::")),
-    ("ebpf_upgrade", &[], Some("")),
-    ("conformance", &["--nocapture"], None),
+/// The test files run in the guests: the package, the file, the libtest arguments each gets
+/// there, and the filter for the repeated passes with the JIT off (`None`: not repeated; `""`:
+/// every test). The `smarter-ebpf-tests` files run the crafted-packet and parity tables
+/// through `BPF_PROG_TEST_RUN` in the guest's kernel (and, on armhf, its arm32 JIT).
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 8] = [
+    ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
+    ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
+    ("smarter-cni", "ebpf_upgrade", &[], Some("")),
+    ("smarter-cni", "conformance", &["--nocapture"], None),
+    ("smarter-ebpf-tests", "object", &[], Some("")),
+    ("smarter-ebpf-tests", "verdicts", &[], Some("")),
+    ("smarter-ebpf-tests", "nat", &[], Some("")),
+    ("smarter-ebpf-tests", "parity", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
@@ -276,19 +282,20 @@ fn run_guest(root: &Path, arch: Arch, args: &VmArgs) -> Result<report::Guest> {
 fn cross_build(root: &Path, arch: Arch) -> Result<(Vec<GuestTest>, Vec<PathBuf>)> {
     let p = arch.platform();
     let t = image::rust_target(root, &p)?;
-    let mut cmd = crate::run::cargo(
-        root,
-        ["test", "--no-run", "--locked", "-p", "smarter-cni"],
-        &[],
-    )
-    .args(["--target", &t.triple])
-    .env("CARGO_PROFILE_DEV_DEBUG", "0");
-    for (name, _, _) in TESTS {
+    let mut cmd = crate::run::cargo(root, ["test", "--no-run", "--locked"], &[])
+        .args(["--target", &t.triple])
+        .env("CARGO_PROFILE_DEV_DEBUG", "0");
+    let mut packages: Vec<&str> = TESTS.iter().map(|(pkg, ..)| *pkg).collect();
+    packages.dedup();
+    for pkg in packages {
+        cmd = cmd.args(["-p", pkg]);
+    }
+    for (_, name, _, _) in TESTS {
         cmd = cmd.args(["--test", name]);
     }
     let stderr = image::cross_env(cmd, &p, &t)?.stderr_of()?;
     let mut tests = Vec::new();
-    for (name, args, jit_off) in TESTS {
+    for (_, name, args, jit_off) in TESTS {
         let path = test_executable(root, &stderr, name)?;
         tests.push(GuestTest {
             name: name.to_owned(),
