@@ -19,6 +19,7 @@ pub mod ct;
 pub mod endpoint;
 pub mod events;
 pub mod maps;
+pub mod nat_port;
 pub mod verdict;
 
 pub use config::NetConfig;

@@ -5,7 +5,8 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use smarter_common::{
     CtKey, CtValue, NetConfig,
-    ct::{CT_CLOSING, CT_NEW, CT_RESET, NAT_PORT_PROBES, nat_port_candidate, next_state},
+    ct::{CT_CLOSING, CT_NEW, CT_RESET, next_state},
+    nat_port::{NAT_PORT_PROBES, nat_port_candidate},
 };
 
 use crate::{
