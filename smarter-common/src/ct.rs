@@ -114,6 +114,21 @@ pub struct CtValue {
     pub pad: u8,
 }
 
+impl CtValue {
+    /// An entry last seen at `last_seen` (ns) mapping to `addr`/`port` (network byte order) in
+    /// TCP state `state`, its padding zeroed.
+    #[must_use]
+    pub const fn new(last_seen: u64, addr: u32, port: u16, state: u8) -> Self {
+        Self {
+            last_seen,
+            addr,
+            port,
+            state,
+            pad: 0,
+        }
+    }
+}
+
 /// Seen in one direction only (UDP, ICMP, or TCP before the SYN-ACK).
 pub const CT_NEW: u8 = 0;
 /// TCP: SYN seen.

@@ -62,13 +62,7 @@ pub fn nat_port_for(
         // when another flow took this one meanwhile.
         let in_key = out_key.to_wire_side(nat_port);
         if CT_IN.get_ptr_mut(in_key).is_none() {
-            let reply = CtValue {
-                last_seen: now,
-                addr: saddr,
-                port: l.port,
-                state,
-                pad: 0,
-            };
+            let reply = CtValue::new(now, saddr, l.port, state);
             if CT_IN.insert(in_key, reply, u64::from(BPF_NOEXIST)).is_err() {
                 nat_port = 0;
             }
@@ -82,13 +76,7 @@ pub fn nat_port_for(
             ^ u32::from(l.remote_port)
             ^ u32::from(proto);
         let hash = hash.wrapping_mul(0x9e37_79b1);
-        let reply = CtValue {
-            last_seen: now,
-            addr: saddr,
-            port: l.port,
-            state,
-            pad: 0,
-        };
+        let reply = CtValue::new(now, saddr, l.port, state);
         for i in 0..NAT_PORT_PROBES {
             let port = nat_port_candidate(hash, i, first, last).to_be();
             let in_key = out_key.to_wire_side(port);
@@ -102,13 +90,7 @@ pub fn nat_port_for(
         if nat_port == 0 {
             return None;
         }
-        let out = CtValue {
-            last_seen: now,
-            addr: uplink_addr,
-            port: nat_port,
-            state,
-            pad: 0,
-        };
+        let out = CtValue::new(now, uplink_addr, nat_port, state);
         // An LRU insert only fails without memory; the reply entry still lets replies in.
         let _ = CT_OUT.insert(out_key, out, 0);
     }

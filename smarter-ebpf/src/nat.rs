@@ -155,13 +155,7 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
 #[inline(always)]
 fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) -> bool {
     let in_key = CtKey::wire_side(daddr, 0, 0, proto);
-    let reply = CtValue {
-        last_seen: now,
-        addr: saddr,
-        port: 0,
-        state: CT_NEW,
-        pad: 0,
-    };
+    let reply = CtValue::new(now, saddr, 0, CT_NEW);
     if let Some(v) = CT_IN.get_ptr_mut(in_key) {
         // SAFETY: a map value pointer, valid for this program run.
         let (holder, state, last_seen) = unsafe { ((*v).addr, (*v).state, (*v).last_seen) };
@@ -182,13 +176,7 @@ fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) ->
         }
     }
     let out_key = in_key.to_pod_side(saddr, 0);
-    let out = CtValue {
-        last_seen: now,
-        addr: cfg.uplink_addr,
-        port: 0,
-        state: CT_NEW,
-        pad: 0,
-    };
+    let out = CtValue::new(now, cfg.uplink_addr, 0, CT_NEW);
     // An LRU insert only fails without memory; the reverse entry still lets replies in.
     let _ = CT_OUT.insert(out_key, out, 0);
     true
@@ -217,20 +205,8 @@ pub fn open_hostport_flow(
         None => return None,
     };
     let state = next_state(CT_NEW, proto, l.tcp_flags, false);
-    let inbound = CtValue {
-        last_seen: now,
-        addr: pod_ip,
-        port: pod_port,
-        state,
-        pad: 0,
-    };
-    let outbound = CtValue {
-        last_seen: now,
-        addr: daddr,
-        port: l.port,
-        state,
-        pad: 0,
-    };
+    let inbound = CtValue::new(now, pod_ip, pod_port, state);
+    let outbound = CtValue::new(now, daddr, l.port, state);
     let out_key = in_key.to_pod_side(pod_ip, pod_port);
     if CT_IN.insert(in_key, inbound, 0).is_err() || CT_OUT.insert(out_key, outbound, 0).is_err() {
         return Some(Err(()));
