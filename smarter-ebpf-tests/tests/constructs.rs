@@ -1,9 +1,9 @@
 //! The embedded object holds no instruction the arm32 JIT of Linux 6.1 refuses (no root, no
 //! kernel: the ELF is read as built). One such instruction anywhere in a program keeps the
 //! kernel from JIT-compiling it on armv7 gateways: a bpf-to-bpf call sends the whole program to
-//! the interpreter, a 64-bit modulo made its load fail with -524 (`bpf_jit_enable=1`, 6.1). `cargo xtask vm-test --arch armhf` checks the same
-//! thing in the real kernel (`jited_bytes > 0` with `bpf_jit_enable=1`); this test names the
-//! instruction at build time on any machine.
+//! the interpreter, a 64-bit modulo made its load fail with -524 (`bpf_jit_enable=1`, 6.1).
+//! `cargo xtask vm-test --arch armhf` checks the same thing in the real kernel (`jited_bytes >
+//! 0` with `bpf_jit_enable=1`); this test names the instruction at build time on any machine.
 
 use object::{Object, ObjectSection, SectionKind};
 use smarter_cni::datapath::ebpf::EBPF_OBJECT;
