@@ -6,6 +6,7 @@
 //! the error mapping in [`errors`].
 
 mod add;
+pub mod boot;
 mod check;
 mod datapath;
 mod del;
@@ -90,6 +91,32 @@ impl Ctx {
 
 /// Runs the plugin: `lookup` reads the environment, `stdin` is the request, the answer
 /// goes to `out`. Returns the process exit code.
+/// The node agent's after-boot reconciliation (the plugin does the same on its first call
+/// after a boot): see [`boot::reconcile`]. Returns the attachments retired and the torn
+/// records removed.
+///
+/// # Errors
+///
+/// As the reconciliation fails (state directory, a retirement).
+pub async fn reconcile_after_boot(conf: &NetConf) -> Result<boot::Reconciled, CniError> {
+    let ctx = Ctx {
+        env: CniEnv {
+            verb: Verb::Gc,
+            container_id: None,
+            netns: None,
+            ifname: None,
+            args: crate::cni::CniArgs::default(),
+            path: Vec::new(),
+        },
+        conf: conf.clone(),
+        version: conf.cni_version,
+        fail_at: None,
+        datapaths: &System,
+        host: &Kernel,
+    };
+    boot::reconcile(&ctx).await
+}
+
 pub fn run(lookup: &dyn Fn(&str) -> Option<String>, stdin: &[u8], out: &mut dyn Write) -> i32 {
     let (answer, code) = match dispatch(lookup, stdin) {
         Ok(Some(v)) => (Some(v), 0),
@@ -176,6 +203,12 @@ fn dispatch(
         })?;
     let started = std::time::Instant::now();
     let res = rt.block_on(async {
+        if matches!(ctx.env.verb, Verb::Add | Verb::Del | Verb::Check | Verb::Gc) {
+            // Never fails the verb: what is left is retried by the next call and by GC.
+            if let Err(e) = boot::reconcile(&ctx).await {
+                tracing::warn!("{}", e.msg);
+            }
+        }
         match ctx.env.verb {
             Verb::Add => add::add(&ctx).await.map(Some),
             Verb::Del => del::del(&ctx).await.map(|()| None),

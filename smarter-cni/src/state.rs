@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod boot;
+pub mod lock;
+
+pub use lock::DirLock;
+
 /// A failure of the state store, with the path involved.
 #[derive(Debug, thiserror::Error)]
 #[error("state store {path}: {source}")]
@@ -117,16 +122,21 @@ impl StateStore {
         self.dir.join(format!("{container_id}+{ifname}.json"))
     }
 
-    /// Reads the record of (container id, ifname), `Ok(None)` when absent.
+    /// Reads the record of (container id, ifname), `Ok(None)` when absent, empty or torn.
     ///
     /// # Errors
-    /// [`StateError`] when the file exists but cannot be read or parsed.
+    /// [`StateError`] when the file exists but cannot be read.
     pub fn load(&self, container_id: &str, ifname: &str) -> Result<Option<Attachment>, StateError> {
         let path = self.path(container_id, ifname);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| err(&path)(io::Error::new(io::ErrorKind::InvalidData, e))),
+            // A record written at power loss can be empty or torn (an SD card keeps what it
+            // had flushed): it says nothing reliable, so it reads as absent; the caller's
+            // remove takes the file away.
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)
+                .inspect_err(|e| {
+                    tracing::warn!("treating torn record {} as absent: {e}", path.display());
+                })
+                .ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(err(&path)(e)),
         }
@@ -169,6 +179,31 @@ impl StateStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(err(&path)(e)),
         }
+    }
+
+    /// Removes the record files that are empty or torn (a power cut while they were being
+    /// written or flushed) and returns their names. Only the after-boot reconciliation
+    /// calls it: no writer of the previous boot can still be at work then.
+    ///
+    /// # Errors
+    /// [`StateError`] when the directory cannot be listed or a file removed.
+    pub fn remove_torn(&self) -> Result<Vec<String>, StateError> {
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
+            let entry = entry.map_err(err(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_record_file(&name) {
+                continue;
+            }
+            let parses = fs::read(entry.path())
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<Attachment>(&b).is_ok());
+            if !parses {
+                fs::remove_file(entry.path()).map_err(err(&entry.path()))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 
     /// All records (unreadable ones are skipped with a warning; leftover temp files of
@@ -306,6 +341,22 @@ mod tests {
         assert!(s.remove("a", "eth0").unwrap());
         assert!(!s.remove("a", "eth0").unwrap());
         assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn torn_records_read_as_absent_and_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(tmp.path(), "net").unwrap();
+        s.save(&sample("a")).unwrap();
+        fs::write(s.dir().join("b+eth0.json"), b"").unwrap();
+        fs::write(s.dir().join("c+eth0.json"), b"{\"containerId\": \"c\", \"ifn").unwrap();
+        assert_eq!(s.load("b", "eth0").unwrap(), None);
+        assert_eq!(s.load("c", "eth0").unwrap(), None);
+        let mut torn = s.remove_torn().unwrap();
+        torn.sort();
+        assert_eq!(torn, ["b+eth0.json", "c+eth0.json"]);
+        assert_eq!(s.list().unwrap(), vec![sample("a")]);
+        assert!(s.remove_torn().unwrap().is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod containerd;
 mod ns;
 mod plugin;
+mod reboot;
 mod servers;
 
 pub use ns::{
@@ -21,6 +22,7 @@ pub use ns::{
     sweep_stale, unique_name,
 };
 pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
+pub use reboot::{BootId, PREVIOUS_BOOT_ID};
 pub use servers::{EchoServer, Seen, scrape_metrics, tcp_roundtrip, udp_roundtrip};
 
 use std::io;
@@ -87,6 +89,7 @@ impl World {
             prefix,
         };
         world.wire_uplink()?;
+        world.wire_wan_server()?;
         Ok(world)
     }
 
@@ -123,17 +126,21 @@ impl World {
             "dev",
             "wan0",
         ])?;
+        ns::ip(&["-n", w, "link", "set", "wan0", "up"])?;
+        Ok(())
+    }
+
+    /// The wan's server address (on its loopback, which outlives a [`World::reboot`]).
+    fn wire_wan_server(&self) -> io::Result<()> {
         ns::ip(&[
             "-n",
-            w,
+            self.wan.name(),
             "addr",
             "add",
             &format!("{WAN_SERVER_IP}/24"),
             "dev",
             "lo",
-        ])?;
-        ns::ip(&["-n", w, "link", "set", "wan0", "up"])?;
-        Ok(())
+        ])
     }
 
     /// Adds a `far` namespace behind the wan over a link with MTU [`FAR_MTU`] holding

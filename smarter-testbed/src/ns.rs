@@ -213,6 +213,24 @@ impl BpfFs {
         })
     }
 
+    /// Unmounts and mounts a fresh bpffs at the same place: every pin is gone, as after a
+    /// boot.
+    ///
+    /// # Errors
+    /// When unmounting or mounting fails.
+    pub fn remount(&mut self) -> io::Result<()> {
+        nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(io::Error::from)?;
+        nix::mount::mount(
+            Some("bpf"),
+            &self.path,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(io::Error::from)
+    }
+
     /// The mount point.
     #[must_use]
     pub fn path(&self) -> &Path {

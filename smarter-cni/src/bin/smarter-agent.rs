@@ -175,6 +175,19 @@ fn main() -> anyhow::Result<()> {
         state = %conf.state_dir.display(),
         "smarter-agent starting"
     );
+    if !cli.dry_run {
+        // Before anything else: a record of a sandbox that died with the last boot must not
+        // keep its address, hostPorts or DNS name from the pods the kubelet starts now.
+        match rt.block_on(smarter_cni::cmd::reconcile_after_boot(conf)) {
+            Ok(done) if done.ran => tracing::info!(
+                retired = done.retired.len(),
+                torn = done.torn.len(),
+                "reconciled after a boot"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("reconciling after a boot: {}", e.msg),
+        }
+    }
     let health = Health::new();
     let mut datapath: Box<dyn DatapathControl + Send> = if cli.dry_run {
         Box::new(LoggingDatapath)

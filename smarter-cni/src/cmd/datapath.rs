@@ -18,6 +18,7 @@ impl ToCni for DatapathError {
         match self {
             DatapathError::Ebpf(e) => e.to_cni(),
             DatapathError::Iptables(e) => e.to_cni(),
+            DatapathError::Lock(e) => e.to_cni(),
             DatapathError::Config { key, msg } => {
                 CniError::new(CniError::INVALID_CONFIG, msg.clone(), *key)
             }

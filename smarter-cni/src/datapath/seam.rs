@@ -92,6 +92,9 @@ pub enum DatapathError {
     /// From the iptables (nftables) datapath.
     #[error(transparent)]
     Iptables(#[from] IptablesError),
+    /// The network's node-wide lock ([`crate::state::lock::NETWORK_LOCK`]) cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::state::StateError),
     /// The configuration asks for what this node cannot do (e.g. `tcAttach: tcx` on a
     /// kernel without TCX).
     #[error("{msg}")]

@@ -157,6 +157,13 @@ pub(super) fn attach_tcx(
     match tcx_link(prog, hook, LinkOrder::default(), link_pin) {
         // Attached through a link some other process holds: it stays attached while they do.
         Err(Failed::Attach(e)) if attached && errno(&e) == Some(libc::EEXIST) => return Ok(()),
+        // Another process attached it between our look and our attach (callers serialise on
+        // the network lock; a process of an older build may not): attached is attached.
+        Err(Failed::Attach(e))
+            if errno(&e) == Some(libc::EEXIST) && tcx_attached(hook, prog_id)? =>
+        {
+            return Ok(());
+        }
         Err(Failed::Attach(e)) => return Err(hook.error("tcx", e)),
         Err(Failed::Other(e)) => return Err(e),
         Ok(()) => {}

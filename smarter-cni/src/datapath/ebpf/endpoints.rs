@@ -16,6 +16,25 @@ use super::{
     pins,
 };
 
+/// The attachment other than `host_ifname`'s that holds an endpoint, by its host veth name
+/// (from the metadata; without it, the live interface the endpoint points at). `None` when the
+/// endpoint is `host_ifname`'s or has no live owner.
+fn other_owner(
+    value: Option<&EndpointValue>,
+    meta: Option<&EndpointMeta>,
+    host_ifname: &str,
+) -> Option<String> {
+    let holder = match (meta, value) {
+        (Some(m), _) => decode_field(&m.host_ifname).to_owned(),
+        (None, Some(v)) => nix::net::if_::if_indextoname(v.ifindex)
+            .ok()?
+            .into_string()
+            .ok()?,
+        (None, None) => return None,
+    };
+    (!holder.is_empty() && holder != host_ifname).then_some(holder)
+}
+
 /// The `endpoints` map value of `ep`.
 fn value(ep: &EndpointSpec) -> EndpointValue {
     EndpointValue {
@@ -127,10 +146,18 @@ impl EbpfDatapath {
         }
     }
 
-    /// Removes the map entries of `ip` (endpoint, metadata, the counters of its veth, its
-    /// conntrack entries via [`Self::ct_flush_pod`], its hostPorts via
-    /// [`Self::remove_host_ports`]) and detaches the pod program from `host_ifname` (link pin and netlink filter). Success when
-    /// already gone, including when the interface no longer exists.
+    /// Forgets the attachment whose host veth is `host_ifname` and whose address was `ip`:
+    /// detaches the pod program from `host_ifname` (link pin and netlink filter), then removes
+    /// what the attachment owns at `ip`: the endpoint, its metadata, the counters of its veth,
+    /// its conntrack entries ([`Self::ct_flush_pod`]) and its hostPorts
+    /// ([`Self::remove_host_ports`]). Success when already gone, including when the interface
+    /// no longer exists.
+    ///
+    /// **Ownership.** The host veth name is derived from (container id, ifname)
+    /// ([`crate::naming::host_veth_name`]), so it names the attachment. When the endpoint at
+    /// `ip` belongs to another attachment (an address reused after a reboot or a release, and
+    /// the late DEL of the old sandbox arrives), nothing keyed by `ip` is touched. Entries of
+    /// `ip` with no endpoint at all have no owner and are collected.
     ///
     /// # Errors
     ///
@@ -146,12 +173,17 @@ impl EbpfDatapath {
         );
         let mut maps = self.lock_maps();
         let key = key(ip);
-        let removed = lookup(maps.endpoints.get(&key, 0), maps::ENDPOINTS, ip).and_then(|v| {
-            if let Some(value) = v {
-                remove_stats(&mut maps, value.ifindex)?;
-            }
-            write(&mut maps, key, None, None, ip)
-        });
+        let value = lookup(maps.endpoints.get(&key, 0), maps::ENDPOINTS, ip)?;
+        let meta = lookup(maps.meta.get(&key, 0), maps::EP_META, ip)?;
+        if let Some(holder) = other_owner(value.as_ref(), meta.as_ref(), host_ifname) {
+            tracing::info!(
+                "{ip} is held by {holder}, not {host_ifname}: its entries stay with their owner"
+            );
+            return detached;
+        }
+        let removed = value
+            .map_or(Ok(()), |v| remove_stats(&mut maps, v.ifindex))
+            .and_then(|()| write(&mut maps, key, None, None, ip));
         drop(maps);
         // The pod's NATed flows go with it (a later pod reusing the address must not inherit
         // them).

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use smarter_common::{HostPortKey, HostPortValue, maps};
+use smarter_common::{EndpointKey, HostPortKey, HostPortValue, maps};
 
 use super::{EbpfDatapath, EbpfError, HostPortSpec, handle::addr};
 
@@ -44,8 +44,14 @@ impl EbpfDatapath {
                     reason: "protocol must be 6 (tcp) or 17 (udp) and ports non-zero",
                 });
             }
+            // A port held by an address with no endpoint has no owner (its pod is gone):
+            // garbage, taken over. One held by a live endpoint is refused.
             if let Ok(held) = maps_guard.hostports.get(&hp_key(p), 0)
                 && held.pod_ip != pod
+                && maps_guard
+                    .endpoints
+                    .get(&EndpointKey { addr: held.pod_ip }, 0)
+                    .is_ok()
             {
                 return Err(EbpfError::HostPortTaken {
                     port: p.host_port,

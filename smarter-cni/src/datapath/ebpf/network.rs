@@ -6,6 +6,7 @@ use super::handle::EbpfDatapath;
 use super::{EbpfError, pins};
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
 use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink, Uplink};
+use crate::state::lock::{DirLock, NETWORK_LOCK};
 
 /// One network's pinned programs and maps with the settings they were opened with.
 #[derive(Debug)]
@@ -42,6 +43,12 @@ impl EbpfNetwork {
     /// As [`EbpfDatapath::open_existing`].
     pub fn open_existing(s: Settings) -> Result<Option<Self>, EbpfError> {
         Ok(EbpfDatapath::open_existing(&s.bpffs_dir, &s.network)?.map(|dp| Self { dp, s }))
+    }
+
+    /// The network's node-wide lock: held by every writer of what pods share or own, so
+    /// concurrent plugins and the agent never interleave a read-check-write.
+    fn lock(&self) -> Result<DirLock, DatapathError> {
+        Ok(DirLock::acquire(&self.s.lock_dir, NETWORK_LOCK)?)
     }
 
     fn write_settings(&self) -> Result<(), EbpfError> {
@@ -104,6 +111,7 @@ impl Datapath for EbpfNetwork {
         bridge: Option<Bridge>,
         uplink: UplinkView<'_>,
     ) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         if let Some(b) = bridge {
             self.dp.set_bridge(b.ifindex, b.mac)?;
         }
@@ -116,6 +124,7 @@ impl Datapath for EbpfNetwork {
     }
 
     fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         self.dp.attach_endpoint(ep, self.s.attach)?;
         if let Err(e) = self.dp.set_host_ports(ep.ip, ports) {
             if let Err(undo) = self.dp.detach_endpoint(ep.ip, &ep.host_ifname) {
@@ -127,6 +136,7 @@ impl Datapath for EbpfNetwork {
     }
 
     fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         Ok(self.dp.detach_endpoint(ip, host_ifname)?)
     }
 

@@ -3,16 +3,20 @@
 //! already follows address changes); conntrack is the kernel's own.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use super::{IptablesConfig, IptablesDatapath, IptablesError};
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
 use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
+use crate::state::lock::{DirLock, NETWORK_LOCK};
 
 /// One network's tables with the configuration they are written from.
 #[derive(Debug)]
 pub struct IptablesNetwork {
     cfg: IptablesConfig,
     dp: IptablesDatapath,
+    /// `<stateDir>/<network>`, where the network's node-wide lock lives.
+    lock_dir: PathBuf,
 }
 
 impl IptablesNetwork {
@@ -25,6 +29,7 @@ impl IptablesNetwork {
         Self {
             cfg: config(s),
             dp: IptablesDatapath::named(&s.network),
+            lock_dir: s.lock_dir.clone(),
         }
     }
 
@@ -35,11 +40,23 @@ impl IptablesNetwork {
     /// When the tables cannot be listed.
     pub fn open_existing(s: &Settings) -> Result<Option<Self>, IptablesError> {
         match IptablesDatapath::open(&s.network) {
-            Ok(dp) => Ok(dp.map(|dp| Self { cfg: config(s), dp })),
+            Ok(dp) => Ok(dp.map(|dp| Self {
+                cfg: config(s),
+                dp,
+                lock_dir: s.lock_dir.clone(),
+            })),
             // No nft binary: there cannot be tables of ours.
             Err(IptablesError::Spawn { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl IptablesNetwork {
+    /// The network's node-wide lock (as the eBPF datapath takes it): one writer at a time of
+    /// the tables and of a pod's elements.
+    fn lock(&self) -> Result<DirLock, DatapathError> {
+        Ok(DirLock::acquire(&self.lock_dir, NETWORK_LOCK)?)
     }
 }
 
@@ -65,6 +82,7 @@ impl Datapath for IptablesNetwork {
         _bridge: Option<Bridge>,
         uplink: UplinkView<'_>,
     ) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         let (up, always) = match uplink {
             UplinkView::Observed(up, _) => (up, true),
             UplinkView::Decided(up) => (up, false),
@@ -86,10 +104,12 @@ impl Datapath for IptablesNetwork {
     }
 
     fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         Ok(self.dp.attach_endpoint(&ep.link(), ports)?)
     }
 
     fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError> {
+        let _lock = self.lock()?;
         Ok(self.dp.detach_endpoint(ip, host_ifname)?)
     }
 
