@@ -349,7 +349,11 @@ mod tests {
         let s = StateStore::open(tmp.path(), "net").unwrap();
         s.save(&sample("a")).unwrap();
         fs::write(s.dir().join("b+eth0.json"), b"").unwrap();
-        fs::write(s.dir().join("c+eth0.json"), b"{\"containerId\": \"c\", \"ifn").unwrap();
+        fs::write(
+            s.dir().join("c+eth0.json"),
+            b"{\"containerId\": \"c\", \"ifn",
+        )
+        .unwrap();
         assert_eq!(s.load("b", "eth0").unwrap(), None);
         assert_eq!(s.load("c", "eth0").unwrap(), None);
         let mut torn = s.remove_torn().unwrap();

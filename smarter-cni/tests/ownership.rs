@@ -4,10 +4,10 @@
 //! sequences against the invariants, replayable from a seed (`ownership/model.rs`). Both
 //! datapaths. Skips (with a message) when not root or without nftables.
 
-#[path = "common/mod.rs"]
-mod common;
 #[path = "ownership/checks.rs"]
 mod checks;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "ownership/model.rs"]
 mod model;
 
@@ -113,7 +113,11 @@ fn torn_records_after_a_boot_are_collected() {
     w.reboot(BootId::New).expect("reboot the world");
     let dir = w.state_dir().join("smartnet");
     std::fs::write(dir.join(format!("{}+eth0.json", old[0].id)), b"").unwrap();
-    std::fs::write(dir.join(format!("{}+eth0.json", old[1].id)), b"{\"containerId\":").unwrap();
+    std::fs::write(
+        dir.join(format!("{}+eth0.json", old[1].id)),
+        b"{\"containerId\":",
+    )
+    .unwrap();
     let new = start_pods(&mut w, &conf, "new");
     assert_owned_by_live(&w, "ebpf", &new, "torn records: after the new ADDs");
     for o in &old {

@@ -12,7 +12,7 @@ use super::fakes::{
     datapath::FakeDatapaths,
     host::{FakeHost, NODE},
 };
-use super::{Ctx, add, check, del, gc};
+use super::{Ctx, add, boot, check, del, gc};
 use crate::cni::{CniError, DatapathMode, ValidAttachment};
 use crate::datapath::DatapathKind;
 use crate::naming::host_veth_name;
@@ -337,4 +337,40 @@ fn gc_removes_what_is_not_valid_and_keeps_what_is() {
     assert_eq!(left, [host_veth_name("keep", "eth0")]);
     let c = n.ctx("GC", "keep");
     assert!(c.state().unwrap().load("keep", "eth0").unwrap().is_some());
+}
+
+/// After a boot: the record of a pod whose veth and namespace are gone is retired (its
+/// allocation, endpoint and record), a live pod's is kept, a torn record is swept, and the
+/// boot is recorded so the next call does nothing; the late DEL of the retired pod succeeds.
+#[test]
+fn after_a_boot_records_without_veth_or_namespace_are_retired() {
+    use super::Host as _;
+    let n = Node::new();
+    n.add("dead").expect("ADD dead");
+    n.add("live").expect("ADD live");
+    let c = n.ctx("ADD", "live");
+    let dir = c.state().unwrap().dir().to_path_buf();
+    std::fs::write(dir.join("torn+eth0.json"), b"{\"contai").unwrap();
+    // The power cut: the dead pod's namespace and veth are gone.
+    std::fs::remove_file(n.netns("dead")).unwrap();
+    let node = n.host.node().unwrap();
+    run(node.delete_link(&host_veth_name("dead", "eth0"))).unwrap();
+    // The netns helper re-creates its file on demand: point the record at a path that is gone.
+    let rec_path = dir.join("dead+eth0.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rec_path).unwrap()).unwrap();
+    rec["netns"] = serde_json::json!("/run/netns/gone-with-the-boot");
+    std::fs::write(&rec_path, rec.to_string()).unwrap();
+
+    let done = run(boot::reconcile(&c)).expect("reconcile");
+    assert!(done.ran);
+    assert_eq!(done.retired, ["dead/eth0"]);
+    assert_eq!(done.torn, ["torn+eth0.json"]);
+    n.assert_gone("dead");
+    assert!(c.state().unwrap().load("live", "eth0").unwrap().is_some());
+    assert_eq!(n.dps.attached().len(), 1, "the live pod's endpoint stays");
+    assert!(!run(boot::reconcile(&c)).unwrap().ran, "once per boot");
+    n.del("dead")
+        .expect("the late DEL of a retired pod succeeds");
+    assert!(c.state().unwrap().load("live", "eth0").unwrap().is_some());
 }

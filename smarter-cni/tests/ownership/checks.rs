@@ -51,7 +51,10 @@ pub fn with_port(conf: &Value, host_port: Option<u16>) -> Value {
 /// ADD; the address, or the plugin's whole answer as the error.
 pub fn add(w: &World, conf: &Value, id: &str, ns: &str, port: Option<u16>) -> Result<Pod, String> {
     let netns = w.pod(ns).expect("pod namespace").path().to_path_buf();
-    let out = call(w, &CniCall::new("ADD", &with_port(conf, port)).pod(id, &netns));
+    let out = call(
+        w,
+        &CniCall::new("ADD", &with_port(conf, port)).pod(id, &netns),
+    );
     if out.status != 0 {
         return Err(format!("ADD {id}: {}\n{}", out.stdout, out.stderr));
     }
@@ -146,7 +149,8 @@ fn ebpf_host_ports(w: &World) -> Vec<(u16, Ipv4Addr)> {
 /// elements), and that `dp` is the datapath serving them.
 pub fn assert_owned_by_live(w: &World, dp: &str, pods: &[Pod], context: &str) {
     let host = |p: &Pod| smarter_cni::naming::host_veth_name(&p.id, "eth0");
-    let mut want_records: Vec<String> = pods.iter().map(|p| format!("{}+eth0.json", p.id)).collect();
+    let mut want_records: Vec<String> =
+        pods.iter().map(|p| format!("{}+eth0.json", p.id)).collect();
     want_records.sort();
     let mut got_records = records(w);
     got_records.sort();
@@ -161,16 +165,29 @@ pub fn assert_owned_by_live(w: &World, dp: &str, pods: &[Pod], context: &str) {
     assert_eq!(veths, want_veths, "{context}: host veths");
     for p in pods {
         let rec: Value = serde_json::from_slice(
-            &std::fs::read(w.state_dir().join("smartnet").join(format!("{}+eth0.json", p.id)))
-                .expect("record"),
+            &std::fs::read(
+                w.state_dir()
+                    .join("smartnet")
+                    .join(format!("{}+eth0.json", p.id)),
+            )
+            .expect("record"),
         )
         .expect("record JSON");
-        assert_eq!(rec["datapath"], json!(dp), "{context}: {} served by {dp}", p.id);
+        assert_eq!(
+            rec["datapath"],
+            json!(dp),
+            "{context}: {} served by {dp}",
+            p.id
+        );
     }
     if dp == "ebpf" {
         let mut want: Vec<(Ipv4Addr, String)> = pods.iter().map(|p| (p.ip, host(p))).collect();
         want.sort();
-        assert_eq!(ebpf_endpoints(w), want, "{context}: eBPF endpoints and owners");
+        assert_eq!(
+            ebpf_endpoints(w),
+            want,
+            "{context}: eBPF endpoints and owners"
+        );
         let mut ports: Vec<(u16, Ipv4Addr)> = pods
             .iter()
             .filter_map(|p| p.host_port.map(|hp| (hp, p.ip)))
@@ -191,7 +208,10 @@ pub fn assert_owned_by_live(w: &World, dp: &str, pods: &[Pod], context: &str) {
             );
         }
         for v in veths_in_ruleset(&text) {
-            assert!(want_veths.contains(&v), "{context}: nftables element of gone {v}");
+            assert!(
+                want_veths.contains(&v),
+                "{context}: nftables element of gone {v}"
+            );
         }
     }
 }

@@ -160,7 +160,11 @@ impl Model {
                     .collect();
                 c["cni.dev/valid-attachments"] = json!(valid);
                 let out = call(&self.w, &CniCall::new("GC", &c));
-                assert_eq!(out.status, 0, "{context}: GC: {}\n{}", out.stdout, out.stderr);
+                assert_eq!(
+                    out.status, 0,
+                    "{context}: GC: {}\n{}",
+                    out.stdout, out.stderr
+                );
             }
             Step::AgentRestart => self.agent_restart(context),
             Step::KillAdd(ms) => {
@@ -216,7 +220,11 @@ impl Model {
             &self.w,
             &CniCall::new("DEL", &with_port(&self.conf, port)).pod(id, netns),
         );
-        assert_eq!(out.status, 0, "{context}: DEL {id}: {}\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.status, 0,
+            "{context}: DEL {id}: {}\n{}",
+            out.stdout, out.stderr
+        );
     }
 
     /// Starts the agent, waits until it is ready (it reconciles and writes the uplink first),
@@ -238,7 +246,10 @@ impl Model {
         );
         let end = Instant::now() + Duration::from_secs(30);
         while !health.exists() {
-            assert!(Instant::now() < end, "{context}: smarter-agent never became ready");
+            assert!(
+                Instant::now() < end,
+                "{context}: smarter-agent never became ready"
+            );
             assert!(
                 agent.0.try_wait().expect("agent status").is_none(),
                 "{context}: smarter-agent exited"
@@ -248,7 +259,10 @@ impl Model {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.0.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let status = agent.0.wait().expect("agent exit");
-        assert!(status.success(), "{context}: agent exit after SIGTERM: {status}");
+        assert!(
+            status.success(),
+            "{context}: agent exit after SIGTERM: {status}"
+        );
     }
 }
 

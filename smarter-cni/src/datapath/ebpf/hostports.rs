@@ -107,6 +107,42 @@ impl EbpfDatapath {
         Ok(doomed.len())
     }
 
+    /// Removes the hostPorts whose pod address has no endpoint (their owner is gone, e.g. a
+    /// DEL killed between its steps) and returns how many. Call it under the network lock:
+    /// an ADD writes its endpoint before its hostPorts.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read or an entry cannot be removed.
+    pub fn remove_ownerless_host_ports(&self) -> Result<usize, EbpfError> {
+        let mut maps_guard = self.lock_maps();
+        let doomed: Vec<HostPortKey> = maps_guard
+            .hostports
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| {
+                maps_guard
+                    .endpoints
+                    .get(&EndpointKey { addr: v.pod_ip }, 0)
+                    .is_err()
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            tracing::info!(
+                port = u16::from_be(k.port),
+                "removing a hostPort with no owner"
+            );
+            match maps_guard.hostports.remove(k) {
+                Err(e) if !super::endpoints::is_absent(&e) => {
+                    return Err(EbpfError::map(maps::HOSTPORTS, "remove", e));
+                }
+                _ => {}
+            }
+        }
+        Ok(doomed.len())
+    }
+
     /// Every hostPort mapping with the pod it leads to.
     ///
     /// # Errors

@@ -158,7 +158,10 @@ impl Datapath for EbpfNetwork {
     }
 
     fn gc(&self) -> Result<usize, DatapathError> {
-        Ok(self.dp.ct_gc(&self.s.ct_timeouts)?)
+        let expired = self.dp.ct_gc(&self.s.ct_timeouts)?;
+        // Under the lock: an ADD writes its endpoint before its hostPorts.
+        let _lock = self.lock()?;
+        Ok(expired + self.dp.remove_ownerless_host_ports()?)
     }
 
     fn remove(&self) -> Result<(), DatapathError> {
