@@ -10,8 +10,12 @@
 //!
 //! Addresses: the uplink is `198.51.100.2/24` (node) ↔ `198.51.100.1/24` (wan), the wan
 //! also holds `203.0.113.1/24` as "a server on the internet".
+//!
+//! Also: containerd in a world's node namespace ([`containerd`]), and a busy load on every CPU
+//! for concurrency tests ([`load::CpuLoad`]).
 
 pub mod containerd;
+pub mod load;
 mod ns;
 mod plugin;
 mod reboot;
