@@ -2,7 +2,8 @@
 //! the plugin SIGKILLed at random points of ADD and DEL followed by the runtime's retry or GC,
 //! and full or read-only directories. After each, a leak census must come back empty:
 //! allocation files, veths, records, endpoint, hostPort and conntrack entries, nftables
-//! elements.
+//! elements. The concurrency and SIGKILL tests run with every CPU also busy
+//! ([`CpuLoad::busy_all`]), so that races show up here rather than on a loaded machine.
 
 mod common;
 
@@ -15,6 +16,7 @@ use common::*;
 use serde_json::{Value, json};
 use smarter_cni::datapath::EbpfDatapath;
 use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_testbed::load::CpuLoad;
 use smarter_testbed::{CniCall, WAN_SERVER_IP, World, spawn_in, spawn_plugin};
 
 /// Everything of every attachment is gone, in both datapaths.
@@ -53,7 +55,7 @@ fn conf_for(w: &World, dp: &str) -> Value {
 }
 
 /// `threads` workers, each ADD → one UDP datagram to the wan (a conntrack entry) → DEL,
-/// `rounds` times, with a hostPort per worker.
+/// `rounds` times, with a hostPort per worker, on a machine whose CPUs are all busy.
 fn cycles(test: &str, dp: &str, threads: usize, rounds: usize) {
     let Some(mut w) = world(test) else { return };
     let conf = conf_for(&w, dp);
@@ -61,6 +63,7 @@ fn cycles(test: &str, dp: &str, threads: usize, rounds: usize) {
         .map(|i| w.add_pod_ns(&format!("p{i}")).unwrap().path().to_path_buf())
         .collect();
     let w = Arc::new(w);
+    let load = CpuLoad::busy_all();
     let workers: Vec<_> = nss
         .into_iter()
         .enumerate()
@@ -88,6 +91,7 @@ fn cycles(test: &str, dp: &str, threads: usize, rounds: usize) {
     for h in workers {
         h.join().expect("worker");
     }
+    drop(load);
     census(&w, &format!("{dp}: after {} cycles", threads * rounds));
 }
 
@@ -139,6 +143,8 @@ fn sigkill(dp: &str) {
         0
     );
     let (mut killed_add, mut killed_del) = (0, 0);
+    // The kills land wherever the plugin was preempted, as on a busy node.
+    let _load = CpuLoad::busy_all();
     for (i, after) in delays(7, 30, 60).into_iter().enumerate() {
         let id = format!("k{i}");
         let add = CniCall::new("ADD", &conf).pod(&id, &ns);

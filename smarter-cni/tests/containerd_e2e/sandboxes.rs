@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 use smarter_testbed::NODE_UPLINK_IP;
 use smarter_testbed::containerd::Sandbox;
+use smarter_testbed::load::CpuLoad;
 
 use crate::common::*;
 use crate::*;
@@ -268,8 +269,9 @@ fn containerd_restart_under_running_pods() {
     }
 }
 
-/// 20 sandboxes started in parallel and then stopped and removed in parallel: 20 distinct
-/// addresses, each reaching the gateway, and an empty census afterwards.
+/// 20 sandboxes started in parallel and then stopped and removed in parallel, with every CPU
+/// also busy ([`CpuLoad::busy_all`]): 20 distinct addresses, each reaching the gateway, and
+/// an empty census afterwards.
 #[test]
 fn twenty_sandboxes_in_parallel() {
     let Some(w) = setup("containerd_parallel") else {
@@ -277,6 +279,7 @@ fn twenty_sandboxes_in_parallel() {
     };
     for dp in datapaths(&w) {
         let c = containerd(&w, &conflist(&w, dp));
+        let _load = CpuLoad::busy_all();
         let ids: Vec<String> = c.rt.block_on(async {
             let mut set = tokio::task::JoinSet::new();
             for i in 0..20 {
