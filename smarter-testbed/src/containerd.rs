@@ -4,9 +4,12 @@
 //! bench`.
 //!
 //! containerd never touches the machine's own network: it runs in the node namespace, its
-//! sandboxes' namespaces are its own, and everything it made is undone on drop (also on
-//! panic): sandboxes stopped and removed, containerd and its shims killed, their mounts and
-//! namespaces removed, the cgroup removed.
+//! sandboxes' namespaces are its own and mounted inside its own directory
+//! ([`Containerd::netns_dir`], never `/var/run/netns`), and everything it made is undone on
+//! drop (also on panic, and when containerd failed or died): sandboxes stopped and removed,
+//! containerd and its shims killed, every process left in its cgroup killed, their mounts
+//! (the sandboxes' namespaces included) removed, the cgroups removed. What the instances of a
+//! killed process left is swept by [`crate::sweep_stale`] (and [`crate::sweep_own`]).
 
 pub mod image;
 mod pods;
@@ -143,6 +146,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   enable_selinux = false
   disable_apparmor = true
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "native"
     default_runtime_name = "runc"
@@ -150,6 +154,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "{runc}"
+        Root = "{d}/runc"
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{bin}"
@@ -216,24 +221,26 @@ impl Containerd {
             d.join("config.toml"),
             config_toml(d, &socket, &bin_dir, &conf_dir, runc),
         )?;
-        let child = spawn(node, d)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let cri = {
             let _enter = rt.enter();
+            // Connects lazily, at the first call.
             CriClient::with_timeout(&socket, CRI_CALL_LIMIT).map_err(io::Error::other)?
         };
-        let me = Self {
+        // The guard exists before containerd does: from here on, any failure drops it.
+        let mut me = Self {
             dir,
             socket,
-            child: Some(child),
+            child: None,
             rt,
             cri,
             cgroup_parent: format!("/{tag}"),
             netns_seen: Mutex::new(Vec::new()),
             node: node.to_path_buf(),
         };
+        me.child = Some(spawn(node, me.dir.path())?);
         me.wait(false)?;
         let images = me.dir.path().join("images");
         for archive in [image::pause_image(&images)?, image::busybox_image(&images)?] {
@@ -249,6 +256,35 @@ impl Containerd {
     #[must_use]
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Where containerd mounts its sandboxes' network namespaces (`cni-…`): a directory of its
+    /// own (containerd's `netns_mounts_under_state_dir`), so that a sandbox containerd could
+    /// not clean up (a failed RunPodSandbox whose CNI DEL failed too keeps its namespace for a
+    /// later StopPodSandbox) never leaves a namespace in the machine's `/var/run/netns`. The
+    /// drop unmounts and removes whatever is still there.
+    #[must_use]
+    pub fn netns_dir(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("state/io.containerd.grpc.v1.cri/netns")
+    }
+
+    /// The network namespaces containerd has mounted in [`Self::netns_dir`] and not yet
+    /// removed.
+    #[must_use]
+    pub fn netns_mounted(&self) -> Vec<PathBuf> {
+        let dir = self.netns_dir();
+        mount_points()
+            .into_iter()
+            .filter(|m| m.parent() == Some(dir.as_path()))
+            .collect()
+    }
+
+    /// The containerd process's id while it runs (for tests that kill it, as a crash would).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The tails of containerd's log and of the plugin's log (`SMARTER_CNI_LOG_FILE`).
@@ -360,20 +396,64 @@ impl Containerd {
         }
     }
 
-    /// PIDs of the shims serving this containerd (their command line names our socket).
-    fn shims(&self) -> Vec<i32> {
+    /// The shims serving this containerd (their command line names our socket): pid and
+    /// arguments.
+    fn shims(&self) -> Vec<(i32, Vec<String>)> {
         let needle = self.socket.display().to_string();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        rd.flatten()
-            .filter_map(|e| {
-                let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
-                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-                let cmdline = String::from_utf8_lossy(&cmdline);
-                (cmdline.contains("containerd-shim") && cmdline.contains(&needle)).then_some(pid)
+        processes()
+            .into_iter()
+            .filter(|(_, args)| {
+                args.first().is_some_and(|a| a.contains("containerd-shim"))
+                    && args.iter().any(|a| a.contains(&needle))
             })
             .collect()
+    }
+}
+
+/// Every process: pid and command line arguments.
+fn processes() -> Vec<(i32, Vec<String>)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect()
+}
+
+/// Where containerd 1.6 puts the socket of the shim started with `args` (`-namespace NS -id
+/// ID -address ADDRESS`): `/run/containerd/s/<sha256 of ADDRESS/NS/ID>`, outside any directory
+/// of ours and not configurable; a shim that is killed leaves it.
+fn shim_socket(args: &[String]) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let flag = |f: &str| {
+        let i = args.iter().position(|a| a == f)?;
+        args.get(i + 1).map(String::as_str)
+    };
+    let key = Path::new(flag("-address")?)
+        .join(flag("-namespace")?)
+        .join(flag("-id")?);
+    let digest = sha2::Sha256::digest(key.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(Path::new("/run/containerd/s").join(hex))
+}
+
+/// SIGKILL to process `pid` (started with `args`); when it is a shim, its socket removed.
+fn kill_process(pid: i32, args: &[String]) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    if let Some(socket) = shim_socket(args) {
+        let _ = std::fs::remove_file(socket);
     }
 }
 
@@ -419,8 +499,11 @@ impl Drop for Containerd {
         if std::thread::panicking() {
             eprintln!("{}", self.log());
         }
-        // Let containerd undo what it made while it still runs.
-        if let Ok(ids) = self.rt.block_on(self.cri.all_sandboxes()) {
+        // Let containerd undo what it made while it still runs (this fails when it does not:
+        // what follows does not depend on it).
+        if self.child.is_some()
+            && let Ok(ids) = self.rt.block_on(self.cri.all_sandboxes())
+        {
             for id in ids {
                 let _ = self.rt.block_on(self.cri.stop_pod_sandbox(&id));
                 let _ = self.rt.block_on(self.cri.remove_pod_sandbox(&id));
@@ -429,36 +512,190 @@ impl Drop for Containerd {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child);
         }
-        for pid in self.shims() {
+        for (pid, args) in self.shims() {
+            kill_process(pid, &args);
+        }
+        // Sandboxes and containers whose shim is gone (or could not stop them) are orphans
+        // still in our cgroup: killed there, then the cgroups removed.
+        remove_cgroups(self.cgroup_parent.trim_start_matches('/'));
+        // Mounts left below our directory (rootfs binds, shm, the sandboxes' namespaces).
+        unmount_below(self.dir.path());
+        if let Ok(seen) = self.netns_seen.lock() {
+            for ns in seen.iter().filter(|ns| ns.exists()) {
+                let _ = nix::mount::umount2(ns, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(ns);
+            }
+        }
+    }
+}
+
+/// Every mount point in this process's mount namespace.
+fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// Lazily unmounts every mount at or below `root`, deepest first.
+fn unmount_below(root: &Path) {
+    let mut mounts: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(root))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The mount points of the cgroup hierarchies (one per controller with cgroup v1, the
+/// unified one with v2).
+fn cgroup_roots() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let fstype = fs.split(' ').next()?;
+            let point = mount.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// `dir` and the cgroups below it, children before parents.
+fn cgroup_tree(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                cgroup_tree(&e.path(), out);
+            }
+        }
+    }
+    if dir.is_dir() {
+        out.push(dir.to_path_buf());
+    }
+}
+
+/// Kills every process in the cgroup `name` (relative to each hierarchy's root) and below,
+/// waits (at most 10 s) until they are gone, and removes the cgroups.
+fn remove_cgroups(name: &str) {
+    let mut tree = Vec::new();
+    for root in cgroup_roots() {
+        cgroup_tree(&root.join(name), &mut tree);
+    }
+    if tree.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids: Vec<i32> = tree
+            .iter()
+            .flat_map(|cg| {
+                std::fs::read_to_string(cg.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        if pids.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        for pid in pids {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        // Mounts left below our directory (rootfs binds, shm), deepest first.
-        let root = self.dir.path().display().to_string();
-        let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for cg in tree {
+        let _ = std::fs::remove_dir(&cg);
+    }
+}
+
+/// The pid in a name `smt-<pid>-ctrd<seq>…` (the directory and cgroup of a [`Containerd`]).
+fn owner_of(name: &str) -> Option<i32> {
+    let (pid, rest) = name.strip_prefix("smt-")?.split_once('-')?;
+    rest.starts_with("ctrd").then(|| pid.parse().ok()).flatten()
+}
+
+/// The names `smt-<pid>-ctrd<seq>` (up to the next `-` or `/`) in `text`.
+fn tags_in(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("smt-").filter_map(|(i, _)| {
+        let rest = &text[i..];
+        let end = rest
+            .char_indices()
+            .filter(|&(_, c)| c == '-' || c == '/')
+            .nth(2)
+            .map_or(rest.len(), |(j, _)| j);
+        let tag = &rest[..end];
+        owner_of(tag).is_some().then_some(tag)
+    })
+}
+
+/// Undoes what the [`Containerd`]s of the processes `doomed` accepts left (they were killed,
+/// so their drops never ran): their containerd and shims killed, every process in their
+/// cgroups killed and the cgroups removed, their mounts (the sandboxes' namespaces included)
+/// unmounted and their directories removed.
+pub(crate) fn sweep(doomed: &dyn Fn(i32) -> bool) {
+    let doomed_tag = |tag: &str| owner_of(tag).is_some_and(doomed);
+    // containerd names its directory in its command line, a shim its socket there or its
+    // bundle (its working directory).
+    for (pid, args) in processes() {
+        if !args.first().is_some_and(|a| a.contains("containerd")) {
+            continue;
         }
-        if let Ok(seen) = self.netns_seen.lock() {
-            for ns in seen.iter().filter(|ns| ns.exists()) {
-                let _ = Command::new("umount").arg(ns).status();
-                let _ = std::fs::remove_file(ns);
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+        let cwd = cwd.to_string_lossy();
+        if args
+            .iter()
+            .flat_map(|a| tags_in(a))
+            .chain(tags_in(&cwd))
+            .any(doomed_tag)
+        {
+            kill_process(pid, &args);
+        }
+    }
+    for root in cgroup_roots() {
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if doomed_tag(&name) {
+                remove_cgroups(&name);
             }
         }
-        let cg = Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/'));
-        if let Ok(rd) = std::fs::read_dir(&cg) {
-            for e in rd.flatten().filter(|e| e.path().is_dir()) {
-                let _ = std::fs::remove_dir(e.path());
+    }
+    let mut dirs: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter_map(|m| {
+            let mut top = PathBuf::new();
+            for c in m.components() {
+                top.push(c);
+                if doomed_tag(&c.as_os_str().to_string_lossy()) {
+                    return Some(top);
+                }
             }
-            let _ = std::fs::remove_dir(&cg);
-        }
+            None
+        })
+        .collect();
+    // Its directory, also when nothing is mounted there any more.
+    if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
+        dirs.extend(
+            rd.flatten()
+                .filter(|e| doomed_tag(&e.file_name().to_string_lossy()))
+                .map(|e| e.path()),
+        );
+    }
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        unmount_below(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -274,20 +274,24 @@ impl Drop for BpfFs {
     }
 }
 
-/// Removes namespaces and bpffs mounts of worlds whose process no longer exists
-/// (names and mount points carry the creating pid: `smt-<pid>-...`).
+/// Removes namespaces and bpffs mounts of worlds, and what the [`crate::containerd`]
+/// instances left, whose process no longer exists (names and mount points carry the creating
+/// pid: `smt-<pid>-...`).
 pub fn sweep_stale() {
     sweep(|pid| !Path::new(&format!("/proc/{pid}")).exists());
 }
 
-/// Removes every namespace and bpffs mount this process made (for a signal handler's last
-/// act: destructors do not run when a process is terminated).
+/// Removes every namespace and bpffs mount this process made, and kills its containerd
+/// instances and their sandboxes (for a signal handler's last act: destructors do not run
+/// when a process is terminated).
 pub fn sweep_own() {
     let me = i32::try_from(std::process::id()).unwrap_or(-1);
     sweep(|pid| pid == me);
 }
 
 fn sweep(doomed: impl Fn(i32) -> bool) {
+    // containerd first: its sandboxes live in the worlds' node namespaces.
+    crate::containerd::sweep(&doomed);
     let dead = |name: &str| -> bool {
         name.strip_prefix("smt-")
             .and_then(|r| r.split('-').next())
