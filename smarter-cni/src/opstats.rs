@@ -50,8 +50,7 @@ pub struct OpStats {
 }
 
 fn paths(state_dir: &Path, network: &str) -> (PathBuf, PathBuf) {
-    let dir = state_dir.join(network);
-    (dir.join("opstats.stats"), dir.join("opstats.lock"))
+    crate::state::StateDir::new(state_dir, network).opstats()
 }
 
 /// Adds one call of `verb` that took `elapsed`.

@@ -7,14 +7,16 @@
 use std::fs;
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub mod boot;
+pub mod dir;
 pub mod lock;
 
+pub use dir::StateDir;
 pub use lock::DirLock;
 
 /// A failure of the state store, with the path involved.
@@ -92,7 +94,7 @@ pub struct Attachment {
 /// The record directory of one network.
 #[derive(Debug, Clone)]
 pub struct StateStore {
-    dir: PathBuf,
+    dir: StateDir,
 }
 
 impl StateStore {
@@ -101,25 +103,19 @@ impl StateStore {
     /// # Errors
     /// [`StateError`] when the directory cannot be created.
     pub fn open(state_dir: &Path, network: &str) -> Result<Self, StateError> {
-        let dir = state_dir.join(network);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(err(&dir))?;
+        let dir = StateDir::new(state_dir, network);
+        dir.create()?;
         Ok(Self { dir })
     }
 
     /// The directory holding the records.
     #[must_use]
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     fn path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        // Container ids are [A-Za-z0-9_.-] and interface names have no '/', so this is a
-        // plain file name; the separator cannot occur in a container id.
-        self.dir.join(format!("{container_id}+{ifname}.json"))
+        self.dir.record(container_id, ifname)
     }
 
     /// Reads the record of (container id, ifname), `Ok(None)` when absent, empty or torn.
@@ -189,8 +185,8 @@ impl StateStore {
     /// [`StateError`] when the directory cannot be listed or a file removed.
     pub fn remove_torn(&self) -> Result<Vec<String>, StateError> {
         let mut removed = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
-            let entry = entry.map_err(err(&self.dir))?;
+        for entry in fs::read_dir(self.dir()).map_err(err(self.dir()))? {
+            let entry = entry.map_err(err(self.dir()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !is_record_file(&name) {
                 continue;
@@ -213,8 +209,8 @@ impl StateStore {
     /// [`StateError`] when the directory cannot be listed.
     pub fn list(&self) -> Result<Vec<Attachment>, StateError> {
         let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(err(&self.dir))? {
-            let entry = entry.map_err(err(&self.dir))?;
+        for entry in fs::read_dir(self.dir()).map_err(err(self.dir()))? {
+            let entry = entry.map_err(err(self.dir()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if let Some((_, pid)) = name.rsplit_once(".tmp.") {

@@ -14,8 +14,8 @@ use super::Ctx;
 use super::del::teardown;
 use super::errors::IntoCni as _;
 use crate::cni::CniError;
+use crate::state::StateDir;
 use crate::state::boot;
-use crate::state::lock::{BOOT_LOCK, DirLock};
 
 /// What one reconciliation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -41,11 +41,11 @@ pub(super) async fn reconcile(ctx: &Ctx) -> Result<Reconciled, CniError> {
     let Some(now) = boot::current() else {
         return Ok(Reconciled::default());
     };
-    let dir = ctx.conf.state_dir.join(&ctx.conf.name);
+    let dir = StateDir::new(&ctx.conf.state_dir, &ctx.conf.name);
     if boot::recorded(&dir).as_deref() == Some(now.as_str()) {
         return Ok(Reconciled::default());
     }
-    let _lock = DirLock::acquire(&dir, BOOT_LOCK).into_cni()?;
+    let _lock = dir.lock_boot().into_cni()?;
     if boot::recorded(&dir).as_deref() == Some(now.as_str()) {
         return Ok(Reconciled::default());
     }
@@ -90,7 +90,7 @@ pub(super) async fn reconcile(ctx: &Ctx) -> Result<Reconciled, CniError> {
     boot::record(&dir, &now).map_err(|e| {
         CniError::new(
             CniError::IO,
-            format!("cannot record the boot id in {}: {e}", dir.display()),
+            format!("cannot record the boot id in {}: {e}", dir.path().display()),
             "stateDir",
         )
     })?;

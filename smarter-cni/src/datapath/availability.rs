@@ -312,7 +312,7 @@ impl ChoiceRecord {
     /// `<state_dir>/<network>/datapath.choice`.
     #[must_use]
     pub fn path(state_dir: &Path, network: &str) -> PathBuf {
-        state_dir.join(network).join("datapath.choice")
+        crate::state::StateDir::new(state_dir, network).choice()
     }
 
     /// The stored record, `None` when there is none (or it cannot be read).

@@ -40,7 +40,7 @@ pub fn settings(conf: &NetConf) -> Settings {
             TcAttachMode::Netlink => AttachMode::Netlink,
         },
         bpffs_dir: conf.bpffs_dir.clone(),
-        lock_dir: conf.state_dir.join(&conf.name),
+        state: crate::state::StateDir::new(&conf.state_dir, &conf.name),
     }
 }
 
@@ -116,13 +116,15 @@ fn report(conf: &NetConf, choice: &DatapathChoice) {
         ),
         _ => tracing::debug!("datapath {choice}"),
     }
-    let dir = conf.state_dir.join(&conf.name);
-    let stored =
-        std::fs::create_dir_all(&dir).and_then(|()| choice.store(&conf.state_dir, &conf.name));
+    let dir = crate::state::StateDir::new(&conf.state_dir, &conf.name);
+    let stored = dir
+        .create()
+        .map_err(|e| e.source)
+        .and_then(|()| choice.store(&conf.state_dir, &conf.name));
     if let Err(e) = stored {
         tracing::debug!(
             "cannot record the datapath choice in {}: {e}",
-            dir.display()
+            dir.path().display()
         );
     }
 }

@@ -43,8 +43,8 @@ pub struct Settings {
     pub attach: AttachMode,
     /// The pin root (eBPF).
     pub bpffs_dir: PathBuf,
-    /// `<stateDir>/<network>`: the loader lock and the recorded build (eBPF).
-    pub lock_dir: PathBuf,
+    /// `<stateDir>/<network>`: the network lock, the loader lock and the recorded build.
+    pub state: crate::state::StateDir,
 }
 
 impl Settings {

@@ -72,14 +72,10 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
         ),
     }
     step(format!("bridge {}", m.bridge), remove_bridge(&m.bridge));
-    let state = m.state_dir.join(&m.network);
+    let state = crate::state::StateDir::new(&m.state_dir, &m.network);
     step(
-        format!("state directory {}", state.display()),
-        match fs::remove_dir_all(&state) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e.to_string()),
-        },
+        format!("state directory {}", state.path().display()),
+        state.remove_all().map_err(|e| e.to_string()),
     );
     (done, failed)
 }

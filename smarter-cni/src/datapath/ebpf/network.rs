@@ -6,7 +6,7 @@ use super::handle::EbpfDatapath;
 use super::{EbpfError, pins};
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
 use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink, Uplink};
-use crate::state::lock::{DirLock, NETWORK_LOCK};
+use crate::state::DirLock;
 
 /// One network's pinned programs and maps with the settings they were opened with.
 #[derive(Debug)]
@@ -23,12 +23,13 @@ impl EbpfNetwork {
     ///
     /// As [`EbpfDatapath::open_or_load`], or when a settings write fails.
     pub fn open(s: Settings) -> Result<Self, EbpfError> {
-        std::fs::create_dir_all(&s.lock_dir)
-            .map_err(|e| EbpfError::io("create the lock directory", &s.lock_dir, e))?;
+        s.state
+            .create()
+            .map_err(|e| EbpfError::io("create the state directory", &e.path, e.source))?;
         let dp = EbpfDatapath::open_or_load(
             &s.bpffs_dir,
             &s.network,
-            &s.lock_dir,
+            s.state.path(),
             &s.datapath_config(),
         )?;
         let net = Self { dp, s };
@@ -48,7 +49,7 @@ impl EbpfNetwork {
     /// The network's node-wide lock: held by every writer of what pods share or own, so
     /// concurrent plugins and the agent never interleave a read-check-write.
     fn lock(&self) -> Result<DirLock, DatapathError> {
-        Ok(DirLock::acquire(&self.s.lock_dir, NETWORK_LOCK)?)
+        Ok(self.s.state.lock_network()?)
     }
 
     fn write_settings(&self) -> Result<(), EbpfError> {

@@ -29,7 +29,7 @@ pub(super) fn object_id() -> String {
 
 /// Where the id of the pinned programs' object is recorded (bpffs holds no regular files).
 pub(super) fn marker(lock_dir: &Path, network: &str) -> PathBuf {
-    lock_dir.join(format!("ebpf-{network}.object"))
+    crate::state::StateDir::at(lock_dir).ebpf_object(network)
 }
 
 /// The recorded object id, `None` when unknown (a network pinned by an older release).

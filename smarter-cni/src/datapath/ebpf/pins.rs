@@ -236,7 +236,7 @@ pub(super) fn validate_ifname(name: &str) -> Result<(), EbpfError> {
 pub(super) fn lock(lock_dir: &Path, network: &str) -> Result<File, EbpfError> {
     fs::create_dir_all(lock_dir)
         .map_err(|e| EbpfError::io("create lock directory", lock_dir, e))?;
-    let path = lock_dir.join(format!("ebpf-{network}.lock"));
+    let path = crate::state::StateDir::at(lock_dir).ebpf_lock(network);
     let file = File::options()
         .create(true)
         .truncate(false)

@@ -3,12 +3,11 @@
 //! already follows address changes); conntrack is the kernel's own.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
 use super::{IptablesConfig, IptablesDatapath, IptablesError};
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
 use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
-use crate::state::lock::{DirLock, NETWORK_LOCK};
+use crate::state::{DirLock, StateDir};
 
 /// One network's tables with the configuration they are written from.
 #[derive(Debug)]
@@ -16,7 +15,7 @@ pub struct IptablesNetwork {
     cfg: IptablesConfig,
     dp: IptablesDatapath,
     /// `<stateDir>/<network>`, where the network's node-wide lock lives.
-    lock_dir: PathBuf,
+    state: StateDir,
 }
 
 impl IptablesNetwork {
@@ -29,7 +28,7 @@ impl IptablesNetwork {
         Self {
             cfg: config(s),
             dp: IptablesDatapath::named(&s.network),
-            lock_dir: s.lock_dir.clone(),
+            state: s.state.clone(),
         }
     }
 
@@ -43,7 +42,7 @@ impl IptablesNetwork {
             Ok(dp) => Ok(dp.map(|dp| Self {
                 cfg: config(s),
                 dp,
-                lock_dir: s.lock_dir.clone(),
+                state: s.state.clone(),
             })),
             // No nft binary: there cannot be tables of ours.
             Err(IptablesError::Spawn { .. }) => Ok(None),
@@ -56,7 +55,7 @@ impl IptablesNetwork {
     /// The network's node-wide lock (as the eBPF datapath takes it): one writer at a time of
     /// the tables and of a pod's elements.
     fn lock(&self) -> Result<DirLock, DatapathError> {
-        Ok(DirLock::acquire(&self.lock_dir, NETWORK_LOCK)?)
+        Ok(self.state.lock_network()?)
     }
 }
 
