@@ -1,6 +1,7 @@
 //! `smarter-bench --quick` end to end: the harness builds every contender, runs every workload,
 //! and writes valid JSON, markdown and SVG. Checks structure and that traffic flowed — never a
-//! speed threshold.
+//! speed threshold. And a run whose CRI stage fails (a plugin that fails every call) leaves
+//! nothing behind, as a passing one does.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -33,9 +34,10 @@ fn quick_run_writes_valid_results() {
         );
         return;
     }
-    // Not under /tmp: the bench runs in a private mount namespace with its own tmpfs there.
-    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_smarter-bench"))
+    // Under /tmp: the bench's private tmpfs hides nothing of the machine's temporary
+    // directory (nor the binaries of a checkout there).
+    let out = tempfile::tempdir().unwrap();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_smarter-bench"))
         .arg("--quick")
         .arg("--plugin")
         .arg(&plugin)
@@ -43,9 +45,11 @@ fn quick_run_writes_valid_results() {
         .arg(&agent)
         .arg("--out")
         .arg(out.path())
-        .status()
+        .spawn()
         .unwrap();
+    let status = bench.wait().unwrap();
     assert!(status.success());
+    assert_eq!(leftovers(bench.id()), Vec::<String>::new());
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert_eq!(json["quick"], true);
@@ -97,4 +101,121 @@ fn quick_run_writes_valid_results() {
     assert!(md.contains("| workload | unit | reference |"));
     let svg = std::fs::read_to_string(out.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+/// What a finished bench run `pid` left on the machine: its private tmpfs's directory,
+/// processes (containerd, shims, agents), cgroups and named network namespaces of its worlds.
+fn leftovers(pid: u32) -> Vec<String> {
+    let tag = format!("smt-{pid}-");
+    let named = |dir: &str, prefix: &str| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+            })
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    let tmp = std::env::temp_dir();
+    let mut left = named(&tmp.to_string_lossy(), &format!("smarter-bench-{pid}-"));
+    left.extend(named("/run/netns", &tag));
+    for root in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        left.extend(named(&root.path().to_string_lossy(), &tag));
+    }
+    left.extend(named("/sys/fs/cgroup", &tag));
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&tag) {
+            left.push(format!(
+                "process {}: {cmdline}",
+                e.file_name().to_string_lossy()
+            ));
+        }
+    }
+    left
+}
+
+/// The CRI stage with a plugin that fails every call (ADD and DEL: containerd keeps such a
+/// sandbox and its namespace for a later StopPodSandbox, which fails too): the stage fails,
+/// the run reports it, and nothing of the run is left — no namespace in the machine's
+/// `/run/netns`, no containerd or shim, no cgroup, no directory.
+#[test]
+fn failing_cri_stage_leaves_nothing() {
+    const TEST: &str = "failing_cri_stage_leaves_nothing";
+    if !nix::unistd::geteuid().is_root() {
+        smarter_testbed::skipped(&format!("SKIP {TEST}: needs root (network namespaces)"));
+        return;
+    }
+    let reference = std::path::Path::new("/usr/lib/cni");
+    if let Some(missing) = smarter_testbed::containerd::missing_tools().or_else(|| {
+        ["bridge", "host-local", "portmap"]
+            .iter()
+            .any(|p| !reference.join(p).exists())
+            .then(|| "the reference CNI plugins".to_owned())
+    }) {
+        smarter_testbed::skipped(&format!(
+            "SKIP {TEST}: not installed: {missing} (cargo xtask setup)"
+        ));
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let netns_before = cni_netns();
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_smarter-bench"))
+        .args([
+            "--quick",
+            "--only",
+            "cri",
+            "--plugin",
+            "/bin/false",
+            "--out",
+        ])
+        .arg(out.path())
+        .spawn()
+        .unwrap();
+    let status = bench.wait().unwrap();
+    assert!(!status.success(), "the CRI stage fails");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
+    let failures = json["failures"].as_array().unwrap();
+    assert!(failures.iter().any(|f| f["stage"] == "cri"), "{failures:?}");
+    assert_eq!(leftovers(bench.id()), Vec::<String>::new());
+    // What the bug left: a `cni-…` file in the machine's /run/netns that is mounted in no
+    // namespace we see (containerd had mounted it in the run's private mount namespace).
+    // Another runtime's new namespace is mounted here within moments, so look twice.
+    let unmounted_new = || -> Vec<String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        cni_netns()
+            .into_iter()
+            .filter(|n| !netns_before.contains(n))
+            .filter(|n| !mounts.contains(&format!("/run/netns/{n} ")))
+            .collect()
+    };
+    if !unmounted_new().is_empty() {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert_eq!(
+            unmounted_new(),
+            Vec::<String>::new(),
+            "namespaces left in /run/netns"
+        );
+    }
+}
+
+/// The `cni-…` entries in `/run/netns` (containerd's default place for sandbox namespaces).
+fn cni_netns() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cni-"))
+        .collect()
 }
