@@ -47,6 +47,10 @@ pub struct GuestTest {
 
 /// The `/init` script: mounts, busybox applets that no real tool shadows, modules, the JIT
 /// setting, the BTF stand-in, then every test, each bracketed by markers, then power off.
+///
+/// `/tmp` is the initramfs's own directory (the root file system is already in memory), not
+/// a tmpfs mounted over it: the test executables sit at the absolute paths they were built
+/// at, which are under `/tmp` for a checkout (or `CARGO_TARGET_DIR`) there.
 pub fn init_script(m: &Machine, modules: &[String], hide_btf: bool, tests: &[GuestTest]) -> String {
     let mut s = String::from(
         "#!/bin/busybox sh\n\
@@ -55,7 +59,7 @@ pub fn init_script(m: &Machine, modules: &[String], hide_btf: bool, tests: &[Gue
          $B mount -t sysfs sys /sys\n\
          $B mount -t devtmpfs dev /dev\n\
          $B mount -t tmpfs run /run\n\
-         $B mount -t tmpfs tmp /tmp\n\
+         $B chmod 1777 /tmp\n\
          $B mount -t bpf bpf /sys/fs/bpf\n\
          for a in $($B --list); do\n\
          \x20 f=; for d in /usr/sbin /usr/bin /sbin /bin; do [ -e $d/$a ] && f=1; done\n\
