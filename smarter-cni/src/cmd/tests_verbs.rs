@@ -139,7 +139,10 @@ fn add_wires_the_pod_through_the_bridge_and_records_it() {
         std::slice::from_ref(bridge)
     );
     // The host veth's sysctls are set and the bridge knows the pod's MAC on its port.
-    assert_eq!(n.host.world.lock().unwrap().guarded, [host.clone()]);
+    assert_eq!(
+        n.host.world.lock().unwrap().guarded,
+        std::slice::from_ref(&host)
+    );
     let mac: [u8; 6] = eth0.info.mac.as_slice().try_into().unwrap();
     assert_eq!(n.host.world.lock().unwrap().fdb, [(veth.info.index, mac)]);
     let record = c

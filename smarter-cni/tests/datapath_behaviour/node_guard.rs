@@ -79,7 +79,7 @@ pub fn the_node_takes_no_configuration_from_pods(dp: &str) {
             out.msg()
         );
         assert!(
-            status_drift(&w, dp).iter().any(|d| *d == said),
+            status_drift(&w, dp).contains(&said),
             "{dp}: bpfctl status names {said}"
         );
     }
