@@ -154,7 +154,8 @@ pub trait Datapath: fmt::Debug + Send {
     /// When the state cannot be read.
     fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError>;
 
-    /// Expires idle conntrack entries; how many went (0 where the kernel's conntrack does it).
+    /// Expires idle conntrack entries (and forgets what it kept for interfaces that are gone);
+    /// how many flows went (0 where the kernel's conntrack does it).
     ///
     /// # Errors
     ///

@@ -58,20 +58,37 @@ impl EbpfDatapath {
         }
     }
 
-    /// Removes every entry pointing at `ip` (its current veth and any earlier one); success
-    /// when there is none.
+    /// Removes every entry pointing at `ip` (its current veth and any earlier one) and every
+    /// entry of an interface that no longer exists (an ADD killed midway); success when there
+    /// is none.
     ///
     /// # Errors
     ///
     /// [`EbpfError::Map`] when the map cannot be read or an entry cannot be removed.
     pub fn remove_ifaces_of(&self, ip: Ipv4Addr) -> Result<(), EbpfError> {
-        let mut maps = self.lock_maps();
         let want = addr(ip);
-        let mut doomed = Vec::new();
+        self.remove_ifaces_where(|ifindex, key| key.addr == want || !exists(ifindex))
+    }
+
+    /// Removes the entries of interfaces that no longer exist (the agent's periodic GC).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::remove_ifaces_of`].
+    pub fn prune_ifaces(&self) -> Result<(), EbpfError> {
+        self.remove_ifaces_where(|ifindex, _| !exists(ifindex))
+    }
+
+    fn remove_ifaces_where(
+        &self,
+        doomed: impl Fn(u32, EndpointKey) -> bool,
+    ) -> Result<(), EbpfError> {
+        let mut maps = self.lock_maps();
+        let mut gone = Vec::new();
         for key in maps.ifaces.keys() {
             let ifindex = key.map_err(|e| EbpfError::map(maps::EP_IFACES, "list", e))?;
             match maps.ifaces.get(&ifindex, 0) {
-                Ok(k) if k.addr == want => doomed.push(ifindex),
+                Ok(k) if doomed(ifindex, k) => gone.push(ifindex),
                 Ok(_) => {}
                 Err(e) if is_absent(&e) => {}
                 Err(e) => {
@@ -83,7 +100,7 @@ impl EbpfDatapath {
                 }
             }
         }
-        for ifindex in doomed {
+        for ifindex in gone {
             match maps.ifaces.remove(&ifindex) {
                 Err(e) if !is_absent(&e) => {
                     return Err(EbpfError::map(
@@ -123,4 +140,9 @@ impl EbpfDatapath {
             )),
         }
     }
+}
+
+/// Whether interface `ifindex` exists in the calling thread's namespace (the node's).
+fn exists(ifindex: u32) -> bool {
+    nix::net::if_::if_indextoname(ifindex).is_ok()
 }

@@ -159,7 +159,9 @@ impl Datapath for EbpfNetwork {
     }
 
     fn gc(&self) -> Result<usize, DatapathError> {
-        Ok(self.dp.ct_gc(&self.s.ct_timeouts)?)
+        let expired = self.dp.ct_gc(&self.s.ct_timeouts)?;
+        self.dp.prune_ifaces()?;
+        Ok(expired)
     }
 
     fn remove(&self) -> Result<(), DatapathError> {
