@@ -27,6 +27,7 @@
 pub mod args;
 mod cli;
 mod discover;
+mod drift;
 mod iptables;
 mod monitor;
 mod output;

@@ -33,6 +33,7 @@ use crate::state::StateStore;
 
 pub use errors::IntoCni;
 pub use host::{Host, Kernel};
+pub use node::{GUARD_SYSCTLS, guard_drift};
 
 /// Parsed input of one invocation plus the stores every verb uses.
 pub struct Ctx {

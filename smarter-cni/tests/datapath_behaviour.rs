@@ -3,11 +3,19 @@
 //! servers that record the source address they saw.
 
 mod common;
+#[path = "datapath_behaviour/frames.rs"]
+mod frames;
+#[path = "datapath_behaviour/link_guard.rs"]
+mod link_guard;
+#[path = "datapath_behaviour/node_guard.rs"]
+mod node_guard;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
+use link_guard::pods_cannot_configure_the_node_or_impersonate;
+use node_guard::the_node_takes_no_configuration_from_pods;
 use serde_json::{Value, json};
 use smarter_testbed::{
     CniCall, EchoServer, FAR_SERVER_IP, NODE_UPLINK_IP, WAN_ROUTER_IP, WAN_SERVER_IP, World,
@@ -304,6 +312,8 @@ behaviour_table!(
     spoofing_is_dropped,
     host_port_from_wan_and_hairpin,
     conntrack_full_still_works,
+    pods_cannot_configure_the_node_or_impersonate,
+    the_node_takes_no_configuration_from_pods,
 );
 
 /// Whether the running kernel has TCX links (Linux 6.6 and later).

@@ -33,6 +33,34 @@ fn census(w: &World, context: &str) {
             vec![],
             "{context}: hostPorts left"
         );
+        let ports = dp.map_fill().unwrap();
+        let ifaces = ports
+            .iter()
+            .find(|m| m.map == "ep_ifaces")
+            .expect("ep_ifaces");
+        assert_eq!(ifaces.entries, 0, "{context}: ep_ifaces entries left");
+    }
+    // The bridge table's per-port sets (absent with the table).
+    for set in ["macs", "link_locals"] {
+        if let Ok(out) = w.node().exec(&[
+            "nft",
+            "-j",
+            "list",
+            "set",
+            "bridge",
+            "smarter_smartnet",
+            set,
+        ]) {
+            let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let elems = doc["nftables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["set"]["elem"].as_array())
+                .map(Vec::len)
+                .sum::<usize>();
+            assert_eq!(elems, 0, "{context}: nftables {set} elements left");
+        }
     }
     let nft = spawn_in(w.node(), || {
         IptablesDatapath::open("smartnet")

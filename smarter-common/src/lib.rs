@@ -6,7 +6,9 @@
 //! - [`endpoint`]: the per-pod map layouts (endpoint, operator metadata, counters);
 //! - [`config`]: the per-network configuration record;
 //! - [`verdict`]: per-verdict counters and the deny-list key;
-//! - [`events`]: drop and trace events.
+//! - [`events`]: drop and trace events;
+//! - [`link`]: what a pod may say on the link (its link-local address, neighbour discovery,
+//!   the router messages the RA guard drops), for the pod program and the nftables rules.
 //!
 //! Every `#[repr(C)]` type has explicit padding fields and a compile-time size assert, so the
 //! kernel and user space can never disagree silently. Changing any layout, name, kind or capacity
@@ -18,6 +20,7 @@ pub mod config;
 pub mod ct;
 pub mod endpoint;
 pub mod events;
+pub mod link;
 pub mod maps;
 pub mod nat_port;
 pub mod verdict;
@@ -30,8 +33,9 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 
 /// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
 ///
-/// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`.
-pub const LAYOUT_VERSION: u32 = 4;
+/// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`. Version 5 added
+/// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).

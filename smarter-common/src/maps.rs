@@ -30,6 +30,9 @@ macro_rules! map_name {
     (ep_stats) => {
         "ep_stats"
     };
+    (ep_ifaces) => {
+        "ep_ifaces"
+    };
     (config) => {
         "config"
     };
@@ -63,6 +66,10 @@ pub const ENDPOINTS: &str = map_name!(endpoints);
 pub const EP_META: &str = map_name!(ep_meta);
 /// Host veth ifindex (`u32`) → [`EndpointStats`], per CPU: packets and bytes sent by the pod.
 pub const EP_STATS: &str = map_name!(ep_stats);
+/// Host veth ifindex (`u32`) → [`EndpointKey`]: the endpoint behind a pod port, so frames
+/// without an IPv4 source (IPv6) are checked against its MAC too. Read by the datapath, which
+/// trusts an entry only when the endpoint's own entry names the same ifindex.
+pub const EP_IFACES: &str = map_name!(ep_ifaces);
 /// Index `0` (`u32`) → [`NetConfig`]: the network's configuration.
 pub const CONFIG: &str = map_name!(config);
 
@@ -89,6 +96,8 @@ pub const ENDPOINTS_MAX: u32 = 1024;
 /// Capacity of [`EP_STATS`]: larger than [`ENDPOINTS_MAX`] so a short-lived leftover from a pod
 /// being deleted never blocks a new pod's counters.
 pub const EP_STATS_MAX: u32 = 2 * ENDPOINTS_MAX;
+/// Capacity of [`EP_IFACES`]: as [`EP_STATS`], room for an entry of a veth being replaced.
+pub const EP_IFACES_MAX: u32 = 2 * ENDPOINTS_MAX;
 /// Capacity of [`CONFIG`] (an array with a single record at index [`CONFIG_INDEX`]).
 pub const CONFIG_MAX: u32 = 1;
 /// The index of the only [`NetConfig`] record in [`CONFIG`].
@@ -142,7 +151,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 11] = [
+pub const ALL: [MapSpec; 12] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -154,6 +163,7 @@ pub const ALL: [MapSpec; 11] = [
     spec::<HostPortKey, HostPortValue>(HOSTPORTS, MapKind::Hash, HOSTPORTS_MAX),
     spec::<(), ()>(EVENTS, MapKind::RingBuf, crate::events::EVENTS_BYTES),
     spec::<FragKey, FragValue>(FRAG, MapKind::LruHash, FRAG_MAX),
+    spec::<u32, EndpointKey>(EP_IFACES, MapKind::Hash, EP_IFACES_MAX),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].
@@ -196,6 +206,11 @@ mod tests {
         assert_eq!(
             (config.key_size, config.value_size, config.max_entries),
             (4, 64, 1)
+        );
+        let ifaces = spec_of(EP_IFACES).unwrap();
+        assert_eq!(
+            (ifaces.key_size, ifaces.value_size, ifaces.kind),
+            (4, 4, MapKind::Hash)
         );
         assert!(spec_of("nope").is_none());
     }

@@ -18,7 +18,9 @@ pub enum Verdict {
     NatIn = 3,
     /// DNATed from a hostPort into a pod (arriving on the uplink, or hairpin from a pod).
     HostportIn = 4,
-    /// Dropped: source IP or MAC (IPv4 or ARP) is not the endpoint of this interface.
+    /// Dropped: the pod claims what is not its own: another source MAC (any frame), another
+    /// IPv4 source or ARP sender, an IPv6 source beyond `::` and link-local, or neighbour
+    /// discovery claiming another address or MAC than its own.
     DropSpoof = 5,
     /// Dropped: destination inside a configured deny range.
     DropDeny = 6,
@@ -26,7 +28,8 @@ pub enum Verdict {
     DropNodelocal = 7,
     /// Dropped: truncated headers or bad IPv4 header length.
     DropMalformed = 8,
-    /// Passed to the host stack: ARP, broadcast, multicast and non-IPv4 frames (bridge's job).
+    /// Passed to the host stack (the bridge's job): ARP, IPv4 broadcast and multicast, and the
+    /// link-local and multicast IPv6 a pod may send.
     PassL2 = 9,
     /// No longer produced (layout v3 and older: IPv4 with options or fragments handed to the
     /// host stack untranslated); kept so the numbers stay stable.
@@ -51,11 +54,19 @@ pub enum Verdict {
     /// A later fragment of a NATed flow's reply (no ports of its own), translated by the
     /// fragment map and delivered into the pod.
     FragIn = 17,
+    /// Dropped by the RA guard: a router's message from a pod — an IPv6 router advertisement
+    /// or redirect, a DHCPv6 server message (anything to UDP port 546), an IPv4 redirect or
+    /// router advertisement — or IPv6 that could hide one (a fragment, more extension headers
+    /// than the program walks).
+    DropRaGuard = 18,
+    /// Dropped: a frame of an ethertype pods have no use for (anything but IPv4, ARP and
+    /// IPv6), or VLAN-tagged, whatever its MAC.
+    DropEthertype = 19,
 }
 
 impl Verdict {
     /// Every verdict, in index order.
-    pub const ALL: [Verdict; 18] = [
+    pub const ALL: [Verdict; 20] = [
         Verdict::PassHost,
         Verdict::RedirectPod,
         Verdict::NatOut,
@@ -74,6 +85,8 @@ impl Verdict {
         Verdict::DropIpv6,
         Verdict::DropUnnatable,
         Verdict::FragIn,
+        Verdict::DropRaGuard,
+        Verdict::DropEthertype,
     ];
 
     /// Whether the verdict drops the packet.
@@ -90,6 +103,8 @@ impl Verdict {
                 | Verdict::DropLeak
                 | Verdict::DropIpv6
                 | Verdict::DropUnnatable
+                | Verdict::DropRaGuard
+                | Verdict::DropEthertype
         )
     }
 
@@ -115,6 +130,8 @@ impl Verdict {
             Verdict::DropIpv6 => "drop_ipv6",
             Verdict::DropUnnatable => "drop_unnatable",
             Verdict::FragIn => "frag_in",
+            Verdict::DropRaGuard => "drop_ra_guard",
+            Verdict::DropEthertype => "drop_ethertype",
         }
     }
 }

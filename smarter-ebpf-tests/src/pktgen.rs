@@ -189,3 +189,84 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+/// The link-local address of `mac` (fe80::/64 with its modified EUI-64).
+#[must_use]
+pub fn ll(mac: [u8; 6]) -> [u8; 16] {
+    smarter_common::link::link_local_of(mac)
+}
+
+/// `ff02::1`, all nodes.
+pub const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Ethernet (to 33:33:00:00:00:01 from `smac`) + IPv6 (hop limit 255) from `src` to `dst` with
+/// next header `next`, then `payload` (extension headers and the upper-layer message). The
+/// payload length is the payload's.
+#[must_use]
+pub fn ip6(smac: [u8; 6], src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x33, 0x33, 0, 0, 0, 0x01];
+    p.extend_from_slice(&smac);
+    p.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    p.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 255]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// An ICMPv6 message from `src` to `dst` with its checksum over the pseudo header.
+#[must_use]
+pub fn icmp6(src: [u8; 16], dst: [u8; 16], kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(body);
+    let mut over = Vec::new();
+    over.extend_from_slice(&src);
+    over.extend_from_slice(&dst);
+    over.extend_from_slice(&(m.len() as u32).to_be_bytes());
+    over.extend_from_slice(&[0, 0, 0, 58]);
+    over.extend_from_slice(&m);
+    let c = csum(&over);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// A neighbour discovery option of `kind` carrying `mac` (8 bytes: a link-layer address).
+#[must_use]
+pub fn nd_opt(kind: u8, mac: [u8; 6]) -> Vec<u8> {
+    let mut o = vec![kind, 1];
+    o.extend_from_slice(&mac);
+    o
+}
+
+/// The body (after type, code, checksum) of a neighbour solicitation or advertisement
+/// (`flags` in the first byte: 0x60 is solicited + override) for `target`, then `opts`.
+#[must_use]
+pub fn nd_body(flags: u8, target: [u8; 16], opts: &[u8]) -> Vec<u8> {
+    let mut b = vec![flags, 0, 0, 0];
+    b.extend_from_slice(&target);
+    b.extend_from_slice(opts);
+    b
+}
+
+/// A router advertisement body (hop limit 64, router lifetime 1800 s) with a prefix
+/// information option for `prefix`/64 (autonomous, on-link).
+#[must_use]
+pub fn ra_body(prefix: [u8; 16]) -> Vec<u8> {
+    let mut b = vec![64, 0];
+    b.extend_from_slice(&1800u16.to_be_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&[3, 4, 64, 0xc0]);
+    b.extend_from_slice(&86400u32.to_be_bytes());
+    b.extend_from_slice(&14400u32.to_be_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&prefix);
+    b
+}
+
+/// An extension header (hop-by-hop, routing or destination options) of 8 bytes whose next
+/// header is `next`, padded with PadN.
+#[must_use]
+pub fn ext8(next: u8) -> Vec<u8> {
+    vec![next, 0, 1, 4, 0, 0, 0, 0]
+}

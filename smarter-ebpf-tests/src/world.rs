@@ -19,7 +19,7 @@ fn ne(o: [u8; 4]) -> u32 {
 }
 
 /// The object loaded with every program, endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
-/// 4242), the 172.39.0.0/16 network and a deny range 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
+/// 4242) with their ports' `ep_ifaces` entries, the 172.39.0.0/16 network and a deny range 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
 ///
 /// # Panics
 /// When the kernel refuses the object or a program, or a map update fails.
@@ -40,6 +40,13 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
             ..EndpointValue::default()
         };
         eps.insert(EndpointKey::from_octets(ip), value, 0).unwrap();
+    }
+    let mut ifaces: HashMap<_, u32, EndpointKey> =
+        HashMap::try_from(ebpf.map_mut(maps::EP_IFACES).unwrap()).unwrap();
+    for (ip, ifindex) in [(POD, 1), (PEER, 4242)] {
+        ifaces
+            .insert(ifindex, EndpointKey::from_octets(ip), 0)
+            .unwrap();
     }
     let mut cfg: Array<_, NetConfig> =
         Array::try_from(ebpf.map_mut(maps::CONFIG).unwrap()).unwrap();

@@ -234,8 +234,10 @@ fn portless_protocols_and_icmp_classes() {
             assert_eq!(port(&inp, 38), 700 + u16::from(kind), "{name}: id restored");
             assert!(l4_ok(&inp, 2));
         }
-        // ICMP a pod has no business sending off the node: dropped, never leaked.
+        // ICMP a pod has no business sending off the node: dropped, never leaked (a router
+        // advertisement, type 9, by the RA guard before it could be considered for NAT).
         let before = count(&ebpf, Verdict::DropUnnatable);
+        let guarded = count(&ebpf, Verdict::DropRaGuard);
         for kind in [0u8, 9, 10, 42] {
             let l4 = with_csum(POD, REMOTE, 1, icmp_l4(kind, 1), 2);
             let (v, _) = run(
@@ -245,7 +247,8 @@ fn portless_protocols_and_icmp_classes() {
             );
             assert_eq!(v, SHOT, "icmp {kind} from a pod");
         }
-        assert_eq!(count(&ebpf, Verdict::DropUnnatable), before + 4);
+        assert_eq!(count(&ebpf, Verdict::DropUnnatable), before + 3);
+        assert_eq!(count(&ebpf, Verdict::DropRaGuard), guarded + 1);
         // Truncated L4 headers: dropped as malformed.
         for (proto, len) in [(6u8, 12usize), (17, 6), (1, 4)] {
             let (v, _) = run(

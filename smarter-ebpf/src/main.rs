@@ -7,6 +7,8 @@
 //! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
 //! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
 //! - [`egress`]: `smarter_egress`, on the uplink's egress (the backstop: no pod address leaves);
+//! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
+//!   discovery claims, the RA guard);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
 //! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
 //!   delivery into a pod;
@@ -23,6 +25,7 @@
 
 mod ct;
 mod egress;
+mod guard;
 mod hairpin;
 mod icmp_err;
 mod l4;

@@ -9,7 +9,7 @@ use smarter_common::{
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     events::EVENTS_BYTES,
     map_name,
-    maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_STATS_MAX},
+    maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX},
     verdict::VERDICTS_MAX,
 };
 
@@ -73,3 +73,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(frag))]
 pub static FRAG: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(FRAG_MAX, 0);
+
+/// Host veth ifindex → the endpoint behind it, so IPv6 frames are checked against the pod's
+/// MAC. Written by the plugin (ADD/DEL).
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(ep_ifaces))]
+pub static EP_IFACES: HashMap<u32, EndpointKey> = HashMap::with_max_entries(EP_IFACES_MAX, 0);

@@ -1,7 +1,9 @@
 //! `smarter_pod`: TC classifier on the host-side veth's ingress, i.e. every packet a pod sends.
 //!
 //! In order: per-endpoint counters; anti-spoofing (IPv4 source and ARP sender must be the
-//! endpoint of this ifindex, with its MAC); pod → pod redirect (`bpf_redirect_peer`, hairpin
+//! endpoint of this ifindex, with its MAC; IPv6 and the pod's link claims in [`crate::guard`];
+//! any other ethertype, and VLAN tags, are dropped); the RA guard (a pod's ICMP redirects and
+//! router advertisements, and its IPv6 router messages in [`crate::guard`]); pod → pod redirect (`bpf_redirect_peer`, hairpin
 //! replies translated first); pod → a hostPort on the uplink address is DNATed to its pod
 //! ([`crate::hairpin`]); other pod → node traffic passes; deny ranges drop; everything else is
 //! source-NATed to the uplink ([`crate::nat`]) or dropped when it cannot be. IPv6 beyond
@@ -11,13 +13,18 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,
     programs::TcContext,
 };
-use smarter_common::{EndpointKey, EndpointStats, Verdict, maps::CONFIG_INDEX};
+use smarter_common::{
+    EndpointKey, EndpointStats, Verdict, link::is_router_icmp, maps::CONFIG_INDEX,
+};
 
 use crate::{
-    hairpin,
+    guard, hairpin,
     maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
     nat::snat,
-    parse::{ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_SRC, ETH_TYPE, Ipv4, read},
+    parse::{
+        ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_SRC, ETH_TYPE, Ipv4, PROTO_ICMP,
+        read,
+    },
     verdict::{action, record},
 };
 
@@ -41,6 +48,11 @@ fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     // Failing to count (e.g. the stats map is full) must never cost the pod its traffic.
     let _ = count(ifindex, ctx.len());
 
+    // SAFETY: as above, `vlan_present` is readable from a TC program's `__sk_buff`. The
+    // kernel strips a VLAN tag into the metadata before TC ingress: pods have no VLANs.
+    if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
+        return (Verdict::DropEthertype, -1);
+    }
     let Some(eth_src) = read::<[u8; 6]>(ctx, ETH_SRC) else {
         return (Verdict::DropMalformed, -1);
     };
@@ -50,8 +62,8 @@ fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     match u16::from_be_bytes(ethertype) {
         ETH_P_ARP => (arp(ctx, ifindex, eth_src), -1),
         ETH_P_IP => ipv4(ctx, ifindex, eth_src),
-        ETH_P_IPV6 => (ipv6(ctx), -1),
-        _ => (Verdict::PassL2, -1),
+        ETH_P_IPV6 => (guard::ipv6(ctx, ifindex, eth_src), -1),
+        _ => (Verdict::DropEthertype, -1),
     }
 }
 
@@ -91,6 +103,15 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     let (saddr, daddr) = (ip.saddr(), ip.daddr());
     if !is_own(saddr, ifindex, eth_src) {
         return (Verdict::DropSpoof, -1);
+    }
+    // The RA guard: redirects and router advertisements are a router's to send (a later
+    // fragment carries no ICMP header). Type and code are read together: a one-byte read at
+    // a variable offset compiles to a bound the verifier cannot use.
+    if ip.proto() == PROTO_ICMP
+        && !ip.is_later_fragment()
+        && read::<[u8; 2]>(ctx, ip.l4_off()).is_some_and(|[kind, _]| is_router_icmp(kind))
+    {
+        return (Verdict::DropRaGuard, -1);
     }
     // Multicast and limited broadcast: the bridge's job.
     if ip.h[16] >= 224 {
@@ -148,24 +169,6 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
         return (Verdict::PassHost, -1);
     }
     snat(ctx, &ip, cfg)
-}
-
-/// IPv6 from a pod: pods have no IPv6 network, so only link-local and multicast destinations
-/// (neighbour discovery, link-local between pods and with the node) go on, through the bridge.
-/// Everything else would be routed off the node by a node that forwards IPv6.
-#[inline(always)]
-fn ipv6(ctx: &TcContext) -> Verdict {
-    // Destination address: bytes 24..40 of the IPv6 header.
-    let Some(dst) = read::<[u8; 2]>(ctx, ETH_LEN + 24) else {
-        return Verdict::DropMalformed;
-    };
-    let multicast = dst[0] == 0xff;
-    let link_local = dst[0] == 0xfe && dst[1] & 0xc0 == 0x80;
-    if multicast || link_local {
-        Verdict::PassL2
-    } else {
-        Verdict::DropIpv6
-    }
 }
 
 /// Adds one packet of `len` bytes to this CPU's counters for `ifindex`, creating them if absent.

@@ -39,8 +39,9 @@ impl EchoServer {
     /// When the address cannot be bound.
     #[must_use]
     pub fn tcp(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
-        Self::start(ns, move |stop, seen| {
-            let l = TcpListener::bind((ip, port)).expect("bind TCP");
+        Self::start(ns, move |stop, seen, ready| {
+            let l = retry_in_use(|| TcpListener::bind((ip, port))).expect("bind TCP");
+            let _ = ready.send(());
             l.set_nonblocking(true).expect("nonblocking");
             while !stop.load(Ordering::Relaxed) {
                 match l.accept() {
@@ -67,8 +68,9 @@ impl EchoServer {
     /// When the address cannot be bound.
     #[must_use]
     pub fn udp(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
-        Self::start(ns, move |stop, seen| {
-            let s = UdpSocket::bind((ip, port)).expect("bind UDP");
+        Self::start(ns, move |stop, seen, ready| {
+            let s = retry_in_use(|| UdpSocket::bind((ip, port))).expect("bind UDP");
+            let _ = ready.send(());
             s.set_read_timeout(Some(Duration::from_millis(20)))
                 .expect("timeout");
             let mut buf = [0u8; 64 * 1024];
@@ -81,18 +83,20 @@ impl EchoServer {
         })
     }
 
-    fn start(ns: &Netns, body: impl FnOnce(Arc<AtomicBool>, Seen) + Send + 'static) -> Self {
+    /// Runs `body` in a thread inside `ns` and returns once it said it is ready (bound: a
+    /// client may connect at once, however loaded the machine is).
+    fn start(
+        ns: &Netns,
+        body: impl FnOnce(Arc<AtomicBool>, Seen, std::sync::mpsc::Sender<()>) + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Seen::default();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (s, v) = (stop.clone(), seen.clone());
-        let thread = spawn_in(ns, move || {
-            ready_tx.send(()).expect("ready");
-            body(s, v);
-        });
-        ready_rx.recv().expect("server thread started");
-        // The bind happens right after the ready signal; give it a moment to be listening.
-        std::thread::sleep(Duration::from_millis(50));
+        let thread = spawn_in(ns, move || body(s, v, ready_tx));
+        // An error: the thread ended before binding (its panic names the reason, and the
+        // join in drop passes it on).
+        let _ = ready_rx.recv();
         Self {
             stop,
             seen,
@@ -104,6 +108,23 @@ impl EchoServer {
     #[must_use]
     pub fn seen(&self) -> Vec<SocketAddr> {
         self.seen.peers()
+    }
+}
+
+/// Binds, retrying for a while when the address is still in use (a server on the same port
+/// that was just stopped, whose socket the kernel has not released yet on a busy machine).
+fn retry_in_use<T>(bind: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match bind() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 

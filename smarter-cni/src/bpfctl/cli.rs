@@ -204,6 +204,9 @@ fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
             );
         }
         print(fmt, &r.maps)?;
+        if !r.sysctl_drift.is_empty() {
+            println!("sysctl drift: {}", r.sysctl_drift.join("; "));
+        }
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ use crate::state::Attachment;
 /// `status` of one network: its tables and how many elements the endpoint set and hostPort
 /// maps hold (nftables sets here have no fixed capacity: 0).
 pub(super) fn status(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatusRow>, IptablesError> {
-    let endpoints = dp.endpoints()?.len();
+    let veths: Vec<String> = dp.endpoints()?.into_iter().map(|e| e.host_ifname).collect();
+    let endpoints = veths.len();
     let host_ports = dp.host_ports()?.len();
     Ok(vec![StatusRow {
         network: name.to_string(),
@@ -42,6 +43,7 @@ pub(super) fn status(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatusRow>
                 capacity: 0,
             },
         ],
+        sysctl_drift: super::drift::of(None, &veths),
     }])
 }
 

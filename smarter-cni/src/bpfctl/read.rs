@@ -16,10 +16,14 @@ fn ip(a: u32) -> Ipv4Addr {
 /// `status` of one network.
 pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, EbpfError> {
     let cfg = dp.config()?;
-    let uplink = (cfg.uplink_ifindex != 0)
-        .then(|| nix::net::if_::if_indextoname(cfg.uplink_ifindex).ok())
-        .flatten()
-        .and_then(|n| n.into_string().ok());
+    let name_of = |ifindex: u32| {
+        (ifindex != 0)
+            .then(|| nix::net::if_::if_indextoname(ifindex).ok())
+            .flatten()
+            .and_then(|n| n.into_string().ok())
+    };
+    let uplink = name_of(cfg.uplink_ifindex);
+    let veths: Vec<String> = dp.endpoints()?.into_iter().map(|e| e.host_ifname).collect();
     Ok(vec![StatusRow {
         network: name.to_string(),
         datapath: "ebpf",
@@ -50,6 +54,7 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
                 capacity: m.capacity,
             })
             .collect(),
+        sysctl_drift: super::drift::of(name_of(cfg.bridge_ifindex), &veths),
     }])
 }
 

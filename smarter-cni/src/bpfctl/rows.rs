@@ -35,6 +35,11 @@ pub struct StatusRow {
     /// Map fill levels (nftables: the `endpoints` set and the hostPort maps, capacity 0 for
     /// unbounded).
     pub maps: Vec<MapRow>,
+    /// How the sysctls ADD set on the bridge and every host veth (`accept_ra`,
+    /// `accept_redirects`, `send_redirects` 0: the node takes no configuration from pods)
+    /// differ now, one sentence each, e.g. `net.ipv6.conf.smartnet0.accept_ra is 1, not 0`
+    /// (empty: as set).
+    pub sysctl_drift: Vec<String>,
 }
 
 /// A program attachment.

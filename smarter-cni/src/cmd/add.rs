@@ -176,6 +176,7 @@ async fn attach_pod(
         node.link_by_name(&host).await.into_cni()?.ok_or_else(|| {
             CniError::new(CniError::NETLINK, format!("{host} vanished"), "netlink")
         })?;
+    ctx.host.prepare_port(&host)?;
     node.attach_to_bridge(host_link.index, &host, bridge.index, conf.hairpin_mode)
         .await
         .into_cni()?;
@@ -204,6 +205,9 @@ async fn attach_pod(
     ctx.fault("after-pod")?;
 
     let mac: [u8; 6] = pod_link.mac.as_slice().try_into().unwrap_or_default();
+    node.add_port_mac(host_link.index, &host, mac)
+        .await
+        .into_cni()?;
     let spec = EndpointSpec {
         ip,
         mac,

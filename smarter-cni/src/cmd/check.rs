@@ -48,6 +48,9 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
             if !h.up {
                 diffs.push(format!("{host} is down"));
             }
+            // A pod must not configure the node: the sysctls ADD set on both.
+            diffs.extend(ctx.host.sysctl_drift(&ctx.conf.bridge));
+            diffs.extend(ctx.host.sysctl_drift(&host));
         }
     }
 

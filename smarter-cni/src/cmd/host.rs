@@ -1,5 +1,5 @@
 //! The node as the verbs reach it: netlink connections (in the node's namespace or a pod's)
-//! and the node's sysctls. [`Kernel`] is the real node; the verbs' unit tests use an
+//! and the node's sysctls (node-wide, and those of the bridge and each host veth). [`Kernel`] is the real node; the verbs' unit tests use an
 //! in-memory one, so ADD, DEL, CHECK and GC run without root.
 
 use crate::cni::{CniError, PortRange};
@@ -24,6 +24,15 @@ pub trait Host: Sync {
     /// # Errors
     /// An I/O CNI error naming the sysctl.
     fn prepare(&self, bridge: &str, nat: PortRange) -> Result<(), CniError>;
+
+    /// The sysctls of a new host veth ([`super::node::guard_interface`]).
+    ///
+    /// # Errors
+    /// An I/O CNI error naming the sysctl.
+    fn prepare_port(&self, port: &str) -> Result<(), CniError>;
+
+    /// How an interface's sysctls differ from what ADD set ([`super::node::guard_drift`]).
+    fn sysctl_drift(&self, ifname: &str) -> Vec<String>;
 }
 
 /// The real node: rtnetlink and `/proc/sys`.
@@ -41,5 +50,13 @@ impl Host for Kernel {
 
     fn prepare(&self, bridge: &str, nat: PortRange) -> Result<(), CniError> {
         super::node::prepare(bridge, nat)
+    }
+
+    fn prepare_port(&self, port: &str) -> Result<(), CniError> {
+        super::node::guard_interface(port)
+    }
+
+    fn sysctl_drift(&self, ifname: &str) -> Vec<String> {
+        super::node::guard_drift(ifname)
     }
 }

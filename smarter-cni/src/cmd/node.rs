@@ -1,5 +1,7 @@
-//! Node-namespace preparation shared by both datapaths: forwarding, and reserving the NAT
-//! port range so the node's own sockets never pick a port the NAT hands out.
+//! Node-namespace preparation shared by both datapaths: forwarding, reserving the NAT port
+//! range so the node's own sockets never pick a port the NAT hands out, and the sysctls that
+//! keep the node from taking configuration from pods on the bridge and every host veth
+//! ([`guard_interface`], checked by [`guard_drift`]).
 //!
 //! The plugin runs inside the node's network namespace; `/proc/sys/net` is that
 //! namespace's view, so nothing here reaches any other namespace.
@@ -11,15 +13,68 @@ use crate::cni::{CniError, PortRange};
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
+/// The per-interface sysctls (family, name, value) that keep the node from listening to pods:
+/// no router advertisements or redirects taken (IPv6 and IPv4), no redirects sent (IPv4; the
+/// kernel sends them when `all` or the interface says so). The datapaths drop a pod's router
+/// messages anyway; these hold before any program or rule is in place.
+pub const GUARD_SYSCTLS: [(&str, &str, &str); 4] = [
+    ("ipv6", "accept_ra", "0"),
+    ("ipv6", "accept_redirects", "0"),
+    ("ipv4", "accept_redirects", "0"),
+    ("ipv4", "send_redirects", "0"),
+];
+
+fn guard_path(family: &str, ifname: &str, name: &str) -> String {
+    format!("/proc/sys/net/{family}/conf/{ifname}/{name}")
+}
+
+/// Whether the node namespace has IPv6 at all (a kernel booted with `ipv6.disable=1` has no
+/// `/proc/sys/net/ipv6`: nothing to guard there).
+fn has_ipv6() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
+}
+
+/// Sets [`GUARD_SYSCTLS`] on `ifname` (the bridge, or a host veth as soon as it exists).
+/// Idempotent: writes only what differs.
+///
+/// # Errors
+/// An I/O CNI error naming the sysctl.
+pub fn guard_interface(ifname: &str) -> Result<(), CniError> {
+    for (family, name, value) in GUARD_SYSCTLS {
+        if family == "ipv6" && !has_ipv6() {
+            continue;
+        }
+        write_if_changed(&guard_path(family, ifname, name), value)?;
+    }
+    Ok(())
+}
+
+/// How `ifname`'s sysctls differ from [`GUARD_SYSCTLS`], one sentence each (empty: as set).
+/// An interface that does not exist has no drift here (its absence is reported elsewhere).
+#[must_use]
+pub fn guard_drift(ifname: &str) -> Vec<String> {
+    GUARD_SYSCTLS
+        .iter()
+        .filter_map(|&(family, name, want)| {
+            let found = fs::read_to_string(guard_path(family, ifname, name)).ok()?;
+            let found = found.trim();
+            (found != want)
+                .then(|| format!("net.{family}.conf.{ifname}.{name} is {found}, not {want}"))
+        })
+        .collect()
+}
+
 /// Enables IPv4 forwarding, lets the bridge accept the eBPF datapath's translated replies to
 /// the node's own hostPort connections (their source is the node's address:
-/// `accept_local`), and reserves `nat` in `ip_local_reserved_ports` (merged with what is
-/// already reserved). Idempotent: writes only when something changes.
+/// `accept_local`), sets [`GUARD_SYSCTLS`] on the bridge, and reserves `nat` in
+/// `ip_local_reserved_ports` (merged with what is already reserved). Idempotent: writes only
+/// when something changes.
 ///
 /// # Errors
 /// An I/O CNI error naming the sysctl.
 pub fn prepare(bridge: &str, nat: PortRange) -> Result<(), CniError> {
     write_if_changed(IP_FORWARD, "1")?;
+    guard_interface(bridge)?;
     write_if_changed(
         &format!("/proc/sys/net/ipv4/conf/{bridge}/accept_local"),
         "1",

@@ -85,6 +85,12 @@ impl Node {
             !self.dps.attached().iter().any(|(_, _, h)| *h == host),
             "endpoint of {id} remains"
         );
+        let w = self.host.world.lock().unwrap();
+        let ports: Vec<u32> = w.ns[NODE].links.iter().map(|l| l.info.index).collect();
+        assert!(
+            w.fdb.iter().all(|(port, _)| ports.contains(port)),
+            "an FDB entry of {host} remains"
+        );
     }
 }
 
@@ -132,6 +138,13 @@ fn add_wires_the_pod_through_the_bridge_and_records_it() {
         n.host.world.lock().unwrap().prepared,
         std::slice::from_ref(bridge)
     );
+    // The host veth's sysctls are set and the bridge knows the pod's MAC on its port.
+    assert_eq!(
+        n.host.world.lock().unwrap().guarded,
+        std::slice::from_ref(&host)
+    );
+    let mac: [u8; 6] = eth0.info.mac.as_slice().try_into().unwrap();
+    assert_eq!(n.host.world.lock().unwrap().fdb, [(veth.info.index, mac)]);
     let record = c
         .state()
         .unwrap()
@@ -186,6 +199,7 @@ fn a_failed_add_leaves_nothing_behind_whichever_step_fails() {
     let netlink = [
         "create_veth@node",
         "attach_to_bridge@node",
+        "add_port_mac@node",
         "connect@pod",
         "set_up@pod",
         "ensure_address@pod",

@@ -4,7 +4,8 @@
 //! - `load`: load once per network under a lock, pin, reopen from pins; `object`: the
 //!   embedded object ([`EBPF_OBJECT`], also run by the `BPF_PROG_TEST_RUN` tests of the
 //!   `smarter-ebpf-tests` crate) and the id of the pinned build;
-//! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointRecord`]);
+//! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointRecord`]); `ifaces`: which
+//!   endpoint sits behind a pod port (the source-MAC check of frames without an IPv4 source);
 //! - `attach`: TCX or netlink attachment that outlives the plugin process; `egress`: the
 //!   uplink's egress backstop;
 //! - `pins`: pin layout, bpffs and layout checks, creating a missing pin root, the loader
@@ -31,6 +32,7 @@ mod error;
 mod events;
 mod handle;
 mod hostports;
+mod ifaces;
 mod inspect;
 mod load;
 mod network;

@@ -5,8 +5,10 @@
 //!   hostPort DNAT from maps `hostport_tcp`/`hostport_udp` (`port : pod ip . pod port`) for
 //!   traffic to the node's own addresses (prerouting and output), hairpin masquerade, the
 //!   `deny` interval set and node-local-only filtering in forward;
-//! - `bridge`: anti-spoofing on the pod ports (set `ports`) against the set `endpoints` of
-//!   `ifname . ipv4_addr . ether_addr`, for IPv4 and ARP.
+//! - `bridge` (`l2`): what pods may send on the link, on the pod ports (set `ports`): IPv4 and
+//!   ARP against the set `endpoints` of `ifname . ipv4_addr . ether_addr`, IPv6 against the
+//!   port's MAC (`macs`) and link-local address (`link_locals`), the RA guard, and no other
+//!   ethertype.
 //!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic
 //! `nft -f -` batch. Verdicts are counted by named counters ([`IptablesDatapath::counters`]).
@@ -14,6 +16,7 @@
 
 mod error;
 mod exec;
+mod l2;
 mod network;
 mod parse;
 mod probe;
@@ -28,8 +31,9 @@ use ipnetwork::Ipv4Network;
 use serde_json::Value;
 
 pub use error::IptablesError;
+use l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
 pub use network::IptablesNetwork;
-use script::{MAP_TCP, MAP_UDP, SET_ENDPOINTS, SET_PORTS};
+use script::{MAP_TCP, MAP_UDP};
 
 use crate::datapath::{HostPortSpec, PodLink};
 
@@ -165,7 +169,9 @@ impl IptablesDatapath {
         let context = format!("attaching {} ({})", ep.ip, ep.host_ifname);
         let mut attempt = 0;
         loop {
-            let existing = self.endpoints_required()?;
+            let doc = self.bridge_required()?;
+            let existing = parse::endpoints(&doc, SET_ENDPOINTS)?;
+            let links = parse::link_macs(&doc, SET_MACS)?;
             let mapped = self.host_ports_required()?;
             for hp in ports {
                 let taken = mapped.iter().find(|(m, ip)| {
@@ -179,15 +185,26 @@ impl IptablesDatapath {
                     });
                 }
             }
-            let stale_eps: Vec<PodLink> = existing
+            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
                 .into_iter()
-                .filter(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep)
+                .partition(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep);
+            // Endpoints attached before the link sets existed get their elements now.
+            let lacking: Vec<PodLink> = kept
+                .into_iter()
+                .filter(|o| o != ep && !links.contains(&l2::mac_key(o)))
                 .collect();
             let stale_ports: Vec<(HostPortSpec, Ipv4Addr)> = mapped
                 .into_iter()
                 .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
                 .collect();
-            let script = script::attach_script(&self.table, ep, ports, &stale_eps, &stale_ports)?;
+            let script = script::attach_script(
+                &self.table,
+                ep,
+                ports,
+                (&stale_eps, &stale_ports),
+                &links,
+                &lacking,
+            )?;
             match exec::apply(&script, &context) {
                 Err(e) if exec::is_enoent(&e) && attempt < 3 => attempt += 1,
                 other => return other,
@@ -206,7 +223,14 @@ impl IptablesDatapath {
         let context = format!("detaching {ip} ({host_ifname})");
         let mut attempt = 0;
         loop {
-            let existing = self.endpoints()?;
+            let doc = exec::list_table("bridge", &self.table)?;
+            let (existing, links) = match &doc {
+                Some(doc) => (
+                    parse::endpoints(doc, SET_ENDPOINTS)?,
+                    parse::link_macs(doc, SET_MACS)?,
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
             let (gone, kept): (Vec<_>, Vec<_>) = existing.into_iter().partition(|o| {
                 o.host_ifname == host_ifname
                     || (o.ip == ip
@@ -221,7 +245,7 @@ impl IptablesDatapath {
                     .filter(|(_, owner)| *owner == ip)
                     .collect()
             };
-            let script = script::detach_script(&self.table, &gone, &ports)?;
+            let script = script::detach_script(&self.table, &gone, &ports, &links)?;
             let result = if script.is_empty() {
                 Ok(())
             } else {
@@ -275,6 +299,18 @@ impl IptablesDatapath {
         if !parse::names(&doc, SET_PORTS).contains(&ep.host_ifname) {
             diffs.push(format!("set {SET_PORTS} lacks \"{}\"", ep.host_ifname));
         }
+        if !parse::link_macs(&doc, SET_MACS)?.contains(&l2::mac_key(ep)) {
+            diffs.push(format!(
+                "set {SET_MACS} lacks \"{}\" . {mac}",
+                ep.host_ifname
+            ));
+        }
+        if !parse::link_local_ifnames(&doc, SET_LINK_LOCALS).contains(&ep.host_ifname) {
+            diffs.push(format!(
+                "set {SET_LINK_LOCALS} lacks \"{}\"",
+                ep.host_ifname
+            ));
+        }
         Ok(diffs)
     }
 
@@ -298,8 +334,9 @@ impl IptablesDatapath {
     }
 
     /// The named counters of both tables: name, packets, bytes (`drop_deny`,
-    /// `drop_nodelocal`, `nat_masquerade` — new masqueraded connections —, `drop_spoof_ip`,
-    /// `drop_spoof_arp`).
+    /// `drop_nodelocal`, `nat_masquerade` — new masqueraded connections —, `drop_leak`,
+    /// `drop_ipv6`, and the bridge table's `drop_spoof_ip`, `drop_spoof_arp`, `drop_spoof_l2`,
+    /// `drop_spoof_ip6`, `drop_ra_guard`, `drop_ethertype`).
     ///
     /// # Errors
     ///
@@ -342,12 +379,10 @@ impl IptablesDatapath {
             .collect())
     }
 
-    fn endpoints_required(&self) -> Result<Vec<PodLink>, IptablesError> {
-        let doc =
-            exec::list_table("bridge", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
-                table: format!("bridge {}", self.table),
-            })?;
-        parse::endpoints(&doc, SET_ENDPOINTS)
+    fn bridge_required(&self) -> Result<Value, IptablesError> {
+        exec::list_table("bridge", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
+            table: format!("bridge {}", self.table),
+        })
     }
 
     fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {

@@ -157,8 +157,9 @@ pub trait Datapath: fmt::Debug + Send {
     /// When the state cannot be read.
     fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError>;
 
-    /// Expires idle conntrack entries and collects entries whose owner is gone (eBPF: hostPorts
-    /// of an address with no endpoint); how many went (0 where the kernel's conntrack does it).
+    /// Expires idle conntrack entries and collects entries whose owner is gone (eBPF:
+    /// hostPorts of an address with no endpoint, what it kept for interfaces that are gone);
+    /// how many went (0 where the kernel's conntrack does it).
     ///
     /// # Errors
     ///

@@ -9,6 +9,7 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth};
 
 use super::{Netlink, NetlinkError, NetnsFile, is_errno, request};
@@ -216,7 +217,10 @@ impl Netlink {
             .map_err(request(format!("set {name} up")))
     }
 
-    /// Attaches `index` to the bridge `bridge_index`, sets hairpin mode, and brings it up.
+    /// Attaches `index` to the bridge `bridge_index`, sets hairpin mode, turns off learning
+    /// and unknown-unicast flooding on the port (the bridge never learns a MAC from a pod, and
+    /// frames to a MAC it was not told of reach no pod: [`Self::add_port_mac`] tells it the
+    /// pod's), and brings it up.
     ///
     /// # Errors
     /// A refused request.
@@ -237,14 +241,46 @@ impl Netlink {
             .execute()
             .await
             .map_err(request(format!("attach {name} to bridge")))?;
-        let port: LinkMessage = LinkBridgePort::new(index).hairpin(hairpin).build();
+        let port: LinkMessage = LinkBridgePort::new(index)
+            .hairpin(hairpin)
+            .learning(false)
+            .flood(false)
+            .build();
         self.handle()
             .link()
             .set_port(port)
             .execute()
             .await
-            .map_err(request(format!("set hairpin={hairpin} on {name}")))?;
+            .map_err(request(format!(
+                "set hairpin={hairpin}, learning and flooding off on {name}"
+            )))?;
         self.set_up(index, name).await
+    }
+
+    /// Tells the bridge that `mac` is behind its port `index` (`bridge fdb replace <mac> dev
+    /// <name> master static`): with learning off on every pod port, frames to a pod reach
+    /// exactly its port. The entry goes with the port.
+    ///
+    /// # Errors
+    /// A refused request.
+    pub async fn add_port_mac(
+        &self,
+        index: u32,
+        name: &str,
+        mac: [u8; 6],
+    ) -> Result<(), NetlinkError> {
+        self.handle()
+            .neighbours()
+            .add_bridge(index, &mac)
+            .flags(NeighbourFlags::Controller)
+            .state(NeighbourState::Noarp)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "add static fdb entry {} on {name}",
+                format_mac(&mac)
+            )))
     }
 
     /// Deletes an interface by name; success when it is already gone.

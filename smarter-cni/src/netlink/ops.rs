@@ -43,6 +43,8 @@ pub trait Links {
         bridge_index: u32,
         hairpin: bool,
     ) -> Result<(), NetlinkError>;
+    /// [`Netlink::add_port_mac`].
+    async fn add_port_mac(&self, index: u32, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError>;
     /// [`Netlink::delete_link`].
     async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError>;
     /// [`Netlink::ensure_address`].
@@ -99,6 +101,9 @@ impl Links for Netlink {
         hairpin: bool,
     ) -> Result<(), NetlinkError> {
         Netlink::attach_to_bridge(self, index, name, bridge_index, hairpin).await
+    }
+    async fn add_port_mac(&self, index: u32, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        Netlink::add_port_mac(self, index, name, mac).await
     }
     async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
         Netlink::delete_link(self, name).await

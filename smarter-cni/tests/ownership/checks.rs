@@ -86,6 +86,8 @@ pub fn late_del(w: &World, conf: &Value, id: &str, port: Option<u16>) -> Result<
 /// pod), the wan from the pod through the NAT (UDP and TCP), and ping from every other pod.
 pub fn assert_live(w: &World, pods: &[Pod], context: &str) {
     let t = Duration::from_secs(3);
+    let _tcp = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    let _udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 8001);
     for p in pods {
         let ns = w.pod(&p.ns).expect("pod namespace");
         if let Some(port) = p.host_port {
@@ -93,10 +95,8 @@ pub fn assert_live(w: &World, pods: &[Pod], context: &str) {
             tcp_roundtrip(w.wan(), SocketAddr::from((NODE_UPLINK_IP, port)), b"hp", t)
                 .unwrap_or_else(|e| panic!("{context}: hostPort {port} of {}: {e}", p.id));
         }
-        let _tcp = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
         tcp_roundtrip(ns, SocketAddr::from((WAN_SERVER_IP, 8000)), b"up", t)
             .unwrap_or_else(|e| panic!("{context}: {} → wan (TCP): {e}", p.id));
-        let _udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 8001);
         udp_roundtrip(ns, SocketAddr::from((WAN_SERVER_IP, 8001)), b"up", t)
             .unwrap_or_else(|e| panic!("{context}: {} → wan (UDP): {e}", p.id));
         for q in pods.iter().filter(|q| q.id != p.id) {

@@ -49,6 +49,10 @@ pub struct World {
     pub uplink: Snapshot,
     /// Sysctl preparations made, by bridge.
     pub prepared: Vec<String>,
+    /// Host veths whose sysctls were set.
+    pub guarded: Vec<String>,
+    /// Static bridge FDB entries: (port index, MAC); they go with their port.
+    pub fdb: Vec<(u32, [u8; 6])>,
 }
 
 /// The fake node (cheap to clone: every clone is the same node).
@@ -183,6 +187,7 @@ impl World {
             return;
         };
         let link = n.links.remove(pos);
+        self.fdb.retain(|&(port, _)| port != index);
         if n.default_route.as_ref().and_then(|r| r.oif) == Some(index) {
             n.default_route = None;
         }
@@ -313,6 +318,17 @@ impl Links for FakeLinks {
         .ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
     }
 
+    async fn add_port_mac(&self, index: u32, name: &str, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        self.host.check("add_port_mac", &self.ns)?;
+        self.with(|w, ns| {
+            w.link_mut(ns, index)?;
+            w.fdb.retain(|e| *e != (index, mac));
+            w.fdb.push((index, mac));
+            Some(())
+        })
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
+    }
+
     async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
         self.host.check("delete_link", &self.ns)?;
         let Some(link) = self.find(name) else {
@@ -390,5 +406,14 @@ impl Host for FakeHost {
     fn prepare(&self, bridge: &str, _nat: PortRange) -> Result<(), CniError> {
         self.world.lock().unwrap().prepared.push(bridge.to_owned());
         Ok(())
+    }
+
+    fn prepare_port(&self, port: &str) -> Result<(), CniError> {
+        self.world.lock().unwrap().guarded.push(port.to_owned());
+        Ok(())
+    }
+
+    fn sysctl_drift(&self, _ifname: &str) -> Vec<String> {
+        Vec::new()
     }
 }

@@ -156,11 +156,10 @@ pub(super) fn attach_tcx(
     }
     match tcx_link(prog, hook, LinkOrder::default(), link_pin) {
         // Attached through a link some other process holds: it stays attached while they do.
-        Err(Failed::Attach(e)) if attached && errno(&e) == Some(libc::EEXIST) => return Ok(()),
-        // Another process attached it between our look and our attach (callers serialise on
-        // the network lock; a process of an older build may not): attached is attached.
+        // Also when that process attached it just now (concurrent first ADDs both found it
+        // unattached): the kernel refuses the second attachment of the same program.
         Err(Failed::Attach(e))
-            if errno(&e) == Some(libc::EEXIST) && tcx_attached(hook, prog_id)? =>
+            if errno(&e) == Some(libc::EEXIST) && (attached || tcx_attached(hook, prog_id)?) =>
         {
             return Ok(());
         }

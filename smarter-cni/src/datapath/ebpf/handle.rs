@@ -33,6 +33,7 @@ pub(super) struct Maps {
     pub(super) ct_out: HashMap<MapData, CtKey, CtValue>,
     pub(super) ct_in: HashMap<MapData, CtKey, CtValue>,
     pub(super) hostports: HashMap<MapData, HostPortKey, HostPortValue>,
+    pub(super) ifaces: HashMap<MapData, u32, EndpointKey>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -144,6 +145,7 @@ impl EbpfDatapath {
             hostports,
             _events,
             _frag,
+            ifaces,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -160,6 +162,7 @@ impl EbpfDatapath {
             hostports: open(hostports)?
                 .try_into()
                 .map_err(|e| typed(hostports, e))?,
+            ifaces: open(ifaces)?.try_into().map_err(|e| typed(ifaces, e))?,
         };
         Ok(Self {
             network: network.into(),

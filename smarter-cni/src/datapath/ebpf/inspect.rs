@@ -65,6 +65,7 @@ impl EbpfDatapath {
             let m = self.lock_maps();
             [
                 (maps::ENDPOINTS, m.endpoints.keys().count()),
+                (maps::EP_IFACES, m.ifaces.keys().count()),
                 (maps::CT_OUT, m.ct_out.keys().count()),
                 (maps::CT_IN, m.ct_in.keys().count()),
                 (maps::HOSTPORTS, m.hostports.keys().count()),

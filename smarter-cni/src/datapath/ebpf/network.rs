@@ -126,11 +126,17 @@ impl Datapath for EbpfNetwork {
 
     fn attach(&self, ep: &EndpointSpec, ports: &[HostPortSpec]) -> Result<(), DatapathError> {
         let _lock = self.lock()?;
-        self.dp.attach_endpoint(ep, self.s.attach)?;
+        // The port's pointer first: once the program is attached, every frame is checked.
+        let before = self.dp.set_iface(ep.host_ifindex, ep.ip)?;
+        if let Err(e) = self.dp.attach_endpoint(ep, self.s.attach) {
+            self.dp.restore_iface(ep.host_ifindex, before);
+            return Err(e.into());
+        }
         if let Err(e) = self.dp.set_host_ports(ep.ip, ports) {
             if let Err(undo) = self.dp.detach_endpoint(ep.ip, &ep.host_ifname) {
                 tracing::error!("rollback of {}: {undo}", ep.ip);
             }
+            self.dp.restore_iface(ep.host_ifindex, before);
             return Err(e.into());
         }
         Ok(())
@@ -138,11 +144,17 @@ impl Datapath for EbpfNetwork {
 
     fn detach(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), DatapathError> {
         let _lock = self.lock()?;
-        Ok(self.dp.detach_endpoint(ip, host_ifname)?)
+        // Both run (DEL keeps going); the first error wins. Each touches only what the
+        // attachment owns (a pod holding the address now keeps its entries).
+        let detached = self.dp.detach_endpoint(ip, host_ifname);
+        let unpointed = self.dp.remove_ifaces_of(ip);
+        Ok(detached.and(unpointed)?)
     }
 
     fn check(&self, ep: &EndpointSpec) -> Result<Vec<String>, DatapathError> {
-        Ok(self.dp.check_endpoint(ep)?)
+        let mut diffs = self.dp.check_endpoint(ep)?;
+        diffs.extend(self.dp.check_iface(ep.host_ifindex, ep.ip)?);
+        Ok(diffs)
     }
 
     fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError> {
@@ -162,6 +174,7 @@ impl Datapath for EbpfNetwork {
         let expired = self.dp.ct_gc(&self.s.ct_timeouts)?;
         // Under the lock: an ADD writes its endpoint before its hostPorts.
         let _lock = self.lock()?;
+        self.dp.prune_ifaces()?;
         Ok(expired + self.dp.remove_ownerless_host_ports()?)
     }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! <bpffs_root>/<network>/v<LAYOUT_VERSION>/
 //!     maps/<map name>        endpoints, ep_meta, ep_stats, config, verdicts, deny, ct_out, ct_in,
-//!                            hostports (smarter_common::maps)
+//!                            hostports, events, frag, ep_ifaces (smarter_common::maps)
 //!     progs/<program name>   smarter_uplink, then smarter_pod (pinned last: means "loaded")
 //!     links/<host ifname>    TCX links keeping a pod program attached
 //!     links/uplink           the TCX link of smarter_uplink

@@ -158,3 +158,42 @@ pub(super) fn names(doc: &Value, set: &str) -> Vec<String> {
         .filter_map(|e| unwrap_elem(e).as_str().map(str::to_owned))
         .collect()
 }
+
+/// The `ifname . MAC` elements of a bridge table's `macs` set (the MAC a 48-bit integer, as a
+/// number or a hex string), as [`super::l2::mac_key`] writes them.
+///
+/// # Errors
+///
+/// [`IptablesError::Parse`] for an element of another shape.
+pub(super) fn link_macs(doc: &Value, set: &str) -> Result<Vec<(String, u64)>, IptablesError> {
+    let what = format!("set {set}");
+    elements(doc, "set", set)
+        .iter()
+        .map(|e| {
+            let parts = concat(e, &what, 2)?;
+            let bad = || parse_err(&what, format!("expected an interface and a MAC in {e}"));
+            let ifname = parts[0].as_str().ok_or_else(bad)?.to_owned();
+            let mac = match &parts[1] {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s
+                    .strip_prefix("0x")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok()),
+                _ => None,
+            }
+            .ok_or_else(bad)?;
+            Ok((ifname, mac))
+        })
+        .collect()
+}
+
+/// The interface names of the `ifname . address` elements of a bridge table's `link_locals`
+/// set.
+pub(super) fn link_local_ifnames(doc: &Value, set: &str) -> Vec<String> {
+    elements(doc, "set", set)
+        .iter()
+        .filter_map(|e| {
+            let parts = unwrap_elem(e).get("concat")?.as_array()?;
+            Some(parts.first()?.as_str()?.to_owned())
+        })
+        .collect()
+}

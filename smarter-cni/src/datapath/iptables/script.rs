@@ -8,15 +8,12 @@ use std::net::Ipv4Addr;
 
 use sha2::{Digest, Sha256};
 
+use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
 use super::{IptablesConfig, IptablesError};
 use crate::datapath::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
 pub(super) const TABLE_PREFIX: &str = "smarter_";
-/// Bridge-family set of pod ports (host veth names) whose frames are checked.
-pub(super) const SET_PORTS: &str = "ports";
-/// Bridge-family set of `ifname . ipv4_addr . ether_addr` the pods may send from.
-pub(super) const SET_ENDPOINTS: &str = "endpoints";
 /// Inet-family interval set of denied destinations.
 pub(super) const SET_DENY: &str = "deny";
 /// Inet-family maps `port : pod ip . pod port`.
@@ -31,8 +28,6 @@ pub(super) const INET_COUNTERS: [&str; 5] = [
     "drop_leak",
     "drop_ipv6",
 ];
-/// Named counters of the bridge table.
-pub(super) const BRIDGE_COUNTERS: [&str; 2] = ["drop_spoof_ip", "drop_spoof_arp"];
 
 /// The table name of `network` in both families: `smarter_<name>` with characters nft
 /// identifiers cannot hold replaced by `_`, plus a short hash when anything was replaced (so
@@ -238,38 +233,20 @@ pub(super) fn ensure_script(cfg: &IptablesConfig) -> Result<String, IptablesErro
             format!("{inbound} counter name drop_nodelocal drop"),
         ],
     );
-    // bridge: anti-spoofing on the pod ports.
-    let b = format!("bridge {t}");
-    w(format!("add table {b}"));
-    w(format!("add set {b} {SET_PORTS} {{ type ifname; }}"));
-    w(format!(
-        "add set {b} {SET_ENDPOINTS} {{ type ifname . ipv4_addr . ether_addr; }}"
-    ));
-    for counter in BRIDGE_COUNTERS {
-        w(format!("add counter {b} {counter}"));
-    }
-    w(format!(
-        "add chain {b} prerouting {{ type filter hook prerouting priority -300; policy accept; }}"
-    ));
-    w(format!("flush chain {b} prerouting"));
-    for rule in [
-        format!("iifname != @{SET_PORTS} accept"),
-        format!("ether type ip iifname . ip saddr . ether saddr @{SET_ENDPOINTS} accept"),
-        "ether type ip counter name drop_spoof_ip drop".to_owned(),
-        format!("ether type arp iifname . arp saddr ip . arp saddr ether @{SET_ENDPOINTS} accept"),
-        "ether type arp counter name drop_spoof_arp drop".to_owned(),
-    ] {
-        w(format!("add rule {b} prerouting {rule}"));
+    // bridge: what pods may send on the link.
+    for line in l2::bridge_script(&t) {
+        w(line);
     }
     Ok(s)
 }
 
-/// One endpoint's elements: its port and its `ifname . ip . mac` tuple.
+/// One endpoint's elements: its port, its `ifname . ip . mac` tuple and its link elements.
 fn endpoint_elements(op: &str, t: &str, ep: &PodLink) -> String {
     let (ifname, ip, mac) = (&ep.host_ifname, ep.ip, format_mac(&ep.mac));
     format!(
         "{op} element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}\n\
-         {op} element bridge {t} {SET_ENDPOINTS} {{ \"{ifname}\" . {ip} . {mac} }}\n"
+         {op} element bridge {t} {SET_ENDPOINTS} {{ \"{ifname}\" . {ip} . {mac} }}\n{}",
+        l2::link_elements(op, t, ep)
     )
 }
 
@@ -287,8 +264,13 @@ fn hostport_element(
     ))
 }
 
+/// What the bridge table holds besides the endpoints: the `macs` elements present, as
+/// [`l2::mac_key`] writes them (endpoints attached by a build before them have none).
+pub(super) type LinkKeys = [(String, u64)];
+
 /// The batch that attaches `ep` with `ports`, first deleting the stale elements passed in
-/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted).
+/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted),
+/// and adding the link elements of endpoints in `lacking` (attached before they existed).
 ///
 /// # Errors
 ///
@@ -297,11 +279,16 @@ pub(super) fn attach_script(
     t: &str,
     ep: &PodLink,
     ports: &[HostPortSpec],
-    stale_endpoints: &[PodLink],
-    stale_ports: &[(HostPortSpec, Ipv4Addr)],
+    stale: (&[PodLink], &[(HostPortSpec, Ipv4Addr)]),
+    links: &LinkKeys,
+    lacking: &[PodLink],
 ) -> Result<String, IptablesError> {
     check_ifname(&ep.host_ifname)?;
-    let mut s = detach_script(t, stale_endpoints, stale_ports)?;
+    let (stale_endpoints, stale_ports) = stale;
+    let mut s = detach_script(t, stale_endpoints, stale_ports, links)?;
+    for old in lacking {
+        s.push_str(&l2::link_elements("add", t, old));
+    }
     s.push_str(&endpoint_elements("add", t, ep));
     for hp in ports {
         s.push_str(&hostport_element("add", t, hp, ep.ip)?);
@@ -309,7 +296,8 @@ pub(super) fn attach_script(
     Ok(s)
 }
 
-/// The batch deleting the given endpoints (their ports too) and hostPorts.
+/// The batch deleting the given endpoints (their ports, and their link elements when `links`
+/// has them) and hostPorts.
 ///
 /// # Errors
 ///
@@ -318,10 +306,17 @@ pub(super) fn detach_script(
     t: &str,
     endpoints: &[PodLink],
     ports: &[(HostPortSpec, Ipv4Addr)],
+    links: &LinkKeys,
 ) -> Result<String, IptablesError> {
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
+    let mut seen_links = Vec::new();
     for ep in endpoints {
+        let key = l2::mac_key(ep);
+        if links.contains(&key) && !seen_links.contains(&key) {
+            s.push_str(&l2::link_elements("delete", t, ep));
+            seen_links.push(key);
+        }
         let _ = writeln!(
             s,
             "delete element bridge {t} {SET_ENDPOINTS} {{ \"{}\" . {} . {} }}",

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
-use super::{IptablesConfig, IptablesError, parse};
+use super::{IptablesConfig, IptablesError, l2, parse};
 use crate::datapath::{HostPortSpec, PodLink};
 
 fn default_config() -> IptablesConfig {
@@ -70,20 +70,60 @@ add rule inet smarter_smartnet forward iifname "smartnet0" ip daddr @deny counte
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct status dnat accept
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct state established,related accept
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 counter name drop_nodelocal drop
-add table bridge smarter_smartnet
-add set bridge smarter_smartnet ports { type ifname; }
-add set bridge smarter_smartnet endpoints { type ifname . ipv4_addr . ether_addr; }
-add counter bridge smarter_smartnet drop_spoof_ip
-add counter bridge smarter_smartnet drop_spoof_arp
-add chain bridge smarter_smartnet prerouting { type filter hook prerouting priority -300; policy accept; }
-flush chain bridge smarter_smartnet prerouting
-add rule bridge smarter_smartnet prerouting iifname != @ports accept
-add rule bridge smarter_smartnet prerouting ether type ip iifname . ip saddr . ether saddr @endpoints accept
-add rule bridge smarter_smartnet prerouting ether type ip counter name drop_spoof_ip drop
-add rule bridge smarter_smartnet prerouting ether type arp iifname . arp saddr ip . arp saddr ether @endpoints accept
-add rule bridge smarter_smartnet prerouting ether type arp counter name drop_spoof_arp drop
 "#;
-    assert_eq!(ensure_script(&default_config()).unwrap(), expected);
+    let script = ensure_script(&default_config()).unwrap();
+    let (inet, bridge) = script
+        .split_once("add table bridge smarter_smartnet\n")
+        .expect("a bridge table");
+    assert_eq!(inet, expected);
+    assert_eq!(
+        bridge,
+        format!(
+            "{}\n",
+            l2::bridge_script("smarter_smartnet")[1..].join("\n")
+        )
+    );
+}
+
+#[test]
+fn bridge_table_snapshot() {
+    let expected = r#"add table bridge t
+add set bridge t ports { type ifname; }
+add set bridge t endpoints { type ifname . ipv4_addr . ether_addr; }
+add set bridge t macs { typeof iifname . @ll,48,48; }
+add set bridge t link_locals { typeof iifname . @nh,64,128; }
+add counter bridge t drop_spoof_ip
+add counter bridge t drop_spoof_arp
+add counter bridge t drop_spoof_l2
+add counter bridge t drop_spoof_ip6
+add counter bridge t drop_ra_guard
+add counter bridge t drop_ethertype
+add chain bridge t prerouting { type filter hook prerouting priority -300; policy accept; }
+flush chain bridge t prerouting
+add rule bridge t prerouting iifname != @ports accept
+add rule bridge t prerouting ether type ip iifname . ip saddr . ether saddr != @endpoints counter name drop_spoof_ip drop
+add rule bridge t prerouting icmp type { 5, 9 } counter name drop_ra_guard drop
+add rule bridge t prerouting ether type ip accept
+add rule bridge t prerouting ether type arp iifname . arp saddr ip . arp saddr ether != @endpoints counter name drop_spoof_arp drop
+add rule bridge t prerouting ether type arp iifname . arp saddr ip . ether saddr != @endpoints counter name drop_spoof_arp drop
+add rule bridge t prerouting ether type arp accept
+add rule bridge t prerouting ether type != ip6 counter name drop_ethertype drop
+add rule bridge t prerouting iifname . @ll,48,48 != @macs counter name drop_spoof_l2 drop
+add rule bridge t prerouting ip6 saddr != { ::, fe80::/10 } counter name drop_spoof_ip6 drop
+add rule bridge t prerouting exthdr frag exists counter name drop_ra_guard drop
+add rule bridge t prerouting icmpv6 type { 134, 137 } counter name drop_ra_guard drop
+add rule bridge t prerouting udp dport 546 counter name drop_ra_guard drop
+add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 nexthdr != ipv6-icmp counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 saddr != :: iifname . @nh,64,128 != @link_locals counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type 136 iifname . @th,64,128 != @link_locals counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type 135 ip6 saddr :: iifname . @th,64,128 != @link_locals counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type 133 ip6 length > 24 counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type 133 @th,64,8 { 1, 2 } iifname . @th,80,48 != @macs counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type 133 @th,128,8 { 1, 2 } iifname . @th,144,48 != @macs counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type { 135, 136 } ip6 length > 40 counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type { 135, 136 } @th,192,8 { 1, 2 } iifname . @th,208,48 != @macs counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type { 135, 136 } @th,256,8 { 1, 2 } iifname . @th,272,48 != @macs counter name drop_spoof_ip6 drop"#;
+    assert_eq!(l2::bridge_script("t").join("\n"), expected);
 }
 
 #[test]
@@ -151,23 +191,42 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
         },
         new.ip,
     );
-    let s = attach_script("smarter_n", &new, &ports, &[stale], &[old_port]).unwrap();
+    let older = ep(7, "smv000000000007");
+    let links = [l2::mac_key(&stale)];
+    let s = attach_script(
+        "smarter_n",
+        &new,
+        &ports,
+        (&[stale], &[old_port]),
+        &links,
+        &[older],
+    )
+    .unwrap();
+    let ll2 = "0xfe80000000000000000000fffe000002";
     assert_eq!(
         s,
-        "delete element bridge smarter_n endpoints { \"smv00000000000a\" . 172.39.0.2 . 02:00:00:00:00:02 }\n\
-         delete element bridge smarter_n ports { \"smv00000000000a\" }\n\
-         delete element inet smarter_n hostport_udp { 5353 : 172.39.0.2 . 53 }\n\
-         add element bridge smarter_n ports { \"smv00000000000b\" }\n\
-         add element bridge smarter_n endpoints { \"smv00000000000b\" . 172.39.0.2 . 02:00:00:00:00:02 }\n\
-         add element inet smarter_n hostport_tcp { 8080 : 172.39.0.2 . 80 }\n"
+        format!(
+            "delete element bridge smarter_n macs {{ \"smv00000000000a\" . 0x020000000002 }}\n\
+             delete element bridge smarter_n link_locals {{ \"smv00000000000a\" . {ll2} }}\n\
+             delete element bridge smarter_n endpoints {{ \"smv00000000000a\" . 172.39.0.2 . 02:00:00:00:00:02 }}\n\
+             delete element bridge smarter_n ports {{ \"smv00000000000a\" }}\n\
+             delete element inet smarter_n hostport_udp {{ 5353 : 172.39.0.2 . 53 }}\n\
+             add element bridge smarter_n macs {{ \"smv000000000007\" . 0x020000000007 }}\n\
+             add element bridge smarter_n link_locals {{ \"smv000000000007\" . 0xfe80000000000000000000fffe000007 }}\n\
+             add element bridge smarter_n ports {{ \"smv00000000000b\" }}\n\
+             add element bridge smarter_n endpoints {{ \"smv00000000000b\" . 172.39.0.2 . 02:00:00:00:00:02 }}\n\
+             add element bridge smarter_n macs {{ \"smv00000000000b\" . 0x020000000002 }}\n\
+             add element bridge smarter_n link_locals {{ \"smv00000000000b\" . {ll2} }}\n\
+             add element inet smarter_n hostport_tcp {{ 8080 : 172.39.0.2 . 80 }}\n"
+        )
     );
     let sctp = [HostPortSpec {
         host_port: 1,
         container_port: 1,
         protocol: 132,
     }];
-    assert!(attach_script("t", &new, &sctp, &[], &[]).is_err());
-    assert!(attach_script("t", &ep(3, "a b"), &[], &[], &[]).is_err());
+    assert!(attach_script("t", &new, &sctp, (&[], &[]), &[], &[]).is_err());
+    assert!(attach_script("t", &ep(3, "a b"), &[], (&[], &[]), &[], &[]).is_err());
 }
 
 #[test]
@@ -175,14 +234,22 @@ fn detach_script_deletes_each_port_once() {
     let a = ep(2, "smv1");
     let mut b = ep(2, "smv1");
     b.mac[0] = 0x0a;
-    let s = detach_script("t", &[a, b], &[]).unwrap();
+    let links = [l2::mac_key(&a), l2::mac_key(&a)];
+    let s = detach_script("t", &[a.clone(), a, b], &[], &links).unwrap();
     assert_eq!(s.matches("delete element bridge t ports").count(), 1, "{s}");
     assert_eq!(
         s.matches("delete element bridge t endpoints").count(),
-        2,
+        3,
         "{s}"
     );
-    assert!(detach_script("t", &[], &[]).unwrap().is_empty());
+    // Link elements are deleted once, and only those present (`b`'s MAC has none).
+    assert_eq!(s.matches("delete element bridge t macs").count(), 1, "{s}");
+    assert_eq!(
+        s.matches("delete element bridge t link_locals").count(),
+        1,
+        "{s}"
+    );
+    assert!(detach_script("t", &[], &[], &[]).unwrap().is_empty());
 }
 
 #[test]
@@ -233,6 +300,23 @@ fn parses_listings() {
         parse::host_ports(&inet, "hostport_udp", UDP)
             .unwrap()
             .is_empty()
+    );
+    // The link sets, as nftables 1.0.6 lists them (48-bit numbers, 128-bit hex strings).
+    let links = json!({"nftables": [
+        {"set": {"family": "bridge", "name": "macs", "table": "t", "type": ["ifname", "integer"], "handle": 4,
+                 "elem": [{"concat": ["smv0123456789ab", 2199023255554_u64]}, {"concat": ["smv1", "0x0a0000000002"]}]}},
+        {"set": {"family": "bridge", "name": "link_locals", "table": "t", "type": ["ifname", "integer"], "handle": 5,
+                 "elem": [{"concat": ["smv0123456789ab", "0xfe800000000000000000000000000002"]}]}}]});
+    assert_eq!(
+        parse::link_macs(&links, "macs").unwrap(),
+        vec![
+            l2::mac_key(&ep(2, "smv0123456789ab")),
+            ("smv1".to_owned(), 0x0a00_0000_0002)
+        ]
+    );
+    assert_eq!(
+        parse::link_local_ifnames(&links, "link_locals"),
+        vec!["smv0123456789ab".to_owned()]
     );
     let bad = json!({"nftables": [{"set": {"name": "endpoints", "elem": [{"concat": ["x", "1.2.3.4"]}]}}]});
     assert!(matches!(
