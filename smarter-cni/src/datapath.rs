@@ -3,8 +3,8 @@
 //!
 //! - [`ebpf`]: TC eBPF programs and pinned maps shared by every plugin invocation, the agent
 //!   and `smarter-bpfctl` ([`ebpf::EbpfNetwork`], engine [`EbpfDatapath`]);
-//! - [`iptables`]: the same semantics as per-network nftables tables with per-pod set
-//!   elements ([`iptables::IptablesNetwork`]), for kernels where eBPF cannot run;
+//! - [`nftables`]: the same semantics as per-network nftables tables with per-pod set
+//!   elements ([`nftables::NftablesNetwork`]), for kernels where eBPF cannot run;
 //! - `seam`: the [`Datapath`] trait, [`DatapathError`], the [`Settings`] a datapath is
 //!   opened with;
 //! - `open`: the one place that chooses between them ([`open`], [`select`]);
@@ -20,7 +20,7 @@
 
 mod availability;
 pub mod ebpf;
-pub mod iptables;
+pub mod nftables;
 mod open;
 mod seam;
 mod types;

@@ -189,7 +189,7 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, InstallError> {
 /// A warning for the operator saying why eBPF will not work (the install itself goes on: with
 /// `auto` the plugin then uses nftables, with `ebpf` ADD fails with code 103).
 pub fn prepare_pin_root(net: &crate::cni::NetConf) -> Result<Option<PathBuf>, String> {
-    if net.datapath == crate::cni::DatapathMode::Iptables {
+    if net.datapath == crate::cni::DatapathMode::Nftables {
         return Ok(None);
     }
     match crate::datapath::ensure_pin_root(&net.bpffs_dir) {

@@ -85,7 +85,9 @@ pub struct Attachment {
     /// DNS aliases from the runtime.
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// Datapath in use for this attachment (`ebpf` or `iptables`).
+    /// Datapath in use for this attachment (`ebpf` or `nftables`; `iptables` in records of
+    /// earlier releases; empty in records older than the field, which were eBPF's).
+    #[serde(default)]
     pub datapath: String,
     /// The result returned by ADD (as sent), for CHECK and for re-answering.
     pub result: serde_json::Value,

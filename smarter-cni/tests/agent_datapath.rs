@@ -279,8 +279,8 @@ macro_rules! both_datapaths {
         mod ebpf {
             $( #[test] fn $name() { super::$name("ebpf") } )*
         }
-        mod iptables {
-            $( #[test] fn $name() { super::$name("iptables") } )*
+        mod nftables {
+            $( #[test] fn $name() { super::$name("nftables") } )*
         }
     };
 }

@@ -207,7 +207,7 @@ fn nftables_networks_are_read_from_their_tables() {
         return;
     };
     let mut conf = w.netconf("1.1.0");
-    conf["datapath"] = json!("iptables");
+    conf["datapath"] = json!("nftables");
     conf["denyCIDRs"] = json!(["203.0.113.128/25"]);
     let ns0 = w.add_pod_ns("pod0").unwrap().path().to_path_buf();
     let mut with_port = conf.clone();

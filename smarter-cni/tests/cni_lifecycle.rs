@@ -307,7 +307,7 @@ fn containerd_go_field_names_in_port_mappings() {
     use smarter_testbed::{EchoServer, NODE_UPLINK_IP, tcp_roundtrip};
     use std::net::SocketAddr;
     use std::time::Duration;
-    for dp in ["ebpf", "iptables"] {
+    for dp in ["ebpf", "nftables"] {
         let Some(mut w) = world("containerd_portmap") else {
             return;
         };
@@ -379,19 +379,19 @@ fn nft_tables(w: &smarter_testbed::World) -> Vec<String> {
 /// keeps working (NAT to the wan, the gateway), not only at the next ADD.
 #[test]
 fn nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run() {
-    use smarter_cni::datapath::iptables::IptablesDatapath;
+    use smarter_cni::datapath::nftables::NftablesDatapath;
     use smarter_testbed::NODE_UPLINK_IP;
     let Some(mut w) = world("retire_nft") else {
         return;
     };
-    if let Err(e) = w.node().run(IptablesDatapath::available) {
+    if let Err(e) = w.node().run(NftablesDatapath::available) {
         smarter_testbed::skipped(&format!(
             "SKIP nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run: no nftables ({e})"
         ));
         return;
     }
     let mut nft = w.netconf("1.1.0");
-    nft["datapath"] = json!("iptables");
+    nft["datapath"] = json!("nftables");
     let mut ebpf = w.netconf("1.1.0");
     ebpf["datapath"] = json!("ebpf");
     let ns_old = w.add_pod_ns("old").unwrap().path().to_path_buf();

@@ -50,7 +50,7 @@ impl Dp {
     fn name(self) -> &'static str {
         match self {
             Dp::Reference => "reference",
-            Dp::Nft => "iptables",
+            Dp::Nft => "nftables",
             Dp::Ebpf => "ebpf",
         }
     }

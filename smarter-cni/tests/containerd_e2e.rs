@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_testbed::containerd::{Cni, Containerd, missing_tools};
 use smarter_testbed::{EchoServer, WAN_SERVER_IP, World};
 
@@ -198,7 +198,7 @@ pub fn host_ports(w: &World, dp: &str) -> usize {
             .unwrap()
             .map_or(0, |d| d.host_ports().unwrap().len()),
         _ => w.node().run(|| {
-            IptablesDatapath::open("smartnet")
+            NftablesDatapath::open("smartnet")
                 .unwrap()
                 .map_or(0, |d| d.host_ports().unwrap().len())
         }),
@@ -219,7 +219,7 @@ pub fn assert_census_empty(w: &World, context: &str) {
         );
     }
     let nft = w.node().run(|| {
-        IptablesDatapath::open("smartnet").ok().flatten().map(|dp| {
+        NftablesDatapath::open("smartnet").ok().flatten().map(|dp| {
             (
                 dp.endpoints().unwrap().len(),
                 dp.host_ports().unwrap().len(),
@@ -239,8 +239,8 @@ pub fn assert_census_empty(w: &World, context: &str) {
 /// when `nft` works in the node namespace.
 pub fn datapaths(w: &World) -> Vec<&'static str> {
     let mut v = vec!["ebpf"];
-    match w.node().run(IptablesDatapath::available) {
-        Ok(()) => v.push("iptables"),
+    match w.node().run(NftablesDatapath::available) {
+        Ok(()) => v.push("nftables"),
         Err(e) => eprintln!("nftables unavailable ({e}): eBPF only"),
     }
     v

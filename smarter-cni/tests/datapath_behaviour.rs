@@ -299,8 +299,8 @@ macro_rules! behaviour_table {
         mod ebpf {
             $( #[test] fn $name() { super::$name("ebpf") } )*
         }
-        mod iptables {
-            $( #[test] fn $name() { super::$name("iptables") } )*
+        mod nftables {
+            $( #[test] fn $name() { super::$name("nftables") } )*
         }
     };
 }

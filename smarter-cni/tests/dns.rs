@@ -185,8 +185,8 @@ fn names_resolve_and_go(datapath: &str) {
 }
 
 #[test]
-fn names_resolve_and_go_iptables() {
-    names_resolve_and_go("iptables");
+fn names_resolve_and_go_nftables() {
+    names_resolve_and_go("nftables");
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn record(id: &str, ip: Ipv4Addr, name: &str) -> smarter_cni::state::Attachment 
         pod_uid: String::new(),
         port_mappings: vec![],
         aliases: vec![],
-        datapath: "iptables".into(),
+        datapath: "nftables".into(),
         result: json!({"ips": [{"address": format!("{ip}/16"), "gateway": GATEWAY.to_string()}]}),
     }
 }
@@ -333,7 +333,7 @@ fn bad_input_and_floods_do_not_stop_other_clients() {
     };
     let resolv = resolv_file(&w);
     let _server = DnsServer::start(w.node(), config(&w, &resolv));
-    let conf = conf(&w, "iptables");
+    let conf = conf(&w, "nftables");
     let a_ns = w.add_pod_ns("alpha").unwrap().path().to_path_buf();
     let b_ns = w.add_pod_ns("beta").unwrap().path().to_path_buf();
     let a_ip = add_pod(&w, &conf, "ctr-alpha", &a_ns, "alpha", &[]);

@@ -38,7 +38,7 @@ fn agent_serves_dns_from_the_conflist() {
     };
     // Another address and domain than the defaults, to see the agent take them from the file.
     let mut conf = w.netconf("1.1.0");
-    conf["datapath"] = json!("iptables");
+    conf["datapath"] = json!("nftables");
     conf["nodeDns"] = json!("169.254.0.53");
     conf["clusterDomain"] = json!("edge.test");
     let dir = tempfile::tempdir().unwrap();

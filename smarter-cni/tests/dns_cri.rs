@@ -27,7 +27,7 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
 
 fn add_pod(w: &World, id: &str, ns: &Path, name: &str) -> Ipv4Addr {
     let mut c = w.netconf("1.1.0");
-    c["datapath"] = json!("iptables");
+    c["datapath"] = json!("nftables");
     let add = CniCall::new("ADD", &c)
         .pod(id, ns)
         .args(&format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"));

@@ -339,7 +339,7 @@ fn install_creates_the_pin_root_on_bpffs_and_nothing_elsewhere() {
     fs::remove_dir(&root).unwrap();
 
     // datapath iptables: no pin root.
-    let nft = [("BPFFS_DIR", root_text.as_str()), ("DATAPATH", "iptables")];
+    let nft = [("BPFFS_DIR", root_text.as_str()), ("DATAPATH", "nftables")];
     let report = install::install(&h.config(&nft).unwrap()).unwrap();
     assert_eq!(report.created_pin_root, None);
     assert!(!root.exists());

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use smarter_cni::datapath::iptables::{IptablesConfig, IptablesDatapath, IptablesError};
+use smarter_cni::datapath::nftables::{NftablesConfig, NftablesDatapath, NftablesError};
 use smarter_cni::datapath::{HostPortSpec, PodLink};
 
 /// Namespaces deleted on drop (also on panic).
@@ -127,7 +127,7 @@ fn connect(ns: &str, to: SocketAddr) -> Result<String, String> {
     })
 }
 
-fn counter(node: &str, dp: &IptablesDatapath, name: &str) -> u64 {
+fn counter(node: &str, dp: &NftablesDatapath, name: &str) -> u64 {
     let dp = dp.clone();
     let all = in_ns(node, move || dp.counters().expect("counters"));
     all.iter().find(|(n, _, _)| n == name).map_or(0, |c| c.1)
@@ -189,8 +189,8 @@ fn build(world: &mut World) -> (String, String, String, String) {
     (node, wan, pods.pop().expect("pod2"), pod3)
 }
 
-fn config(deny: &[&str]) -> IptablesConfig {
-    IptablesConfig {
+fn config(deny: &[&str]) -> NftablesConfig {
+    NftablesConfig {
         network: "smartnet".into(),
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().expect("subnet"),
@@ -216,10 +216,10 @@ fn nft_datapath_in_namespaces() {
         names: Vec::new(),
     };
     let (node, wan, pod2, pod3) = build(&mut world);
-    in_ns(&node, IptablesDatapath::available).expect("nftables available in the node namespace");
-    let dp = in_ns(&node, || IptablesDatapath::ensure(&config(&[]))).expect("ensure");
+    in_ns(&node, NftablesDatapath::available).expect("nftables available in the node namespace");
+    let dp = in_ns(&node, || NftablesDatapath::ensure(&config(&[]))).expect("ensure");
     let again =
-        in_ns(&node, || IptablesDatapath::ensure(&config(&[]))).expect("ensure is idempotent");
+        in_ns(&node, || NftablesDatapath::ensure(&config(&[]))).expect("ensure is idempotent");
     assert_eq!(dp, again);
     let web = HostPortSpec {
         host_port: 8080,
@@ -277,7 +277,7 @@ fn nft_datapath_in_namespaces() {
 
     // Deny ranges (ensure again keeps the elements).
     in_ns(&node, || {
-        IptablesDatapath::ensure(&config(&["203.0.113.0/24"]))
+        NftablesDatapath::ensure(&config(&["203.0.113.0/24"]))
     })
     .expect("ensure deny");
     assert!(!ping(&pod2, "203.0.113.1"), "denied range");
@@ -304,7 +304,7 @@ fn nft_datapath_in_namespaces() {
     let d = dp.clone();
     let conflict = in_ns(&node, move || d.attach_endpoint(&endpoint(3), &[web]));
     assert!(
-        matches!(&conflict, Err(IptablesError::HostPortConflict { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
+        matches!(&conflict, Err(NftablesError::HostPortConflict { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
         "{conflict:?}"
     );
 
@@ -313,7 +313,7 @@ fn nft_datapath_in_namespaces() {
     let (eps, ports, check) = in_ns(&node, move || {
         d.detach_endpoint(Ipv4Addr::new(172, 39, 0, 2), &endpoint(2).host_ifname)?;
         d.detach_endpoint(Ipv4Addr::new(172, 39, 0, 2), &endpoint(2).host_ifname)?;
-        Ok::<_, IptablesError>((
+        Ok::<_, NftablesError>((
             d.endpoints()?,
             d.host_ports()?,
             d.check_endpoint(&endpoint(2))?,
@@ -327,9 +327,9 @@ fn nft_datapath_in_namespaces() {
 
     // Remove: no table left, twice is fine, open says so.
     let gone = in_ns(&node, || {
-        IptablesDatapath::remove("smartnet")?;
-        IptablesDatapath::remove("smartnet")?;
-        IptablesDatapath::open("smartnet")
+        NftablesDatapath::remove("smartnet")?;
+        NftablesDatapath::remove("smartnet")?;
+        NftablesDatapath::open("smartnet")
     })
     .expect("remove");
     assert_eq!(gone, None);

@@ -31,7 +31,7 @@ fn start_pods(w: &mut World, conf: &serde_json::Value, generation: &str) -> Vec<
 fn nft_available(w: &World, test: &str) -> bool {
     match w
         .node()
-        .run(smarter_cni::datapath::iptables::IptablesDatapath::available)
+        .run(smarter_cni::datapath::nftables::NftablesDatapath::available)
     {
         Ok(()) => true,
         Err(e) => {
@@ -49,7 +49,7 @@ fn power_loss(dp: &str, boot: BootId) {
     let Some(mut w) = world(&test) else {
         return;
     };
-    if dp == "iptables" && !nft_available(&w, &test) {
+    if dp == "nftables" && !nft_available(&w, &test) {
         return;
     }
     let conf = conf(&w, dp);
@@ -93,12 +93,12 @@ fn power_loss_ebpf_boot_id_unchanged() {
 
 #[test]
 fn power_loss_nftables_new_boot() {
-    power_loss("iptables", BootId::New);
+    power_loss("nftables", BootId::New);
 }
 
 #[test]
 fn power_loss_nftables_boot_id_unchanged() {
-    power_loss("iptables", BootId::Unchanged);
+    power_loss("nftables", BootId::Unchanged);
 }
 
 /// Records written at the power cut are empty or torn: the first call after the boot removes
@@ -133,5 +133,5 @@ fn model_ebpf() {
 
 #[test]
 fn model_nftables() {
-    model::run("iptables");
+    model::run("nftables");
 }

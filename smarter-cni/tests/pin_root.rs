@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_cni::datapath::{ChoiceRecord, EbpfDatapath, LAYOUT_VERSION};
 use smarter_testbed::{CniCall, NODE_UPLINK_IP, World, spawn_in};
 
@@ -76,7 +76,7 @@ fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
 /// Whether the network has nftables tables (run in the node namespace).
 fn has_nft_tables(w: &World) -> bool {
     w.node()
-        .run(|| IptablesDatapath::open("smartnet"))
+        .run(|| NftablesDatapath::open("smartnet"))
         .expect("nft list")
         .is_some()
 }
@@ -166,7 +166,7 @@ fn a_pin_root_without_bpffs_beneath_falls_back_or_fails_naming_it() {
         "the fallback is logged with its reason: {}",
         add.stderr
     );
-    assert_eq!(recorded_datapath(&w, "c0"), "iptables");
+    assert_eq!(recorded_datapath(&w, "c0"), "nftables");
     assert!(has_nft_tables(&w));
     assert!(
         !plain.path().join("fs").exists(),
@@ -175,7 +175,7 @@ fn a_pin_root_without_bpffs_beneath_falls_back_or_fails_naming_it() {
     let choice = ChoiceRecord::load(&w.state_dir(), "smartnet").expect("choice recorded");
     assert_eq!(
         (choice.datapath.as_str(), choice.reason.as_str()),
-        ("iptables", "no_bpffs")
+        ("nftables", "no_bpffs")
     );
     assert!(
         choice.detail.as_deref().unwrap_or("").contains(&root_text),
@@ -296,7 +296,7 @@ fn the_agent_starts_on_a_fresh_node_with_ebpf_and_says_so() {
     let text = std::fs::read_to_string(&health).unwrap();
     assert!(
         text.lines().any(
-            |l| l.starts_with("datapath iptables (auto: eBPF unavailable")
+            |l| l.starts_with("datapath nftables (auto: eBPF unavailable")
                 && l.contains(&other.display().to_string())
         ),
         "{text}"
@@ -304,7 +304,7 @@ fn the_agent_starts_on_a_fresh_node_with_ebpf_and_says_so() {
     let metrics = scrape(&w);
     assert!(
         metrics.lines().any(|l| l
-            == "smarter_datapath_info{network=\"smartnet\",datapath=\"iptables\",reason=\"no_bpffs\"} 1"),
+            == "smarter_datapath_info{network=\"smartnet\",datapath=\"nftables\",reason=\"no_bpffs\"} 1"),
         "{metrics}"
     );
     assert!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_testbed::load::CpuLoad;
 use smarter_testbed::{CniCall, WAN_SERVER_IP, World, spawn_in, spawn_plugin};
 
@@ -63,7 +63,7 @@ fn census(w: &World, context: &str) {
         }
     }
     let nft = spawn_in(w.node(), || {
-        IptablesDatapath::open("smartnet")
+        NftablesDatapath::open("smartnet")
             .ok()
             .flatten()
             .map(|d| (d.endpoints().unwrap(), d.host_ports().unwrap()))
@@ -129,8 +129,8 @@ fn five_hundred_cycles_at_concurrency_20_ebpf() {
 }
 
 #[test]
-fn hundred_cycles_at_concurrency_20_iptables() {
-    cycles("stress_nft", "iptables", 20, 5);
+fn hundred_cycles_at_concurrency_20_nftables() {
+    cycles("stress_nft", "nftables", 20, 5);
 }
 
 /// A tiny deterministic generator, so a failure names a reproducible iteration.
@@ -228,8 +228,8 @@ fn sigkill_during_add_and_del_ebpf() {
 }
 
 #[test]
-fn sigkill_during_add_and_del_iptables() {
-    sigkill("iptables");
+fn sigkill_during_add_and_del_nftables() {
+    sigkill("nftables");
 }
 
 /// A small tmpfs mounted for one test and unmounted on drop (also on panic).

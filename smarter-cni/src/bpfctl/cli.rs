@@ -7,7 +7,7 @@ use super::args::{Cli, Command, CtArgs, Format};
 use super::discover::{Net, networks};
 use super::output::print;
 use super::rows::{StatsRow, StatusRow};
-use super::{Failure, iptables, monitor, read, write};
+use super::{Failure, monitor, nftables, read, write};
 use crate::datapath::{ChoiceRecord, EbpfDatapath};
 
 /// Runs the command; returns the exit code.
@@ -38,14 +38,14 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
     let fmt = cli.output;
     match &cli.command {
         Command::Status => {
-            let mut rows = collect(&nets, read::status, |n, dp| iptables::status(&n.name, dp))?;
+            let mut rows = collect(&nets, read::status, |n, dp| nftables::status(&n.name, dp))?;
             explain(&mut rows, &cli.state_dir, &cli.bpffs_dir);
             print_status(fmt, &rows)
         }
         Command::Endpoints => print(
             fmt,
             &collect(&nets, read::endpoints, |n, dp| {
-                iptables::endpoints(&n.name, dp, &n.records)
+                nftables::endpoints(&n.name, dp, &n.records)
             })?,
         ),
         Command::Ct(CtArgs {
@@ -58,7 +58,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
         Command::Hostports => print(
             fmt,
             &collect(&nets, read::hostports, |n, dp| {
-                iptables::hostports(&n.name, dp)
+                nftables::hostports(&n.name, dp)
             })?,
         ),
         Command::Config => print(
@@ -105,12 +105,12 @@ fn collect<T>(
     ebpf: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
     nft: impl Fn(
         &Net,
-        &crate::datapath::iptables::IptablesDatapath,
-    ) -> Result<Vec<T>, crate::datapath::iptables::IptablesError>,
+        &crate::datapath::nftables::NftablesDatapath,
+    ) -> Result<Vec<T>, crate::datapath::nftables::NftablesError>,
 ) -> Result<Vec<T>, Failure> {
     let mut out = Vec::new();
     for n in nets {
-        let rows = match (n.dp.as_ebpf(), n.dp.as_iptables()) {
+        let rows = match (n.dp.as_ebpf(), n.dp.as_nftables()) {
             (Some(dp), _) => ebpf(&n.name, dp).map_err(|e| Failure::from_err(&n.name, &e)),
             (None, Some(dp)) => nft(n, dp).map_err(|e| Failure::from_err(&n.name, &e)),
             (None, None) => Ok(Vec::new()),
@@ -133,7 +133,7 @@ fn collect_ebpf<T>(
 }
 
 fn stats(nets: &[Net], interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> {
-    let sample = || collect(nets, read::stats, |n, dp| iptables::stats(&n.name, dp));
+    let sample = || collect(nets, read::stats, |n, dp| nftables::stats(&n.name, dp));
     let first = sample()?;
     let Some(secs) = interval.filter(|s| *s > 0.0) else {
         return Ok(first);

@@ -62,7 +62,7 @@ pub fn networks(root: &Path, state_dir: &Path, only: Option<&str>) -> Result<Vec
         .iter()
         .filter(|n| wanted(n) && !pinned.contains(*n))
     {
-        match datapath::open_existing(&conf(name, root, state_dir), DatapathKind::Iptables) {
+        match datapath::open_existing(&conf(name, root, state_dir), DatapathKind::Nftables) {
             Ok(Some(dp)) => out.push(net(name, dp, state_dir)),
             Ok(None) => {}
             Err(e) => denied = Some(Failure::from_err(name, &e)),

@@ -72,7 +72,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
 
     match ctx
         .datapaths
-        .open_existing(&ctx.conf, datapath::recorded_kind(&record.datapath))
+        .open_existing(&ctx.conf, datapath::recorded_kind(&record.datapath)?)
         .into_cni()?
     {
         None => diffs.push(format!("the {} datapath is missing", record.datapath)),

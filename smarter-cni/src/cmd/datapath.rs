@@ -17,7 +17,7 @@ impl ToCni for DatapathError {
     fn to_cni(&self) -> CniError {
         match self {
             DatapathError::Ebpf(e) => e.to_cni(),
-            DatapathError::Iptables(e) => e.to_cni(),
+            DatapathError::Nftables(e) => e.to_cni(),
             DatapathError::Lock(e) => e.to_cni(),
             DatapathError::Config { key, msg } => {
                 CniError::new(CniError::INVALID_CONFIG, msg.clone(), *key)
@@ -26,13 +26,24 @@ impl ToCni for DatapathError {
     }
 }
 
-/// The datapath an attachment record names (`ebpf` or `iptables`; older records say the same).
-pub(super) fn recorded_kind(name: &str) -> DatapathKind {
-    if name == DatapathKind::Iptables.name() {
-        DatapathKind::Iptables
-    } else {
-        DatapathKind::Ebpf
+/// The datapath an attachment record names ([`DatapathKind::parse`]; records older than the
+/// field name none and were eBPF's).
+///
+/// # Errors
+///
+/// Code 103 ([`CniError::EBPF`] is the datapath family's) naming the unknown name: a record
+/// of a datapath this build does not know is never taken for eBPF's.
+pub(super) fn recorded_kind(name: &str) -> Result<DatapathKind, CniError> {
+    if name.is_empty() {
+        return Ok(DatapathKind::Ebpf);
     }
+    DatapathKind::parse(name).map_err(|why| {
+        CniError::new(
+            CniError::EBPF,
+            format!("attachment record: {why}"),
+            "datapath",
+        )
+    })
 }
 
 /// Switching datapaths: once no attachment of this network uses the datapath other than
@@ -41,14 +52,18 @@ pub(super) fn retire_unused(ctx: &Ctx, now: DatapathKind) {
     let others_in_use = ctx
         .state()
         .and_then(|s| s.list().into_cni())
-        .map(|records| records.iter().any(|r| recorded_kind(&r.datapath) != now))
+        .map(|records| {
+            records
+                .iter()
+                .any(|r| recorded_kind(&r.datapath).map_or(true, |k| k != now))
+        })
         .unwrap_or(true);
     if others_in_use {
         return;
     }
     let other = match now {
-        DatapathKind::Ebpf => DatapathKind::Iptables,
-        DatapathKind::Iptables => DatapathKind::Ebpf,
+        DatapathKind::Ebpf => DatapathKind::Nftables,
+        DatapathKind::Nftables => DatapathKind::Ebpf,
     };
     let res = ctx
         .datapaths

@@ -55,8 +55,14 @@ pub(super) async fn teardown(ctx: &Ctx, id: &str, ifname: &str) -> Result<(), Cn
 
     // The recorded datapath; without a record (ADD killed before saving it), both.
     let kinds = match &record {
-        Some(r) => vec![datapath::recorded_kind(&r.datapath)],
-        None => vec![DatapathKind::Ebpf, DatapathKind::Iptables],
+        Some(r) => match datapath::recorded_kind(&r.datapath) {
+            Ok(kind) => vec![kind],
+            Err(e) => {
+                failures.push(e.msg);
+                Vec::new()
+            }
+        },
+        None => vec![DatapathKind::Ebpf, DatapathKind::Nftables],
     };
     for kind in kinds {
         match ctx.datapaths.open_existing(&ctx.conf, kind) {

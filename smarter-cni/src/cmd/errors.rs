@@ -13,7 +13,7 @@
 
 use crate::cni::CniError;
 use crate::datapath::EbpfError;
-use crate::datapath::iptables::IptablesError;
+use crate::datapath::nftables::NftablesError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::state::StateError;
@@ -64,10 +64,10 @@ impl ToCni for EbpfError {
     }
 }
 
-impl ToCni for IptablesError {
+impl ToCni for NftablesError {
     fn to_cni(&self) -> CniError {
         match self {
-            IptablesError::HostPortConflict { .. } => CniError::new(
+            NftablesError::HostPortConflict { .. } => CniError::new(
                 CniError::HOSTPORT_TAKEN,
                 self.to_string(),
                 "runtimeConfig.portMappings",

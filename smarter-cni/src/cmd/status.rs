@@ -7,7 +7,7 @@
 use super::Ctx;
 use super::errors::ToCni as _;
 use crate::cni::{CniError, DatapathMode};
-use crate::datapath::iptables::IptablesDatapath;
+use crate::datapath::nftables::NftablesDatapath;
 use crate::datapath::{ChoiceReason, ChoiceRecord, DatapathChoice, PinRootState, probe};
 
 pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
@@ -28,11 +28,11 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     ctx.state()
         .map_err(|e| unavailable(format!("stateDir: {}", e.msg)))?;
     let nft = || {
-        IptablesDatapath::available().map_err(|e| unavailable(format!("nftables datapath: {e}")))
+        NftablesDatapath::available().map_err(|e| unavailable(format!("nftables datapath: {e}")))
     };
     let choice = DatapathChoice::select(ctx.conf.datapath, &ctx.conf.bpffs_dir);
     match (ctx.conf.datapath, &choice.reason) {
-        (DatapathMode::Iptables, _) => nft()?,
+        (DatapathMode::Nftables, _) => nft()?,
         (DatapathMode::Ebpf, _) => match probe(&ctx.conf.bpffs_dir) {
             Ok(root) => log_root(&ctx.conf.bpffs_dir, &root),
             Err(u) => return Err(unavailable(format!("eBPF datapath: {u}"))),

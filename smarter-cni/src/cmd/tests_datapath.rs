@@ -44,19 +44,24 @@ fn record(ctx: &Ctx, id: &str, datapath: DatapathKind) {
 
 #[test]
 fn a_record_names_its_datapath() {
-    assert_eq!(recorded_kind("ebpf"), DatapathKind::Ebpf);
-    assert_eq!(recorded_kind("iptables"), DatapathKind::Iptables);
-    // Records older than the datapath field default to eBPF.
-    assert_eq!(recorded_kind(""), DatapathKind::Ebpf);
+    assert_eq!(recorded_kind("ebpf").unwrap(), DatapathKind::Ebpf);
+    assert_eq!(recorded_kind("nftables").unwrap(), DatapathKind::Nftables);
+    // Records of earlier releases call it iptables.
+    assert_eq!(recorded_kind("iptables").unwrap(), DatapathKind::Nftables);
+    // Records older than the datapath field were eBPF's.
+    assert_eq!(recorded_kind("").unwrap(), DatapathKind::Ebpf);
+    // A name this build does not know is an error, never eBPF.
+    let e = recorded_kind("xdp").unwrap_err();
+    assert!(e.msg.contains("\"xdp\""), "{}", e.msg);
 }
 
 #[test]
 fn the_other_datapath_goes_with_its_last_pod() {
     let dir = tempfile::tempdir().unwrap();
-    let n = node(&[DatapathKind::Ebpf, DatapathKind::Iptables]);
+    let n = node(&[DatapathKind::Ebpf, DatapathKind::Nftables]);
     let c = ctx(dir.path(), DatapathMode::Ebpf, &n);
     record(&c, "a", DatapathKind::Ebpf);
-    record(&c, "b", DatapathKind::Iptables);
+    record(&c, "b", DatapathKind::Nftables);
     retire_unused(&c, DatapathKind::Ebpf);
     assert!(
         n.0.removed.lock().unwrap().is_empty(),
@@ -68,7 +73,7 @@ fn the_other_datapath_goes_with_its_last_pod() {
         .remove("b", "eth0")
         .unwrap();
     retire_unused(&c, DatapathKind::Ebpf);
-    assert_eq!(*n.0.removed.lock().unwrap(), [DatapathKind::Iptables]);
+    assert_eq!(*n.0.removed.lock().unwrap(), [DatapathKind::Nftables]);
     assert_eq!(
         *n.0.present.lock().unwrap(),
         [DatapathKind::Ebpf],
@@ -79,10 +84,10 @@ fn the_other_datapath_goes_with_its_last_pod() {
 #[test]
 fn del_retires_toward_the_configured_datapath() {
     let dir = tempfile::tempdir().unwrap();
-    let n = node(&[DatapathKind::Ebpf, DatapathKind::Iptables]);
+    let n = node(&[DatapathKind::Ebpf, DatapathKind::Nftables]);
     // Configured for iptables, an eBPF pod was the last of its kind: its pins go.
-    let c = ctx(dir.path(), DatapathMode::Iptables, &n);
-    record(&c, "x", DatapathKind::Iptables);
+    let c = ctx(dir.path(), DatapathMode::Nftables, &n);
+    record(&c, "x", DatapathKind::Nftables);
     retire_unused_now(&c);
     assert_eq!(*n.0.removed.lock().unwrap(), [DatapathKind::Ebpf]);
     // Nothing of the other kind left: retiring again removes nothing more.
@@ -93,7 +98,7 @@ fn del_retires_toward_the_configured_datapath() {
 #[test]
 fn unreadable_records_keep_both_datapaths() {
     let dir = tempfile::tempdir().unwrap();
-    let n = node(&[DatapathKind::Ebpf, DatapathKind::Iptables]);
+    let n = node(&[DatapathKind::Ebpf, DatapathKind::Nftables]);
     let mut c = ctx(dir.path(), DatapathMode::Ebpf, &n);
     // A state directory that cannot be created (a file in its place): in use, keep both.
     let blocker = dir.path().join("blocker");

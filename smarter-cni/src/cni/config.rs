@@ -15,7 +15,7 @@
 //! | `gateway` | IPv4 host address inside `subnet` | first host of `subnet` (`172.39.0.1`) |
 //! | `mtu` | 68..=65535 | none (bridge/uplink default, [`DEFAULT_MTU`]) |
 //! | `hairpinMode` | bool | `true` |
-//! | `datapath` | `"auto"`, `"ebpf"`, `"iptables"` | `"auto"` |
+//! | `datapath` | `"auto"`, `"ebpf"`, `"nftables"` (alias `"iptables"`) | `"auto"` |
 //! | `tcAttach` | `"auto"`, `"tcx"`, `"netlink"` | `"auto"` |
 //! | `uplink` | `"auto"` or interface name | `"auto"` |
 //! | `dataDir` | absolute path | `/var/run/cni/networks` |
@@ -115,13 +115,13 @@ pub use smarter_common::CtTimeouts as CtTimeoutsConf;
 /// Which datapath to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DatapathMode {
-    /// eBPF when the kernel supports it, else iptables.
+    /// eBPF when the kernel supports it, else nftables.
     #[default]
     Auto,
     /// TC eBPF only; fail if unavailable.
     Ebpf,
-    /// iptables only.
-    Iptables,
+    /// nftables only (`iptables` is accepted as an alias).
+    Nftables,
 }
 
 /// How TC programs are attached.
@@ -368,7 +368,9 @@ impl NetConf {
                 &[
                     ("auto", DatapathMode::Auto),
                     ("ebpf", DatapathMode::Ebpf),
-                    ("iptables", DatapathMode::Iptables),
+                    ("nftables", DatapathMode::Nftables),
+                    // The name of earlier releases, kept as an alias.
+                    ("iptables", DatapathMode::Nftables),
                 ],
             )?
             .unwrap_or_default(),

@@ -167,17 +167,34 @@ pub fn ensure_pin_root(bpffs_root: &Path) -> Result<bool, EbpfError> {
 pub enum DatapathKind {
     /// TC eBPF programs and pinned maps.
     Ebpf,
-    /// nftables rules (the configuration calls it `iptables`).
-    Iptables,
+    /// nftables rules (earlier releases called it `iptables`).
+    Nftables,
 }
 
 impl DatapathKind {
-    /// The configuration's and the attachment records' name: `ebpf` or `iptables`.
+    /// The configuration's and the attachment records' name: `ebpf` or `nftables`.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Self::Ebpf => "ebpf",
-            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
+
+    /// Parses a recorded name (attachment records, the choice record): `ebpf`, `nftables`,
+    /// or `iptables` as records of earlier releases say. Anything else is an error, never a
+    /// guess: a record naming a datapath this build does not know is left alone.
+    ///
+    /// # Errors
+    ///
+    /// The unknown name, quoted.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "ebpf" => Ok(Self::Ebpf),
+            "nftables" | "iptables" => Ok(Self::Nftables),
+            other => Err(format!(
+                "unknown datapath {other:?} (known: \"ebpf\", \"nftables\")"
+            )),
         }
     }
 }
@@ -210,10 +227,10 @@ impl DatapathChoice {
     pub fn select(mode: DatapathMode, bpffs_root: &Path) -> Self {
         let (datapath, reason) = match mode {
             DatapathMode::Ebpf => (DatapathKind::Ebpf, ChoiceReason::Configured),
-            DatapathMode::Iptables => (DatapathKind::Iptables, ChoiceReason::Configured),
+            DatapathMode::Nftables => (DatapathKind::Nftables, ChoiceReason::Configured),
             DatapathMode::Auto => match probe(bpffs_root) {
                 Ok(_) => (DatapathKind::Ebpf, ChoiceReason::Auto),
-                Err(u) => (DatapathKind::Iptables, ChoiceReason::Unavailable(u)),
+                Err(u) => (DatapathKind::Nftables, ChoiceReason::Unavailable(u)),
             },
         };
         Self { datapath, reason }
@@ -227,7 +244,7 @@ impl DatapathChoice {
             return None;
         }
         EbpfUnavailable::from_error(e).map(|u| Self {
-            datapath: DatapathKind::Iptables,
+            datapath: DatapathKind::Nftables,
             reason: ChoiceReason::Unavailable(u),
         })
     }
@@ -299,7 +316,7 @@ impl fmt::Display for DatapathChoice {
 /// The stored form of a [`DatapathChoice`] (`<stateDir>/<network>/datapath.choice`, JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChoiceRecord {
-    /// `ebpf` or `iptables`.
+    /// `ebpf` or `nftables` (`iptables` in records of earlier releases).
     pub datapath: String,
     /// `configured`, `auto`, `no_bpffs`, `permission` or `load`.
     pub reason: String,
@@ -336,17 +353,17 @@ mod tests {
         assert_eq!(no.label(), "no_bpffs");
         assert!(no.to_string().contains("/x/pins"), "{no}");
         let choice = DatapathChoice {
-            datapath: DatapathKind::Iptables,
+            datapath: DatapathKind::Nftables,
             reason: ChoiceReason::Unavailable(no),
         };
         assert_eq!(choice.reason_label(), "no_bpffs");
         assert!(
             choice
                 .to_string()
-                .starts_with("iptables (auto: eBPF unavailable")
+                .starts_with("nftables (auto: eBPF unavailable")
         );
         let rec = choice.record();
-        assert_eq!(rec.datapath, "iptables");
+        assert_eq!(rec.datapath, "nftables");
         assert!(rec.detail.unwrap().contains("/x/pins"));
     }
 
@@ -365,7 +382,7 @@ mod tests {
             source: io::Error::from_raw_os_error(nix::libc::EPERM),
         };
         let fallback = auto.after_failure(&eperm).expect("EPERM falls back");
-        assert_eq!(fallback.datapath, DatapathKind::Iptables);
+        assert_eq!(fallback.datapath, DatapathKind::Nftables);
         assert_eq!(fallback.reason_label(), "permission");
         assert_eq!(configured.after_failure(&eperm), None, "ebpf: an error");
         assert_eq!(

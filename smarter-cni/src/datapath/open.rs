@@ -8,7 +8,7 @@
 //! creating anything (DEL, CHECK, GC, inspection, uninstall).
 
 use super::ebpf::EbpfNetwork;
-use super::iptables::IptablesNetwork;
+use super::nftables::NftablesNetwork;
 use super::seam::{Datapath, DatapathError, Settings};
 use super::{AttachMode, ChoiceReason, DatapathChoice, DatapathKind};
 use crate::cni::{NetConf, TcAttachMode};
@@ -82,7 +82,7 @@ pub fn open(conf: &NetConf) -> Result<Opened, DatapathError> {
         }
     }
     report(conf, &choice);
-    let datapath = datapath.unwrap_or_else(|| Box::new(IptablesNetwork::open(&s)));
+    let datapath = datapath.unwrap_or_else(|| Box::new(NftablesNetwork::open(&s)));
     Ok(Opened { datapath, choice })
 }
 
@@ -101,8 +101,8 @@ pub fn open_existing(
         DatapathKind::Ebpf => {
             EbpfNetwork::open_existing(s)?.map(|d| Box::new(d) as Box<dyn Datapath>)
         }
-        DatapathKind::Iptables => {
-            IptablesNetwork::open_existing(&s)?.map(|d| Box::new(d) as Box<dyn Datapath>)
+        DatapathKind::Nftables => {
+            NftablesNetwork::open_existing(&s)?.map(|d| Box::new(d) as Box<dyn Datapath>)
         }
     })
 }
@@ -112,7 +112,7 @@ fn report(conf: &NetConf, choice: &DatapathChoice) {
     match &choice.reason {
         ChoiceReason::Unavailable(u) => tracing::warn!(
             reason = choice.reason_label(),
-            "datapath auto: eBPF unavailable ({u}); using iptables"
+            "datapath auto: eBPF unavailable ({u}); using nftables"
         ),
         _ => tracing::debug!("datapath {choice}"),
     }
@@ -157,7 +157,7 @@ pub trait Datapaths: Sync {
     /// As [`open_existing`].
     fn open_all(&self, conf: &NetConf) -> Result<Vec<Box<dyn Datapath>>, DatapathError> {
         let mut all = Vec::new();
-        for kind in [DatapathKind::Ebpf, DatapathKind::Iptables] {
+        for kind in [DatapathKind::Ebpf, DatapathKind::Nftables] {
             all.extend(self.open_existing(conf, kind)?);
         }
         Ok(all)

@@ -4,7 +4,7 @@
 //! The plugin's verbs, the node agent, `smarter-bpfctl` and the installer hold a
 //! `Box<dyn Datapath>` from [`super::open`] or [`super::open_existing`] and never ask which
 //! one it is, except to read what only one of them has ([`Datapath::as_ebpf`],
-//! [`Datapath::as_iptables`]).
+//! [`Datapath::as_nftables`]).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use ipnetwork::Ipv4Network;
 
 use super::ebpf::{EbpfDatapath, EbpfError};
-use super::iptables::{IptablesDatapath, IptablesError};
+use super::nftables::{NftablesDatapath, NftablesError};
 use super::{
     AttachMode, CtTimeouts, DatapathConfig, DatapathKind, EndpointSpec, HostPortSpec, PodLink,
     Uplink,
@@ -91,7 +91,7 @@ pub enum DatapathError {
     Ebpf(#[from] EbpfError),
     /// From the iptables (nftables) datapath.
     #[error(transparent)]
-    Iptables(#[from] IptablesError),
+    Nftables(#[from] NftablesError),
     /// The network's node-wide lock ([`crate::state::lock::NETWORK_LOCK`]) cannot be taken.
     #[error(transparent)]
     Lock(#[from] crate::state::StateError),
@@ -179,7 +179,7 @@ pub trait Datapath: fmt::Debug + Send {
     }
 
     /// The iptables datapath, for what only it has (its tables).
-    fn as_iptables(&self) -> Option<&IptablesDatapath> {
+    fn as_nftables(&self) -> Option<&NftablesDatapath> {
         None
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::Manifest;
 use crate::cni::NetConf;
-use crate::datapath::iptables::IptablesDatapath;
+use crate::datapath::nftables::NftablesDatapath;
 use crate::datapath::{self, DatapathKind, EbpfDatapath, remove_network_pins};
 use crate::netlink::Netlink;
 use crate::state::StateStore;
@@ -52,10 +52,10 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
         format!("empty pin root {}", m.bpffs_dir.display()),
         remove_empty_pin_root(&m.bpffs_dir),
     );
-    match IptablesDatapath::open(&m.network) {
+    match NftablesDatapath::open(&m.network) {
         Ok(Some(_)) => step(
             format!("nftables tables smarter_{}", m.network),
-            datapath::open_existing(&conf, DatapathKind::Iptables)
+            datapath::open_existing(&conf, DatapathKind::Nftables)
                 .and_then(|dp| dp.map_or(Ok(()), |dp| dp.remove()))
                 .map(|()| true)
                 .map_err(|e| e.to_string()),

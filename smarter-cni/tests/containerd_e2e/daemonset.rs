@@ -308,7 +308,7 @@ fn daemonset_as_deployed() {
     );
     assert!(
         w.node()
-            .run(|| IptablesDatapath::open("smartnet").ok().flatten().is_none()),
+            .run(|| NftablesDatapath::open("smartnet").ok().flatten().is_none()),
         "nftables tables"
     );
     drop(c);

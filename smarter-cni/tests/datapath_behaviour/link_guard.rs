@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::datapath::iptables::IptablesDatapath;
+use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_common::link::link_local_of;
 use smarter_testbed::{Netns, World};
 
@@ -201,7 +201,7 @@ fn drops(w: &World, dp: &str) -> [u64; 3] {
         [n("drop_ra_guard"), n("drop_spoof"), n("drop_ethertype")]
     } else {
         let all = w.node().run(|| {
-            IptablesDatapath::open("smartnet")
+            NftablesDatapath::open("smartnet")
                 .expect("nft")
                 .expect("tables")
                 .counters()

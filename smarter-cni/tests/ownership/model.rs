@@ -51,10 +51,10 @@ pub fn run(dp: &'static str) {
     let Some(w) = world(&test) else {
         return;
     };
-    if dp == "iptables"
+    if dp == "nftables"
         && let Err(e) = w
             .node()
-            .run(smarter_cni::datapath::iptables::IptablesDatapath::available)
+            .run(smarter_cni::datapath::nftables::NftablesDatapath::available)
     {
         smarter_testbed::skipped(&format!("SKIP {test}: no nftables ({e})"));
         return;

@@ -117,7 +117,7 @@ fn full_config() {
     assert_eq!((conf.mtu, conf.hairpin_mode), (Some(1400), false));
     assert_eq!(
         (conf.datapath, conf.tc_attach),
-        (DatapathMode::Iptables, TcAttachMode::Netlink)
+        (DatapathMode::Nftables, TcAttachMode::Netlink)
     );
     assert_eq!(conf.uplink, UplinkSelector::Named("wlan0".into()));
     assert_eq!(

@@ -179,7 +179,7 @@ fn scalar_errors() {
         ),
         (
             json!({"datapath": "xdp"}),
-            "datapath \"xdp\" is not one of \"auto\", \"ebpf\", \"iptables\"",
+            "datapath \"xdp\" is not one of \"auto\", \"ebpf\", \"nftables\", \"iptables\"",
         ),
         (
             json!({"tcAttach": "TCX"}),

@@ -1,24 +1,24 @@
-//! [`IptablesNetwork`]: the iptables (nftables) datapath of one network behind the
+//! [`NftablesNetwork`]: the iptables (nftables) datapath of one network behind the
 //! [`Datapath`] seam. Its masquerade follows the uplink's name (the kernel's masquerade
 //! already follows address changes); conntrack is the kernel's own.
 
 use std::net::Ipv4Addr;
 
-use super::{IptablesConfig, IptablesDatapath, IptablesError};
+use super::{NftablesConfig, NftablesDatapath, NftablesError};
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
 use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
 use crate::state::{DirLock, StateDir};
 
 /// One network's tables with the configuration they are written from.
 #[derive(Debug)]
-pub struct IptablesNetwork {
-    cfg: IptablesConfig,
-    dp: IptablesDatapath,
+pub struct NftablesNetwork {
+    cfg: NftablesConfig,
+    dp: NftablesDatapath,
     /// `<stateDir>/<network>`, where the network's node-wide lock lives.
     state: StateDir,
 }
 
-impl IptablesNetwork {
+impl NftablesNetwork {
     /// The datapath of `s`'s network; its tables are written by
     /// [`Datapath::ensure_network`].
     ///
@@ -27,7 +27,7 @@ impl IptablesNetwork {
     pub fn open(s: &Settings) -> Self {
         Self {
             cfg: config(s),
-            dp: IptablesDatapath::named(&s.network),
+            dp: NftablesDatapath::named(&s.network),
             state: s.state.clone(),
         }
     }
@@ -37,21 +37,21 @@ impl IptablesNetwork {
     /// # Errors
     ///
     /// When the tables cannot be listed.
-    pub fn open_existing(s: &Settings) -> Result<Option<Self>, IptablesError> {
-        match IptablesDatapath::open(&s.network) {
+    pub fn open_existing(s: &Settings) -> Result<Option<Self>, NftablesError> {
+        match NftablesDatapath::open(&s.network) {
             Ok(dp) => Ok(dp.map(|dp| Self {
                 cfg: config(s),
                 dp,
                 state: s.state.clone(),
             })),
             // No nft binary: there cannot be tables of ours.
-            Err(IptablesError::Spawn { .. }) => Ok(None),
+            Err(NftablesError::Spawn { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 }
 
-impl IptablesNetwork {
+impl NftablesNetwork {
     /// The network's node-wide lock (as the eBPF datapath takes it): one writer at a time of
     /// the tables and of a pod's elements.
     fn lock(&self) -> Result<DirLock, DatapathError> {
@@ -59,8 +59,8 @@ impl IptablesNetwork {
     }
 }
 
-fn config(s: &Settings) -> IptablesConfig {
-    IptablesConfig {
+fn config(s: &Settings) -> NftablesConfig {
+    NftablesConfig {
         network: s.network.clone(),
         bridge: s.bridge.clone(),
         subnet: s.subnet,
@@ -71,9 +71,9 @@ fn config(s: &Settings) -> IptablesConfig {
     }
 }
 
-impl Datapath for IptablesNetwork {
+impl Datapath for NftablesNetwork {
     fn kind(&self) -> DatapathKind {
-        DatapathKind::Iptables
+        DatapathKind::Nftables
     }
 
     fn ensure_network(
@@ -87,10 +87,10 @@ impl Datapath for IptablesNetwork {
             UplinkView::Decided(up) => (up, false),
         };
         let name = up.map(|u| u.name.clone());
-        if always || name != self.cfg.uplink || IptablesDatapath::open(&self.cfg.network)?.is_none()
+        if always || name != self.cfg.uplink || NftablesDatapath::open(&self.cfg.network)?.is_none()
         {
             self.cfg.uplink = name;
-            self.dp = IptablesDatapath::ensure(&self.cfg)?;
+            self.dp = NftablesDatapath::ensure(&self.cfg)?;
             tracing::debug!(
                 "iptables datapath: masquerade via {}",
                 self.cfg
@@ -125,10 +125,10 @@ impl Datapath for IptablesNetwork {
     }
 
     fn remove(&self) -> Result<(), DatapathError> {
-        Ok(IptablesDatapath::remove(&self.cfg.network)?)
+        Ok(NftablesDatapath::remove(&self.cfg.network)?)
     }
 
-    fn as_iptables(&self) -> Option<&IptablesDatapath> {
+    fn as_nftables(&self) -> Option<&NftablesDatapath> {
         Some(&self.dp)
     }
 }

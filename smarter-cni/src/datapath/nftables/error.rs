@@ -1,11 +1,11 @@
-//! [`IptablesError`]: everything the nftables datapath can fail with, each variant carrying the
+//! [`NftablesError`]: everything the nftables datapath can fail with, each variant carrying the
 //! command, the object and the kernel's or nft's own words.
 
 use std::io;
 
 /// An error of the nftables datapath.
 #[derive(Debug, thiserror::Error)]
-pub enum IptablesError {
+pub enum NftablesError {
     /// The `nft` binary could not be started (not installed, not executable).
     #[error("cannot run `nft {args}`: {source}")]
     Spawn {
@@ -47,7 +47,7 @@ pub enum IptablesError {
         /// The pod address and port it maps to, e.g. `172.39.0.3:80`.
         owner: String,
     },
-    /// The network's tables do not exist: [`super::IptablesDatapath::ensure`] was not run (or the
+    /// The network's tables do not exist: [`super::NftablesDatapath::ensure`] was not run (or the
     /// tables were removed meanwhile).
     #[error("nftables table {table} does not exist (datapath not set up)")]
     NotEnsured {

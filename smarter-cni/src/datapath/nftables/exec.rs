@@ -7,20 +7,20 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::IptablesError;
+use super::NftablesError;
 
 /// Runs `nft` with `args`, feeding `stdin` when given, and returns its standard output.
 ///
 /// # Errors
 ///
-/// [`IptablesError::Spawn`] when `nft` cannot be started, [`IptablesError::Command`] when it fails.
+/// [`NftablesError::Spawn`] when `nft` cannot be started, [`NftablesError::Command`] when it fails.
 pub(super) fn nft(
     args: &[&str],
     stdin: Option<&str>,
     context: &str,
-) -> Result<String, IptablesError> {
+) -> Result<String, NftablesError> {
     let joined = args.join(" ");
-    let spawn = |source| IptablesError::Spawn {
+    let spawn = |source| NftablesError::Spawn {
         args: joined.clone(),
         source,
     };
@@ -43,7 +43,7 @@ pub(super) fn nft(
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
-    Err(IptablesError::Command {
+    Err(NftablesError::Command {
         args: joined,
         context: context.to_owned(),
         status: out.status.to_string(),
@@ -56,27 +56,27 @@ pub(super) fn nft(
 /// # Errors
 ///
 /// As [`nft`].
-pub(super) fn apply(script: &str, context: &str) -> Result<(), IptablesError> {
+pub(super) fn apply(script: &str, context: &str) -> Result<(), NftablesError> {
     tracing::debug!(context, script, "nft batch");
     nft(&["-f", "-"], Some(script), context).map(drop)
 }
 
 /// Whether a failed command said the object does not exist.
-pub(super) fn is_enoent(err: &IptablesError) -> bool {
-    matches!(err, IptablesError::Command { stderr, .. } if stderr.contains("No such file or directory"))
+pub(super) fn is_enoent(err: &NftablesError) -> bool {
+    matches!(err, NftablesError::Command { stderr, .. } if stderr.contains("No such file or directory"))
 }
 
 /// `nft -j list table <family> <table>`, or `None` when the table does not exist.
 ///
 /// # Errors
 ///
-/// As [`nft`] (other than "no such table"), [`IptablesError::Parse`] for output that is not JSON.
-pub(super) fn list_table(family: &str, table: &str) -> Result<Option<Value>, IptablesError> {
+/// As [`nft`] (other than "no such table"), [`NftablesError::Parse`] for output that is not JSON.
+pub(super) fn list_table(family: &str, table: &str) -> Result<Option<Value>, NftablesError> {
     let context = format!("listing table {family} {table}");
     match nft(&["-j", "list", "table", family, table], None, &context) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| IptablesError::Parse {
+            .map_err(|e| NftablesError::Parse {
                 what: context,
                 reason: e.to_string(),
             }),
@@ -90,10 +90,10 @@ pub(super) fn list_table(family: &str, table: &str) -> Result<Option<Value>, Ipt
 /// # Errors
 ///
 /// As [`list_table`].
-pub(super) fn list_tables() -> Result<Value, IptablesError> {
+pub(super) fn list_tables() -> Result<Value, NftablesError> {
     let context = "listing tables";
     let text = nft(&["-j", "list", "tables"], None, context)?;
-    serde_json::from_str(&text).map_err(|e| IptablesError::Parse {
+    serde_json::from_str(&text).map_err(|e| NftablesError::Parse {
         what: context.to_owned(),
         reason: e.to_string(),
     })

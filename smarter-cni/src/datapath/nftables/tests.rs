@@ -5,11 +5,11 @@ use std::net::Ipv4Addr;
 use serde_json::json;
 
 use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
-use super::{IptablesConfig, IptablesError, l2, parse};
+use super::{NftablesConfig, NftablesError, l2, parse};
 use crate::datapath::{HostPortSpec, PodLink};
 
-fn default_config() -> IptablesConfig {
-    IptablesConfig {
+fn default_config() -> NftablesConfig {
+    NftablesConfig {
         network: "smartnet".into(),
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().unwrap(),
@@ -149,7 +149,7 @@ fn uplink_and_port_range_variants() {
     for bad in [(0, 10), (10, 0), (2000, 1000)] {
         cfg.nat_ports = bad;
         assert!(
-            matches!(ensure_script(&cfg), Err(IptablesError::Invalid { .. })),
+            matches!(ensure_script(&cfg), Err(NftablesError::Invalid { .. })),
             "{bad:?}"
         );
     }
@@ -157,7 +157,7 @@ fn uplink_and_port_range_variants() {
     cfg.uplink = Some("bad\"name".into());
     assert!(matches!(
         ensure_script(&cfg),
-        Err(IptablesError::Invalid {
+        Err(NftablesError::Invalid {
             what: "interface name",
             ..
         })
@@ -321,7 +321,7 @@ fn parses_listings() {
     let bad = json!({"nftables": [{"set": {"name": "endpoints", "elem": [{"concat": ["x", "1.2.3.4"]}]}}]});
     assert!(matches!(
         parse::endpoints(&bad, "endpoints"),
-        Err(IptablesError::Parse { .. })
+        Err(NftablesError::Parse { .. })
     ));
     let tables =
         json!({"nftables": [{"table": {"family": "inet", "name": "smarter_a", "handle": 1}}]});

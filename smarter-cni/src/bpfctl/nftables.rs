@@ -6,13 +6,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::rows::{EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow};
-use crate::datapath::iptables::{IptablesDatapath, IptablesError};
+use crate::datapath::nftables::{NftablesDatapath, NftablesError};
 use crate::netlink::format_mac;
 use crate::state::Attachment;
 
 /// `status` of one network: its tables and how many elements the endpoint set and hostPort
 /// maps hold (nftables sets here have no fixed capacity: 0).
-pub(super) fn status(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatusRow>, IptablesError> {
+pub(super) fn status(name: &str, dp: &NftablesDatapath) -> Result<Vec<StatusRow>, NftablesError> {
     let veths: Vec<String> = dp.endpoints()?.into_iter().map(|e| e.host_ifname).collect();
     let endpoints = veths.len();
     let host_ports = dp.host_ports()?.len();
@@ -50,9 +50,9 @@ pub(super) fn status(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatusRow>
 /// `endpoints` of one network, sorted by address; pod names from the records in `records`.
 pub(super) fn endpoints(
     name: &str,
-    dp: &IptablesDatapath,
+    dp: &NftablesDatapath,
     records: &Path,
-) -> Result<Vec<EndpointRow>, IptablesError> {
+) -> Result<Vec<EndpointRow>, NftablesError> {
     let by_ip = attachments(records);
     let mut rows: Vec<EndpointRow> = dp
         .endpoints()?
@@ -82,8 +82,8 @@ pub(super) fn endpoints(
 /// `hostports` of one network.
 pub(super) fn hostports(
     name: &str,
-    dp: &IptablesDatapath,
-) -> Result<Vec<HostPortRow>, IptablesError> {
+    dp: &NftablesDatapath,
+) -> Result<Vec<HostPortRow>, NftablesError> {
     let mut rows: Vec<HostPortRow> = dp
         .host_ports()?
         .into_iter()
@@ -94,7 +94,7 @@ pub(super) fn hostports(
 }
 
 /// `stats`: the named counters of both tables.
-pub(super) fn stats(name: &str, dp: &IptablesDatapath) -> Result<Vec<StatsRow>, IptablesError> {
+pub(super) fn stats(name: &str, dp: &NftablesDatapath) -> Result<Vec<StatsRow>, NftablesError> {
     Ok(dp
         .counters()?
         .into_iter()

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use sha2::{Digest, Sha256};
 
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
-use super::{IptablesConfig, IptablesError};
+use super::{NftablesConfig, NftablesError};
 use crate::datapath::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
@@ -53,7 +53,7 @@ pub(super) fn table_name(network: &str) -> String {
 }
 
 /// Refuses interface names the kernel would refuse or that could break out of a quoted string.
-pub(super) fn check_ifname(name: &str) -> Result<(), IptablesError> {
+pub(super) fn check_ifname(name: &str) -> Result<(), NftablesError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > 15 {
@@ -66,7 +66,7 @@ pub(super) fn check_ifname(name: &str) -> Result<(), IptablesError> {
     } else {
         return Ok(());
     };
-    Err(IptablesError::Invalid {
+    Err(NftablesError::Invalid {
         what: "interface name",
         value: name.to_owned(),
         reason,
@@ -74,10 +74,10 @@ pub(super) fn check_ifname(name: &str) -> Result<(), IptablesError> {
 }
 
 /// `tcp` or `udp` for IP protocol numbers 6 and 17.
-pub(super) fn proto_name(protocol: u8) -> Result<&'static str, IptablesError> {
+pub(super) fn proto_name(protocol: u8) -> Result<&'static str, NftablesError> {
     match smarter_common::ct::proto::name(protocol) {
         Some(name @ ("tcp" | "udp")) => Ok(name),
-        _ => Err(IptablesError::Invalid {
+        _ => Err(NftablesError::Invalid {
             what: "hostPort protocol",
             value: protocol.to_string(),
             reason: "only 6 (tcp) and 17 (udp) are supported",
@@ -86,7 +86,7 @@ pub(super) fn proto_name(protocol: u8) -> Result<&'static str, IptablesError> {
 }
 
 /// The hostPort map of a protocol number.
-pub(super) fn proto_map(protocol: u8) -> Result<&'static str, IptablesError> {
+pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftablesError> {
     Ok(if proto_name(protocol)? == "tcp" {
         MAP_TCP
     } else {
@@ -103,15 +103,15 @@ pub(super) use crate::netlink::format_mac;
 ///
 /// # Errors
 ///
-/// [`IptablesError::Invalid`] for interface names or a NAT port range that cannot be used.
-pub(super) fn ensure_script(cfg: &IptablesConfig) -> Result<String, IptablesError> {
+/// [`NftablesError::Invalid`] for interface names or a NAT port range that cannot be used.
+pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesError> {
     check_ifname(&cfg.bridge)?;
     if let Some(uplink) = &cfg.uplink {
         check_ifname(uplink)?;
     }
     let (lo, hi) = cfg.nat_ports;
     if lo > hi || (lo == 0) != (hi == 0) {
-        return Err(IptablesError::Invalid {
+        return Err(NftablesError::Invalid {
             what: "NAT port range",
             value: format!("{lo}-{hi}"),
             reason: "must be (0, 0) for any port or 1 <= low <= high",
@@ -256,7 +256,7 @@ fn hostport_element(
     t: &str,
     hp: &HostPortSpec,
     ip: Ipv4Addr,
-) -> Result<String, IptablesError> {
+) -> Result<String, NftablesError> {
     let map = proto_map(hp.protocol)?;
     Ok(format!(
         "{op} element inet {t} {map} {{ {} : {ip} . {} }}\n",
@@ -274,7 +274,7 @@ pub(super) type LinkKeys = [(String, u64)];
 ///
 /// # Errors
 ///
-/// [`IptablesError::Invalid`] for a bad interface name or protocol.
+/// [`NftablesError::Invalid`] for a bad interface name or protocol.
 pub(super) fn attach_script(
     t: &str,
     ep: &PodLink,
@@ -282,7 +282,7 @@ pub(super) fn attach_script(
     stale: (&[PodLink], &[(HostPortSpec, Ipv4Addr)]),
     links: &LinkKeys,
     lacking: &[PodLink],
-) -> Result<String, IptablesError> {
+) -> Result<String, NftablesError> {
     check_ifname(&ep.host_ifname)?;
     let (stale_endpoints, stale_ports) = stale;
     let mut s = detach_script(t, stale_endpoints, stale_ports, links)?;
@@ -301,13 +301,13 @@ pub(super) fn attach_script(
 ///
 /// # Errors
 ///
-/// [`IptablesError::Invalid`] for a bad protocol.
+/// [`NftablesError::Invalid`] for a bad protocol.
 pub(super) fn detach_script(
     t: &str,
     endpoints: &[PodLink],
     ports: &[(HostPortSpec, Ipv4Addr)],
     links: &LinkKeys,
-) -> Result<String, IptablesError> {
+) -> Result<String, NftablesError> {
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
     let mut seen_links = Vec::new();

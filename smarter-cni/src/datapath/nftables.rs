@@ -1,6 +1,6 @@
 //! The nftables datapath: the eBPF datapath's semantics with netfilter rules per network.
 //!
-//! Each network owns two tables named `smarter_<network>` (see [`IptablesDatapath::ensure`]):
+//! Each network owns two tables named `smarter_<network>` (see [`NftablesDatapath::ensure`]):
 //! - `inet`: masquerade of the pod subnet out of the uplink (NAT ports in `nat_ports`),
 //!   hostPort DNAT from maps `hostport_tcp`/`hostport_udp` (`port : pod ip . pod port`) for
 //!   traffic to the node's own addresses (prerouting and output), hairpin masquerade, the
@@ -11,7 +11,7 @@
 //!   ethertype.
 //!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic
-//! `nft -f -` batch. Verdicts are counted by named counters ([`IptablesDatapath::counters`]).
+//! `nft -f -` batch. Verdicts are counted by named counters ([`NftablesDatapath::counters`]).
 //! Everything runs `nft` in the calling thread's network namespace.
 
 mod error;
@@ -30,16 +30,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
 
-pub use error::IptablesError;
+pub use error::NftablesError;
 use l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
-pub use network::IptablesNetwork;
+pub use network::NftablesNetwork;
 use script::{MAP_TCP, MAP_UDP};
 
 use crate::datapath::{HostPortSpec, PodLink};
 
 /// The settings of one network's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IptablesConfig {
+pub struct NftablesConfig {
     /// The CNI network name (tables are named after it).
     pub network: String,
     /// The bridge the pod veths are attached to.
@@ -58,21 +58,21 @@ pub struct IptablesConfig {
 
 /// One network's nftables datapath (its two tables).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IptablesDatapath {
+pub struct NftablesDatapath {
     network: String,
     table: String,
 }
 
 static PROBES: AtomicU32 = AtomicU32::new(0);
 
-impl IptablesDatapath {
+impl NftablesDatapath {
     /// Checks that `nft` runs and the kernel accepts the families, hooks and expressions the
     /// datapath needs, in a throwaway table created and deleted in one batch.
     ///
     /// # Errors
     ///
-    /// [`IptablesError::Spawn`] without `nft`, [`IptablesError::Command`] when the kernel refuses.
-    pub fn available() -> Result<(), IptablesError> {
+    /// [`NftablesError::Spawn`] without `nft`, [`NftablesError::Command`] when the kernel refuses.
+    pub fn available() -> Result<(), NftablesError> {
         let n = PROBES.fetch_add(1, Ordering::Relaxed);
         let name = format!("smarter_probe_{}_{n}", std::process::id());
         exec::apply(&script::probe_script(&name), "probing nftables support")
@@ -84,8 +84,8 @@ impl IptablesDatapath {
     ///
     /// # Errors
     ///
-    /// [`IptablesError::Invalid`] for unusable names or port range, otherwise as `nft` fails.
-    pub fn ensure(cfg: &IptablesConfig) -> Result<Self, IptablesError> {
+    /// [`NftablesError::Invalid`] for unusable names or port range, otherwise as `nft` fails.
+    pub fn ensure(cfg: &NftablesConfig) -> Result<Self, NftablesError> {
         let script = script::ensure_script(cfg)?;
         exec::apply(&script, &format!("setting up network {}", cfg.network))?;
         Ok(Self::named(&cfg.network))
@@ -96,7 +96,7 @@ impl IptablesDatapath {
     /// # Errors
     ///
     /// As `nft` fails to list tables.
-    pub fn open(network: &str) -> Result<Option<Self>, IptablesError> {
+    pub fn open(network: &str) -> Result<Option<Self>, NftablesError> {
         let dp = Self::named(network);
         Ok((!dp.present_families()?.is_empty()).then_some(dp))
     }
@@ -106,7 +106,7 @@ impl IptablesDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn remove(network: &str) -> Result<(), IptablesError> {
+    pub fn remove(network: &str) -> Result<(), NftablesError> {
         let dp = Self::named(network);
         let mut attempt = 0;
         loop {
@@ -143,15 +143,15 @@ impl IptablesDatapath {
     ///
     /// # Errors
     ///
-    /// [`IptablesError::HostPortConflict`] when a port maps to another pod (checked first, and by
-    /// the kernel inside the batch), [`IptablesError::NotEnsured`] without tables,
-    /// [`IptablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
+    /// [`NftablesError::HostPortConflict`] when a port maps to another pod (checked first, and by
+    /// the kernel inside the batch), [`NftablesError::NotEnsured`] without tables,
+    /// [`NftablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
     /// is then changed).
     pub fn attach_endpoint(
         &self,
         ep: &PodLink,
         ports: &[HostPortSpec],
-    ) -> Result<(), IptablesError> {
+    ) -> Result<(), NftablesError> {
         script::check_ifname(&ep.host_ifname)?;
         for (i, hp) in ports.iter().enumerate() {
             let proto = script::proto_name(hp.protocol)?;
@@ -159,7 +159,7 @@ impl IptablesDatapath {
                 .iter()
                 .any(|o| o.protocol == hp.protocol && o.host_port == hp.host_port)
             {
-                return Err(IptablesError::Invalid {
+                return Err(NftablesError::Invalid {
                     what: "hostPort list",
                     value: format!("{proto}/{}", hp.host_port),
                     reason: "the same host port appears twice",
@@ -178,7 +178,7 @@ impl IptablesDatapath {
                     m.protocol == hp.protocol && m.host_port == hp.host_port && *ip != ep.ip
                 });
                 if let Some((m, ip)) = taken {
-                    return Err(IptablesError::HostPortConflict {
+                    return Err(NftablesError::HostPortConflict {
                         protocol: script::proto_name(hp.protocol)?,
                         port: hp.host_port,
                         owner: format!("{ip}:{}", m.container_port),
@@ -219,7 +219,7 @@ impl IptablesDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), IptablesError> {
+    pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), NftablesError> {
         let context = format!("detaching {ip} ({host_ifname})");
         let mut attempt = 0;
         loop {
@@ -270,7 +270,7 @@ impl IptablesDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn check_endpoint(&self, ep: &PodLink) -> Result<Vec<String>, IptablesError> {
+    pub fn check_endpoint(&self, ep: &PodLink) -> Result<Vec<String>, NftablesError> {
         let Some(doc) = exec::list_table("bridge", &self.table)? else {
             return Ok(vec![format!("table bridge {} is missing", self.table)]);
         };
@@ -318,8 +318,8 @@ impl IptablesDatapath {
     ///
     /// # Errors
     ///
-    /// As `nft` fails, [`IptablesError::Parse`] for unexpected elements.
-    pub fn endpoints(&self) -> Result<Vec<PodLink>, IptablesError> {
+    /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
+    pub fn endpoints(&self) -> Result<Vec<PodLink>, NftablesError> {
         exec::list_table("bridge", &self.table)?
             .map_or(Ok(Vec::new()), |doc| parse::endpoints(&doc, SET_ENDPOINTS))
     }
@@ -328,8 +328,8 @@ impl IptablesDatapath {
     ///
     /// # Errors
     ///
-    /// As `nft` fails, [`IptablesError::Parse`] for unexpected elements.
-    pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
+    /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
+    pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
         exec::list_table("inet", &self.table)?.map_or(Ok(Vec::new()), |doc| host_ports_of(&doc))
     }
 
@@ -341,7 +341,7 @@ impl IptablesDatapath {
     /// # Errors
     ///
     /// As `nft` fails.
-    pub fn counters(&self) -> Result<Vec<(String, u64, u64)>, IptablesError> {
+    pub fn counters(&self) -> Result<Vec<(String, u64, u64)>, NftablesError> {
         let mut all = Vec::new();
         for family in ["inet", "bridge"] {
             if let Some(doc) = exec::list_table(family, &self.table)? {
@@ -358,7 +358,7 @@ impl IptablesDatapath {
         }
     }
 
-    fn present_families(&self) -> Result<Vec<String>, IptablesError> {
+    fn present_families(&self) -> Result<Vec<String>, NftablesError> {
         // Netlink first (no `nft` process); `nft` when netlink cannot tell.
         match probe::table_families(&self.table) {
             Ok(families) => {
@@ -379,22 +379,22 @@ impl IptablesDatapath {
             .collect())
     }
 
-    fn bridge_required(&self) -> Result<Value, IptablesError> {
-        exec::list_table("bridge", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
+    fn bridge_required(&self) -> Result<Value, NftablesError> {
+        exec::list_table("bridge", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
             table: format!("bridge {}", self.table),
         })
     }
 
-    fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
+    fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
         let doc =
-            exec::list_table("inet", &self.table)?.ok_or_else(|| IptablesError::NotEnsured {
+            exec::list_table("inet", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
                 table: format!("inet {}", self.table),
             })?;
         host_ports_of(&doc)
     }
 }
 
-fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
+fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
     let mut all = parse::host_ports(doc, MAP_TCP, 6)?;
     all.extend(parse::host_ports(doc, MAP_UDP, 17)?);
     Ok(all)

@@ -4,11 +4,11 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use super::IptablesError;
+use super::NftablesError;
 use crate::datapath::{HostPortSpec, PodLink};
 
-fn parse_err(what: &str, reason: impl Into<String>) -> IptablesError {
-    IptablesError::Parse {
+fn parse_err(what: &str, reason: impl Into<String>) -> NftablesError {
+    NftablesError::Parse {
         what: what.to_owned(),
         reason: reason.into(),
     }
@@ -37,7 +37,7 @@ fn unwrap_elem(v: &Value) -> &Value {
     v.get("elem").and_then(|e| e.get("val")).unwrap_or(v)
 }
 
-fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], IptablesError> {
+fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], NftablesError> {
     match unwrap_elem(v).get("concat").and_then(Value::as_array) {
         Some(parts) if parts.len() == len => Ok(parts),
         _ => Err(parse_err(
@@ -47,19 +47,19 @@ fn concat<'a>(v: &'a Value, what: &str, len: usize) -> Result<&'a [Value], Iptab
     }
 }
 
-fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, IptablesError> {
+fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, NftablesError> {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| parse_err(what, format!("expected an IPv4 address, got {v}")))
 }
 
-fn port(v: &Value, what: &str) -> Result<u16, IptablesError> {
+fn port(v: &Value, what: &str) -> Result<u16, NftablesError> {
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| parse_err(what, format!("expected a port, got {v}")))
 }
 
-fn mac(v: &Value, what: &str) -> Result<[u8; 6], IptablesError> {
+fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftablesError> {
     let bad = || parse_err(what, format!("expected a MAC address, got {v}"));
     let text = v.as_str().ok_or_else(bad)?;
     let mut out = [0u8; 6];
@@ -80,8 +80,8 @@ fn mac(v: &Value, what: &str) -> Result<[u8; 6], IptablesError> {
 ///
 /// # Errors
 ///
-/// [`IptablesError::Parse`] for an element of another shape.
-pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, IptablesError> {
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, NftablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
@@ -104,12 +104,12 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, Iptables
 ///
 /// # Errors
 ///
-/// [`IptablesError::Parse`] for an element of another shape.
+/// [`NftablesError::Parse`] for an element of another shape.
 pub(super) fn host_ports(
     doc: &Value,
     map: &str,
     protocol: u8,
-) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, IptablesError> {
+) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
     let what = format!("map {map}");
     elements(doc, "map", map)
         .iter()
@@ -164,8 +164,8 @@ pub(super) fn names(doc: &Value, set: &str) -> Vec<String> {
 ///
 /// # Errors
 ///
-/// [`IptablesError::Parse`] for an element of another shape.
-pub(super) fn link_macs(doc: &Value, set: &str) -> Result<Vec<(String, u64)>, IptablesError> {
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn link_macs(doc: &Value, set: &str) -> Result<Vec<(String, u64)>, NftablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
