@@ -19,7 +19,8 @@ fn ne(o: [u8; 4]) -> u32 {
 }
 
 /// The object loaded with every program, endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
-/// 4242) with their ports' `ep_ifaces` entries, the 172.39.0.0/16 network and a deny range 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
+/// 4242) with their ports' `ep_ifaces` entries, the 172.39.0.0/16 network and a deny range
+/// 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
 ///
 /// # Panics
 /// When the kernel refuses the object or a program, or a map update fails.

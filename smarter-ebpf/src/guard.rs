@@ -116,10 +116,9 @@ pub fn ipv6(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
 
 /// A router or neighbour solicitation or a neighbour advertisement (`kind`, fixed part `fixed`
 /// bytes, payload `len` bytes) right after an IPv6 header with source `src` (as [`word`]s): it
-/// may come only
-/// from the pod's link-local address (or `::`), advertise only that address, probe only that
-/// address from `::` (DAD), carry at most [`ND_MAX_OPTION_BYTES`] of options, and any
-/// link-layer address option must be `mac`.
+/// may come only from the pod's link-local address (or `::`), advertise only that address,
+/// probe only that address from `::` (DAD), carry at most [`ND_MAX_OPTION_BYTES`] of options,
+/// and any link-layer address option must be `mac`.
 #[inline(always)]
 fn neighbour_discovery(
     ctx: &TcContext,

@@ -3,11 +3,12 @@
 //! In order: per-endpoint counters; anti-spoofing (IPv4 source and ARP sender must be the
 //! endpoint of this ifindex, with its MAC; IPv6 and the pod's link claims in [`crate::guard`];
 //! any other ethertype, and VLAN tags, are dropped); the RA guard (a pod's ICMP redirects and
-//! router advertisements, and its IPv6 router messages in [`crate::guard`]); pod → pod redirect (`bpf_redirect_peer`, hairpin
-//! replies translated first); pod → a hostPort on the uplink address is DNATed to its pod
-//! ([`crate::hairpin`]); other pod → node traffic passes; deny ranges drop; everything else is
-//! source-NATed to the uplink ([`crate::nat`]) or dropped when it cannot be. IPv6 beyond
-//! link-local and multicast is dropped (pods have no IPv6 network).
+//! router advertisements here, its IPv6 router messages in [`crate::guard`]); pod → pod
+//! redirect (`bpf_redirect_peer`, hairpin replies translated first); pod → a hostPort on the
+//! uplink address is DNATed to its pod ([`crate::hairpin`]); other pod → node traffic passes;
+//! deny ranges drop; everything else is source-NATed to the uplink ([`crate::nat`]) or dropped
+//! when it cannot be. IPv6 beyond link-local and multicast is dropped (pods have no IPv6
+//! network).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,

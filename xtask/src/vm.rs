@@ -44,7 +44,7 @@ use guest::{GuestTest, Machine};
 /// there, and the filter for the repeated passes with the JIT off (`None`: not repeated; `""`:
 /// every test). The `smarter-ebpf-tests` files run the crafted-packet and parity tables
 /// through `BPF_PROG_TEST_RUN` in the guest's kernel (and, on armhf, its arm32 JIT).
-pub const TESTS: [(&str, &str, &[&str], Option<&str>); 8] = [
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 9] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
     ("smarter-cni", "ebpf_upgrade", &[], Some("")),
@@ -53,6 +53,7 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 8] = [
     ("smarter-ebpf-tests", "verdicts", &[], Some("")),
     ("smarter-ebpf-tests", "nat", &[], Some("")),
     ("smarter-ebpf-tests", "parity", &[], Some("")),
+    ("smarter-ebpf-tests", "guard", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];

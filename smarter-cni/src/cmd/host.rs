@@ -1,6 +1,7 @@
 //! The node as the verbs reach it: netlink connections (in the node's namespace or a pod's)
-//! and the node's sysctls (node-wide, and those of the bridge and each host veth). [`Kernel`] is the real node; the verbs' unit tests use an
-//! in-memory one, so ADD, DEL, CHECK and GC run without root.
+//! and the node's sysctls (node-wide, and those of the bridge and each host veth). [`Kernel`]
+//! is the real node; the verbs' unit tests use an in-memory one, so ADD, DEL, CHECK and GC run
+//! without root.
 
 use crate::cni::{CniError, PortRange};
 use crate::netlink::{Links, Netlink, NetlinkError, NetnsFile};

@@ -82,8 +82,10 @@ fn prerouting_rules() -> Vec<String> {
             "ether type ip iifname . ip saddr . ether saddr != @{SET_ENDPOINTS} {}",
             drop("drop_spoof_ip")
         ),
+        // Only a first fragment (or a whole datagram) holds the ICMP header: in the bridge
+        // family `icmp type` would read a later fragment's payload.
         format!(
-            "icmp type {{ {ICMP_REDIRECT}, {ICMP_ROUTER_ADVERT} }} {}",
+            "ip frag-off & 0x1fff 0 icmp type {{ {ICMP_REDIRECT}, {ICMP_ROUTER_ADVERT} }} {}",
             drop("drop_ra_guard")
         ),
         "ether type ip accept".to_owned(),

@@ -102,7 +102,7 @@ add chain bridge t prerouting { type filter hook prerouting priority -300; polic
 flush chain bridge t prerouting
 add rule bridge t prerouting iifname != @ports accept
 add rule bridge t prerouting ether type ip iifname . ip saddr . ether saddr != @endpoints counter name drop_spoof_ip drop
-add rule bridge t prerouting icmp type { 5, 9 } counter name drop_ra_guard drop
+add rule bridge t prerouting ip frag-off & 0x1fff 0 icmp type { 5, 9 } counter name drop_ra_guard drop
 add rule bridge t prerouting ether type ip accept
 add rule bridge t prerouting ether type arp iifname . arp saddr ip . arp saddr ether != @endpoints counter name drop_spoof_arp drop
 add rule bridge t prerouting ether type arp iifname . arp saddr ip . ether saddr != @endpoints counter name drop_spoof_arp drop
