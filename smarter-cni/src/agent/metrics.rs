@@ -12,7 +12,7 @@
 //! | `smarter_nat_ports_in_use`, `smarter_nat_ports_available` | gauge | |
 //! | `smarter_cni_operations_total` | counter | `op`, `result` |
 //! | `smarter_cni_operation_duration_seconds` | histogram | `op` |
-//! | `smarter_datapath_info` (always 1) | gauge | `datapath` (`ebpf`, `iptables`), `reason` (`configured`, `auto`, `no_bpffs`, `permission`, `load`) |
+//! | `smarter_datapath_info` (always 1) | gauge | `datapath` (`ebpf`, `nftables`), `reason` (`configured`, `auto`, `no_bpffs`, `permission`, `load`) |
 //! | `smarter_dns_queries_total` (agent with `--dns`) | counter | `transport` (`udp`, `tcp`), `result` (`local`, `nxdomain`, `forwarded`, `servfail`, `error`, `dropped`) |
 //!
 //! Every metric also carries the `network` label.

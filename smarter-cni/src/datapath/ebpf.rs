@@ -25,6 +25,7 @@
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 pub(super) mod attach;
+mod availability;
 mod ct;
 mod egress;
 mod endpoints;
@@ -38,11 +39,12 @@ mod load;
 mod network;
 mod object;
 pub(super) mod pins;
-pub(super) mod sys;
+mod sys;
 mod tc_filters;
 mod upgrade;
 mod uplink;
 
+pub use availability::{EbpfUnavailable, PinRootState, ensure_pin_root, probe};
 pub use ct::CtEntryView;
 pub use endpoints::EndpointRecord;
 pub use error::EbpfError;

@@ -3,7 +3,7 @@
 //!
 //! The upstream keys `CIDR` and `GW` keep their meaning; every other key of the plugin's
 //! configuration has a key of its own ([`KNOBS`]). An unset or empty variable leaves the key
-//! out of the conflist, so the plugin's own default applies (see the README's configuration
+//! out of the conflist, so the plugin's own default applies (see docs/configuration.md (keys)
 //! table). The conflist is then validated by the plugin's own parser, [`NetConf::parse`].
 
 use serde_json::{Map, Value, json};
