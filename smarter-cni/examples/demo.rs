@@ -14,7 +14,7 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::{RData, RecordType};
 use smarter_cni::dns::query::make_query;
 
-use smarter_cni::datapath::EbpfDatapath;
+use smarter_cni::datapath::{self, DatapathKind};
 use smarter_testbed::{
     CniCall, EchoServer, NODE_UPLINK_IP, Netns, WAN_SERVER_IP, World, require_root, spawn_in,
     tcp_roundtrip,
@@ -323,7 +323,12 @@ impl Drop for Agent {
 }
 
 fn show_maps(world: &World, plugin: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    if EbpfDatapath::open_existing(world.bpffs_dir(), "smartnet")?.is_none() {
+    let conf = smarter_cni::cni::NetConf {
+        bpffs_dir: world.bpffs_dir().to_path_buf(),
+        state_dir: world.state_dir(),
+        ..smarter_cni::cni::NetConf::default()
+    };
+    if datapath::open_existing(&conf, DatapathKind::Ebpf)?.is_none() {
         println!("\n== (nftables datapath in use: no eBPF maps)");
         return Ok(());
     }

@@ -8,8 +8,9 @@
 //! - `seam`: the [`Datapath`] trait, [`DatapathError`], the [`Settings`] a datapath is
 //!   opened with;
 //! - `open`: the one place that chooses between them ([`open`], [`select`]);
-//! - `availability`: whether eBPF can run ([`probe`], [`EbpfUnavailable`]) and the recorded
-//!   choice ([`DatapathChoice`]);
+//! - `choice`: which datapath serves a network and why ([`DatapathKind`], parsed once;
+//!   [`DatapathChoice`], recorded as [`ChoiceRecord`]); whether eBPF can run is the eBPF
+//!   driver's to say ([`probe`], [`EbpfUnavailable`]);
 //! - [`uplink`]: which interface is the uplink ([`uplink::resolve`], one tested decision for
 //!   the plugin and the agent);
 //! - `types`: what both datapaths take: [`EndpointSpec`], [`HostPortSpec`], [`PodLink`],
@@ -18,7 +19,7 @@
 //! Map names, layouts and capacities come from `smarter_common`; the pin directory carries
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
-mod availability;
+mod choice;
 pub mod ebpf;
 pub mod nftables;
 mod open;
@@ -26,16 +27,17 @@ mod seam;
 mod types;
 pub mod uplink;
 
-pub use availability::{
-    ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind, EbpfUnavailable, PinRootState,
-    ensure_pin_root, probe,
-};
+pub use choice::{ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind};
 pub use ebpf::{
-    CtEntryView, EbpfDatapath, EbpfError, EndpointRecord, EventReader, EventView, HookView,
-    MapFill, remove_network_pins,
+    CtEntryView, EbpfDatapath, EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView,
+    PinRootState, ensure_pin_root, probe, remove_network_pins,
 };
-pub use open::{Datapaths, Opened, System, open, open_existing, select, settings};
-pub use seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+pub use open::{
+    Datapaths, Opened, System, on_bpffs, open, open_existing, select, settings, usable,
+};
+pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings, UplinkView};
 pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
-pub use types::{AttachMode, DatapathConfig, EndpointSpec, HostPortSpec, PodLink};
+pub use types::{
+    AttachMode, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill, PodLink,
+};
 pub use uplink::Uplink;

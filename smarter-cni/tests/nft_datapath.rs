@@ -304,7 +304,7 @@ fn nft_datapath_in_namespaces() {
     let d = dp.clone();
     let conflict = in_ns(&node, move || d.attach_endpoint(&endpoint(3), &[web]));
     assert!(
-        matches!(&conflict, Err(NftablesError::HostPortConflict { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
+        matches!(&conflict, Err(NftablesError::HostPortTaken { port: 8080, owner, .. }) if owner == "172.39.0.2:80"),
         "{conflict:?}"
     );
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::cni::NetConf;
-use crate::datapath::EbpfDatapath;
+use crate::datapath::{self, DatapathKind};
 
 /// Starts a thread logging every event of `conf`'s network at `warn` level.
 ///
@@ -13,9 +13,11 @@ use crate::datapath::EbpfDatapath;
 ///
 /// When the pins or the ring buffer cannot be opened.
 pub fn spawn(conf: &NetConf) -> anyhow::Result<()> {
-    let dp = EbpfDatapath::open_existing(&conf.bpffs_dir, &conf.name)?
+    let dp = datapath::open_existing(conf, DatapathKind::Ebpf)?
         .ok_or_else(|| anyhow::anyhow!("network {} has no pinned datapath", conf.name))?;
-    let mut reader = dp.events()?;
+    let mut reader = dp
+        .drops()?
+        .ok_or_else(|| anyhow::anyhow!("the datapath of {} reports no drops", conf.name))?;
     std::thread::Builder::new()
         .name("drops".into())
         .spawn(move || {

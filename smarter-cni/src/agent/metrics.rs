@@ -17,7 +17,6 @@
 //!
 //! Every metric also carries the `network` label.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +29,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::datapath::{ChoiceRecord, DatapathChoice, EbpfDatapath};
+use crate::datapath::{self, ChoiceRecord, DatapathChoice, DatapathKind};
 use crate::opstats;
 
 /// Where the metrics come from.
@@ -109,8 +108,14 @@ impl Collector for DatapathCollector {
                 &[(labels, ConstGauge::new(1_i64))],
             )?;
         }
-        if let Ok(Some(dp)) = EbpfDatapath::open_existing(&src.bpffs_dir, &src.network) {
-            if let Ok(stats) = dp.verdict_stats() {
+        let conf = crate::cni::NetConf {
+            name: src.network.clone(),
+            bpffs_dir: src.bpffs_dir.clone(),
+            state_dir: src.state_dir.clone(),
+            ..crate::cni::NetConf::default()
+        };
+        if let Ok(Some(dp)) = datapath::open_existing(&conf, DatapathKind::Ebpf) {
+            if let Ok(stats) = dp.counters() {
                 let with = |v: &str| {
                     let mut l = net();
                     l.push(("verdict", v.to_string()));
@@ -137,7 +142,7 @@ impl Collector for DatapathCollector {
                     &bytes,
                 )?;
             }
-            if let Ok(fill) = dp.map_fill() {
+            if let Ok(fill) = dp.fill() {
                 let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
                 let mut entries: Vec<(&str, Labels, ConstGauge)> = Vec::new();
                 let mut capacity: Vec<(&str, Labels, ConstGauge)> = Vec::new();
@@ -187,25 +192,19 @@ impl Collector for DatapathCollector {
                     )?;
                 }
             }
-            if let (Ok(cfg), Ok(ct)) = (dp.config(), dp.ct_entries()) {
-                let (lo, hi) = cfg.nat_ports();
-                let in_use: HashSet<(u8, u16)> = ct
-                    .iter()
-                    .filter(|e| e.proto != 1)
-                    .map(|e| (e.proto, e.nat_port))
-                    .collect();
+            if let Ok(Some((in_use, available))) = dp.nat_ports() {
                 let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
                 family(
                     &mut encoder,
                     "smarter_nat_ports_in_use",
                     "Distinct (protocol, NAT port) pairs held by flows",
-                    &[(net(), gauge(in_use.len()))],
+                    &[(net(), gauge(in_use))],
                 )?;
                 family(
                     &mut encoder,
                     "smarter_nat_ports_available",
                     "Ports in the NAT range (per protocol)",
-                    &[(net(), gauge(usize::from(hi - lo) + 1))],
+                    &[(net(), gauge(available))],
                 )?;
             }
         }

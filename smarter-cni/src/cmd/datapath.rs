@@ -16,8 +16,19 @@ use crate::datapath::{self, DatapathError, DatapathKind};
 impl ToCni for DatapathError {
     fn to_cni(&self) -> CniError {
         match self {
-            DatapathError::Ebpf(e) => e.to_cni(),
-            DatapathError::Nftables(e) => e.to_cni(),
+            DatapathError::HostPortTaken { .. } => CniError::new(
+                CniError::HOSTPORT_TAKEN,
+                self.to_string(),
+                "runtimeConfig.portMappings",
+            ),
+            DatapathError::Driver { kind, .. } => CniError::new(
+                match kind {
+                    DatapathKind::Ebpf => CniError::EBPF,
+                    DatapathKind::Nftables => CniError::NFTABLES,
+                },
+                self.to_string(),
+                "datapath",
+            ),
             DatapathError::Lock(e) => e.to_cni(),
             DatapathError::Config { key, msg } => {
                 CniError::new(CniError::INVALID_CONFIG, msg.clone(), *key)

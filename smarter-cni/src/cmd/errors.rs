@@ -12,8 +12,6 @@
 //! | hostPort held by another pod (either datapath) | 108 |
 
 use crate::cni::CniError;
-use crate::datapath::EbpfError;
-use crate::datapath::nftables::NftablesError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
 use crate::state::StateError;
@@ -48,32 +46,6 @@ impl ToCni for StateError {
 impl ToCni for NetlinkError {
     fn to_cni(&self) -> CniError {
         CniError::new(CniError::NETLINK, self.to_string(), "netlink")
-    }
-}
-
-impl ToCni for EbpfError {
-    fn to_cni(&self) -> CniError {
-        match self {
-            EbpfError::HostPortTaken { .. } => CniError::new(
-                CniError::HOSTPORT_TAKEN,
-                self.to_string(),
-                "runtimeConfig.portMappings",
-            ),
-            _ => CniError::new(CniError::EBPF, self.to_string(), "datapath"),
-        }
-    }
-}
-
-impl ToCni for NftablesError {
-    fn to_cni(&self) -> CniError {
-        match self {
-            NftablesError::HostPortConflict { .. } => CniError::new(
-                CniError::HOSTPORT_TAKEN,
-                self.to_string(),
-                "runtimeConfig.portMappings",
-            ),
-            _ => CniError::new(CniError::NFTABLES, self.to_string(), "datapath"),
-        }
     }
 }
 

@@ -7,7 +7,6 @@
 use super::Ctx;
 use super::errors::ToCni as _;
 use crate::cni::{CniError, DatapathMode};
-use crate::datapath::nftables::NftablesDatapath;
 use crate::datapath::{ChoiceReason, ChoiceRecord, DatapathChoice, PinRootState, probe};
 
 pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
@@ -28,7 +27,8 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
     ctx.state()
         .map_err(|e| unavailable(format!("stateDir: {}", e.msg)))?;
     let nft = || {
-        NftablesDatapath::available().map_err(|e| unavailable(format!("nftables datapath: {e}")))
+        crate::datapath::usable(&ctx.conf, crate::datapath::DatapathKind::Nftables)
+            .map_err(|e| unavailable(format!("nftables datapath: {e}")))
     };
     let choice = DatapathChoice::select(ctx.conf.datapath, &ctx.conf.bpffs_dir);
     match (ctx.conf.datapath, &choice.reason) {

@@ -143,7 +143,7 @@ impl NftablesDatapath {
     ///
     /// # Errors
     ///
-    /// [`NftablesError::HostPortConflict`] when a port maps to another pod (checked first, and by
+    /// [`NftablesError::HostPortTaken`] when a port maps to another pod (checked first, and by
     /// the kernel inside the batch), [`NftablesError::NotEnsured`] without tables,
     /// [`NftablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
     /// is then changed).
@@ -178,7 +178,7 @@ impl NftablesDatapath {
                     m.protocol == hp.protocol && m.host_port == hp.host_port && *ip != ep.ip
                 });
                 if let Some((m, ip)) = taken {
-                    return Err(NftablesError::HostPortConflict {
+                    return Err(NftablesError::HostPortTaken {
                         protocol: script::proto_name(hp.protocol)?,
                         port: hp.host_port,
                         owner: format!("{ip}:{}", m.container_port),

@@ -107,6 +107,31 @@ pub fn open_existing(
     })
 }
 
+/// Whether the `kind` driver can serve on this node, found without opening or creating
+/// anything of the network (STATUS, the installer): eBPF when the pin root is (or can be
+/// made) on bpffs and bpf(2) is permitted ([`super::probe`]); nftables when `nft` runs and the
+/// kernel accepts what its tables need (a throwaway table, created and deleted in one batch).
+///
+/// # Errors
+///
+/// Why it cannot, in words.
+pub fn usable(conf: &NetConf, kind: DatapathKind) -> Result<(), String> {
+    match kind {
+        DatapathKind::Ebpf => super::probe(&conf.bpffs_dir)
+            .map(drop)
+            .map_err(|u| u.to_string()),
+        DatapathKind::Nftables => {
+            super::nftables::NftablesDatapath::available().map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Whether `path` is on a bpf file system.
+#[must_use]
+pub fn on_bpffs(path: &std::path::Path) -> bool {
+    super::EbpfDatapath::check_bpffs(path).is_ok()
+}
+
 /// Logs the choice and records it for `smarter-bpfctl status` (best effort).
 fn report(conf: &NetConf, choice: &DatapathChoice) {
     match &choice.reason {

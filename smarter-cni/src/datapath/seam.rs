@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use ipnetwork::Ipv4Network;
 
-use super::ebpf::{EbpfDatapath, EbpfError};
-use super::nftables::{NftablesDatapath, NftablesError};
+use super::ebpf::EbpfDatapath;
+use super::nftables::NftablesDatapath;
 use super::{
     AttachMode, CtTimeouts, DatapathConfig, DatapathKind, EndpointSpec, HostPortSpec, PodLink,
     Uplink,
@@ -82,16 +82,29 @@ pub enum UplinkView<'a> {
     Decided(Option<&'a Uplink>),
 }
 
-/// Failure of a datapath, typed by the datapath it came from (the plugin maps them to CNI
-/// codes 103 and 107).
+/// Failure of a datapath, the one error type of the seam: what the verbs treat alike has
+/// one variant (a hostPort taken), the rest says which driver failed (the plugin maps it to
+/// code 103 for eBPF, 107 for nftables). Each driver converts its own error into it.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    /// From the eBPF datapath.
-    #[error(transparent)]
-    Ebpf(#[from] EbpfError),
-    /// From the iptables (nftables) datapath.
-    #[error(transparent)]
-    Nftables(#[from] NftablesError),
+    /// A hostPort another pod holds.
+    #[error("hostPort {protocol}/{port} is already mapped to {holder}")]
+    HostPortTaken {
+        /// `tcp` or `udp`.
+        protocol: &'static str,
+        /// The host port.
+        port: u16,
+        /// Who holds it (the pod address, with its port where the driver knows it).
+        holder: String,
+    },
+    /// A driver failed.
+    #[error("{error}")]
+    Driver {
+        /// Which one.
+        kind: DatapathKind,
+        /// Its error, as it says it.
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The network's node-wide lock ([`crate::state::lock::NETWORK_LOCK`]) cannot be taken.
     #[error(transparent)]
     Lock(#[from] crate::state::StateError),
@@ -104,6 +117,19 @@ pub enum DatapathError {
         /// What is wrong and what to use instead.
         msg: String,
     },
+}
+
+/// A datapath's stream of dropped packets ([`Datapath::drops`]).
+pub trait DropEvents: Send {
+    /// The next event, waiting at most `timeout`; `None` when none came.
+    ///
+    /// # Errors
+    ///
+    /// When the stream cannot be read.
+    fn next(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<super::EventView>, DatapathError>;
 }
 
 /// One network's datapath, opened.
@@ -172,6 +198,44 @@ pub trait Datapath: fmt::Debug + Send {
     ///
     /// When something exists but cannot be removed.
     fn remove(&self) -> Result<(), DatapathError>;
+
+    /// Packets and bytes per verdict or counter name, as the driver counts them (eBPF: its
+    /// verdicts; nftables: its named counters).
+    ///
+    /// # Errors
+    ///
+    /// When the counters cannot be read.
+    fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError>;
+
+    /// How full the driver's tables are (eBPF: endpoints, conntrack, hostPorts...); empty
+    /// where the kernel keeps them (nftables).
+    ///
+    /// # Errors
+    ///
+    /// When a table cannot be read.
+    fn fill(&self) -> Result<Vec<super::MapFill>, DatapathError> {
+        Ok(Vec::new())
+    }
+
+    /// NAT ports: distinct (protocol, port) pairs held by flows and the ports of the range
+    /// (per protocol), where the driver allocates them (eBPF); `None` where the kernel does.
+    ///
+    /// # Errors
+    ///
+    /// When the conntrack table or the settings cannot be read.
+    fn nat_ports(&self) -> Result<Option<(usize, usize)>, DatapathError> {
+        Ok(None)
+    }
+
+    /// The stream of dropped packets, where the driver has one (eBPF's ring buffer; one
+    /// reader at a time); `None` otherwise (nftables: the kernel's log).
+    ///
+    /// # Errors
+    ///
+    /// When the stream exists but cannot be opened.
+    fn drops(&self) -> Result<Option<Box<dyn DropEvents>>, DatapathError> {
+        Ok(None)
+    }
 
     /// The eBPF datapath, for what only it has (conntrack, events, counters).
     fn as_ebpf(&self) -> Option<&EbpfDatapath> {

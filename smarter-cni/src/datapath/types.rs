@@ -94,3 +94,38 @@ pub struct HostPortSpec {
     /// IP protocol: 6 (TCP) or 17 (UDP).
     pub protocol: u8,
 }
+
+/// One packet a datapath reports (a drop, or any packet while tracing): the eBPF driver
+/// decodes it from its event ring buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventView {
+    /// `CLOCK_MONOTONIC` time of the event, nanoseconds.
+    pub ktime_ns: u64,
+    /// The verdict's name (`drop_spoof`, `nat_out`...).
+    pub verdict: &'static str,
+    /// Interface the program ran on.
+    pub ifindex: u32,
+    /// IP protocol (0 when not IPv4).
+    pub proto: u8,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Source port (ICMP: echo identifier).
+    pub sport: u16,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Destination port.
+    pub dport: u16,
+    /// Packet length.
+    pub len: u32,
+}
+
+/// Entries of one of a datapath's tables against its capacity (eBPF: a pinned map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapFill {
+    /// Map name.
+    pub map: &'static str,
+    /// Entries now.
+    pub entries: usize,
+    /// Capacity (`max_entries` of the pinned map).
+    pub capacity: u32,
+}

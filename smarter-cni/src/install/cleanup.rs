@@ -8,8 +8,7 @@ use std::path::Path;
 
 use super::Manifest;
 use crate::cni::NetConf;
-use crate::datapath::nftables::NftablesDatapath;
-use crate::datapath::{self, DatapathKind, EbpfDatapath, remove_network_pins};
+use crate::datapath::{self, DatapathKind, remove_network_pins};
 use crate::netlink::Netlink;
 use crate::state::StateStore;
 
@@ -52,23 +51,27 @@ pub(super) fn remove_datapath(m: &Manifest) -> (Vec<String>, Vec<String>) {
         format!("empty pin root {}", m.bpffs_dir.display()),
         remove_empty_pin_root(&m.bpffs_dir),
     );
-    match NftablesDatapath::open(&m.network) {
-        Ok(Some(_)) => step(
+    match datapath::open_existing(&conf, DatapathKind::Nftables) {
+        Ok(Some(dp)) => step(
             format!("nftables tables smarter_{}", m.network),
-            datapath::open_existing(&conf, DatapathKind::Nftables)
-                .and_then(|dp| dp.map_or(Ok(()), |dp| dp.remove()))
-                .map(|()| true)
-                .map_err(|e| e.to_string()),
+            dp.remove().map(|()| true).map_err(|e| e.to_string()),
         ),
-        Ok(None) => {}
-        // No `nft` here (the image has none): tables cannot be listed, so say so.
-        Err(e) => step(
-            format!(
-                "nothing of nftables: not checked ({e}); remove any `smarter_{}` tables with \
+        Ok(None) => {
+            // No `nft` here (the image has none): tables cannot be listed, so say so.
+            if let Err(e) = datapath::usable(&conf, DatapathKind::Nftables) {
+                step(
+                    format!(
+                        "nothing of nftables: not checked ({e}); remove any `smarter_{}` tables with \
                  `nft delete table`",
-                m.network
-            ),
-            Ok(true),
+                        m.network
+                    ),
+                    Ok(true),
+                );
+            }
+        }
+        Err(e) => step(
+            format!("nftables tables smarter_{}", m.network),
+            Err(e.to_string()),
         ),
     }
     step(format!("bridge {}", m.bridge), remove_bridge(&m.bridge));
@@ -96,7 +99,7 @@ fn remove_ebpf(conf: &NetConf) -> Result<bool, String> {
 /// Removes the pin root when nothing is left in it (other networks' pins keep it) and it is
 /// on a bpf file system; `Ok(false)` when it is absent, in use, or not bpffs.
 fn remove_empty_pin_root(bpffs_dir: &Path) -> Result<bool, String> {
-    if EbpfDatapath::check_bpffs(bpffs_dir).is_err() {
+    if !datapath::on_bpffs(bpffs_dir) {
         return Ok(false);
     }
     match fs::remove_dir(bpffs_dir) {

@@ -114,6 +114,10 @@ impl Datapath for Fake {
         Ok(0)
     }
 
+    fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
+        Ok(Vec::new())
+    }
+
     fn remove(&self) -> Result<(), DatapathError> {
         self.node
             .present

@@ -269,3 +269,23 @@ impl EbpfError {
         }
     }
 }
+
+impl From<EbpfError> for crate::datapath::DatapathError {
+    fn from(e: EbpfError) -> Self {
+        match e {
+            EbpfError::HostPortTaken {
+                port,
+                protocol,
+                holder,
+            } => Self::HostPortTaken {
+                protocol,
+                port,
+                holder: holder.to_string(),
+            },
+            other => Self::Driver {
+                kind: crate::datapath::DatapathKind::Ebpf,
+                error: Box::new(other),
+            },
+        }
+    }
+}

@@ -9,29 +9,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use smarter_common::{Event, Verdict, config::CFG_F_TRACE, maps};
 
 use super::{EbpfDatapath, EbpfError};
-
-/// One decoded [`Event`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventView {
-    /// `CLOCK_MONOTONIC` time of the event, nanoseconds.
-    pub ktime_ns: u64,
-    /// The verdict's name (`drop_spoof`, `nat_out`...).
-    pub verdict: &'static str,
-    /// Interface the program ran on.
-    pub ifindex: u32,
-    /// IP protocol (0 when not IPv4).
-    pub proto: u8,
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Source port (ICMP: echo identifier).
-    pub sport: u16,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// Destination port.
-    pub dport: u16,
-    /// Packet length.
-    pub len: u32,
-}
+use crate::datapath::{DatapathError, DropEvents, EventView};
 
 impl EventView {
     fn decode(bytes: &[u8]) -> Option<Self> {
@@ -113,5 +91,11 @@ impl EbpfDatapath {
                 c.flags &= !CFG_F_TRACE;
             }
         })
+    }
+}
+
+impl DropEvents for EventReader {
+    fn next(&mut self, timeout: Duration) -> Result<Option<EventView>, DatapathError> {
+        Ok(Self::next(self, timeout)?)
     }
 }

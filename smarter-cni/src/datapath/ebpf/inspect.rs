@@ -1,6 +1,7 @@
 //! What operators ask of a running datapath (`smarter-bpfctl`, the agent's metrics): how full
 //! each map is, where the programs are attached and how, and careful conntrack removal.
 
+use crate::datapath::MapFill;
 use std::net::Ipv4Addr;
 
 use smarter_common::{CtKey, CtValue, maps, progs};
@@ -9,17 +10,6 @@ use super::{
     EbpfDatapath, EbpfError, attach,
     uplink::{LOCAL_LINK, LOOPBACK},
 };
-
-/// Entries of one map against its capacity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MapFill {
-    /// Map name.
-    pub map: &'static str,
-    /// Entries now.
-    pub entries: usize,
-    /// Capacity (`max_entries` of the pinned map).
-    pub capacity: u32,
-}
 
 /// One program hook: a TC program on an interface (the CNI "attachment" is the pod's record,
 /// [`crate::state::Attachment`]).

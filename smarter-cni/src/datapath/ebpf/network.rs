@@ -178,6 +178,35 @@ impl Datapath for EbpfNetwork {
         Ok(expired + self.dp.remove_ownerless_host_ports()?)
     }
 
+    fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
+        Ok(self
+            .dp
+            .verdict_stats()?
+            .into_iter()
+            .map(|(v, p, b)| (v.to_owned(), p, b))
+            .collect())
+    }
+
+    fn fill(&self) -> Result<Vec<crate::datapath::MapFill>, DatapathError> {
+        Ok(self.dp.map_fill()?)
+    }
+
+    fn nat_ports(&self) -> Result<Option<(usize, usize)>, DatapathError> {
+        let (lo, hi) = self.dp.config()?.nat_ports();
+        let in_use: std::collections::HashSet<(u8, u16)> = self
+            .dp
+            .ct_entries()?
+            .iter()
+            .filter(|e| e.proto != smarter_common::ct::proto::ICMP)
+            .map(|e| (e.proto, e.nat_port))
+            .collect();
+        Ok(Some((in_use.len(), usize::from(hi - lo) + 1)))
+    }
+
+    fn drops(&self) -> Result<Option<Box<dyn crate::datapath::DropEvents>>, DatapathError> {
+        Ok(Some(Box::new(self.dp.events()?)))
+    }
+
     fn remove(&self) -> Result<(), DatapathError> {
         // Netlink filters outlive pins: take the node-wide programs off explicitly.
         self.dp.detach_uplink()?;

@@ -39,7 +39,7 @@ pub enum NftablesError {
     },
     /// A hostPort is already mapped to another pod.
     #[error("hostPort {protocol}/{port} is already mapped to {owner}")]
-    HostPortConflict {
+    HostPortTaken {
         /// `tcp` or `udp`.
         protocol: &'static str,
         /// The host port.
@@ -62,4 +62,24 @@ pub enum NftablesError {
         /// What was wrong.
         reason: String,
     },
+}
+
+impl From<NftablesError> for crate::datapath::DatapathError {
+    fn from(e: NftablesError) -> Self {
+        match e {
+            NftablesError::HostPortTaken {
+                protocol,
+                port,
+                owner,
+            } => Self::HostPortTaken {
+                protocol,
+                port,
+                holder: owner,
+            },
+            other => Self::Driver {
+                kind: crate::datapath::DatapathKind::Nftables,
+                error: Box::new(other),
+            },
+        }
+    }
 }

@@ -124,6 +124,10 @@ impl Datapath for NftablesNetwork {
         Ok(0)
     }
 
+    fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
+        Ok(self.dp.counters()?)
+    }
+
     fn remove(&self) -> Result<(), DatapathError> {
         Ok(NftablesDatapath::remove(&self.cfg.network)?)
     }
