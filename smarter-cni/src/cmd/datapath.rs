@@ -66,7 +66,7 @@ pub(super) fn retire_unused(ctx: &Ctx, now: DatapathKind) {
         .map(|records| {
             records
                 .iter()
-                .any(|r| recorded_kind(&r.datapath).map_or(true, |k| k != now))
+                .any(|r| recorded_kind(&r.datapath).ok() != Some(now))
         })
         .unwrap_or(true);
     if others_in_use {
