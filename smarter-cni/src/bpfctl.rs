@@ -29,11 +29,10 @@ mod cli;
 mod discover;
 mod drift;
 mod monitor;
-mod nftables;
 mod output;
-mod read;
-pub mod rows;
 mod write;
+
+pub use crate::datapath::rows;
 
 use std::fmt::Display;
 use std::path::PathBuf;

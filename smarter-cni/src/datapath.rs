@@ -23,14 +23,15 @@ mod choice;
 pub mod ebpf;
 pub mod nftables;
 mod open;
+pub mod rows;
 mod seam;
 mod types;
 pub mod uplink;
 
 pub use choice::{ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind};
 pub use ebpf::{
-    CtEntryView, EbpfDatapath, EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView,
-    PinRootState, ensure_pin_root, probe, remove_network_pins,
+    EbpfDatapath, EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView, PinRootState,
+    ensure_pin_root, probe, remove_network_pins,
 };
 pub use open::{
     Datapaths, Opened, System, on_bpffs, open, open_existing, select, settings, usable,
@@ -38,6 +39,7 @@ pub use open::{
 pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings, UplinkView};
 pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
 pub use types::{
-    AttachMode, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill, PodLink,
+    AttachMode, CtEntryView, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill,
+    PodLink,
 };
 pub use uplink::Uplink;

@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::args::{Cli, Command, CtArgs, Format};
 use super::discover::{Net, networks};
 use super::output::print;
-use super::rows::{StatsRow, StatusRow};
-use super::{Failure, monitor, nftables, read, write};
-use crate::datapath::{ChoiceRecord, EbpfDatapath};
+use super::rows::{CtRow, HostPortRow, StatsRow, StatusRow, proto_name};
+use super::{Failure, drift, monitor, write};
+use crate::datapath::{ChoiceRecord, DatapathError};
 
 /// Runs the command; returns the exit code.
 #[must_use]
@@ -38,32 +38,30 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
     let fmt = cli.output;
     match &cli.command {
         Command::Status => {
-            let mut rows = collect(&nets, read::status, |n, dp| nftables::status(&n.name, dp))?;
+            let mut rows = collect(&nets, |n| n.dp.status_rows(&n.name))?;
+            for r in &mut rows {
+                r.sysctl_drift = drift::of(r.bridge.clone(), &r.veths);
+            }
             explain(&mut rows, &cli.state_dir, &cli.bpffs_dir);
             print_status(fmt, &rows)
         }
         Command::Endpoints => print(
             fmt,
-            &collect(&nets, read::endpoints, |n, dp| {
-                nftables::endpoints(&n.name, dp, &n.records)
-            })?,
+            &collect(&nets, |n| n.dp.endpoint_rows(&n.name, &n.records))?,
         ),
         Command::Ct(CtArgs {
             action: Some(a), ..
         }) => write::ct(fmt, &ebpf_only(&nets, "ct")?, a),
         Command::Ct(CtArgs { filter, .. }) | Command::Nat(filter) => print(
             fmt,
-            &collect_ebpf(&ebpf_only(&nets, "ct")?, |n, dp| read::ct(n, dp, filter))?,
+            &collect(&ebpf_only(&nets, "ct")?, |n| ct_rows(n, filter))?,
         ),
-        Command::Hostports => print(
-            fmt,
-            &collect(&nets, read::hostports, |n, dp| {
-                nftables::hostports(&n.name, dp)
-            })?,
-        ),
+        Command::Hostports => print(fmt, &collect(&nets, hostport_rows)?),
         Command::Config => print(
             fmt,
-            &collect_ebpf(&ebpf_only(&nets, "config")?, read::config)?,
+            &collect(&ebpf_only(&nets, "config")?, |n| {
+                n.dp.config_rows(&n.name).map(Option::unwrap_or_default)
+            })?,
         ),
         Command::Stats { interval } => print(fmt, &stats(&nets, *interval)?),
         Command::Monitor { trace, count } => {
@@ -73,21 +71,23 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
     }
 }
 
-/// The eBPF networks of the selection; nftables networks are named on stderr and skipped.
+/// The networks of the selection whose datapath keeps its own flows and settings (eBPF);
+/// the others (nftables: the kernel's conntrack) are named on stderr and skipped.
 ///
 /// # Errors
 ///
-/// Exit code 6 when no eBPF network is left.
-fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<(&'a str, &'a EbpfDatapath)>, Failure> {
+/// Exit code 6 when none is left.
+fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<&'a Net>, Failure> {
     let mut out = Vec::new();
     for n in nets {
-        match n.ebpf() {
-            Some(dp) => out.push((n.name.as_str(), dp)),
-            None => eprintln!(
+        if n.dp.kind() == crate::datapath::DatapathKind::Ebpf {
+            out.push(n);
+        } else {
+            eprintln!(
                 "smarter-bpfctl: skipping {}: `{what}` needs the eBPF datapath and it uses \
                  nftables (its conntrack is the kernel's: `conntrack -L`)",
                 n.name
-            ),
+            );
         }
     }
     if out.is_empty() {
@@ -99,41 +99,80 @@ fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<(&'a str, &'a EbpfDa
     Ok(out)
 }
 
-/// Rows of every network, from its eBPF or nftables reader.
-fn collect<T>(
-    nets: &[Net],
-    ebpf: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
-    nft: impl Fn(
-        &Net,
-        &crate::datapath::nftables::NftablesDatapath,
-    ) -> Result<Vec<T>, crate::datapath::nftables::NftablesError>,
+/// Rows of every network, each from its own datapath.
+fn collect<B: std::borrow::Borrow<Net>, T>(
+    nets: &[B],
+    rows: impl Fn(&Net) -> Result<Vec<T>, DatapathError>,
 ) -> Result<Vec<T>, Failure> {
     let mut out = Vec::new();
     for n in nets {
-        let rows = match (n.dp.as_ebpf(), n.dp.as_nftables()) {
-            (Some(dp), _) => ebpf(&n.name, dp).map_err(|e| Failure::from_err(&n.name, &e)),
-            (None, Some(dp)) => nft(n, dp).map_err(|e| Failure::from_err(&n.name, &e)),
-            (None, None) => Ok(Vec::new()),
-        };
-        out.extend(rows?);
+        let n = n.borrow();
+        out.extend(rows(n).map_err(|e| Failure::from_err(&n.name, &e))?);
     }
     Ok(out)
 }
 
-/// Rows of eBPF networks.
-fn collect_ebpf<T>(
-    nets: &[(&str, &EbpfDatapath)],
-    f: impl Fn(&str, &EbpfDatapath) -> Result<Vec<T>, crate::datapath::EbpfError>,
-) -> Result<Vec<T>, Failure> {
-    let mut out = Vec::new();
-    for (name, dp) in nets {
-        out.extend(f(name, dp).map_err(|e| Failure::from_err(name, &e))?);
-    }
-    Ok(out)
+/// `ct` / `nat`: the flows of one network matching `filter`, sorted.
+fn ct_rows(n: &Net, filter: &super::args::Filter) -> Result<Vec<CtRow>, DatapathError> {
+    let mut rows: Vec<CtRow> =
+        n.dp.flows()?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| filter.matches_view(e))
+            .map(|e| CtRow {
+                network: n.name.clone(),
+                proto: proto_name(e.proto),
+                pod_ip: e.pod_ip.to_string(),
+                pod_port: e.pod_port,
+                remote_ip: e.remote_ip.to_string(),
+                remote_port: e.remote_port,
+                nat_ip: e.nat_ip.to_string(),
+                nat_port: e.nat_port,
+                state: e.state,
+                age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
+            })
+            .collect();
+    rows.sort_by(|a, b| {
+        (&a.pod_ip, a.pod_port, a.proto, &a.remote_ip, a.remote_port).cmp(&(
+            &b.pod_ip,
+            b.pod_port,
+            b.proto,
+            &b.remote_ip,
+            b.remote_port,
+        ))
+    });
+    Ok(rows)
+}
+
+/// `hostports` of one network, sorted.
+fn hostport_rows(n: &Net) -> Result<Vec<HostPortRow>, DatapathError> {
+    let mut rows: Vec<HostPortRow> =
+        n.dp.host_ports()?
+            .into_iter()
+            .map(|(p, ip)| HostPortRow::new(&n.name, p.protocol, p.host_port, ip, p.container_port))
+            .collect();
+    rows.sort_by_key(|r| (r.protocol, r.host_port));
+    Ok(rows)
+}
+
+/// `stats`: one row per verdict or counter of one network.
+fn stats_rows(n: &Net) -> Result<Vec<StatsRow>, DatapathError> {
+    Ok(n.dp
+        .counters()?
+        .into_iter()
+        .map(|(verdict, packets, bytes)| StatsRow {
+            network: n.name.clone(),
+            verdict,
+            packets,
+            bytes,
+            packets_per_s: None,
+            bytes_per_s: None,
+        })
+        .collect())
 }
 
 fn stats(nets: &[Net], interval: Option<f64>) -> Result<Vec<StatsRow>, Failure> {
-    let sample = || collect(nets, read::stats, |n, dp| nftables::stats(&n.name, dp));
+    let sample = || collect(nets, stats_rows);
     let first = sample()?;
     let Some(secs) = interval.filter(|s| *s > 0.0) else {
         return Ok(first);

@@ -9,7 +9,7 @@ use smarter_common::LAYOUT_VERSION;
 
 use super::Failure;
 use crate::cni::NetConf;
-use crate::datapath::{self, Datapath, DatapathKind, EbpfDatapath};
+use crate::datapath::{self, Datapath, DatapathKind};
 
 /// One network found on the node.
 #[derive(Debug)]
@@ -20,14 +20,6 @@ pub struct Net {
     pub dp: Box<dyn Datapath>,
     /// `<stateDir>/<network>`: the plugin's attachment records.
     pub records: PathBuf,
-}
-
-impl Net {
-    /// The eBPF datapath, or `None` for an nftables network.
-    #[must_use]
-    pub fn ebpf(&self) -> Option<&EbpfDatapath> {
-        self.dp.as_ebpf()
-    }
 }
 
 /// The networks under `root` (pins) and `state_dir` (records of nftables networks), or the

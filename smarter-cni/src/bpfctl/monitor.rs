@@ -7,8 +7,8 @@ use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction
 
 use super::Failure;
 use super::args::Format;
+use super::discover::Net;
 use super::rows::{EventRow, proto_name};
-use crate::datapath::EbpfDatapath;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -19,17 +19,21 @@ extern "C" fn on_signal(_: i32) {
 /// Streams events of the first selected network (`--network` picks one).
 pub(super) fn run(
     fmt: Format,
-    nets: &[(&str, &EbpfDatapath)],
+    nets: &[&Net],
     trace: bool,
     count: Option<usize>,
 ) -> Result<(), Failure> {
-    let Some(&(name, dp)) = nets.first() else {
+    let Some(n) = nets.first() else {
         return Ok(());
     };
+    let (name, dp) = (n.name.as_str(), &n.dp);
     if nets.len() > 1 {
         eprintln!("smarter-bpfctl: monitoring {name} (choose another with --network)");
     }
-    let mut reader = dp.events().map_err(|e| Failure::from_err(name, &e))?;
+    let mut reader = dp
+        .drops()
+        .map_err(|e| Failure::from_err(name, &e))?
+        .ok_or_else(|| Failure::new(6, format!("{name}: its datapath reports no drops")))?;
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
         SaFlags::empty(),
@@ -54,7 +58,7 @@ pub(super) fn run(
 fn stream(
     fmt: Format,
     name: &str,
-    reader: &mut crate::datapath::EventReader,
+    reader: &mut Box<dyn crate::datapath::DropEvents>,
     count: Option<usize>,
 ) -> Result<(), Failure> {
     let mut seen = 0;

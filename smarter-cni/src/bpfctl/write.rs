@@ -7,19 +7,16 @@ use std::net::Ipv4Addr;
 
 use super::Failure;
 use super::args::{CtAction, Format};
+use super::discover::Net;
 use super::output::print;
 use super::rows::{WriteRow, proto_name};
-use crate::datapath::{CtEntryView, EbpfDatapath};
+use crate::datapath::CtEntryView;
 
 /// The identity of a flow: protocol, pod side, remote side.
 type FlowKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
 
 /// `ct flush` and `ct delete`.
-pub(super) fn ct(
-    fmt: Format,
-    nets: &[(&str, &EbpfDatapath)],
-    action: &CtAction,
-) -> Result<(), Failure> {
+pub(super) fn ct(fmt: Format, nets: &[&Net], action: &CtAction) -> Result<(), Failure> {
     match action {
         CtAction::Flush { filter, yes } => {
             apply(fmt, nets, *yes, "flush", |e| filter.matches_view(e))
@@ -40,10 +37,10 @@ pub(super) fn ct(
             let exact = |e: &CtEntryView| flow_key(e) == key;
             let total: usize = nets
                 .iter()
-                .map(|(name, dp)| {
-                    dp.ct_entries()
-                        .map(|all| all.iter().filter(|e| exact(e)).count())
-                        .map_err(|e| Failure::from_err(name, &e))
+                .map(|n| {
+                    n.dp.flows()
+                        .map(|all| all.unwrap_or_default().iter().filter(|e| exact(e)).count())
+                        .map_err(|e| Failure::from_err(&n.name, &e))
                 })
                 .sum::<Result<usize, Failure>>()?;
             if total == 0 {
@@ -70,23 +67,24 @@ fn describe(k: &FlowKey) -> String {
 
 fn apply(
     fmt: Format,
-    nets: &[(&str, &EbpfDatapath)],
+    nets: &[&Net],
     yes: bool,
     what: &str,
     chosen: impl Fn(&CtEntryView) -> bool,
 ) -> Result<(), Failure> {
     let mut plan = Vec::new();
-    for (name, dp) in nets {
-        let mut keys: Vec<FlowKey> = dp
-            .ct_entries()
-            .map_err(|e| Failure::from_err(name, &e))?
-            .iter()
-            .filter(|e| chosen(e))
-            .map(flow_key)
-            .collect();
+    for n in nets {
+        let mut keys: Vec<FlowKey> =
+            n.dp.flows()
+                .map_err(|e| Failure::from_err(&n.name, &e))?
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| chosen(e))
+                .map(flow_key)
+                .collect();
         keys.sort_unstable();
         keys.dedup();
-        plan.push((*name, *dp, keys));
+        plan.push((n.name.as_str(), &n.dp, keys));
     }
     if !yes {
         let listed: Vec<String> = plan
@@ -116,7 +114,9 @@ fn apply(
     for (name, dp, keys) in plan {
         let doomed: HashSet<FlowKey> = keys.iter().copied().collect();
         let removed = dp
-            .ct_remove(|p, pip, pport, rip, rport| doomed.contains(&(p, pip, pport, rip, rport)))
+            .forget_flows(&|p, pip, pport, rip, rport| {
+                doomed.contains(&(p, pip, pport, rip, rport))
+            })
             .map_err(|e| Failure::from_err(name, &e))?;
         let flows: Vec<String> = keys.iter().map(describe).collect();
         eprintln!(

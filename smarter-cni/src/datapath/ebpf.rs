@@ -39,13 +39,13 @@ mod load;
 mod network;
 mod object;
 pub(super) mod pins;
+mod rows;
 mod sys;
 mod tc_filters;
 mod upgrade;
 mod uplink;
 
 pub use availability::{EbpfUnavailable, PinRootState, ensure_pin_root, probe};
-pub use ct::CtEntryView;
 pub use endpoints::EndpointRecord;
 pub use error::EbpfError;
 pub use events::EventReader;

@@ -20,6 +20,7 @@ mod l2;
 mod network;
 mod parse;
 mod probe;
+mod rows;
 mod script;
 #[cfg(test)]
 mod tests;

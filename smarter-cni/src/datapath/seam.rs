@@ -3,8 +3,8 @@
 //!
 //! The plugin's verbs, the node agent, `smarter-bpfctl` and the installer hold a
 //! `Box<dyn Datapath>` from [`super::open`] or [`super::open_existing`] and never ask which
-//! one it is, except to read what only one of them has ([`Datapath::as_ebpf`],
-//! [`Datapath::as_nftables`]).
+//! one it is: what only one driver has (its own flows, settings, drop stream) is a method
+//! with a neutral answer (`None`, empty) in the other. The seam imports no driver.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -12,8 +12,6 @@ use std::path::PathBuf;
 
 use ipnetwork::Ipv4Network;
 
-use super::ebpf::EbpfDatapath;
-use super::nftables::NftablesDatapath;
 use super::{
     AttachMode, CtTimeouts, DatapathConfig, DatapathKind, EndpointSpec, HostPortSpec, PodLink,
     Uplink,
@@ -237,13 +235,82 @@ pub trait Datapath: fmt::Debug + Send {
         Ok(None)
     }
 
-    /// The eBPF datapath, for what only it has (conntrack, events, counters).
-    fn as_ebpf(&self) -> Option<&EbpfDatapath> {
-        None
+    /// `smarter-bpfctl status`: the network's row, with the bridge and veths whose sysctls the
+    /// caller checks for drift.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn status_rows(&self, _network: &str) -> Result<Vec<super::rows::StatusRow>, DatapathError> {
+        Ok(Vec::new())
     }
 
-    /// The iptables datapath, for what only it has (its tables).
-    fn as_nftables(&self) -> Option<&NftablesDatapath> {
-        None
+    /// `smarter-bpfctl endpoints`: the pods, sorted by address, named from the attachment
+    /// records in `records` where the driver keeps no names itself.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn endpoint_rows(
+        &self,
+        _network: &str,
+        _records: &std::path::Path,
+    ) -> Result<Vec<super::rows::EndpointRow>, DatapathError> {
+        Ok(Vec::new())
+    }
+
+    /// Every hostPort with the pod address it leads to.
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, DatapathError> {
+        Ok(Vec::new())
+    }
+
+    /// `smarter-bpfctl config`: the live settings, where the driver keeps them (eBPF's config
+    /// map); `None` otherwise.
+    ///
+    /// # Errors
+    ///
+    /// When they cannot be read.
+    fn config_rows(
+        &self,
+        _network: &str,
+    ) -> Result<Option<Vec<super::rows::ConfigRow>>, DatapathError> {
+        Ok(None)
+    }
+
+    /// The NATed flows, where the driver tracks them (eBPF); `None` where the kernel's
+    /// conntrack does (`conntrack -L`).
+    ///
+    /// # Errors
+    ///
+    /// When the table cannot be read.
+    fn flows(&self) -> Result<Option<Vec<super::CtEntryView>>, DatapathError> {
+        Ok(None)
+    }
+
+    /// Forgets the flows `doomed` picks by (protocol, pod address, pod port, remote address,
+    /// remote port); how many went.
+    ///
+    /// # Errors
+    ///
+    /// When an entry cannot be removed.
+    fn forget_flows(
+        &self,
+        _doomed: &dyn Fn(u8, Ipv4Addr, u16, Ipv4Addr, u16) -> bool,
+    ) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
+
+    /// Reports every packet to the drop stream while `on` (`smarter-bpfctl monitor
+    /// --trace`); `false` when the driver cannot.
+    ///
+    /// # Errors
+    ///
+    /// When the switch cannot be written.
+    fn set_trace(&self, _on: bool) -> Result<bool, DatapathError> {
+        Ok(false)
     }
 }

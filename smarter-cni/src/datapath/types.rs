@@ -4,6 +4,7 @@
 //! these; neither has a twin of them.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 
@@ -128,4 +129,28 @@ pub struct MapFill {
     pub entries: usize,
     /// Capacity (`max_entries` of the pinned map).
     pub capacity: u32,
+}
+
+/// One NATed flow, as a datapath that tracks its own flows reports it (eBPF: decoded from
+/// the pod-side conntrack map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtEntryView {
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+    pub proto: u8,
+    /// The pod's address.
+    pub pod_ip: Ipv4Addr,
+    /// The pod's port (ICMP: echo identifier).
+    pub pod_port: u16,
+    /// The remote address.
+    pub remote_ip: Ipv4Addr,
+    /// The remote port (0 for ICMP).
+    pub remote_port: u16,
+    /// The uplink address the flow was NATed to.
+    pub nat_ip: Ipv4Addr,
+    /// The NAT port (ICMP: identifier).
+    pub nat_port: u16,
+    /// `new`, `syn`, `established` or `closing`.
+    pub state: &'static str,
+    /// Time since the last packet.
+    pub age: Duration,
 }

@@ -1,6 +1,7 @@
 //! Conntrack of the eBPF SNAT: decoding for operators, garbage collection by age, and flushing a
 //! deleted pod's flows. The kernel only refreshes `last_seen`; user space expires entries.
 
+use crate::datapath::CtEntryView;
 use std::{net::Ipv4Addr, time::Duration};
 
 use smarter_common::{
@@ -10,29 +11,6 @@ use smarter_common::{
 };
 
 use super::{CtTimeouts, EbpfDatapath, EbpfError, handle::addr};
-
-/// One NATed flow, decoded from the pod-side conntrack map.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CtEntryView {
-    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
-    pub proto: u8,
-    /// The pod's address.
-    pub pod_ip: Ipv4Addr,
-    /// The pod's port (ICMP: echo identifier).
-    pub pod_port: u16,
-    /// The remote address.
-    pub remote_ip: Ipv4Addr,
-    /// The remote port (0 for ICMP).
-    pub remote_port: u16,
-    /// The uplink address the flow was NATed to.
-    pub nat_ip: Ipv4Addr,
-    /// The NAT port (ICMP: identifier).
-    pub nat_port: u16,
-    /// `new`, `syn`, `established` or `closing`.
-    pub state: &'static str,
-    /// Time since the last packet.
-    pub age: Duration,
-}
 
 fn ip(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a.to_ne_bytes())

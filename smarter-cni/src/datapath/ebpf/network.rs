@@ -187,6 +187,48 @@ impl Datapath for EbpfNetwork {
             .collect())
     }
 
+    fn status_rows(
+        &self,
+        network: &str,
+    ) -> Result<Vec<crate::datapath::rows::StatusRow>, DatapathError> {
+        Ok(super::rows::status(network, &self.dp)?)
+    }
+
+    fn endpoint_rows(
+        &self,
+        network: &str,
+        _records: &std::path::Path,
+    ) -> Result<Vec<crate::datapath::rows::EndpointRow>, DatapathError> {
+        Ok(super::rows::endpoints(network, &self.dp)?)
+    }
+
+    fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, DatapathError> {
+        Ok(self.dp.host_ports()?)
+    }
+
+    fn config_rows(
+        &self,
+        network: &str,
+    ) -> Result<Option<Vec<crate::datapath::rows::ConfigRow>>, DatapathError> {
+        Ok(Some(super::rows::config(network, &self.dp)?))
+    }
+
+    fn flows(&self) -> Result<Option<Vec<crate::datapath::CtEntryView>>, DatapathError> {
+        Ok(Some(self.dp.ct_entries()?))
+    }
+
+    fn forget_flows(
+        &self,
+        doomed: &dyn Fn(u8, Ipv4Addr, u16, Ipv4Addr, u16) -> bool,
+    ) -> Result<usize, DatapathError> {
+        Ok(self.dp.ct_remove(doomed)?)
+    }
+
+    fn set_trace(&self, on: bool) -> Result<bool, DatapathError> {
+        self.dp.set_trace(on)?;
+        Ok(true)
+    }
+
     fn fill(&self) -> Result<Vec<crate::datapath::MapFill>, DatapathError> {
         Ok(self.dp.map_fill()?)
     }
@@ -215,9 +257,5 @@ impl Datapath for EbpfNetwork {
             &self.s.bpffs_dir,
             &self.s.network,
         )?)
-    }
-
-    fn as_ebpf(&self) -> Option<&EbpfDatapath> {
-        Some(&self.dp)
     }
 }

@@ -124,15 +124,30 @@ impl Datapath for NftablesNetwork {
         Ok(0)
     }
 
+    fn status_rows(
+        &self,
+        network: &str,
+    ) -> Result<Vec<crate::datapath::rows::StatusRow>, DatapathError> {
+        Ok(super::rows::status(network, &self.dp)?)
+    }
+
+    fn endpoint_rows(
+        &self,
+        network: &str,
+        records: &std::path::Path,
+    ) -> Result<Vec<crate::datapath::rows::EndpointRow>, DatapathError> {
+        Ok(super::rows::endpoints(network, &self.dp, records)?)
+    }
+
+    fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, DatapathError> {
+        Ok(self.dp.host_ports()?)
+    }
+
     fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
         Ok(self.dp.counters()?)
     }
 
     fn remove(&self) -> Result<(), DatapathError> {
         Ok(NftablesDatapath::remove(&self.cfg.network)?)
-    }
-
-    fn as_nftables(&self) -> Option<&NftablesDatapath> {
-        Some(&self.dp)
     }
 }

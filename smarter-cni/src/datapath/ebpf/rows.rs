@@ -1,12 +1,10 @@
-//! The read commands on an eBPF network: rows from the pinned maps and programs.
+//! What operators inspect of an eBPF network ([`crate::datapath::rows`]): rows from the
+//! pinned maps and programs.
 
 use std::net::Ipv4Addr;
 
-use super::args::Filter;
-use super::rows::{
-    ConfigRow, CtRow, EndpointRow, HookRow, HostPortRow, MapRow, StatsRow, StatusRow, proto_name,
-};
-use crate::datapath::{EbpfDatapath, EbpfError};
+use super::{EbpfDatapath, EbpfError};
+use crate::datapath::rows::{ConfigRow, EndpointRow, HookRow, MapRow, StatusRow};
 use crate::netlink::format_mac;
 
 fn ip(a: u32) -> Ipv4Addr {
@@ -54,7 +52,9 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
                 capacity: m.capacity,
             })
             .collect(),
-        sysctl_drift: super::drift::of(name_of(cfg.bridge_ifindex), &veths),
+        sysctl_drift: Vec::new(),
+        bridge: name_of(cfg.bridge_ifindex),
+        veths,
     }])
 }
 
@@ -80,46 +80,6 @@ pub(super) fn endpoints(name: &str, dp: &EbpfDatapath) -> Result<Vec<EndpointRow
     Ok(rows)
 }
 
-/// `ct` / `nat`: the flows matching `filter`.
-pub(super) fn ct(name: &str, dp: &EbpfDatapath, filter: &Filter) -> Result<Vec<CtRow>, EbpfError> {
-    let mut rows: Vec<CtRow> = dp
-        .ct_entries()?
-        .into_iter()
-        .filter(|e| filter.matches_view(e))
-        .map(|e| CtRow {
-            network: name.to_string(),
-            proto: proto_name(e.proto),
-            pod_ip: e.pod_ip.to_string(),
-            pod_port: e.pod_port,
-            remote_ip: e.remote_ip.to_string(),
-            remote_port: e.remote_port,
-            nat_ip: e.nat_ip.to_string(),
-            nat_port: e.nat_port,
-            state: e.state,
-            age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        (&a.pod_ip, a.pod_port, a.proto, &a.remote_ip, a.remote_port).cmp(&(
-            &b.pod_ip,
-            b.pod_port,
-            b.proto,
-            &b.remote_ip,
-            b.remote_port,
-        ))
-    });
-    Ok(rows)
-}
-
-/// `hostports` of one network.
-pub(super) fn hostports(name: &str, dp: &EbpfDatapath) -> Result<Vec<HostPortRow>, EbpfError> {
-    Ok(dp
-        .host_ports()?
-        .into_iter()
-        .map(|(p, ip)| HostPortRow::new(name, p.protocol, p.host_port, ip, p.container_port))
-        .collect())
-}
-
 /// `config`: the live configuration record and deny ranges.
 pub(super) fn config(name: &str, dp: &EbpfDatapath) -> Result<Vec<ConfigRow>, EbpfError> {
     let c = dp.config()?;
@@ -137,20 +97,4 @@ pub(super) fn config(name: &str, dp: &EbpfDatapath) -> Result<Vec<ConfigRow>, Eb
         trace: c.flags & smarter_common::config::CFG_F_TRACE != 0,
         deny: dp.deny()?.iter().map(ToString::to_string).collect(),
     }])
-}
-
-/// `stats`: one row per verdict, summed over CPUs.
-pub(super) fn stats(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatsRow>, EbpfError> {
-    Ok(dp
-        .verdict_stats()?
-        .into_iter()
-        .map(|(verdict, packets, bytes)| StatsRow {
-            network: name.to_string(),
-            verdict: verdict.to_string(),
-            packets,
-            bytes,
-            packets_per_s: None,
-            bytes_per_s: None,
-        })
-        .collect())
 }

@@ -1,5 +1,7 @@
-//! The rows `smarter-bpfctl -o json` prints: one JSON array of these objects per command. Field
-//! names and meanings are the stable schema (new fields may be added, none removed or renamed).
+//! What operators inspect of a datapath, driver-neutral: the rows `smarter-bpfctl -o json`
+//! prints, one JSON array of these objects per command. Each driver fills them
+//! ([`super::Datapath::status_rows`] and the like). Field names and meanings are the stable
+//! schema (new fields may be added, none removed or renamed).
 
 use serde::Serialize;
 
@@ -40,6 +42,12 @@ pub struct StatusRow {
     /// differ now, one sentence each, e.g. `net.ipv6.conf.smartnet0.accept_ra is 1, not 0`
     /// (empty: as set).
     pub sysctl_drift: Vec<String>,
+    /// The bridge whose sysctls the drift check reads (not printed).
+    #[serde(skip)]
+    pub bridge: Option<String>,
+    /// The host veths whose sysctls the drift check reads (not printed).
+    #[serde(skip)]
+    pub veths: Vec<String>,
 }
 
 /// A program attachment.
@@ -133,7 +141,7 @@ pub struct HostPortRow {
 
 impl HostPortRow {
     /// The row of one mapping of `network` (both datapaths describe it by these numbers).
-    pub(super) fn new(
+    pub fn new(
         network: &str,
         protocol: u8,
         host_port: u16,

@@ -1,12 +1,13 @@
-//! The read commands on an nftables network: rows from its tables, with pod names from the
-//! plugin's attachment records (read only; nothing under the state directory is changed).
+//! What operators inspect of an nftables network ([`crate::datapath::rows`]): rows from its
+//! tables, with pod names from the plugin's attachment records (read only; nothing under the
+//! state directory is changed).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::rows::{EndpointRow, HostPortRow, MapRow, StatsRow, StatusRow};
-use crate::datapath::nftables::{NftablesDatapath, NftablesError};
+use super::{NftablesDatapath, NftablesError};
+use crate::datapath::rows::{EndpointRow, MapRow, StatusRow};
 use crate::netlink::format_mac;
 use crate::state::Attachment;
 
@@ -43,7 +44,9 @@ pub(super) fn status(name: &str, dp: &NftablesDatapath) -> Result<Vec<StatusRow>
                 capacity: 0,
             },
         ],
-        sysctl_drift: super::drift::of(None, &veths),
+        sysctl_drift: Vec::new(),
+        bridge: None,
+        veths,
     }])
 }
 
@@ -77,36 +80,6 @@ pub(super) fn endpoints(
         .collect();
     rows.sort_by_key(|r| r.ip.parse::<Ipv4Addr>().ok());
     Ok(rows)
-}
-
-/// `hostports` of one network.
-pub(super) fn hostports(
-    name: &str,
-    dp: &NftablesDatapath,
-) -> Result<Vec<HostPortRow>, NftablesError> {
-    let mut rows: Vec<HostPortRow> = dp
-        .host_ports()?
-        .into_iter()
-        .map(|(p, ip)| HostPortRow::new(name, p.protocol, p.host_port, ip, p.container_port))
-        .collect();
-    rows.sort_by_key(|r| (r.protocol, r.host_port));
-    Ok(rows)
-}
-
-/// `stats`: the named counters of both tables.
-pub(super) fn stats(name: &str, dp: &NftablesDatapath) -> Result<Vec<StatsRow>, NftablesError> {
-    Ok(dp
-        .counters()?
-        .into_iter()
-        .map(|(verdict, packets, bytes)| StatsRow {
-            network: name.to_string(),
-            verdict,
-            packets,
-            bytes,
-            packets_per_s: None,
-            bytes_per_s: None,
-        })
-        .collect())
 }
 
 /// The attachment records of one network by pod address; unreadable files are skipped.
