@@ -11,8 +11,8 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use smarter_testbed::{CniCall, NODE_UPLINK_IP, Netns, World};
 
-use crate::control::run_measured;
-use crate::stage::CallFailed;
+use crate::error::CallFailed;
+use crate::plugin::run_measured;
 
 /// Debian's reference plugins.
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";

@@ -211,10 +211,6 @@ pub fn measure(plugin: &Path, quick: bool) -> anyhow::Result<CriBench> {
     })
 }
 
-/// Writes `cri.json` and `cri.md` (a table) under `out`.
-///
-/// # Errors
-/// The files cannot be written.
 /// The CRI table in markdown.
 fn markdown_of(r: &CriBench) -> String {
     use std::fmt::Write as _;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use smarter_testbed::{Netns, spawn_in};
 
-use crate::control::percentile_us;
+use crate::stats::percentile_us;
 
 /// Request and response size of the TCP workloads.
 const MSG: usize = 64;

@@ -3,62 +3,35 @@
 //! datapath, and the physical limit: a bare veth), runs the workloads interleaved, and writes
 //! JSON, a markdown table and an SVG chart under `bench/results/`. Needs root.
 
+mod cli;
 mod contender;
 mod control;
 mod cri;
+mod error;
 mod load;
 mod memory;
+mod plugin;
 mod profile;
 mod report;
 mod results;
 mod run;
 mod scaling;
 mod stage;
+mod stats;
 mod targets;
 mod workloads;
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::Parser as _;
 
-/// Benchmark iptables against eBPF, side by side, with the physical limit.
-#[derive(Debug, Parser)]
-#[command(name = "smarter-bench")]
-pub struct Cli {
-    /// A short smoke run (checks the harness and the output, not the speed).
-    #[arg(long)]
-    quick: bool,
-    /// The smarter-cni plugin binary (release build).
-    #[arg(long, default_value = "target/release/smarter-cni")]
-    plugin: PathBuf,
-    /// The smarter-agent binary (for its RSS).
-    #[arg(long)]
-    agent: Option<PathBuf>,
-    /// Where to write the results.
-    #[arg(long, default_value = "bench/results")]
-    out: PathBuf,
-    /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`, `cri`) or data-plane
-    /// workloads (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`);
-    /// repeatable.
-    #[arg(long)]
-    only: Vec<String>,
-    /// Repetitions of each data-plane workload (default 5; `--quick`: 1).
-    #[arg(long)]
-    reps: Option<usize>,
-    /// Only this profile of the data-plane workloads: `default` or `edge` (default: both).
-    #[arg(long, value_parser = ["default", "edge"])]
-    profile: Option<String>,
-    /// Regenerate results.md and the charts under `--out` from this results.json, measuring
-    /// nothing.
-    #[arg(long)]
-    report: Option<PathBuf>,
-}
+use crate::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if let Some(json) = &cli.report {
         let results = results::Results::load(json)?;
-        return report::render(&cli.out, &results);
+        return report::render(&cli.out, &results, &run::stages());
     }
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!("smarter-bench builds network namespaces and needs root");

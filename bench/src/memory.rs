@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use smarter_testbed::World;
 
 use crate::contender::{Contender, Kind};
+use crate::error::At;
 use crate::report;
 use crate::results::{Memory, Results};
-use crate::stage::{At, Ctx, Stage};
+use crate::stage::{Ctx, Stage};
 
 /// Pods of the reference and iptables worlds (their plugins' memory does not grow with pods).
 const OTHER_PODS: usize = 20;

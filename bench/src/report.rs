@@ -1,27 +1,15 @@
 //! The report: the markdown table of medians and ratios per profile, the other stages'
 //! sections, the targets, the SVG chart and the summary printed at the end. Everything is
-//! rendered from [`Results`], so `smarter-bench --report results.json` regenerates it.
+//! rendered from [`Results`], so `smarter-bench --report results.json` regenerates it; the
+//! whole report asks each stage it is given for its section ([`Stage::markdown`]), which
+//! renders it with the section functions here.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::results::{ProfileResults, Results, Workload};
-
-/// The median of `v` (0 when empty).
-pub fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return 0.0;
-    }
-    let m = s.len() / 2;
-    if s.len().is_multiple_of(2) {
-        (s[m - 1] + s[m]) / 2.0
-    } else {
-        s[m]
-    }
-}
+use crate::stage::Stage;
 
 /// The machine's description.
 pub fn machine() -> BTreeMap<String, String> {
@@ -81,8 +69,9 @@ fn ratio(w: &Workload, a: &str, b: &str) -> Option<f64> {
     (y > 0.0).then(|| x / y)
 }
 
-/// The whole markdown report.
-pub fn markdown(r: &Results) -> String {
+/// The whole markdown report: the header, the section of each of `stages` (in their order),
+/// the targets, the stages' wall times and the failures.
+pub fn markdown(r: &Results, stages: &[Box<dyn Stage>]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -99,7 +88,7 @@ pub fn markdown(r: &Results) -> String {
         r.machine.get("cpus").map_or("", String::as_str),
         r.machine.get("kernel").map_or("", String::as_str),
     );
-    for stage in crate::stage::all() {
+    for stage in stages {
         if let Some(section) = stage.markdown(r) {
             s.push_str(&section);
             s.push('\n');
@@ -372,30 +361,31 @@ pub fn svg(p: &ProfileResults, quick: bool) -> String {
     s
 }
 
-/// Writes `results.json` (complete or not, as `r` says), `results.md` and a chart per
-/// profile (`chart.svg`, `chart-edge.svg`) under `dir`, plus a timestamped copy of the JSON,
-/// and prints the summary.
+/// Writes `results.json` (complete or not, as `r` says), `results.md` (with the sections of
+/// `stages`) and a chart per profile (`chart.svg`, `chart-edge.svg`) under `dir`, plus a
+/// timestamped copy of the JSON, and prints the summary.
 ///
 /// # Errors
 ///
 /// When a file cannot be written.
-pub fn write(dir: &Path, r: &Results) -> anyhow::Result<()> {
+pub fn write(dir: &Path, r: &Results, stages: &[Box<dyn Stage>]) -> anyhow::Result<()> {
     r.save(dir)?;
     std::fs::write(
         dir.join(format!("results-{}.json", r.unix_time)),
         serde_json::to_string_pretty(r)?,
     )?;
-    render(dir, r)
+    render(dir, r, stages)
 }
 
-/// Writes `results.md` and the charts from `r` (what `--report` does) and prints the summary.
+/// Writes `results.md` (with the sections of `stages`) and the charts from `r` (what
+/// `--report` does) and prints the summary.
 ///
 /// # Errors
 ///
 /// When a file cannot be written.
-pub fn render(dir: &Path, r: &Results) -> anyhow::Result<()> {
+pub fn render(dir: &Path, r: &Results, stages: &[Box<dyn Stage>]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let md = markdown(r);
+    let md = markdown(r, stages);
     std::fs::write(dir.join("results.md"), &md)?;
     for p in &r.profiles {
         let name = if p.profile == "default" {

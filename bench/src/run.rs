@@ -1,10 +1,34 @@
-//! The benchmark run: the selected stages in order, `results.json` saved after each, then
-//! the report.
+//! The benchmark run: every stage there is ([`stages`]), the selected ones run in order with
+//! `results.json` saved after each, then the report. A failing stage is recorded with its
+//! location (stage, contender, workload, failing call and its stderr) and the run goes on
+//! with the next stage.
 
-use crate::Cli;
+use std::path::Path;
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::control::ControlPlane;
+use crate::cri::CriStage;
+use crate::error::{At, CallFailed};
+use crate::memory::MemoryStage;
+use crate::profile::Profile;
 use crate::report;
-use crate::results::Results;
-use crate::stage::{self, Ctx, Plan};
+use crate::results::{Failure, Results, StageRecord};
+use crate::scaling::Scaling;
+use crate::stage::{Ctx, Plan, Stage};
+use crate::workloads::{WorkloadId, Workloads};
+
+/// Every stage, in the order a full run takes them.
+pub fn stages() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(Workloads(Profile::Default)),
+        Box::new(Workloads(Profile::Edge)),
+        Box::new(Scaling),
+        Box::new(ControlPlane),
+        Box::new(MemoryStage),
+        Box::new(CriStage),
+    ]
+}
 
 /// Runs the stages `cli` selects and writes the results and the report.
 ///
@@ -12,10 +36,11 @@ use crate::stage::{self, Ctx, Plan};
 ///
 /// When a stage failed (after everything measured was written) or nothing could be written.
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
-    let known: Vec<&str> = stage::all()
+    let stages = stages();
+    let known: Vec<&str> = stages
         .iter()
         .map(|s| s.name())
-        .chain(crate::workloads::WorkloadId::ALL.iter().map(|w| w.id()))
+        .chain(WorkloadId::ALL.iter().map(|w| w.id()))
         .collect();
     if let Some(bad) = cli.only.iter().find(|o| !known.contains(&o.as_str())) {
         anyhow::bail!(
@@ -37,8 +62,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         ..Results::default()
     };
     results.save(&cli.out)?;
-    let results = stage::run_all(Ctx { cli, plan, results }, &cli.out);
-    report::write(&cli.out, &results)?;
+    let results = run_all(&stages, Ctx { cli, plan, results }, &cli.out);
+    report::write(&cli.out, &results, &stages)?;
     if !results.failures.is_empty() {
         anyhow::bail!(
             "{} stage(s) failed ({}); what they measured is in {}",
@@ -53,4 +78,53 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs the `stages` that `ctx` selects, saving `results.json` under `out` after each;
+/// returns the results, `complete` when every stage ran without failure.
+fn run_all(stages: &[Box<dyn Stage>], mut ctx: Ctx<'_>, out: &Path) -> Results {
+    let mut failed = false;
+    for stage in stages {
+        if !stage.selected(&ctx) {
+            continue;
+        }
+        eprintln!("bench: stage {}", stage.name());
+        let started = Instant::now();
+        let res = stage.run(&mut ctx);
+        let seconds = started.elapsed().as_secs_f64();
+        if let Err(e) = &res {
+            failed = true;
+            let failure = failure(stage.name(), e);
+            eprintln!(
+                "bench: stage {} FAILED after {seconds:.0} s: {:#}",
+                stage.name(),
+                e
+            );
+            ctx.results.failures.push(failure);
+        }
+        ctx.results.stages.push(StageRecord {
+            name: stage.name().to_string(),
+            seconds,
+            ok: res.is_ok(),
+        });
+        if let Err(e) = ctx.results.save(out) {
+            eprintln!("bench: cannot save results.json: {e:#}");
+        }
+    }
+    ctx.results.complete = !failed;
+    ctx.results
+}
+
+/// The record of stage `stage`'s failure `e`, with the [`At`] and [`CallFailed`] it carries.
+fn failure(stage: &str, e: &anyhow::Error) -> Failure {
+    let at = e.downcast_ref::<At>();
+    let call = e.downcast_ref::<CallFailed>();
+    Failure {
+        stage: stage.to_string(),
+        contender: at.map(|a| a.contender.clone()),
+        workload: at.map(|a| a.workload.clone()),
+        call: call.map(|c| c.call.clone()),
+        stderr: call.map(|c| c.stderr.clone()),
+        error: format!("{e:#}"),
+    }
 }

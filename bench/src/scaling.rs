@@ -8,10 +8,11 @@ use anyhow::Context as _;
 use smarter_testbed::WAN_SERVER_IP;
 
 use crate::contender::{Contender, Kind, POD_PORT};
+use crate::error::At;
 use crate::load::{RrServer, crr, rr};
 use crate::report;
 use crate::results::{Results, ScalingRow};
-use crate::stage::{At, Ctx, Stage};
+use crate::stage::{Ctx, Stage};
 
 /// NAT and hostPort with more and more pods.
 pub struct Scaling;

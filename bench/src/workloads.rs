@@ -10,11 +10,13 @@ use anyhow::Context as _;
 use smarter_testbed::WAN_SERVER_IP;
 
 use crate::contender::{Contender, Kind, POD_PORT};
+use crate::error::At;
 use crate::load::{RrServer, crr, have_iperf3, iperf3, rr, udp};
 use crate::profile::{CpuTimes, Profile};
 use crate::report;
 use crate::results::{Figure, Results, Workload};
-use crate::stage::{At, Ctx, Stage};
+use crate::stage::{Ctx, Stage};
+use crate::stats::median;
 
 /// One data-plane workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,16 +265,16 @@ fn store(
             contenders.insert(
                 (*k).to_string(),
                 Figure {
-                    median: report::median(&values),
+                    median: median(&values),
                     min: values.iter().copied().fold(f64::INFINITY, f64::min),
                     max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                     samples: values,
                     p50_us: (!lat.is_empty())
-                        .then(|| report::median(&lat.iter().map(|l| l.0).collect::<Vec<_>>())),
+                        .then(|| median(&lat.iter().map(|l| l.0).collect::<Vec<_>>())),
                     p99_us: (!lat.is_empty())
-                        .then(|| report::median(&lat.iter().map(|l| l.1).collect::<Vec<_>>())),
-                    softirq_ms: Some(report::median(&softirq)),
-                    kernel_ms: Some(report::median(&kernel)),
+                        .then(|| median(&lat.iter().map(|l| l.1).collect::<Vec<_>>())),
+                    softirq_ms: Some(median(&softirq)),
+                    kernel_ms: Some(median(&kernel)),
                 },
             );
         }

@@ -1,19 +1,26 @@
-//! The architecture as a checked rule: which module of a crate imports which, read from the
-//! sources (`use` trees and inline `crate::`/`super::` paths, comments and `#[cfg(test)]`
-//! modules left out), then two checks:
+//! The architecture as a checked rule, for every crate of the workspace: which module of a
+//! crate imports which ([`imports`]), then two checks:
 //!
-//! - **no circles**: the graph of file modules has no cycle between modules that are not
-//!   parent and child (a child using what its parent re-exports is the module tree, not a
-//!   circle);
-//! - **no upward imports**: top-level modules are given in layers, bottom first; a module
-//!   may import its own layer and the ones below.
+//! - **no circles**, in every crate: the graph of file modules has no cycle between modules
+//!   that are not parent and child (a child using what its parent re-exports is the module
+//!   tree, not a circle);
+//! - **no upward imports**, where a crate declares layers ([`DECLARED`]): its top-level
+//!   modules are given in layers, bottom first; a module may import its own layer and the
+//!   ones below.
 //!
-//! `cargo xtask layers` prints the violations; the unit tests below run the check on the
-//! workspace's crates, so CI fails on a new circle or upward import.
+//! The crates are the workspace's `members`, so a new crate is checked from its first day.
+//! `cargo xtask layers` prints the violations; the unit tests run the check on every crate,
+//! so CI fails on a new circle or upward import.
+
+mod imports;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+pub use imports::{Graph, graph};
 
 /// One broken rule, printable.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,46 +51,6 @@ impl std::fmt::Display for Violation {
             ),
         }
     }
-}
-
-/// Module path (`a::b`, "" for the crate root) → the modules it imports.
-pub type Graph = BTreeMap<String, BTreeSet<String>>;
-
-/// Reads every `.rs` file under `src` (a crate's source root) into the import graph.
-/// `bin/` (thin binaries at the top) is left out.
-///
-/// # Errors
-///
-/// When a file cannot be read.
-pub fn graph(src: &Path) -> std::io::Result<Graph> {
-    let mut files = Vec::new();
-    collect(src, &mut files)?;
-    let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
-    let mut g = Graph::new();
-    for file in &files {
-        let here = module_of(src, file);
-        if here == "bin" || here.starts_with("bin::") || is_test_module(&here) {
-            continue;
-        }
-        let text = strip(&fs::read_to_string(file)?);
-        let deps = g.entry(here.clone()).or_default();
-        for path in paths(&text) {
-            if let Some(target) = resolve(&here, &path, &modules)
-                && target != here
-                && !is_test_module(&target)
-            {
-                deps.insert(target);
-            }
-        }
-    }
-    Ok(g)
-}
-
-/// Test-only modules (`tests`, `tests_*`) may import anything of their parent.
-fn is_test_module(m: &str) -> bool {
-    m.rsplit("::")
-        .next()
-        .is_some_and(|last| last == "tests" || last.starts_with("tests_"))
 }
 
 /// Violations of the two rules in `g`; `layers` lists the top-level modules bottom first
@@ -174,226 +141,6 @@ fn shortest_cycle<'a>(
     None
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// `src/a/b.rs` and `src/a/b/mod.rs` → `a::b`; `lib.rs`/`main.rs` → "".
-fn module_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).unwrap_or(file).with_extension("");
-    let mut parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    if matches!(
-        parts.last().map(String::as_str),
-        Some("lib" | "main" | "mod")
-    ) {
-        parts.pop();
-    }
-    parts.join("::")
-}
-
-/// The source without comments, string literals' contents and `#[cfg(test)]` items.
-fn strip(text: &str) -> String {
-    let mut out = String::new();
-    let mut skip_depth: Option<i32> = None;
-    let mut pending_cfg_test = false;
-    for line in text.lines() {
-        let code = line.split("//").next().unwrap_or("");
-        let trimmed = code.trim();
-        if let Some(depth) = skip_depth.as_mut() {
-            *depth += brace_delta(code);
-            if *depth <= 0 {
-                skip_depth = None;
-            }
-            continue;
-        }
-        if trimmed.starts_with("#[cfg(test)]") {
-            pending_cfg_test = true;
-            continue;
-        }
-        if pending_cfg_test {
-            pending_cfg_test = false;
-            let depth = brace_delta(code);
-            if depth > 0 {
-                skip_depth = Some(depth);
-            }
-            // `mod x;` or a one-line item: dropped either way.
-            continue;
-        }
-        out.push_str(code);
-        out.push('\n');
-    }
-    out
-}
-
-fn brace_delta(code: &str) -> i32 {
-    let open = i32::try_from(code.matches('{').count()).unwrap_or(i32::MAX);
-    let close = i32::try_from(code.matches('}').count()).unwrap_or(i32::MAX);
-    open - close
-}
-
-/// Every path starting at `crate::`, `super::` or `self::` (with `use` trees expanded), as
-/// its segments.
-fn paths(text: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let mut in_use: Vec<String> = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let t = line.trim_start();
-        let t = t.strip_prefix("pub ").or_else(|| {
-            t.strip_prefix("pub(")
-                .and_then(|r| r.split_once(") ").map(|(_, r)| r))
-        });
-        let Some(tree) = t.unwrap_or(line.trim_start()).strip_prefix("use ") else {
-            continue;
-        };
-        let mut stmt = tree.to_string();
-        while !stmt.contains(';') {
-            match lines.next() {
-                Some(l) => stmt.push_str(l),
-                None => break,
-            }
-        }
-        let end = stmt.find(';').unwrap_or(stmt.len());
-        expand(&stmt[..end], &mut Vec::new(), &mut out);
-        in_use.push(stmt);
-    }
-    let text = text
-        .lines()
-        .filter(|l| {
-            !in_use
-                .iter()
-                .any(|u| u.contains(l.trim()) && l.contains("use "))
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let text = text.as_str();
-    let bytes = text.as_bytes();
-    for anchor in ["crate::", "super::", "self::"] {
-        let mut from = 0;
-        while let Some(j) = text[from..].find(anchor) {
-            let at = from + j;
-            from = at + anchor.len();
-            if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
-                continue;
-            }
-            if at >= 2 && &text[at - 2..at] == "::" {
-                continue;
-            }
-            let seg: String = text[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
-                .collect();
-            let parts: Vec<String> = seg
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
-            out.push(parts);
-        }
-    }
-    out.retain(|p| {
-        matches!(
-            p.first().map(String::as_str),
-            Some("crate" | "super" | "self")
-        )
-    });
-    out
-}
-
-/// Expands a `use` tree (`a::{b, c::{d}}`) into its paths.
-fn expand(tree: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-    let tree = tree.trim();
-    if let Some(open) = tree.find('{') {
-        let head: Vec<String> = tree[..open]
-            .split("::")
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        let close = tree.rfind('}').filter(|&c| c > open).unwrap_or(tree.len());
-        let inner = &tree[open + 1..close];
-        let depth = prefix.len();
-        prefix.extend(head);
-        for part in split_top(inner) {
-            expand(part, prefix, out);
-        }
-        prefix.truncate(depth);
-    } else {
-        let name = tree.split(" as ").next().unwrap_or("").trim();
-        let mut p = prefix.clone();
-        p.extend(
-            name.split("::")
-                .map(str::trim)
-                .filter(|s| !s.is_empty() && *s != "self")
-                .map(str::to_string),
-        );
-        if !p.is_empty() {
-            out.push(p);
-        }
-    }
-}
-
-/// Splits at the commas of the outermost level.
-fn split_top(s: &str) -> Vec<&str> {
-    let (mut depth, mut start, mut parts) = (0, 0, Vec::new());
-    for (i, c) in s.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts.into_iter().filter(|p| !p.trim().is_empty()).collect()
-}
-
-/// The file module a path lands in, seen from module `here`: the longest known module
-/// prefix after making the path absolute.
-fn resolve(here: &str, path: &[String], modules: &BTreeSet<String>) -> Option<String> {
-    let mut abs: Vec<String> = if here.is_empty() {
-        Vec::new()
-    } else {
-        here.split("::").map(str::to_string).collect()
-    };
-    let mut segs = path.iter().peekable();
-    match segs.peek().map(|s| s.as_str()) {
-        Some("crate") => {
-            abs.clear();
-            segs.next();
-        }
-        Some("self") => {
-            segs.next();
-        }
-        Some("super") => {
-            while segs.peek().map(|s| s.as_str()) == Some("super") {
-                segs.next();
-                abs.pop()?;
-            }
-        }
-        _ => return None,
-    }
-    abs.extend(segs.cloned());
-    (0..=abs.len())
-        .rev()
-        .map(|n| abs[..n].join("::"))
-        .find(|m| modules.contains(m))
-}
-
 /// The layers of smarter-cni, bottom first: foundations, the CNI protocol and config,
 /// IPAM, the datapaths, DNS, the verbs, the programs built on them.
 pub const CNI_LAYERS: &[&[&str]] = &[
@@ -406,17 +153,107 @@ pub const CNI_LAYERS: &[&[&str]] = &[
     &["agent", "bpfctl", "install"],
 ];
 
-/// Prints the violations of both crates; an error when there are any.
+/// The layers of the benchmark harness (`bench`), bottom first: foundations (the command
+/// line, the results, errors, statistics, profiles, one plugin call, the load generators, the
+/// targets), what a stage is with the contenders and the report, the stages, the runner.
+pub const BENCH_LAYERS: &[&[&str]] = &[
+    &[
+        "cli", "results", "error", "stats", "profile", "plugin", "load", "targets",
+    ],
+    &["stage", "contender", "report"],
+    &["workloads", "scaling", "control", "memory", "cri"],
+    &["run"],
+];
+
+/// The crates (as their directories in the workspace) that declare layers, with them; every
+/// other crate of the workspace is checked for circles only.
+pub const DECLARED: &[(&str, &[&[&str]])] = &[("smarter-cni", CNI_LAYERS), ("bench", BENCH_LAYERS)];
+
+/// The layers `krate` declares (none when it is not in [`DECLARED`]).
+#[must_use]
+pub fn layers_of(krate: &str) -> &'static [&'static [&'static str]] {
+    DECLARED
+        .iter()
+        .find(|(k, _)| *k == krate)
+        .map_or(&[], |(_, layers)| layers)
+}
+
+/// The crates of the workspace at `root`: the `members` of its `Cargo.toml`, as directories
+/// relative to `root`, in the order listed.
+///
+/// # Errors
+///
+/// When the manifest cannot be read or lists no members.
+pub fn members(root: &Path) -> anyhow::Result<Vec<String>> {
+    let path = root.join("Cargo.toml");
+    let manifest =
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut list = String::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        let code = line.split('#').next().unwrap_or("");
+        if !inside {
+            let Some(value) = code
+                .trim_start()
+                .strip_prefix("members")
+                .and_then(|r| r.trim_start().strip_prefix('='))
+            else {
+                continue;
+            };
+            inside = true;
+            list.push_str(value);
+        } else {
+            list.push_str(code);
+        }
+        if list.contains(']') {
+            break;
+        }
+    }
+    let names: Vec<String> = list
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "{}: no workspace members",
+        path.display()
+    );
+    Ok(names)
+}
+
+/// The import graph of crate `krate` (a member of the workspace at `root`) and its
+/// violations: circles, and upward imports against the layers it declares.
+///
+/// # Errors
+///
+/// When a source cannot be read.
+pub fn check_crate(root: &Path, krate: &str) -> std::io::Result<(Graph, Vec<Violation>)> {
+    let g = graph(&root.join(krate).join("src"))?;
+    let v = check(&g, layers_of(krate));
+    Ok((g, v))
+}
+
+/// Prints the violations of every crate of the workspace at `root`; an error when there are
+/// any.
 ///
 /// # Errors
 ///
 /// When a source cannot be read or a rule is broken.
 pub fn report(root: &Path) -> anyhow::Result<()> {
     let mut n = 0;
-    for (krate, layers) in [("smarter-cni", CNI_LAYERS), ("smarter-ebpf", &[][..])] {
-        let g = graph(&root.join(krate).join("src"))?;
-        let v = check(&g, layers);
-        println!("{krate}: {} modules, {} violations", g.len(), v.len());
+    for krate in members(root)? {
+        let (g, v) = check_crate(root, &krate).with_context(|| format!("reading {krate}"))?;
+        let layers = match layers_of(&krate).len() {
+            0 => "no layers declared (circles only)".to_string(),
+            l => format!("{l} layers"),
+        };
+        println!(
+            "{krate}: {} modules, {layers}, {} violations",
+            g.len(),
+            v.len()
+        );
         for x in &v {
             println!("  {x}");
         }

@@ -69,8 +69,8 @@ enum Task {
     /// Cross-compile static release binaries for amd64, arm64 and armv7 and build one
     /// `FROM scratch` image per platform plus a manifest list with buildah (deploy/Containerfile).
     Image(image::ImageArgs),
-    /// Print the import circles and upward imports of smarter-cni and smarter-ebpf (the
-    /// tests fail on any).
+    /// Print the import circles of every crate of the workspace, and the upward imports of
+    /// those that declare layers (the tests fail on any).
     Layers,
     /// Boot Debian bookworm 6.1 kernels (arm64, armhf, amd64) under QEMU with the project's
     /// cross-built static binaries and test executables in an initramfs, and run the datapath

@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 use super::*;
 
 fn workspace() -> PathBuf {
@@ -7,25 +9,81 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn assert_clean(krate: &str, layers: &[&[&str]]) {
-    let g = graph(&workspace().join(krate).join("src")).expect("sources readable");
-    assert!(g.len() > 5, "{krate}: too few modules found ({})", g.len());
-    let v = check(&g, layers);
-    assert!(
-        v.is_empty(),
-        "{krate}:\n{}",
-        v.iter().map(|v| format!("  {v}\n")).collect::<String>()
+/// The violations of every crate of the workspace at `root`, one line each, crate first.
+fn violations(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for krate in members(root).expect("workspace manifest readable") {
+        let (g, v) = check_crate(root, &krate).expect("sources readable");
+        assert!(
+            g.contains_key(""),
+            "{krate}: no crate root (lib.rs or main.rs) found under src/"
+        );
+        out.extend(v.iter().map(|v| format!("{krate}: {v}")));
+    }
+    out
+}
+
+#[test]
+fn every_workspace_crate_is_checked() {
+    let members = members(&workspace()).unwrap();
+    for krate in [
+        "smarter-cni",
+        "smarter-common",
+        "smarter-ebpf",
+        "smarter-ebpf-tests",
+        "smarter-testbed",
+        "xtask",
+        "bench",
+    ] {
+        assert!(
+            members.iter().any(|m| m == krate),
+            "{krate} not checked: {members:?}"
+        );
+    }
+    for (krate, _) in DECLARED {
+        assert!(
+            members.iter().any(|m| m == krate),
+            "{krate} declares layers but is no member: {members:?}"
+        );
+    }
+}
+
+#[test]
+fn no_crate_has_circles_or_upward_imports() {
+    let v = violations(&workspace());
+    assert!(v.is_empty(), "\n{}", v.join("\n"));
+}
+
+#[test]
+fn a_circle_in_any_member_is_found() {
+    let ws = tree(&[
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\n    \"one\", # the first\n    \"two\",\n]\ndefault-members = [\"one\"]\n",
+        ),
+        ("one/src/lib.rs", "mod a;\n"),
+        ("one/src/a.rs", ""),
+        ("two/src/main.rs", "mod x; mod y;\n"),
+        ("two/src/x.rs", "use crate::y::Y;\n"),
+        ("two/src/y.rs", "pub fn f() { crate::x::g(); }\n"),
+    ]);
+    assert_eq!(members(&ws.0).unwrap(), ["one", "two"]);
+    assert_eq!(
+        violations(&ws.0),
+        ["two: import circle: x -> y -> x"],
+        "a crate that declares no layers is still checked for circles"
     );
 }
 
 #[test]
-fn smarter_cni_has_no_circles_or_upward_imports() {
-    assert_clean("smarter-cni", CNI_LAYERS);
-}
-
-#[test]
-fn smarter_ebpf_has_no_circles() {
-    assert_clean("smarter-ebpf", &[]);
+fn declared_layers_are_kept_apart() {
+    for (krate, layers) in DECLARED {
+        let all: Vec<&str> = layers.iter().flat_map(|l| l.iter().copied()).collect();
+        let unique: BTreeSet<&str> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "{krate}: a module in two layers");
+        assert_eq!(layers_of(krate), *layers);
+    }
+    assert!(layers_of("smarter-common").is_empty());
 }
 
 fn tree(files: &[(&str, &str)]) -> tempfile_free::Dir {
