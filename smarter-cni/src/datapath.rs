@@ -28,7 +28,7 @@ mod seam;
 mod types;
 pub mod uplink;
 
-pub use choice::{ChoiceReason, ChoiceRecord, DatapathChoice, DatapathKind};
+pub use choice::{ChoiceReason, ChoiceRecord, DatapathChoice};
 pub use ebpf::{
     EbpfDatapath, EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView, PinRootState,
     ensure_pin_root, probe, remove_network_pins,
@@ -39,7 +39,7 @@ pub use open::{
 pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings, UplinkView};
 pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
 pub use types::{
-    AttachMode, CtEntryView, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill,
-    PodLink,
+    AttachMode, CtEntryView, DatapathConfig, DatapathKind, EndpointSpec, EventView, HostPortSpec,
+    MapFill, PodLink,
 };
 pub use uplink::Uplink;

@@ -11,44 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::ebpf::{EbpfError, EbpfUnavailable, probe};
+use super::types::DatapathKind;
 use crate::cni::DatapathMode;
-
-/// Which of the two datapaths serves a network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatapathKind {
-    /// TC eBPF programs and pinned maps.
-    Ebpf,
-    /// nftables rules (earlier releases called it `iptables`).
-    Nftables,
-}
-
-impl DatapathKind {
-    /// The configuration's and the attachment records' name: `ebpf` or `nftables`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ebpf => "ebpf",
-            Self::Nftables => "nftables",
-        }
-    }
-
-    /// Parses a recorded name (attachment records, the choice record): `ebpf`, `nftables`,
-    /// or `iptables` as records of earlier releases say. Anything else is an error, never a
-    /// guess: a record naming a datapath this build does not know is left alone.
-    ///
-    /// # Errors
-    ///
-    /// The unknown name, quoted.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        match name {
-            "ebpf" => Ok(Self::Ebpf),
-            "nftables" | "iptables" => Ok(Self::Nftables),
-            other => Err(format!(
-                "unknown datapath {other:?} (known: \"ebpf\", \"nftables\")"
-            )),
-        }
-    }
-}
 
 /// Why a network is on its datapath.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,6 +54,3 @@ pub use inspect::HookView;
 pub use network::EbpfNetwork;
 pub use object::EBPF_OBJECT;
 pub use pins::remove_network_pins;
-
-// What the children share, in scope for them as `super::…`.
-use crate::datapath::{AttachMode, CtTimeouts, EndpointSpec, HostPortSpec, Uplink};

@@ -7,10 +7,12 @@
 //! `<stateDir>/<network>/datapath.choice`. [`open_existing`] opens what is there without
 //! creating anything (DEL, CHECK, GC, inspection, uninstall).
 
+use super::choice::{ChoiceReason, DatapathChoice};
 use super::ebpf::EbpfNetwork;
 use super::nftables::NftablesNetwork;
 use super::seam::{Datapath, DatapathError, Settings};
-use super::{AttachMode, ChoiceReason, DatapathChoice, DatapathKind};
+use super::types::AttachMode;
+use super::types::DatapathKind;
 use crate::cni::{NetConf, TcAttachMode};
 
 /// A datapath opened for new pods, with why it is the one.
@@ -65,7 +67,7 @@ pub fn open(conf: &NetConf) -> Result<Opened, DatapathError> {
     let mut choice = select(conf);
     let mut datapath: Option<Box<dyn Datapath>> = None;
     if choice.datapath == DatapathKind::Ebpf
-        && let Some(msg) = s.attach.unsupported()
+        && let Some(msg) = super::ebpf::attach::unsupported(s.attach)
     {
         return Err(DatapathError::Config {
             key: "tcAttach",
@@ -109,7 +111,7 @@ pub fn open_existing(
 
 /// Whether the `kind` driver can serve on this node, found without opening or creating
 /// anything of the network (STATUS, the installer): eBPF when the pin root is (or can be
-/// made) on bpffs and bpf(2) is permitted ([`super::probe`]); nftables when `nft` runs and the
+/// made) on bpffs and bpf(2) is permitted ([`super::ebpf::probe`]); nftables when `nft` runs and the
 /// kernel accepts what its tables need (a throwaway table, created and deleted in one batch).
 ///
 /// # Errors
@@ -117,7 +119,7 @@ pub fn open_existing(
 /// Why it cannot, in words.
 pub fn usable(conf: &NetConf, kind: DatapathKind) -> Result<(), String> {
     match kind {
-        DatapathKind::Ebpf => super::probe(&conf.bpffs_dir)
+        DatapathKind::Ebpf => super::ebpf::probe(&conf.bpffs_dir)
             .map(drop)
             .map_err(|u| u.to_string()),
         DatapathKind::Nftables => {
@@ -129,7 +131,7 @@ pub fn usable(conf: &NetConf, kind: DatapathKind) -> Result<(), String> {
 /// Whether `path` is on a bpf file system.
 #[must_use]
 pub fn on_bpffs(path: &std::path::Path) -> bool {
-    super::EbpfDatapath::check_bpffs(path).is_ok()
+    super::ebpf::EbpfDatapath::check_bpffs(path).is_ok()
 }
 
 /// Logs the choice and records it for `smarter-bpfctl status` (best effort).

@@ -12,10 +12,14 @@ use std::path::PathBuf;
 
 use ipnetwork::Ipv4Network;
 
-use super::{
-    AttachMode, CtTimeouts, DatapathConfig, DatapathKind, EndpointSpec, HostPortSpec, PodLink,
-    Uplink,
+use smarter_common::CtTimeouts;
+
+use super::types::DatapathKind;
+use super::types::{
+    AttachMode, CtEntryView, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill,
+    PodLink,
 };
+use super::uplink::Uplink;
 
 /// What a datapath needs to know of its network, taken from the configuration once, when it
 /// is opened.
@@ -124,10 +128,7 @@ pub trait DropEvents: Send {
     /// # Errors
     ///
     /// When the stream cannot be read.
-    fn next(
-        &mut self,
-        timeout: std::time::Duration,
-    ) -> Result<Option<super::EventView>, DatapathError>;
+    fn next(&mut self, timeout: std::time::Duration) -> Result<Option<EventView>, DatapathError>;
 }
 
 /// One network's datapath, opened.
@@ -211,7 +212,7 @@ pub trait Datapath: fmt::Debug + Send {
     /// # Errors
     ///
     /// When a table cannot be read.
-    fn fill(&self) -> Result<Vec<super::MapFill>, DatapathError> {
+    fn fill(&self) -> Result<Vec<MapFill>, DatapathError> {
         Ok(Vec::new())
     }
 
@@ -287,7 +288,7 @@ pub trait Datapath: fmt::Debug + Send {
     /// # Errors
     ///
     /// When the table cannot be read.
-    fn flows(&self) -> Result<Option<Vec<super::CtEntryView>>, DatapathError> {
+    fn flows(&self) -> Result<Option<Vec<CtEntryView>>, DatapathError> {
         Ok(None)
     }
 

@@ -20,15 +20,6 @@ pub enum AttachMode {
     Netlink,
 }
 
-impl AttachMode {
-    /// Why this kernel cannot attach this way, if it cannot: `Tcx` before Linux 6.6 (`Auto`
-    /// picks netlink there by itself).
-    #[must_use]
-    pub fn unsupported(self) -> Option<String> {
-        super::ebpf::attach::unsupported(self)
-    }
-}
-
 /// The network settings the datapath needs from the CNI configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatapathConfig {
@@ -153,4 +144,41 @@ pub struct CtEntryView {
     pub state: &'static str,
     /// Time since the last packet.
     pub age: Duration,
+}
+
+/// Which of the two datapaths serves a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatapathKind {
+    /// TC eBPF programs and pinned maps.
+    Ebpf,
+    /// nftables rules (earlier releases called it `iptables`).
+    Nftables,
+}
+
+impl DatapathKind {
+    /// The configuration's and the attachment records' name: `ebpf` or `nftables`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ebpf => "ebpf",
+            Self::Nftables => "nftables",
+        }
+    }
+
+    /// Parses a recorded name (attachment records, the choice record): `ebpf`, `nftables`,
+    /// or `iptables` as records of earlier releases say. Anything else is an error, never a
+    /// guess: a record naming a datapath this build does not know is left alone.
+    ///
+    /// # Errors
+    ///
+    /// The unknown name, quoted.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "ebpf" => Ok(Self::Ebpf),
+            "nftables" | "iptables" => Ok(Self::Nftables),
+            other => Err(format!(
+                "unknown datapath {other:?} (known: \"ebpf\", \"nftables\")"
+            )),
+        }
+    }
 }

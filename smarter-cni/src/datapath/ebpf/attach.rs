@@ -16,7 +16,9 @@ use aya::{
 };
 use nix::libc;
 
-use super::{AttachMode, EbpfError, pins, sys, tc_filters};
+use super::error::EbpfError;
+use super::{pins, sys, tc_filters};
+use crate::datapath::types::AttachMode;
 
 /// Netlink attachments use a fixed priority and handle, so re-attaching replaces our own filter
 /// instead of stacking a second one.

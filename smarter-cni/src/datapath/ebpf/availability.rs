@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::EbpfError;
+use super::error::EbpfError;
 use super::pins::{self, RootState};
 
 /// Why the eBPF datapath cannot run here.

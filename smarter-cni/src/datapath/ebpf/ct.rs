@@ -1,7 +1,7 @@
 //! Conntrack of the eBPF SNAT: decoding for operators, garbage collection by age, and flushing a
 //! deleted pod's flows. The kernel only refreshes `last_seen`; user space expires entries.
 
-use crate::datapath::CtEntryView;
+use crate::datapath::types::CtEntryView;
 use std::{net::Ipv4Addr, time::Duration};
 
 use smarter_common::{
@@ -10,7 +10,10 @@ use smarter_common::{
     maps,
 };
 
-use super::{CtTimeouts, EbpfDatapath, EbpfError, handle::addr};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
+use super::handle::addr;
+use smarter_common::CtTimeouts;
 
 fn ip(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a.to_ne_bytes())

@@ -6,7 +6,9 @@
 use smarter_common::progs;
 
 use super::attach::{self, Hook};
-use super::{AttachMode, EbpfDatapath, EbpfError};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
+use crate::datapath::types::AttachMode;
 
 /// Link pin name of the backstop's TCX link.
 pub(super) const EGRESS_LINK: &str = "uplink_egress";

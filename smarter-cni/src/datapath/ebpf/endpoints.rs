@@ -10,11 +10,15 @@ use smarter_common::{
 };
 
 use super::attach::Hook;
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
 use super::{
-    AttachMode, EbpfDatapath, EbpfError, EndpointSpec, attach,
+    attach,
     handle::{Maps, addr},
     pins,
 };
+use crate::datapath::types::AttachMode;
+use crate::datapath::types::EndpointSpec;
 
 /// The attachment other than `host_ifname`'s that holds an endpoint, by its host veth name
 /// (from the metadata; without it, the live interface the endpoint points at). `None` when the

@@ -270,7 +270,7 @@ impl EbpfError {
     }
 }
 
-impl From<EbpfError> for crate::datapath::DatapathError {
+impl From<EbpfError> for crate::datapath::seam::DatapathError {
     fn from(e: EbpfError) -> Self {
         match e {
             EbpfError::HostPortTaken {
@@ -283,7 +283,7 @@ impl From<EbpfError> for crate::datapath::DatapathError {
                 holder: holder.to_string(),
             },
             other => Self::Driver {
-                kind: crate::datapath::DatapathKind::Ebpf,
+                kind: crate::datapath::types::DatapathKind::Ebpf,
                 error: Box::new(other),
             },
         }

@@ -8,8 +8,10 @@ use aya::maps::{Map, MapData, RingBuf};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use smarter_common::{Event, Verdict, config::CFG_F_TRACE, maps};
 
-use super::{EbpfDatapath, EbpfError};
-use crate::datapath::{DatapathError, DropEvents, EventView};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
+use crate::datapath::seam::{DatapathError, DropEvents};
+use crate::datapath::types::EventView;
 
 impl EventView {
     fn decode(bytes: &[u8]) -> Option<Self> {

@@ -18,9 +18,10 @@ use smarter_common::{
     progs,
 };
 
+use super::error::EbpfError;
 use super::object::pinned_program_id;
-use super::{EbpfError, pins, pins::PinLayout};
-use crate::datapath::DatapathConfig;
+use super::{pins, pins::PinLayout};
+use crate::datapath::types::DatapathConfig;
 
 /// The typed maps of one network. aya's map writes take `&mut`, hence the mutex around them.
 pub(super) struct Maps {

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 
 use smarter_common::{EndpointKey, HostPortKey, HostPortValue, maps};
 
-use super::{EbpfDatapath, EbpfError, HostPortSpec, handle::addr};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
+use super::handle::addr;
+use crate::datapath::types::HostPortSpec;
 
 fn proto_name(p: u8) -> &'static str {
     smarter_common::ct::proto::name(p).unwrap_or("?")

@@ -8,8 +8,9 @@ use std::net::Ipv4Addr;
 use smarter_common::{EndpointKey, maps};
 
 use super::endpoints::is_absent;
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
 use super::handle::addr;
-use super::{EbpfDatapath, EbpfError};
 
 impl EbpfDatapath {
     /// Points host veth `ifindex` at the endpoint `ip`; returns the entry it replaced, for

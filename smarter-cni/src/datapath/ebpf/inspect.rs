@@ -1,13 +1,15 @@
 //! What operators ask of a running datapath (`smarter-bpfctl`, the agent's metrics): how full
 //! each map is, where the programs are attached and how, and careful conntrack removal.
 
-use crate::datapath::MapFill;
+use crate::datapath::types::MapFill;
 use std::net::Ipv4Addr;
 
 use smarter_common::{CtKey, CtValue, maps, progs};
 
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
 use super::{
-    EbpfDatapath, EbpfError, attach,
+    attach,
     uplink::{LOCAL_LINK, LOOPBACK},
 };
 

@@ -6,9 +6,10 @@ use std::path::Path;
 
 use smarter_common::{maps, progs};
 
+use super::error::EbpfError;
 use super::handle::EbpfDatapath;
-use super::{EbpfError, object, pins, pins::PinLayout};
-use crate::datapath::DatapathConfig;
+use super::{object, pins, pins::PinLayout};
+use crate::datapath::types::DatapathConfig;
 
 impl EbpfDatapath {
     /// Opens the pinned programs and maps of `network` under `<bpffs_root>/<network>/v<N>/`,

@@ -2,10 +2,13 @@
 
 use std::net::Ipv4Addr;
 
+use super::error::EbpfError;
 use super::handle::EbpfDatapath;
-use super::{EbpfError, pins};
+use super::pins;
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
-use crate::datapath::{DatapathKind, EndpointSpec, HostPortSpec, PodLink, Uplink};
+use crate::datapath::types::DatapathKind;
+use crate::datapath::types::{EndpointSpec, HostPortSpec, PodLink};
+use crate::datapath::uplink::Uplink;
 use crate::state::DirLock;
 
 /// One network's pinned programs and maps with the settings they were opened with.
@@ -213,7 +216,7 @@ impl Datapath for EbpfNetwork {
         Ok(Some(super::rows::config(network, &self.dp)?))
     }
 
-    fn flows(&self) -> Result<Option<Vec<crate::datapath::CtEntryView>>, DatapathError> {
+    fn flows(&self) -> Result<Option<Vec<crate::datapath::types::CtEntryView>>, DatapathError> {
         Ok(Some(self.dp.ct_entries()?))
     }
 
@@ -229,7 +232,7 @@ impl Datapath for EbpfNetwork {
         Ok(true)
     }
 
-    fn fill(&self) -> Result<Vec<crate::datapath::MapFill>, DatapathError> {
+    fn fill(&self) -> Result<Vec<crate::datapath::types::MapFill>, DatapathError> {
         Ok(self.dp.map_fill()?)
     }
 
@@ -245,7 +248,7 @@ impl Datapath for EbpfNetwork {
         Ok(Some((in_use.len(), usize::from(hi - lo) + 1)))
     }
 
-    fn drops(&self) -> Result<Option<Box<dyn crate::datapath::DropEvents>>, DatapathError> {
+    fn drops(&self) -> Result<Option<Box<dyn crate::datapath::seam::DropEvents>>, DatapathError> {
         Ok(Some(Box::new(self.dp.events()?)))
     }
 

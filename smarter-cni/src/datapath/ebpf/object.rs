@@ -10,7 +10,8 @@ use sha2::{Digest as _, Sha256};
 use smarter_common::{maps, progs};
 
 use super::attach::pin_error_to_io;
-use super::{EbpfError, pins, pins::PinLayout};
+use super::error::EbpfError;
+use super::{pins, pins::PinLayout};
 
 /// The eBPF object of this build: the `smarter-ebpf` programs and maps as `build.rs` built them
 /// for `bpfel-unknown-none`, embedded (8-byte aligned, as aya's loader wants). The datapath

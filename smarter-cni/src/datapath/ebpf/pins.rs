@@ -24,7 +24,7 @@ use smarter_common::{
     maps::{self, MapSpec},
 };
 
-use super::EbpfError;
+use super::error::EbpfError;
 
 /// The pin paths of one network at this build's [`LAYOUT_VERSION`].
 #[derive(Debug, Clone)]

@@ -3,7 +3,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::{EbpfDatapath, EbpfError};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
 use crate::datapath::rows::{ConfigRow, EndpointRow, HookRow, MapRow, StatusRow};
 use crate::netlink::format_mac;
 

@@ -10,8 +10,9 @@
 use smarter_common::progs;
 
 use super::attach::Hook;
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
 use super::{
-    EbpfDatapath, EbpfError,
     attach::{self},
     pins,
 };

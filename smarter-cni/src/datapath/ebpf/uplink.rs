@@ -8,7 +8,12 @@ use ipnetwork::Ipv4Network;
 use smarter_common::{NetConfig, Verdict, maps, progs};
 
 use super::attach::Hook;
-use super::{AttachMode, CtTimeouts, EbpfDatapath, EbpfError, Uplink, attach, handle::addr, pins};
+use super::error::EbpfError;
+use super::handle::EbpfDatapath;
+use super::{attach, handle::addr, pins};
+use crate::datapath::types::AttachMode;
+use crate::datapath::uplink::Uplink;
+use smarter_common::CtTimeouts;
 
 /// Pin name of the uplink's TCX link under `links/` (pod veth names never collide with it: the
 /// plugin names them `smv…`).

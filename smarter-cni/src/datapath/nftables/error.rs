@@ -64,7 +64,7 @@ pub enum NftablesError {
     },
 }
 
-impl From<NftablesError> for crate::datapath::DatapathError {
+impl From<NftablesError> for crate::datapath::seam::DatapathError {
     fn from(e: NftablesError) -> Self {
         match e {
             NftablesError::HostPortTaken {
@@ -77,7 +77,7 @@ impl From<NftablesError> for crate::datapath::DatapathError {
                 holder: owner,
             },
             other => Self::Driver {
-                kind: crate::datapath::DatapathKind::Nftables,
+                kind: crate::datapath::types::DatapathKind::Nftables,
                 error: Box::new(other),
             },
         }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::NftablesError;
+use super::error::NftablesError;
 
 /// Runs `nft` with `args`, feeding `stdin` when given, and returns its standard output.
 ///

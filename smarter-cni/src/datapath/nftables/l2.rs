@@ -15,7 +15,7 @@ use smarter_common::link::{
     link_local_of, nd_fixed_len,
 };
 
-use crate::datapath::PodLink;
+use crate::datapath::types::PodLink;
 
 /// Bridge-family set of pod ports (host veth names) whose frames are checked.
 pub(super) const SET_PORTS: &str = "ports";

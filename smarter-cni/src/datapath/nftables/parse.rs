@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use super::NftablesError;
-use crate::datapath::{HostPortSpec, PodLink};
+use super::error::NftablesError;
+use crate::datapath::types::{HostPortSpec, PodLink};
 
 fn parse_err(what: &str, reason: impl Into<String>) -> NftablesError {
     NftablesError::Parse {

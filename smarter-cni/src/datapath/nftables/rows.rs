@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{NftablesDatapath, NftablesError};
+use super::error::NftablesError;
+use super::tables::NftablesDatapath;
 use crate::datapath::rows::{EndpointRow, MapRow, StatusRow};
 use crate::netlink::format_mac;
 use crate::state::Attachment;

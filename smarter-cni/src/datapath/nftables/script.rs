@@ -8,9 +8,10 @@ use std::net::Ipv4Addr;
 
 use sha2::{Digest, Sha256};
 
+use super::config::NftablesConfig;
+use super::error::NftablesError;
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
-use super::{NftablesConfig, NftablesError};
-use crate::datapath::{HostPortSpec, PodLink};
+use crate::datapath::types::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
 pub(super) const TABLE_PREFIX: &str = "smarter_";

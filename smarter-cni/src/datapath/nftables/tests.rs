@@ -4,9 +4,11 @@ use std::net::Ipv4Addr;
 
 use serde_json::json;
 
+use super::config::NftablesConfig;
+use super::error::NftablesError;
 use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
-use super::{NftablesConfig, NftablesError, l2, parse};
-use crate::datapath::{HostPortSpec, PodLink};
+use super::{l2, parse};
+use crate::datapath::types::{HostPortSpec, PodLink};
 
 fn default_config() -> NftablesConfig {
     NftablesConfig {

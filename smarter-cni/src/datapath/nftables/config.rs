@@ -1,0 +1,24 @@
+//! [`NftablesConfig`]: the settings one network's rules are written from.
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+/// The settings of one network's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftablesConfig {
+    /// The CNI network name (tables are named after it).
+    pub network: String,
+    /// The bridge the pod veths are attached to.
+    pub bridge: String,
+    /// The pod subnet.
+    pub subnet: Ipv4Network,
+    /// The gateway address on the bridge.
+    pub gateway: Ipv4Addr,
+    /// The uplink masqueraded to; `None` masquerades out of every non-bridge interface.
+    pub uplink: Option<String>,
+    /// Destinations pods may not reach through the node.
+    pub deny: Vec<Ipv4Network>,
+    /// Source ports of masqueraded TCP/UDP flows (inclusive); `(0, 0)` lets the kernel choose.
+    pub nat_ports: (u16, u16),
+}

@@ -1,0 +1,359 @@
+//! [`NftablesDatapath`]: one network's two tables and the element batches that attach and
+//! detach pods.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+use super::config::NftablesConfig;
+use super::error::NftablesError;
+use super::l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
+use super::script::{MAP_TCP, MAP_UDP};
+use super::{exec, l2, parse, probe, script};
+
+use crate::datapath::types::{HostPortSpec, PodLink};
+
+/// One network's nftables datapath (its two tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftablesDatapath {
+    network: String,
+    table: String,
+}
+
+static PROBES: AtomicU32 = AtomicU32::new(0);
+
+impl NftablesDatapath {
+    /// Checks that `nft` runs and the kernel accepts the families, hooks and expressions the
+    /// datapath needs, in a throwaway table created and deleted in one batch.
+    ///
+    /// # Errors
+    ///
+    /// [`NftablesError::Spawn`] without `nft`, [`NftablesError::Command`] when the kernel refuses.
+    pub fn available() -> Result<(), NftablesError> {
+        let n = PROBES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("smarter_probe_{}_{n}", std::process::id());
+        exec::apply(&script::probe_script(&name), "probing nftables support")
+    }
+
+    /// Creates or updates the network's tables, sets, counters and rules in one atomic batch,
+    /// keeping existing set elements and counter values. Safe to call concurrently and again
+    /// with a changed configuration (e.g. a new uplink).
+    ///
+    /// # Errors
+    ///
+    /// [`NftablesError::Invalid`] for unusable names or port range, otherwise as `nft` fails.
+    pub fn ensure(cfg: &NftablesConfig) -> Result<Self, NftablesError> {
+        let script = script::ensure_script(cfg)?;
+        exec::apply(&script, &format!("setting up network {}", cfg.network))?;
+        Ok(Self::named(&cfg.network))
+    }
+
+    /// Opens the network's datapath when its tables exist.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails to list tables.
+    pub fn open(network: &str) -> Result<Option<Self>, NftablesError> {
+        let dp = Self::named(network);
+        Ok((!dp.present_families()?.is_empty()).then_some(dp))
+    }
+
+    /// Deletes the network's tables; success when they are already gone.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails.
+    pub fn remove(network: &str) -> Result<(), NftablesError> {
+        let dp = Self::named(network);
+        let mut attempt = 0;
+        loop {
+            let script: String = dp
+                .present_families()?
+                .iter()
+                .map(|family| format!("delete table {family} {}\n", dp.table))
+                .collect();
+            if script.is_empty() {
+                return Ok(());
+            }
+            match exec::apply(&script, &format!("removing network {network}")) {
+                Err(e) if exec::is_enoent(&e) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// The network name.
+    #[must_use]
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The name of both tables (`inet` and `bridge` families).
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Lets `ep` send from its address and MAC and maps its hostPorts, in one batch; replaces
+    /// stale elements of the same address or interface and hostPorts of the address that are
+    /// no longer wanted. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`NftablesError::HostPortTaken`] when a port maps to another pod (checked first, and by
+    /// the kernel inside the batch), [`NftablesError::NotEnsured`] without tables,
+    /// [`NftablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
+    /// is then changed).
+    pub fn attach_endpoint(
+        &self,
+        ep: &PodLink,
+        ports: &[HostPortSpec],
+    ) -> Result<(), NftablesError> {
+        script::check_ifname(&ep.host_ifname)?;
+        for (i, hp) in ports.iter().enumerate() {
+            let proto = script::proto_name(hp.protocol)?;
+            if ports[..i]
+                .iter()
+                .any(|o| o.protocol == hp.protocol && o.host_port == hp.host_port)
+            {
+                return Err(NftablesError::Invalid {
+                    what: "hostPort list",
+                    value: format!("{proto}/{}", hp.host_port),
+                    reason: "the same host port appears twice",
+                });
+            }
+        }
+        let context = format!("attaching {} ({})", ep.ip, ep.host_ifname);
+        let mut attempt = 0;
+        loop {
+            let doc = self.bridge_required()?;
+            let existing = parse::endpoints(&doc, SET_ENDPOINTS)?;
+            let links = parse::link_macs(&doc, SET_MACS)?;
+            let mapped = self.host_ports_required()?;
+            for hp in ports {
+                let taken = mapped.iter().find(|(m, ip)| {
+                    m.protocol == hp.protocol && m.host_port == hp.host_port && *ip != ep.ip
+                });
+                if let Some((m, ip)) = taken {
+                    return Err(NftablesError::HostPortTaken {
+                        protocol: script::proto_name(hp.protocol)?,
+                        port: hp.host_port,
+                        owner: format!("{ip}:{}", m.container_port),
+                    });
+                }
+            }
+            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
+                .into_iter()
+                .partition(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep);
+            // Endpoints attached before the link sets existed get their elements now.
+            let lacking: Vec<PodLink> = kept
+                .into_iter()
+                .filter(|o| o != ep && !links.contains(&l2::mac_key(o)))
+                .collect();
+            let stale_ports: Vec<(HostPortSpec, Ipv4Addr)> = mapped
+                .into_iter()
+                .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
+                .collect();
+            let script = script::attach_script(
+                &self.table,
+                ep,
+                ports,
+                (&stale_eps, &stale_ports),
+                &links,
+                &lacking,
+            )?;
+            match exec::apply(&script, &context) {
+                Err(e) if exec::is_enoent(&e) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// Removes the endpoint on `host_ifname` (and endpoints of `ip` whose interface is gone),
+    /// and, unless another endpoint still holds `ip`, its hostPorts and conntrack entries
+    /// (when the `conntrack` tool is installed). Success when already gone.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails.
+    pub fn detach_endpoint(&self, ip: Ipv4Addr, host_ifname: &str) -> Result<(), NftablesError> {
+        let context = format!("detaching {ip} ({host_ifname})");
+        let mut attempt = 0;
+        loop {
+            let doc = exec::list_table("bridge", &self.table)?;
+            let (existing, links) = match &doc {
+                Some(doc) => (
+                    parse::endpoints(doc, SET_ENDPOINTS)?,
+                    parse::link_macs(doc, SET_MACS)?,
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            let (gone, kept): (Vec<_>, Vec<_>) = existing.into_iter().partition(|o| {
+                o.host_ifname == host_ifname
+                    || (o.ip == ip
+                        && nix::net::if_::if_nametoindex(o.host_ifname.as_str()).is_err())
+            });
+            let still_used = kept.iter().any(|o| o.ip == ip);
+            let ports: Vec<_> = if still_used {
+                Vec::new()
+            } else {
+                self.host_ports()?
+                    .into_iter()
+                    .filter(|(_, owner)| *owner == ip)
+                    .collect()
+            };
+            let script = script::detach_script(&self.table, &gone, &ports, &links)?;
+            let result = if script.is_empty() {
+                Ok(())
+            } else {
+                exec::apply(&script, &context)
+            };
+            match result {
+                Err(e) if exec::is_enoent(&e) && attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    if !still_used {
+                        exec::flush_conntrack(ip);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// What differs between the tables and `ep`: missing tables or elements, and elements
+    /// of its address or interface that belong to something else. Empty when consistent.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails.
+    pub fn check_endpoint(&self, ep: &PodLink) -> Result<Vec<String>, NftablesError> {
+        let Some(doc) = exec::list_table("bridge", &self.table)? else {
+            return Ok(vec![format!("table bridge {} is missing", self.table)]);
+        };
+        let mut diffs = Vec::new();
+        if exec::list_table("inet", &self.table)?.is_none() {
+            diffs.push(format!("table inet {} is missing", self.table));
+        }
+        let elements = parse::endpoints(&doc, SET_ENDPOINTS)?;
+        let mac = script::format_mac(&ep.mac);
+        if !elements.contains(ep) {
+            diffs.push(format!(
+                "set {SET_ENDPOINTS} lacks \"{}\" . {} . {mac}",
+                ep.host_ifname, ep.ip
+            ));
+        }
+        for o in elements.iter().filter(|o| *o != ep) {
+            if o.ip == ep.ip || o.host_ifname == ep.host_ifname {
+                diffs.push(format!(
+                    "set {SET_ENDPOINTS} has conflicting \"{}\" . {} . {}",
+                    o.host_ifname,
+                    o.ip,
+                    script::format_mac(&o.mac)
+                ));
+            }
+        }
+        if !parse::names(&doc, SET_PORTS).contains(&ep.host_ifname) {
+            diffs.push(format!("set {SET_PORTS} lacks \"{}\"", ep.host_ifname));
+        }
+        if !parse::link_macs(&doc, SET_MACS)?.contains(&l2::mac_key(ep)) {
+            diffs.push(format!(
+                "set {SET_MACS} lacks \"{}\" . {mac}",
+                ep.host_ifname
+            ));
+        }
+        if !parse::link_local_ifnames(&doc, SET_LINK_LOCALS).contains(&ep.host_ifname) {
+            diffs.push(format!(
+                "set {SET_LINK_LOCALS} lacks \"{}\"",
+                ep.host_ifname
+            ));
+        }
+        Ok(diffs)
+    }
+
+    /// Every endpoint in the network's set; empty when the table does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
+    pub fn endpoints(&self) -> Result<Vec<PodLink>, NftablesError> {
+        exec::list_table("bridge", &self.table)?
+            .map_or(Ok(Vec::new()), |doc| parse::endpoints(&doc, SET_ENDPOINTS))
+    }
+
+    /// Every hostPort with the pod address it maps to; empty when the table does not exist.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
+    pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
+        exec::list_table("inet", &self.table)?.map_or(Ok(Vec::new()), |doc| host_ports_of(&doc))
+    }
+
+    /// The named counters of both tables: name, packets, bytes (`drop_deny`,
+    /// `drop_nodelocal`, `nat_masquerade` — new masqueraded connections —, `drop_leak`,
+    /// `drop_ipv6`, and the bridge table's `drop_spoof_ip`, `drop_spoof_arp`, `drop_spoof_l2`,
+    /// `drop_spoof_ip6`, `drop_ra_guard`, `drop_ethertype`).
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails.
+    pub fn counters(&self) -> Result<Vec<(String, u64, u64)>, NftablesError> {
+        let mut all = Vec::new();
+        for family in ["inet", "bridge"] {
+            if let Some(doc) = exec::list_table(family, &self.table)? {
+                all.extend(parse::counters(&doc));
+            }
+        }
+        Ok(all)
+    }
+
+    pub(super) fn named(network: &str) -> Self {
+        Self {
+            network: network.to_owned(),
+            table: script::table_name(network),
+        }
+    }
+
+    fn present_families(&self) -> Result<Vec<String>, NftablesError> {
+        // Netlink first (no `nft` process); `nft` when netlink cannot tell.
+        match probe::table_families(&self.table) {
+            Ok(families) => {
+                return Ok(families
+                    .into_iter()
+                    .filter(|f| f == "inet" || f == "bridge")
+                    .collect());
+            }
+            Err(e) => tracing::debug!("nf_tables netlink dump: {e}; asking nft"),
+        }
+        let doc = exec::list_tables()?;
+        Ok(parse::tables(&doc)
+            .into_iter()
+            .filter(|(family, name)| {
+                *name == self.table && (family == "inet" || family == "bridge")
+            })
+            .map(|(family, _)| family)
+            .collect())
+    }
+
+    fn bridge_required(&self) -> Result<Value, NftablesError> {
+        exec::list_table("bridge", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
+            table: format!("bridge {}", self.table),
+        })
+    }
+
+    fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
+        let doc =
+            exec::list_table("inet", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
+                table: format!("inet {}", self.table),
+            })?;
+        host_ports_of(&doc)
+    }
+}
+
+fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
+    let mut all = parse::host_ports(doc, MAP_TCP, 6)?;
+    all.extend(parse::host_ports(doc, MAP_UDP, 17)?);
+    Ok(all)
+}
