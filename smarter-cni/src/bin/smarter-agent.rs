@@ -140,7 +140,7 @@ impl Cli {
             domain: netconf.cluster_domain.clone(),
             ttl: self.dns_ttl,
             bridge: netconf.bridge.clone(),
-            bridge_mtu: netconf.mtu.unwrap_or(smarter_cni::cni::config::DEFAULT_MTU),
+            bridge_mtu: netconf.mtu_or_default(),
             cri_socket: (self.cri_socket != "none").then(|| PathBuf::from(&self.cri_socket)),
             resolv_conf: self.resolv_conf.clone(),
             ..DnsConfig::default()

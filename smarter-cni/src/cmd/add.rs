@@ -13,7 +13,7 @@ use crate::cni::{CniError, CniResult, Interface, IpConfig, MacAddr, Route};
 use crate::datapath::{Datapath, EndpointSpec, HostPortSpec};
 use crate::ipam::Ipam;
 use crate::naming::host_veth_name;
-use crate::netlink::{Links, NetnsFile};
+use crate::netlink::{LinkInfo, Links, NetnsFile};
 use crate::state::{Attachment, StoredPortMapping};
 
 /// A step done, undone on failure.
@@ -145,8 +145,9 @@ fn requested_ip(ctx: &Ctx) -> Result<Option<Ipv4Addr>, CniError> {
     Ok(ctx.conf.requested_ip(&ctx.env.args))
 }
 
-/// The pod's half of ADD: its veth on the bridge, its addresses and route, the datapath
-/// entries, the record. Every step is registered with `rollback`.
+/// The pod's half of ADD, in named steps, each registered with `rollback`: its veth on the
+/// bridge ([`wire_host_side`]), its address and route ([`configure_pod`]), the datapath
+/// entries ([`attach_datapath`]), then the result and the record.
 async fn attach_pod(
     ctx: &Ctx,
     node: &dyn Links,
@@ -156,35 +157,55 @@ async fn attach_pod(
     rollback: &mut Rollback<'_>,
 ) -> Result<serde_json::Value, CniError> {
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
-    let conf = &ctx.conf;
-    let mtu = conf.mtu.unwrap_or(crate::cni::config::DEFAULT_MTU);
-    let bridge = &net.bridge;
-    let dp = net.datapath.as_ref();
-
     let host = host_veth_name(id, ifname);
-    node.create_veth(
-        &host,
-        ifname,
-        netns,
-        mtu,
-        conf.runtime_config.mac.map(MacAddr::octets),
-    )
-    .await
-    .into_cni()?;
-    rollback.push(Undo::DeleteVeth(host.clone()));
-    let host_link =
-        node.link_by_name(&host).await.into_cni()?.ok_or_else(|| {
-            CniError::new(CniError::NETLINK, format!("{host} vanished"), "netlink")
-        })?;
-    ctx.host.prepare_port(&host)?;
-    node.attach_to_bridge(host_link.index, &host, bridge.index, conf.hairpin_mode)
+    let host_link = wire_host_side(ctx, node, netns, net, &host, rollback).await?;
+    ctx.fault("after-veth")?;
+    let pod_link = configure_pod(ctx, netns, ip).await?;
+    ctx.fault("after-pod")?;
+    let spec = endpoint_spec(ctx, ip, &host_link, &pod_link)?;
+    attach_datapath(ctx, node, net.datapath.as_ref(), &spec, rollback).await?;
+    ctx.fault("after-datapath")?;
+    let json = result_of(ctx, &host_link, &pod_link, ip, netns_path).to_json(ctx.version);
+    let record = record_of(ctx, &spec, &pod_link, net.datapath.kind().name(), &json);
+    ctx.state()?.save(&record).into_cni()?;
+    Ok(json)
+}
+
+/// The veth pair, its peer created inside the pod as `CNI_IFNAME`, the host end prepared
+/// (sysctls, no learning) and attached to the bridge.
+async fn wire_host_side(
+    ctx: &Ctx,
+    node: &dyn Links,
+    netns: &NetnsFile,
+    net: &Network,
+    host: &str,
+    rollback: &mut Rollback<'_>,
+) -> Result<LinkInfo, CniError> {
+    let conf = &ctx.conf;
+    let ifname = ctx.env.ifname()?;
+    let mac = conf.runtime_config.mac.map(MacAddr::octets);
+    node.create_veth(host, ifname, netns, conf.mtu_or_default(), mac)
         .await
         .into_cni()?;
-    ctx.fault("after-veth")?;
+    rollback.push(Undo::DeleteVeth(host.to_owned()));
+    let host_link =
+        node.link_by_name(host).await.into_cni()?.ok_or_else(|| {
+            CniError::new(CniError::NETLINK, format!("{host} vanished"), "netlink")
+        })?;
+    ctx.host.prepare_port(host)?;
+    node.attach_to_bridge(host_link.index, host, net.bridge.index, conf.hairpin_mode)
+        .await
+        .into_cni()?;
+    Ok(host_link)
+}
 
+/// Inside the pod: `lo` up, the address, the interface up, the default route via the
+/// gateway. Returns the pod's interface.
+async fn configure_pod(ctx: &Ctx, netns: &NetnsFile, ip: Ipv4Addr) -> Result<LinkInfo, CniError> {
+    let conf = &ctx.conf;
+    let ifname = ctx.env.ifname()?;
     let pod = ctx.host.pod(netns).into_cni()?;
-    let lo = pod.link_by_name("lo").await.into_cni()?;
-    if let Some(lo) = lo {
+    if let Some(lo) = pod.link_by_name("lo").await.into_cni()? {
         pod.set_up(lo.index, "lo").await.into_cni()?;
     }
     let pod_link = pod.link_by_name(ifname).await.into_cni()?.ok_or_else(|| {
@@ -194,31 +215,55 @@ async fn attach_pod(
             "netlink",
         )
     })?;
-    let pod_net = Ipv4Network::new(ip, conf.subnet.prefix()).expect("validated prefix");
-    pod.ensure_address(pod_link.index, ifname, pod_net)
+    pod.ensure_address(pod_link.index, ifname, pod_net(ctx, ip))
         .await
         .into_cni()?;
     pod.set_up(pod_link.index, ifname).await.into_cni()?;
     pod.ensure_default_route(conf.gateway, pod_link.index)
         .await
         .into_cni()?;
-    ctx.fault("after-pod")?;
+    Ok(pod_link)
+}
 
-    let mac: [u8; 6] = pod_link.mac.as_slice().try_into().unwrap_or_default();
-    node.add_port_mac(host_link.index, &host, mac)
-        .await
-        .into_cni()?;
-    let spec = EndpointSpec {
+/// The pod's address with the subnet's prefix.
+fn pod_net(ctx: &Ctx, ip: Ipv4Addr) -> Ipv4Network {
+    Ipv4Network::new(ip, ctx.conf.subnet.prefix()).expect("validated prefix")
+}
+
+/// What the datapath needs of the pod.
+fn endpoint_spec(
+    ctx: &Ctx,
+    ip: Ipv4Addr,
+    host_link: &LinkInfo,
+    pod_link: &LinkInfo,
+) -> Result<EndpointSpec, CniError> {
+    let (id, ifname, _) = ctx.env.pod_triplet()?;
+    Ok(EndpointSpec {
         ip,
-        mac,
-        host_ifname: host.clone(),
+        mac: pod_link.mac.as_slice().try_into().unwrap_or_default(),
+        host_ifname: host_link.name.clone(),
         host_ifindex: host_link.index,
         pod_ifname: ifname.to_string(),
         container_id: id.to_string(),
         pod_namespace: ctx.env.args.pod_namespace.clone().unwrap_or_default(),
         pod_name: ctx.env.args.pod_name.clone().unwrap_or_default(),
-    };
-    let ports: Vec<HostPortSpec> = conf
+    })
+}
+
+/// The pod's MAC as the only one its bridge port forwards, then the datapath entries with
+/// the pod's hostPorts.
+async fn attach_datapath(
+    ctx: &Ctx,
+    node: &dyn Links,
+    dp: &dyn Datapath,
+    spec: &EndpointSpec,
+    rollback: &mut Rollback<'_>,
+) -> Result<(), CniError> {
+    node.add_port_mac(spec.host_ifindex, &spec.host_ifname, spec.mac)
+        .await
+        .into_cni()?;
+    let ports: Vec<HostPortSpec> = ctx
+        .conf
         .runtime_config
         .port_mappings
         .iter()
@@ -228,20 +273,31 @@ async fn attach_pod(
             protocol: p.protocol.number(),
         })
         .collect();
-    dp.attach(&spec, &ports).into_cni()?;
-    rollback.push(Undo::Detach(ip, host.clone()));
-    ctx.fault("after-datapath")?;
+    dp.attach(spec, &ports).into_cni()?;
+    rollback.push(Undo::Detach(spec.ip, spec.host_ifname.clone()));
+    Ok(())
+}
 
-    let result = CniResult {
+/// The CNI result: both veth ends, the address, the default route, the DNS settings.
+fn result_of(
+    ctx: &Ctx,
+    host_link: &LinkInfo,
+    pod_link: &LinkInfo,
+    ip: Ipv4Addr,
+    netns_path: &str,
+) -> CniResult {
+    let conf = &ctx.conf;
+    let mtu = conf.mtu_or_default();
+    CniResult {
         interfaces: vec![
             Interface {
-                name: host.clone(),
+                name: host_link.name.clone(),
                 mac: mac_of(&host_link.mac),
                 mtu: Some(mtu),
                 ..Interface::default()
             },
             Interface {
-                name: ifname.to_string(),
+                name: pod_link.name.clone(),
                 mac: mac_of(&pod_link.mac),
                 sandbox: Some(netns_path.to_string()),
                 mtu: Some(mtu),
@@ -249,7 +305,7 @@ async fn attach_pod(
             },
         ],
         ips: vec![IpConfig {
-            address: pod_net,
+            address: pod_net(ctx, ip),
             gateway: Some(conf.gateway),
             interface: Some(1),
         }],
@@ -258,18 +314,28 @@ async fn attach_pod(
             Some(conf.gateway),
         )],
         dns: conf.result_dns(ctx.env.args.pod_namespace.as_deref()),
-    };
-    let json = result.to_json(ctx.version);
-    let record = Attachment {
-        container_id: id.to_string(),
-        ifname: ifname.to_string(),
-        netns: netns_path.to_string(),
-        host_ifname: host,
-        ip,
+    }
+}
+
+/// The attachment record: what CHECK compares, what DEL and GC remove, what the DNS names.
+fn record_of(
+    ctx: &Ctx,
+    spec: &EndpointSpec,
+    pod_link: &LinkInfo,
+    datapath: &str,
+    json: &serde_json::Value,
+) -> Attachment {
+    let conf = &ctx.conf;
+    Attachment {
+        container_id: spec.container_id.clone(),
+        ifname: spec.pod_ifname.clone(),
+        netns: ctx.env.netns.clone().unwrap_or_default(),
+        host_ifname: spec.host_ifname.clone(),
+        ip: spec.ip,
         prefix: conf.subnet.prefix(),
         mac: pod_link.mac_string(),
-        pod_namespace: spec.pod_namespace,
-        pod_name: spec.pod_name,
+        pod_namespace: spec.pod_namespace.clone(),
+        pod_name: spec.pod_name.clone(),
         pod_uid: ctx.env.args.pod_uid.clone().unwrap_or_default(),
         port_mappings: conf
             .runtime_config
@@ -283,11 +349,9 @@ async fn attach_pod(
             })
             .collect(),
         aliases: conf.runtime_config.aliases.clone(),
-        datapath: dp.kind().name().to_string(),
+        datapath: datapath.to_string(),
         result: json.clone(),
-    };
-    ctx.state()?.save(&record).into_cni()?;
-    Ok(json)
+    }
 }
 
 fn mac_of(bytes: &[u8]) -> Option<MacAddr> {

@@ -29,7 +29,7 @@ pub(super) struct Network {
 /// Netlink (102), sysctl (5) or datapath (103, 107) CNI errors.
 pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniError> {
     let conf = &ctx.conf;
-    let mtu = conf.mtu.unwrap_or(crate::cni::config::DEFAULT_MTU);
+    let mtu = conf.mtu_or_default();
     let mac = bridge_mac(&conf.bridge);
     let bridge = node
         .ensure_bridge(&conf.bridge, mtu, mac)

@@ -53,8 +53,7 @@ pub mod paths;
 
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";
-/// MTU used when `mtu` is unset and no uplink MTU is known.
-pub const DEFAULT_MTU: u32 = 1500;
+pub use defaults::MTU as DEFAULT_MTU;
 /// Default `subnet`.
 pub const DEFAULT_SUBNET: Ipv4Network =
     match Ipv4Network::new_checked(Ipv4Addr::new(172, 39, 0, 0), 16) {
@@ -274,6 +273,12 @@ impl Default for NetConf {
 }
 
 impl NetConf {
+    /// The MTU of the bridge and the pod veths: `mtu`, else [`defaults::MTU`].
+    #[must_use]
+    pub fn mtu_or_default(&self) -> u32 {
+        self.mtu.unwrap_or(defaults::MTU)
+    }
+
     /// Parses and validates the config from stdin bytes.
     ///
     /// # Errors

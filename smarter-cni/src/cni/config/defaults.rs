@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 
 /// Network name (`name`).
 pub const NETWORK: &str = "smartnet";
+/// MTU of the bridge and the pod veths when `mtu` is unset (`mtu`).
+pub const MTU: u32 = 1500;
 /// Bridge name (`bridge`).
 pub const BRIDGE: &str = "smartnet0";
 /// Pod subnet (`subnet`) as text; [`super::DEFAULT_SUBNET`] is the parsed form.
