@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use smarter_cni::datapath::EbpfDatapath;
+use smarter_cni::datapath::{self, Datapath, DatapathKind};
 use smarter_testbed::{
     CniCall, CniOutput, EchoServer, Netns, WAN_SERVER_IP, World, require_root, tcp_roundtrip,
 };
@@ -99,9 +99,19 @@ pub fn records(w: &World) -> Vec<String> {
         .collect()
 }
 
+/// The world's eBPF datapath as the registry opens it, `None` when nothing is pinned.
+pub fn ebpf(w: &World) -> Option<Box<dyn Datapath>> {
+    let conf = smarter_cni::cni::NetConf {
+        bpffs_dir: w.bpffs_dir().to_path_buf(),
+        state_dir: w.state_dir(),
+        ..smarter_cni::cni::NetConf::default()
+    };
+    datapath::open_existing(&conf, DatapathKind::Ebpf).expect("open pins")
+}
+
 /// Endpoint addresses in the pinned endpoints map (empty when nothing is pinned).
 pub fn endpoints(w: &World) -> Vec<Ipv4Addr> {
-    match EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").expect("open pins") {
+    match ebpf(w) {
         None => vec![],
         Some(dp) => {
             let mut v: Vec<_> = dp

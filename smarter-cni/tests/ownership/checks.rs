@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use smarter_cni::datapath::EbpfDatapath;
 use smarter_testbed::{
     CniCall, EchoServer, NODE_UPLINK_IP, WAN_SERVER_IP, World, tcp_roundtrip, udp_roundtrip,
 };
@@ -114,8 +113,7 @@ pub fn assert_live(w: &World, pods: &[Pod], context: &str) {
 
 /// The eBPF endpoints as (address, host veth).
 fn ebpf_endpoints(w: &World) -> Vec<(Ipv4Addr, String)> {
-    let Some(dp) = EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").expect("open pins")
-    else {
+    let Some(dp) = super::common::ebpf(w) else {
         return Vec::new();
     };
     let mut v: Vec<_> = dp
@@ -130,8 +128,7 @@ fn ebpf_endpoints(w: &World) -> Vec<(Ipv4Addr, String)> {
 
 /// The eBPF hostPorts as (port, pod address).
 fn ebpf_host_ports(w: &World) -> Vec<(u16, Ipv4Addr)> {
-    let Some(dp) = EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").expect("open pins")
-    else {
+    let Some(dp) = super::common::ebpf(w) else {
         return Vec::new();
     };
     let mut v: Vec<_> = dp
