@@ -12,7 +12,7 @@ use smarter_common::link::{
     DHCPV6_CLIENT_PORT, ICMP_REDIRECT, ICMP_ROUTER_ADVERT, ICMPV6_NEIGHBOUR_ADVERT,
     ICMPV6_NEIGHBOUR_SOLICIT, ICMPV6_REDIRECT, ICMPV6_ROUTER_ADVERT, ICMPV6_ROUTER_SOLICIT,
     ND_MAX_OPTION_BYTES, ND_OPT_SOURCE_LINK_ADDR, ND_OPT_TARGET_LINK_ADDR, ND_OPTION_SLOTS,
-    link_local_of, nd_fixed_len,
+    link_local_of, nd_fixed_len, nexthdr,
 };
 
 use crate::datapath::types::PodLink;
@@ -119,7 +119,12 @@ fn prerouting_rules() -> Vec<String> {
         format!("udp dport {DHCPV6_CLIENT_PORT} {}", drop("drop_ra_guard")),
         // Neighbour discovery: right after the IPv6 header, from `::` or the pod's own
         // link-local address, advertising (or probing from `::`) only that address.
-        format!("{nd} ip6 nexthdr != ipv6-icmp {}", drop("drop_spoof_ip6")),
+        // By number: a protocol name would need /etc/protocols, which minimal nodes lack.
+        format!(
+            "{nd} ip6 nexthdr != {} {}",
+            nexthdr::ICMPV6,
+            drop("drop_spoof_ip6")
+        ),
         format!(
             "{nd} ip6 saddr != :: iifname . @nh,64,128 != @{SET_LINK_LOCALS} {}",
             drop("drop_spoof_ip6")

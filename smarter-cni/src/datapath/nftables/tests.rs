@@ -115,7 +115,7 @@ add rule bridge t prerouting ip6 saddr != { ::, fe80::/10 } counter name drop_sp
 add rule bridge t prerouting exthdr frag exists counter name drop_ra_guard drop
 add rule bridge t prerouting icmpv6 type { 134, 137 } counter name drop_ra_guard drop
 add rule bridge t prerouting udp dport 546 counter name drop_ra_guard drop
-add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 nexthdr != ipv6-icmp counter name drop_spoof_ip6 drop
+add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 nexthdr != 58 counter name drop_spoof_ip6 drop
 add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 saddr != :: iifname . @nh,64,128 != @link_locals counter name drop_spoof_ip6 drop
 add rule bridge t prerouting icmpv6 type 136 iifname . @th,64,128 != @link_locals counter name drop_spoof_ip6 drop
 add rule bridge t prerouting icmpv6 type 135 ip6 saddr :: iifname . @th,64,128 != @link_locals counter name drop_spoof_ip6 drop
