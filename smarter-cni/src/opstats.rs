@@ -5,9 +5,9 @@
 //! is logged and never fails the CNI call.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,10 +49,6 @@ pub struct OpStats {
     pub ops: BTreeMap<String, OpCounter>,
 }
 
-fn paths(state_dir: &Path, network: &str) -> (PathBuf, PathBuf) {
-    crate::state::StateDir::new(state_dir, network).opstats()
-}
-
 /// Adds one call of `verb` that took `elapsed`.
 ///
 /// # Errors
@@ -65,13 +61,9 @@ pub fn record(
     elapsed: Duration,
     ok: bool,
 ) -> io::Result<()> {
-    let (file, lock) = paths(state_dir, network);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock)?;
-    lock.lock()?;
+    let dir = crate::state::StateDir::new(state_dir, network);
+    let _lock = dir.lock_opstats().map_err(|e| e.source)?;
+    let file = dir.opstats();
     let mut stats = read(&file).unwrap_or_default();
     let c = stats.ops.entry(verb.to_string()).or_default();
     if ok {
@@ -98,7 +90,7 @@ pub fn record(
 ///
 /// I/O errors other than "not found", or a corrupt file.
 pub fn load(state_dir: &Path, network: &str) -> io::Result<OpStats> {
-    match read(&paths(state_dir, network).0) {
+    match read(&crate::state::StateDir::new(state_dir, network).opstats()) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(OpStats::default()),
         other => other,
     }

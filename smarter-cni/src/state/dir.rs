@@ -82,19 +82,10 @@ impl StateDir {
         self.dir.join("boot_id")
     }
 
-    /// `opstats.stats` and its lock `opstats.lock`.
+    /// `opstats.stats` (its lock: [`Self::lock_opstats`]).
     #[must_use]
-    pub fn opstats(&self) -> (PathBuf, PathBuf) {
-        (
-            self.dir.join("opstats.stats"),
-            self.dir.join("opstats.lock"),
-        )
-    }
-
-    /// The eBPF loader's lock, `ebpf-<network>.lock`.
-    #[must_use]
-    pub fn ebpf_lock(&self, network: &str) -> PathBuf {
-        self.dir.join(format!("ebpf-{network}.lock"))
+    pub fn opstats(&self) -> PathBuf {
+        self.dir.join("opstats.stats")
     }
 
     /// The id of the object whose programs are pinned, `ebpf-<network>.object` (bpffs holds
@@ -110,6 +101,23 @@ impl StateDir {
     /// [`StateError`] when it cannot be created or taken.
     pub fn lock_network(&self) -> Result<DirLock, StateError> {
         DirLock::acquire(&self.dir, super::lock::NETWORK_LOCK)
+    }
+
+    /// Takes the eBPF loader's lock (`ebpf-<network>.lock`): loading, pinning and swapping
+    /// the programs.
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be created or taken.
+    pub fn lock_ebpf_loader(&self, network: &str) -> Result<DirLock, StateError> {
+        DirLock::acquire(&self.dir, &format!("ebpf-{network}.lock"))
+    }
+
+    /// Takes the lock of the operation statistics (`opstats.lock`).
+    ///
+    /// # Errors
+    /// [`StateError`] when it cannot be created or taken.
+    pub fn lock_opstats(&self) -> Result<DirLock, StateError> {
+        DirLock::acquire(&self.dir, "opstats.lock")
     }
 
     /// Takes the after-boot reconciliation's lock (`boot.lock`).
@@ -145,13 +153,14 @@ mod tests {
         let d = StateDir::new(tmp.path(), "net");
         assert_eq!(d, StateDir::at(&tmp.path().join("net")));
         assert_eq!(d.record("c1", "eth0"), tmp.path().join("net/c1+eth0.json"));
-        assert_eq!(d.ebpf_lock("net"), tmp.path().join("net/ebpf-net.lock"));
         assert!(!d.remove_all().unwrap());
         d.create().unwrap();
         let mode = std::fs::metadata(d.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         let _lock = d.lock_network().unwrap();
         assert!(d.path().join("network.lock").exists());
+        drop(d.lock_ebpf_loader("net").unwrap());
+        assert!(d.path().join("ebpf-net.lock").exists());
         assert!(d.remove_all().unwrap());
         assert!(!d.path().exists());
     }

@@ -24,7 +24,8 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Blocks until `<dir>/<name>` is locked exclusively (creating `dir` and the file).
+    /// Blocks until `<dir>/<name>` is locked exclusively (creating `dir`, mode 0700 as the
+    /// state store makes it, and the file).
     ///
     /// # Errors
     ///
@@ -34,7 +35,9 @@ impl DirLock {
             let path = path.to_path_buf();
             move |source| StateError { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(err(dir))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(err(dir))?;
         let path = dir.join(name);
         let file = File::options()
             .create(true)

@@ -11,8 +11,7 @@
 //! ```
 
 use std::{
-    fs::{self, File},
-    io,
+    fs, io,
     os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
@@ -232,19 +231,12 @@ pub(super) fn validate_ifname(name: &str) -> Result<(), EbpfError> {
     }
 }
 
-/// Takes the network's loader lock (exclusive `flock`), held until the returned file is dropped.
-pub(super) fn lock(lock_dir: &Path, network: &str) -> Result<File, EbpfError> {
-    fs::create_dir_all(lock_dir)
-        .map_err(|e| EbpfError::io("create lock directory", lock_dir, e))?;
-    let path = crate::state::StateDir::at(lock_dir).ebpf_lock(network);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EbpfError::io("open lock file", &path, e))?;
-    file.lock().map_err(|e| EbpfError::io("lock", &path, e))?;
-    Ok(file)
+/// Takes the network's loader lock (exclusive `flock` on `<lock_dir>/ebpf-<network>.lock`),
+/// held until the returned guard is dropped.
+pub(super) fn lock(lock_dir: &Path, network: &str) -> Result<crate::state::DirLock, EbpfError> {
+    crate::state::StateDir::at(lock_dir)
+        .lock_ebpf_loader(network)
+        .map_err(|e| EbpfError::io("lock", &e.path, e.source))
 }
 
 /// Whether a pin exists (errors other than "not found" are reported).
