@@ -53,26 +53,6 @@ fn pod_program_pin(pin_root: &Path) -> PathBuf {
         .join("progs/smarter_pod")
 }
 
-/// The `smarter-bpfctl status -o json` rows with `--bpffs-dir pin_root`.
-fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", w.node().path().display()))
-        .arg(env!("CARGO_BIN_EXE_smarter-bpfctl"))
-        .arg("--bpffs-dir")
-        .arg(pin_root)
-        .arg("--state-dir")
-        .arg(w.state_dir())
-        .args(["status", "-o", "json"])
-        .output()
-        .expect("run smarter-bpfctl");
-    assert!(
-        out.status.success(),
-        "bpfctl status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
 /// Whether the network has nftables tables (run in the node namespace).
 fn has_nft_tables(w: &World) -> bool {
     w.node()

@@ -17,6 +17,7 @@
 pub mod containerd;
 pub mod load;
 mod ns;
+mod packet;
 mod plugin;
 mod reboot;
 mod servers;
@@ -25,6 +26,7 @@ pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
     sweep_stale, unique_name,
 };
+pub use packet::inet_csum;
 pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
 pub use reboot::{BootId, PREVIOUS_BOOT_ID};
 pub use servers::{EchoServer, Seen, scrape_metrics, tcp_roundtrip, udp_roundtrip};

@@ -241,3 +241,23 @@ pub fn with_world_dirs(w: &World, example: &Value) -> Value {
     }
     list
 }
+
+/// The `smarter-bpfctl status -o json` rows with `--bpffs-dir pin_root`.
+pub fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", w.node().path().display()))
+        .arg(env!("CARGO_BIN_EXE_smarter-bpfctl"))
+        .arg("--bpffs-dir")
+        .arg(pin_root)
+        .arg("--state-dir")
+        .arg(w.state_dir())
+        .args(["status", "-o", "json"])
+        .output()
+        .expect("run smarter-bpfctl");
+    assert!(
+        out.status.success(),
+        "bpfctl status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}

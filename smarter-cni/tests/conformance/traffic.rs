@@ -277,17 +277,7 @@ fn await_raw(
     false
 }
 
-/// The Internet checksum.
-pub fn inet_csum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+pub use smarter_testbed::inet_csum;
 
 /// A raw-socket echo server for protocol `p` (in the calling thread's namespace): every
 /// datagram from an address other than `me` is sent back with the same payload; the sources

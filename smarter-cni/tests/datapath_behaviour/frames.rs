@@ -10,23 +10,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nix::libc;
-use smarter_testbed::{Netns, spawn_in};
+use smarter_testbed::{Netns, inet_csum as csum, spawn_in};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// `ff02::1`, all nodes.
 pub const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-
-/// The Internet checksum of `bytes`.
-fn csum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An Ethernet frame.
 pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {

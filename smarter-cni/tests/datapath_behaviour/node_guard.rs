@@ -3,9 +3,7 @@
 //! from a pod port (learning and unknown-unicast flooding off, the pod's MAC static on its
 //! port), and CHECK and `smarter-bpfctl status` report a sysctl that drifted.
 
-use std::process::Command;
-
-use serde_json::{Value, json};
+use serde_json::json;
 use smarter_cni::cmd::GUARD_SYSCTLS;
 use smarter_testbed::{CniCall, Netns};
 
@@ -87,22 +85,7 @@ pub fn the_node_takes_no_configuration_from_pods(dp: &str) {
 
 /// `smarter-bpfctl status -o json`'s `sysctl_drift` of the network.
 fn status_drift(w: &smarter_testbed::World, dp: &str) -> Vec<String> {
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", w.node().path().display()))
-        .arg(env!("CARGO_BIN_EXE_smarter-bpfctl"))
-        .args(["--bpffs-dir"])
-        .arg(w.bpffs_dir())
-        .arg("--state-dir")
-        .arg(w.state_dir())
-        .args(["status", "-o", "json"])
-        .output()
-        .expect("run smarter-bpfctl");
-    assert!(
-        out.status.success(),
-        "{dp}: bpfctl status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rows = super::common::bpfctl_status(w, w.bpffs_dir());
     rows[0]["sysctl_drift"]
         .as_array()
         .unwrap_or_else(|| panic!("{dp}: sysctl_drift in {rows}"))
