@@ -90,8 +90,6 @@ impl Ctx {
     }
 }
 
-/// Runs the plugin: `lookup` reads the environment, `stdin` is the request, the answer
-/// goes to `out`. Returns the process exit code.
 /// The node agent's after-boot reconciliation (the plugin does the same on its first call
 /// after a boot): see [`boot::reconcile`]. Returns the attachments retired and the torn
 /// records removed.
@@ -118,6 +116,8 @@ pub async fn reconcile_after_boot(conf: &NetConf) -> Result<boot::Reconciled, Cn
     boot::reconcile(&ctx).await
 }
 
+/// Runs the plugin: `lookup` reads the environment, `stdin` is the request, the answer
+/// goes to `out`. Returns the process exit code.
 pub fn run(lookup: &dyn Fn(&str) -> Option<String>, stdin: &[u8], out: &mut dyn Write) -> i32 {
     let (answer, code) = match dispatch(lookup, stdin) {
         Ok(Some(v)) => (Some(v), 0),
