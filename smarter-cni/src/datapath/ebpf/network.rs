@@ -6,8 +6,7 @@ use super::error::EbpfError;
 use super::handle::EbpfDatapath;
 use super::pins;
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
-use crate::datapath::types::DatapathKind;
-use crate::datapath::types::{EndpointSpec, HostPortSpec, PodLink};
+use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
 use crate::datapath::uplink::Uplink;
 use crate::state::DirLock;
 

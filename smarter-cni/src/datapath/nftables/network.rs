@@ -8,8 +8,7 @@ use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::tables::NftablesDatapath;
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
-use crate::datapath::types::DatapathKind;
-use crate::datapath::types::{EndpointSpec, HostPortSpec, PodLink};
+use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
 use crate::state::{DirLock, StateDir};
 
 /// One network's tables with the configuration they are written from.
