@@ -25,17 +25,19 @@ pub use conf::{ConfError, parse_network_config};
 pub use run::{AgentConfig, DatapathControl, Health, run};
 pub use signal::TerminationSignals;
 pub use uplink::watch::{UplinkWatch, WatchError};
-pub use uplink::{Uplink, resolve};
+pub use uplink::{External, Uplink, external, resolve};
 
 /// A [`DatapathControl`] that only logs what it is told (`smarter-agent --dry-run`).
 #[derive(Debug, Default)]
 pub struct LoggingDatapath;
 
 impl DatapathControl for LoggingDatapath {
-    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()> {
-        match uplink {
-            Some(u) => tracing::info!("datapath: uplink set to {u}"),
-            None => tracing::info!("datapath: uplink cleared"),
+    fn uplink_changed(&mut self, external: &External) -> anyhow::Result<()> {
+        if external.uplinks.is_empty() {
+            tracing::info!("datapath: no external interface");
+        }
+        for u in &external.uplinks {
+            tracing::info!("datapath: external interface {u}");
         }
         Ok(())
     }

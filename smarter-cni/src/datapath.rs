@@ -11,7 +11,7 @@
 //! - `choice`: which datapath serves a network and why ([`DatapathKind`], parsed once;
 //!   [`DatapathChoice`], recorded as [`ChoiceRecord`]); whether eBPF can run is the eBPF
 //!   driver's to say ([`probe`], [`EbpfUnavailable`]);
-//! - [`uplink`]: which interface is the uplink ([`uplink::resolve`], one tested decision for
+//! - [`uplink`]: which interfaces pods leave by ([`uplink::external`], one tested decision for
 //!   the plugin and the agent);
 //! - `types`: what both datapaths take: [`EndpointSpec`], [`HostPortSpec`], [`PodLink`],
 //!   [`AttachMode`], [`DatapathConfig`].
@@ -36,10 +36,10 @@ pub use ebpf::{
 pub use open::{
     Datapaths, Opened, System, on_bpffs, open, open_existing, select, settings, usable,
 };
-pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings, UplinkView};
+pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings};
 pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
 pub use types::{
     AttachMode, CtEntryView, DatapathConfig, DatapathKind, EndpointSpec, EventView, HostPortSpec,
-    MapFill, PodLink,
+    MapFill, PodLink, PodTraffic, TrafficDir,
 };
-pub use uplink::Uplink;
+pub use uplink::{External, Uplink};

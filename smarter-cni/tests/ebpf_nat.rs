@@ -92,6 +92,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         host_port: 8080,
         container_port: 80,
         protocol: proto,
+        host_ip: None,
     };
     w.dp.set_host_ports(POD_IPS[0], &[tcp80(6)]).unwrap();
     w.dp.set_host_ports(POD_IPS[0], &[tcp80(6)]).unwrap();
@@ -210,7 +211,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
 
     // Uplink detach: idempotent.
     w.node.run(|| {
-        w.dp.detach_uplink().unwrap();
-        w.dp.detach_uplink().unwrap();
+        w.dp.detach_external().unwrap();
+        w.dp.detach_external().unwrap();
     });
 }

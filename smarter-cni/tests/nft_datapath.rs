@@ -195,7 +195,7 @@ fn config(deny: &[&str]) -> NftablesConfig {
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().expect("subnet"),
         gateway: Ipv4Addr::new(172, 39, 0, 1),
-        uplink: Some("uplink0".into()),
+        uplinks: vec!["uplink0".into()],
         deny: deny.iter().map(|d| d.parse().expect("cidr")).collect(),
         nat_ports: (61000, 64999),
     }
@@ -225,6 +225,7 @@ fn nft_datapath_in_namespaces() {
         host_port: 8080,
         container_port: 80,
         protocol: 6,
+        host_ip: None,
     };
     let d = dp.clone();
     in_ns(&node, move || {

@@ -149,7 +149,7 @@ pub const NAT_PORT_MIN: u16 = 61000;
 /// See [`NAT_PORT_MIN`].
 pub const NAT_PORT_MAX: u16 = 65535;
 
-/// Key of [`crate::maps::HOSTPORTS`]: a port on the uplink address.
+/// Key of [`crate::maps::HOSTPORTS`]: a port on the node's addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HostPortKey {
@@ -171,6 +171,17 @@ pub struct HostPortValue {
     pub pod_port: u16,
     /// Explicit padding, must be 0.
     pub pad: u16,
+    /// The node address the port is bound to (`hostIP`), network byte order; 0: every node
+    /// address.
+    pub host_ip: u32,
+}
+
+impl HostPortValue {
+    /// Whether a flow to node address `daddr` (network byte order) is for this mapping.
+    #[must_use]
+    pub const fn accepts(&self, daddr: u32) -> bool {
+        self.host_ip == 0 || self.host_ip == daddr
+    }
 }
 
 /// Key of [`crate::maps::FRAG`]: one fragmented datagram arriving on the uplink for the NAT
@@ -210,7 +221,7 @@ const _: () = {
     assert!(size_of::<FragKey>() == 8);
     assert!(size_of::<FragValue>() == 16);
     assert!(size_of::<HostPortKey>() == 4);
-    assert!(size_of::<HostPortValue>() == 8);
+    assert!(size_of::<HostPortValue>() == 12);
     assert!(size_of::<CtKey>() == 16);
     assert!(offset_of!(CtKey, a_port) == 8);
     assert!(offset_of!(CtKey, proto) == 12);

@@ -7,6 +7,8 @@
 //! - [`config`]: the per-network configuration record;
 //! - [`verdict`]: per-verdict counters and the deny-list key;
 //! - [`events`]: drop and trace events;
+//! - [`uplink`]: the external interfaces, the node's addresses and per-pod traffic through
+//!   each interface;
 //! - [`link`]: what a pod may say on the link (its link-local address, neighbour discovery,
 //!   the router messages the RA guard drops), for the pod program and the nftables rules.
 //!
@@ -23,35 +25,44 @@ pub mod events;
 pub mod link;
 pub mod maps;
 pub mod nat_port;
+pub mod uplink;
 pub mod verdict;
 
 pub use config::NetConfig;
 pub use ct::{CtKey, CtTimeouts, CtValue, FragKey, FragValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
 pub use events::Event;
+pub use uplink::{IfStatsKey, UplinkValue};
 pub use verdict::{DenyKey, Verdict, VerdictStats};
 
 /// Version of the map layouts defined in this crate (names, kinds, key/value layouts, capacities).
 ///
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`. Version 5 added
-/// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked).
-pub const LAYOUT_VERSION: u32 = 5;
+/// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked); version 6 the
+/// external interfaces ([`maps::UPLINKS`], [`maps::NODE_ADDRS`], [`maps::IF_STATS`]) and the
+/// hostPort's host IP ([`HostPortValue::host_ip`]).
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
 pub mod progs {
     /// TC classifier on the host-side veth's ingress: packets leaving a pod.
     pub const POD: &str = "smarter_pod";
-    /// TC classifier on the uplink's ingress: packets arriving from outside.
+    /// TC classifier on an Ethernet external interface's ingress: packets arriving from
+    /// outside.
     pub const UPLINK: &str = "smarter_uplink";
+    /// [`UPLINK`] for a layer-3 external interface (no Ethernet header).
+    pub const L3_IN: &str = "smarter_l3_in";
     /// TC classifier on the node's loopback ingress: the node's own connections to a hostPort.
     pub const LOCAL: &str = "smarter_local";
     /// TC classifier on the uplink's egress: the backstop that drops anything about to leave
     /// with a pod's address.
     pub const EGRESS: &str = "smarter_egress";
+    /// [`EGRESS`] for a layer-3 external interface (no Ethernet header).
+    pub const L3_OUT: &str = "smarter_l3_out";
 
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 4] = [POD, UPLINK, LOCAL, EGRESS];
+    pub const ALL: [&str; 6] = [POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT];
 
     const _: () = {
         let mut i = 0;
@@ -81,4 +92,6 @@ mod pod {
     unsafe impl aya::Pod for crate::HostPortValue {}
     unsafe impl aya::Pod for crate::FragKey {}
     unsafe impl aya::Pod for crate::FragValue {}
+    unsafe impl aya::Pod for crate::UplinkValue {}
+    unsafe impl aya::Pod for crate::IfStatsKey {}
 }

@@ -9,7 +9,7 @@ use core::mem::size_of;
 
 use crate::{
     CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey,
-    FragValue, HostPortKey, HostPortValue, NetConfig, VerdictStats,
+    FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     verdict::VERDICTS_MAX,
 };
@@ -57,6 +57,15 @@ macro_rules! map_name {
     (frag) => {
         "frag"
     };
+    (uplinks) => {
+        "uplinks"
+    };
+    (node_addrs) => {
+        "node_addrs"
+    };
+    (if_stats) => {
+        "if_stats"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -88,6 +97,21 @@ pub const EVENTS: &str = map_name!(events);
 /// [`FragKey`] (remote, IP id, protocol) → [`FragValue`] (pod), LRU: later fragments of a NATed
 /// flow's reply follow their first fragment into the pod.
 pub const FRAG: &str = map_name!(frag);
+/// Ifindex (`u32`) → [`UplinkValue`]: the external interfaces pods may leave by, with the
+/// address each masquerades to. Written by user space.
+pub const UPLINKS: &str = map_name!(uplinks);
+/// IPv4 address (`u32`, network byte order) → ifindex (`u32`): every address of the node.
+/// hostPorts answer on each (portmap's `dst-type LOCAL`). Written by user space.
+pub const NODE_ADDRS: &str = map_name!(node_addrs);
+/// [`IfStatsKey`] (pod, external interface, direction) → [`EndpointStats`], per CPU: what each
+/// pod sent and received through each external interface (metered links).
+pub const IF_STATS: &str = map_name!(if_stats);
+/// Capacity of [`UPLINKS`].
+pub const UPLINKS_MAX: u32 = 64;
+/// Capacity of [`NODE_ADDRS`].
+pub const NODE_ADDRS_MAX: u32 = 256;
+/// Capacity of [`IF_STATS`]: room for every pod through four interfaces, both directions.
+pub const IF_STATS_MAX: u32 = 8 * ENDPOINTS_MAX;
 /// Capacity of [`DENY`].
 pub const DENY_MAX: u32 = 256;
 
@@ -151,7 +175,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 12] = [
+pub const ALL: [MapSpec; 15] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -164,6 +188,9 @@ pub const ALL: [MapSpec; 12] = [
     spec::<(), ()>(EVENTS, MapKind::RingBuf, crate::events::EVENTS_BYTES),
     spec::<FragKey, FragValue>(FRAG, MapKind::LruHash, FRAG_MAX),
     spec::<u32, EndpointKey>(EP_IFACES, MapKind::Hash, EP_IFACES_MAX),
+    spec::<u32, UplinkValue>(UPLINKS, MapKind::Hash, UPLINKS_MAX),
+    spec::<u32, u32>(NODE_ADDRS, MapKind::Hash, NODE_ADDRS_MAX),
+    spec::<IfStatsKey, EndpointStats>(IF_STATS, MapKind::PerCpuHash, IF_STATS_MAX),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

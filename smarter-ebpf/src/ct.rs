@@ -26,19 +26,20 @@ pub fn expired(cfg: &NetConfig, proto: u8, state: u8, last_seen: u64, now: u64) 
     smarter_common::ct::expired(&cfg.ct_timeout_s, proto, state, last_seen, now)
 }
 
-/// The NAT port (network byte order) of the flow `saddr:l.port → daddr:l.remote_port`, creating
-/// both conntrack entries for a new flow (also when the existing one has expired: it is
-/// replaced). `None`: every probed port is taken.
+/// The NAT port (network byte order) of the flow `saddr:l.port → daddr:l.remote_port` leaving
+/// from `uplink_addr`, creating both conntrack entries for a new flow (also when the existing
+/// one has expired or left from another address: it is replaced). `None`: every probed port
+/// is taken.
 #[inline(always)]
 pub fn nat_port_for(
     saddr: u32,
     daddr: u32,
     l: &L4Info,
     proto: u8,
+    uplink_addr: u32,
     cfg: &NetConfig,
     now: u64,
 ) -> Option<u16> {
-    let uplink_addr = cfg.uplink_addr;
     let out_key = CtKey::pod_side(saddr, l.port, daddr, l.remote_port, proto);
     let mut nat_port = 0u16;
     if let Some(v) = CT_OUT.get_ptr_mut(out_key) {
@@ -53,6 +54,10 @@ pub fn nat_port_for(
                 }
                 (*v).last_seen = now;
                 (*v).state = next_state((*v).state, proto, l.tcp_flags, false);
+            } else {
+                // The route moved to another interface (failover): the flow continues from
+                // that interface's address with a fresh port; the old mapping goes.
+                let _ = CT_IN.remove(out_key.to_wire_side((*v).port));
             }
         }
     }

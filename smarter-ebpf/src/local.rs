@@ -1,5 +1,5 @@
 //! `smarter_local`: TC classifier on the node's loopback ingress. The node's own TCP/UDP
-//! connections to a hostPort on the uplink address are DNATed into the pod holding it, exactly
+//! connections to a hostPort on any of its addresses are DNATed into the pod holding it, exactly
 //! like a pod's hairpin ([`crate::hairpin::dnat`]); the pod's replies are translated back by
 //! `smarter_pod` and delivered locally. Every other loopback packet is untouched and uncounted.
 
@@ -8,7 +8,7 @@ use smarter_common::maps::CONFIG_INDEX;
 
 use crate::{
     hairpin,
-    maps::CONFIG,
+    maps::{CONFIG, NODE_ADDRS},
     parse::{ETH_P_IP, ETH_TYPE, Ipv4, read},
     verdict::{action, record},
 };
@@ -33,7 +33,8 @@ fn try_smarter_local(ctx: &TcContext) -> Option<(smarter_common::Verdict, i32)> 
     }
     let ip = Ipv4::read(ctx)?;
     let cfg = CONFIG.get(CONFIG_INDEX)?;
-    if cfg.uplink_addr == 0 || ip.daddr() != cfg.uplink_addr || !ip.is_simple() {
+    // SAFETY: read-only lookup, nothing kept.
+    if unsafe { NODE_ADDRS.get(ip.daddr()) }.is_none() || !ip.is_simple() {
         return None;
     }
     hairpin::dnat(ctx, &ip, cfg.bridge_mac)

@@ -4,16 +4,18 @@
 //! plugin. Layout grows by direction, then concern:
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
-//! - [`uplink`]: `smarter_uplink`, on the uplink's ingress (node-local-only enforcement);
+//! - [`uplink`]: `smarter_uplink`/`smarter_l3_in`, on every external interface's ingress
+//!   (reverse NAT, hostPorts, node-local-only enforcement);
 //! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
-//! - [`egress`]: `smarter_egress`, on the uplink's egress (the backstop: no pod address leaves);
+//! - [`egress`]: `smarter_egress`/`smarter_l3_out`, on every external interface's egress (the
+//!   backstop: no pod address leaves);
 //! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
 //!   discovery claims, the RA guard);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
 //! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
 //!   delivery into a pod;
 //! - [`parse`]: bounds-checked packet access and the IPv4 header view; [`verdict`]: per-verdict
-//!   counters.
+//!   counters; [`stats`]: per-pod and per-pod-per-interface counters.
 //!
 //! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
 //! every error into an explicit verdict. Only helpers available in Linux 5.10 are used.
@@ -35,6 +37,7 @@ mod nat;
 mod parse;
 mod pod;
 mod rewrite;
+mod stats;
 mod uplink;
 mod verdict;
 

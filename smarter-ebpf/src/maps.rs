@@ -5,11 +5,14 @@
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use smarter_common::{
     CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey, FragValue,
-    HostPortKey, HostPortValue, NetConfig, VerdictStats,
+    HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     events::EVENTS_BYTES,
     map_name,
-    maps::{CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX},
+    maps::{
+        CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX, IF_STATS_MAX,
+        NODE_ADDRS_MAX, UPLINKS_MAX,
+    },
     verdict::VERDICTS_MAX,
 };
 
@@ -57,7 +60,7 @@ pub static CT_OUT: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CT_
 #[unsafe(export_name = map_name!(ct_in))]
 pub static CT_IN: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(CT_MAX, 0);
 
-/// hostPorts on the uplink address → pod address and port. Written by the plugin (ADD/DEL).
+/// hostPorts on the node's addresses → pod address and port. Written by the plugin (ADD/DEL).
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(hostports))]
 pub static HOSTPORTS: HashMap<HostPortKey, HostPortValue> =
@@ -79,3 +82,20 @@ pub static FRAG: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(F
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(ep_ifaces))]
 pub static EP_IFACES: HashMap<u32, EndpointKey> = HashMap::with_max_entries(EP_IFACES_MAX, 0);
+
+/// External interface ifindex → the address pods are masqueraded to through it. Written by
+/// user space (plugin and agent).
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(uplinks))]
+pub static UPLINKS: HashMap<u32, UplinkValue> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+
+/// Every IPv4 address of the node → the ifindex holding it. Written by user space.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(node_addrs))]
+pub static NODE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(NODE_ADDRS_MAX, 0);
+
+/// (pod, external interface, direction) → packets/bytes, per CPU.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(if_stats))]
+pub static IF_STATS: PerCpuHashMap<IfStatsKey, EndpointStats> =
+    PerCpuHashMap::with_max_entries(IF_STATS_MAX, 0);

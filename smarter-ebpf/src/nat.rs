@@ -1,5 +1,7 @@
-//! Source NAT of pod traffic to the uplink's address and its reverse, with conntrack in
-//! [`CT_OUT`]/[`CT_IN`], checksum fixes, TTL decrement, FIB lookup and redirect.
+//! Source NAT of pod traffic to the address of the external interface the route lookup picks
+//! (as MASQUERADE does), and its reverse, with conntrack in [`CT_OUT`]/[`CT_IN`], checksum
+//! fixes, TTL decrement, FIB lookup and redirect (with or without an Ethernet header: layer-3
+//! interfaces get the packet without one).
 //!
 //! Everything the kernel's masquerade carries is carried:
 //! - TCP, UDP (any payload size, header read by its real length) and ICMP queries (echo,
@@ -22,14 +24,16 @@ use aya_ebpf::{
 use smarter_common::{
     CtKey, CtValue, FragKey, FragValue, HostPortKey, NetConfig, Verdict,
     ct::{CT_NEW, next_state},
+    uplink::DIR_OUT,
 };
 
 use crate::{
     ct::{expired, nat_port_for},
     l4::{L4, L4Info, l4},
-    maps::{CT_IN, CT_OUT, FRAG, HOSTPORTS},
-    parse::{Ipv4, PROTO_TCP, PROTO_UDP},
+    maps::{CT_IN, CT_OUT, FRAG, HOSTPORTS, UPLINKS},
+    parse::{Ipv4, PROTO_TCP, PROTO_UDP, read},
     rewrite::{IP_DST, IP_SRC, dec_ttl, deliver, rewrite},
+    stats,
 };
 
 const AF_INET: u8 = 2;
@@ -52,14 +56,15 @@ enum Plan {
     IcmpError,
 }
 
-/// FIB lookup, then SNAT of a pod packet to the uplink's address and redirect out of the
-/// uplink. The caller has ruled out local, pod-subnet and denied destinations. `PassHost`:
-/// not for the uplink (another interface, a local address, an unreachable destination the host
-/// stack answers for) or TTL expiring (the host answers "time exceeded"); nothing was
-/// rewritten then.
+/// FIB lookup as the node would forward the packet from the bridge, then SNAT of a pod packet
+/// to the chosen external interface's address ([`UPLINKS`]) and redirect out of it. The caller
+/// has ruled out local, pod-subnet and denied destinations. `PassHost`: a local address, an
+/// unreachable destination or one too big with DF set (the host stack answers with the right
+/// ICMP error), or TTL expiring (the host answers "time exceeded"); nothing was rewritten
+/// then. `DropNoRoute`: routed out of an interface pods may not leave by (not an uplink, or
+/// one without an address): never forwarded un-NATed.
 #[inline(always)]
 pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
-    let (uplink_addr, uplink_ifindex) = (cfg.uplink_addr, cfg.uplink_ifindex);
     let (proto, ttl) = (ip.proto(), ip.ttl());
     if ttl <= 1 {
         return (Verdict::PassHost, -1);
@@ -83,14 +88,29 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
     fib.family = AF_INET;
     fib.l4_protocol = proto;
-    // A GSO super-packet (a pod's TCP stream) is segmented to the uplink's MTU on the way out:
-    // its total length must not be checked against the MTU (0 skips the check). Single packets
-    // are checked, so an oversized one with DF clear is refused below.
-    // SAFETY: reading `gso_segs` from a TC program's `__sk_buff` is allowed.
-    let gso = unsafe { (*ctx.skb.skb).gso_segs } > 1;
-    fib.__bindgen_anon_1.tot_len = if gso { 0 } else { ip.tot_len() };
-    fib.ifindex = uplink_ifindex;
-    fib.__bindgen_anon_3.ipv4_src = uplink_addr;
+    // A GSO super-packet (a pod's TCP stream) leaves as segments: what must fit the MTU is
+    // one segment (headers plus `gso_size`), checked as a packet of that size would be.
+    // Single packets are checked as they are, so an oversized one with DF clear is refused
+    // below and one with DF set gets the host's "fragmentation needed".
+    // SAFETY: reading `gso_segs`/`gso_size`/`ifindex` from a TC program's `__sk_buff` is
+    // allowed.
+    let (gso_segs, gso_size, in_ifindex) = unsafe {
+        let skb = ctx.skb.skb;
+        ((*skb).gso_segs, (*skb).gso_size, (*skb).ifindex)
+    };
+    fib.__bindgen_anon_1.tot_len = if gso_segs > 1 {
+        segment_len(ctx, ip, gso_size)
+    } else {
+        ip.tot_len()
+    };
+    // Looked up as forwarded from the bridge with the pod's own source, so policy routing
+    // sees what it would see for the reference's forwarded packet.
+    fib.ifindex = if cfg.bridge_ifindex != 0 {
+        cfg.bridge_ifindex
+    } else {
+        in_ifindex
+    };
+    fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: `fib` lives on our stack for the duration of the call; size is its real size.
     let ret = unsafe {
@@ -102,32 +122,39 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
         )
     };
     match ret {
-        FIB_SUCCESS | FIB_NO_NEIGH if fib.ifindex == uplink_ifindex => {}
+        FIB_SUCCESS | FIB_NO_NEIGH => {}
         // Too big for the uplink with DF clear: it would need fragmenting, which this datapath
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
         FIB_FRAG_NEEDED if !ip.dont_fragment() => return (Verdict::DropNoRoute, -1),
-        // Local destinations (any node address), other egress interfaces, unreachable,
-        // prohibited, forwarding disabled, fragmentation needed: the host stack decides and
-        // answers with the right ICMP error. Nothing was rewritten yet.
+        // Local destinations (any node address), unreachable, prohibited, forwarding disabled,
+        // fragmentation needed: the host stack decides and answers with the right ICMP error.
+        // Nothing was rewritten yet.
         _ => return (Verdict::PassHost, -1),
     }
+    let out_ifindex = fib.ifindex;
+    // SAFETY: read-only lookup, copied at once.
+    let (nat_addr, l3) = match unsafe { UPLINKS.get(out_ifindex) } {
+        Some(u) if u.addr != 0 => (u.addr, u.is_l3()),
+        // Not an interface pods may leave by, or one with no address to masquerade to.
+        _ => return (Verdict::DropNoRoute, -1),
+    };
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let translated = match plan {
         Plan::Ports(l) => {
-            let Some(nat_port) = nat_port_for(saddr, daddr, &l, proto, cfg, now) else {
+            let Some(nat_port) = nat_port_for(saddr, daddr, &l, proto, nat_addr, cfg, now) else {
                 return (Verdict::DropNatPorts, -1);
             };
-            rewrite(ctx, &l, IP_SRC, saddr, uplink_addr, nat_port)
+            rewrite(ctx, &l, IP_SRC, saddr, nat_addr, nat_port)
         }
         Plan::Generic => {
-            if !nat_addr_for(saddr, daddr, proto, cfg, now) {
+            if !nat_addr_for(saddr, daddr, proto, nat_addr, cfg, now) {
                 return (Verdict::DropNatPorts, -1);
             }
-            rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, uplink_addr, 0)
+            rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, nat_addr, 0)
         }
-        Plan::LaterFragment => rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, uplink_addr, 0),
-        Plan::IcmpError => match crate::icmp_err::outbound(ctx, ip, uplink_addr) {
+        Plan::LaterFragment => rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, nat_addr, 0),
+        Plan::IcmpError => match crate::icmp_err::outbound(ctx, ip, nat_addr) {
             crate::icmp_err::Outbound::Translated => true,
             crate::icmp_err::Outbound::NoFlow => return (Verdict::DropUnnatable, -1),
             crate::icmp_err::Outbound::Failed => false,
@@ -136,24 +163,52 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
     if !translated || !dec_ttl(ctx, ttl, proto) {
         return (Verdict::DropMalformed, -1);
     }
-    let action = if ret == FIB_SUCCESS {
+    stats::pod_iface(saddr, out_ifindex, DIR_OUT, ctx.len());
+    let action = if l3 {
+        // No link-layer header to fill: the kernel strips the Ethernet header on the way
+        // into a device without one.
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(out_ifindex, 0) as i32 }
+    } else if ret == FIB_SUCCESS {
         if ctx.store(0, &fib.dmac, 0).is_err() || ctx.store(6, &fib.smac, 0).is_err() {
             return (Verdict::DropMalformed, -1);
         }
         // SAFETY: plain helper call.
-        unsafe { bpf_redirect(fib.ifindex, 0) as i32 }
+        unsafe { bpf_redirect(out_ifindex, 0) as i32 }
     } else {
         // SAFETY: plain helper call; NULL params = resolve the neighbour of the packet's route.
-        unsafe { bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+        unsafe { bpf_redirect_neigh(out_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
     };
     (Verdict::NatOut, action)
+}
+
+/// The IPv4 length of one segment of a GSO packet of `gso_size` payload bytes: IP header, the
+/// TCP header with its options (UDP: 8 bytes), and the payload.
+#[inline(always)]
+fn segment_len(ctx: &TcContext, ip: &Ipv4, gso_size: u32) -> u16 {
+    let ip_hdr = (ip.l4_off() - crate::parse::ETH_LEN) as u32;
+    let l4_hdr = if ip.proto() == PROTO_TCP {
+        // The data offset's high nibble, in 32-bit words.
+        read::<[u8; 13]>(ctx, ip.l4_off()).map_or(20, |t| u32::from(t[12] >> 4) * 4)
+    } else {
+        8
+    };
+    let len = ip_hdr + l4_hdr + gso_size;
+    if len > 0xffff { 0xffff } else { len as u16 }
 }
 
 /// The address mapping of a protocol without ports, `saddr → daddr`: one per (protocol, pod,
 /// remote), as the kernel's generic NAT keeps it. `false`: another pod holds the mapping to
 /// this remote for this protocol and it has not expired.
 #[inline(always)]
-fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) -> bool {
+fn nat_addr_for(
+    saddr: u32,
+    daddr: u32,
+    proto: u8,
+    nat_addr: u32,
+    cfg: &NetConfig,
+    now: u64,
+) -> bool {
     let in_key = CtKey::wire_side(daddr, 0, 0, proto);
     let reply = CtValue::new(now, saddr, 0, CT_NEW);
     if let Some(v) = CT_IN.get_ptr_mut(in_key) {
@@ -176,7 +231,7 @@ fn nat_addr_for(saddr: u32, daddr: u32, proto: u8, cfg: &NetConfig, now: u64) ->
         }
     }
     let out_key = in_key.to_pod_side(saddr, 0);
-    let out = CtValue::new(now, cfg.uplink_addr, 0, CT_NEW);
+    let out = CtValue::new(now, nat_addr, 0, CT_NEW);
     // An LRU insert only fails without memory; the reverse entry still lets replies in.
     let _ = CT_OUT.insert(out_key, out, 0);
     true
@@ -201,8 +256,8 @@ pub fn open_hostport_flow(
     };
     // SAFETY: read-only lookup, copied at once.
     let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
-        Some(hp) => (hp.pod_ip, hp.pod_port),
-        None => return None,
+        Some(hp) if hp.accepts(daddr) => (hp.pod_ip, hp.pod_port),
+        _ => return None,
     };
     let state = next_state(CT_NEW, proto, l.tcp_flags, false);
     let inbound = CtValue::new(now, pod_ip, pod_port, state);
@@ -214,8 +269,8 @@ pub fn open_hostport_flow(
     Some(Ok(()))
 }
 
-/// Reverse NAT of a reply arriving on the uplink for the uplink's address, or DNAT of a new flow
-/// to a hostPort, redirected into the pod. `None`: neither (host traffic, untouched).
+/// Reverse NAT of a reply arriving on an external interface for a node address, or DNAT of a
+/// new flow to a hostPort, redirected into the pod. `None`: neither (host traffic, untouched).
 #[inline(always)]
 pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
     let proto = ip.proto();

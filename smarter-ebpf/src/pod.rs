@@ -4,33 +4,28 @@
 //! endpoint of this ifindex, with its MAC; IPv6 and the pod's link claims in [`crate::guard`];
 //! any other ethertype, and VLAN tags, are dropped); the RA guard (a pod's ICMP redirects and
 //! router advertisements here, its IPv6 router messages in [`crate::guard`]); pod → pod
-//! redirect (`bpf_redirect_peer`, hairpin replies translated first); pod → a hostPort on the
-//! uplink address is DNATed to its pod ([`crate::hairpin`]); other pod → node traffic passes;
-//! deny ranges drop; everything else is source-NATed to the uplink ([`crate::nat`]) or dropped
-//! when it cannot be. IPv6 beyond link-local and multicast is dropped (pods have no IPv6
+//! redirect (`bpf_redirect_peer`, hairpin replies translated first); pod → a hostPort on any
+//! node address is DNATed to its pod ([`crate::hairpin`]); other pod → node traffic passes;
+//! deny ranges drop; everything else is source-NATed to the external interface the route
+//! lookup picks ([`crate::nat`]) or dropped when it cannot be. IPv6 beyond link-local and multicast is dropped (pods have no IPv6
 //! network).
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key,
-    programs::TcContext,
+    helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key, programs::TcContext,
 };
-use smarter_common::{
-    EndpointKey, EndpointStats, Verdict, link::is_router_icmp, maps::CONFIG_INDEX,
-};
+use smarter_common::{EndpointKey, Verdict, link::is_router_icmp, maps::CONFIG_INDEX};
 
 use crate::{
     guard, hairpin,
-    maps::{CONFIG, DENY, ENDPOINTS, EP_STATS},
+    maps::{CONFIG, DENY, ENDPOINTS, EP_STATS, NODE_ADDRS},
     nat::snat,
     parse::{
         ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_SRC, ETH_TYPE, Ipv4, PROTO_ICMP,
         read,
     },
+    stats,
     verdict::{action, record},
 };
-
-/// `EEXIST`: another CPU created the entry between our lookup and insert.
-const EEXIST: i32 = 17;
 
 #[classifier]
 pub fn smarter_pod(ctx: TcContext) -> i32 {
@@ -47,7 +42,7 @@ fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     // `ifindex` from a TC program's `__sk_buff`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Failing to count (e.g. the stats map is full) must never cost the pod its traffic.
-    let _ = count(ifindex, ctx.len());
+    let _ = stats::bump(&EP_STATS, ifindex, ctx.len());
 
     // SAFETY: as above, `vlan_present` is readable from a TC program's `__sk_buff`. The
     // kernel strips a VLAN tag into the metadata before TC ingress: pods have no VLANs.
@@ -135,10 +130,11 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     let Some(cfg) = CONFIG.get(CONFIG_INDEX) else {
         return (Verdict::PassHost, -1);
     };
-    let (gateway, uplink_addr, uplink_ifindex) = (cfg.gateway, cfg.uplink_addr, cfg.uplink_ifindex);
-    if uplink_addr != 0 && daddr == uplink_addr {
-        // Hairpin: a hostPort on the node's address reaches the pod that holds it. Options and
-        // fragments are delivered to the node as they are (a hostPort flow never has them).
+    // SAFETY: read-only lookup, nothing kept.
+    if unsafe { NODE_ADDRS.get(daddr) }.is_some() {
+        // Hairpin: a hostPort on any of the node's addresses reaches the pod that holds it.
+        // Options and fragments are delivered to the node as they are (a hostPort flow never
+        // has them).
         if !ip.is_simple() {
             return (Verdict::PassHost, -1);
         }
@@ -154,7 +150,7 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
         }
         return (Verdict::PassHost, -1);
     }
-    if daddr == gateway {
+    if daddr == cfg.gateway {
         return (Verdict::PassHost, -1);
     }
     if cfg.in_subnet(daddr) {
@@ -164,44 +160,5 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
     if DENY.get(Key::new(32, daddr)).is_some() {
         return (Verdict::DropDeny, -1);
     }
-    if uplink_addr == 0 || uplink_ifindex == 0 {
-        // No uplink known yet: the host stack routes (and the uplink's backstop stops anything
-        // that would leave un-NATed).
-        return (Verdict::PassHost, -1);
-    }
     snat(ctx, &ip, cfg)
-}
-
-/// Adds one packet of `len` bytes to this CPU's counters for `ifindex`, creating them if absent.
-#[inline(always)]
-fn count(ifindex: u32, len: u32) -> Result<(), i32> {
-    if let Some(stats) = EP_STATS.get_ptr_mut(ifindex) {
-        add(stats, len);
-        return Ok(());
-    }
-    let first = EndpointStats {
-        packets: 1,
-        bytes: u64::from(len),
-    };
-    match EP_STATS.insert(ifindex, first, u64::from(BPF_NOEXIST)) {
-        Ok(()) => Ok(()),
-        Err(err) if err == -EEXIST => match EP_STATS.get_ptr_mut(ifindex) {
-            Some(stats) => {
-                add(stats, len);
-                Ok(())
-            }
-            None => Err(err),
-        },
-        Err(err) => Err(err),
-    }
-}
-
-#[inline(always)]
-fn add(stats: *mut EndpointStats, len: u32) {
-    // SAFETY: a non-null pointer from a per-CPU map lookup points at this CPU's value, which no
-    // other program run touches concurrently (preemption is off while a TC program runs).
-    unsafe {
-        (*stats).packets += 1;
-        (*stats).bytes += u64::from(len);
-    }
 }

@@ -2,12 +2,13 @@
 //! TTL, and delivery of a translated packet into its pod.
 
 use aya_ebpf::{bindings::TC_ACT_REDIRECT, helpers::bpf_redirect_peer, programs::TcContext};
-use smarter_common::{EndpointKey, Verdict};
+use smarter_common::{EndpointKey, Verdict, uplink::DIR_IN};
 
 use crate::{
     l4::L4Info,
     maps::ENDPOINTS,
     parse::{ETH_LEN, Ipv4, read},
+    stats,
 };
 
 pub const IP_CSUM: usize = ETH_LEN + 10;
@@ -88,6 +89,10 @@ pub fn deliver(
     {
         return (Verdict::DropMalformed, -1);
     }
+    // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed: the external
+    // interface the packet arrived on.
+    let via = unsafe { (*ctx.skb.skb).ifindex };
+    stats::pod_iface(pod_ip, via, DIR_IN, ctx.len());
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
     if action != TC_ACT_REDIRECT {

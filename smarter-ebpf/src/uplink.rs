@@ -1,23 +1,43 @@
-//! `smarter_uplink`: TC classifier on the uplink's ingress. Replies to NATed flows (to the uplink
-//! address, conntrack hit; with options, fragmented, any protocol) are reverse-NATed into the pod; IPv4 to a pod-subnet address is
-//! dropped (node-local-only); everything else (host traffic) passes untouched.
+//! `smarter_uplink` and `smarter_l3_in`: TC classifiers on every external interface's ingress
+//! (Ethernet, and layer-3 devices without an Ethernet header: raw-IP modems, PPP, tun).
+//! Replies to NATed flows and new flows to a hostPort, for any of the node's addresses (with
+//! options, fragmented, any protocol), are translated into the pod; IPv4 to a pod-subnet
+//! address is dropped (node-local-only); everything else (host traffic) passes untouched.
+//!
+//! On a layer-3 device the packet starts with its IPv4 header. What the datapath may own (to
+//! a node address or the pod subnet) gets an Ethernet header pushed first
+//! (`bpf_skb_change_head`, meant for exactly this: an L3 packet about to be redirected into an
+//! L2 device), so the rest is the Ethernet program's; the host stack ignores that header on
+//! what it keeps.
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_OK, helpers::bpf_skb_change_head, macros::classifier, programs::TcContext,
+};
 use smarter_common::{Verdict, maps::CONFIG_INDEX};
 
 use crate::{
-    maps::CONFIG,
+    maps::{CONFIG, NODE_ADDRS},
     nat::rnat,
-    parse::{ETH_P_IP, ETH_TYPE, Ipv4, read},
+    parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, Ipv4, read},
     verdict::{action, record},
 };
 
 #[classifier]
 pub fn smarter_uplink(ctx: TcContext) -> i32 {
+    run(&ctx, false)
+}
+
+#[classifier]
+pub fn smarter_l3_in(ctx: TcContext) -> i32 {
+    run(&ctx, true)
+}
+
+#[inline(always)]
+fn run(ctx: &TcContext, l3: bool) -> i32 {
     let len = ctx.len();
-    match try_smarter_uplink(&ctx) {
+    match try_uplink(ctx, l3) {
         Some((verdict, helper_action)) => {
-            record(&ctx, verdict, len);
+            record(ctx, verdict, len);
             action(verdict, helper_action)
         }
         // Host traffic: not counted, never touched.
@@ -27,7 +47,10 @@ pub fn smarter_uplink(ctx: TcContext) -> i32 {
 
 /// `Some(verdict)` for packets the datapath owns, `None` for host traffic.
 #[inline(always)]
-fn try_smarter_uplink(ctx: &TcContext) -> Option<(Verdict, i32)> {
+fn try_uplink(ctx: &TcContext, l3: bool) -> Option<(Verdict, i32)> {
+    if l3 && !push_eth(ctx)? {
+        return None;
+    }
     let ethertype = read::<[u8; 2]>(ctx, ETH_TYPE)?;
     if u16::from_be_bytes(ethertype) != ETH_P_IP {
         return None;
@@ -36,7 +59,8 @@ fn try_smarter_uplink(ctx: &TcContext) -> Option<(Verdict, i32)> {
     let ip = Ipv4::read(ctx)?;
     let daddr = ip.daddr();
     let cfg = CONFIG.get(CONFIG_INDEX)?;
-    if cfg.uplink_addr != 0 && daddr == cfg.uplink_addr {
+    // SAFETY: read-only lookup, nothing kept.
+    if unsafe { NODE_ADDRS.get(daddr) }.is_some() {
         // Not a NATed flow's reply (nor a fragment of one, nor a hostPort flow): host traffic.
         return rnat(ctx, &ip, cfg.bridge_mac);
     }
@@ -44,4 +68,30 @@ fn try_smarter_uplink(ctx: &TcContext) -> Option<(Verdict, i32)> {
         return Some((Verdict::DropNodelocal, -1));
     }
     None
+}
+
+/// On a layer-3 device: when the packet is IPv4 to a node address or the pod subnet, pushes an
+/// Ethernet header (zero MACs, type IPv4) in front of it. `Some(false)`: not such a packet
+/// (untouched); `None`: the push failed.
+#[inline(always)]
+fn push_eth(ctx: &TcContext) -> Option<bool> {
+    // SAFETY: reading `protocol` from a TC program's `__sk_buff` is allowed.
+    let proto = unsafe { (*ctx.skb.skb).protocol };
+    if proto != u32::from(ETH_P_IP.to_be()) {
+        return Some(false);
+    }
+    let h = read::<[u8; IP_LEN]>(ctx, 0)?;
+    let daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+    let cfg = CONFIG.get(CONFIG_INDEX)?;
+    // SAFETY: read-only lookup, nothing kept.
+    let local = unsafe { NODE_ADDRS.get(daddr) }.is_some();
+    if h[0] >> 4 != 4 || !(local || (cfg.prefix_len != 0 && cfg.in_subnet(daddr))) {
+        return Some(false);
+    }
+    // SAFETY: plain helper call on the program's own context.
+    if unsafe { bpf_skb_change_head(ctx.skb.skb, ETH_LEN as u32, 0) } != 0 {
+        return None;
+    }
+    ctx.store(ETH_TYPE, &ETH_P_IP.to_be_bytes(), 0).ok()?;
+    Some(true)
 }

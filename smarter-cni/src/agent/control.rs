@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use super::DatapathControl;
 use crate::cni::NetConf;
-use crate::datapath::{self, Datapath, DatapathChoice, Uplink, UplinkView};
+use crate::datapath::{self, Datapath, DatapathChoice, External};
 
 /// Opens the datapath `conf` selects as [`open_choosing`] does, without the choice.
 ///
@@ -45,8 +45,8 @@ pub fn open_choosing(
 struct Control(Box<dyn Datapath>);
 
 impl DatapathControl for Control {
-    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()> {
-        Ok(self.0.ensure_network(None, UplinkView::Decided(uplink))?)
+    fn uplink_changed(&mut self, external: &External) -> anyhow::Result<()> {
+        Ok(self.0.ensure_network(None, external)?)
     }
 
     fn gc(&mut self) -> anyhow::Result<usize> {
@@ -55,8 +55,8 @@ impl DatapathControl for Control {
 }
 
 impl<T: DatapathControl + ?Sized> DatapathControl for Box<T> {
-    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()> {
-        (**self).uplink_changed(uplink)
+    fn uplink_changed(&mut self, external: &External) -> anyhow::Result<()> {
+        (**self).uplink_changed(external)
     }
 
     fn gc(&mut self) -> anyhow::Result<usize> {

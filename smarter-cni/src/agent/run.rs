@@ -10,21 +10,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
-use super::uplink::Uplink;
 use super::uplink::watch::{UplinkWatch, WatchError};
+use super::uplink::{External, Uplink};
 use crate::cni::UplinkSelector;
 use crate::datapath::DatapathChoice;
 
 /// What the agent drives: the datapath (eBPF or iptables) behind a narrow seam, so the loop
 /// is tested with a recording fake and the real datapath is wired in by the binary.
 pub trait DatapathControl {
-    /// The resolved uplink changed (called once at start, then only on real changes);
-    /// `None` means there is no usable uplink now.
+    /// The node's external side changed: interfaces, their addresses, the default route
+    /// (called once at start, then only on real changes).
     ///
     /// # Errors
     /// Any failure; the agent logs it and calls again with the then-current value after
     /// [`AgentConfig::retry_interval`].
-    fn uplink_changed(&mut self, uplink: Option<&Uplink>) -> anyhow::Result<()>;
+    fn uplink_changed(&mut self, external: &External) -> anyhow::Result<()>;
 
     /// Removes expired connection-tracking entries; returns how many.
     ///
@@ -36,8 +36,10 @@ pub trait DatapathControl {
 /// The loop's settings.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    /// Which interface is the uplink.
+    /// Which external interfaces pods may leave by.
     pub uplink: UplinkSelector,
+    /// The network's bridge (never an external interface).
+    pub bridge: String,
     /// How often [`DatapathControl::gc`] runs.
     pub gc_interval: Duration,
     /// Safety-net re-resolution without any event.
@@ -54,6 +56,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             uplink: UplinkSelector::Auto,
+            bridge: crate::cni::config::defaults::BRIDGE.to_owned(),
             gc_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(30),
             debounce: Duration::from_millis(100),
@@ -153,7 +156,7 @@ pub async fn run<D: DatapathControl>(
     health: &Health,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut watch = UplinkWatch::subscribe(config.uplink.clone())
+    let mut watch = UplinkWatch::subscribe(config.uplink.clone(), config.bridge.clone())
         .context("subscribing to link, address and route changes")?;
     tracing::info!(uplink = ?config.uplink, gc_every = ?config.gc_interval, "agent started");
     let mut state = Loop {
@@ -198,7 +201,7 @@ pub async fn run<D: DatapathControl>(
                     Ok(n) => tracing::debug!(removed = n, "conntrack garbage collected"),
                     Err(e) => tracing::warn!("conntrack gc failed: {e:#}"),
                 }
-                health.beat(config.health_file.as_ref(), state.current.as_ref());
+                health.beat(config.health_file.as_ref(), state.preferred());
             }
         }
     }
@@ -216,7 +219,7 @@ pub async fn run<D: DatapathControl>(
 struct Loop<'a> {
     config: &'a AgentConfig,
     /// The value last delivered to the datapath.
-    current: Option<Uplink>,
+    current: Option<External>,
     /// Whether anything was delivered yet (the first decision is always delivered).
     delivered: bool,
     /// When to re-resolve next (debounce or retry), if scheduled.
@@ -224,6 +227,11 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
+    /// The uplink of the default route in what was last delivered.
+    fn preferred(&self) -> Option<&Uplink> {
+        self.current.as_ref().and_then(External::preferred)
+    }
+
     /// Schedules a re-resolution `after` from now unless one is already due earlier, so a
     /// burst of events costs one dump, at most `debounce` after its first event.
     fn schedule(&mut self, after: Duration) {
@@ -237,7 +245,7 @@ impl Loop<'_> {
         datapath: &mut D,
         health: &Health,
     ) {
-        let resolved = match watch.resolve().await {
+        let resolved = match watch.external().await {
             Ok(r) => r,
             Err(e @ WatchError::Dump { .. }) => {
                 tracing::warn!("cannot resolve the uplink: {e}; retrying");
@@ -249,17 +257,20 @@ impl Loop<'_> {
                 return;
             }
         };
-        if self.delivered && resolved == self.current {
-            health.beat(self.config.health_file.as_ref(), self.current.as_ref());
+        if self.delivered && self.current.as_ref() == Some(&resolved) {
+            health.beat(self.config.health_file.as_ref(), self.preferred());
             return;
         }
-        match &resolved {
+        match resolved.preferred() {
             Some(u) => tracing::info!("uplink is {u}"),
-            None => tracing::warn!(selector = ?watch.selector(), "no usable uplink"),
+            None => tracing::warn!(selector = ?watch.selector(), "no usable default uplink"),
         }
-        match datapath.uplink_changed(resolved.as_ref()) {
+        for u in &resolved.uplinks {
+            tracing::debug!("external interface {u}");
+        }
+        match datapath.uplink_changed(&resolved) {
             Ok(()) => {
-                self.current = resolved;
+                self.current = Some(resolved);
                 self.delivered = true;
                 health.ready.store(true, Ordering::Release);
             }
@@ -268,6 +279,6 @@ impl Loop<'_> {
                 self.schedule(self.config.retry_interval);
             }
         }
-        health.beat(self.config.health_file.as_ref(), self.current.as_ref());
+        health.beat(self.config.health_file.as_ref(), self.preferred());
     }
 }

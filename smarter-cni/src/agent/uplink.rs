@@ -1,7 +1,8 @@
-//! The uplink as the agent follows it: the decision is [`crate::datapath::uplink::resolve`]
-//! (the plugin makes the same one); [`watch`] re-makes it on every relevant netlink event.
+//! The external interfaces as the agent follows them: the decision is
+//! [`crate::datapath::uplink::external`] (the plugin makes the same one); [`watch`] re-makes
+//! it on every relevant netlink event.
 
 pub mod watch;
 
-pub use crate::datapath::uplink::{Uplink, resolve};
+pub use crate::datapath::uplink::{External, Uplink, external, resolve};
 pub use crate::netlink::snapshot::Snapshot;

@@ -30,7 +30,8 @@ struct Cli {
     /// A CNI `.conf` or `.conflist` holding the smarter-cni plugin entry.
     #[arg(long)]
     conf: Option<PathBuf>,
-    /// UplinkSelector interface, or `auto` for the interface of the IPv4 default route.
+    /// The external interfaces pods may leave by: `auto` (every one) or a comma-separated list
+    /// of interface names.
     #[arg(long)]
     uplink: Option<String>,
     /// bpffs directory of the pinned maps (overrides `bpffsDir`).
@@ -101,7 +102,8 @@ impl Cli {
         if let Some(u) = &self.uplink {
             netconf.uplink = match u.as_str() {
                 "auto" => UplinkSelector::Auto,
-                name => UplinkSelector::Named(name.to_string()),
+                name if !name.contains(',') => UplinkSelector::Named(name.to_string()),
+                list => UplinkSelector::List(list.split(',').map(str::to_owned).collect()),
             };
         }
         if let Some(d) = &self.bpffs_dir {
@@ -112,6 +114,7 @@ impl Cli {
         }
         let agent = AgentConfig {
             uplink: netconf.uplink.clone(),
+            bridge: netconf.bridge.clone(),
             gc_interval: Duration::from_secs(self.gc_interval),
             resync_interval: Duration::from_secs(self.resync_interval),
             health_file: self.health_file.clone(),

@@ -267,10 +267,25 @@ async fn attach_datapath(
         .runtime_config
         .port_mappings
         .iter()
-        .map(|p| HostPortSpec {
-            host_port: p.host_port,
-            container_port: p.container_port,
-            protocol: p.protocol.number(),
+        .filter_map(|p| {
+            let host_ip = match p.host_ip {
+                None => None,
+                Some(std::net::IpAddr::V4(a)) => Some(a),
+                // An IPv4 pod is not reachable on an IPv6 node address (portmap skips it too).
+                Some(std::net::IpAddr::V6(a)) => {
+                    tracing::warn!(
+                        "hostPort {} on {a}: pods have no IPv6, skipped",
+                        p.host_port
+                    );
+                    return None;
+                }
+            };
+            Some(HostPortSpec {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.number(),
+                host_ip,
+            })
         })
         .collect();
     dp.attach(spec, &ports).into_cni()?;

@@ -8,7 +8,7 @@ use ipnetwork::Ipv4Network;
 use super::Ctx;
 use super::errors::IntoCni as _;
 use crate::cni::CniError;
-use crate::datapath::{self, Bridge, Datapath, UplinkView};
+use crate::datapath::{self, Bridge, Datapath};
 use crate::naming::bridge_mac;
 use crate::netlink::{LinkInfo, Links};
 
@@ -21,8 +21,8 @@ pub(super) struct Network {
 }
 
 /// Ensures the bridge (with the gateway address), forwarding and the reserved NAT ports,
-/// then opens the datapath and writes the bridge and the uplink as the kernel shows them now
-/// ([`datapath::uplink::resolve`], the agent's decision). Idempotent.
+/// then opens the datapath and writes the bridge and the external interfaces as the kernel
+/// shows them now ([`datapath::uplink::external`], the agent's decision). Idempotent.
 ///
 /// # Errors
 ///
@@ -40,29 +40,17 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
         .await
         .into_cni()?;
     ctx.host.prepare(&conf.bridge, conf.nat_port_range)?;
-    let named = match &conf.uplink {
-        crate::cni::UplinkSelector::Named(name) => Some(name.as_str()),
-        crate::cni::UplinkSelector::Auto => None,
-    };
-    let snapshot = node.uplink_snapshot(named).await.into_cni()?;
-    let uplink = datapath::uplink::resolve(&conf.uplink, &snapshot);
-    if uplink.is_none() {
+    let snapshot = node
+        .uplink_snapshot(&conf.uplink.names())
+        .await
+        .into_cni()?;
+    let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge);
+    if !external.uplinks.iter().any(|u| !u.addr.is_unspecified()) {
         tracing::info!(
-            "no uplink ({:?}): pods reach each other and the node only",
+            "no uplink with an address ({:?}): pods reach each other and the node only",
             conf.uplink
         );
     }
-    let addrs: Vec<std::net::Ipv4Addr> = uplink
-        .as_ref()
-        .map(|u| {
-            snapshot
-                .addrs
-                .iter()
-                .filter(|a| a.index == u.ifindex)
-                .map(|a| a.addr)
-                .collect()
-        })
-        .unwrap_or_default();
     let mut datapath = ctx.datapaths.open(conf).into_cni()?.datapath;
     datapath
         .ensure_network(
@@ -70,7 +58,7 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
                 ifindex: bridge.index,
                 mac,
             }),
-            UplinkView::Observed(uplink.as_ref(), &addrs),
+            &external,
         )
         .into_cni()?;
     Ok(Network { bridge, datapath })

@@ -135,14 +135,30 @@ pub enum TcAttachMode {
     Netlink,
 }
 
-/// The host's uplink interface, used for masquerading and MTU.
+/// Which of the node's external interfaces pods may leave by (NAT, node-local-only and the
+/// leak backstop hold on each of them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum UplinkSelector {
-    /// The interface of the default route.
+    /// Every external interface (anything but the loopback, the bridge and its ports),
+    /// following them as they come and go.
     #[default]
     Auto,
-    /// This interface.
+    /// This interface only.
     Named(String),
+    /// These interfaces only.
+    List(Vec<String>),
+}
+
+impl UplinkSelector {
+    /// The interface names it restricts to; empty for [`Self::Auto`].
+    #[must_use]
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::Auto => Vec::new(),
+            Self::Named(n) => vec![n.clone()],
+            Self::List(l) => l.clone(),
+        }
+    }
 }
 
 /// An inclusive range of source ports for SNAT.

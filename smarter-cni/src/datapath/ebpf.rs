@@ -6,13 +6,14 @@
 //!   `smarter-ebpf-tests` crate) and the id of the pinned build;
 //! - `endpoints`: ADD/DEL/CHECK/GC operations on one pod ([`EndpointRecord`]); `ifaces`: which
 //!   endpoint sits behind a pod port (the source-MAC check of frames without an IPv4 source);
-//! - `attach`: TCX or netlink attachment that outlives the plugin process; `egress`: the
-//!   uplink's egress backstop;
+//! - `attach`: TCX or netlink attachment that outlives the plugin process;
+//! - `external`: the external interfaces (ingress program and egress backstop on each, the
+//!   `uplinks` entries pods are NATed by, the node's addresses) ([`UplinkEntry`]);
 //! - `pins`: pin layout, bpffs and layout checks, creating a missing pin root, the loader
 //!   lock ([`remove_network_pins`]);
 //! - `tc_filters`: the netlink query aya lacks (which BPF filters sit on clsact ingress);
 //! - `sys`: the bpf(2) command aya lacks (`BPF_LINK_DETACH`);
-//! - `uplink`: the uplink program's attachment, the uplink/bridge/NAT settings, deny ranges,
+//! - `uplink`: the loopback program's attachment, the bridge/NAT settings, deny ranges,
 //!   verdict counters;
 //! - `ct`: conntrack listing, GC and per-pod flush ([`CtEntryView`]);
 //! - `hostports`: hostPort DNAT entries;
@@ -27,10 +28,10 @@
 pub(super) mod attach;
 mod availability;
 mod ct;
-mod egress;
 mod endpoints;
 mod error;
 mod events;
+mod external;
 mod handle;
 mod hostports;
 mod ifaces;
@@ -49,6 +50,7 @@ pub use availability::{EbpfUnavailable, PinRootState, ensure_pin_root, probe};
 pub use endpoints::EndpointRecord;
 pub use error::EbpfError;
 pub use events::EventReader;
+pub use external::UplinkEntry;
 pub use handle::EbpfDatapath;
 pub use inspect::HookView;
 pub use network::EbpfNetwork;

@@ -17,9 +17,9 @@ use smarter_common::CtTimeouts;
 use super::types::DatapathKind;
 use super::types::{
     AttachMode, CtEntryView, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill,
-    PodLink,
+    PodLink, PodTraffic,
 };
-use super::uplink::Uplink;
+use super::uplink::External;
 
 /// What a datapath needs to know of its network, taken from the configuration once, when it
 /// is opened.
@@ -69,19 +69,6 @@ pub struct Bridge {
     pub ifindex: u32,
     /// Its fixed MAC ([`crate::naming::bridge_mac`]).
     pub mac: [u8; 6],
-}
-
-/// The uplink as the caller sees it now.
-#[derive(Debug, Clone, Copy)]
-pub enum UplinkView<'a> {
-    /// What the plugin saw during ADD: the uplink and every IPv4 address it holds now (read
-    /// with it, so deciding whether the recorded address still holds reads no interface
-    /// list); written only when what is recorded is no longer true (the agent, when there is
-    /// one, follows the uplink and is authoritative).
-    Observed(Option<&'a Uplink>, &'a [Ipv4Addr]),
-    /// What the node agent decided: written as it is (a flap keeps the NAT state while the
-    /// recorded interface still holds the recorded address).
-    Decided(Option<&'a Uplink>),
 }
 
 /// Failure of a datapath, the one error type of the seam: what the verbs treat alike has
@@ -140,9 +127,10 @@ pub trait Datapath: fmt::Debug + Send {
     /// Which one this is (as recorded in the attachment records).
     fn kind(&self) -> DatapathKind;
 
-    /// The node-wide part of the network: settings, bridge, the uplink and its programs or
-    /// rules. ADD calls it for every pod (cheap when nothing changed); the agent calls it on
-    /// start and on every uplink change.
+    /// The node-wide part of the network: settings, bridge, the external interfaces with
+    /// their programs or rules, the node's addresses. ADD calls it for every pod (cheap when
+    /// nothing changed); the agent calls it on start and on every link, address or route
+    /// change.
     ///
     /// # Errors
     ///
@@ -150,7 +138,7 @@ pub trait Datapath: fmt::Debug + Send {
     fn ensure_network(
         &mut self,
         bridge: Option<Bridge>,
-        uplink: UplinkView<'_>,
+        external: &External,
     ) -> Result<(), DatapathError>;
 
     /// Makes the pod known with its hostPorts. All or nothing: on failure nothing of the pod
@@ -205,6 +193,14 @@ pub trait Datapath: fmt::Debug + Send {
     ///
     /// When the counters cannot be read.
     fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError>;
+
+    /// Bytes and packets per pod, per external interface, both directions, sorted by pod,
+    /// interface and direction. Counted from a pod's ADD to its DEL.
+    ///
+    /// # Errors
+    ///
+    /// When the counters cannot be read.
+    fn pod_traffic(&self) -> Result<Vec<PodTraffic>, DatapathError>;
 
     /// How full the driver's tables are (eBPF: endpoints, conntrack, hostPorts...); empty
     /// where the kernel keeps them (nftables).

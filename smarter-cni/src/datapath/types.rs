@@ -79,12 +79,14 @@ pub struct PodLink {
 /// One `portMappings` entry of a pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HostPortSpec {
-    /// Port on the node's uplink address.
+    /// Port on the node's addresses (every one, or [`Self::host_ip`]).
     pub host_port: u16,
     /// Port in the pod.
     pub container_port: u16,
     /// IP protocol: 6 (TCP) or 17 (UDP).
     pub protocol: u8,
+    /// The one node address the port answers on (`hostIP`); `None`: every node address.
+    pub host_ip: Option<Ipv4Addr>,
 }
 
 /// One packet a datapath reports (a drop, or any packet while tracing): the eBPF driver
@@ -109,6 +111,44 @@ pub struct EventView {
     pub dport: u16,
     /// Packet length.
     pub len: u32,
+}
+
+/// Which way a pod's traffic crossed an external interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficDir {
+    /// Sent by the pod, out of the interface.
+    Out,
+    /// Received by the pod, in through the interface.
+    In,
+}
+
+impl TrafficDir {
+    /// `out` or `in`, as metrics and bpfctl print it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::In => "in",
+        }
+    }
+}
+
+/// One pod's traffic through one external interface in one direction (metered links).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTraffic {
+    /// The pod's address.
+    pub pod: Ipv4Addr,
+    /// The external interface's ifindex.
+    pub ifindex: u32,
+    /// Its name now (`None` when it is gone).
+    pub ifname: Option<String>,
+    /// Direction.
+    pub dir: TrafficDir,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (as the interface saw them: IPv4 packet, plus the Ethernet header on Ethernet
+    /// devices).
+    pub bytes: u64,
 }
 
 /// Entries of one of a datapath's tables against its capacity (eBPF: a pinned map).

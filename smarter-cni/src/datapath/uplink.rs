@@ -1,13 +1,14 @@
-//! Which interface is the node's uplink, and with which address: one pure, tested decision
-//! ([`resolve`] over a netlink [`Snapshot`]) that the plugin (at ADD) and the agent (on every
-//! change) both make, and the [`Uplink`] type both datapaths take.
+//! Which interfaces pods leave the node by, and with which addresses: one pure, tested decision
+//! ([`external`] over a netlink [`Snapshot`]) that the plugin (at ADD) and the agent (on every
+//! change) both make, and the [`External`] view both datapaths take. [`resolve`] is the one
+//! interface the default route uses (what status shows as the preferred uplink).
 
 use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::cni::UplinkSelector;
 use crate::netlink::format_mac;
-use crate::netlink::snapshot::{AddrState, Snapshot};
+use crate::netlink::snapshot::{AddrState, LinkState, Snapshot};
 
 /// The node's uplink, as both datapaths and the agent see it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -24,6 +25,90 @@ pub struct Uplink {
     pub mac: [u8; 6],
     /// Administratively up with carrier (`IFF_UP` and `IFF_RUNNING`).
     pub up: bool,
+    /// A layer-3 device: frames carry no Ethernet header (raw-IP modems, PPP, tun, WireGuard).
+    pub l3: bool,
+    /// MTU (0 when unknown).
+    pub mtu: u32,
+}
+
+/// The node's external side, as both datapaths are given it: every interface pod traffic may
+/// leave by (each with the address it is masqueraded to) and every address of the node (a
+/// hostPort answers on all of them, as portmap's `dst-type LOCAL` does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct External {
+    /// `uplink` was absent or `auto`: every external interface, also those that appear later.
+    pub all: bool,
+    /// The external interfaces selected, in ifindex order; an interface without a global IPv4
+    /// address has [`Ipv4Addr::UNSPECIFIED`] (nothing to masquerade to: pods cannot leave by it).
+    pub uplinks: Vec<Uplink>,
+    /// The interface of the main table's IPv4 default route, if it is one of `uplinks`.
+    pub preferred: Option<u32>,
+    /// Every global IPv4 address of the node, with the ifindex holding it.
+    pub node_addrs: Vec<(Ipv4Addr, u32)>,
+}
+
+impl External {
+    /// The uplink the default route uses, if any.
+    #[must_use]
+    pub fn preferred(&self) -> Option<&Uplink> {
+        let index = self.preferred?;
+        self.uplinks.iter().find(|u| u.ifindex == index)
+    }
+}
+
+/// The external interfaces `selector` picks in `snap` (see [`External`]). External: not the
+/// loopback, not `bridge`, not enslaved to another device (a bridge port carries no traffic of
+/// its own). A named interface that does not exist is left out.
+#[must_use]
+pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> External {
+    let names = selector.names();
+    let mut uplinks: Vec<Uplink> = snap
+        .links
+        .iter()
+        .filter(|l| !l.loopback && l.name != bridge && l.master.is_none())
+        .filter(|l| names.is_empty() || names.contains(&l.name))
+        .map(|l| {
+            uplink_of(l, snap).unwrap_or_else(|| Uplink {
+                addr: Ipv4Addr::UNSPECIFIED,
+                ..bare(l)
+            })
+        })
+        .collect();
+    uplinks.sort_by_key(|u| u.ifindex);
+    let preferred = best_route(snap)
+        .and_then(|r| r.oif)
+        .filter(|oif| uplinks.iter().any(|u| u.ifindex == *oif));
+    let node_addrs = snap
+        .addrs
+        .iter()
+        .filter(|a| a.global)
+        .map(|a| (a.addr, a.index))
+        .collect();
+    External {
+        all: names.is_empty(),
+        uplinks,
+        preferred,
+        node_addrs,
+    }
+}
+
+fn best_route(snap: &Snapshot) -> Option<&crate::netlink::snapshot::DefaultRouteState> {
+    snap.default_routes
+        .iter()
+        .filter(|r| r.oif.is_some())
+        .min_by_key(|r| r.metric)
+}
+
+fn bare(link: &LinkState) -> Uplink {
+    Uplink {
+        ifindex: link.index,
+        name: link.name.clone(),
+        addr: Ipv4Addr::UNSPECIFIED,
+        mac: <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or([0; 6]),
+        up: link.up,
+        l3: link.l3,
+        mtu: link.mtu,
+    }
 }
 
 impl fmt::Display for Uplink {
@@ -40,28 +125,34 @@ impl fmt::Display for Uplink {
     }
 }
 
-/// Decides the uplink for `selector` from `snap`.
+/// The one uplink the default route uses for `selector` in `snap`.
 ///
-/// `Auto` follows the main table's IPv4 default route with the lowest metric (ties: the first
-/// dumped); a named uplink is that interface wherever the default route points. `None` when
-/// the interface does not exist (or there is no default route) or it has no global IPv4
-/// address: there is nothing to masquerade to.
+/// `Auto` (and a list) follows the main table's IPv4 default route with the lowest metric
+/// (ties: the first dumped), among the selected interfaces; a named uplink is that interface
+/// wherever the default route points. `None` when the interface does not exist (or there is
+/// no default route) or it has no global IPv4 address: there is nothing to masquerade to.
 #[must_use]
 pub fn resolve(selector: &UplinkSelector, snap: &Snapshot) -> Option<Uplink> {
-    let best_route = snap
-        .default_routes
-        .iter()
-        .filter(|r| r.oif.is_some())
-        .min_by_key(|r| r.metric);
     let link = match selector {
-        UplinkSelector::Auto => {
-            let oif = best_route?.oif?;
-            snap.links.iter().find(|l| l.index == oif)?
-        }
         UplinkSelector::Named(name) => snap.links.iter().find(|l| &l.name == name)?,
+        UplinkSelector::Auto | UplinkSelector::List(_) => {
+            let oif = best_route(snap)?.oif?;
+            let link = snap.links.iter().find(|l| l.index == oif)?;
+            let names = selector.names();
+            if !names.is_empty() && !names.contains(&link.name) {
+                return None;
+            }
+            link
+        }
     };
+    uplink_of(link, snap)
+}
+
+/// `link` with the address pods are masqueraded to through it: the preferred source of a
+/// default route through it when configured there, else its first global IPv4 address
+/// (primaries before secondaries). `None` when it has no global IPv4 address.
+fn uplink_of(link: &LinkState, snap: &Snapshot) -> Option<Uplink> {
     let on_link = |a: &&AddrState| a.index == link.index && a.global;
-    // The preferred source of a default route through this link wins if it is configured here.
     let pref = snap
         .default_routes
         .iter()
@@ -75,13 +166,7 @@ pub fn resolve(selector: &UplinkSelector, snap: &Snapshot) -> Option<Uplink> {
         candidates.sort_by_key(|a| a.secondary);
         candidates.first().map(|a| a.addr)
     })?;
-    Some(Uplink {
-        ifindex: link.index,
-        name: link.name.clone(),
-        addr,
-        mac: <[u8; 6]>::try_from(link.mac.as_slice()).unwrap_or([0; 6]),
-        up: link.up,
-    })
+    Some(Uplink { addr, ..bare(link) })
 }
 
 /// Whether interface `ifindex` (in this namespace) holds IPv4 address `addr`.

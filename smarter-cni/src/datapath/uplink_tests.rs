@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Uplink, resolve};
+use super::{External, Uplink, external, resolve};
 use crate::cni::UplinkSelector;
 use crate::netlink::snapshot::{AddrState, DefaultRouteState, LinkState, Snapshot};
 
@@ -15,6 +15,10 @@ fn link(index: u32, name: &str, mac: &[u8], up: bool) -> LinkState {
         name: name.into(),
         mac: mac.to_vec(),
         up,
+        l3: false,
+        loopback: name == "lo",
+        master: None,
+        mtu: 1500,
     }
 }
 
@@ -62,6 +66,8 @@ fn info(ifindex: u32, name: &str, a: [u8; 4], mac: [u8; 6], up: bool) -> Uplink 
         addr: Ipv4Addr::from(a),
         mac,
         up,
+        l3: false,
+        mtu: 1500,
     }
 }
 
@@ -211,4 +217,73 @@ fn display_is_readable() {
         u.to_string(),
         "eth0 (ifindex 2, 198.51.100.2, mac 02:00:00:00:00:10, up)"
     );
+}
+
+/// `gateway()` plus the bridge (4) with its port (5), a LAN (6, 192.168.50.1) and a raw-IP
+/// modem (7, no address yet).
+fn edge() -> Snapshot {
+    let mut snap = gateway();
+    snap.links.push(link(4, "cni0", &MAC1, true));
+    snap.links.push(LinkState {
+        master: Some(4),
+        ..link(5, "smv0123", &MAC0, true)
+    });
+    snap.links.push(link(6, "lan0", &MAC0, true));
+    snap.links.push(LinkState {
+        l3: true,
+        mtu: 1428,
+        ..link(7, "wwan0", &[], false)
+    });
+    snap.addrs.push(addr(4, [172, 39, 0, 1]));
+    snap.addrs.push(addr(6, [192, 168, 50, 1]));
+    snap
+}
+
+fn names(e: &External) -> Vec<(&str, Ipv4Addr)> {
+    e.uplinks
+        .iter()
+        .map(|u| (u.name.as_str(), u.addr))
+        .collect()
+}
+
+#[test]
+fn auto_is_every_external_interface() {
+    let e = external(&UplinkSelector::Auto, &edge(), "cni0");
+    assert!(e.all);
+    assert_eq!(
+        names(&e),
+        [
+            ("eth0", Ipv4Addr::new(198, 51, 100, 2)),
+            ("wlan0", Ipv4Addr::new(203, 0, 113, 9)),
+            ("lan0", Ipv4Addr::new(192, 168, 50, 1)),
+            ("wwan0", Ipv4Addr::UNSPECIFIED),
+        ]
+    );
+    assert_eq!(e.preferred().map(|u| u.name.as_str()), Some("eth0"));
+    let wwan = &e.uplinks[3];
+    assert!(wwan.l3 && wwan.mtu == 1428 && wwan.mac == [0; 6]);
+    // The gateway is a node address (a hostPort answers on it), loopback's is not global.
+    assert!(e.node_addrs.contains(&(Ipv4Addr::new(172, 39, 0, 1), 4)));
+    assert_eq!(e.node_addrs.len(), 4);
+}
+
+#[test]
+fn a_list_or_a_name_restricts() {
+    let list = UplinkSelector::List(vec!["wwan0".into(), "eth0".into(), "gone0".into()]);
+    let e = external(&list, &edge(), "cni0");
+    assert!(!e.all);
+    assert_eq!(
+        names(&e),
+        [
+            ("eth0", Ipv4Addr::new(198, 51, 100, 2)),
+            ("wwan0", Ipv4Addr::UNSPECIFIED)
+        ]
+    );
+    let e = external(&UplinkSelector::Named("lan0".into()), &edge(), "cni0");
+    assert_eq!(names(&e), [("lan0", Ipv4Addr::new(192, 168, 50, 1))]);
+    // The default route is not through lan0: no preferred uplink.
+    assert_eq!(e.preferred, None);
+    assert_eq!(resolve(&list, &edge()).map(|u| u.ifindex), Some(2));
+    let only_lan = UplinkSelector::List(vec!["lan0".into()]);
+    assert_eq!(resolve(&only_lan, &edge()), None);
 }

@@ -61,7 +61,7 @@ pub trait Links {
     /// [`Netlink::default_route`].
     async fn default_route(&self) -> Result<Option<DefaultRoute>, NetlinkError>;
     /// [`Netlink::uplink_snapshot`].
-    async fn uplink_snapshot(&self, named: Option<&str>) -> Result<Snapshot, NetlinkError>;
+    async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, NetlinkError>;
 }
 
 #[async_trait::async_trait(?Send)]
@@ -125,7 +125,7 @@ impl Links for Netlink {
     async fn default_route(&self) -> Result<Option<DefaultRoute>, NetlinkError> {
         Netlink::default_route(self).await
     }
-    async fn uplink_snapshot(&self, named: Option<&str>) -> Result<Snapshot, NetlinkError> {
+    async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, NetlinkError> {
         Netlink::uplink_snapshot(self, named).await
     }
 }

@@ -8,7 +8,7 @@ use futures::TryStreamExt as _;
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -26,6 +26,15 @@ pub struct LinkState {
     pub mac: Vec<u8>,
     /// Administratively up with carrier.
     pub up: bool,
+    /// The link layer carries no Ethernet header (raw-IP modems, PPP, tun, WireGuard): any
+    /// `ARPHRD_*` other than Ethernet and loopback.
+    pub l3: bool,
+    /// The loopback device.
+    pub loopback: bool,
+    /// The device it is enslaved to (a bridge port's bridge), if any.
+    pub master: Option<u32>,
+    /// MTU (0 when not reported).
+    pub mtu: u32,
 }
 
 /// One IPv4 address of an interface.
@@ -105,11 +114,20 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
         name: String::new(),
         mac: Vec::new(),
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
+        l3: !matches!(
+            msg.header.link_layer_type,
+            LinkLayerType::Ether | LinkLayerType::Loopback
+        ),
+        loopback: flags.contains(LinkFlags::Loopback),
+        master: None,
+        mtu: 0,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => state.name.clone_from(n),
             LinkAttribute::Address(a) => state.mac.clone_from(a),
+            LinkAttribute::Controller(m) => state.master = Some(*m),
+            LinkAttribute::Mtu(m) => state.mtu = *m,
             _ => {}
         }
     }
@@ -179,18 +197,15 @@ pub fn default_route_state(msg: &RouteMessage) -> Option<DefaultRouteState> {
 }
 
 impl super::Netlink {
-    /// The part of the [`Snapshot`] the uplink decision for one selector reads: the default
-    /// routes, the one link they (or `named`) point at and that link's IPv4 addresses. The
-    /// plugin's ADD uses it: a node with hundreds of pods has hundreds of veths, which a full
-    /// [`dump`] would read on every ADD.
+    /// The part of the [`Snapshot`] the uplink decision reads: the default routes, every IPv4
+    /// address, and the links that hold one, carry a default route or are `named`. The
+    /// plugin's ADD uses it: a node with hundreds of pods has hundreds of veths (which hold no
+    /// address), and a full [`dump`] would read them all on every ADD.
     ///
     /// # Errors
     ///
     /// [`super::NetlinkError::Request`] naming the request that failed.
-    pub async fn uplink_snapshot(
-        &self,
-        named: Option<&str>,
-    ) -> Result<Snapshot, super::NetlinkError> {
+    pub async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, super::NetlinkError> {
         let err = |op: String| move |source| super::NetlinkError::Request { op, source };
         let routes: Vec<RouteMessage> = self
             .handle()
@@ -202,47 +217,54 @@ impl super::Netlink {
             .map_err(err("dump routes".into()))?;
         let default_routes: Vec<DefaultRouteState> =
             routes.iter().filter_map(default_route_state).collect();
-        let links = self.handle().link().get();
-        let request = match named {
-            Some(name) => links.match_name(name.to_string()),
-            None => match default_routes
-                .iter()
-                .filter(|r| r.oif.is_some())
-                .min_by_key(|r| r.metric)
-                .and_then(|r| r.oif)
-            {
-                Some(oif) => links.match_index(oif),
-                None => {
-                    return Ok(Snapshot {
-                        default_routes,
-                        ..Snapshot::default()
-                    });
-                }
-            },
-        };
-        let link: Option<LinkMessage> = match request.execute().try_next().await {
-            Ok(l) => l,
-            Err(e) if super::is_errno(&e, nix::errno::Errno::ENODEV) => None,
-            Err(e) => return Err(err("get the uplink".into())(e)),
-        };
-        let Some(link) = link else {
-            return Ok(Snapshot {
-                default_routes,
-                ..Snapshot::default()
-            });
-        };
         let addrs: Vec<AddressMessage> = self
             .handle()
             .address()
             .get()
-            .set_link_index_filter(link.header.index)
             .execute()
             .try_collect()
             .await
-            .map_err(err(format!("dump addresses of link {}", link.header.index)))?;
+            .map_err(err("dump addresses".into()))?;
+        let addrs: Vec<AddrState> = addrs.iter().filter_map(addr_state).collect();
+        let mut wanted: Vec<u32> = addrs
+            .iter()
+            .map(|a| a.index)
+            .chain(default_routes.iter().filter_map(|r| r.oif))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut links = Vec::new();
+        let requests = wanted
+            .into_iter()
+            .map(|i| {
+                (
+                    format!("link {i}"),
+                    self.handle().link().get().match_index(i),
+                )
+            })
+            .chain(named.iter().map(|n| {
+                (
+                    format!("link {n}"),
+                    self.handle().link().get().match_name(n.clone()),
+                )
+            }));
+        for (what, request) in requests {
+            match request.execute().try_next().await {
+                Ok(Some(link)) => {
+                    let state = link_state(&link);
+                    if !links.iter().any(|l: &LinkState| l.index == state.index) {
+                        links.push(state);
+                    }
+                }
+                Ok(None) => {}
+                // Gone between the dumps, or a named interface that does not exist (yet).
+                Err(e) if super::is_errno(&e, nix::errno::Errno::ENODEV) => {}
+                Err(e) => return Err(err(format!("get {what}"))(e)),
+            }
+        }
         Ok(Snapshot {
-            links: vec![link_state(&link)],
-            addrs: addrs.iter().filter_map(addr_state).collect(),
+            links,
+            addrs,
             default_routes,
         })
     }

@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, process::Command};
 
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{
-    AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, EndpointSpec, Uplink,
+    AttachMode, CtTimeouts, DatapathConfig, EbpfDatapath, EndpointSpec, External, Uplink,
 };
 use smarter_testbed::{Netns, ScratchBpfFs, unique_name};
 
@@ -134,18 +134,25 @@ impl World {
                 addr: NODE_UPLINK,
                 mac: [0; 6],
                 up: true,
+                l3: false,
+                mtu: 1500,
             };
-            dp.set_uplink(Some(&up)).expect("set uplink");
             let bridge = nix::net::if_::if_nametoindex("smartnet0").unwrap();
             dp.set_bridge(bridge, node_mac("smartnet0"))
                 .expect("set bridge");
             dp.set_nat((61000, 65535), &CtTimeouts::default())
                 .expect("set nat");
-            dp.attach_uplink(&up, AttachMode::Auto)
-                .expect("attach uplink");
+            let external = External {
+                all: true,
+                preferred: Some(up.ifindex),
+                node_addrs: vec![(NODE_UPLINK, up.ifindex)],
+                uplinks: vec![up],
+            };
+            dp.set_external(&external, AttachMode::Auto)
+                .expect("serve the uplink");
             // Idempotent.
-            dp.attach_uplink(&up, AttachMode::Auto)
-                .expect("attach uplink again");
+            dp.set_external(&external, AttachMode::Auto)
+                .expect("serve the uplink again");
         });
         Self {
             dp,

@@ -16,7 +16,7 @@ use rtnetlink::{Handle, MulticastGroup};
 use tokio::task::JoinHandle;
 
 use crate::cni::UplinkSelector;
-use crate::datapath::uplink::{Uplink, resolve};
+use crate::datapath::uplink::{External, external};
 use crate::netlink::snapshot::{self, MAIN_TABLE, Snapshot, route_table};
 
 /// An error of the uplink watch.
@@ -44,6 +44,7 @@ pub enum WatchError {
 /// Must be created and used inside a tokio runtime (the connection runs as a task).
 pub struct UplinkWatch {
     selector: UplinkSelector,
+    bridge: String,
     handle: Handle,
     events: Events,
     task: JoinHandle<()>,
@@ -60,10 +61,11 @@ impl UplinkWatch {
     ///
     /// # Errors
     /// [`WatchError::Socket`] when the socket cannot be opened or bound to the groups.
-    pub fn subscribe(selector: UplinkSelector) -> Result<Self, WatchError> {
+    pub fn subscribe(selector: UplinkSelector, bridge: String) -> Result<Self, WatchError> {
         let (handle, events, task) = connect()?;
         Ok(Self {
             selector,
+            bridge,
             handle,
             events,
             task,
@@ -113,12 +115,16 @@ impl UplinkWatch {
             .map_err(|(what, source)| WatchError::Dump { what, source })
     }
 
-    /// Dumps and decides the current uplink.
+    /// Dumps and decides the node's external side.
     ///
     /// # Errors
     /// [`WatchError::Dump`] when a dump fails.
-    pub async fn resolve(&self) -> Result<Option<Uplink>, WatchError> {
-        Ok(resolve(&self.selector, &self.snapshot().await?))
+    pub async fn external(&self) -> Result<External, WatchError> {
+        Ok(external(
+            &self.selector,
+            &self.snapshot().await?,
+            &self.bridge,
+        ))
     }
 }
 

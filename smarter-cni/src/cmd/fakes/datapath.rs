@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::cni::NetConf;
 use crate::datapath::{
     Bridge, Datapath, DatapathChoice, DatapathError, DatapathKind, Datapaths, EndpointSpec,
-    HostPortSpec, Opened, PodLink, UplinkView,
+    HostPortSpec, Opened, PodLink,
 };
 
 /// What the fake datapaths of one node hold (shared by every clone of [`FakeDatapaths`]).
@@ -61,7 +61,7 @@ impl Datapath for Fake {
     fn ensure_network(
         &mut self,
         bridge: Option<Bridge>,
-        _: UplinkView<'_>,
+        _: &crate::datapath::External,
     ) -> Result<(), DatapathError> {
         self.node.bridges.lock().unwrap().extend(bridge);
         Ok(())
@@ -115,6 +115,10 @@ impl Datapath for Fake {
     }
 
     fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
+        Ok(Vec::new())
+    }
+
+    fn pod_traffic(&self) -> Result<Vec<crate::datapath::PodTraffic>, DatapathError> {
         Ok(Vec::new())
     }
 

@@ -378,7 +378,7 @@ impl Links for FakeLinks {
         Ok(self.with(|w, ns| w.ns[ns].default_route.clone()))
     }
 
-    async fn uplink_snapshot(&self, _named: Option<&str>) -> Result<Snapshot, NetlinkError> {
+    async fn uplink_snapshot(&self, _named: &[String]) -> Result<Snapshot, NetlinkError> {
         self.host.check("uplink_snapshot", &self.ns)?;
         Ok(self.with(|w, _| w.uplink.clone()))
     }

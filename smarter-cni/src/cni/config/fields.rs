@@ -79,19 +79,35 @@ pub(super) fn ifname(f: &Fields<'_>, key: &str) -> Result<Option<String>, CniErr
         })
 }
 
-/// `uplink`: `"auto"` or an interface name.
+/// `uplink`: absent or `"auto"` (every external interface), an interface name, or a list of
+/// interface names (those only).
 pub(super) fn uplink(f: &Fields<'_>) -> Result<UplinkSelector, CniError> {
+    let named = |key: &str, name: &str| {
+        validate_ifname(name).map_err(|why| {
+            f.invalid(
+                key,
+                &Value::String(name.to_owned()),
+                format!("is not \"auto\" or a valid interface name: it {why}"),
+            )
+        })
+    };
+    if let Some(Value::Array(_)) = f.get("uplink") {
+        let names = f.string_list("uplink")?;
+        if names.is_empty() {
+            return Err(f.invalid(
+                "uplink",
+                &Value::Array(Vec::new()),
+                "is an empty list (leave it out for every external interface)",
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            named(&format!("uplink[{i}]"), name)?;
+        }
+        return Ok(UplinkSelector::List(names));
+    }
     match f.string("uplink")? {
         None | Some("auto") => Ok(UplinkSelector::Auto),
-        Some(name) => validate_ifname(name)
-            .map(|()| UplinkSelector::Named(name.to_owned()))
-            .map_err(|why| {
-                f.invalid(
-                    "uplink",
-                    &Value::String(name.to_owned()),
-                    format!("is not \"auto\" or a valid interface name: it {why}"),
-                )
-            }),
+        Some(name) => named("uplink", name).map(|()| UplinkSelector::Named(name.to_owned())),
     }
 }
 

@@ -193,7 +193,12 @@ impl EbpfDatapath {
         // them).
         let flushed = self.ct_flush_pod(ip).map(|_| ());
         let unmapped = self.remove_host_ports(ip).map(|_| ());
-        detached.and(removed).and(flushed).and(unmapped)
+        let uncounted = self.forget_pod_traffic(|pod| pod == ip).map(|_| ());
+        detached
+            .and(removed)
+            .and(flushed)
+            .and(unmapped)
+            .and(uncounted)
     }
 
     /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), its

@@ -13,7 +13,7 @@ use aya::{
 };
 use smarter_common::{
     CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
-    HostPortValue, NetConfig, VerdictStats,
+    HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     maps::{self, MapSpec},
     progs,
 };
@@ -35,6 +35,9 @@ pub(super) struct Maps {
     pub(super) ct_in: HashMap<MapData, CtKey, CtValue>,
     pub(super) hostports: HashMap<MapData, HostPortKey, HostPortValue>,
     pub(super) ifaces: HashMap<MapData, u32, EndpointKey>,
+    pub(super) uplinks: HashMap<MapData, u32, UplinkValue>,
+    pub(super) node_addrs: HashMap<MapData, u32, u32>,
+    pub(super) if_stats: PerCpuHashMap<MapData, IfStatsKey, EndpointStats>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -147,6 +150,9 @@ impl EbpfDatapath {
             _events,
             _frag,
             ifaces,
+            uplinks,
+            node_addrs,
+            if_stats,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -164,6 +170,11 @@ impl EbpfDatapath {
                 .try_into()
                 .map_err(|e| typed(hostports, e))?,
             ifaces: open(ifaces)?.try_into().map_err(|e| typed(ifaces, e))?,
+            uplinks: open(uplinks)?.try_into().map_err(|e| typed(uplinks, e))?,
+            node_addrs: open(node_addrs)?
+                .try_into()
+                .map_err(|e| typed(node_addrs, e))?,
+            if_stats: open(if_stats)?.try_into().map_err(|e| typed(if_stats, e))?,
         };
         Ok(Self {
             network: network.into(),

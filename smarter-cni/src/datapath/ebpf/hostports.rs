@@ -1,4 +1,4 @@
-//! hostPorts: `portMappings` as entries of the `hostports` map (DNAT on the uplink address by
+//! hostPorts: `portMappings` as entries of the `hostports` map (DNAT on every node address, or the `hostIP`, by
 //! `smarter_uplink`, replies reverse-DNATed by `smarter_pod` through conntrack).
 
 use std::net::Ipv4Addr;
@@ -69,6 +69,7 @@ impl EbpfDatapath {
                 pod_ip: pod,
                 pod_port: p.container_port.to_be(),
                 pad: 0,
+                host_ip: p.host_ip.map_or(0, addr),
             };
             if let Err(e) = maps_guard.hostports.insert(hp_key(p), value, 0) {
                 for k in &written {
@@ -160,6 +161,7 @@ impl EbpfDatapath {
                 host_port: u16::from_be(k.port),
                 container_port: u16::from_be(v.pod_port),
                 protocol: k.proto,
+                host_ip: (v.host_ip != 0).then(|| Ipv4Addr::from(v.host_ip.to_ne_bytes())),
             };
             out.push((spec, Ipv4Addr::from(v.pod_ip.to_ne_bytes())));
         }

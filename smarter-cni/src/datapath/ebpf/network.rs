@@ -5,9 +5,9 @@ use std::net::Ipv4Addr;
 use super::error::EbpfError;
 use super::handle::EbpfDatapath;
 use super::pins;
-use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings};
 use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
-use crate::datapath::uplink::Uplink;
+use crate::datapath::uplink::External;
 use crate::state::DirLock;
 
 /// One network's pinned programs and maps with the settings they were opened with.
@@ -58,50 +58,6 @@ impl EbpfNetwork {
         self.dp.set_nat(self.s.nat_ports, &self.s.ct_timeouts)?;
         self.dp.set_deny(&self.s.deny)
     }
-
-    /// The plugin's view: records the uplink unless what is recorded is still true (another
-    /// interface, or an address it no longer has, is not).
-    fn observed(&self, up: Option<&Uplink>, addrs: &[Ipv4Addr]) -> Result<(), EbpfError> {
-        let current = self.dp.config()?;
-        let Some(up) = up else {
-            if current.uplink_ifindex != 0 {
-                tracing::info!("no uplink any more: NAT paused");
-                self.dp.set_uplink(None)?;
-            }
-            return Ok(());
-        };
-        let recorded = Ipv4Addr::from(current.uplink_addr.to_ne_bytes());
-        let still_true = current.uplink_ifindex == up.ifindex && addrs.contains(&recorded);
-        if !still_true {
-            self.dp.set_uplink(Some(up))?;
-        }
-        self.dp.attach_uplink(up, self.s.attach)
-    }
-
-    /// The agent's decision. A flap (link down, route gone) must not kill NATed flows: while
-    /// the recorded interface still holds the recorded address the NAT state stays, so
-    /// replies arriving after the outage still find their pods.
-    fn decided(&self, up: Option<&Uplink>) -> Result<(), EbpfError> {
-        if let Some(u) = up.filter(|u| !u.addr.is_unspecified()) {
-            self.dp.attach_uplink(u, self.s.attach)?;
-            self.dp.set_uplink(Some(u))?;
-            tracing::info!("eBPF datapath: NAT to {} via {}", u.addr, u.name);
-            return Ok(());
-        }
-        let cfg = self.dp.config()?;
-        let addr = Ipv4Addr::from(cfg.uplink_addr.to_ne_bytes());
-        if cfg.uplink_ifindex != 0
-            && crate::datapath::uplink::interface_has(cfg.uplink_ifindex, addr)
-        {
-            tracing::warn!(
-                "eBPF datapath: uplink unavailable; keeping NAT to {addr} for its return"
-            );
-        } else {
-            self.dp.set_uplink(None)?;
-            tracing::warn!("eBPF datapath: no usable uplink; NAT paused");
-        }
-        Ok(())
-    }
 }
 
 impl Datapath for EbpfNetwork {
@@ -112,16 +68,13 @@ impl Datapath for EbpfNetwork {
     fn ensure_network(
         &mut self,
         bridge: Option<Bridge>,
-        uplink: UplinkView<'_>,
+        external: &External,
     ) -> Result<(), DatapathError> {
         let _lock = self.lock()?;
         if let Some(b) = bridge {
             self.dp.set_bridge(b.ifindex, b.mac)?;
         }
-        match uplink {
-            UplinkView::Observed(up, addrs) => self.observed(up, addrs)?,
-            UplinkView::Decided(up) => self.decided(up)?,
-        }
+        self.dp.set_external(external, self.s.attach)?;
         self.dp.attach_local(self.s.attach)?;
         Ok(())
     }
@@ -177,7 +130,14 @@ impl Datapath for EbpfNetwork {
         // Under the lock: an ADD writes its endpoint before its hostPorts.
         let _lock = self.lock()?;
         self.dp.prune_ifaces()?;
-        Ok(expired + self.dp.remove_ownerless_host_ports()?)
+        let live: std::collections::HashSet<Ipv4Addr> =
+            self.dp.endpoints()?.into_iter().map(|e| e.ip).collect();
+        let uncounted = self.dp.forget_pod_traffic(|pod| !live.contains(&pod))?;
+        Ok(expired + uncounted + self.dp.remove_ownerless_host_ports()?)
+    }
+
+    fn pod_traffic(&self) -> Result<Vec<crate::datapath::types::PodTraffic>, DatapathError> {
+        Ok(self.dp.pod_traffic()?)
     }
 
     fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
@@ -253,7 +213,7 @@ impl Datapath for EbpfNetwork {
 
     fn remove(&self) -> Result<(), DatapathError> {
         // Netlink filters outlive pins: take the node-wide programs off explicitly.
-        self.dp.detach_uplink()?;
+        self.dp.detach_external()?;
         self.dp.detach_local()?;
         Ok(pins::remove_network_pins(
             &self.s.bpffs_dir,

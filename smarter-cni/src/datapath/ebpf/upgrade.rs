@@ -17,9 +17,6 @@ use super::{
     pins,
 };
 
-/// Name of the uplink's link pin (see `uplink.rs`).
-const UPLINK_LINK: &str = "uplink";
-
 impl EbpfDatapath {
     /// Re-attaches every endpoint's pod program and the uplink program to the programs pinned
     /// now (after their pins were swapped). Interfaces that are gone are skipped. Returns how
@@ -45,20 +42,7 @@ impl EbpfDatapath {
             )?;
             renewed += 1;
         }
-        let ifindex = self.config()?.uplink_ifindex;
-        if ifindex != 0
-            && let Some(name) = nix::net::if_::if_indextoname(ifindex)
-                .ok()
-                .and_then(|n| n.into_string().ok())
-        {
-            let mut prog = self.program(progs::UPLINK)?;
-            let pin = self.pins.link(UPLINK_LINK);
-            attach::replace(&mut prog, Hook::ingress(&name, progs::UPLINK), &pin, true)?;
-            renewed += 1;
-            if self.renew_egress(&name)? {
-                renewed += 1;
-            }
-        }
+        renewed += self.renew_external()?;
         if pins::exists(&self.pins.link(super::uplink::LOCAL_LINK))?
             || attach::is_attached_named(Hook::ingress(super::uplink::LOOPBACK, progs::LOCAL))?
         {

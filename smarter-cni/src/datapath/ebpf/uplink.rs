@@ -1,5 +1,6 @@
-//! The uplink side of the datapath: the uplink record in the config map, the `smarter_uplink`
-//! attachment (`links/uplink`), deny ranges and the per-verdict counters.
+//! The node-wide settings of the datapath: the config record (NAT ports and timeouts, bridge),
+//! the loopback attachment (`links/local`), deny ranges and the per-verdict counters. The
+//! external interfaces are [`super::external`]'s.
 
 use std::net::Ipv4Addr;
 
@@ -10,33 +11,16 @@ use smarter_common::{NetConfig, Verdict, maps, progs};
 use super::attach::Hook;
 use super::error::EbpfError;
 use super::handle::EbpfDatapath;
-use super::{attach, handle::addr, pins};
+use super::{attach, handle::addr};
 use crate::datapath::types::AttachMode;
-use crate::datapath::uplink::Uplink;
 use smarter_common::CtTimeouts;
 
-/// Pin name of the uplink's TCX link under `links/` (pod veth names never collide with it: the
-/// plugin names them `smv…`).
-const UPLINK_LINK: &str = "uplink";
 /// Pin name of the loopback's TCX link under `links/`.
 pub(super) const LOCAL_LINK: &str = "local";
 /// The node's loopback, where `smarter_local` runs.
 pub(super) const LOOPBACK: &str = "lo";
 
 impl EbpfDatapath {
-    /// Writes the uplink's ifindex and address into the config map (read-modify-write; other
-    /// fields are kept). `None` clears them: traffic then simply goes to the host stack.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`] when the config map cannot be read or written.
-    pub fn set_uplink(&self, up: Option<&Uplink>) -> Result<(), EbpfError> {
-        self.update_config(|c| {
-            c.uplink_ifindex = up.map_or(0, |u| u.ifindex);
-            c.uplink_addr = up.map_or(0, |u| addr(u.addr));
-        })
-    }
-
     /// Writes the NAT port range (host byte order, inclusive) and the idle timeouts after which
     /// the kernel treats a flow as new into the config map (read-modify-write). Timeouts are
     /// whole seconds (rounded up; zero disables the kernel-side check).
@@ -84,43 +68,6 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    /// Attaches `smarter_uplink` to `up.name`'s ingress and the backstop `smarter_egress` to its
-    /// egress. Idempotent; with TCX the link is pinned
-    /// at `links/uplink`, and an attachment to another interface is replaced (its link pin is
-    /// removed, which detaches it unless another process holds the link).
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::InvalidName`], [`EbpfError::Interface`] / [`EbpfError::IfindexMismatch`]
-    /// when the name does not resolve to `up.ifindex`, [`EbpfError::Program`],
-    /// [`EbpfError::Tc`] or [`EbpfError::Pin`] when attaching fails.
-    ///
-    /// # Minimum kernel version
-    ///
-    /// TCX needs Linux 6.6; [`AttachMode::Auto`] falls back to netlink filters.
-    pub fn attach_uplink(&self, up: &Uplink, mode: AttachMode) -> Result<(), EbpfError> {
-        pins::validate_ifname(&up.name)?;
-        let found = attach::ifindex(&up.name)?;
-        if found != up.ifindex {
-            return Err(EbpfError::IfindexMismatch {
-                name: up.name.clone(),
-                expected: up.ifindex,
-                found,
-            });
-        }
-        // The backstop first: from the moment pods can be NATed out of this interface, nothing
-        // un-NATed can leave it.
-        self.attach_egress(&up.name, mode)?;
-        let mut prog = self.program(progs::UPLINK)?;
-        let pin = self.pins.link(UPLINK_LINK);
-        attach::attach(
-            &mut prog,
-            Hook::ingress(&up.name, progs::UPLINK),
-            mode,
-            &pin,
-        )
-    }
-
     /// Attaches `smarter_local` to the loopback's ingress, so the node's own connections to a
     /// hostPort on the uplink address reach the pod. Idempotent; TCX link pinned at
     /// `links/local`.
@@ -144,27 +91,6 @@ impl EbpfDatapath {
             Hook::ingress(LOOPBACK, progs::LOCAL),
             &self.pins.link(LOCAL_LINK),
         )
-    }
-
-    /// Detaches `smarter_uplink` and `smarter_egress`: the TCX links pinned at `links/uplink` and
-    /// `links/uplink_egress` and the netlink filters on the interface recorded by
-    /// [`Self::set_uplink`]. Success when nothing is attached.
-    ///
-    /// # Errors
-    ///
-    /// [`EbpfError::Map`], [`EbpfError::Pin`] or [`EbpfError::Tc`] when a removal fails.
-    pub fn detach_uplink(&self) -> Result<(), EbpfError> {
-        let ifindex = self.config()?.uplink_ifindex;
-        let ifname = nix::net::if_::if_indextoname(ifindex)
-            .ok()
-            .and_then(|n| n.into_string().ok())
-            .unwrap_or_default();
-        // An empty name (no uplink recorded) resolves to nothing: only the pin is removed.
-        attach::detach(
-            Hook::ingress(&ifname, progs::UPLINK),
-            &self.pins.link(UPLINK_LINK),
-        )?;
-        self.detach_egress(&ifname)
     }
 
     /// Replaces the deny ranges (destinations pods may never reach) with `cidrs`. New ranges are

@@ -15,8 +15,9 @@ pub struct NftablesConfig {
     pub subnet: Ipv4Network,
     /// The gateway address on the bridge.
     pub gateway: Ipv4Addr,
-    /// The uplink masqueraded to; `None` masquerades out of every non-bridge interface.
-    pub uplink: Option<String>,
+    /// The interfaces pods are masqueraded out of; empty: every interface but the bridge
+    /// (`uplink: auto`, also interfaces that appear later).
+    pub uplinks: Vec<String>,
     /// Destinations pods may not reach through the node.
     pub deny: Vec<Ipv4Network>,
     /// Source ports of masqueraded TCP/UDP flows (inclusive); `(0, 0)` lets the kernel choose.

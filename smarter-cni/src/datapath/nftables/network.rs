@@ -7,8 +7,9 @@ use std::net::Ipv4Addr;
 use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::tables::NftablesDatapath;
-use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings, UplinkView};
+use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings};
 use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
+use crate::datapath::uplink::External;
 use crate::state::{DirLock, StateDir};
 
 /// One network's tables with the configuration they are written from.
@@ -67,7 +68,7 @@ fn config(s: &Settings) -> NftablesConfig {
         bridge: s.bridge.clone(),
         subnet: s.subnet,
         gateway: s.gateway,
-        uplink: None,
+        uplinks: Vec::new(),
         deny: s.deny.clone(),
         nat_ports: s.nat_ports,
     }
@@ -80,25 +81,32 @@ impl Datapath for NftablesNetwork {
 
     fn ensure_network(
         &mut self,
-        _bridge: Option<Bridge>,
-        uplink: UplinkView<'_>,
+        bridge: Option<Bridge>,
+        external: &External,
     ) -> Result<(), DatapathError> {
         let _lock = self.lock()?;
-        let (up, always) = match uplink {
-            UplinkView::Observed(up, _) => (up, true),
-            UplinkView::Decided(up) => (up, false),
+        // `auto`: every interface but the bridge, by rule, so an interface that comes up later
+        // is covered before anyone tells us. A list: those names (present or not yet).
+        let uplinks = if external.all {
+            Vec::new()
+        } else {
+            let mut names: Vec<String> = external.uplinks.iter().map(|u| u.name.clone()).collect();
+            names.sort();
+            names
         };
-        let name = up.map(|u| u.name.clone());
-        if always || name != self.cfg.uplink || NftablesDatapath::open(&self.cfg.network)?.is_none()
+        if bridge.is_some()
+            || uplinks != self.cfg.uplinks
+            || NftablesDatapath::open(&self.cfg.network)?.is_none()
         {
-            self.cfg.uplink = name;
+            self.cfg.uplinks = uplinks;
             self.dp = NftablesDatapath::ensure(&self.cfg)?;
             tracing::debug!(
-                "iptables datapath: masquerade via {}",
-                self.cfg
-                    .uplink
-                    .as_deref()
-                    .unwrap_or("any non-bridge interface")
+                "nftables datapath: masquerade via {}",
+                if self.cfg.uplinks.is_empty() {
+                    "every interface but the bridge".to_owned()
+                } else {
+                    self.cfg.uplinks.join(", ")
+                }
             );
         }
         Ok(())
@@ -120,6 +128,11 @@ impl Datapath for NftablesNetwork {
 
     fn endpoints(&self) -> Result<Vec<PodLink>, DatapathError> {
         Ok(self.dp.endpoints()?)
+    }
+
+    fn pod_traffic(&self) -> Result<Vec<crate::datapath::types::PodTraffic>, DatapathError> {
+        // Not counted by the nftables rules yet (issue 25: per-pod traffic per interface).
+        Ok(Vec::new())
     }
 
     fn gc(&self) -> Result<usize, DatapathError> {

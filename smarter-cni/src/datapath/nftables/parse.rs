@@ -123,6 +123,7 @@ pub(super) fn host_ports(
                 host_port: port(unwrap_elem(&pair[0]), &what)?,
                 container_port: port(&parts[1], &what)?,
                 protocol,
+                host_ip: None,
             };
             Ok((hp, ip(&parts[0], &what)?))
         })

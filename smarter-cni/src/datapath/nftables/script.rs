@@ -107,7 +107,7 @@ pub(super) use crate::netlink::format_mac;
 /// [`NftablesError::Invalid`] for interface names or a NAT port range that cannot be used.
 pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesError> {
     check_ifname(&cfg.bridge)?;
-    if let Some(uplink) = &cfg.uplink {
+    for uplink in &cfg.uplinks {
         check_ifname(uplink)?;
     }
     let (lo, hi) = cfg.nat_ports;
@@ -121,9 +121,11 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
     let t = table_name(&cfg.network);
     let br = &cfg.bridge;
     let net = format!("{}/{}", cfg.subnet.network(), cfg.subnet.prefix());
-    let out = match &cfg.uplink {
-        Some(uplink) => format!("oifname \"{uplink}\""),
-        None => format!("oifname != \"{br}\""),
+    let out = if cfg.uplinks.is_empty() {
+        format!("oifname != \"{br}\"")
+    } else {
+        let names: Vec<String> = cfg.uplinks.iter().map(|u| format!("\"{u}\"")).collect();
+        format!("oifname {{ {} }}", names.join(", "))
     };
     let mut s = String::new();
     let mut w = |line: String| {

@@ -16,7 +16,7 @@ fn default_config() -> NftablesConfig {
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().unwrap(),
         gateway: Ipv4Addr::new(172, 39, 0, 1),
-        uplink: None,
+        uplinks: Vec::new(),
         deny: vec![
             "203.0.113.0/24".parse().unwrap(),
             "10.0.0.0/8".parse().unwrap(),
@@ -131,13 +131,13 @@ add rule bridge t prerouting icmpv6 type { 135, 136 } @th,256,8 { 1, 2 } iifname
 #[test]
 fn uplink_and_port_range_variants() {
     let mut cfg = default_config();
-    cfg.uplink = Some("wwan0".into());
+    cfg.uplinks = vec!["wwan0".into()];
     cfg.nat_ports = (0, 0);
     cfg.deny.clear();
     cfg.subnet = "10.88.3.7/24".parse().unwrap();
     let s = ensure_script(&cfg).unwrap();
     assert!(s.contains(
-        "postrouting ip saddr 10.88.3.0/24 oifname \"wwan0\" counter name nat_masquerade masquerade\n"
+        "postrouting ip saddr 10.88.3.0/24 oifname { \"wwan0\" } counter name nat_masquerade masquerade\n"
     ));
     assert!(!s.contains("masquerade to"), "{s}");
     assert!(
@@ -156,7 +156,7 @@ fn uplink_and_port_range_variants() {
         );
     }
     cfg.nat_ports = (0, 0);
-    cfg.uplink = Some("bad\"name".into());
+    cfg.uplinks = vec!["bad\"name".into()];
     assert!(matches!(
         ensure_script(&cfg),
         Err(NftablesError::Invalid {
@@ -184,12 +184,14 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
         host_port: 8080,
         container_port: 80,
         protocol: TCP,
+        host_ip: None,
     }];
     let old_port = (
         HostPortSpec {
             host_port: 5353,
             container_port: 53,
             protocol: UDP,
+            host_ip: None,
         },
         new.ip,
     );
@@ -226,6 +228,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
         host_port: 1,
         container_port: 1,
         protocol: 132,
+        host_ip: None,
     }];
     assert!(attach_script("t", &new, &sctp, (&[], &[]), &[], &[]).is_err());
     assert!(attach_script("t", &ep(3, "a b"), &[], (&[], &[]), &[], &[]).is_err());
@@ -293,6 +296,7 @@ fn parses_listings() {
         host_port: 8080,
         container_port: 80,
         protocol: TCP,
+        host_ip: None,
     };
     assert_eq!(
         parse::host_ports(&inet, "hostport_tcp", TCP).unwrap(),

@@ -1,0 +1,314 @@
+//! The external interfaces in the eBPF datapath: on each one the ingress program
+//! (`smarter_uplink`, or `smarter_l3_in` on a layer-3 device) and the egress backstop
+//! (`smarter_egress` / `smarter_l3_out`), TCX links pinned at `links/in_<ifindex>` and
+//! `links/out_<ifindex>` (netlink filters persist by themselves); the [`maps::UPLINKS`] entry
+//! that lets pods leave by it, and the node's addresses in [`maps::NODE_ADDRS`].
+//!
+//! Order keeps every moment leak-free: an interface gets its backstop, then its ingress
+//! program, and only then its `uplinks` entry (from which packets are NATed out of it); it
+//! loses the entry first and its programs last.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use smarter_common::{
+    IfStatsKey, UplinkValue, maps, progs,
+    uplink::{DIR_IN, UPLINK_F_L3},
+};
+
+use super::attach::{self, Hook};
+use super::error::EbpfError;
+use super::handle::{EbpfDatapath, addr};
+use crate::datapath::types::{AttachMode, PodTraffic, TrafficDir};
+use crate::datapath::uplink::{External, Uplink};
+
+/// The ingress and egress programs for a device of this kind.
+fn programs(l3: bool) -> (&'static str, &'static str) {
+    if l3 {
+        (progs::L3_IN, progs::L3_OUT)
+    } else {
+        (progs::UPLINK, progs::EGRESS)
+    }
+}
+
+fn in_pin(ifindex: u32) -> String {
+    format!("in_{ifindex}")
+}
+
+fn out_pin(ifindex: u32) -> String {
+    format!("out_{ifindex}")
+}
+
+/// The name of `ifindex` in the calling thread's namespace, if it exists.
+fn name_of(ifindex: u32) -> Option<String> {
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .and_then(|n| n.into_string().ok())
+}
+
+/// One external interface as the datapath records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkEntry {
+    /// Interface index.
+    pub ifindex: u32,
+    /// Its name now (`None` when it is gone).
+    pub name: Option<String>,
+    /// The address pods are masqueraded to through it (unspecified: none).
+    pub addr: Ipv4Addr,
+    /// Layer 3 (no Ethernet header).
+    pub l3: bool,
+    /// MTU as recorded.
+    pub mtu: u32,
+}
+
+impl EbpfDatapath {
+    /// Makes the datapath serve exactly `ext`: programs on every interface of it, its
+    /// `uplinks` entries, the node's addresses; interfaces no longer in it lose their entry and
+    /// programs. The config record's uplink fields name the default route's uplink (shown by
+    /// status). Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when a map cannot be written; [`EbpfError::Program`],
+    /// [`EbpfError::Tc`] or [`EbpfError::Pin`] when attaching fails.
+    pub fn set_external(&self, ext: &External, mode: AttachMode) -> Result<(), EbpfError> {
+        let recorded = self.uplink_values()?;
+        let wanted: BTreeSet<u32> = ext.uplinks.iter().map(|u| u.ifindex).collect();
+        for (ifindex, value) in &recorded {
+            // Gone from the selection, or the ifindex now names a device of the other kind
+            // (its programs are swapped below).
+            let same_kind = ext
+                .uplinks
+                .iter()
+                .any(|u| u.ifindex == *ifindex && u.l3 == value.is_l3());
+            if !wanted.contains(ifindex) || !same_kind {
+                self.forget_uplink(*ifindex, value.is_l3())?;
+            }
+        }
+        for up in &ext.uplinks {
+            self.serve_uplink(up, mode)?;
+        }
+        self.set_node_addrs(&ext.node_addrs)?;
+        let preferred = ext.preferred();
+        self.update_config(|c| {
+            c.uplink_ifindex = preferred.map_or(0, |u| u.ifindex);
+            c.uplink_addr = preferred.map_or(0, |u| addr(u.addr));
+        })
+    }
+
+    /// Backstop, ingress program, then the `uplinks` entry of one interface.
+    fn serve_uplink(&self, up: &Uplink, mode: AttachMode) -> Result<(), EbpfError> {
+        super::pins::validate_ifname(&up.name)?;
+        let found = attach::ifindex(&up.name)?;
+        if found != up.ifindex {
+            return Err(EbpfError::IfindexMismatch {
+                name: up.name.clone(),
+                expected: up.ifindex,
+                found,
+            });
+        }
+        let (ingress, egress) = programs(up.l3);
+        let mut prog = self.program(egress)?;
+        let pin = self.pins.link(&out_pin(up.ifindex));
+        attach::attach(&mut prog, Hook::egress(&up.name, egress), mode, &pin)?;
+        let mut prog = self.program(ingress)?;
+        let pin = self.pins.link(&in_pin(up.ifindex));
+        attach::attach(&mut prog, Hook::ingress(&up.name, ingress), mode, &pin)?;
+        let value = UplinkValue {
+            addr: addr(up.addr),
+            flags: if up.l3 { UPLINK_F_L3 } else { 0 },
+            mtu: up.mtu,
+            pad: 0,
+        };
+        let mut m = self.lock_maps();
+        if m.uplinks.get(&up.ifindex, 0).ok() != Some(value) {
+            m.uplinks
+                .insert(up.ifindex, value, 0)
+                .map_err(|e| EbpfError::map(maps::UPLINKS, "write", e))?;
+            tracing::info!("eBPF datapath: pods leave by {up}");
+        }
+        Ok(())
+    }
+
+    /// Removes one interface's `uplinks` entry, then its programs (when it still exists).
+    fn forget_uplink(&self, ifindex: u32, l3: bool) -> Result<(), EbpfError> {
+        {
+            let mut m = self.lock_maps();
+            match m.uplinks.remove(&ifindex) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(EbpfError::map(maps::UPLINKS, "remove", e)),
+            }
+        }
+        let name = name_of(ifindex).unwrap_or_default();
+        let (ingress, egress) = programs(l3);
+        // An empty name (the interface is gone, with its filters) resolves to nothing: only the
+        // pins are removed.
+        attach::detach(
+            Hook::ingress(&name, ingress),
+            &self.pins.link(&in_pin(ifindex)),
+        )?;
+        attach::detach(
+            Hook::egress(&name, egress),
+            &self.pins.link(&out_pin(ifindex)),
+        )?;
+        tracing::info!("eBPF datapath: pods no longer leave by ifindex {ifindex} ({name})");
+        Ok(())
+    }
+
+    /// Detaches every external interface's programs and clears [`maps::UPLINKS`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::set_external`].
+    pub fn detach_external(&self) -> Result<(), EbpfError> {
+        for (ifindex, value) in self.uplink_values()? {
+            self.forget_uplink(ifindex, value.is_l3())?;
+        }
+        Ok(())
+    }
+
+    /// Replaces [`maps::NODE_ADDRS`] with `addrs`: new ones first, stale ones after.
+    fn set_node_addrs(&self, addrs: &[(Ipv4Addr, u32)]) -> Result<(), EbpfError> {
+        let mut m = self.lock_maps();
+        let wanted: BTreeMap<u32, u32> = addrs.iter().map(|(a, i)| (addr(*a), *i)).collect();
+        for (a, i) in &wanted {
+            if m.node_addrs.get(a, 0).ok() != Some(*i) {
+                m.node_addrs
+                    .insert(a, i, 0)
+                    .map_err(|e| EbpfError::map(maps::NODE_ADDRS, "write", e))?;
+            }
+        }
+        let stale: Vec<u32> = m
+            .node_addrs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|a| !wanted.contains_key(a))
+            .collect();
+        for a in stale {
+            match m.node_addrs.remove(&a) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(EbpfError::map(maps::NODE_ADDRS, "remove", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn uplink_values(&self) -> Result<Vec<(u32, UplinkValue)>, EbpfError> {
+        let m = self.lock_maps();
+        m.uplinks
+            .iter()
+            .map(|r| r.map_err(|e| EbpfError::map(maps::UPLINKS, "read", e)))
+            .collect()
+    }
+
+    /// The external interfaces the datapath serves, in ifindex order.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read.
+    pub fn uplinks(&self) -> Result<Vec<UplinkEntry>, EbpfError> {
+        let mut out: Vec<UplinkEntry> = self
+            .uplink_values()?
+            .into_iter()
+            .map(|(ifindex, v)| UplinkEntry {
+                ifindex,
+                name: name_of(ifindex),
+                addr: Ipv4Addr::from(v.addr.to_ne_bytes()),
+                l3: v.is_l3(),
+                mtu: v.mtu,
+            })
+            .collect();
+        out.sort_by_key(|u| u.ifindex);
+        Ok(out)
+    }
+
+    /// The node's addresses as the datapath knows them, with the ifindex holding each.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read.
+    pub fn node_addrs(&self) -> Result<Vec<(Ipv4Addr, u32)>, EbpfError> {
+        let m = self.lock_maps();
+        let mut out = Vec::new();
+        for r in m.node_addrs.iter() {
+            let (a, i) = r.map_err(|e| EbpfError::map(maps::NODE_ADDRS, "read", e))?;
+            out.push((Ipv4Addr::from(a.to_ne_bytes()), i));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Re-attaches every external interface's programs to the programs pinned now (after an
+    /// upgrade swapped them): TCX links new-first, netlink filters in place. How many
+    /// attachments were renewed.
+    pub(super) fn renew_external(&self) -> Result<usize, EbpfError> {
+        let mut renewed = 0;
+        for up in self.uplinks()? {
+            let Some(name) = up.name else { continue };
+            let (ingress, egress) = programs(up.l3);
+            let mut prog = self.program(egress)?;
+            let pin = self.pins.link(&out_pin(up.ifindex));
+            if attach::replace(&mut prog, Hook::egress(&name, egress), &pin, false)? {
+                renewed += 1;
+            }
+            let mut prog = self.program(ingress)?;
+            let pin = self.pins.link(&in_pin(up.ifindex));
+            attach::replace(&mut prog, Hook::ingress(&name, ingress), &pin, true)?;
+            renewed += 1;
+        }
+        Ok(renewed)
+    }
+
+    /// What each pod sent and received through each external interface, summed over CPUs.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the counters cannot be read.
+    pub fn pod_traffic(&self) -> Result<Vec<PodTraffic>, EbpfError> {
+        let m = self.lock_maps();
+        let mut out = Vec::new();
+        for r in m.if_stats.iter() {
+            let (k, per_cpu) = r.map_err(|e| EbpfError::map(maps::IF_STATS, "read", e))?;
+            let (packets, bytes) = per_cpu
+                .iter()
+                .fold((0, 0), |(p, b), s| (p + s.packets, b + s.bytes));
+            out.push(PodTraffic {
+                pod: Ipv4Addr::from(k.pod.to_ne_bytes()),
+                ifindex: k.ifindex,
+                ifname: name_of(k.ifindex),
+                dir: if k.dir == DIR_IN {
+                    TrafficDir::In
+                } else {
+                    TrafficDir::Out
+                },
+                packets,
+                bytes,
+            });
+        }
+        out.sort_by(|a, b| (a.pod, a.ifindex, a.dir).cmp(&(b.pod, b.ifindex, b.dir)));
+        Ok(out)
+    }
+
+    /// Removes the per-interface counters of the pods `doomed` picks; how many entries went.
+    pub(super) fn forget_pod_traffic(
+        &self,
+        doomed: impl Fn(Ipv4Addr) -> bool,
+    ) -> Result<usize, EbpfError> {
+        let mut m = self.lock_maps();
+        let keys: Vec<IfStatsKey> = m
+            .if_stats
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| doomed(Ipv4Addr::from(k.pod.to_ne_bytes())))
+            .collect();
+        for k in &keys {
+            match m.if_stats.remove(k) {
+                Err(e) if !super::endpoints::is_absent(&e) => {
+                    return Err(EbpfError::map(maps::IF_STATS, "remove", e));
+                }
+                _ => {}
+            }
+        }
+        Ok(keys.len())
+    }
+}
