@@ -165,7 +165,7 @@ async fn attach_pod(
     let spec = endpoint_spec(ctx, ip, &host_link, &pod_link)?;
     attach_datapath(ctx, node, net.datapath.as_ref(), &spec, rollback).await?;
     ctx.fault("after-datapath")?;
-    let json = result_of(ctx, &host_link, &pod_link, ip, netns_path).to_json(ctx.version);
+    let json = result_of(ctx, net.mtu, &host_link, &pod_link, ip, netns_path).to_json(ctx.version);
     let record = record_of(ctx, &spec, &pod_link, net.datapath.kind().name(), &json);
     ctx.state()?.save(&record).into_cni()?;
     Ok(json)
@@ -184,7 +184,7 @@ async fn wire_host_side(
     let conf = &ctx.conf;
     let ifname = ctx.env.ifname()?;
     let mac = conf.runtime_config.mac.map(MacAddr::octets);
-    node.create_veth(host, ifname, netns, conf.mtu_or_default(), mac)
+    node.create_veth(host, ifname, netns, net.mtu, mac)
         .await
         .into_cni()?;
     rollback.push(Undo::DeleteVeth(host.to_owned()));
@@ -296,13 +296,13 @@ async fn attach_datapath(
 /// The CNI result: both veth ends, the address, the default route, the DNS settings.
 fn result_of(
     ctx: &Ctx,
+    mtu: u32,
     host_link: &LinkInfo,
     pod_link: &LinkInfo,
     ip: Ipv4Addr,
     netns_path: &str,
 ) -> CniResult {
     let conf = &ctx.conf;
-    let mtu = conf.mtu_or_default();
     CniResult {
         interfaces: vec![
             Interface {

@@ -18,6 +18,8 @@ pub(super) struct Network {
     pub bridge: LinkInfo,
     /// The datapath serving new pods.
     pub datapath: Box<dyn Datapath>,
+    /// The MTU of the bridge and of this ADD's veth.
+    pub mtu: u32,
 }
 
 /// Ensures the bridge (with the gateway address), forwarding and the reserved NAT ports,
@@ -29,7 +31,18 @@ pub(super) struct Network {
 /// Netlink (102), sysctl (5) or datapath (103, 107) CNI errors.
 pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniError> {
     let conf = &ctx.conf;
-    let mtu = conf.mtu_or_default();
+    let snapshot = node
+        .uplink_snapshot(&conf.uplink.names())
+        .await
+        .into_cni()?;
+    let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge);
+    let mtu = if conf.mtu_auto {
+        external
+            .smallest_mtu()
+            .unwrap_or(crate::cni::config::defaults::MTU)
+    } else {
+        conf.mtu_or_default()
+    };
     let mac = bridge_mac(&conf.bridge);
     let bridge = node
         .ensure_bridge(&conf.bridge, mtu, mac)
@@ -40,11 +53,6 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
         .await
         .into_cni()?;
     ctx.host.prepare(&conf.bridge, conf.nat_port_range)?;
-    let snapshot = node
-        .uplink_snapshot(&conf.uplink.names())
-        .await
-        .into_cni()?;
-    let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge);
     if !external.uplinks.iter().any(|u| !u.addr.is_unspecified()) {
         tracing::info!(
             "no uplink with an address ({:?}): pods reach each other and the node only",
@@ -61,5 +69,9 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
             &external,
         )
         .into_cni()?;
-    Ok(Network { bridge, datapath })
+    Ok(Network {
+        bridge,
+        datapath,
+        mtu,
+    })
 }

@@ -13,7 +13,7 @@
 //! | `bridge` | interface name | `"smartnet0"` |
 //! | `subnet` | IPv4 CIDR, prefix ≤ /30, no host bits | `"172.39.0.0/16"` |
 //! | `gateway` | IPv4 host address inside `subnet` | first host of `subnet` (`172.39.0.1`) |
-//! | `mtu` | 68..=65535 | none (bridge/uplink default, [`DEFAULT_MTU`]) |
+//! | `mtu` | 68..=65535 or `"auto"` (the smallest external interface MTU) | [`defaults::MTU`] |
 //! | `hairpinMode` | bool | `true` |
 //! | `datapath` | `"auto"`, `"ebpf"`, `"nftables"` (alias `"iptables"`) | `"auto"` |
 //! | `tcAttach` | `"auto"`, `"tcx"`, `"netlink"` | `"auto"` |
@@ -221,8 +221,13 @@ pub struct NetConf {
     pub subnet: Ipv4Network,
     /// `gateway`.
     pub gateway: Ipv4Addr,
-    /// `mtu`; `None` means the bridge/uplink default.
+    /// `mtu`; `None` means the default ([`defaults::MTU`]) or, with [`Self::mtu_auto`], the
+    /// external interfaces'.
     pub mtu: Option<u32>,
+    /// `mtu: "auto"`: each ADD gives the bridge and the pod the smallest MTU of the external
+    /// interfaces that have an address (a raw-IP modem's 1428, a VPN's 1420...), so what a pod
+    /// sends always fits the uplink the route picks.
+    pub mtu_auto: bool,
     /// `hairpinMode`.
     pub hairpin_mode: bool,
     /// `datapath`.
@@ -270,6 +275,7 @@ impl Default for NetConf {
             subnet: DEFAULT_SUBNET,
             gateway: defaults::GATEWAY,
             mtu: None,
+            mtu_auto: false,
             hairpin_mode: true,
             datapath: DatapathMode::Auto,
             tc_attach: TcAttachMode::Auto,
@@ -381,7 +387,12 @@ impl NetConf {
             bridge: fields::ifname(&f, "bridge")?.unwrap_or(defaults.bridge),
             subnet,
             gateway,
-            mtu: f.uint("mtu", 68..=65535)?,
+            mtu: if f.get("mtu").and_then(Value::as_str) == Some("auto") {
+                None
+            } else {
+                f.uint("mtu", 68..=65535)?
+            },
+            mtu_auto: f.get("mtu").and_then(Value::as_str) == Some("auto"),
             hairpin_mode: f.bool("hairpinMode")?.unwrap_or(defaults.hairpin_mode),
             datapath: fields::choice(
                 &f,

@@ -48,6 +48,16 @@ pub struct External {
 }
 
 impl External {
+    /// The smallest MTU of the uplinks that have an address (`mtu: "auto"`).
+    #[must_use]
+    pub fn smallest_mtu(&self) -> Option<u32> {
+        self.uplinks
+            .iter()
+            .filter(|u| !u.addr.is_unspecified() && u.mtu >= 68)
+            .map(|u| u.mtu)
+            .min()
+    }
+
     /// The uplink the default route uses, if any.
     #[must_use]
     pub fn preferred(&self) -> Option<&Uplink> {

@@ -262,6 +262,12 @@ fn auto_is_every_external_interface() {
     assert_eq!(e.preferred().map(|u| u.name.as_str()), Some("eth0"));
     let wwan = &e.uplinks[3];
     assert!(wwan.l3 && wwan.mtu == 1428 && wwan.mac == [0; 6]);
+    // `mtu: auto` looks at the uplinks pods can leave by: wwan0 has no address yet.
+    assert_eq!(e.smallest_mtu(), Some(1500));
+    let mut modem_up = edge();
+    modem_up.addrs.push(addr(7, [10, 64, 0, 2]));
+    let with_modem = external(&UplinkSelector::Auto, &modem_up, "cni0");
+    assert_eq!(with_modem.smallest_mtu(), Some(1428));
     // The gateway is a node address (a hostPort answers on it), loopback's is not global.
     assert!(e.node_addrs.contains(&(Ipv4Addr::new(172, 39, 0, 1), 4)));
     assert_eq!(e.node_addrs.len(), 4);

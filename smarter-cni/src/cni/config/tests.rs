@@ -324,3 +324,19 @@ fn containerd_port_mappings_and_lenient_del() {
     let bad_subnet = with(json!({"subnet": "x"})).to_string();
     assert!(NetConf::parse_with(bad_subnet.as_bytes(), RuntimeConfigErrors::Ignore).is_err());
 }
+
+#[test]
+fn mtu_auto_and_uplink_lists() {
+    let conf = parse(&with(json!({"mtu": "auto", "uplink": ["eth0", "wwan0"]}))).unwrap();
+    assert_eq!((conf.mtu, conf.mtu_auto), (None, true));
+    assert_eq!(
+        conf.uplink,
+        UplinkSelector::List(vec!["eth0".into(), "wwan0".into()])
+    );
+    let err = parse(&with(json!({"uplink": []}))).unwrap_err();
+    assert!(err.to_string().contains("uplink"), "{err}");
+    let err = parse(&with(json!({"uplink": ["eth0", "bad/name"]}))).unwrap_err();
+    assert!(err.to_string().contains("uplink[1]"), "{err}");
+    let err = parse(&with(json!({"mtu": "big"}))).unwrap_err();
+    assert!(err.to_string().contains("mtu"), "{err}");
+}

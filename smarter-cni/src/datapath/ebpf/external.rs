@@ -23,7 +23,7 @@ use crate::datapath::types::{AttachMode, PodTraffic, TrafficDir};
 use crate::datapath::uplink::{External, Uplink};
 
 /// The ingress and egress programs for a device of this kind.
-fn programs(l3: bool) -> (&'static str, &'static str) {
+pub(super) fn programs(l3: bool) -> (&'static str, &'static str) {
     if l3 {
         (progs::L3_IN, progs::L3_OUT)
     } else {
@@ -31,7 +31,7 @@ fn programs(l3: bool) -> (&'static str, &'static str) {
     }
 }
 
-fn in_pin(ifindex: u32) -> String {
+pub(super) fn in_pin(ifindex: u32) -> String {
     format!("in_{ifindex}")
 }
 

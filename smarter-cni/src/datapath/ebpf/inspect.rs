@@ -77,7 +77,7 @@ impl EbpfDatapath {
             .collect()
     }
 
-    /// Where the programs run: every endpoint's host veth, the uplink, the loopback.
+    /// Where the programs run: every endpoint's host veth, every external interface, the loopback.
     ///
     /// # Errors
     ///
@@ -88,12 +88,11 @@ impl EbpfDatapath {
             .into_iter()
             .map(|e| (e.host_ifname.clone(), progs::POD, e.host_ifname))
             .collect();
-        let up = self.config()?.uplink_ifindex;
-        if let Some(name) = nix::net::if_::if_indextoname(up)
-            .ok()
-            .and_then(|n| n.into_string().ok())
-        {
-            wanted.push((name, progs::UPLINK, "uplink".to_string()));
+        for up in self.uplinks()? {
+            if let Some(name) = up.name {
+                let (ingress, _) = super::external::programs(up.l3);
+                wanted.push((name, ingress, super::external::in_pin(up.ifindex)));
+            }
         }
         wanted.push((LOOPBACK.to_string(), progs::LOCAL, LOCAL_LINK.to_string()));
         let mut out = Vec::new();

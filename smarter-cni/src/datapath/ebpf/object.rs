@@ -78,7 +78,8 @@ pub(super) fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<()
         }
     }
     // The pod program is pinned last: its pin marks a complete load.
-    for name in [progs::UPLINK, progs::LOCAL, progs::EGRESS, progs::POD] {
+    let others = progs::ALL.into_iter().filter(|n| *n != progs::POD);
+    for name in others.chain([progs::POD]) {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or(EbpfError::MissingInObject {
