@@ -167,6 +167,7 @@ fn info(ns: &Netns, name: &str, addr: Ipv4Addr, up: bool) -> Option<Uplink> {
         up,
         l3: false,
         mtu: 1500,
+        selected: true,
     })
 }
 

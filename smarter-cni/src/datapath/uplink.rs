@@ -29,6 +29,10 @@ pub struct Uplink {
     pub l3: bool,
     /// MTU (0 when unknown).
     pub mtu: u32,
+    /// Selected by `uplink` (always with `auto`): pods may leave by it. Interfaces that are
+    /// not selected still get node-local-only, the leak backstop and hostPorts on their
+    /// addresses; pod traffic routed to them is dropped.
+    pub selected: bool,
 }
 
 /// The node's external side, as both datapaths are given it: every interface pod traffic may
@@ -38,10 +42,11 @@ pub struct Uplink {
 pub struct External {
     /// `uplink` was absent or `auto`: every external interface, also those that appear later.
     pub all: bool,
-    /// The external interfaces selected, in ifindex order; an interface without a global IPv4
-    /// address has [`Ipv4Addr::UNSPECIFIED`] (nothing to masquerade to: pods cannot leave by it).
+    /// Every external interface, in ifindex order, [`Uplink::selected`] or not; an interface
+    /// without a global IPv4 address has [`Ipv4Addr::UNSPECIFIED`] (nothing to masquerade to:
+    /// pods cannot leave by it).
     pub uplinks: Vec<Uplink>,
-    /// The interface of the main table's IPv4 default route, if it is one of `uplinks`.
+    /// The interface of the main table's IPv4 default route, if it is a selected one.
     pub preferred: Option<u32>,
     /// Every global IPv4 address of the node, with the ifindex holding it.
     pub node_addrs: Vec<(Ipv4Addr, u32)>,
@@ -53,7 +58,7 @@ impl External {
     pub fn smallest_mtu(&self) -> Option<u32> {
         self.uplinks
             .iter()
-            .filter(|u| !u.addr.is_unspecified() && u.mtu >= 68)
+            .filter(|u| u.selected && !u.addr.is_unspecified() && u.mtu >= 68)
             .map(|u| u.mtu)
             .min()
     }
@@ -66,9 +71,10 @@ impl External {
     }
 }
 
-/// The external interfaces `selector` picks in `snap` (see [`External`]). External: not the
-/// loopback, not `bridge`, not enslaved to another device (a bridge port carries no traffic of
-/// its own). A named interface that does not exist is left out.
+/// The external interfaces in `snap`, marked [`Uplink::selected`] as `selector` picks them (see
+/// [`External`]). External: not the loopback, not `bridge`, not enslaved to another device (a
+/// bridge port carries no traffic of its own). A named interface that does not exist is not
+/// there (yet).
 #[must_use]
 pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> External {
     let names = selector.names();
@@ -76,18 +82,15 @@ pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> Ext
         .links
         .iter()
         .filter(|l| !l.loopback && l.name != bridge && l.master.is_none())
-        .filter(|l| names.is_empty() || names.contains(&l.name))
-        .map(|l| {
-            uplink_of(l, snap).unwrap_or_else(|| Uplink {
-                addr: Ipv4Addr::UNSPECIFIED,
-                ..bare(l)
-            })
+        .map(|l| Uplink {
+            selected: names.is_empty() || names.contains(&l.name),
+            ..uplink_of(l, snap).unwrap_or_else(|| bare(l))
         })
         .collect();
     uplinks.sort_by_key(|u| u.ifindex);
     let preferred = best_route(snap)
         .and_then(|r| r.oif)
-        .filter(|oif| uplinks.iter().any(|u| u.ifindex == *oif));
+        .filter(|oif| uplinks.iter().any(|u| u.ifindex == *oif && u.selected));
     let node_addrs = snap
         .addrs
         .iter()
@@ -118,6 +121,7 @@ fn bare(link: &LinkState) -> Uplink {
         up: link.up,
         l3: link.l3,
         mtu: link.mtu,
+        selected: true,
     }
 }
 

@@ -68,6 +68,7 @@ fn info(ifindex: u32, name: &str, a: [u8; 4], mac: [u8; 6], up: bool) -> Uplink 
         up,
         l3: false,
         mtu: 1500,
+        selected: true,
     }
 }
 
@@ -242,6 +243,7 @@ fn edge() -> Snapshot {
 fn names(e: &External) -> Vec<(&str, Ipv4Addr)> {
     e.uplinks
         .iter()
+        .filter(|u| u.selected)
         .map(|u| (u.name.as_str(), u.addr))
         .collect()
 }
@@ -285,6 +287,8 @@ fn a_list_or_a_name_restricts() {
             ("wwan0", Ipv4Addr::UNSPECIFIED)
         ]
     );
+    // The others stay external (backstop, node-local-only, hostPorts), not selected.
+    assert_eq!(e.uplinks.len(), 4);
     let e = external(&UplinkSelector::Named("lan0".into()), &edge(), "cni0");
     assert_eq!(names(&e), [("lan0", Ipv4Addr::new(192, 168, 50, 1))]);
     // The default route is not through lan0: no preferred uplink.

@@ -136,6 +136,7 @@ impl World {
                 up: true,
                 l3: false,
                 mtu: 1500,
+                selected: true,
             };
             let bridge = nix::net::if_::if_nametoindex("smartnet0").unwrap();
             dp.set_bridge(bridge, node_mac("smartnet0"))

@@ -63,7 +63,7 @@ pub struct UplinkEntry {
 
 impl EbpfDatapath {
     /// Makes the datapath serve exactly `ext`: programs on every interface of it, its
-    /// `uplinks` entries, the node's addresses; interfaces no longer in it lose their entry and
+    /// `uplinks` entries (address 0 where pods may not leave), the node's addresses; interfaces no longer in it lose their entry and
     /// programs. The config record's uplink fields name the default route's uplink (shown by
     /// status). Idempotent.
     ///
@@ -114,8 +114,14 @@ impl EbpfDatapath {
         let mut prog = self.program(ingress)?;
         let pin = self.pins.link(&in_pin(up.ifindex));
         attach::attach(&mut prog, Hook::ingress(&up.name, ingress), mode, &pin)?;
+        // Not selected: pods may not leave by it (the programs still guard it).
+        let nat_to = if up.selected {
+            up.addr
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
         let value = UplinkValue {
-            addr: addr(up.addr),
+            addr: addr(nat_to),
             flags: if up.l3 { UPLINK_F_L3 } else { 0 },
             mtu: up.mtu,
             pad: 0,

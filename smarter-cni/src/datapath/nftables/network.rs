@@ -90,7 +90,12 @@ impl Datapath for NftablesNetwork {
         let uplinks = if external.all {
             Vec::new()
         } else {
-            let mut names: Vec<String> = external.uplinks.iter().map(|u| u.name.clone()).collect();
+            let mut names: Vec<String> = external
+                .uplinks
+                .iter()
+                .filter(|u| u.selected)
+                .map(|u| u.name.clone())
+                .collect();
             names.sort();
             names
         };
