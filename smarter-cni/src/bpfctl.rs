@@ -1,8 +1,8 @@
 //! `smarter-bpfctl`: operators' view of the datapath from the node alone (no agent, no
 //! Kubernetes). eBPF networks are read from their pins under `--bpffs-dir`; networks on the
 //! nftables datapath are found through the plugin's records under `--state-dir` and read from
-//! their tables (`status`, `endpoints`, `hostports` and `stats` work for both; the conntrack,
-//! config and event commands are eBPF only).
+//! their tables (`status`, `endpoints`, `hostports`, `stats` and `traffic` work for both; the
+//! conntrack, config and event commands are eBPF only).
 //!
 //! Every read command prints a human table by default and, with `-o json`, a JSON array of
 //! objects (`monitor`: one object per line) whose fields are documented on the row types in
@@ -21,7 +21,7 @@
 //! | 5 | only pins of another layout version (both versions are named) |
 //! | 6 | the command needs the eBPF datapath and every selected network uses nftables |
 //!
-//! Interface names (attachments, uplink) resolve in the caller's network namespace: run it in
+//! Interface names (attachments, uplinks, traffic) resolve in the caller's network namespace: run it in
 //! the node's (host) namespace.
 
 pub mod args;
@@ -30,6 +30,7 @@ mod discover;
 mod drift;
 mod monitor;
 mod output;
+mod traffic;
 mod write;
 
 pub use crate::datapath::rows;

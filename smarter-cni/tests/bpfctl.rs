@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_testbed::{NODE_UPLINK_IP, WAN_SERVER_IP, World};
+use smarter_testbed::{NODE_UPLINK_IP, UPLINK, WAN_SERVER_IP, World};
 
 fn ctl_cmd(w: &World, args: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
@@ -73,12 +73,28 @@ fn every_command_against_a_live_datapath() {
     assert_eq!(s["layout"], smarter_common::LAYOUT_VERSION);
     assert_eq!(s["uplink"], "uplink0");
     assert_eq!(s["uplink_addr"], NODE_UPLINK_IP.to_string());
+    let uplinks = s["uplinks"].as_array().unwrap();
+    assert!(
+        uplinks.iter().any(|u| u["ifname"] == UPLINK
+            && u["addr"] == NODE_UPLINK_IP.to_string()
+            && u["link"] == "ethernet"
+            && u["default_route"] == true),
+        "{uplinks:?}"
+    );
     let attachments = s["attachments"].as_array().unwrap();
     assert_eq!(
         attachments.len(),
-        4,
-        "two pods, uplink, loopback: {attachments:?}"
+        5,
+        "two pods, the uplink's ingress program and egress backstop, loopback: {attachments:?}"
     );
+    for dir in ["ingress", "egress"] {
+        assert!(
+            attachments
+                .iter()
+                .any(|a| a["ifname"] == UPLINK && a["direction"] == dir),
+            "{dir} on {UPLINK}: {attachments:?}"
+        );
+    }
     assert!(
         attachments.iter().all(|a| a["mode"] != "none"),
         "{attachments:?}"
@@ -110,6 +126,18 @@ fn every_command_against_a_live_datapath() {
     assert!(ct0.iter().all(|c| c["pod_ip"] == ip0.to_string()));
     let icmp = json_of(&w, &["nat", "--proto", "icmp"]);
     assert!(!icmp.is_empty() && icmp.iter().all(|c| c["proto"] == "icmp"));
+
+    // traffic: pod0's TCP round trip out of and back in through the uplink, by pod address.
+    let traffic = json_of(&w, &["traffic", "--pod", &ip0.to_string()]);
+    for dir in ["out", "in"] {
+        assert!(
+            traffic.iter().any(|t| t["interface"] == UPLINK
+                && t["direction"] == dir
+                && t["packets"].as_u64().unwrap() > 0),
+            "{dir}: {traffic:?}"
+        );
+    }
+    assert!(traffic.iter().all(|t| t["pod_ip"] == ip0.to_string()));
 
     let hp = json_of(&w, &["hostports"]);
     assert_eq!(
@@ -276,6 +304,13 @@ fn nftables_networks_are_read_from_their_tables() {
     };
     assert!(count("nat_masquerade").is_some_and(|n| n >= 1), "{stats:?}");
     assert!(count("drop_deny").is_some_and(|n| n >= 1), "{stats:?}");
+
+    // traffic works on both datapaths (what nftables counts per pod and interface).
+    let traffic = json_of(&w, &["traffic"]);
+    assert!(
+        traffic.iter().all(|t| t["pod_ip"] == ip0.to_string()),
+        "{traffic:?}"
+    );
 
     // eBPF-only commands say so (exit 6) and name the datapath.
     for cmd in [["ct"].as_slice(), &["config"], &["monitor", "--count", "1"]] {

@@ -1,11 +1,12 @@
-//! Prometheus metrics of the agent, read fresh from the pinned maps and the plugin's
-//! [`crate::opstats`] on every scrape (nothing is cached, so a restarted agent reports the
-//! datapath's own totals). Served as OpenMetrics text on `GET /metrics` by a small
+//! Prometheus metrics of the agent, read fresh from the datapath (eBPF: its pinned maps) and
+//! the plugin's [`crate::opstats`] on every scrape (nothing is cached, so a restarted agent
+//! reports the datapath's own totals). Served as OpenMetrics text on `GET /metrics` by a small
 //! `tiny_http` server on its own thread; localhost by default.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `smarter_verdict_packets_total`, `smarter_verdict_bytes_total` | counter | `verdict` |
+//! | `smarter_pod_interface_packets_total`, `smarter_pod_interface_bytes_total` | counter | `namespace`, `pod`, `interface`, `direction` (`out`, `in`) |
 //! | `smarter_endpoints`, `smarter_endpoints_capacity` | gauge | |
 //! | `smarter_conntrack_entries`, `smarter_conntrack_capacity` | gauge | `table` (`out`, `in`) |
 //! | `smarter_hostports` | gauge | |
@@ -15,8 +16,16 @@
 //! | `smarter_datapath_info` (always 1) | gauge | `datapath` (`ebpf`, `nftables`), `reason` (`configured`, `auto`, `no_bpffs`, `permission`, `load`) |
 //! | `smarter_dns_queries_total` (agent with `--dns`) | counter | `transport` (`udp`, `tcp`), `result` (`local`, `nxdomain`, `forwarded`, `servfail`, `error`, `dropped`) |
 //!
-//! Every metric also carries the `network` label.
+//! Every metric also carries the `network` label. The datapath metrics come from the datapath
+//! the agent chose (else the recorded choice, else eBPF's pins), through the seam.
+//!
+//! The per-pod counters are [`crate::datapath::Datapath::pod_traffic`]: what each pod sent
+//! (`out`) and received (`in`) through each external interface since its ADD. `pod` is the
+//! pod's name, or its address when no endpoint names it (a pod without Kubernetes names, or
+//! counters the GC has not collected yet); `interface` is the name, or `ifindex N (gone)`.
+//! Samples with the same labels are summed, so a series is never duplicated.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +38,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::datapath::rows::TrafficRow;
 use crate::datapath::{self, ChoiceRecord, DatapathChoice, DatapathKind};
 use crate::opstats;
 
@@ -96,6 +106,10 @@ impl Collector for DatapathCollector {
             .as_ref()
             .map(DatapathChoice::record)
             .or_else(|| ChoiceRecord::load(&src.state_dir, &src.network));
+        let kind = choice
+            .as_ref()
+            .and_then(|c| DatapathKind::parse(&c.datapath).ok())
+            .unwrap_or(DatapathKind::Ebpf);
         if let Some(c) = choice {
             let mut labels = net();
             labels.push(("datapath", c.datapath));
@@ -114,7 +128,7 @@ impl Collector for DatapathCollector {
             state_dir: src.state_dir.clone(),
             ..crate::cni::NetConf::default()
         };
-        if let Ok(Some(dp)) = datapath::open_existing(&conf, DatapathKind::Ebpf) {
+        if let Ok(Some(dp)) = datapath::open_existing(&conf, kind) {
             if let Ok(stats) = dp.counters() {
                 let with = |v: &str| {
                     let mut l = net();
@@ -207,6 +221,13 @@ impl Collector for DatapathCollector {
                     &[(net(), gauge(available))],
                 )?;
             }
+            if let Ok(traffic) = dp.pod_traffic() {
+                let records = src.state_dir.join(&src.network);
+                // Unnamed pods are labelled by address rather than left out.
+                let endpoints = dp.endpoint_rows(&src.network, &records).unwrap_or_default();
+                let rows = TrafficRow::of(&src.network, &traffic, &endpoints);
+                encode_pod_traffic(&mut encoder, &rows)?;
+            }
         }
         if let Ok(ops) = opstats::load(&src.state_dir, &src.network) {
             let mut counts = Vec::new();
@@ -271,6 +292,60 @@ impl Collector for DatapathCollector {
     }
 }
 
+/// Packets and bytes of `traffic` rows by the labels of the per-pod metrics (see the module
+/// docs), summed where labels coincide.
+fn pod_interface_totals(rows: &[TrafficRow]) -> BTreeMap<Labels, (u64, u64)> {
+    let mut out: BTreeMap<Labels, (u64, u64)> = BTreeMap::new();
+    for r in rows {
+        let pod = if r.pod_name.is_empty() {
+            &r.pod_ip
+        } else {
+            &r.pod_name
+        };
+        let labels = vec![
+            ("network", r.network.clone()),
+            ("namespace", r.pod_namespace.clone()),
+            ("pod", pod.clone()),
+            ("interface", r.interface.clone()),
+            ("direction", r.direction.to_string()),
+        ];
+        let sum = out.entry(labels).or_default();
+        sum.0 = sum.0.saturating_add(r.packets);
+        sum.1 = sum.1.saturating_add(r.bytes);
+    }
+    out
+}
+
+/// `smarter_pod_interface_packets_total` and `smarter_pod_interface_bytes_total` of `rows`.
+fn encode_pod_traffic(
+    encoder: &mut DescriptorEncoder,
+    rows: &[TrafficRow],
+) -> Result<(), std::fmt::Error> {
+    let totals = pod_interface_totals(rows);
+    let packets: Vec<_> = totals
+        .iter()
+        .map(|(l, (p, _))| (l.clone(), ConstCounter::new(*p)))
+        .collect();
+    let bytes: Vec<_> = totals
+        .into_iter()
+        .map(|(l, (_, b))| (l, ConstCounter::new(b)))
+        .collect();
+    family(
+        encoder,
+        "smarter_pod_interface_packets",
+        "Packets per pod, external interface and direction (out: sent by the pod, in: \
+         received by it), since the pod's ADD",
+        &packets,
+    )?;
+    family(
+        encoder,
+        "smarter_pod_interface_bytes",
+        "Bytes per pod, external interface and direction, as the interface saw them (eBPF: \
+         skb->len, with the Ethernet header on Ethernet devices)",
+        &bytes,
+    )
+}
+
 /// The metrics text for `source`, as one scrape would return it.
 ///
 /// # Errors
@@ -326,4 +401,90 @@ pub fn serve(addr: SocketAddr, source: MetricsSource) -> std::io::Result<SocketA
         })?;
     tracing::info!("metrics on http://{bound}/metrics");
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::datapath::rows::EndpointRow;
+    use crate::datapath::{PodTraffic, TrafficDir};
+
+    /// web-0 (named) out and in through wwan0; an unnamed pod through a gone interface, twice
+    /// under the same labels.
+    fn rows() -> Vec<TrafficRow> {
+        let t = |pod: [u8; 4], ifindex, ifname: Option<&str>, dir, packets| PodTraffic {
+            pod: Ipv4Addr::from(pod),
+            ifindex,
+            ifname: ifname.map(str::to_string),
+            dir,
+            packets,
+            bytes: packets * 100,
+        };
+        let traffic = [
+            t([172, 39, 0, 2], 3, Some("wwan0"), TrafficDir::Out, 5),
+            t([172, 39, 0, 2], 3, Some("wwan0"), TrafficDir::In, 4),
+            t([172, 39, 0, 3], 4, None, TrafficDir::Out, 2),
+            t([172, 39, 0, 3], 4, None, TrafficDir::Out, 1),
+        ];
+        let web0 = EndpointRow {
+            network: "smartnet".into(),
+            ip: "172.39.0.2".into(),
+            mac: String::new(),
+            host_ifname: "smv1".into(),
+            host_ifindex: 9,
+            pod_namespace: "shop".into(),
+            pod_name: "web-0".into(),
+            container_id: "c".into(),
+            packets: None,
+            bytes: None,
+        };
+        TrafficRow::of("smartnet", &traffic, &[web0])
+    }
+
+    #[derive(Debug)]
+    struct Rows(Vec<TrafficRow>);
+
+    impl Collector for Rows {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            encode_pod_traffic(&mut encoder, &self.0)
+        }
+    }
+
+    fn encoded(rows: Vec<TrafficRow>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Rows(rows)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn pod_counters_are_labelled_summed_and_encoded_as_totals() {
+        let text = encoded(rows());
+        let l = "{network=\"smartnet\",namespace=";
+        for line in [
+            "# TYPE smarter_pod_interface_packets counter".to_string(),
+            "# TYPE smarter_pod_interface_bytes counter".to_string(),
+            format!(
+                "smarter_pod_interface_packets_total{l}\"shop\",pod=\"web-0\",\
+                 interface=\"wwan0\",direction=\"out\"}} 5"
+            ),
+            format!(
+                "smarter_pod_interface_bytes_total{l}\"shop\",pod=\"web-0\",\
+                 interface=\"wwan0\",direction=\"in\"}} 400"
+            ),
+            // Unnamed: labelled by address; the two rows summed into one series.
+            format!(
+                "smarter_pod_interface_bytes_total{l}\"\",pod=\"172.39.0.3\",\
+                 interface=\"ifindex 4 (gone)\",direction=\"out\"}} 300"
+            ),
+        ] {
+            assert!(text.lines().any(|x| x == line), "{line} not in:\n{text}");
+        }
+        assert_eq!(text.matches("pod=\"172.39.0.3\"").count(), 2, "{text}");
+        // No traffic: no family at all (not an empty one).
+        assert!(!encoded(Vec::new()).contains("smarter_pod_interface"));
+    }
 }

@@ -51,6 +51,8 @@ pub enum Command {
     Nat(Filter),
     /// hostPort mappings.
     Hostports,
+    /// Bytes and packets per pod, per external interface, both directions (metered links).
+    Traffic(TrafficArgs),
     /// The live configuration record and deny ranges.
     Config,
     /// Per-verdict packet and byte counters, summed over CPUs.
@@ -73,6 +75,20 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `traffic` arguments: filters (all must match) and rates.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrafficArgs {
+    /// Pod address.
+    #[arg(long)]
+    pub pod: Option<Ipv4Addr>,
+    /// External interface name (as `traffic` prints it).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Sample twice this many seconds apart and add rates.
+    #[arg(long)]
+    pub interval: Option<f64>,
 }
 
 /// `ct` arguments.

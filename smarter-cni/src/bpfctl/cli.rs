@@ -7,7 +7,7 @@ use super::args::{Cli, Command, CtArgs, Format};
 use super::discover::{Net, networks};
 use super::output::print;
 use super::rows::{CtRow, HostPortRow, StatsRow, StatusRow, proto_name};
-use super::{Failure, drift, monitor, write};
+use super::{Failure, drift, monitor, traffic, write};
 use crate::datapath::{ChoiceRecord, DatapathError};
 
 /// Runs the command; returns the exit code.
@@ -57,6 +57,7 @@ fn dispatch(cli: &Cli) -> Result<(), Failure> {
             &collect(&ebpf_only(&nets, "ct")?, |n| ct_rows(n, filter))?,
         ),
         Command::Hostports => print(fmt, &collect(&nets, hostport_rows)?),
+        Command::Traffic(args) => print(fmt, &traffic::rows(&nets, args)?),
         Command::Config => print(
             fmt,
             &collect(&ebpf_only(&nets, "config")?, |n| {
@@ -100,7 +101,7 @@ fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<&'a Net>, Failure> {
 }
 
 /// Rows of every network, each from its own datapath.
-fn collect<B: std::borrow::Borrow<Net>, T>(
+pub(super) fn collect<B: std::borrow::Borrow<Net>, T>(
     nets: &[B],
     rows: impl Fn(&Net) -> Result<Vec<T>, DatapathError>,
 ) -> Result<Vec<T>, Failure> {
@@ -228,11 +229,12 @@ fn print_status(fmt: Format, rows: &[StatusRow]) -> Result<(), Failure> {
                 or_dash(r.pin_dir.clone()),
                 or_dash(r.pod_program_id.map(|id| id.to_string()))
             );
-            println!(
-                "uplink {} (NAT to {})",
-                or_dash(r.uplink.clone()),
-                or_dash(r.uplink_addr.clone())
-            );
+            if r.uplinks.is_empty() {
+                println!("uplinks: none");
+            }
+            for u in &r.uplinks {
+                println!("uplink {}", u.describe());
+            }
             print(fmt, &r.attachments)?;
         } else {
             println!(

@@ -8,17 +8,22 @@ use super::args::Format;
 /// Prints rows as JSON or as a table built from their JSON fields (nested lists are shown as
 /// compact JSON).
 pub(super) fn print<T: Serialize>(fmt: Format, rows: &[T]) -> Result<(), Failure> {
+    println!("{}", render(fmt, rows)?);
+    Ok(())
+}
+
+/// The text [`print`] prints (without the final newline): a JSON array, `(none)` for no rows,
+/// or a table whose header is the first row's field names in capitals.
+pub(super) fn render<T: Serialize>(fmt: Format, rows: &[T]) -> Result<String, Failure> {
     let value = serde_json::to_value(rows).map_err(|e| Failure::new(1, e.to_string()))?;
     if fmt == Format::Json {
-        println!("{value}");
-        return Ok(());
+        return Ok(value.to_string());
     }
     let Some(items) = value.as_array() else {
-        return Ok(());
+        return Ok(String::new());
     };
     let Some(first) = items.first().and_then(|v| v.as_object()) else {
-        println!("(none)");
-        return Ok(());
+        return Ok("(none)".to_string());
     };
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::NOTHING);
@@ -29,8 +34,7 @@ pub(super) fn print<T: Serialize>(fmt: Format, rows: &[T]) -> Result<(), Failure
         };
         table.add_row(obj.values().map(cell));
     }
-    println!("{table}");
-    Ok(())
+    Ok(table.to_string())
 }
 
 fn cell(v: &serde_json::Value) -> String {

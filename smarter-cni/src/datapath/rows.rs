@@ -3,7 +3,12 @@
 //! ([`super::Datapath::status_rows`] and the like). Field names and meanings are the stable
 //! schema (new fields may be added, none removed or renamed).
 
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
 use serde::Serialize;
+
+use super::types::PodTraffic;
 
 /// `status`: one network.
 #[derive(Debug, Clone, Serialize)]
@@ -25,11 +30,15 @@ pub struct StatusRow {
     pub layout: Option<u32>,
     /// Kernel id of the pinned pod program (`null` when not pinned, and for nftables).
     pub pod_program_id: Option<u32>,
-    /// Uplink interface (`null` when none is set; nftables: not known from the tables).
+    /// The uplink the default route uses (`null` when none is set; nftables: not known from
+    /// the tables). Pods leave by every entry of [`Self::uplinks`].
     pub uplink: Option<String>,
-    /// The uplink address packets are NATed to (`0.0.0.0` when none; `null` for nftables,
-    /// which masquerades to whatever address the uplink has).
+    /// The address of [`Self::uplink`] (`0.0.0.0` when none; `null` for nftables, which
+    /// masquerades to whatever address the uplink has).
     pub uplink_addr: Option<String>,
+    /// Every external interface the datapath serves, by ifindex: pods leave by each, NATed to
+    /// its address (empty for nftables, whose rules match any interface but the bridge).
+    pub uplinks: Vec<UplinkRow>,
     /// nftables tables as `family name` (empty for eBPF).
     pub tables: Vec<String>,
     /// Where the programs run (empty for nftables).
@@ -50,6 +59,66 @@ pub struct StatusRow {
     pub veths: Vec<String>,
 }
 
+/// One external interface an eBPF network serves (`status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UplinkRow {
+    /// Interface name now (`null` when it is gone: no interface has the ifindex).
+    pub ifname: Option<String>,
+    /// Ifindex.
+    pub ifindex: u32,
+    /// The address pods are NATed to through it (`null`: none, nothing is NATed out of it).
+    pub addr: Option<String>,
+    /// `ethernet`, or `l3` for a device without link-layer header (raw-IP modem, PPP, tun).
+    pub link: &'static str,
+    /// MTU as recorded.
+    pub mtu: u32,
+    /// Whether the default route uses it ([`StatusRow::uplink`]).
+    pub default_route: bool,
+}
+
+impl UplinkRow {
+    /// The row of an interface; `addr` unspecified means none.
+    #[must_use]
+    pub fn new(
+        ifindex: u32,
+        ifname: Option<String>,
+        addr: Ipv4Addr,
+        l3: bool,
+        mtu: u32,
+        default_route: bool,
+    ) -> Self {
+        Self {
+            ifname,
+            ifindex,
+            addr: (!addr.is_unspecified()).then(|| addr.to_string()),
+            link: if l3 { "l3" } else { "ethernet" },
+            mtu,
+            default_route,
+        }
+    }
+
+    /// One line for people: `uplink0 (ifindex 3): NAT to 198.51.100.2, ethernet, mtu 1500,
+    /// default route`; a gone interface is `ifindex 3 (gone)`, a missing address `none`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let name = match &self.ifname {
+            Some(n) => format!("{n} (ifindex {})", self.ifindex),
+            None => interface_name(self.ifindex, None),
+        };
+        format!(
+            "{name}: NAT to {}, {}, mtu {}{}",
+            self.addr.as_deref().unwrap_or("none"),
+            self.link,
+            self.mtu,
+            if self.default_route {
+                ", default route"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 /// A program attachment.
 #[derive(Debug, Clone, Serialize)]
 pub struct HookRow {
@@ -57,7 +126,7 @@ pub struct HookRow {
     pub ifname: String,
     /// Program name.
     pub program: &'static str,
-    /// `ingress`.
+    /// `ingress`, or `egress` (the backstop on an external interface).
     pub direction: &'static str,
     /// `tcx`, `netlink` or `none`.
     pub mode: &'static str,
@@ -97,6 +166,73 @@ pub struct EndpointRow {
     pub packets: Option<u64>,
     /// Bytes the pod sent (`null` for nftables).
     pub bytes: Option<u64>,
+}
+
+/// `traffic`: one pod's traffic through one external interface in one direction, counted
+/// from the pod's ADD (metered links: what each pod costs on each uplink).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficRow {
+    /// CNI network name.
+    pub network: String,
+    /// Kubernetes namespace (empty when unknown: no endpoint or record names the address).
+    pub pod_namespace: String,
+    /// Kubernetes pod name (empty when unknown).
+    pub pod_name: String,
+    /// Pod address.
+    pub pod_ip: String,
+    /// The interface's name now, or `ifindex N (gone)` when no interface has its ifindex.
+    pub interface: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// `out` (sent by the pod) or `in` (received by the pod).
+    pub direction: &'static str,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes as the interface saw them (eBPF: `skb->len`, the IPv4 packet plus the Ethernet
+    /// header on Ethernet devices, no header on layer-3 devices).
+    pub bytes: u64,
+    /// Packets per second over `--interval` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets_per_s: Option<f64>,
+    /// Bytes per second over `--interval` (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_s: Option<f64>,
+}
+
+impl TrafficRow {
+    /// The rows of `traffic` (one network's [`super::Datapath::pod_traffic`]), in its order,
+    /// each pod named by the endpoint row (`endpoints`) with its address.
+    #[must_use]
+    pub fn of(network: &str, traffic: &[PodTraffic], endpoints: &[EndpointRow]) -> Vec<Self> {
+        let names: HashMap<&str, &EndpointRow> =
+            endpoints.iter().map(|e| (e.ip.as_str(), e)).collect();
+        traffic
+            .iter()
+            .map(|t| {
+                let ip = t.pod.to_string();
+                let ep = names.get(ip.as_str());
+                Self {
+                    network: network.to_string(),
+                    pod_namespace: ep.map(|e| e.pod_namespace.clone()).unwrap_or_default(),
+                    pod_name: ep.map(|e| e.pod_name.clone()).unwrap_or_default(),
+                    pod_ip: ip,
+                    interface: interface_name(t.ifindex, t.ifname.as_deref()),
+                    ifindex: t.ifindex,
+                    direction: t.dir.name(),
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    packets_per_s: None,
+                    bytes_per_s: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// An interface as `traffic` and the metrics name it: its name, or `ifindex N (gone)`.
+#[must_use]
+pub fn interface_name(ifindex: u32, name: Option<&str>) -> String {
+    name.map_or_else(|| format!("ifindex {ifindex} (gone)"), str::to_string)
 }
 
 /// `ct` / `nat`: one NATed flow.

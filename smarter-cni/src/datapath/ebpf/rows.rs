@@ -5,14 +5,15 @@ use std::net::Ipv4Addr;
 
 use super::error::EbpfError;
 use super::handle::EbpfDatapath;
-use crate::datapath::rows::{ConfigRow, EndpointRow, HookRow, MapRow, StatusRow};
+use crate::datapath::rows::{ConfigRow, EndpointRow, HookRow, MapRow, StatusRow, UplinkRow};
 use crate::netlink::format_mac;
 
 fn ip(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a.to_ne_bytes())
 }
 
-/// `status` of one network.
+/// `status` of one network: the default route's uplink from the config record, every
+/// external interface from the `uplinks` map.
 pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, EbpfError> {
     let cfg = dp.config()?;
     let name_of = |ifindex: u32| {
@@ -33,6 +34,14 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
         pod_program_id: dp.program_id(),
         uplink,
         uplink_addr: Some(ip(cfg.uplink_addr).to_string()),
+        uplinks: dp
+            .uplinks()?
+            .into_iter()
+            .map(|u| {
+                let default_route = u.ifindex == cfg.uplink_ifindex;
+                UplinkRow::new(u.ifindex, u.name, u.addr, u.l3, u.mtu, default_route)
+            })
+            .collect(),
         tables: Vec::new(),
         attachments: dp
             .attachments()?

@@ -28,6 +28,7 @@ pub(super) fn status(name: &str, dp: &NftablesDatapath) -> Result<Vec<StatusRow>
         pod_program_id: None,
         uplink: None,
         uplink_addr: None,
+        uplinks: Vec::new(),
         tables: ["inet", "bridge"]
             .iter()
             .map(|f| format!("{f} {}", dp.table()))
