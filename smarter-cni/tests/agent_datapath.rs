@@ -1,7 +1,8 @@
 //! The real `smarter-agent` binary driving both datapaths in a namespace world: the uplink
 //! address changes under it (new flows leave with the new address), the uplink flaps under a
-//! TCP stream, and the agent is restarted — gracefully and by SIGKILL — under a running TCP
-//! stream; the streams must survive.
+//! TCP stream, a new interface appears (a USB LTE stick) and takes the default route, and the
+//! agent is restarted — gracefully and by SIGKILL — under a running TCP stream; the streams
+//! must survive.
 
 mod common;
 
@@ -274,6 +275,56 @@ fn uplink_flapping_under_traffic(dp: &str) {
     }
 }
 
+/// A USB LTE stick plugged in after boot: a new interface with its own address and a default
+/// route of its own, the wired one gone. The agent serves it without any ADD; new flows leave
+/// masqueraded to its address.
+fn agent_follows_a_new_interface(dp: &str) {
+    let Some((w, conf, dir)) = setup("agent_new_if", dp) else {
+        return;
+    };
+    let _agent = Agent::start(&w, &conf, dir.path());
+    let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    let (node, wan) = (w.node(), w.wan());
+    let wan_name = wan.name().to_string();
+    node.exec(&[
+        "ip", "link", "add", "wwan0", "type", "veth", "peer", "name", "wan9", "netns", &wan_name,
+    ])
+    .unwrap();
+    wan.exec(&["ip", "addr", "add", "198.18.9.1/24", "dev", "wan9"])
+        .unwrap();
+    wan.exec(&["ip", "link", "set", "wan9", "up"]).unwrap();
+    node.exec(&["ip", "addr", "add", "198.18.9.2/24", "dev", "wwan0"])
+        .unwrap();
+    node.exec(&["ip", "link", "set", "wwan0", "up"]).unwrap();
+    node.exec(&["ip", "route", "replace", "default", "via", "198.18.9.1"])
+        .unwrap();
+    let stick = Ipv4Addr::new(198, 18, 9, 2);
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let ok = tcp_roundtrip(
+            w.pod("pod0").unwrap(),
+            sa(WAN_SERVER_IP, 8000),
+            b"via the stick",
+            Duration::from_secs(1),
+        );
+        if ok.is_ok() && srv.seen().last().map(SocketAddr::ip) == Some(IpAddr::V4(stick)) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{dp}: new flows never left by wwan0 as {stick} (last: {ok:?}, seen {:?})",
+            srv.seen()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if dp == "ebpf" {
+        // The programs run on it: the ingress program (replies) and the backstop.
+        let status = bpfctl_status(&w, w.bpffs_dir());
+        let text = status.to_string();
+        assert!(text.contains("wwan0"), "{dp}: wwan0 not served: {text}");
+    }
+}
+
 macro_rules! both_datapaths {
     ($($name:ident),* $(,)?) => {
         mod ebpf {
@@ -287,6 +338,7 @@ macro_rules! both_datapaths {
 
 both_datapaths!(
     uplink_address_change,
+    agent_follows_a_new_interface,
     agent_restart_keeps_stream,
     uplink_flapping_under_traffic
 );

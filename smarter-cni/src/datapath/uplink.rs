@@ -46,7 +46,8 @@ pub struct External {
     /// without a global IPv4 address has [`Ipv4Addr::UNSPECIFIED`] (nothing to masquerade to:
     /// pods cannot leave by it).
     pub uplinks: Vec<Uplink>,
-    /// The interface of the main table's IPv4 default route, if it is a selected one.
+    /// The interface of the main table's IPv4 default route, if it is a selected one; with a
+    /// name or a list, else the first selected interface.
     pub preferred: Option<u32>,
     /// Every global IPv4 address of the node, with the ifindex holding it.
     pub node_addrs: Vec<(Ipv4Addr, u32)>,
@@ -90,7 +91,14 @@ pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> Ext
     uplinks.sort_by_key(|u| u.ifindex);
     let preferred = best_route(snap)
         .and_then(|r| r.oif)
-        .filter(|oif| uplinks.iter().any(|u| u.ifindex == *oif && u.selected));
+        .filter(|oif| uplinks.iter().any(|u| u.ifindex == *oif && u.selected))
+        .or_else(|| {
+            // A named uplink is the uplink without a default route too (a link that went down
+            // took its routes with it).
+            (!names.is_empty())
+                .then(|| uplinks.iter().find(|u| u.selected).map(|u| u.ifindex))
+                .flatten()
+        });
     let node_addrs = snap
         .addrs
         .iter()

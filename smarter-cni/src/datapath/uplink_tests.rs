@@ -291,8 +291,8 @@ fn a_list_or_a_name_restricts() {
     assert_eq!(e.uplinks.len(), 4);
     let e = external(&UplinkSelector::Named("lan0".into()), &edge(), "cni0");
     assert_eq!(names(&e), [("lan0", Ipv4Addr::new(192, 168, 50, 1))]);
-    // The default route is not through lan0: no preferred uplink.
-    assert_eq!(e.preferred, None);
+    // The default route is not through lan0: the named one is still the uplink.
+    assert_eq!(e.preferred().map(|u| u.name.as_str()), Some("lan0"));
     assert_eq!(resolve(&list, &edge()).map(|u| u.ifindex), Some(2));
     let only_lan = UplinkSelector::List(vec!["lan0".into()]);
     assert_eq!(resolve(&only_lan, &edge()), None);

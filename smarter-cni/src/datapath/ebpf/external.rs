@@ -35,7 +35,7 @@ pub(super) fn in_pin(ifindex: u32) -> String {
     format!("in_{ifindex}")
 }
 
-fn out_pin(ifindex: u32) -> String {
+pub(super) fn out_pin(ifindex: u32) -> String {
     format!("out_{ifindex}")
 }
 

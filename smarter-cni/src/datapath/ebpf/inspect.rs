@@ -77,29 +77,45 @@ impl EbpfDatapath {
             .collect()
     }
 
-    /// Where the programs run: every endpoint's host veth, every external interface, the loopback.
+    /// Where the programs run: every endpoint's host veth, every external interface (ingress
+    /// program and egress backstop), the loopback.
     ///
     /// # Errors
     ///
     /// [`EbpfError::Map`] or [`EbpfError::Tc`] when the maps or filters cannot be read.
     pub fn attachments(&self) -> Result<Vec<HookView>, EbpfError> {
-        let mut wanted: Vec<(String, &'static str, String)> = self
+        let mut wanted: Vec<(String, &'static str, &'static str, String)> = self
             .endpoints()?
             .into_iter()
-            .map(|e| (e.host_ifname.clone(), progs::POD, e.host_ifname))
+            .map(|e| (e.host_ifname.clone(), progs::POD, "ingress", e.host_ifname))
             .collect();
+        // Every external interface: its ingress program and its egress backstop.
         for up in self.uplinks()? {
-            if let Some(name) = up.name {
-                let (ingress, _) = super::external::programs(up.l3);
-                wanted.push((name, ingress, super::external::in_pin(up.ifindex)));
-            }
+            let Some(name) = up.name else { continue };
+            let (ingress, egress) = super::external::programs(up.l3);
+            let (inp, outp) = (
+                super::external::in_pin(up.ifindex),
+                super::external::out_pin(up.ifindex),
+            );
+            wanted.push((name.clone(), ingress, "ingress", inp));
+            wanted.push((name, egress, "egress", outp));
         }
-        wanted.push((LOOPBACK.to_string(), progs::LOCAL, LOCAL_LINK.to_string()));
+        wanted.push((
+            LOOPBACK.to_string(),
+            progs::LOCAL,
+            "ingress",
+            LOCAL_LINK.to_string(),
+        ));
         let mut out = Vec::new();
-        for (ifname, program, pin) in wanted {
+        for (ifname, program, direction, pin) in wanted {
+            let hook = if direction == "egress" {
+                attach::Hook::egress(&ifname, program)
+            } else {
+                attach::Hook::ingress(&ifname, program)
+            };
             let mode = if super::pins::exists(&self.pins.link(&pin))? {
                 "tcx"
-            } else if attach::is_attached_named(attach::Hook::ingress(&ifname, program))? {
+            } else if attach::is_attached_named(hook)? {
                 "netlink"
             } else {
                 "none"
@@ -107,7 +123,7 @@ impl EbpfDatapath {
             out.push(HookView {
                 ifname,
                 program,
-                direction: "ingress",
+                direction,
                 mode,
             });
         }
