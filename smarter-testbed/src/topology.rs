@@ -117,6 +117,12 @@ impl World {
         ns::ip(&["-n", l, "route", "add", "172.39.0.0/16", "via", &gw])
     }
 
+    /// The namespace behind the smaller-MTU link of [`World::add_far`].
+    #[must_use]
+    pub fn far(&self) -> Option<&Netns> {
+        self.far.as_ref()
+    }
+
     /// The sensor namespace of [`World::add_lan`].
     #[must_use]
     pub fn lan(&self) -> Option<&Netns> {
