@@ -11,6 +11,10 @@
 //! Addresses: the uplink is `198.51.100.2/24` (node) ↔ `198.51.100.1/24` (wan), the wan
 //! also holds `203.0.113.1/24` as "a server on the internet".
 //!
+//! Topologies of a real gateway are added on demand ([`topology`]): a LAN with a sensor, a
+//! backup uplink with fail-over, a layer-3 (TUN, raw-IP) uplink; [`World::external_links`]
+//! names the far side of every external interface.
+//!
 //! Also: containerd in a world's node namespace ([`containerd`]), and a busy load on every CPU
 //! for concurrency tests ([`load::CpuLoad`]).
 
@@ -21,6 +25,8 @@ mod packet;
 mod plugin;
 mod reboot;
 mod servers;
+pub mod topology;
+pub mod tun;
 
 pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
@@ -30,6 +36,10 @@ pub use packet::inet_csum;
 pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
 pub use reboot::{BootId, PREVIOUS_BOOT_ID};
 pub use servers::{EchoServer, Seen, scrape_metrics, tcp_roundtrip, udp_roundtrip};
+pub use topology::{
+    ExternalLink, L3_UPLINK, LAN_HOST_IP, LAN_IF, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP,
+    UPLINK_BACKUP, WAN_BACKUP_ROUTER_IP, WAN_L3_IP,
+};
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -58,6 +68,7 @@ pub struct World {
     // Field order is drop order: pods first, then node and wan, then the bpffs and files.
     pods: Vec<Netns>,
     far: Option<Netns>,
+    extras: topology::Extras,
     node: Netns,
     wan: Netns,
     bpffs: BpfFs,
@@ -87,6 +98,7 @@ impl World {
         let world = Self {
             pods: Vec::new(),
             far: None,
+            extras: topology::Extras::default(),
             node,
             wan,
             pin_root: bpffs.path().join(PIN_ROOT),

@@ -22,16 +22,18 @@ pub const PREVIOUS_BOOT_ID: &str = "00000000-0000-4000-8000-00000000b007";
 
 impl World {
     /// Simulates a power cut and a boot: every pod namespace is gone; the node's namespace
-    /// loses its links (bridge, veths, the uplink, which is wired again as at boot), its
-    /// nftables ruleset, its conntrack table and the programs on its loopback; the bpffs is
-    /// mounted afresh (every pin gone); the data directory (IPAM, on tmpfs under
-    /// `/var/run` on a real node) is emptied. The state directory (`/var/lib`) is kept.
+    /// loses its links (bridge, veths, the uplinks and the LAN, which are wired again as at
+    /// boot, the layer-3 uplink with a new relay), its nftables ruleset, its conntrack table
+    /// and the programs on its loopback; the bpffs is mounted afresh (every pin gone); the
+    /// data directory (IPAM, on tmpfs under `/var/run` on a real node) is emptied. The state
+    /// directory (`/var/lib`) is kept.
     ///
     /// # Errors
     /// When a step fails (`ip`, `nft`, `tc`, mount, the file system).
     pub fn reboot(&mut self, boot_id: BootId) -> io::Result<()> {
         self.pods.clear();
         self.far = None;
+        self.stop_relay();
         let n = self.node.name().to_owned();
         // The pods' namespaces are destroyed asynchronously, their veths' host ends with
         // them: delete what is left, tolerating what vanishes meanwhile, until only `lo` is.
@@ -67,7 +69,8 @@ impl World {
                 std::fs::write(d.path().join("boot_id"), format!("{PREVIOUS_BOOT_ID}\n"))?;
             }
         }
-        self.wire_uplink()
+        self.wire_uplink()?;
+        self.rewire_extras()
     }
 
     fn node_links(&self) -> io::Result<Vec<String>> {
