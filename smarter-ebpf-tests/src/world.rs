@@ -9,7 +9,9 @@ use aya::{
     programs::SchedClassifier,
 };
 use smarter_cni::datapath::ebpf::EBPF_OBJECT;
-use smarter_common::{EndpointKey, EndpointValue, NetConfig, Verdict, VerdictStats, maps, progs};
+use smarter_common::{
+    EndpointKey, EndpointValue, NetConfig, UplinkValue, Verdict, VerdictStats, maps, progs,
+};
 
 use crate::{PEER, PEER_MAC, POD, POD_MAC};
 
@@ -20,7 +22,8 @@ fn ne(o: [u8; 4]) -> u32 {
 
 /// The object loaded with every program, endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
 /// 4242) with their ports' `ep_ifaces` entries, the 172.39.0.0/16 network and a deny range
-/// 10.0.0.0/8; `uplink_ifindex` 0 = no SNAT.
+/// 10.0.0.0/8, the uplink address 198.51.100.2 and the gateway as node addresses;
+/// `uplink_ifindex` 0 = no external interface (no SNAT).
 ///
 /// # Panics
 /// When the kernel refuses the object or a program, or a map update fails.
@@ -60,6 +63,24 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
         ..NetConfig::default()
     };
     cfg.set(maps::CONFIG_INDEX, net, 0).unwrap();
+    // The uplink is an external interface pods leave by; its address and the gateway are the
+    // node's (hostPorts answer on them).
+    if uplink_ifindex != 0 {
+        let mut uplinks: HashMap<_, u32, UplinkValue> =
+            HashMap::try_from(ebpf.map_mut(maps::UPLINKS).unwrap()).unwrap();
+        let up = UplinkValue {
+            addr: ne([198, 51, 100, 2]),
+            mtu: 1500,
+            ..UplinkValue::default()
+        };
+        uplinks.insert(uplink_ifindex, up, 0).unwrap();
+    }
+    let mut node_addrs: HashMap<_, u32, u32> =
+        HashMap::try_from(ebpf.map_mut(maps::NODE_ADDRS).unwrap()).unwrap();
+    node_addrs
+        .insert(ne([198, 51, 100, 2]), uplink_ifindex, 0)
+        .unwrap();
+    node_addrs.insert(ne([172, 39, 0, 1]), 0, 0).unwrap();
     let mut deny: LpmTrie<_, u32, u8> =
         LpmTrie::try_from(ebpf.map_mut(maps::DENY).unwrap()).unwrap();
     deny.insert(&Key::new(8, ne([10, 0, 0, 0])), 1, 0).unwrap();

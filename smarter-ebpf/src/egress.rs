@@ -12,7 +12,7 @@ use smarter_common::{Verdict, maps::CONFIG_INDEX};
 use crate::{
     maps::{CONFIG, EP_STATS},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, read},
-    verdict::{action, record},
+    verdict::Decision,
 };
 
 #[classifier]
@@ -29,10 +29,7 @@ pub fn smarter_l3_out(ctx: TcContext) -> i32 {
 fn run(ctx: &TcContext, l3: bool) -> i32 {
     let len = ctx.len();
     match try_egress(ctx, l3) {
-        Some(verdict) => {
-            record(ctx, verdict, len);
-            action(verdict, -1)
-        }
+        Some(verdict) => Decision::from(verdict).finish(ctx, len),
         None => TC_ACT_OK,
     }
 }

@@ -20,12 +20,13 @@ use crate::{
     nat::open_hostport_flow,
     parse::{Ipv4, PROTO_TCP, PROTO_UDP},
     rewrite::{IP_DST, IP_SRC, rewrite},
+    verdict::Decision,
 };
 
 /// A pod's TCP/UDP packet to `uplink:port`: DNAT to the pod holding that hostPort and redirect
 /// into it. `None`: no such hostPort (the host stack answers, e.g. with a reset).
 #[inline(always)]
-pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<Decision> {
     let proto = ip.proto();
     if (proto != PROTO_TCP && proto != PROTO_UDP) || !ip.is_simple() {
         return None;
@@ -43,7 +44,7 @@ pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
         None => {
             match open_hostport_flow(in_key, &l, proto, daddr, now)? {
                 Ok(()) => {}
-                Err(()) => return Some((Verdict::DropNatPorts, -1)),
+                Err(()) => return Some(Verdict::DropNatPorts.into()),
             }
             CT_IN.get_ptr_mut(in_key)?
         }
@@ -57,20 +58,20 @@ pub fn dnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
     // SAFETY: read-only lookup, copied at once.
     let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
         Some(ep) => (ep.ifindex, ep.mac),
-        None => return Some((Verdict::DropNodelocal, -1)),
+        None => return Some(Verdict::DropNodelocal.into()),
     };
     if !rewrite(ctx, &l, IP_DST, daddr, pod_ip, pod_port)
         || ctx.store(0, &mac, 0).is_err()
         || (bridge_mac != [0; 6] && ctx.store(6, &bridge_mac, 0).is_err())
     {
-        return Some((Verdict::DropMalformed, -1));
+        return Some(Verdict::DropMalformed.into());
     }
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
     if action != TC_ACT_REDIRECT {
-        return Some((Verdict::DropNodelocal, -1));
+        return Some(Verdict::DropNodelocal.into());
     }
-    Some((Verdict::HostportIn, action))
+    Some(Decision::redirected(Verdict::HostportIn, action))
 }
 
 /// What [`reply`] did.

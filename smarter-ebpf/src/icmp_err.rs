@@ -12,12 +12,13 @@
 //! The quoted packet may be TCP, UDP, an ICMP query or any protocol without ports.
 
 use aya_ebpf::programs::TcContext;
-use smarter_common::{CtKey, Verdict};
+use smarter_common::{CtKey, Verdict, ct::icmp};
 
 use crate::{
     maps::{CT_IN, CT_OUT},
     parse::{IP_LEN, Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
     rewrite::{IP_CSUM, IP_DST, IP_SRC, deliver},
+    verdict::Decision,
 };
 
 /// The flow a quoted packet belongs to, as seen from its sender.
@@ -62,7 +63,7 @@ fn quoted(ctx: &TcContext, ip: &Ipv4, rewrite_src: bool) -> Option<Quoted> {
         PROTO_ICMP => {
             let p = read::<[u8; 8]>(ctx, l4)?;
             // Only a query (echo, timestamp, information, address mask) belongs to a flow.
-            if !matches!(p[0], 8 | 13 | 15 | 17) || !rewrite_src {
+            if !icmp::is_query(p[0], true) || !rewrite_src {
                 return None;
             }
             (u16::from_ne_bytes([p[4], p[5]]), 0, true, l4 + 4)
@@ -124,7 +125,7 @@ fn translate_quoted(
 /// An ICMP error arriving on the uplink (types 3, 11, 12). `None`: not about one of our flows
 /// (host traffic).
 #[inline(always)]
-pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<Decision> {
     // The quoted packet went out as uplink:nat_port → remote:remote_port.
     let q = quoted(ctx, ip, true)?;
     let key = CtKey::wire_side(q.dst, q.dport, q.sport, q.proto);
@@ -151,7 +152,7 @@ pub fn icmp_error(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Ve
         .is_ok()
         && ctx.store(IP_DST, &pod_ip, 0).is_ok();
     if !ok {
-        return Some((Verdict::DropMalformed, -1));
+        return Some(Verdict::DropMalformed.into());
     }
     Some(deliver(ctx, ip, pod_ip, bridge_mac, Verdict::IcmpErrorIn))
 }

@@ -6,6 +6,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use smarter_common::ct::icmp;
+
 use crate::parse::{Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read};
 
 /// The L4 facts NAT needs: ports (network byte order) and where the checksum and the port sit.
@@ -55,17 +57,6 @@ pub enum L4 {
     OtherIcmp(u8),
 }
 
-/// ICMP query types with an identifier: echo, timestamp, information, address mask requests
-/// (outbound) and their replies (inbound).
-#[inline(always)]
-fn icmp_query(kind: u8, outbound: bool) -> bool {
-    if outbound {
-        matches!(kind, 8 | 13 | 15 | 17)
-    } else {
-        matches!(kind, 0 | 14 | 16 | 18)
-    }
-}
-
 /// Parses the L4 header of a first fragment or unfragmented packet; `outbound` selects the
 /// direction (source port is the pod's).
 #[inline(always)]
@@ -94,7 +85,7 @@ pub fn l4(ctx: &TcContext, ip: &Ipv4, outbound: bool) -> L4 {
             let Some(h) = read::<[u8; 8]>(ctx, off) else {
                 return L4::Short;
             };
-            if !icmp_query(h[0], outbound) {
+            if !icmp::is_query(h[0], outbound) {
                 return L4::OtherIcmp(h[0]);
             }
             L4::Nat(L4Info {

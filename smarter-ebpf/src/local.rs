@@ -10,23 +10,20 @@ use crate::{
     hairpin,
     maps::{CONFIG, NODE_ADDRS},
     parse::{ETH_P_IP, ETH_TYPE, Ipv4, read},
-    verdict::{action, record},
+    verdict::Decision,
 };
 
 #[classifier]
 pub fn smarter_local(ctx: TcContext) -> i32 {
     let len = ctx.len();
     match try_smarter_local(&ctx) {
-        Some((verdict, helper_action)) => {
-            record(&ctx, verdict, len);
-            action(verdict, helper_action)
-        }
+        Some(decision) => decision.finish(&ctx, len),
         None => TC_ACT_OK,
     }
 }
 
 #[inline(always)]
-fn try_smarter_local(ctx: &TcContext) -> Option<(smarter_common::Verdict, i32)> {
+fn try_smarter_local(ctx: &TcContext) -> Option<Decision> {
     let ethertype = read::<[u8; 2]>(ctx, ETH_TYPE)?;
     if u16::from_be_bytes(ethertype) != ETH_P_IP {
         return None;

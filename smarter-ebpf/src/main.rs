@@ -12,13 +12,16 @@
 //! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
 //!   discovery claims, the RA guard);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
+//! - [`fib`]: the route of a pod's packet off the node (which external interface, which
+//!   address) and the redirect out of it;
 //! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
 //!   delivery into a pod;
 //! - [`parse`]: bounds-checked packet access and the IPv4 header view; [`verdict`]: per-verdict
 //!   counters; [`stats`]: per-pod and per-pod-per-interface counters.
 //!
-//! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx) -> Result<i32, i32>` and turns
-//! every error into an explicit verdict. Only helpers available in Linux 5.10 are used.
+//! Every program entry is `fn x(ctx) -> i32` calling `try_x(&ctx)`, a policy over these
+//! helpers that returns a [`verdict::Decision`] (or `None`: not the datapath's packet); the
+//! entry counts it and returns its TC action. Only helpers available in Linux 5.10 are used.
 //!
 //! On the host (`cargo clippy --workspace`) the same code is compiled as an ordinary binary whose
 //! `main` does nothing, so lints cover it; only the BPF build is `no_std`/`no_main`.
@@ -27,6 +30,7 @@
 
 mod ct;
 mod egress;
+mod fib;
 mod guard;
 mod hairpin;
 mod icmp_err;

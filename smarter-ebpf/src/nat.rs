@@ -14,32 +14,30 @@
 //!   need the address (outbound) or the fragment map [`FRAG`] written when the first fragment of
 //!   a reply came in (inbound).
 
-use core::mem::{size_of, zeroed};
+use core::mem::zeroed;
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, bpf_fib_lookup},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh},
+    helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };
 use smarter_common::{
     CtKey, CtValue, FragKey, FragValue, HostPortKey, NetConfig, Verdict,
-    ct::{CT_NEW, next_state},
+    ct::{CT_NEW, icmp, next_state},
     uplink::DIR_OUT,
 };
 
 use crate::{
     ct::{expired, nat_port_for},
+    fib::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS},
     l4::{L4, L4Info, l4},
     maps::{CT_IN, CT_OUT, FRAG, HOSTPORTS, UPLINKS},
-    parse::{Ipv4, PROTO_TCP, PROTO_UDP, read},
+    parse::{Ipv4, PROTO_TCP, PROTO_UDP},
     rewrite::{IP_DST, IP_SRC, dec_ttl, deliver, rewrite},
     stats,
+    verdict::Decision,
 };
 
-const AF_INET: u8 = 2;
-const FIB_SUCCESS: i64 = 0;
-const FIB_NO_NEIGH: i64 = 7;
-const FIB_FRAG_NEEDED: i64 = 8;
 /// A datagram's fragments must all arrive within this time of the first (Linux's
 /// `ipfrag_time` default): older fragment-map entries are not used.
 const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
@@ -56,18 +54,19 @@ enum Plan {
     IcmpError,
 }
 
-/// FIB lookup as the node would forward the packet from the bridge, then SNAT of a pod packet
-/// to the chosen external interface's address ([`UPLINKS`]) and redirect out of it. The caller
+/// The route lookup as the node would forward the packet from the bridge ([`fib::lookup`]),
+/// then SNAT of a pod packet to the chosen external interface's address ([`UPLINKS`]) and the
+/// redirect out of it ([`fib::redirect`]). The caller
 /// has ruled out local, pod-subnet and denied destinations. `PassHost`: a local address, an
 /// unreachable destination or one too big with DF set (the host stack answers with the right
 /// ICMP error), or TTL expiring (the host answers "time exceeded"); nothing was rewritten
 /// then. `DropNoRoute`: routed out of an interface pods may not leave by (not an uplink, or
 /// one without an address): never forwarded un-NATed.
 #[inline(always)]
-pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
+pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
     let (proto, ttl) = (ip.proto(), ip.ttl());
     if ttl <= 1 {
-        return (Verdict::PassHost, -1);
+        return Verdict::PassHost.into();
     }
     let plan = if ip.is_later_fragment() {
         Plan::LaterFragment
@@ -75,126 +74,71 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> (Verdict, i32) {
         match l4(ctx, ip, true) {
             L4::Nat(l) if l.ports => Plan::Ports(l),
             L4::Nat(_) => Plan::Generic,
-            L4::Short => return (Verdict::DropMalformed, -1),
+            L4::Short => return Verdict::DropMalformed.into(),
             // Errors a pod may send about its flows (unreachable, source quench, redirect,
             // time exceeded, parameter problem); any other ICMP has no flow to belong to.
-            L4::OtherIcmp(3 | 4 | 5 | 11 | 12) => Plan::IcmpError,
-            L4::OtherIcmp(_) => return (Verdict::DropUnnatable, -1),
+            L4::OtherIcmp(
+                icmp::DEST_UNREACH
+                | icmp::SOURCE_QUENCH
+                | icmp::REDIRECT
+                | icmp::TIME_EXCEEDED
+                | icmp::PARAM_PROBLEM,
+            ) => Plan::IcmpError,
+            L4::OtherIcmp(_) => return Verdict::DropUnnatable.into(),
         }
     };
     let saddr = ip.saddr();
     let daddr = ip.daddr();
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid request to fill in.
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
-    fib.family = AF_INET;
-    fib.l4_protocol = proto;
-    // A GSO super-packet (a pod's TCP stream) leaves as segments: what must fit the MTU is
-    // one segment (headers plus `gso_size`), checked as a packet of that size would be.
-    // Single packets are checked as they are, so an oversized one with DF clear is refused
-    // below and one with DF set gets the host's "fragmentation needed".
-    // SAFETY: reading `gso_segs`/`gso_size`/`ifindex` from a TC program's `__sk_buff` is
-    // allowed.
-    let (gso_segs, gso_size, in_ifindex) = unsafe {
-        let skb = ctx.skb.skb;
-        ((*skb).gso_segs, (*skb).gso_size, (*skb).ifindex)
-    };
-    fib.__bindgen_anon_1.tot_len = if gso_segs > 1 {
-        segment_len(ctx, ip, gso_size)
-    } else {
-        ip.tot_len()
-    };
-    // Looked up as forwarded from the bridge with the pod's own source, so policy routing
-    // sees what it would see for the reference's forwarded packet.
-    fib.ifindex = if cfg.bridge_ifindex != 0 {
-        cfg.bridge_ifindex
-    } else {
-        in_ifindex
-    };
-    fib.__bindgen_anon_3.ipv4_src = saddr;
-    fib.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: `fib` lives on our stack for the duration of the call; size is its real size.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.skb.skb.cast(),
-            &mut fib,
-            size_of::<bpf_fib_lookup>() as i32,
-            0,
-        )
-    };
+    let ret = fib::lookup(ctx, ip, cfg, &mut fib);
     match ret {
         FIB_SUCCESS | FIB_NO_NEIGH => {}
         // Too big for the uplink with DF clear: it would need fragmenting, which this datapath
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
-        FIB_FRAG_NEEDED if !ip.dont_fragment() => return (Verdict::DropNoRoute, -1),
+        FIB_FRAG_NEEDED if !ip.dont_fragment() => return Verdict::DropNoRoute.into(),
         // Local destinations (any node address), unreachable, prohibited, forwarding disabled,
         // fragmentation needed: the host stack decides and answers with the right ICMP error.
         // Nothing was rewritten yet.
-        _ => return (Verdict::PassHost, -1),
+        _ => return Verdict::PassHost.into(),
     }
     let out_ifindex = fib.ifindex;
     // SAFETY: read-only lookup, copied at once.
     let (nat_addr, l3) = match unsafe { UPLINKS.get(out_ifindex) } {
         Some(u) if u.addr != 0 => (u.addr, u.is_l3()),
         // Not an interface pods may leave by, or one with no address to masquerade to.
-        _ => return (Verdict::DropNoRoute, -1),
+        _ => return Verdict::DropNoRoute.into(),
     };
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let translated = match plan {
         Plan::Ports(l) => {
             let Some(nat_port) = nat_port_for(saddr, daddr, &l, proto, nat_addr, cfg, now) else {
-                return (Verdict::DropNatPorts, -1);
+                return Verdict::DropNatPorts.into();
             };
             rewrite(ctx, &l, IP_SRC, saddr, nat_addr, nat_port)
         }
         Plan::Generic => {
             if !nat_addr_for(saddr, daddr, proto, nat_addr, cfg, now) {
-                return (Verdict::DropNatPorts, -1);
+                return Verdict::DropNatPorts.into();
             }
             rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, nat_addr, 0)
         }
         Plan::LaterFragment => rewrite(ctx, &L4Info::addr_only(), IP_SRC, saddr, nat_addr, 0),
         Plan::IcmpError => match crate::icmp_err::outbound(ctx, ip, nat_addr) {
             crate::icmp_err::Outbound::Translated => true,
-            crate::icmp_err::Outbound::NoFlow => return (Verdict::DropUnnatable, -1),
+            crate::icmp_err::Outbound::NoFlow => return Verdict::DropUnnatable.into(),
             crate::icmp_err::Outbound::Failed => false,
         },
     };
     if !translated || !dec_ttl(ctx, ttl, proto) {
-        return (Verdict::DropMalformed, -1);
+        return Verdict::DropMalformed.into();
     }
     stats::pod_iface(saddr, out_ifindex, DIR_OUT, ctx.len());
-    let action = if l3 {
-        // No link-layer header to fill: the kernel strips the Ethernet header on the way
-        // into a device without one.
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(out_ifindex, 0) as i32 }
-    } else if ret == FIB_SUCCESS {
-        if ctx.store(0, &fib.dmac, 0).is_err() || ctx.store(6, &fib.smac, 0).is_err() {
-            return (Verdict::DropMalformed, -1);
-        }
-        // SAFETY: plain helper call.
-        unsafe { bpf_redirect(out_ifindex, 0) as i32 }
-    } else {
-        // SAFETY: plain helper call; NULL params = resolve the neighbour of the packet's route.
-        unsafe { bpf_redirect_neigh(out_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+    let Some(action) = fib::redirect(ctx, ret, &fib, l3) else {
+        return Verdict::DropMalformed.into();
     };
-    (Verdict::NatOut, action)
-}
-
-/// The IPv4 length of one segment of a GSO packet of `gso_size` payload bytes: IP header, the
-/// TCP header with its options (UDP: 8 bytes), and the payload.
-#[inline(always)]
-fn segment_len(ctx: &TcContext, ip: &Ipv4, gso_size: u32) -> u16 {
-    let ip_hdr = (ip.l4_off() - crate::parse::ETH_LEN) as u32;
-    let l4_hdr = if ip.proto() == PROTO_TCP {
-        // The data offset's high nibble, in 32-bit words.
-        read::<[u8; 13]>(ctx, ip.l4_off()).map_or(20, |t| u32::from(t[12] >> 4) * 4)
-    } else {
-        8
-    };
-    let len = ip_hdr + l4_hdr + gso_size;
-    if len > 0xffff { 0xffff } else { len as u16 }
+    Decision::redirected(Verdict::NatOut, action)
 }
 
 /// The address mapping of a protocol without ports, `saddr → daddr`: one per (protocol, pod,
@@ -272,7 +216,7 @@ pub fn open_hostport_flow(
 /// Reverse NAT of a reply arriving on an external interface for a node address, or DNAT of a
 /// new flow to a hostPort, redirected into the pod. `None`: neither (host traffic, untouched).
 #[inline(always)]
-pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict, i32)> {
+pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<Decision> {
     let proto = ip.proto();
     let saddr = ip.saddr();
     let daddr = ip.daddr();
@@ -283,7 +227,9 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
     }
     let l = match l4(ctx, ip, false) {
         L4::Nat(l) => l,
-        L4::OtherIcmp(3 | 11 | 12) => return crate::icmp_err::icmp_error(ctx, ip, bridge_mac),
+        L4::OtherIcmp(icmp::DEST_UNREACH | icmp::TIME_EXCEEDED | icmp::PARAM_PROBLEM) => {
+            return crate::icmp_err::icmp_error(ctx, ip, bridge_mac);
+        }
         // Not ours to judge: the host stack drops or answers it.
         L4::OtherIcmp(_) | L4::Short => return None,
     };
@@ -300,7 +246,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
             }
             match open_hostport_flow(in_key, &l, proto, daddr, now)? {
                 Ok(()) => {}
-                Err(()) => return Some((Verdict::DropNatPorts, -1)),
+                Err(()) => return Some(Verdict::DropNatPorts.into()),
             }
             verdict = Verdict::HostportIn;
             CT_IN.get_ptr_mut(in_key)?
@@ -321,7 +267,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
         }
     }
     if !rewrite(ctx, &l, IP_DST, daddr, pod_ip, pod_port) {
-        return Some((Verdict::DropMalformed, -1));
+        return Some(Verdict::DropMalformed.into());
     }
     if ip.more_fragments() {
         // The first fragment: its followers find the pod through the fragment map.
@@ -345,7 +291,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<(Verdict,
 /// to. `None`: no first fragment seen (the node's own datagram, or one whose first fragment is
 /// still on its way: those are the host stack's).
 #[inline(always)]
-fn frag_in(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6], now: u64) -> Option<(Verdict, i32)> {
+fn frag_in(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6], now: u64) -> Option<Decision> {
     let key = FragKey {
         remote: ip.saddr(),
         id: ip.id(),
@@ -361,7 +307,7 @@ fn frag_in(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6], now: u64) -> Option<
         return None;
     }
     if !rewrite(ctx, &L4Info::addr_only(), IP_DST, ip.daddr(), pod_ip, 0) {
-        return Some((Verdict::DropMalformed, -1));
+        return Some(Verdict::DropMalformed.into());
     }
     Some(deliver(ctx, ip, pod_ip, bridge_mac, Verdict::FragIn))
 }

@@ -109,6 +109,13 @@ impl Ipv4 {
         u16::from_ne_bytes([self.h[4], self.h[5]])
     }
 
+    /// To a multicast group or the limited broadcast (224.0.0.0 and above): the bridge's to
+    /// carry, never routed.
+    #[inline(always)]
+    pub fn is_group(&self) -> bool {
+        self.h[16] >= 224
+    }
+
     /// Don't Fragment set.
     #[inline(always)]
     pub fn dont_fragment(&self) -> bool {

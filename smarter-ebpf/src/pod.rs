@@ -24,20 +24,18 @@ use crate::{
         read,
     },
     stats,
-    verdict::{action, record},
+    verdict::Decision,
 };
 
 #[classifier]
 pub fn smarter_pod(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    let (verdict, helper_action) = try_smarter_pod(&ctx);
-    record(&ctx, verdict, len);
-    action(verdict, helper_action)
+    try_smarter_pod(&ctx).finish(&ctx, len)
 }
 
 /// The verdict for one packet leaving a pod. `RedirectPod` means the redirect helper succeeded.
 #[inline(always)]
-fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
+fn try_smarter_pod(ctx: &TcContext) -> Decision {
     // SAFETY: `skb` is the context pointer the kernel passed in; the verifier allows reading
     // `ifindex` from a TC program's `__sk_buff`.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -47,19 +45,19 @@ fn try_smarter_pod(ctx: &TcContext) -> (Verdict, i32) {
     // SAFETY: as above, `vlan_present` is readable from a TC program's `__sk_buff`. The
     // kernel strips a VLAN tag into the metadata before TC ingress: pods have no VLANs.
     if unsafe { (*ctx.skb.skb).vlan_present } != 0 {
-        return (Verdict::DropEthertype, -1);
+        return Verdict::DropEthertype.into();
     }
     let Some(eth_src) = read::<[u8; 6]>(ctx, ETH_SRC) else {
-        return (Verdict::DropMalformed, -1);
+        return Verdict::DropMalformed.into();
     };
     let Some(ethertype) = read::<[u8; 2]>(ctx, ETH_TYPE) else {
-        return (Verdict::DropMalformed, -1);
+        return Verdict::DropMalformed.into();
     };
     match u16::from_be_bytes(ethertype) {
-        ETH_P_ARP => (arp(ctx, ifindex, eth_src), -1),
+        ETH_P_ARP => arp(ctx, ifindex, eth_src).into(),
         ETH_P_IP => ipv4(ctx, ifindex, eth_src),
-        ETH_P_IPV6 => (guard::ipv6(ctx, ifindex, eth_src), -1),
-        _ => (Verdict::DropEthertype, -1),
+        ETH_P_IPV6 => guard::ipv6(ctx, ifindex, eth_src).into(),
+        _ => Verdict::DropEthertype.into(),
     }
 }
 
@@ -92,13 +90,13 @@ fn arp(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
+fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Decision {
     let Some(ip) = Ipv4::read(ctx) else {
-        return (Verdict::DropMalformed, -1);
+        return Verdict::DropMalformed.into();
     };
     let (saddr, daddr) = (ip.saddr(), ip.daddr());
     if !is_own(saddr, ifindex, eth_src) {
-        return (Verdict::DropSpoof, -1);
+        return Verdict::DropSpoof.into();
     }
     // The RA guard: redirects and router advertisements are a router's to send (a later
     // fragment carries no ICMP header). Type and code are read together: a one-byte read at
@@ -107,28 +105,28 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
         && !ip.is_later_fragment()
         && read::<[u8; 2]>(ctx, ip.l4_off()).is_some_and(|[kind, _]| is_router_icmp(kind))
     {
-        return (Verdict::DropRaGuard, -1);
+        return Verdict::DropRaGuard.into();
     }
     // Multicast and limited broadcast: the bridge's job.
-    if ip.h[16] >= 224 {
-        return (Verdict::PassL2, -1);
+    if ip.is_group() {
+        return Verdict::PassL2.into();
     }
     // SAFETY: read-only lookup, the value is copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS.get(EndpointKey { addr: daddr }) } {
         let (peer_ifindex, peer_mac) = (peer.ifindex, peer.mac);
         // A reply of a hairpin hostPort flow leaves as uplink:hostPort.
         if hairpin::reply(ctx, &ip) == hairpin::Reply::Failed {
-            return (Verdict::DropMalformed, -1);
+            return Verdict::DropMalformed.into();
         }
         if read::<[u8; 6]>(ctx, 0) != Some(peer_mac) && ctx.store(0, &peer_mac, 0).is_err() {
-            return (Verdict::DropMalformed, -1);
+            return Verdict::DropMalformed.into();
         }
         // SAFETY: plain helper call; with flags 0 it returns TC_ACT_REDIRECT.
         let act = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
-        return (Verdict::RedirectPod, act);
+        return Decision::redirected(Verdict::RedirectPod, act);
     }
     let Some(cfg) = CONFIG.get(CONFIG_INDEX) else {
-        return (Verdict::PassHost, -1);
+        return Verdict::PassHost.into();
     };
     // SAFETY: read-only lookup, nothing kept.
     if unsafe { NODE_ADDRS.get(daddr) }.is_some() {
@@ -136,29 +134,29 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> (Verdict, i32) {
         // Options and fragments are delivered to the node as they are (a hostPort flow never
         // has them).
         if !ip.is_simple() {
-            return (Verdict::PassHost, -1);
+            return Verdict::PassHost.into();
         }
         // A reply to the node's own connection to a hostPort: back to uplink:hostPort, then
         // delivered locally.
         match hairpin::reply(ctx, &ip) {
-            hairpin::Reply::Translated => return (Verdict::PassHost, -1),
-            hairpin::Reply::Failed => return (Verdict::DropMalformed, -1),
+            hairpin::Reply::Translated => return Verdict::PassHost.into(),
+            hairpin::Reply::Failed => return Verdict::DropMalformed.into(),
             hairpin::Reply::Untouched => {}
         }
         if let Some(result) = hairpin::dnat(ctx, &ip, cfg.bridge_mac) {
             return result;
         }
-        return (Verdict::PassHost, -1);
+        return Verdict::PassHost.into();
     }
     if daddr == cfg.gateway {
-        return (Verdict::PassHost, -1);
+        return Verdict::PassHost.into();
     }
     if cfg.in_subnet(daddr) {
         // The subnet's broadcast address, or a pod address nobody holds (the bridge answers).
-        return (Verdict::PassL2, -1);
+        return Verdict::PassL2.into();
     }
     if DENY.get(Key::new(32, daddr)).is_some() {
-        return (Verdict::DropDeny, -1);
+        return Verdict::DropDeny.into();
     }
     snat(ctx, &ip, cfg)
 }

@@ -9,6 +9,7 @@ use crate::{
     maps::ENDPOINTS,
     parse::{ETH_LEN, Ipv4, read},
     stats,
+    verdict::Decision,
 };
 
 pub const IP_CSUM: usize = ETH_LEN + 10;
@@ -68,17 +69,17 @@ pub fn deliver(
     pod_ip: u32,
     bridge_mac: [u8; 6],
     v: Verdict,
-) -> (Verdict, i32) {
+) -> Decision {
     // SAFETY: read-only lookup, copied at once.
     let (ifindex, mac) = match unsafe { ENDPOINTS.get(EndpointKey { addr: pod_ip }) } {
         Some(ep) => (ep.ifindex, ep.mac),
-        None => return (Verdict::DropNodelocal, -1),
+        None => return Verdict::DropNodelocal.into(),
     };
     // The pod sees the bridge (its gateway) as the sender; the uplink's MAC when unknown.
     let eth_src = if bridge_mac == [0; 6] {
         match read::<[u8; 6]>(ctx, 0) {
             Some(m) => m,
-            None => return (Verdict::DropMalformed, -1),
+            None => return Verdict::DropMalformed.into(),
         }
     } else {
         bridge_mac
@@ -87,7 +88,7 @@ pub fn deliver(
         || ctx.store(0, &mac, 0).is_err()
         || ctx.store(6, &eth_src, 0).is_err()
     {
-        return (Verdict::DropMalformed, -1);
+        return Verdict::DropMalformed.into();
     }
     // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed: the external
     // interface the packet arrived on.
@@ -96,7 +97,7 @@ pub fn deliver(
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
     if action != TC_ACT_REDIRECT {
-        return (Verdict::DropNodelocal, -1);
+        return Verdict::DropNodelocal.into();
     }
-    (v, action)
+    Decision::redirected(v, action)
 }

@@ -19,7 +19,7 @@ use crate::{
     maps::{CONFIG, NODE_ADDRS},
     nat::rnat,
     parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, Ipv4, read},
-    verdict::{action, record},
+    verdict::Decision,
 };
 
 #[classifier]
@@ -36,10 +36,7 @@ pub fn smarter_l3_in(ctx: TcContext) -> i32 {
 fn run(ctx: &TcContext, l3: bool) -> i32 {
     let len = ctx.len();
     match try_uplink(ctx, l3) {
-        Some((verdict, helper_action)) => {
-            record(ctx, verdict, len);
-            action(verdict, helper_action)
-        }
+        Some(decision) => decision.finish(ctx, len),
         // Host traffic: not counted, never touched.
         None => TC_ACT_OK,
     }
@@ -47,7 +44,7 @@ fn run(ctx: &TcContext, l3: bool) -> i32 {
 
 /// `Some(verdict)` for packets the datapath owns, `None` for host traffic.
 #[inline(always)]
-fn try_uplink(ctx: &TcContext, l3: bool) -> Option<(Verdict, i32)> {
+fn try_uplink(ctx: &TcContext, l3: bool) -> Option<Decision> {
     if l3 && !push_eth(ctx)? {
         return None;
     }
@@ -65,7 +62,7 @@ fn try_uplink(ctx: &TcContext, l3: bool) -> Option<(Verdict, i32)> {
         return rnat(ctx, &ip, cfg.bridge_mac);
     }
     if cfg.prefix_len != 0 && cfg.in_subnet(daddr) {
-        return Some((Verdict::DropNodelocal, -1));
+        return Some(Verdict::DropNodelocal.into());
     }
     None
 }

@@ -71,22 +71,55 @@ pub fn count_verdict(verdict: Verdict, len: u32) {
     }
 }
 
-/// The TC action of `verdict` when no helper decided it (`helper_action < 0`).
-#[inline(always)]
-pub fn action(verdict: Verdict, helper_action: i32) -> i32 {
-    if helper_action >= 0 {
-        return helper_action;
+/// What a program decided for one packet: its verdict and, when a redirect helper already
+/// chose the TC action, that action. Built from a [`Verdict`] (`verdict.into()`) or with
+/// [`Decision::redirected`]; [`Decision::finish`] counts it and returns the TC action.
+#[derive(Clone, Copy)]
+pub struct Decision {
+    verdict: Verdict,
+    /// The redirect helper's return value; negative: none (the verdict decides).
+    helper: i32,
+}
+
+impl Decision {
+    /// `verdict`, with the TC action a redirect helper returned.
+    #[inline(always)]
+    pub const fn redirected(verdict: Verdict, helper_action: i32) -> Self {
+        Self {
+            verdict,
+            helper: helper_action,
+        }
     }
-    if verdict.is_drop() {
-        return TC_ACT_SHOT;
+
+    /// Counts the decision (and emits its event, see [`record`]) for a packet of `len`
+    /// bytes and returns the TC action.
+    #[inline(always)]
+    pub fn finish(self, ctx: &TcContext, len: u32) -> i32 {
+        record(ctx, self.verdict, len);
+        if self.helper >= 0 {
+            return self.helper;
+        }
+        if self.verdict.is_drop() {
+            return TC_ACT_SHOT;
+        }
+        match self.verdict {
+            Verdict::RedirectPod
+            | Verdict::NatOut
+            | Verdict::NatIn
+            | Verdict::HostportIn
+            | Verdict::IcmpErrorIn
+            | Verdict::FragIn => TC_ACT_REDIRECT,
+            _ => TC_ACT_OK,
+        }
     }
-    match verdict {
-        Verdict::RedirectPod
-        | Verdict::NatOut
-        | Verdict::NatIn
-        | Verdict::HostportIn
-        | Verdict::IcmpErrorIn
-        | Verdict::FragIn => TC_ACT_REDIRECT,
-        _ => TC_ACT_OK,
+}
+
+impl From<Verdict> for Decision {
+    #[inline(always)]
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            verdict,
+            helper: -1,
+        }
     }
 }
