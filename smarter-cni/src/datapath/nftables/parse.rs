@@ -100,7 +100,8 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, Nftables
         .collect()
 }
 
-/// The hostPorts (`port : ip . port`) of map `map` in an inet table listing.
+/// The hostPorts of map `map` in an inet table listing: `port : ip . port`, or
+/// `address . port : ip . port` for a `hostIP` map.
 ///
 /// # Errors
 ///
@@ -119,11 +120,18 @@ pub(super) fn host_ports(
                 .filter(|p| p.len() == 2)
                 .ok_or_else(|| parse_err(&what, format!("expected [key, value], got {e}")))?;
             let parts = concat(&pair[1], &what, 2)?;
+            let key = unwrap_elem(&pair[0]);
+            let (host_ip, host_port) = if key.get("concat").is_some() {
+                let k = concat(key, &what, 2)?;
+                (Some(ip(&k[0], &what)?), port(&k[1], &what)?)
+            } else {
+                (None, port(key, &what)?)
+            };
             let hp = HostPortSpec {
-                host_port: port(unwrap_elem(&pair[0]), &what)?,
+                host_port,
                 container_port: port(&parts[1], &what)?,
                 protocol,
-                host_ip: None,
+                host_ip,
             };
             Ok((hp, ip(&parts[0], &what)?))
         })

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
+use super::hostports::{self, MAPS};
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
 use crate::datapath::types::{HostPortSpec, PodLink};
 
@@ -17,10 +18,6 @@ use crate::datapath::types::{HostPortSpec, PodLink};
 pub(super) const TABLE_PREFIX: &str = "smarter_";
 /// Inet-family interval set of denied destinations.
 pub(super) const SET_DENY: &str = "deny";
-/// Inet-family maps `port : pod ip . pod port`.
-pub(super) const MAP_TCP: &str = "hostport_tcp";
-/// See [`MAP_TCP`].
-pub(super) const MAP_UDP: &str = "hostport_udp";
 /// Named counters of the inet table.
 pub(super) const INET_COUNTERS: [&str; 5] = [
     "drop_deny",
@@ -71,27 +68,6 @@ pub(super) fn check_ifname(name: &str) -> Result<(), NftablesError> {
         what: "interface name",
         value: name.to_owned(),
         reason,
-    })
-}
-
-/// `tcp` or `udp` for IP protocol numbers 6 and 17.
-pub(super) fn proto_name(protocol: u8) -> Result<&'static str, NftablesError> {
-    match smarter_common::ct::proto::name(protocol) {
-        Some(name @ ("tcp" | "udp")) => Ok(name),
-        _ => Err(NftablesError::Invalid {
-            what: "hostPort protocol",
-            value: protocol.to_string(),
-            reason: "only 6 (tcp) and 17 (udp) are supported",
-        }),
-    }
-}
-
-/// The hostPort map of a protocol number.
-pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftablesError> {
-    Ok(if proto_name(protocol)? == "tcp" {
-        MAP_TCP
-    } else {
-        MAP_UDP
     })
 }
 
@@ -150,9 +126,10 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             cidrs.join(", ")
         ));
     }
-    for map in [MAP_TCP, MAP_UDP] {
+    for (map, _, by_addr) in MAPS {
+        let key = if by_addr { "ipv4_addr . " } else { "" };
         w(format!(
-            "add map {i} {map} {{ type inet_service : ipv4_addr . inet_service; }}"
+            "add map {i} {map} {{ type {key}inet_service : ipv4_addr . inet_service; }}"
         ));
     }
     for counter in INET_COUNTERS {
@@ -165,30 +142,18 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             w(format!("add rule {i} {name} {rule}"));
         }
     };
-    let dnat = |map: &str, proto: &str| format!("dnat ip to {proto} dport map @{map}");
+    // hostPorts on the node's own addresses (a `hostIP` one only on its address).
     chain(
         &mut w,
         "prerouting",
         "type nat hook prerouting priority dstnat",
-        &[
-            format!("fib daddr type local {}", dnat(MAP_TCP, "tcp")),
-            format!("fib daddr type local {}", dnat(MAP_UDP, "udp")),
-        ],
+        &hostports::dnat_rules("fib daddr type local"),
     );
     chain(
         &mut w,
         "output",
         "type nat hook output priority -100",
-        &[
-            format!(
-                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
-                dnat(MAP_TCP, "tcp")
-            ),
-            format!(
-                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
-                dnat(MAP_UDP, "udp")
-            ),
-        ],
+        &hostports::dnat_rules("ip daddr != 127.0.0.0/8 fib daddr type local"),
     );
     let ports = if lo == 0 {
         String::new()
@@ -253,23 +218,18 @@ fn endpoint_elements(op: &str, t: &str, ep: &PodLink) -> String {
     )
 }
 
-/// One hostPort element.
-fn hostport_element(
-    op: &str,
-    t: &str,
-    hp: &HostPortSpec,
-    ip: Ipv4Addr,
-) -> Result<String, NftablesError> {
-    let map = proto_map(hp.protocol)?;
-    Ok(format!(
-        "{op} element inet {t} {map} {{ {} : {ip} . {} }}\n",
-        hp.host_port, hp.container_port
-    ))
-}
-
 /// What the bridge table holds besides the endpoints: the `macs` elements present, as
 /// [`l2::mac_key`] writes them (endpoints attached by a build before them have none).
 pub(super) type LinkKeys = [(String, u64)];
+
+/// Elements a batch deletes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Doomed<'a> {
+    /// Endpoints (with their ports and link elements).
+    pub endpoints: &'a [PodLink],
+    /// hostPorts with the pod address they lead to.
+    pub ports: &'a [(HostPortSpec, Ipv4Addr)],
+}
 
 /// The batch that attaches `ep` with `ports`, first deleting the stale elements passed in
 /// (endpoints sharing its address or interface, hostPorts of its address no longer wanted),
@@ -282,24 +242,23 @@ pub(super) fn attach_script(
     t: &str,
     ep: &PodLink,
     ports: &[HostPortSpec],
-    stale: (&[PodLink], &[(HostPortSpec, Ipv4Addr)]),
+    stale: Doomed<'_>,
     links: &LinkKeys,
     lacking: &[PodLink],
 ) -> Result<String, NftablesError> {
     check_ifname(&ep.host_ifname)?;
-    let (stale_endpoints, stale_ports) = stale;
-    let mut s = detach_script(t, stale_endpoints, stale_ports, links)?;
+    let mut s = detach_script(t, stale, links)?;
     for old in lacking {
         s.push_str(&l2::link_elements("add", t, old));
     }
     s.push_str(&endpoint_elements("add", t, ep));
     for hp in ports {
-        s.push_str(&hostport_element("add", t, hp, ep.ip)?);
+        s.push_str(&hostports::element("add", t, hp, ep.ip)?);
     }
     Ok(s)
 }
 
-/// The batch deleting the given endpoints (their ports, and their link elements when `links`
+/// The batch deleting `doomed`: endpoints (their ports, and their link elements when `links`
 /// has them) and hostPorts.
 ///
 /// # Errors
@@ -307,14 +266,13 @@ pub(super) fn attach_script(
 /// [`NftablesError::Invalid`] for a bad protocol.
 pub(super) fn detach_script(
     t: &str,
-    endpoints: &[PodLink],
-    ports: &[(HostPortSpec, Ipv4Addr)],
+    doomed: Doomed<'_>,
     links: &LinkKeys,
 ) -> Result<String, NftablesError> {
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
     let mut seen_links = Vec::new();
-    for ep in endpoints {
+    for ep in doomed.endpoints {
         let key = l2::mac_key(ep);
         if links.contains(&key) && !seen_links.contains(&key) {
             s.push_str(&l2::link_elements("delete", t, ep));
@@ -337,8 +295,8 @@ pub(super) fn detach_script(
             "delete element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}"
         );
     }
-    for (hp, ip) in ports {
-        s.push_str(&hostport_element("delete", t, hp, *ip)?);
+    for (hp, ip) in doomed.ports {
+        s.push_str(&hostports::element("delete", t, hp, *ip)?);
     }
     Ok(s)
 }

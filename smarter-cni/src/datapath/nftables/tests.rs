@@ -6,7 +6,9 @@ use serde_json::json;
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
-use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
+use super::script::{
+    Doomed, attach_script, detach_script, ensure_script, probe_script, table_name,
+};
 use super::{l2, parse};
 use crate::datapath::types::{HostPortSpec, PodLink};
 
@@ -42,6 +44,8 @@ fn default_ruleset_snapshot() {
 add set inet smarter_smartnet deny { type ipv4_addr; flags interval; auto-merge; }
 flush set inet smarter_smartnet deny
 add element inet smarter_smartnet deny { 203.0.113.0/24, 10.0.0.0/8 }
+add map inet smarter_smartnet hostip_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+add map inet smarter_smartnet hostip_udp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
 add map inet smarter_smartnet hostport_tcp { type inet_service : ipv4_addr . inet_service; }
 add map inet smarter_smartnet hostport_udp { type inet_service : ipv4_addr . inet_service; }
 add counter inet smarter_smartnet drop_deny
@@ -51,10 +55,14 @@ add counter inet smarter_smartnet drop_leak
 add counter inet smarter_smartnet drop_ipv6
 add chain inet smarter_smartnet prerouting { type nat hook prerouting priority dstnat; policy accept; }
 flush chain inet smarter_smartnet prerouting
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to ip daddr . tcp dport map @hostip_tcp
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to ip daddr . udp dport map @hostip_udp
 add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to tcp dport map @hostport_tcp
 add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to udp dport map @hostport_udp
 add chain inet smarter_smartnet output { type nat hook output priority -100; policy accept; }
 flush chain inet smarter_smartnet output
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . tcp dport map @hostip_tcp
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . udp dport map @hostip_udp
 add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to tcp dport map @hostport_tcp
 add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to udp dport map @hostport_udp
 add chain inet smarter_smartnet postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -197,15 +205,12 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
     );
     let older = ep(7, "smv000000000007");
     let links = [l2::mac_key(&stale)];
-    let s = attach_script(
-        "smarter_n",
-        &new,
-        &ports,
-        (&[stale], &[old_port]),
-        &links,
-        &[older],
-    )
-    .unwrap();
+    let stale_eps = [stale];
+    let doomed = Doomed {
+        endpoints: &stale_eps,
+        ports: &[old_port],
+    };
+    let s = attach_script("smarter_n", &new, &ports, doomed, &links, &[older]).unwrap();
     let ll2 = "0xfe80000000000000000000fffe000002";
     assert_eq!(
         s,
@@ -230,8 +235,9 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
         protocol: 132,
         host_ip: None,
     }];
-    assert!(attach_script("t", &new, &sctp, (&[], &[]), &[], &[]).is_err());
-    assert!(attach_script("t", &ep(3, "a b"), &[], (&[], &[]), &[], &[]).is_err());
+    let none = Doomed::default();
+    assert!(attach_script("t", &new, &sctp, none, &[], &[]).is_err());
+    assert!(attach_script("t", &ep(3, "a b"), &[], none, &[], &[]).is_err());
 }
 
 #[test]
@@ -240,7 +246,12 @@ fn detach_script_deletes_each_port_once() {
     let mut b = ep(2, "smv1");
     b.mac[0] = 0x0a;
     let links = [l2::mac_key(&a), l2::mac_key(&a)];
-    let s = detach_script("t", &[a.clone(), a, b], &[], &links).unwrap();
+    let eps = [a.clone(), a, b];
+    let doomed = Doomed {
+        endpoints: &eps,
+        ..Doomed::default()
+    };
+    let s = detach_script("t", doomed, &links).unwrap();
     assert_eq!(s.matches("delete element bridge t ports").count(), 1, "{s}");
     assert_eq!(
         s.matches("delete element bridge t endpoints").count(),
@@ -254,7 +265,11 @@ fn detach_script_deletes_each_port_once() {
         1,
         "{s}"
     );
-    assert!(detach_script("t", &[], &[], &[]).unwrap().is_empty());
+    assert!(
+        detach_script("t", Doomed::default(), &[])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
