@@ -138,6 +138,42 @@ pub(super) fn host_ports(
         .collect()
 }
 
+/// The `ip . ifname` elements of a set with counters: address, name, packets, bytes (0 for
+/// an element without a counter).
+///
+/// # Errors
+///
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn counted_elements(
+    doc: &Value,
+    set: &str,
+) -> Result<Vec<(Ipv4Addr, String, u64, u64)>, NftablesError> {
+    let what = format!("set {set}");
+    elements(doc, "set", set)
+        .iter()
+        .map(|e| {
+            let parts = concat(e, &what, 2)?;
+            let ifname = parts[1]
+                .as_str()
+                .ok_or_else(|| parse_err(&what, format!("expected an interface name in {e}")))?
+                .to_owned();
+            let counter = e.get("elem").and_then(|el| el.get("counter"));
+            let field = |name: &str| {
+                counter
+                    .and_then(|c| c.get(name))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            Ok((
+                ip(&parts[0], &what)?,
+                ifname,
+                field("packets"),
+                field("bytes"),
+            ))
+        })
+        .collect()
+}
+
 /// The named counters of a listing: name, packets, bytes.
 pub(super) fn counters(doc: &Value) -> Vec<(String, u64, u64)> {
     objects(doc, "counter")

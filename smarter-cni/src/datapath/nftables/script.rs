@@ -12,6 +12,7 @@ use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::hostports::{self, MAPS};
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
+use super::traffic::{self, CHAIN_IN, Counted};
 use crate::datapath::types::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
@@ -132,6 +133,9 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             "add map {i} {map} {{ type {key}inet_service : ipv4_addr . inet_service; }}"
         ));
     }
+    for line in traffic::set_lines(&i) {
+        w(line);
+    }
     for counter in INET_COUNTERS {
         w(format!("add counter {i} {counter}"));
     }
@@ -176,15 +180,24 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         &post,
     );
     // The backstop, after the masquerade: nothing leaves the node with a pod-subnet source
-    // (conntrack-invalid packets, which masquerade never rewrites, included).
+    // (conntrack-invalid packets, which masquerade never rewrites, included). What passes
+    // is counted per pod and interface.
+    let mut backstop = vec![format!(
+        "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
+    )];
+    backstop.extend(traffic::out_rules(br, &net));
     chain(
         &mut w,
         "backstop",
         "type filter hook postrouting priority 300",
-        &[format!(
-            "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
-        )],
+        &backstop,
     );
+    // Counted into a pod, then accepted (a regular chain, jumped to by forward).
+    w(format!("add chain {i} {CHAIN_IN}"));
+    w(format!("flush chain {i} {CHAIN_IN}"));
+    for rule in traffic::in_chain_rules() {
+        w(format!("add rule {i} {CHAIN_IN} {rule}"));
+    }
     let inbound = format!("iifname != \"{br}\" oifname \"{br}\" ip daddr {net}");
     chain(
         &mut w,
@@ -196,8 +209,8 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
                 "iifname \"{br}\" oifname != \"{br}\" meta nfproto ipv6 counter name drop_ipv6 drop"
             ),
             format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
-            format!("{inbound} ct status dnat accept"),
-            format!("{inbound} ct state established,related accept"),
+            format!("{inbound} ct status dnat goto {CHAIN_IN}"),
+            format!("{inbound} ct state established,related goto {CHAIN_IN}"),
             format!("{inbound} counter name drop_nodelocal drop"),
         ],
     );
@@ -229,11 +242,14 @@ pub(super) struct Doomed<'a> {
     pub endpoints: &'a [PodLink],
     /// hostPorts with the pod address they lead to.
     pub ports: &'a [(HostPortSpec, Ipv4Addr)],
+    /// Traffic counters.
+    pub traffic: &'a [Counted],
 }
 
 /// The batch that attaches `ep` with `ports`, first deleting the stale elements passed in
-/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted),
-/// and adding the link elements of endpoints in `lacking` (attached before they existed).
+/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted,
+/// counters of an earlier holder of its address), and adding the link elements of endpoints
+/// in `lacking` (attached before they existed).
 ///
 /// # Errors
 ///
@@ -259,7 +275,7 @@ pub(super) fn attach_script(
 }
 
 /// The batch deleting `doomed`: endpoints (their ports, and their link elements when `links`
-/// has them) and hostPorts.
+/// has them), hostPorts and traffic counters.
 ///
 /// # Errors
 ///
@@ -298,16 +314,20 @@ pub(super) fn detach_script(
     for (hp, ip) in doomed.ports {
         s.push_str(&hostports::element("delete", t, hp, *ip)?);
     }
+    s.push_str(&traffic::delete_script(t, doomed.traffic));
     Ok(s)
 }
 
-/// A throwaway table with a NAT chain and a bridge chain, deleted in the same batch: proves
-/// the kernel accepts what [`ensure_script`] needs without leaving anything behind.
+/// A throwaway table with a NAT chain, a counting dynamic set and a bridge chain, deleted in
+/// the same batch: proves the kernel accepts what [`ensure_script`] needs without leaving
+/// anything behind.
 pub(super) fn probe_script(name: &str) -> String {
     format!(
         "add table inet {name}\n\
          add chain inet {name} post {{ type nat hook postrouting priority srcnat; }}\n\
          add rule inet {name} post fib daddr type local masquerade\n\
+         add set inet {name} s {{ type ipv4_addr . ifname; flags dynamic; size 1; }}\n\
+         add rule inet {name} post update @s {{ ct original ip saddr . oifname counter }}\n\
          add table bridge {name}\n\
          add chain bridge {name} pre {{ type filter hook prerouting priority -300; }}\n\
          delete table inet {name}\n\

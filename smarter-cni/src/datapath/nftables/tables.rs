@@ -10,7 +10,7 @@ use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
 use super::script::Doomed;
-use super::{exec, hostports, l2, parse, probe, script};
+use super::{exec, hostports, l2, parse, probe, script, traffic};
 
 use crate::datapath::types::{HostPortSpec, PodLink};
 
@@ -97,7 +97,9 @@ impl NftablesDatapath {
 
     /// Lets `ep` send from its address and MAC and maps its hostPorts (each on every node
     /// address, or only on its `hostIP`), in one batch; replaces stale elements of the same
-    /// address or interface and hostPorts of the address that are no longer wanted. Idempotent.
+    /// address or interface, hostPorts of the address that are no longer wanted and, unless
+    /// `ep` itself was attached already, traffic counters left by an earlier holder of the
+    /// address. Idempotent.
     ///
     /// # Errors
     ///
@@ -123,6 +125,15 @@ impl NftablesDatapath {
             let inet = self.inet_required()?;
             let mapped = host_ports_of(&inet)?;
             hostports::check(ep.ip, &ports, &mapped)?;
+            // A new holder of the address counts from zero; attaching again keeps counting.
+            let counted: Vec<traffic::Counted> = if existing.contains(ep) {
+                Vec::new()
+            } else {
+                traffic::counted(&inet)?
+                    .into_iter()
+                    .filter(|c| c.pod == ep.ip)
+                    .collect()
+            };
             let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
                 .into_iter()
                 .partition(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep);
@@ -138,6 +149,7 @@ impl NftablesDatapath {
             let stale = Doomed {
                 endpoints: &stale_eps,
                 ports: &stale_ports,
+                traffic: &counted,
             };
             let script = script::attach_script(&self.table, ep, &ports, stale, &links, &lacking)?;
             match exec::apply(&script, &context) {
@@ -148,8 +160,9 @@ impl NftablesDatapath {
     }
 
     /// Removes the endpoint on `host_ifname` (and endpoints of `ip` whose interface is gone),
-    /// and, unless another endpoint still holds `ip`, its hostPorts and conntrack entries
-    /// (when the `conntrack` tool is installed). Success when already gone.
+    /// and, unless another endpoint still holds `ip`, its hostPorts, its traffic counters and
+    /// its conntrack entries (when the `conntrack` tool is installed). Success when already
+    /// gone.
     ///
     /// # Errors
     ///
@@ -172,17 +185,17 @@ impl NftablesDatapath {
                         && nix::net::if_::if_nametoindex(o.host_ifname.as_str()).is_err())
             });
             let still_used = kept.iter().any(|o| o.ip == ip);
-            let ports: Vec<_> = if still_used {
-                Vec::new()
-            } else {
-                self.host_ports()?
-                    .into_iter()
-                    .filter(|(_, owner)| *owner == ip)
-                    .collect()
-            };
+            let (mut ports, mut counted) = (Vec::new(), Vec::new());
+            if !still_used && let Some(inet) = exec::list_table("inet", &self.table)? {
+                ports = host_ports_of(&inet)?;
+                ports.retain(|(_, owner)| *owner == ip);
+                counted = traffic::counted(&inet)?;
+                counted.retain(|c| c.pod == ip);
+            }
             let doomed = Doomed {
                 endpoints: &gone,
                 ports: &ports,
+                traffic: &counted,
             };
             let script = script::detach_script(&self.table, doomed, &links)?;
             let result = if script.is_empty() {
