@@ -1,22 +1,27 @@
 //! The nftables datapath: the eBPF datapath's semantics with netfilter rules per network.
 //!
 //! Each network owns two tables named `smarter_<network>` (see [`NftablesDatapath::ensure`]):
-//! - `inet`: masquerade of the pod subnet out of the uplink (NAT ports in `nat_ports`),
-//!   hostPort DNAT from maps `hostport_tcp`/`hostport_udp` (`port : pod ip . pod port`) for
-//!   traffic to the node's own addresses (prerouting and output), hairpin masquerade, the
-//!   `deny` interval set and node-local-only filtering in forward;
+//! - `inet`: masquerade of the pod subnet out of the uplinks (every interface but the bridge,
+//!   or the configured ones; NAT ports in `nat_ports`), hostPort DNAT for traffic to the
+//!   node's own addresses (prerouting and output) from maps `hostport_tcp`/`hostport_udp`
+//!   (`port : pod ip . pod port`, every address) and `hostip_tcp`/`hostip_udp`
+//!   (`address . port : pod ip . pod port`, the `hostIP`), hairpin masquerade, the `deny`
+//!   interval set, node-local-only filtering in forward, the leak backstop, and per-pod
+//!   traffic per interface in the dynamic sets `traffic_out`/`traffic_in`;
 //! - `bridge` (`l2`): what pods may send on the link, on the pod ports (set `ports`): IPv4 and
 //!   ARP against the set `endpoints` of `ifname . ipv4_addr . ether_addr`, IPv6 against the
 //!   port's MAC (`macs`) and link-local address (`link_locals`), the RA guard, and no other
 //!   ethertype.
 //!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic
-//! `nft -f -` batch. Verdicts are counted by named counters ([`NftablesDatapath::counters`]).
+//! `nft -f -` batch. Verdicts are counted by named counters ([`NftablesDatapath::counters`]),
+//! pod traffic by set elements ([`NftablesDatapath::pod_traffic`]).
 //! Everything runs `nft` in the calling thread's network namespace.
 
 mod config;
 mod error;
 mod exec;
+mod hostports;
 mod l2;
 mod network;
 mod parse;
@@ -26,6 +31,7 @@ mod script;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 pub use config::NftablesConfig;
 pub use error::NftablesError;

@@ -8,7 +8,7 @@ use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::tables::NftablesDatapath;
 use crate::datapath::seam::{Bridge, Datapath, DatapathError, Settings};
-use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink};
+use crate::datapath::types::{DatapathKind, EndpointSpec, HostPortSpec, PodLink, PodTraffic};
 use crate::datapath::uplink::External;
 use crate::state::{DirLock, StateDir};
 
@@ -135,13 +135,16 @@ impl Datapath for NftablesNetwork {
         Ok(self.dp.endpoints()?)
     }
 
-    fn pod_traffic(&self) -> Result<Vec<crate::datapath::types::PodTraffic>, DatapathError> {
-        // Not counted by the nftables rules yet (issue 25: per-pod traffic per interface).
-        Ok(Vec::new())
+    fn pod_traffic(&self) -> Result<Vec<PodTraffic>, DatapathError> {
+        Ok(self.dp.pod_traffic()?)
     }
 
+    /// Conntrack is the kernel's; what goes here are traffic counters of addresses no
+    /// endpoint holds (a late packet of a detached pod re-created them).
     fn gc(&self) -> Result<usize, DatapathError> {
-        Ok(0)
+        let _lock = self.lock()?;
+        let live: Vec<Ipv4Addr> = self.dp.endpoints()?.iter().map(|e| e.ip).collect();
+        Ok(self.dp.forget_traffic(|pod| !live.contains(&pod))?)
     }
 
     fn status_rows(

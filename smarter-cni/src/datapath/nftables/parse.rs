@@ -100,7 +100,8 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, Nftables
         .collect()
 }
 
-/// The hostPorts (`port : ip . port`) of map `map` in an inet table listing.
+/// The hostPorts of map `map` in an inet table listing: `port : ip . port`, or
+/// `address . port : ip . port` for a `hostIP` map.
 ///
 /// # Errors
 ///
@@ -119,13 +120,56 @@ pub(super) fn host_ports(
                 .filter(|p| p.len() == 2)
                 .ok_or_else(|| parse_err(&what, format!("expected [key, value], got {e}")))?;
             let parts = concat(&pair[1], &what, 2)?;
+            let key = unwrap_elem(&pair[0]);
+            let (host_ip, host_port) = if key.get("concat").is_some() {
+                let k = concat(key, &what, 2)?;
+                (Some(ip(&k[0], &what)?), port(&k[1], &what)?)
+            } else {
+                (None, port(key, &what)?)
+            };
             let hp = HostPortSpec {
-                host_port: port(unwrap_elem(&pair[0]), &what)?,
+                host_port,
                 container_port: port(&parts[1], &what)?,
                 protocol,
-                host_ip: None,
+                host_ip,
             };
             Ok((hp, ip(&parts[0], &what)?))
+        })
+        .collect()
+}
+
+/// The `ip . ifname` elements of a set with counters: address, name, packets, bytes (0 for
+/// an element without a counter).
+///
+/// # Errors
+///
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn counted_elements(
+    doc: &Value,
+    set: &str,
+) -> Result<Vec<(Ipv4Addr, String, u64, u64)>, NftablesError> {
+    let what = format!("set {set}");
+    elements(doc, "set", set)
+        .iter()
+        .map(|e| {
+            let parts = concat(e, &what, 2)?;
+            let ifname = parts[1]
+                .as_str()
+                .ok_or_else(|| parse_err(&what, format!("expected an interface name in {e}")))?
+                .to_owned();
+            let counter = e.get("elem").and_then(|el| el.get("counter"));
+            let field = |name: &str| {
+                counter
+                    .and_then(|c| c.get(name))
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+            };
+            Ok((
+                ip(&parts[0], &what)?,
+                ifname,
+                field("packets"),
+                field("bytes"),
+            ))
         })
         .collect()
 }

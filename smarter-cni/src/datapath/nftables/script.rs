@@ -10,17 +10,15 @@ use sha2::{Digest, Sha256};
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
+use super::hostports::{self, MAPS};
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
+use super::traffic::{self, CHAIN_IN, Counted};
 use crate::datapath::types::{HostPortSpec, PodLink};
 
 /// Prefix of every table this datapath owns (`inet` and `bridge` families).
 pub(super) const TABLE_PREFIX: &str = "smarter_";
 /// Inet-family interval set of denied destinations.
 pub(super) const SET_DENY: &str = "deny";
-/// Inet-family maps `port : pod ip . pod port`.
-pub(super) const MAP_TCP: &str = "hostport_tcp";
-/// See [`MAP_TCP`].
-pub(super) const MAP_UDP: &str = "hostport_udp";
 /// Named counters of the inet table.
 pub(super) const INET_COUNTERS: [&str; 5] = [
     "drop_deny",
@@ -71,27 +69,6 @@ pub(super) fn check_ifname(name: &str) -> Result<(), NftablesError> {
         what: "interface name",
         value: name.to_owned(),
         reason,
-    })
-}
-
-/// `tcp` or `udp` for IP protocol numbers 6 and 17.
-pub(super) fn proto_name(protocol: u8) -> Result<&'static str, NftablesError> {
-    match smarter_common::ct::proto::name(protocol) {
-        Some(name @ ("tcp" | "udp")) => Ok(name),
-        _ => Err(NftablesError::Invalid {
-            what: "hostPort protocol",
-            value: protocol.to_string(),
-            reason: "only 6 (tcp) and 17 (udp) are supported",
-        }),
-    }
-}
-
-/// The hostPort map of a protocol number.
-pub(super) fn proto_map(protocol: u8) -> Result<&'static str, NftablesError> {
-    Ok(if proto_name(protocol)? == "tcp" {
-        MAP_TCP
-    } else {
-        MAP_UDP
     })
 }
 
@@ -150,10 +127,14 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             cidrs.join(", ")
         ));
     }
-    for map in [MAP_TCP, MAP_UDP] {
+    for (map, _, by_addr) in MAPS {
+        let key = if by_addr { "ipv4_addr . " } else { "" };
         w(format!(
-            "add map {i} {map} {{ type inet_service : ipv4_addr . inet_service; }}"
+            "add map {i} {map} {{ type {key}inet_service : ipv4_addr . inet_service; }}"
         ));
+    }
+    for line in traffic::set_lines(&i) {
+        w(line);
     }
     for counter in INET_COUNTERS {
         w(format!("add counter {i} {counter}"));
@@ -165,30 +146,18 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             w(format!("add rule {i} {name} {rule}"));
         }
     };
-    let dnat = |map: &str, proto: &str| format!("dnat ip to {proto} dport map @{map}");
+    // hostPorts on the node's own addresses (a `hostIP` one only on its address).
     chain(
         &mut w,
         "prerouting",
         "type nat hook prerouting priority dstnat",
-        &[
-            format!("fib daddr type local {}", dnat(MAP_TCP, "tcp")),
-            format!("fib daddr type local {}", dnat(MAP_UDP, "udp")),
-        ],
+        &hostports::dnat_rules("fib daddr type local"),
     );
     chain(
         &mut w,
         "output",
         "type nat hook output priority -100",
-        &[
-            format!(
-                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
-                dnat(MAP_TCP, "tcp")
-            ),
-            format!(
-                "ip daddr != 127.0.0.0/8 fib daddr type local {}",
-                dnat(MAP_UDP, "udp")
-            ),
-        ],
+        &hostports::dnat_rules("ip daddr != 127.0.0.0/8 fib daddr type local"),
     );
     let ports = if lo == 0 {
         String::new()
@@ -211,15 +180,24 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         &post,
     );
     // The backstop, after the masquerade: nothing leaves the node with a pod-subnet source
-    // (conntrack-invalid packets, which masquerade never rewrites, included).
+    // (conntrack-invalid packets, which masquerade never rewrites, included). What passes
+    // is counted per pod and interface.
+    let mut backstop = vec![format!(
+        "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
+    )];
+    backstop.extend(traffic::out_rules(br, &net));
     chain(
         &mut w,
         "backstop",
         "type filter hook postrouting priority 300",
-        &[format!(
-            "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
-        )],
+        &backstop,
     );
+    // Counted into a pod, then accepted (a regular chain, jumped to by forward).
+    w(format!("add chain {i} {CHAIN_IN}"));
+    w(format!("flush chain {i} {CHAIN_IN}"));
+    for rule in traffic::in_chain_rules() {
+        w(format!("add rule {i} {CHAIN_IN} {rule}"));
+    }
     let inbound = format!("iifname != \"{br}\" oifname \"{br}\" ip daddr {net}");
     chain(
         &mut w,
@@ -231,8 +209,8 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
                 "iifname \"{br}\" oifname != \"{br}\" meta nfproto ipv6 counter name drop_ipv6 drop"
             ),
             format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
-            format!("{inbound} ct status dnat accept"),
-            format!("{inbound} ct state established,related accept"),
+            format!("{inbound} ct status dnat goto {CHAIN_IN}"),
+            format!("{inbound} ct state established,related goto {CHAIN_IN}"),
             format!("{inbound} counter name drop_nodelocal drop"),
         ],
     );
@@ -253,27 +231,25 @@ fn endpoint_elements(op: &str, t: &str, ep: &PodLink) -> String {
     )
 }
 
-/// One hostPort element.
-fn hostport_element(
-    op: &str,
-    t: &str,
-    hp: &HostPortSpec,
-    ip: Ipv4Addr,
-) -> Result<String, NftablesError> {
-    let map = proto_map(hp.protocol)?;
-    Ok(format!(
-        "{op} element inet {t} {map} {{ {} : {ip} . {} }}\n",
-        hp.host_port, hp.container_port
-    ))
-}
-
 /// What the bridge table holds besides the endpoints: the `macs` elements present, as
 /// [`l2::mac_key`] writes them (endpoints attached by a build before them have none).
 pub(super) type LinkKeys = [(String, u64)];
 
+/// Elements a batch deletes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Doomed<'a> {
+    /// Endpoints (with their ports and link elements).
+    pub endpoints: &'a [PodLink],
+    /// hostPorts with the pod address they lead to.
+    pub ports: &'a [(HostPortSpec, Ipv4Addr)],
+    /// Traffic counters.
+    pub traffic: &'a [Counted],
+}
+
 /// The batch that attaches `ep` with `ports`, first deleting the stale elements passed in
-/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted),
-/// and adding the link elements of endpoints in `lacking` (attached before they existed).
+/// (endpoints sharing its address or interface, hostPorts of its address no longer wanted,
+/// counters of an earlier holder of its address), and adding the link elements of endpoints
+/// in `lacking` (attached before they existed).
 ///
 /// # Errors
 ///
@@ -282,39 +258,37 @@ pub(super) fn attach_script(
     t: &str,
     ep: &PodLink,
     ports: &[HostPortSpec],
-    stale: (&[PodLink], &[(HostPortSpec, Ipv4Addr)]),
+    stale: Doomed<'_>,
     links: &LinkKeys,
     lacking: &[PodLink],
 ) -> Result<String, NftablesError> {
     check_ifname(&ep.host_ifname)?;
-    let (stale_endpoints, stale_ports) = stale;
-    let mut s = detach_script(t, stale_endpoints, stale_ports, links)?;
+    let mut s = detach_script(t, stale, links)?;
     for old in lacking {
         s.push_str(&l2::link_elements("add", t, old));
     }
     s.push_str(&endpoint_elements("add", t, ep));
     for hp in ports {
-        s.push_str(&hostport_element("add", t, hp, ep.ip)?);
+        s.push_str(&hostports::element("add", t, hp, ep.ip)?);
     }
     Ok(s)
 }
 
-/// The batch deleting the given endpoints (their ports, and their link elements when `links`
-/// has them) and hostPorts.
+/// The batch deleting `doomed`: endpoints (their ports, and their link elements when `links`
+/// has them), hostPorts and traffic counters.
 ///
 /// # Errors
 ///
 /// [`NftablesError::Invalid`] for a bad protocol.
 pub(super) fn detach_script(
     t: &str,
-    endpoints: &[PodLink],
-    ports: &[(HostPortSpec, Ipv4Addr)],
+    doomed: Doomed<'_>,
     links: &LinkKeys,
 ) -> Result<String, NftablesError> {
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
     let mut seen_links = Vec::new();
-    for ep in endpoints {
+    for ep in doomed.endpoints {
         let key = l2::mac_key(ep);
         if links.contains(&key) && !seen_links.contains(&key) {
             s.push_str(&l2::link_elements("delete", t, ep));
@@ -337,19 +311,23 @@ pub(super) fn detach_script(
             "delete element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}"
         );
     }
-    for (hp, ip) in ports {
-        s.push_str(&hostport_element("delete", t, hp, *ip)?);
+    for (hp, ip) in doomed.ports {
+        s.push_str(&hostports::element("delete", t, hp, *ip)?);
     }
+    s.push_str(&traffic::delete_script(t, doomed.traffic));
     Ok(s)
 }
 
-/// A throwaway table with a NAT chain and a bridge chain, deleted in the same batch: proves
-/// the kernel accepts what [`ensure_script`] needs without leaving anything behind.
+/// A throwaway table with a NAT chain, a counting dynamic set and a bridge chain, deleted in
+/// the same batch: proves the kernel accepts what [`ensure_script`] needs without leaving
+/// anything behind.
 pub(super) fn probe_script(name: &str) -> String {
     format!(
         "add table inet {name}\n\
          add chain inet {name} post {{ type nat hook postrouting priority srcnat; }}\n\
          add rule inet {name} post fib daddr type local masquerade\n\
+         add set inet {name} s {{ type ipv4_addr . ifname; flags dynamic; size 1; }}\n\
+         add rule inet {name} post update @s {{ ct original ip saddr . oifname counter }}\n\
          add table bridge {name}\n\
          add chain bridge {name} pre {{ type filter hook prerouting priority -300; }}\n\
          delete table inet {name}\n\

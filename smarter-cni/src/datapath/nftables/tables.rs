@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::config::NftablesConfig;
 use super::error::NftablesError;
 use super::l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
-use super::script::{MAP_TCP, MAP_UDP};
-use super::{exec, l2, parse, probe, script};
+use super::script::Doomed;
+use super::{exec, hostports, l2, parse, probe, script, traffic};
 
 use crate::datapath::types::{HostPortSpec, PodLink};
 
@@ -95,54 +95,45 @@ impl NftablesDatapath {
         &self.table
     }
 
-    /// Lets `ep` send from its address and MAC and maps its hostPorts, in one batch; replaces
-    /// stale elements of the same address or interface and hostPorts of the address that are
-    /// no longer wanted. Idempotent.
+    /// Lets `ep` send from its address and MAC and maps its hostPorts (each on every node
+    /// address, or only on its `hostIP`), in one batch; replaces stale elements of the same
+    /// address or interface, hostPorts of the address that are no longer wanted and, unless
+    /// `ep` itself was attached already, traffic counters left by an earlier holder of the
+    /// address. Idempotent.
     ///
     /// # Errors
     ///
-    /// [`NftablesError::HostPortTaken`] when a port maps to another pod (checked first, and by
-    /// the kernel inside the batch), [`NftablesError::NotEnsured`] without tables,
-    /// [`NftablesError::Invalid`] for a bad name or protocol, otherwise as `nft` fails (nothing
-    /// is then changed).
+    /// [`NftablesError::HostPortTaken`] when a mapping overlaps one of another pod (the same
+    /// protocol and port, on every address on either side or on the same `hostIP`; checked
+    /// first, and by the kernel inside the batch for the same key),
+    /// [`NftablesError::NotEnsured`] without tables, [`NftablesError::Invalid`] for a bad name,
+    /// protocol or two overlapping mappings, otherwise as `nft` fails (nothing is then changed).
     pub fn attach_endpoint(
         &self,
         ep: &PodLink,
         ports: &[HostPortSpec],
     ) -> Result<(), NftablesError> {
         script::check_ifname(&ep.host_ifname)?;
-        for (i, hp) in ports.iter().enumerate() {
-            let proto = script::proto_name(hp.protocol)?;
-            if ports[..i]
-                .iter()
-                .any(|o| o.protocol == hp.protocol && o.host_port == hp.host_port)
-            {
-                return Err(NftablesError::Invalid {
-                    what: "hostPort list",
-                    value: format!("{proto}/{}", hp.host_port),
-                    reason: "the same host port appears twice",
-                });
-            }
-        }
+        let ports: Vec<HostPortSpec> = ports.iter().map(hostports::normalized).collect();
+        hostports::check(ep.ip, &ports, &[])?;
         let context = format!("attaching {} ({})", ep.ip, ep.host_ifname);
         let mut attempt = 0;
         loop {
             let doc = self.bridge_required()?;
             let existing = parse::endpoints(&doc, SET_ENDPOINTS)?;
             let links = parse::link_macs(&doc, SET_MACS)?;
-            let mapped = self.host_ports_required()?;
-            for hp in ports {
-                let taken = mapped.iter().find(|(m, ip)| {
-                    m.protocol == hp.protocol && m.host_port == hp.host_port && *ip != ep.ip
-                });
-                if let Some((m, ip)) = taken {
-                    return Err(NftablesError::HostPortTaken {
-                        protocol: script::proto_name(hp.protocol)?,
-                        port: hp.host_port,
-                        owner: format!("{ip}:{}", m.container_port),
-                    });
-                }
-            }
+            let inet = self.inet_required()?;
+            let mapped = host_ports_of(&inet)?;
+            hostports::check(ep.ip, &ports, &mapped)?;
+            // A new holder of the address counts from zero; attaching again keeps counting.
+            let counted: Vec<traffic::Counted> = if existing.contains(ep) {
+                Vec::new()
+            } else {
+                traffic::counted(&inet)?
+                    .into_iter()
+                    .filter(|c| c.pod == ep.ip)
+                    .collect()
+            };
             let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
                 .into_iter()
                 .partition(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep);
@@ -155,14 +146,12 @@ impl NftablesDatapath {
                 .into_iter()
                 .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
                 .collect();
-            let script = script::attach_script(
-                &self.table,
-                ep,
-                ports,
-                (&stale_eps, &stale_ports),
-                &links,
-                &lacking,
-            )?;
+            let stale = Doomed {
+                endpoints: &stale_eps,
+                ports: &stale_ports,
+                traffic: &counted,
+            };
+            let script = script::attach_script(&self.table, ep, &ports, stale, &links, &lacking)?;
             match exec::apply(&script, &context) {
                 Err(e) if exec::is_enoent(&e) && attempt < 3 => attempt += 1,
                 other => return other,
@@ -171,8 +160,9 @@ impl NftablesDatapath {
     }
 
     /// Removes the endpoint on `host_ifname` (and endpoints of `ip` whose interface is gone),
-    /// and, unless another endpoint still holds `ip`, its hostPorts and conntrack entries
-    /// (when the `conntrack` tool is installed). Success when already gone.
+    /// and, unless another endpoint still holds `ip`, its hostPorts, its traffic counters and
+    /// its conntrack entries (when the `conntrack` tool is installed). Success when already
+    /// gone.
     ///
     /// # Errors
     ///
@@ -195,15 +185,19 @@ impl NftablesDatapath {
                         && nix::net::if_::if_nametoindex(o.host_ifname.as_str()).is_err())
             });
             let still_used = kept.iter().any(|o| o.ip == ip);
-            let ports: Vec<_> = if still_used {
-                Vec::new()
-            } else {
-                self.host_ports()?
-                    .into_iter()
-                    .filter(|(_, owner)| *owner == ip)
-                    .collect()
+            let (mut ports, mut counted) = (Vec::new(), Vec::new());
+            if !still_used && let Some(inet) = exec::list_table("inet", &self.table)? {
+                ports = host_ports_of(&inet)?;
+                ports.retain(|(_, owner)| *owner == ip);
+                counted = traffic::counted(&inet)?;
+                counted.retain(|c| c.pod == ip);
+            }
+            let doomed = Doomed {
+                endpoints: &gone,
+                ports: &ports,
+                traffic: &counted,
             };
-            let script = script::detach_script(&self.table, &gone, &ports, &links)?;
+            let script = script::detach_script(&self.table, doomed, &links)?;
             let result = if script.is_empty() {
                 Ok(())
             } else {
@@ -282,7 +276,8 @@ impl NftablesDatapath {
             .map_or(Ok(Vec::new()), |doc| parse::endpoints(&doc, SET_ENDPOINTS))
     }
 
-    /// Every hostPort with the pod address it maps to; empty when the table does not exist.
+    /// Every hostPort with the pod address it maps to, sorted by protocol, port and `hostIP`;
+    /// empty when the table does not exist.
     ///
     /// # Errors
     ///
@@ -343,17 +338,19 @@ impl NftablesDatapath {
         })
     }
 
-    fn host_ports_required(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
-        let doc =
-            exec::list_table("inet", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
-                table: format!("inet {}", self.table),
-            })?;
-        host_ports_of(&doc)
+    fn inet_required(&self) -> Result<Value, NftablesError> {
+        exec::list_table("inet", &self.table)?.ok_or_else(|| NftablesError::NotEnsured {
+            table: format!("inet {}", self.table),
+        })
     }
 }
 
+/// The hostPorts of every map of an inet table listing, sorted by protocol, port and `hostIP`.
 fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
-    let mut all = parse::host_ports(doc, MAP_TCP, 6)?;
-    all.extend(parse::host_ports(doc, MAP_UDP, 17)?);
+    let mut all = Vec::new();
+    for (map, protocol, _) in hostports::MAPS {
+        all.extend(parse::host_ports(doc, map, protocol)?);
+    }
+    all.sort_by_key(|(hp, _)| (hp.protocol, hp.host_port, hp.host_ip));
     Ok(all)
 }

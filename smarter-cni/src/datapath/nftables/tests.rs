@@ -6,9 +6,12 @@ use serde_json::json;
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
-use super::script::{attach_script, detach_script, ensure_script, probe_script, table_name};
+use super::script::{
+    Doomed, attach_script, detach_script, ensure_script, probe_script, table_name,
+};
+use super::traffic::Counted;
 use super::{l2, parse};
-use crate::datapath::types::{HostPortSpec, PodLink};
+use crate::datapath::types::{HostPortSpec, PodLink, TrafficDir};
 
 fn default_config() -> NftablesConfig {
     NftablesConfig {
@@ -42,8 +45,12 @@ fn default_ruleset_snapshot() {
 add set inet smarter_smartnet deny { type ipv4_addr; flags interval; auto-merge; }
 flush set inet smarter_smartnet deny
 add element inet smarter_smartnet deny { 203.0.113.0/24, 10.0.0.0/8 }
+add map inet smarter_smartnet hostip_tcp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
+add map inet smarter_smartnet hostip_udp { type ipv4_addr . inet_service : ipv4_addr . inet_service; }
 add map inet smarter_smartnet hostport_tcp { type inet_service : ipv4_addr . inet_service; }
 add map inet smarter_smartnet hostport_udp { type inet_service : ipv4_addr . inet_service; }
+add set inet smarter_smartnet traffic_out { type ipv4_addr . ifname; flags dynamic; size 65535; }
+add set inet smarter_smartnet traffic_in { type ipv4_addr . ifname; flags dynamic; size 65535; }
 add counter inet smarter_smartnet drop_deny
 add counter inet smarter_smartnet drop_nodelocal
 add counter inet smarter_smartnet nat_masquerade
@@ -51,10 +58,14 @@ add counter inet smarter_smartnet drop_leak
 add counter inet smarter_smartnet drop_ipv6
 add chain inet smarter_smartnet prerouting { type nat hook prerouting priority dstnat; policy accept; }
 flush chain inet smarter_smartnet prerouting
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to ip daddr . tcp dport map @hostip_tcp
+add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to ip daddr . udp dport map @hostip_udp
 add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to tcp dport map @hostport_tcp
 add rule inet smarter_smartnet prerouting fib daddr type local dnat ip to udp dport map @hostport_udp
 add chain inet smarter_smartnet output { type nat hook output priority -100; policy accept; }
 flush chain inet smarter_smartnet output
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . tcp dport map @hostip_tcp
+add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to ip daddr . udp dport map @hostip_udp
 add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to tcp dport map @hostport_tcp
 add rule inet smarter_smartnet output ip daddr != 127.0.0.0/8 fib daddr type local dnat ip to udp dport map @hostport_udp
 add chain inet smarter_smartnet postrouting { type nat hook postrouting priority srcnat; policy accept; }
@@ -65,12 +76,18 @@ add rule inet smarter_smartnet postrouting ip saddr 172.39.0.0/16 oifname != "sm
 add chain inet smarter_smartnet backstop { type filter hook postrouting priority 300; policy accept; }
 flush chain inet smarter_smartnet backstop
 add rule inet smarter_smartnet backstop oifname != { "smartnet0", "lo" } ip saddr 172.39.0.0/16 counter name drop_leak drop
+add rule inet smarter_smartnet backstop iifname "smartnet0" oifname != { "smartnet0", "lo" } ct direction original ct original ip saddr 172.39.0.0/16 update @traffic_out { ct original ip saddr . oifname counter }
+add rule inet smarter_smartnet backstop iifname "smartnet0" oifname != { "smartnet0", "lo" } ct direction reply ct reply ip saddr 172.39.0.0/16 update @traffic_out { ct reply ip saddr . oifname counter }
+add chain inet smarter_smartnet pod_in
+flush chain inet smarter_smartnet pod_in
+add rule inet smarter_smartnet pod_in update @traffic_in { ip daddr . iifname counter }
+add rule inet smarter_smartnet pod_in accept
 add chain inet smarter_smartnet forward { type filter hook forward priority filter; policy accept; }
 flush chain inet smarter_smartnet forward
 add rule inet smarter_smartnet forward iifname "smartnet0" oifname != "smartnet0" meta nfproto ipv6 counter name drop_ipv6 drop
 add rule inet smarter_smartnet forward iifname "smartnet0" ip daddr @deny counter name drop_deny drop
-add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct status dnat accept
-add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct state established,related accept
+add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct status dnat goto pod_in
+add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 ct state established,related goto pod_in
 add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0" ip daddr 172.39.0.0/16 counter name drop_nodelocal drop
 "#;
     let script = ensure_script(&default_config()).unwrap();
@@ -197,15 +214,20 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
     );
     let older = ep(7, "smv000000000007");
     let links = [l2::mac_key(&stale)];
-    let s = attach_script(
-        "smarter_n",
-        &new,
-        &ports,
-        (&[stale], &[old_port]),
-        &links,
-        &[older],
-    )
-    .unwrap();
+    let left = Counted {
+        pod: new.ip,
+        ifname: "wwan0".into(),
+        dir: TrafficDir::In,
+        packets: 3,
+        bytes: 180,
+    };
+    let stale_eps = [stale];
+    let doomed = Doomed {
+        endpoints: &stale_eps,
+        ports: &[old_port],
+        traffic: &[left],
+    };
+    let s = attach_script("smarter_n", &new, &ports, doomed, &links, &[older]).unwrap();
     let ll2 = "0xfe80000000000000000000fffe000002";
     assert_eq!(
         s,
@@ -215,6 +237,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
              delete element bridge smarter_n endpoints {{ \"smv00000000000a\" . 172.39.0.2 . 02:00:00:00:00:02 }}\n\
              delete element bridge smarter_n ports {{ \"smv00000000000a\" }}\n\
              delete element inet smarter_n hostport_udp {{ 5353 : 172.39.0.2 . 53 }}\n\
+             delete element inet smarter_n traffic_in {{ 172.39.0.2 . \"wwan0\" }}\n\
              add element bridge smarter_n macs {{ \"smv000000000007\" . 0x020000000007 }}\n\
              add element bridge smarter_n link_locals {{ \"smv000000000007\" . 0xfe80000000000000000000fffe000007 }}\n\
              add element bridge smarter_n ports {{ \"smv00000000000b\" }}\n\
@@ -230,8 +253,9 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
         protocol: 132,
         host_ip: None,
     }];
-    assert!(attach_script("t", &new, &sctp, (&[], &[]), &[], &[]).is_err());
-    assert!(attach_script("t", &ep(3, "a b"), &[], (&[], &[]), &[], &[]).is_err());
+    let none = Doomed::default();
+    assert!(attach_script("t", &new, &sctp, none, &[], &[]).is_err());
+    assert!(attach_script("t", &ep(3, "a b"), &[], none, &[], &[]).is_err());
 }
 
 #[test]
@@ -240,7 +264,12 @@ fn detach_script_deletes_each_port_once() {
     let mut b = ep(2, "smv1");
     b.mac[0] = 0x0a;
     let links = [l2::mac_key(&a), l2::mac_key(&a)];
-    let s = detach_script("t", &[a.clone(), a, b], &[], &links).unwrap();
+    let eps = [a.clone(), a, b];
+    let doomed = Doomed {
+        endpoints: &eps,
+        ..Doomed::default()
+    };
+    let s = detach_script("t", doomed, &links).unwrap();
     assert_eq!(s.matches("delete element bridge t ports").count(), 1, "{s}");
     assert_eq!(
         s.matches("delete element bridge t endpoints").count(),
@@ -254,7 +283,11 @@ fn detach_script_deletes_each_port_once() {
         1,
         "{s}"
     );
-    assert!(detach_script("t", &[], &[], &[]).unwrap().is_empty());
+    assert!(
+        detach_script("t", Doomed::default(), &[])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
