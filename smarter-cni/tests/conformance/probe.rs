@@ -78,7 +78,16 @@ pub fn probe(case: &Case, to: SocketAddrV4, salt: u8, timeout: Duration) -> bool
             let mut buf = vec![0u8; 65536];
             while Instant::now() < deadline {
                 match recv(&s, &mut buf) {
-                    Some((n, _)) if buf[..n] == data[..] => return true,
+                    // The answer must come from the address asked (a translated reply that
+                    // comes from elsewhere is not the conversation the sender started).
+                    Some((n, from)) if buf[..n] == data[..] => {
+                        if from == *to.ip() {
+                            return true;
+                        }
+                        if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+                            eprintln!("  {case:?}: echo from {from}, not from {to}");
+                        }
+                    }
                     Some(_) => {}
                     None => return false,
                 }
@@ -251,8 +260,13 @@ pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Ve
     seen
 }
 
-/// A UDP echo server on `at` (in the calling thread's namespace); returns the sources seen.
-pub fn udp_echo(at: SocketAddrV4, stop: &std::sync::atomic::AtomicBool) -> Vec<Ipv4Addr> {
+/// A UDP echo server on `at` (in the calling thread's namespace) counting what it receives in
+/// `hits`; returns the sources seen.
+pub fn udp_echo(
+    at: SocketAddrV4,
+    stop: &std::sync::atomic::AtomicBool,
+    hits: &std::sync::atomic::AtomicUsize,
+) -> Vec<Ipv4Addr> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp");
     s.set_reuse_address(true).unwrap();
     s.bind(&SocketAddr::V4(at).into()).expect("bind udp echo");
@@ -266,6 +280,7 @@ pub fn udp_echo(at: SocketAddrV4, stop: &std::sync::atomic::AtomicBool) -> Vec<I
         let Ok((n, from)) = s.recv_from(uninit) else {
             continue;
         };
+        hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(v4) = from.as_socket_ipv4() {
             seen.push(*v4.ip());
         }

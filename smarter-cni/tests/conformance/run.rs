@@ -9,9 +9,9 @@ use std::time::Duration;
 use smarter_testbed::{LAN_NODE_IP, Netns, World};
 
 use crate::capture::{Capture, IfCount, Leak};
-use crate::compare::{Outcomes, Verdict, known_leak, strict};
+use crate::compare::{Breach, Outcome, Outcomes, Verdict, known_breach, strict};
 use crate::topo::{self, Topo};
-use crate::traffic::{Case, Proto};
+use crate::traffic::{Case, Direction, Proto};
 use crate::world::{self, Dp, Servers, Sources};
 
 /// The pod subnet (172.39.0.0/16): a frame with such a source on a far side is a leak.
@@ -128,11 +128,21 @@ impl Bench {
                 }
             }
             let before = self.sync();
+            let hits = self.servers.pod_hits();
             let c = *case;
             let answered = ns.run(move || crate::probe::probe(&c, to, i as u8, TIMEOUT));
             // Every frame of the case is read before the leak count is taken.
             let leaked = self.sync() > before;
-            outcomes.insert(*case, (answered, leaked));
+            let unsolicited = matches!(case.dir, Direction::WanToPod | Direction::SensorToPod);
+            let reached_pod = unsolicited && self.servers.pod_hits() > hits;
+            outcomes.insert(
+                *case,
+                Outcome {
+                    answered,
+                    leaked,
+                    reached_pod,
+                },
+            );
         }
         outcomes
     }
@@ -190,7 +200,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
     }
     // The reference masquerades pod → LAN to the node's LAN address (the premise of the LAN
     // cases); ours must too.
-    let leaks_known = known_leak(r.dp, topo).is_some() && !strict();
+    let leaks_known = known_breach(r.dp, topo, Breach::Leak).is_some() && !strict();
     if !leaks_known && r.sources.lan.iter().any(|s| *s != LAN_NODE_IP) {
         out.push(format!(
             "{dp}: the sensor saw sources other than {LAN_NODE_IP}: {:?}",
@@ -198,7 +208,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
         ));
     }
     if r.dp == Dp::Reference {
-        let answered = r.outcomes.values().filter(|o| o.0).count();
+        let answered = r.outcomes.values().filter(|o| o.answered).count();
         if answered <= r.outcomes.len() / 2 {
             out.push(format!(
                 "reference answered only {answered} of {} cases: the matrix is vacuous",
@@ -206,6 +216,19 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
             ));
         }
         return out;
+    }
+    let reached: Vec<String> = r
+        .outcomes
+        .iter()
+        .filter(|(_, o)| o.reached_pod)
+        .map(|(c, _)| c.label())
+        .collect();
+    if !reached.is_empty() {
+        let msg = format!(
+            "{dp}: node-local-only broken: unsolicited traffic reached the pod in {}",
+            reached.join(", ")
+        );
+        breach(topo, r.dp, Breach::Inbound, msg, &mut out);
     }
     if r.active != dp {
         out.push(format!("{dp}: the active datapath is {:?}", r.active));
@@ -223,10 +246,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
             per.join(", "),
             &r.leaks[..r.leaks.len().min(5)]
         );
-        match known_leak(r.dp, topo) {
-            Some(why) if !strict() => eprintln!("KNOWN GAP ({}, {dp}): {msg} ({why})", topo.name()),
-            _ => out.push(msg),
-        }
+        breach(topo, r.dp, Breach::Leak, msg, &mut out);
     }
     // A leak that got an answer shows as a stranger too: judged with the leaks.
     let strangers: Vec<&Ipv4Addr> = r
@@ -251,10 +271,20 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
     }
     if strict() && !v.known.is_empty() {
         out.push(format!(
-            "{dp}: {} known gaps (CONFORMANCE_STRICT):\n  {}",
-            v.known.len(),
-            v.known.join("\n  ")
+            "{dp}: known gaps fail with CONFORMANCE_STRICT:\n{}",
+            v.gap_lines(r.dp, topo)
         ));
     }
     out
+}
+
+/// A broken invariant: a KNOWN GAP line when [`known_breach`] lists it (and not strict), else
+/// one of `out`'s problems.
+fn breach(topo: Topo, dp: Dp, b: Breach, msg: String, out: &mut Vec<String>) {
+    match known_breach(dp, topo, b) {
+        Some(why) if !strict() => {
+            eprintln!("KNOWN GAP ({}, {}): {msg}: {why}", topo.name(), dp.name());
+        }
+        _ => out.push(msg),
+    }
 }

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -129,8 +129,16 @@ pub fn setup(dp: Dp, t: Topo, label: &str) -> Option<(World, Ipv4Addr)> {
         ));
         return None;
     }
-    if t == Topo::L3 && !Path::new("/dev/net/tun").exists() {
-        smarter_testbed::skipped(&format!("SKIP {label}: no /dev/net/tun"));
+    // Opening the clone device creates nothing; it fails where the kernel has no tun driver.
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun");
+    if t == Topo::L3 && tun.is_err() {
+        smarter_testbed::skipped(&format!(
+            "SKIP {label}: no TUN devices here (/dev/net/tun: {})",
+            tun.err().map(|e| e.to_string()).unwrap_or_default()
+        ));
         return None;
     }
     let mut w = World::new(label).expect("world");
@@ -172,7 +180,9 @@ pub struct Servers {
     others: Vec<std::thread::JoinHandle<Vec<Ipv4Addr>>>,
     wan_tcp: EchoServer,
     lan_tcp: Option<EchoServer>,
-    _tcp: Vec<EchoServer>,
+    /// Datagrams the server pod's UDP echo received.
+    pod_udp: Arc<AtomicUsize>,
+    pod_tcp: EchoServer,
 }
 
 /// The sources the servers saw, by who saw them.
@@ -188,10 +198,12 @@ impl Servers {
     /// server's `extra_udp` port when given (a stream's).
     pub fn start(w: &World, extra_udp: Option<u16>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let udp = |ns: &Netns, at: SocketAddrV4| {
+        let pod_udp = Arc::new(AtomicUsize::new(0));
+        let counted = |ns: &Netns, at: SocketAddrV4, hits: Arc<AtomicUsize>| {
             let stop = stop.clone();
-            spawn_in(ns, move || probe::udp_echo(at, &stop))
+            spawn_in(ns, move || probe::udp_echo(at, &stop, &hits))
         };
+        let udp = |ns: &Netns, at: SocketAddrV4| counted(ns, at, Arc::default());
         let mut wan = vec![udp(w.wan(), SocketAddrV4::new(WAN_SERVER_IP, ECHO_UDP))];
         if let Some(port) = extra_udp {
             wan.push(udp(w.wan(), SocketAddrV4::new(WAN_SERVER_IP, port)));
@@ -203,11 +215,9 @@ impl Servers {
             }));
         }
         let server = w.pod("server").unwrap();
-        let mut others = vec![udp(
-            server,
-            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, UDP_PORT),
-        )];
-        let tcp = vec![EchoServer::tcp(server, Ipv4Addr::UNSPECIFIED, TCP_PORT)];
+        let any = |port| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        let mut others = vec![counted(server, any(UDP_PORT), pod_udp.clone())];
+        let pod_tcp = EchoServer::tcp(server, Ipv4Addr::UNSPECIFIED, TCP_PORT);
         let far = w.far().expect("every topology has the far server");
         others.push(udp(far, SocketAddrV4::new(FAR_SERVER_IP, ECHO_UDP)));
         let (mut lan, mut lan_tcp) = (Vec::new(), None);
@@ -222,8 +232,14 @@ impl Servers {
             others,
             wan_tcp: EchoServer::tcp(w.wan(), WAN_SERVER_IP, ECHO_TCP),
             lan_tcp,
-            _tcp: tcp,
+            pod_udp,
+            pod_tcp,
         }
+    }
+
+    /// What the server pod's echoes received so far: datagrams and connections.
+    pub fn pod_hits(&self) -> usize {
+        self.pod_udp.load(Ordering::Relaxed) + self.pod_tcp.seen().len()
     }
 
     /// Stops the servers; returns the sources the wan's and the sensor's servers saw.
