@@ -230,10 +230,9 @@ fn await_raw(
 
 pub use smarter_testbed::inet_csum;
 
-/// A raw-socket echo server for protocol `p` (in the calling thread's namespace): every
-/// datagram from an address other than `me` is sent back with the same payload; the sources
-/// seen are returned when `stop` is set.
-pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Vec<Ipv4Addr> {
+/// A raw socket of protocol `p` bound to `me`, for [`raw_echo`] (in the calling thread's
+/// namespace: the socket stays there whichever thread serves it).
+pub fn bind_raw(p: u8, me: Ipv4Addr) -> Socket {
     let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(p)))).expect("raw");
     // Bound, so replies leave from the address the client sent to (a raw socket otherwise takes
     // the outgoing interface's address).
@@ -241,10 +240,17 @@ pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Ve
         .expect("bind raw echo");
     allow_fragments(&s);
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+/// A raw-socket echo server on `s` (from [`bind_raw`] for `me`): every datagram from an
+/// address other than `me` is sent back with the same payload; the sources seen are returned
+/// when `stop` is set.
+pub fn raw_echo(s: &Socket, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Vec<Ipv4Addr> {
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let Some((n, from)) = recv(&s, &mut buf) else {
+        let Some((n, from)) = recv(s, &mut buf) else {
             continue;
         };
         if from == me || n < 20 {
@@ -260,18 +266,24 @@ pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Ve
     seen
 }
 
-/// A UDP echo server on `at` (in the calling thread's namespace) counting what it receives in
-/// `hits`; returns the sources seen.
-pub fn udp_echo(
-    at: SocketAddrV4,
-    stop: &std::sync::atomic::AtomicBool,
-    hits: &std::sync::atomic::AtomicUsize,
-) -> Vec<Ipv4Addr> {
+/// A UDP socket bound to `at`, for [`udp_echo`] (in the calling thread's namespace: the
+/// socket stays there whichever thread serves it).
+pub fn bind_udp(at: SocketAddrV4) -> Socket {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp");
     s.set_reuse_address(true).unwrap();
     s.bind(&SocketAddr::V4(at).into()).expect("bind udp echo");
     allow_fragments(&s);
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+/// A UDP echo server on `s` (from [`bind_udp`]) counting what it receives in `hits`; returns
+/// the sources seen when `stop` is set.
+pub fn udp_echo(
+    s: &Socket,
+    stop: &std::sync::atomic::AtomicBool,
+    hits: &std::sync::atomic::AtomicUsize,
+) -> Vec<Ipv4Addr> {
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {

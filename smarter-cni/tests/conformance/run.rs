@@ -100,18 +100,14 @@ impl Bench {
 
     fn sync(&self) -> usize {
         for (name, cap) in &self.caps {
-            let ns = if name == "wan" {
-                self.w.wan()
-            } else {
-                self.w.lan().expect("lan")
-            };
-            cap.sync(ns);
+            cap.sync(self.ns(name));
         }
         self.caps.iter().map(|(_, c)| c.leaked()).sum()
     }
 
-    /// Runs `cases` (those matching `CONFORMANCE_FILTER`); per case whether it was answered
-    /// and whether a capture saw a leak meanwhile.
+    /// Runs `cases` (those matching `CONFORMANCE_FILTER`); per case whether it was answered,
+    /// whether a capture saw a leak meanwhile and, for unsolicited traffic to a pod, whether
+    /// the pod received it.
     pub fn run_cases(&self, cases: &[Case]) -> Outcomes {
         let filter = std::env::var("CONFORMANCE_FILTER").unwrap_or_default();
         let mut outcomes = BTreeMap::new();

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use smarter_testbed::{
     CniCall, EchoServer, FAR_SERVER_IP, LAN_HOST_IP, Netns, WAN_SERVER_IP, World, require_root,
-    spawn_in,
 };
 
 use crate::common::{agent_command, bin, result_ip};
@@ -199,9 +198,12 @@ impl Servers {
     pub fn start(w: &World, extra_udp: Option<u16>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let pod_udp = Arc::new(AtomicUsize::new(0));
+        // Every socket is bound in its namespace before this returns: the first case finds
+        // its server listening.
         let counted = |ns: &Netns, at: SocketAddrV4, hits: Arc<AtomicUsize>| {
             let stop = stop.clone();
-            spawn_in(ns, move || probe::udp_echo(at, &stop, &hits))
+            let s = ns.run(move || probe::bind_udp(at));
+            std::thread::spawn(move || probe::udp_echo(&s, &stop, &hits))
         };
         let udp = |ns: &Netns, at: SocketAddrV4| counted(ns, at, Arc::default());
         let mut wan = vec![udp(w.wan(), SocketAddrV4::new(WAN_SERVER_IP, ECHO_UDP))];
@@ -210,8 +212,9 @@ impl Servers {
         }
         for p in RAW {
             let stop = stop.clone();
-            wan.push(spawn_in(w.wan(), move || {
-                probe::raw_echo(p, WAN_SERVER_IP, &stop)
+            let s = w.wan().run(move || probe::bind_raw(p, WAN_SERVER_IP));
+            wan.push(std::thread::spawn(move || {
+                probe::raw_echo(&s, WAN_SERVER_IP, &stop)
             }));
         }
         let server = w.pod("server").unwrap();
