@@ -1,20 +1,27 @@
-//! A packet capture on every interface of a namespace (an `AF_PACKET` socket), counting the
-//! frames that carry a pod's address as their IPv4 source or an IPv6 source in a given prefix:
-//! the leak invariant, asserted over a whole run.
+//! A packet capture on every interface of a namespace (an `AF_PACKET` socket in cooked mode,
+//! `SOCK_DGRAM`: the link header is removed, so Ethernet links and layer-3 devices such as a
+//! TUN `wwan0` look alike — the network header starts at byte 0 and the packet socket's
+//! address says the protocol and the interface), counting per interface the frames that carry
+//! a pod's address as their IPv4 source or an IPv6 source in a given prefix: the leak
+//! invariant, asserted over a whole run. Optionally it also timestamps the UDP datagrams to one
+//! port (a stream the fail-over test follows).
 
+use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
-use std::sync::Arc;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use smarter_testbed::{Netns, spawn_in};
-use socket2::{Domain, Protocol, Socket, Type};
 
-/// One leaked frame: EtherType, IP protocol (or IPv6 next header), and the source.
+/// One leaked frame: interface, EtherType, IP protocol (or IPv6 next header), and the source.
 #[derive(Debug, Clone)]
 #[expect(dead_code, reason = "read through Debug in assertion messages")]
 pub struct Leak {
+    /// Where it was seen.
+    pub ifname: String,
     /// 0x0800 or 0x86dd.
     pub ethertype: u16,
     /// IP protocol.
@@ -23,12 +30,46 @@ pub struct Leak {
     pub src: String,
 }
 
+/// Frames and leaks seen on one interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfCount {
+    /// Frames (both directions).
+    pub frames: usize,
+    /// Frames with a pod source.
+    pub leaks: usize,
+}
+
+/// A UDP datagram to the tapped port: where and when it was seen, its source, and the first
+/// eight bytes of its payload (a sequence number).
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    /// Interface.
+    pub ifname: String,
+    /// When the capture thread read it.
+    pub at: Instant,
+    /// IPv4 source.
+    pub src: Ipv4Addr,
+    /// Payload bytes 0..8 as a big-endian number.
+    pub seq: u64,
+}
+
+/// What a capture saw over its run.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Frames on every interface (markers excluded).
+    pub frames: usize,
+    /// Every leaked frame.
+    pub leaks: Vec<Leak>,
+    /// Per interface.
+    pub per_if: BTreeMap<String, IfCount>,
+}
+
 /// The payload of a [`Capture::sync`] marker, followed by its sequence number.
 const MARKER: &[u8; 12] = b"SMARTER-SYNC";
 /// The port the markers go to, on the capture namespace's loopback.
 const MARKER_PORT: u16 = 9;
 
-/// A running capture; [`Capture::stop`] returns what leaked.
+/// A running capture; [`Capture::stop`] returns what it saw.
 pub struct Capture {
     stop: Arc<AtomicBool>,
     leaked: Arc<AtomicUsize>,
@@ -36,72 +77,107 @@ pub struct Capture {
     marker: Arc<AtomicU64>,
     /// The last marker sent.
     sent: AtomicU64,
-    thread: Option<JoinHandle<(usize, Vec<Leak>)>>,
+    tapped: Arc<Mutex<Vec<Tapped>>>,
+    ns: String,
+    thread: Option<JoinHandle<Report>>,
+}
+
+/// What counts as a leak.
+#[derive(Debug, Clone)]
+struct Matcher {
+    net: u32,
+    mask: u32,
+    v6: Vec<u8>,
 }
 
 impl Capture {
     /// Starts capturing in `ns`: IPv4 sources inside `v4 / v4_prefix` and IPv6 sources starting
     /// with `v6_prefix` bytes are leaks.
     pub fn start(ns: &Netns, v4: [u8; 4], v4_prefix: u8, v6_prefix: Vec<u8>) -> Self {
+        Self::start_tapping(ns, v4, v4_prefix, v6_prefix, None)
+    }
+
+    /// As [`Capture::start`], and also records every IPv4 UDP datagram to port `tap`
+    /// ([`Capture::tapped`]).
+    pub fn start_tapping(
+        ns: &Netns,
+        v4: [u8; 4],
+        v4_prefix: u8,
+        v6_prefix: Vec<u8>,
+        tap: Option<u16>,
+    ) -> Self {
+        let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
+        let m = Matcher {
+            net: u32::from_be_bytes(v4) & mask,
+            mask,
+            v6: v6_prefix,
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
         let leaked = Arc::new(AtomicUsize::new(0));
-        let counter = leaked.clone();
         let marker = Arc::new(AtomicU64::new(0));
-        let marker_seen = marker.clone();
+        let tapped = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let shared = (stop.clone(), leaked.clone(), marker.clone(), tapped.clone());
         let thread = spawn_in(ns, move || {
-            let all = i32::from((nix::libc::ETH_P_ALL as u16).to_be());
-            let s = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(all)))
-                .expect("AF_PACKET socket");
-            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let (flag, counter, marker_seen, taps) = shared;
+            let all = (nix::libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2).
+            let fd = unsafe {
+                nix::libc::socket(
+                    nix::libc::AF_PACKET,
+                    nix::libc::SOCK_DGRAM | nix::libc::SOCK_CLOEXEC,
+                    i32::from(all),
+                )
+            };
+            assert!(fd >= 0, "AF_PACKET: {}", std::io::Error::last_os_error());
+            // SAFETY: a fresh fd we own.
+            let sock: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+            let tv = nix::sys::time::TimeVal::new(0, 20_000);
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+                .expect("SO_RCVTIMEO");
             let _ = ready_tx.send(());
-            let mask = u32::MAX.checked_shl(32 - u32::from(v4_prefix)).unwrap_or(0);
-            let net = u32::from_be_bytes(v4) & mask;
+            let mut names: BTreeMap<i32, String> = BTreeMap::new();
+            let mut report = Report::default();
             let mut buf = vec![MaybeUninit::<u8>::uninit(); 65536];
-            let (mut frames, mut leaks) = (0usize, Vec::new());
             loop {
-                let Ok(n) = s.recv(&mut buf) else {
+                let Some((n, ifindex, proto)) = recv_ll(&sock, &mut buf) else {
                     if flag.load(Ordering::Relaxed) {
                         break;
                     }
                     continue;
                 };
-                // SAFETY: recv initialised the first `n` bytes.
+                // SAFETY: recvfrom initialised the first `n` bytes.
                 let f: &[u8] = unsafe { &*(std::ptr::from_ref(&buf[..n]) as *const [u8]) };
-                if let Some(seq) = marker_of(f) {
+                if proto == 0x0800
+                    && let Some(seq) = marker_of(f)
+                {
                     marker_seen.fetch_max(seq, Ordering::Relaxed);
                     continue;
                 }
-                frames += 1;
-                if f.len() < 34 {
-                    continue;
+                let ifname = names
+                    .entry(ifindex)
+                    .or_insert_with(|| ifname_of(ifindex))
+                    .clone();
+                report.frames += 1;
+                let count = report.per_if.entry(ifname.clone()).or_default();
+                count.frames += 1;
+                if let (Some(port), Some(t)) = (tap, tapped_of(f, proto))
+                    && t.0 == port
+                {
+                    taps.lock().expect("not poisoned").push(Tapped {
+                        ifname: ifname.clone(),
+                        at: Instant::now(),
+                        src: t.1,
+                        seq: t.2,
+                    });
                 }
-                let ethertype = u16::from_be_bytes([f[12], f[13]]);
-                if ethertype == 0x0800 {
-                    let src = u32::from_be_bytes([f[26], f[27], f[28], f[29]]);
-                    if src & mask == net {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        leaks.push(Leak {
-                            ethertype,
-                            proto: f[23],
-                            src: std::net::Ipv4Addr::from(src).to_string(),
-                        });
-                    }
-                } else if ethertype == 0x86dd && f.len() >= 54 {
-                    let src = &f[22..38];
-                    if src.starts_with(&v6_prefix) {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let a: [u8; 16] = src.try_into().unwrap();
-                        leaks.push(Leak {
-                            ethertype,
-                            proto: f[20],
-                            src: std::net::Ipv6Addr::from(a).to_string(),
-                        });
-                    }
+                if let Some(leak) = m.leak(f, proto, &ifname) {
+                    count.leaks += 1;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    report.leaks.push(leak);
                 }
             }
-            (frames, leaks)
+            report
         });
         ready_rx.recv().expect("capture started");
         Self {
@@ -109,6 +185,8 @@ impl Capture {
             leaked,
             marker,
             sent: AtomicU64::new(0),
+            tapped,
+            ns: ns.name().to_owned(),
             thread: Some(thread),
         }
     }
@@ -120,8 +198,10 @@ impl Capture {
     /// attribution does not depend on how fast the capture thread runs on a loaded machine.
     ///
     /// # Panics
-    /// When the marker cannot be sent or is not read within 10 s.
+    /// When `ns` is not the captured namespace, or the marker cannot be sent or is not read
+    /// within 10 s.
     pub fn sync(&self, ns: &Netns) {
+        assert_eq!(ns.name(), self.ns, "sync in the captured namespace");
         let seq = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         ns.run(move || {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("marker socket");
@@ -145,8 +225,13 @@ impl Capture {
         self.leaked.load(Ordering::Relaxed)
     }
 
-    /// Stops the capture; returns the frames seen and the leaks among them.
-    pub fn stop(mut self) -> (usize, Vec<Leak>) {
+    /// The tapped datagrams seen so far.
+    pub fn tapped(&self) -> Vec<Tapped> {
+        self.tapped.lock().expect("not poisoned").clone()
+    }
+
+    /// Stops the capture; returns what it saw.
+    pub fn stop(mut self) -> Report {
         self.stop.store(true, Ordering::Relaxed);
         self.thread
             .take()
@@ -156,17 +241,96 @@ impl Capture {
     }
 }
 
-/// The sequence number of a marker frame (loopback, so a zero MAC header; IPv4 UDP to
-/// 127.0.0.1:[`MARKER_PORT`] carrying [`MARKER`]).
-fn marker_of(f: &[u8]) -> Option<u64> {
-    if f.len() < 34
-        || u16::from_be_bytes([f[12], f[13]]) != 0x0800
-        || f[23] != 17
-        || f[30..34] != [127, 0, 0, 1]
+impl Matcher {
+    /// The leak `f` (a network-layer packet of EtherType `proto`) is, if it is one.
+    fn leak(&self, f: &[u8], proto: u16, ifname: &str) -> Option<Leak> {
+        let (src, ip_proto) = match proto {
+            0x0800 if f.len() >= 20 => {
+                let src = u32::from_be_bytes([f[12], f[13], f[14], f[15]]);
+                if src & self.mask != self.net {
+                    return None;
+                }
+                (Ipv4Addr::from(src).to_string(), f[9])
+            }
+            0x86dd if f.len() >= 40 => {
+                let src = &f[8..24];
+                if !src.starts_with(&self.v6) {
+                    return None;
+                }
+                let a: [u8; 16] = src.try_into().expect("16 bytes");
+                (std::net::Ipv6Addr::from(a).to_string(), f[6])
+            }
+            _ => return None,
+        };
+        Some(Leak {
+            ifname: ifname.to_owned(),
+            ethertype: proto,
+            proto: ip_proto,
+            src,
+        })
+    }
+}
+
+/// One packet from a cooked `AF_PACKET` socket: its length, interface index and protocol.
+fn recv_ll(sock: &std::os::fd::OwnedFd, buf: &mut [MaybeUninit<u8>]) -> Option<(usize, i32, u16)> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut sll: nix::libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<nix::libc::sockaddr_ll>() as nix::libc::socklen_t;
+    // SAFETY: a valid fd, a writable buffer of `buf.len()` bytes and an address buffer with
+    // its length.
+    let n = unsafe {
+        nix::libc::recvfrom(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            0,
+            (&raw mut sll).cast(),
+            &raw mut len,
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    Some((n, sll.sll_ifindex, u16::from_be(sll.sll_protocol)))
+}
+
+/// The name of interface `ifindex` in the calling thread's namespace.
+fn ifname_of(ifindex: i32) -> String {
+    u32::try_from(ifindex)
+        .ok()
+        .and_then(|i| nix::net::if_::if_indextoname(i).ok())
+        .map_or_else(
+            || format!("if{ifindex}"),
+            |c| c.to_string_lossy().into_owned(),
+        )
+}
+
+/// Destination port, source and the first payload bytes of an IPv4 UDP datagram (first
+/// fragment or whole).
+fn tapped_of(f: &[u8], proto: u16) -> Option<(u16, Ipv4Addr, u64)> {
+    if proto != 0x0800
+        || f.len() < 20
+        || f[9] != 17
+        || u16::from_be_bytes([f[6], f[7]]) & 0x1fff != 0
     {
         return None;
     }
-    let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+    let l4 = usize::from(f[0] & 0x0f) * 4;
+    let udp = f.get(l4..l4 + 8)?;
+    let seq = f.get(l4 + 8..l4 + 16)?;
+    Some((
+        u16::from_be_bytes([udp[2], udp[3]]),
+        Ipv4Addr::new(f[12], f[13], f[14], f[15]),
+        u64::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+/// The sequence number of a marker packet (IPv4 UDP to 127.0.0.1:[`MARKER_PORT`] carrying
+/// [`MARKER`]).
+fn marker_of(f: &[u8]) -> Option<u64> {
+    if f.len() < 20 || f[9] != 17 || f[16..20] != [127, 0, 0, 1] {
+        return None;
+    }
+    let l4 = usize::from(f[0] & 0x0f) * 4;
     let udp = f.get(l4..l4 + 8)?;
     if u16::from_be_bytes([udp[2], udp[3]]) != MARKER_PORT {
         return None;

@@ -1,14 +1,6 @@
-//! The generated traffic matrix and the probes that run one case: real sockets in the pod, wan
-//! and node namespaces (UDP, TCP, raw ICMP and raw sockets of port-less protocols), with IP
-//! options and TTL set per socket.
-
-use std::io::{Read as _, Write as _};
-use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd as _;
-use std::time::{Duration, Instant};
-
-use socket2::{Domain, Protocol, Socket, Type};
+//! The generated traffic matrix: every case that runs — direction, protocol, size (around
+//! every fragment boundary), IP options and TTL. The probes that run one case are in
+//! `probe.rs`.
 
 /// Who sends a case's first packet, to where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,6 +15,15 @@ pub enum Direction {
     PodToHostPort,
     /// A process on the node to its uplink address on a hostPort.
     NodeToHostPort,
+    /// A pod to a sensor on the LAN (through the NAT), which echoes.
+    PodToSensor,
+    /// A sensor on the LAN to the node's LAN address on a hostPort.
+    SensorToHostPort,
+    /// A sensor on the LAN to a pod's own address, unsolicited (the LAN routes the pod
+    /// subnet to the gateway).
+    SensorToPod,
+    /// A pod to a server behind a smaller-MTU link beyond the wan (PMTU discovery).
+    PodToFar,
 }
 
 /// The transport of a case.
@@ -36,6 +37,10 @@ pub enum Proto {
     Echo,
     /// A protocol without ports by number (a raw socket echoes the payload).
     Raw(u8),
+    /// UDP with DF set: answered when the echo comes back (the datagram fits the path) or
+    /// when the sender learns a smaller path MTU from an ICMP "fragmentation needed" (which
+    /// must cross the NAT back to the pod).
+    Pmtu,
 }
 
 /// One generated case.
@@ -53,19 +58,35 @@ pub struct Case {
     pub ttl: u8,
 }
 
+impl Case {
+    /// A short description: `PodToWan/Udp/1472B`, `+opts` with options, `/ttl1` below 64.
+    pub fn label(&self) -> String {
+        let mut s = format!("{:?}/{:?}/{}B", self.dir, self.proto, self.size);
+        if self.options {
+            s.push_str("+opts");
+        }
+        if self.ttl != 64 {
+            s.push_str(&format!("/ttl{}", self.ttl));
+        }
+        s
+    }
+}
+
+/// The largest payload of a header of `l4` bytes after a 20-byte (24 with options) IPv4 header
+/// that fits `frags` fragments on a path of MTU `mtu`.
+fn fit(mtu: usize, l4: usize, options: bool, frags: usize) -> usize {
+    let ip = if options { 24 } else { 20 };
+    let per_frag = (mtu - ip) / 8 * 8;
+    per_frag * (frags - 1) + (mtu - ip) - l4
+}
+
 /// Every payload size boundary of a 1500-byte MTU path for a header of `l4` bytes after a
 /// 20-byte (or 24 with options) IPv4 header: around each fragment boundary up to past 9000.
 fn sizes(l4: usize, options: bool) -> Vec<usize> {
-    let ip = if options { 24 } else { 20 };
-    let per_frag = (1500 - ip) / 8 * 8;
     let mut out = vec![0, 1, 2, 5, 6, 7, 8, 9, 100];
     for frags in 1..=7 {
         // The largest payload that fits `frags` fragments, and one byte more.
-        let fit = if frags == 1 {
-            1500 - ip - l4
-        } else {
-            per_frag * (frags - 1) + (1500 - ip) - l4
-        };
+        let fit = fit(1500, l4, options, frags);
         out.extend([fit - 1, fit, fit + 1]);
     }
     out.extend([8972, 9000, 9100]);
@@ -123,211 +144,120 @@ pub fn matrix() -> Vec<Case> {
         }
         add(dir, Proto::Tcp, 1000, false, 64);
     }
+    cases.extend(pmtu());
     cases
 }
 
-/// The payload of a case: distinct per size so echoes cannot be confused.
-pub fn payload(size: usize, salt: u8) -> Vec<u8> {
-    (0..size)
-        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+/// PMTU discovery through the NAT: datagrams with DF to the server behind the 1280-byte link
+/// that fit it (1200), that the wan router refuses (1300: its ICMP error must be translated
+/// back to the pod) and that a 1428-byte uplink refuses itself (1420).
+pub fn pmtu() -> Vec<Case> {
+    [1200, 1300, 1420]
+        .into_iter()
+        .map(|size| Case {
+            dir: Direction::PodToFar,
+            proto: Proto::Pmtu,
+            size,
+            options: false,
+            ttl: 64,
+        })
         .collect()
 }
 
-/// Sets four bytes of IP options (NOP NOP NOP EOL) on `s`.
-pub fn set_options(s: &Socket) {
-    let opts = [1u8, 1, 1, 0];
-    // SAFETY: a valid fd, a pointer to 4 readable bytes and their length.
-    let r = unsafe {
-        nix::libc::setsockopt(
-            s.as_raw_fd(),
-            nix::libc::IPPROTO_IP,
-            nix::libc::IP_OPTIONS,
-            opts.as_ptr().cast(),
-            opts.len() as u32,
-        )
+/// A representative subset of [`matrix`] for a path of MTU `mtu` (the other topologies):
+/// UDP around the first and second fragment boundary of that MTU, small and with options,
+/// 9000 bytes; TCP 1 B, 1000 B, 100 kB; ICMP echo small and fragmented; GRE and SCTP by
+/// address; TTL 1; unsolicited wan → pod; wan, hairpin and node → hostPort; PMTU discovery.
+pub fn subset(mtu: usize) -> Vec<Case> {
+    use Direction::*;
+    let case = |dir, proto, size, options| Case {
+        dir,
+        proto,
+        size,
+        options,
+        ttl: 64,
     };
-    assert_eq!(r, 0, "IP_OPTIONS: {}", std::io::Error::last_os_error());
+    let mut cases = Vec::new();
+    let udp1 = fit(mtu, 8, false, 1);
+    let udp2 = fit(mtu, 8, false, 2);
+    for size in [1, 100, udp1, udp1 + 1, udp2 + 1, 9000] {
+        cases.push(case(PodToWan, Proto::Udp, size, false));
+    }
+    cases.push(case(PodToWan, Proto::Udp, fit(mtu, 8, true, 1) + 1, true));
+    for size in [1, 1000, 100_000] {
+        cases.push(case(PodToWan, Proto::Tcp, size, false));
+    }
+    for size in [1, fit(mtu, 8, false, 1) + 1, 4000] {
+        cases.push(case(PodToWan, Proto::Echo, size, false));
+    }
+    for p in [47, 132] {
+        cases.push(case(PodToWan, Proto::Raw(p), 100, false));
+    }
+    cases.push(Case {
+        ttl: 1,
+        ..case(PodToWan, Proto::Udp, 1, false)
+    });
+    for dir in [WanToPod, WanToHostPort, PodToHostPort, NodeToHostPort] {
+        for size in [1, 4000] {
+            cases.push(case(dir, Proto::Udp, size, false));
+        }
+        cases.push(case(dir, Proto::Tcp, 1000, false));
+    }
+    cases.extend(pmtu());
+    cases
 }
 
-/// Lets the kernel fragment datagrams larger than the path MTU (no DF).
-fn allow_fragments(s: &Socket) {
-    let v: i32 = nix::libc::IP_PMTUDISC_DONT;
-    // SAFETY: a valid fd and a pointer to an int with its size.
-    let r = unsafe {
-        nix::libc::setsockopt(
-            s.as_raw_fd(),
-            nix::libc::IPPROTO_IP,
-            nix::libc::IP_MTU_DISCOVER,
-            (&raw const v).cast(),
-            size_of::<i32>() as u32,
-        )
+/// The core of the matrix for topologies whose point is elsewhere (the LAN, fail-over): a
+/// pod to the wan (UDP small and fragmented, TCP, ping), unsolicited wan → pod, and a hostPort
+/// from the wan, from a pod (hairpin) and from the node.
+pub fn core() -> Vec<Case> {
+    use Direction::*;
+    let case = |dir, proto, size| Case {
+        dir,
+        proto,
+        size,
+        options: false,
+        ttl: 64,
     };
-    assert_eq!(r, 0, "IP_MTU_DISCOVER: {}", std::io::Error::last_os_error());
+    let mut cases = vec![
+        case(PodToWan, Proto::Udp, 1),
+        case(PodToWan, Proto::Udp, 4000),
+        case(PodToWan, Proto::Tcp, 1000),
+        case(PodToWan, Proto::Echo, 1),
+        case(WanToPod, Proto::Udp, 1),
+    ];
+    for dir in [WanToHostPort, PodToHostPort, NodeToHostPort] {
+        cases.push(case(dir, Proto::Udp, 1));
+        cases.push(case(dir, Proto::Tcp, 1000));
+    }
+    cases
 }
 
-fn recv(s: &Socket, buf: &mut [u8]) -> Option<(usize, Ipv4Addr)> {
-    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout; recv only writes.
-    let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
-    let (n, from) = s.recv_from(uninit).ok()?;
-    Some((n, *from.as_socket_ipv4()?.ip()))
-}
-
-/// A client socket of `kind` configured for `case`.
-fn client(kind: Type, proto: Option<Protocol>, case: &Case, timeout: Duration) -> Socket {
-    let s = Socket::new(Domain::IPV4, kind, proto).expect("socket");
-    s.set_ttl_v4(u32::from(case.ttl)).expect("IP_TTL");
-    if case.options {
-        set_options(&s);
+/// The LAN's own cases: a pod to a sensor (UDP, TCP, ping), a sensor to a hostPort on the
+/// node's LAN address, a sensor to a pod's address unsolicited.
+pub fn lan() -> Vec<Case> {
+    use Direction::*;
+    let case = |dir, proto, size| Case {
+        dir,
+        proto,
+        size,
+        options: false,
+        ttl: 64,
+    };
+    let mut cases = Vec::new();
+    for size in [1, 1472, 4000] {
+        cases.push(case(PodToSensor, Proto::Udp, size));
     }
-    allow_fragments(&s);
-    s.set_read_timeout(Some(timeout)).expect("timeout");
-    s
-}
-
-/// Runs the sending side of `case` to `to` (in the calling thread's namespace): sends, waits
-/// up to `timeout` for the echo, and says whether the same payload came back.
-pub fn probe(case: &Case, to: SocketAddrV4, salt: u8, timeout: Duration) -> bool {
-    let mut data = payload(case.size, salt);
-    if case.proto == Proto::Raw(47) && data.len() >= 4 {
-        // A well-formed GRE (version 0, carrying IPv4) header: the kernel's GRE tracker refuses
-        // anything else.
-        data[..4].copy_from_slice(&[0, 0, 0x08, 0x00]);
+    cases.push(case(PodToSensor, Proto::Tcp, 1000));
+    cases.push(case(PodToSensor, Proto::Tcp, 100_000));
+    for size in [1, 4000] {
+        cases.push(case(PodToSensor, Proto::Echo, size));
     }
-    let deadline = Instant::now() + timeout;
-    match case.proto {
-        Proto::Udp => {
-            let s = client(Type::DGRAM, None, case, timeout);
-            if s.send_to(&data, &SocketAddr::V4(to).into()).is_err() {
-                return false;
-            }
-            let mut buf = vec![0u8; 65536];
-            while Instant::now() < deadline {
-                match recv(&s, &mut buf) {
-                    Some((n, _)) if buf[..n] == data[..] => return true,
-                    Some(_) => {}
-                    None => return false,
-                }
-            }
-            false
+    for dir in [SensorToHostPort, SensorToPod] {
+        for size in [1, 4000] {
+            cases.push(case(dir, Proto::Udp, size));
         }
-        Proto::Tcp => {
-            let Ok(mut c) = TcpStream::connect_timeout(&SocketAddr::V4(to), timeout) else {
-                return false;
-            };
-            let _ = c.set_read_timeout(Some(timeout));
-            let writer = {
-                let mut w = c.try_clone().expect("clone");
-                let data = data.clone();
-                std::thread::spawn(move || w.write_all(&data).is_ok())
-            };
-            let mut got = vec![0u8; data.len()];
-            let ok = c.read_exact(&mut got).is_ok() && got == data;
-            writer.join().unwrap_or(false) && ok
-        }
-        Proto::Echo => {
-            let s = client(Type::RAW, Some(Protocol::ICMPV4), case, timeout);
-            let id = 0x5a00 | u16::from(salt);
-            let mut msg = vec![8u8, 0, 0, 0];
-            msg.extend_from_slice(&id.to_be_bytes());
-            msg.extend_from_slice(&1u16.to_be_bytes());
-            msg.extend_from_slice(&data);
-            let c = inet_csum(&msg);
-            msg[2..4].copy_from_slice(&c.to_be_bytes());
-            if s.send_to(&msg, &SocketAddr::V4(to).into()).is_err() {
-                return false;
-            }
-            await_raw(&s, *to.ip(), deadline, |icmp| {
-                icmp.len() >= 8
-                    && icmp[0] == 0
-                    && icmp[4..6] == id.to_be_bytes()
-                    && icmp[8..] == data[..]
-            })
-        }
-        Proto::Raw(p) => {
-            let s = client(Type::RAW, Some(Protocol::from(i32::from(p))), case, timeout);
-            if s.send_to(&data, &SocketAddr::V4(to).into()).is_err() {
-                return false;
-            }
-            await_raw(&s, *to.ip(), deadline, |payload| payload == data)
-        }
+        cases.push(case(dir, Proto::Tcp, 1000));
     }
-}
-
-/// Waits on raw socket `s` until `deadline` for a packet from `from` whose payload (after its
-/// IPv4 header) satisfies `wanted`.
-fn await_raw(
-    s: &Socket,
-    from: Ipv4Addr,
-    deadline: Instant,
-    wanted: impl Fn(&[u8]) -> bool,
-) -> bool {
-    let mut buf = vec![0u8; 65536];
-    while Instant::now() < deadline {
-        match recv(s, &mut buf) {
-            Some((n, src)) if src == from => {
-                let hl = usize::from(buf[0] & 0x0f) * 4;
-                if wanted(&buf[hl..n]) {
-                    return true;
-                }
-            }
-            Some(_) => {}
-            None => return false,
-        }
-    }
-    false
-}
-
-pub use smarter_testbed::inet_csum;
-
-/// A raw-socket echo server for protocol `p` (in the calling thread's namespace): every
-/// datagram from an address other than `me` is sent back with the same payload; the sources
-/// seen are returned when `stop` is set.
-pub fn raw_echo(p: u8, me: Ipv4Addr, stop: &std::sync::atomic::AtomicBool) -> Vec<Ipv4Addr> {
-    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(p)))).expect("raw");
-    // Bound, so replies leave from the address the client sent to (a raw socket otherwise takes
-    // the outgoing interface's address).
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(me, 0)).into())
-        .expect("bind raw echo");
-    allow_fragments(&s);
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let mut seen = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let Some((n, from)) = recv(&s, &mut buf) else {
-            continue;
-        };
-        if from == me || n < 20 {
-            continue;
-        }
-        seen.push(from);
-        let hl = usize::from(buf[0] & 0x0f) * 4;
-        let _ = s.send_to(
-            &buf[hl..n],
-            &SocketAddr::V4(SocketAddrV4::new(from, 0)).into(),
-        );
-    }
-    seen
-}
-
-/// A UDP echo server on `at` (in the calling thread's namespace); returns the sources seen.
-pub fn udp_echo(at: SocketAddrV4, stop: &std::sync::atomic::AtomicBool) -> Vec<Ipv4Addr> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp");
-    s.set_reuse_address(true).unwrap();
-    s.bind(&SocketAddr::V4(at).into()).expect("bind udp echo");
-    allow_fragments(&s);
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let mut seen = Vec::new();
-    let mut buf = vec![0u8; 65536];
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: as in `recv`.
-        let uninit = unsafe { &mut *(std::ptr::from_mut(&mut buf[..]) as *mut [MaybeUninit<u8>]) };
-        let Ok((n, from)) = s.recv_from(uninit) else {
-            continue;
-        };
-        if let Some(v4) = from.as_socket_ipv4() {
-            seen.push(*v4.ip());
-        }
-        let _ = s.send_to(&buf[..n], &from);
-    }
-    seen
+    cases
 }
