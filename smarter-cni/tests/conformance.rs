@@ -6,14 +6,13 @@
 //! fail-over under a running stream (`failover`, `conformance/failover.rs`), and a layer-3
 //! raw-IP uplink as a cellular modem presents it (`l3`). Every case's outcome on our datapaths
 //! must equal the reference's, or be one of the deliberate differences listed in
-//! `compare::deliberate` (and in the README); known gaps of today's code are listed in
-//! `compare::known_gap` and reported. Captures on the far side of every external interface of
-//! the node assert, over each whole run, that no frame with a pod's address ever left it.
+//! `compare::deliberate` (and in docs/datapath.md). Captures on the far side of every external
+//! interface of the node assert, over each whole run, that no frame with a pod's address ever
+//! left it.
 //!
 //! Each topology is its own test (`cargo test --test conformance conformance_lan`);
 //! `CONFORMANCE_FILTER=<text>` runs only the cases whose description contains it,
-//! `CONFORMANCE_VERBOSE=1` prints every case's outcome, `CONFORMANCE_STRICT=1` fails on
-//! known gaps too.
+//! `CONFORMANCE_VERBOSE=1` prints every case's outcome.
 
 #[path = "conformance/capture.rs"]
 mod capture;
@@ -53,11 +52,9 @@ fn run_matrix(dp: Dp, topo: Topo) -> Option<Run> {
 fn judge(topo: Topo, runs: &[Run], mut failures: Vec<String>, notes: &str) {
     let reference = &runs[0].outcomes;
     let mut rows = Vec::new();
-    let mut gaps = String::new();
     for r in runs {
-        let verdict = compare(r.dp, topo, reference, &r.outcomes);
+        let verdict = compare(r.dp, reference, &r.outcomes);
         failures.extend(problems(topo, r, &verdict));
-        gaps.push_str(&verdict.gap_lines(r.dp, topo));
         if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
             for (c, v) in &r.outcomes {
                 eprintln!("  {} {c:?} => {v:?}", r.dp.name());
@@ -70,7 +67,7 @@ fn judge(topo: Topo, runs: &[Run], mut failures: Vec<String>, notes: &str) {
             leaks: r.leaks.len(),
         });
     }
-    eprintln!("{}{gaps}{notes}", table(topo, &rows));
+    eprintln!("{}{notes}", table(topo, &rows));
     assert!(
         failures.is_empty(),
         "topology {}: {} problems:\n{}",

@@ -149,7 +149,8 @@ pub const NAT_PORT_MIN: u16 = 61000;
 /// See [`NAT_PORT_MIN`].
 pub const NAT_PORT_MAX: u16 = 65535;
 
-/// Key of [`crate::maps::HOSTPORTS`]: a port on the node's addresses.
+/// Key of [`crate::maps::HOSTPORTS`]: a port on one node address (`hostIP`) or on all of them
+/// (`host_ip` 0). The datapath looks a flow up by its destination address first, then by 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HostPortKey {
@@ -159,6 +160,20 @@ pub struct HostPortKey {
     pub proto: u8,
     /// Explicit padding, must be 0.
     pub pad: u8,
+    /// The node address the port is bound to (`hostIP`), network byte order; 0: every node
+    /// address.
+    pub host_ip: u32,
+}
+
+impl HostPortKey {
+    /// Whether two mappings of the same port and protocol would answer the same flows: one of
+    /// them is on every address, or both are on the same one (the scheduler's rule).
+    #[must_use]
+    pub const fn overlaps(&self, other: &Self) -> bool {
+        self.port == other.port
+            && self.proto == other.proto
+            && (self.host_ip == 0 || other.host_ip == 0 || self.host_ip == other.host_ip)
+    }
 }
 
 /// Value of [`crate::maps::HOSTPORTS`]: where the port leads.
@@ -171,21 +186,11 @@ pub struct HostPortValue {
     pub pod_port: u16,
     /// Explicit padding, must be 0.
     pub pad: u16,
-    /// The node address the port is bound to (`hostIP`), network byte order; 0: every node
-    /// address.
-    pub host_ip: u32,
 }
 
-impl HostPortValue {
-    /// Whether a flow to node address `daddr` (network byte order) is for this mapping.
-    #[must_use]
-    pub const fn accepts(&self, daddr: u32) -> bool {
-        self.host_ip == 0 || self.host_ip == daddr
-    }
-}
-
-/// Key of [`crate::maps::FRAG`]: one fragmented datagram arriving on the uplink for the NAT
-/// address, as (remote address, IP id, protocol). Addresses and the id in network byte order.
+/// Key of [`crate::maps::FRAG`]: one fragmented datagram, as (its source address, IP id,
+/// protocol): a remote's reply arriving for a node address, or a pod's datagram of a hostPort
+/// flow on the node. Addresses and the id in network byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -199,16 +204,21 @@ pub struct FragKey {
     pub pad: u8,
 }
 
-/// Value of [`crate::maps::FRAG`]: where the datagram's first fragment was translated to.
+/// [`FragValue::flags`]: the first fragment's source was translated (a hostPort flow's reply
+/// leaving its pod as `node address:hostPort`); without it, its destination (into a pod).
+pub const FRAG_F_SRC: u32 = 1;
+
+/// Value of [`crate::maps::FRAG`]: what the datagram's first fragment was translated to.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
     /// `bpf_ktime_get_ns()` when the first fragment was seen.
     pub first_seen: u64,
-    /// The pod address the first fragment was delivered to, network byte order.
+    /// The address the first fragment was translated to, network byte order: the pod it was
+    /// delivered to, or (with [`FRAG_F_SRC`]) its new source.
     pub pod_ip: u32,
-    /// Explicit padding, must be 0.
-    pub pad: u32,
+    /// `FRAG_F_*` flags.
+    pub flags: u32,
 }
 
 /// Capacity of [`crate::maps::FRAG`] (LRU: datagrams in reassembly at once).
@@ -220,8 +230,8 @@ pub const HOSTPORTS_MAX: u32 = 1024;
 const _: () = {
     assert!(size_of::<FragKey>() == 8);
     assert!(size_of::<FragValue>() == 16);
-    assert!(size_of::<HostPortKey>() == 4);
-    assert!(size_of::<HostPortValue>() == 12);
+    assert!(size_of::<HostPortKey>() == 8);
+    assert!(size_of::<HostPortValue>() == 8);
     assert!(size_of::<CtKey>() == 16);
     assert!(offset_of!(CtKey, a_port) == 8);
     assert!(offset_of!(CtKey, proto) == 12);

@@ -40,7 +40,7 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`. Version 5 added
 /// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked); version 6 the
 /// external interfaces ([`maps::UPLINKS`], [`maps::NODE_ADDRS`], [`maps::IF_STATS`]) and the
-/// hostPort's host IP ([`HostPortValue::host_ip`]).
+/// hostPort's host IP ([`HostPortKey::host_ip`]).
 pub const LAYOUT_VERSION: u32 = 6;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes

@@ -8,6 +8,10 @@ use core::mem::size_of;
 /// WireGuard): `smarter_l3_in`/`smarter_l3_out` run on it, and packets leave it without one.
 pub const UPLINK_F_L3: u32 = 1;
 
+/// [`UplinkValue::flags`]: not selected by `uplink`: pods may not start flows out of it; only
+/// replies of flows that came in by it (a hostPort on its address) leave by it.
+pub const UPLINK_F_NO_EGRESS: u32 = 2;
+
 /// Value of [`crate::maps::UPLINKS`] (key: the interface's ifindex): an external interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,7 +19,7 @@ pub struct UplinkValue {
     /// The address pods are masqueraded to when the route lookup picks this interface,
     /// network byte order; 0: none (pods cannot leave by it: dropped, never forwarded).
     pub addr: u32,
-    /// `UPLINK_F_*` flags ([`UPLINK_F_L3`]).
+    /// `UPLINK_F_*` flags ([`UPLINK_F_L3`], [`UPLINK_F_NO_EGRESS`]).
     pub flags: u32,
     /// The interface's MTU (informational; the route lookup checks the real one).
     pub mtu: u32,
@@ -28,6 +32,12 @@ impl UplinkValue {
     #[must_use]
     pub const fn is_l3(&self) -> bool {
         self.flags & UPLINK_F_L3 != 0
+    }
+
+    /// Whether pods may start flows out of it.
+    #[must_use]
+    pub const fn is_egress(&self) -> bool {
+        self.flags & UPLINK_F_NO_EGRESS == 0
     }
 }
 

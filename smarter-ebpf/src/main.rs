@@ -31,6 +31,7 @@
 mod ct;
 mod egress;
 mod fib;
+mod frag;
 mod guard;
 mod hairpin;
 mod icmp_err;

@@ -11,8 +11,8 @@
 //!   (protocol, pod, remote) as the kernel's generic NAT does;
 //! - IP options (the L4 header is found through the IHL; options are kept as they are);
 //! - fragments: the first one is translated by its ports; later ones carry no ports and only
-//!   need the address (outbound) or the fragment map [`FRAG`] written when the first fragment of
-//!   a reply came in (inbound).
+//!   need the address (outbound) or the fragment map ([`crate::frag`]) written when the
+//!   first fragment of a reply came in (inbound).
 
 use core::mem::zeroed;
 
@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use smarter_common::{
-    CtKey, CtValue, FragKey, FragValue, HostPortKey, NetConfig, Verdict,
+    CtKey, CtValue, HostPortKey, NetConfig, Verdict,
     ct::{CT_NEW, icmp, next_state},
     uplink::DIR_OUT,
 };
@@ -30,17 +30,14 @@ use smarter_common::{
 use crate::{
     ct::{expired, nat_port_for},
     fib::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS},
+    frag,
     l4::{L4, L4Info, l4},
-    maps::{CT_IN, CT_OUT, FRAG, HOSTPORTS, UPLINKS},
+    maps::{CT_IN, CT_OUT, HOSTPORTS, UPLINKS},
     parse::{Ipv4, PROTO_TCP, PROTO_UDP},
     rewrite::{IP_DST, IP_SRC, dec_ttl, deliver, rewrite},
     stats,
     verdict::Decision,
 };
-
-/// A datagram's fragments must all arrive within this time of the first (Linux's
-/// `ipfrag_time` default): older fragment-map entries are not used.
-const FRAG_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// How an outbound packet is translated.
 enum Plan {
@@ -104,11 +101,16 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
     }
     let out_ifindex = fib.ifindex;
     // SAFETY: read-only lookup, copied at once.
-    let (nat_addr, l3) = match unsafe { UPLINKS.get(out_ifindex) } {
-        Some(u) if u.addr != 0 => (u.addr, u.is_l3()),
-        // Not an interface pods may leave by, or one with no address to masquerade to.
+    let (nat_addr, l3, egress) = match unsafe { UPLINKS.get(out_ifindex) } {
+        Some(u) if u.addr != 0 => (u.addr, u.is_l3(), u.is_egress()),
+        // Not an external interface, or one with no address to masquerade to.
         _ => return Verdict::DropNoRoute.into(),
     };
+    // An interface `uplink` does not select carries only the replies of flows that came in by
+    // it (a hostPort on its address).
+    if !egress && !matches!(&plan, Plan::Ports(l) if has_flow(saddr, daddr, l, proto, nat_addr)) {
+        return Verdict::DropNoRoute.into();
+    }
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let translated = match plan {
@@ -139,6 +141,15 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
         return Verdict::DropMalformed.into();
     };
     Decision::redirected(Verdict::NatOut, action)
+}
+
+/// Whether the pod-side flow `saddr:l.port → daddr:l.remote_port` exists, translated to
+/// `nat_addr`.
+#[inline(always)]
+fn has_flow(saddr: u32, daddr: u32, l: &L4Info, proto: u8, nat_addr: u32) -> bool {
+    let key = CtKey::pod_side(saddr, l.port, daddr, l.remote_port, proto);
+    // SAFETY: read-only lookup, nothing kept.
+    unsafe { CT_OUT.get(key) }.is_some_and(|v| v.addr == nat_addr)
 }
 
 /// The address mapping of a protocol without ports, `saddr → daddr`: one per (protocol, pod,
@@ -193,15 +204,23 @@ pub fn open_hostport_flow(
     daddr: u32,
     now: u64,
 ) -> Option<Result<(), ()>> {
-    let hp_key = HostPortKey {
+    // The mapping on this node address (`hostIP`) first, then the one on every address.
+    let mut hp_key = HostPortKey {
         port: l.port,
         proto,
         pad: 0,
+        host_ip: daddr,
     };
-    // SAFETY: read-only lookup, copied at once.
+    // SAFETY: read-only lookups, copied at once.
     let (pod_ip, pod_port) = match unsafe { HOSTPORTS.get(hp_key) } {
-        Some(hp) if hp.accepts(daddr) => (hp.pod_ip, hp.pod_port),
-        _ => return None,
+        Some(hp) => (hp.pod_ip, hp.pod_port),
+        None => {
+            hp_key.host_ip = 0;
+            match unsafe { HOSTPORTS.get(hp_key) } {
+                Some(hp) => (hp.pod_ip, hp.pod_port),
+                None => return None,
+            }
+        }
     };
     let state = next_state(CT_NEW, proto, l.tcp_flags, false);
     let inbound = CtValue::new(now, pod_ip, pod_port, state);
@@ -271,18 +290,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<Decision>
     }
     if ip.more_fragments() {
         // The first fragment: its followers find the pod through the fragment map.
-        let key = FragKey {
-            remote: saddr,
-            id: ip.id(),
-            proto,
-            pad: 0,
-        };
-        let value = FragValue {
-            first_seen: now,
-            pod_ip,
-            pad: 0,
-        };
-        let _ = FRAG.insert(key, value, 0);
+        frag::remember(ip, pod_ip, 0, now);
     }
     Some(deliver(ctx, ip, pod_ip, bridge_mac, verdict))
 }
@@ -292,20 +300,7 @@ pub fn rnat(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6]) -> Option<Decision>
 /// still on its way: those are the host stack's).
 #[inline(always)]
 fn frag_in(ctx: &TcContext, ip: &Ipv4, bridge_mac: [u8; 6], now: u64) -> Option<Decision> {
-    let key = FragKey {
-        remote: ip.saddr(),
-        id: ip.id(),
-        proto: ip.proto(),
-        pad: 0,
-    };
-    // SAFETY: read-only lookup, copied at once.
-    let (pod_ip, first_seen) = match unsafe { FRAG.get(key) } {
-        Some(v) => (v.pod_ip, v.first_seen),
-        None => return None,
-    };
-    if now.saturating_sub(first_seen) > FRAG_TIMEOUT_NS || ip.ttl() <= 1 {
-        return None;
-    }
+    let pod_ip = frag::recall(ip, 0, now)?;
     if !rewrite(ctx, &L4Info::addr_only(), IP_DST, ip.daddr(), pod_ip, 0) {
         return Some(Verdict::DropMalformed.into());
     }

@@ -130,12 +130,8 @@ fn ipv4(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Decision {
     };
     // SAFETY: read-only lookup, nothing kept.
     if unsafe { NODE_ADDRS.get(daddr) }.is_some() {
-        // Hairpin: a hostPort on any of the node's addresses reaches the pod that holds it.
-        // Options and fragments are delivered to the node as they are (a hostPort flow never
-        // has them).
-        if !ip.is_simple() {
-            return Verdict::PassHost.into();
-        }
+        // Hairpin: a hostPort on any of the node's addresses reaches the pod that holds it
+        // (fragments follow their first, [`crate::frag`]).
         // A reply to the node's own connection to a hostPort: back to uplink:hostPort, then
         // delivered locally.
         match hairpin::reply(ctx, &ip) {

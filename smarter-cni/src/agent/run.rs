@@ -198,7 +198,7 @@ pub async fn run<D: DatapathControl>(
             _ = gc.tick() => {
                 match datapath.gc() {
                     Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "conntrack garbage collected"),
+                    Ok(n) => tracing::debug!(removed = n, "garbage collected (expired flows, ownerless entries)"),
                     Err(e) => tracing::warn!("conntrack gc failed: {e:#}"),
                 }
                 health.beat(config.health_file.as_ref(), state.preferred());

@@ -13,7 +13,7 @@
 //! | `bridge` | interface name | `"smartnet0"` |
 //! | `subnet` | IPv4 CIDR, prefix ≤ /30, no host bits | `"172.39.0.0/16"` |
 //! | `gateway` | IPv4 host address inside `subnet` | first host of `subnet` (`172.39.0.1`) |
-//! | `mtu` | 68..=65535 or `"auto"` (the smallest external interface MTU) | [`defaults::MTU`] |
+//! | `mtu` | 68..=65535, or `"auto"`: the smallest MTU of the selected external interfaces with an address | `"auto"` ([`defaults::MTU`] without one) |
 //! | `hairpinMode` | bool | `true` |
 //! | `datapath` | `"auto"`, `"ebpf"`, `"nftables"` (alias `"iptables"`) | `"auto"` |
 //! | `tcAttach` | `"auto"`, `"tcx"`, `"netlink"` | `"auto"` |
@@ -221,12 +221,12 @@ pub struct NetConf {
     pub subnet: Ipv4Network,
     /// `gateway`.
     pub gateway: Ipv4Addr,
-    /// `mtu`; `None` means the default ([`defaults::MTU`]) or, with [`Self::mtu_auto`], the
-    /// external interfaces'.
+    /// `mtu` when it is a number.
     pub mtu: Option<u32>,
-    /// `mtu: "auto"`: each ADD gives the bridge and the pod the smallest MTU of the external
-    /// interfaces that have an address (a raw-IP modem's 1428, a VPN's 1420...), so what a pod
-    /// sends always fits the uplink the route picks.
+    /// `mtu` absent or `"auto"` (the default): each ADD gives the bridge and the pod the
+    /// smallest MTU of the selected external interfaces that have an address (a raw-IP
+    /// modem's 1428, a VPN's 1420...; [`defaults::MTU`] when there is none), so what a pod
+    /// sends fits whichever uplink the route picks.
     pub mtu_auto: bool,
     /// `hairpinMode`.
     pub hairpin_mode: bool,
@@ -275,7 +275,7 @@ impl Default for NetConf {
             subnet: DEFAULT_SUBNET,
             gateway: defaults::GATEWAY,
             mtu: None,
-            mtu_auto: false,
+            mtu_auto: true,
             hairpin_mode: true,
             datapath: DatapathMode::Auto,
             tc_attach: TcAttachMode::Auto,
@@ -392,7 +392,9 @@ impl NetConf {
             } else {
                 f.uint("mtu", 68..=65535)?
             },
-            mtu_auto: f.get("mtu").and_then(Value::as_str) == Some("auto"),
+            mtu_auto: f
+                .get("mtu")
+                .is_none_or(|m| m.is_null() || m.as_str() == Some("auto")),
             hairpin_mode: f.bool("hairpinMode")?.unwrap_or(defaults.hairpin_mode),
             datapath: fields::choice(
                 &f,

@@ -74,6 +74,9 @@ pub struct UplinkRow {
     pub mtu: u32,
     /// Whether the default route uses it ([`StatusRow::uplink`]).
     pub default_route: bool,
+    /// Pods may start flows out of it (`uplink` selects it); `false`: only replies of flows
+    /// that came in by it (hostPorts on its address).
+    pub egress: bool,
 }
 
 impl UplinkRow {
@@ -94,6 +97,16 @@ impl UplinkRow {
             link: if l3 { "l3" } else { "ethernet" },
             mtu,
             default_route,
+            egress: true,
+        }
+    }
+
+    /// The same row for an interface pods may not start flows out of.
+    #[must_use]
+    pub fn replies_only(self) -> Self {
+        Self {
+            egress: false,
+            ..self
         }
     }
 
@@ -105,8 +118,13 @@ impl UplinkRow {
             Some(n) => format!("{n} (ifindex {})", self.ifindex),
             None => interface_name(self.ifindex, None),
         };
+        let nat = if self.egress {
+            "NAT to"
+        } else {
+            "not selected, replies only from"
+        };
         format!(
-            "{name}: NAT to {}, {}, mtu {}{}",
+            "{name}: {nat} {}, {}, mtu {}{}",
             self.addr.as_deref().unwrap_or("none"),
             self.link,
             self.mtu,

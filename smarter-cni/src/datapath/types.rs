@@ -140,14 +140,15 @@ pub struct PodTraffic {
     pub pod: Ipv4Addr,
     /// The external interface's ifindex.
     pub ifindex: u32,
-    /// Its name now (`None` when it is gone).
+    /// Its name (eBPF: now, `None` when it is gone; nftables counts by name and keeps it,
+    /// with ifindex 0 when the interface is gone).
     pub ifname: Option<String>,
     /// Direction.
     pub dir: TrafficDir,
-    /// Packets.
+    /// Packets (nftables: a GRO/GSO aggregate counts once).
     pub packets: u64,
-    /// Bytes (as the interface saw them: IPv4 packet, plus the Ethernet header on Ethernet
-    /// devices).
+    /// Bytes: eBPF counts `skb->len` (the IPv4 packet, plus the Ethernet header on Ethernet
+    /// devices); nftables the IPv4 packet length.
     pub bytes: u64,
 }
 

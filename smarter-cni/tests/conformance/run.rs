@@ -9,7 +9,7 @@ use std::time::Duration;
 use smarter_testbed::{LAN_NODE_IP, Netns, World};
 
 use crate::capture::{Capture, IfCount, Leak};
-use crate::compare::{Breach, Outcome, Outcomes, Verdict, known_breach, strict};
+use crate::compare::{Outcome, Outcomes, Verdict};
 use crate::topo::{self, Topo};
 use crate::traffic::{Case, Direction, Proto};
 use crate::world::{self, Dp, Servers, Sources};
@@ -196,8 +196,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
     }
     // The reference masquerades pod → LAN to the node's LAN address (the premise of the LAN
     // cases); ours must too.
-    let leaks_known = known_breach(r.dp, topo, Breach::Leak).is_some() && !strict();
-    if !leaks_known && r.sources.lan.iter().any(|s| *s != LAN_NODE_IP) {
+    if r.sources.lan.iter().any(|s| *s != LAN_NODE_IP) {
         out.push(format!(
             "{dp}: the sensor saw sources other than {LAN_NODE_IP}: {:?}",
             r.sources.lan
@@ -224,7 +223,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
             "{dp}: node-local-only broken: unsolicited traffic reached the pod in {}",
             reached.join(", ")
         );
-        breach(topo, r.dp, Breach::Inbound, msg, &mut out);
+        out.push(msg);
     }
     if r.active != dp {
         out.push(format!("{dp}: the active datapath is {:?}", r.active));
@@ -242,7 +241,7 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
             per.join(", "),
             &r.leaks[..r.leaks.len().min(5)]
         );
-        breach(topo, r.dp, Breach::Leak, msg, &mut out);
+        out.push(msg);
     }
     // A leak that got an answer shows as a stranger too: judged with the leaks.
     let strangers: Vec<&Ipv4Addr> = r
@@ -250,7 +249,6 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
         .wan
         .iter()
         .filter(|s| !r.node_addrs.contains(s))
-        .filter(|_| !leaks_known)
         .collect();
     if !strangers.is_empty() {
         out.push(format!(
@@ -265,22 +263,5 @@ pub fn problems(topo: Topo, r: &Run, v: &Verdict) -> Vec<String> {
             v.unexplained.join("\n  ")
         ));
     }
-    if strict() && !v.known.is_empty() {
-        out.push(format!(
-            "{dp}: known gaps fail with CONFORMANCE_STRICT:\n{}",
-            v.gap_lines(r.dp, topo)
-        ));
-    }
     out
-}
-
-/// A broken invariant: a KNOWN GAP line when [`known_breach`] lists it (and not strict), else
-/// one of `out`'s problems.
-fn breach(topo: Topo, dp: Dp, b: Breach, msg: String, out: &mut Vec<String>) {
-    match known_breach(dp, topo, b) {
-        Some(why) if !strict() => {
-            eprintln!("KNOWN GAP ({}, {}): {msg}: {why}", topo.name(), dp.name());
-        }
-        _ => out.push(msg),
-    }
 }

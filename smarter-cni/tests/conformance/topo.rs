@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smarter_testbed::{
-    FAR_SERVER_IP, LAN_HOST_IP, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP, NODE_UPLINK_IP,
+    FAR_SERVER_IP, L3_UPLINK, LAN_HOST_IP, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP, NODE_UPLINK_IP,
     WAN_SERVER_IP, World,
 };
 
@@ -50,13 +50,15 @@ impl Topo {
         }
     }
 
-    /// The `"uplink"` key of our configuration, as users write it: absent in most, an
-    /// explicit name with a LAN (the LAN is not the internet uplink), `"auto"` for a modem.
+    /// The `"uplink"` key of our configuration, as users write it: absent on the plain
+    /// gateway and across a failover, `"auto"` with a LAN (the LAN is an uplink too: pods
+    /// reach its sensors masqueraded), the modem's name on a layer-3 gateway (pods may leave
+    /// by it only; the Ethernet interface there still guards and answers hostPorts).
     pub fn uplink_key(self) -> Option<&'static str> {
         match self {
             Topo::Eth | Topo::Failover => None,
-            Topo::Lan => Some("uplink0"),
-            Topo::L3 => Some("auto"),
+            Topo::Lan => Some("auto"),
+            Topo::L3 => Some(L3_UPLINK),
         }
     }
 

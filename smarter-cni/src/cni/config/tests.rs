@@ -329,6 +329,10 @@ fn containerd_port_mappings_and_lenient_del() {
 fn mtu_auto_and_uplink_lists() {
     let conf = parse(&with(json!({"mtu": "auto", "uplink": ["eth0", "wwan0"]}))).unwrap();
     assert_eq!((conf.mtu, conf.mtu_auto), (None, true));
+    let absent = parse(&with(json!({}))).unwrap();
+    assert_eq!((absent.mtu, absent.mtu_auto), (None, true));
+    let fixed = parse(&with(json!({"mtu": 1400}))).unwrap();
+    assert_eq!((fixed.mtu, fixed.mtu_auto), (Some(1400), false));
     assert_eq!(
         conf.uplink,
         UplinkSelector::List(vec!["eth0".into(), "wwan0".into()])

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use smarter_common::{
     IfStatsKey, UplinkValue, maps, progs,
-    uplink::{DIR_IN, UPLINK_F_L3},
+    uplink::{DIR_IN, UPLINK_F_L3, UPLINK_F_NO_EGRESS},
 };
 
 use super::attach::{self, Hook};
@@ -59,11 +59,14 @@ pub struct UplinkEntry {
     pub l3: bool,
     /// MTU as recorded.
     pub mtu: u32,
+    /// Pods may start flows out of it (`uplink` selects it); else only replies of flows that
+    /// came in by it leave by it.
+    pub egress: bool,
 }
 
 impl EbpfDatapath {
     /// Makes the datapath serve exactly `ext`: programs on every interface of it, its
-    /// `uplinks` entries (address 0 where pods may not leave), the node's addresses; interfaces no longer in it lose their entry and
+    /// `uplinks` entries (flagged where pods may not start flows), the node's addresses; interfaces no longer in it lose their entry and
     /// programs. The config record's uplink fields name the default route's uplink (shown by
     /// status). Idempotent.
     ///
@@ -114,15 +117,15 @@ impl EbpfDatapath {
         let mut prog = self.program(ingress)?;
         let pin = self.pins.link(&in_pin(up.ifindex));
         attach::attach(&mut prog, Hook::ingress(&up.name, ingress), mode, &pin)?;
-        // Not selected: pods may not leave by it (the programs still guard it).
-        let nat_to = if up.selected {
-            up.addr
-        } else {
-            Ipv4Addr::UNSPECIFIED
-        };
+        // Not selected: pods may not start flows out of it (replies of hostPort flows on its
+        // address leave by it; the programs guard it).
+        let mut flags = if up.l3 { UPLINK_F_L3 } else { 0 };
+        if !up.selected {
+            flags |= UPLINK_F_NO_EGRESS;
+        }
         let value = UplinkValue {
-            addr: addr(nat_to),
-            flags: if up.l3 { UPLINK_F_L3 } else { 0 },
+            addr: addr(up.addr),
+            flags,
             mtu: up.mtu,
             pad: 0,
         };
@@ -222,6 +225,7 @@ impl EbpfDatapath {
                 addr: Ipv4Addr::from(v.addr.to_ne_bytes()),
                 l3: v.is_l3(),
                 mtu: v.mtu,
+                egress: v.is_egress(),
             })
             .collect();
         out.sort_by_key(|u| u.ifindex);
@@ -291,7 +295,7 @@ impl EbpfDatapath {
                 bytes,
             });
         }
-        out.sort_by(|a, b| (a.pod, a.ifindex, a.dir).cmp(&(b.pod, b.ifindex, b.dir)));
+        out.sort_by_key(|t| (t.pod, t.ifindex, t.dir));
         Ok(out)
     }
 

@@ -1,5 +1,6 @@
-//! hostPorts: `portMappings` as entries of the `hostports` map (DNAT on every node address, or the `hostIP`, by
-//! `smarter_uplink`, replies reverse-DNATed by `smarter_pod` through conntrack).
+//! hostPorts: `portMappings` as entries of the `hostports` map (DNAT on every node address, or
+//! on its `hostIP` only, by the external interfaces' ingress programs and, hairpinned, by
+//! `smarter_pod`; replies reverse-DNATed by `smarter_pod` through conntrack).
 
 use std::net::Ipv4Addr;
 
@@ -19,6 +20,7 @@ fn hp_key(p: &HostPortSpec) -> HostPortKey {
         port: p.host_port.to_be(),
         proto: p.protocol,
         pad: 0,
+        host_ip: p.host_ip.map_or(0, addr),
     }
 }
 
@@ -47,15 +49,23 @@ impl EbpfDatapath {
                     reason: "protocol must be 6 (tcp) or 17 (udp) and ports non-zero",
                 });
             }
-            // A port held by an address with no endpoint has no owner (its pod is gone):
-            // garbage, taken over. One held by a live endpoint is refused.
-            if let Ok(held) = maps_guard.hostports.get(&hp_key(p), 0)
-                && held.pod_ip != pod
-                && maps_guard
-                    .endpoints
-                    .get(&EndpointKey { addr: held.pod_ip }, 0)
-                    .is_ok()
-            {
+            // A mapping answering the same flows (same port on every address, or on the same
+            // one) held by a live endpoint is refused. One held by an address with no
+            // endpoint has no owner (its pod is gone): garbage, taken over.
+            let wanted = hp_key(p);
+            let held = maps_guard
+                .hostports
+                .iter()
+                .filter_map(Result::ok)
+                .find(|(k, v)| {
+                    k.overlaps(&wanted)
+                        && v.pod_ip != pod
+                        && maps_guard
+                            .endpoints
+                            .get(&EndpointKey { addr: v.pod_ip }, 0)
+                            .is_ok()
+                });
+            if let Some((_, held)) = held {
                 return Err(EbpfError::HostPortTaken {
                     port: p.host_port,
                     protocol: proto_name(p.protocol),
@@ -63,13 +73,23 @@ impl EbpfDatapath {
                 });
             }
         }
+        // Ownerless mappings these ports overlap go (an exact key is simply overwritten).
+        let stale: Vec<HostPortKey> = maps_guard
+            .hostports
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| v.pod_ip != pod && ports.iter().any(|p| k.overlaps(&hp_key(p))))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = maps_guard.hostports.remove(k);
+        }
         let mut written = Vec::new();
         for p in ports {
             let value = HostPortValue {
                 pod_ip: pod,
                 pod_port: p.container_port.to_be(),
                 pad: 0,
-                host_ip: p.host_ip.map_or(0, addr),
             };
             if let Err(e) = maps_guard.hostports.insert(hp_key(p), value, 0) {
                 for k in &written {
@@ -98,8 +118,8 @@ impl EbpfDatapath {
             .map(|(k, _)| k)
             .collect();
         // Another process writing the map meanwhile can make the iteration repeat keys.
-        doomed.sort_by_key(|k| (k.proto, k.port));
-        doomed.dedup_by_key(|k| (k.proto, k.port));
+        doomed.sort_by_key(|k| (k.proto, k.port, k.host_ip));
+        doomed.dedup_by_key(|k| (k.proto, k.port, k.host_ip));
         for k in &doomed {
             match maps_guard.hostports.remove(k) {
                 Err(e) if !super::endpoints::is_absent(&e) => {
@@ -161,7 +181,7 @@ impl EbpfDatapath {
                 host_port: u16::from_be(k.port),
                 container_port: u16::from_be(v.pod_port),
                 protocol: k.proto,
-                host_ip: (v.host_ip != 0).then(|| Ipv4Addr::from(v.host_ip.to_ne_bytes())),
+                host_ip: (k.host_ip != 0).then(|| Ipv4Addr::from(k.host_ip.to_ne_bytes())),
             };
             out.push((spec, Ipv4Addr::from(v.pod_ip.to_ne_bytes())));
         }

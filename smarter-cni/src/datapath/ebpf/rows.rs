@@ -39,7 +39,8 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
             .into_iter()
             .map(|u| {
                 let default_route = u.ifindex == cfg.uplink_ifindex;
-                UplinkRow::new(u.ifindex, u.name, u.addr, u.l3, u.mtu, default_route)
+                let row = UplinkRow::new(u.ifindex, u.name, u.addr, u.l3, u.mtu, default_route);
+                if u.egress { row } else { row.replies_only() }
             })
             .collect(),
         tables: Vec::new(),
