@@ -75,7 +75,7 @@ pub struct VmArgs {
     #[arg(long, value_delimiter = ',', default_values = ["arm64"])]
     pub conformance: Vec<String>,
     /// Only the conformance cases whose description contains this (`CONFORMANCE_FILTER`;
-    /// empty: the whole 263-case matrix).
+    /// empty: every topology's whole matrix).
     #[arg(long, default_value = "")]
     pub conformance_filter: String,
     /// Seconds a guest may run before it is killed.
