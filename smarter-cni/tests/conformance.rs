@@ -120,7 +120,7 @@ fn conformance_failover() {
     let mut notes = String::new();
     let mut failures = Vec::new();
     for dp in [Dp::Reference, Dp::Nft, Dp::Ebpf] {
-        let Some((run, changes)) = failover::run(dp) else {
+        let Some((run, changes)) = failover::run(dp, true) else {
             return;
         };
         notes.push_str(&failover::describe(dp, &changes));
@@ -137,6 +137,29 @@ fn conformance_failover() {
             }
         }
         runs.push(run);
+    }
+    // Without the agent: the plugin set both uplinks up at ADD; nothing may leak and new
+    // flows must still follow the route.
+    for dp in [Dp::Nft, Dp::Ebpf] {
+        let Some((run, changes)) = failover::run(dp, false) else {
+            return;
+        };
+        notes.push_str(&format!("(no agent) {}", failover::describe(dp, &changes)));
+        for c in changes.iter().filter(|c| !c.moved()) {
+            failures.push(format!(
+                "{} without the agent: after {} the stream did not follow the default route",
+                dp.name(),
+                c.what
+            ));
+        }
+        if !run.leaks.is_empty() {
+            failures.push(format!(
+                "{} without the agent: {} frames with a pod's address left the node: {:?}",
+                dp.name(),
+                run.leaks.len(),
+                &run.leaks[..run.leaks.len().min(5)]
+            ));
+        }
     }
     judge(Topo::Failover, &runs, failures, &notes);
 }

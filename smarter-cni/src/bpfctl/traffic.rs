@@ -260,7 +260,20 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"ifname": null, "ifindex": 5, "addr": null, "link": "l3",
-                               "mtu": 1428, "default_route": false})
+                               "mtu": 1428, "default_route": false, "egress": true})
+        );
+        let lan = UplinkRow::new(
+            4,
+            Some("lan0".into()),
+            Ipv4Addr::new(192, 168, 50, 1),
+            false,
+            1500,
+            false,
+        )
+        .replies_only();
+        assert_eq!(
+            lan.describe(),
+            "lan0 (ifindex 4): not selected, replies only from 192.168.50.1, ethernet, mtu 1500"
         );
     }
 }

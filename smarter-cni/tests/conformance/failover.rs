@@ -205,10 +205,12 @@ fn follow(b: &Bench, stream: &Stream, what: String, t0: Instant, far_if: &str) -
 }
 
 /// Runs the fail-over topology through `dp`: the stream over [`CYCLES`] route changes both
-/// ways, then the core matrix while failed over. `None` when the test skips.
-pub fn run(dp: Dp) -> Option<(Run, Vec<Change>)> {
+/// ways, then the core matrix while failed over; our datapaths with the node agent running
+/// when `agent`, by the plugin's setup alone otherwise. `None` when the test skips.
+pub fn run(dp: Dp, agent: bool) -> Option<(Run, Vec<Change>)> {
     let b = Bench::start(dp, Topo::Failover, Some(STREAM_PORT))?;
-    let _agent = (dp != Dp::Reference).then(|| Agent::start(&b.w, &our_conf(dp, &b.w, b.topo)));
+    let _agent =
+        (dp != Dp::Reference && agent).then(|| Agent::start(&b.w, &our_conf(dp, &b.w, b.topo)));
     let stream = Stream::start(&b);
     let end = Instant::now() + DEADLINE;
     while stream.echoed() < 10 && Instant::now() < end {
