@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::args::{Cli, Command, CtArgs, Format};
-use super::discover::{Net, networks};
+use super::discover::{Net, collect, networks};
 use super::output::print;
 use super::rows::{CtRow, HostPortRow, StatsRow, StatusRow, proto_name};
 use super::{Failure, drift, monitor, traffic, write};
@@ -96,19 +96,6 @@ fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<&'a Net>, Failure> {
             6,
             format!("`{what}`: no selected network uses the eBPF datapath"),
         ));
-    }
-    Ok(out)
-}
-
-/// Rows of every network, each from its own datapath.
-pub(super) fn collect<B: std::borrow::Borrow<Net>, T>(
-    nets: &[B],
-    rows: impl Fn(&Net) -> Result<Vec<T>, DatapathError>,
-) -> Result<Vec<T>, Failure> {
-    let mut out = Vec::new();
-    for n in nets {
-        let n = n.borrow();
-        out.extend(rows(n).map_err(|e| Failure::from_err(&n.name, &e))?);
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use smarter_common::LAYOUT_VERSION;
 
 use super::Failure;
 use crate::cni::NetConf;
-use crate::datapath::{self, Datapath, DatapathKind};
+use crate::datapath::{self, Datapath, DatapathError, DatapathKind};
 
 /// One network found on the node.
 #[derive(Debug)]
@@ -128,4 +128,17 @@ fn versions(dir: &Path) -> String {
         Ok(v) if !v.is_empty() => format!("has {}", v.into_iter().collect::<Vec<_>>().join(", ")),
         _ => "empty".to_string(),
     }
+}
+
+/// Rows of every network, each from its own datapath.
+pub(super) fn collect<B: std::borrow::Borrow<Net>, T>(
+    nets: &[B],
+    rows: impl Fn(&Net) -> Result<Vec<T>, DatapathError>,
+) -> Result<Vec<T>, Failure> {
+    let mut out = Vec::new();
+    for n in nets {
+        let n = n.borrow();
+        out.extend(rows(n).map_err(|e| Failure::from_err(&n.name, &e))?);
+    }
+    Ok(out)
 }

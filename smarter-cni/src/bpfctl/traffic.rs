@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use super::Failure;
 use super::args::TrafficArgs;
-use super::cli::collect;
-use super::discover::Net;
+use super::discover::{Net, collect};
 use super::rows::TrafficRow;
 use crate::datapath::DatapathError;
 

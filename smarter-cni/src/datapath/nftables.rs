@@ -32,6 +32,7 @@ mod tables;
 #[cfg(test)]
 mod tests;
 mod traffic;
+mod traffic_view;
 
 pub use config::NftablesConfig;
 pub use error::NftablesError;
