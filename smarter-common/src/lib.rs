@@ -6,7 +6,7 @@
 //! - [`endpoint`]: the per-pod map layouts (endpoint, operator metadata, counters);
 //! - [`config`]: the per-network configuration record;
 //! - [`verdict`]: per-verdict counters and the deny-list key;
-//! - [`events`]: drop and trace events;
+//! - [`events`]: drop and trace events; [`icmp`]: the ICMP types NAT treats by name;
 //! - [`uplink`]: the external interfaces, the node's addresses and per-pod traffic through
 //!   each interface;
 //! - [`link`]: what a pod may say on the link (its link-local address, neighbour discovery,
@@ -22,6 +22,7 @@ pub mod config;
 pub mod ct;
 pub mod endpoint;
 pub mod events;
+pub mod icmp;
 pub mod link;
 pub mod maps;
 pub mod nat_port;

@@ -12,7 +12,7 @@
 //! The quoted packet may be TCP, UDP, an ICMP query or any protocol without ports.
 
 use aya_ebpf::programs::TcContext;
-use smarter_common::{CtKey, Verdict, ct::icmp};
+use smarter_common::{CtKey, Verdict, icmp};
 
 use crate::{
     maps::{CT_IN, CT_OUT},

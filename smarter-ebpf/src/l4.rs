@@ -6,7 +6,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
-use smarter_common::ct::icmp;
+use smarter_common::icmp;
 
 use crate::parse::{Ipv4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read};
 

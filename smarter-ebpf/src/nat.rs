@@ -23,7 +23,8 @@ use aya_ebpf::{
 };
 use smarter_common::{
     CtKey, CtValue, HostPortKey, NetConfig, Verdict,
-    ct::{CT_NEW, icmp, next_state},
+    ct::{CT_NEW, next_state},
+    icmp,
     uplink::DIR_OUT,
 };
 

@@ -50,10 +50,12 @@ use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate
 pub mod defaults;
 mod fields;
 pub mod paths;
+mod uplink;
 
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";
 pub use defaults::MTU as DEFAULT_MTU;
+pub use uplink::UplinkSelector;
 /// Default `subnet`.
 pub const DEFAULT_SUBNET: Ipv4Network =
     match Ipv4Network::new_checked(Ipv4Addr::new(172, 39, 0, 0), 16) {
@@ -133,32 +135,6 @@ pub enum TcAttachMode {
     Tcx,
     /// Netlink `clsact` qdisc filters only.
     Netlink,
-}
-
-/// Which of the node's external interfaces pods may leave by (NAT, node-local-only and the
-/// leak backstop hold on each of them).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub enum UplinkSelector {
-    /// Every external interface (anything but the loopback, the bridge and its ports),
-    /// following them as they come and go.
-    #[default]
-    Auto,
-    /// This interface only.
-    Named(String),
-    /// These interfaces only.
-    List(Vec<String>),
-}
-
-impl UplinkSelector {
-    /// The interface names it restricts to; empty for [`Self::Auto`].
-    #[must_use]
-    pub fn names(&self) -> Vec<String> {
-        match self {
-            Self::Auto => Vec::new(),
-            Self::Named(n) => vec![n.clone()],
-            Self::List(l) => l.clone(),
-        }
-    }
 }
 
 /// An inclusive range of source ports for SNAT.
@@ -418,7 +394,7 @@ impl NetConf {
                 ],
             )?
             .unwrap_or_default(),
-            uplink: fields::uplink(&f)?,
+            uplink: uplink::uplink(&f)?,
             data_dir: fields::abs_path(&f, "dataDir")?.unwrap_or(defaults.data_dir),
             state_dir: fields::abs_path(&f, "stateDir")?.unwrap_or(defaults.state_dir),
             bpffs_dir: fields::abs_path(&f, "bpffsDir")?.unwrap_or(defaults.bpffs_dir),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde_json::Value;
 
-use super::{CtTimeoutsConf, DEFAULT_SUBNET, PortRange, UplinkSelector, ValidAttachment};
+use super::{CtTimeoutsConf, DEFAULT_SUBNET, PortRange, ValidAttachment};
 use crate::cni::CniError;
 use crate::cni::json::Fields;
 use crate::cni::names::validate_ifname;
@@ -77,38 +77,6 @@ pub(super) fn ifname(f: &Fields<'_>, key: &str) -> Result<Option<String>, CniErr
                 format!("is not a valid interface name: it {why}"),
             )
         })
-}
-
-/// `uplink`: absent or `"auto"` (every external interface), an interface name, or a list of
-/// interface names (those only).
-pub(super) fn uplink(f: &Fields<'_>) -> Result<UplinkSelector, CniError> {
-    let named = |key: &str, name: &str| {
-        validate_ifname(name).map_err(|why| {
-            f.invalid(
-                key,
-                &Value::String(name.to_owned()),
-                format!("is not \"auto\" or a valid interface name: it {why}"),
-            )
-        })
-    };
-    if let Some(Value::Array(_)) = f.get("uplink") {
-        let names = f.string_list("uplink")?;
-        if names.is_empty() {
-            return Err(f.invalid(
-                "uplink",
-                &Value::Array(Vec::new()),
-                "is an empty list (leave it out for every external interface)",
-            ));
-        }
-        for (i, name) in names.iter().enumerate() {
-            named(&format!("uplink[{i}]"), name)?;
-        }
-        return Ok(UplinkSelector::List(names));
-    }
-    match f.string("uplink")? {
-        None | Some("auto") => Ok(UplinkSelector::Auto),
-        Some(name) => named("uplink", name).map(|()| UplinkSelector::Named(name.to_owned())),
-    }
 }
 
 /// `nodeDns`: an IPv4 unicast address, or `""` / `"off"` for no node-local DNS (`Some(None)`).
