@@ -144,7 +144,9 @@ fn conformance_failover() {
         let Some((run, changes)) = failover::run(dp, false) else {
             return;
         };
-        notes.push_str(&format!("(no agent) {}", failover::describe(dp, &changes)));
+        for line in failover::describe(dp, &changes).lines() {
+            notes.push_str(&format!("(no agent) {line}\n"));
+        }
         for c in changes.iter().filter(|c| !c.moved()) {
             failures.push(format!(
                 "{} without the agent: after {} the stream did not follow the default route",
