@@ -12,10 +12,11 @@
 mod ipv4;
 mod ipv6;
 
-pub use ipv4::{Ipv4, icmp4, id_seq, tcp, udp, with_l4_csum};
+use std::net::IpAddr;
+
+pub use ipv4::{Ipv4, icmp4, id_seq, tcp, udp};
 pub use ipv6::{
     ALL_NODES, Ipv6, eth_dst6, ext8, icmp6, nd_body, nd_opt, ra_body, redirect_body, udp6,
-    with_l4_csum6,
 };
 
 /// EtherType of IPv4.
@@ -42,6 +43,50 @@ pub fn inet_csum(bytes: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The pseudo header an L4 checksum of protocol `proto` from `src` to `dst` covers: IPv4's
+/// (none for ICMP, `proto` 1) or IPv6's.
+///
+/// # Panics
+/// When `src` and `dst` are of different families.
+fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) if proto == 1 => Vec::new(),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut over = s.octets().to_vec();
+            over.extend_from_slice(&d.octets());
+            over.extend_from_slice(&[0, proto]);
+            over.extend_from_slice(&u16::try_from(len).expect("an L4 length").to_be_bytes());
+            over
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut over = s.octets().to_vec();
+            over.extend_from_slice(&d.octets());
+            over.extend_from_slice(&u32::try_from(len).expect("an L4 length").to_be_bytes());
+            over.extend_from_slice(&[0, 0, 0, proto]);
+            over
+        }
+        _ => panic!("a pseudo header from {src} to {dst}: two families"),
+    }
+}
+
+/// `l4` (protocol or next header `proto`, from `src` to `dst`) with its checksum at `at`
+/// computed over the pseudo header of the addresses' family (IPv4's, none for ICMP; IPv6's)
+/// and itself.
+///
+/// # Panics
+/// When `src` and `dst` are of different families, or `l4` has no field at `at`.
+#[must_use]
+pub fn with_l4_csum(
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+    proto: u8,
+    l4: Vec<u8>,
+    at: usize,
+) -> Vec<u8> {
+    let over = pseudo_header(src.into(), dst.into(), proto, l4.len());
+    fill_csum(over, l4, at)
 }
 
 /// `l4` with the checksum of `over` (a pseudo header, or nothing) then `l4` written at `at`,
@@ -126,7 +171,7 @@ pub fn l4_ok(f: &[u8], at: usize) -> bool {
     }
     let src: [u8; 4] = ip[12..16].try_into().expect("IPv4 source");
     let dst: [u8; 4] = ip[16..20].try_into().expect("IPv4 destination");
-    let mut over = ipv4::pseudo_header(src.into(), dst.into(), proto, l4.len());
+    let mut over = pseudo_header(src.into(), dst.into(), proto, l4.len());
     over.extend_from_slice(l4);
     inet_csum(&over) == 0
 }

@@ -1,5 +1,4 @@
-//! IPv4 and what rides on it: the header ([`Ipv4`]), UDP, TCP and ICMP messages, and L4
-//! checksums over the IPv4 pseudo header.
+//! IPv4 and what rides on it: the header ([`Ipv4`]), UDP, TCP and ICMP messages.
 
 use std::net::Ipv4Addr;
 
@@ -102,33 +101,7 @@ impl Ipv4 {
     }
 }
 
-/// The IPv4 pseudo header an L4 checksum of protocol `proto` covers (none for ICMP).
-pub(super) fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> Vec<u8> {
-    if proto == 1 {
-        return Vec::new();
-    }
-    let mut over = src.octets().to_vec();
-    over.extend_from_slice(&dst.octets());
-    over.extend_from_slice(&[0, proto]);
-    over.extend_from_slice(&u16::try_from(len).expect("an L4 length").to_be_bytes());
-    over
-}
-
-/// `l4` (protocol `proto` from `src` to `dst`) with its checksum at `at` computed over the
-/// pseudo header (not for ICMP, `proto` 1) and itself.
-#[must_use]
-pub fn with_l4_csum(
-    src: impl Into<Ipv4Addr>,
-    dst: impl Into<Ipv4Addr>,
-    proto: u8,
-    l4: Vec<u8>,
-    at: usize,
-) -> Vec<u8> {
-    let over = pseudo_header(src.into(), dst.into(), proto, l4.len());
-    fill_csum(over, l4, at)
-}
-
-/// A UDP datagram: the header (length 8 + `data`, checksum 0: none; see [`with_l4_csum`]),
+/// A UDP datagram: the header (length 8 + `data`, checksum 0: none; see [`super::with_l4_csum`]),
 /// then `data`.
 #[must_use]
 pub fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
@@ -142,7 +115,7 @@ pub fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// A TCP segment: a 20-byte header with `flags` (sequence number 0x12345678, no ACK number,
-/// window 64240, checksum 0; see [`with_l4_csum`]), then `data`.
+/// window 64240, checksum 0; see [`super::with_l4_csum`]), then `data`.
 #[must_use]
 pub fn tcp(sport: u16, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
     let mut t = vec![0u8; 20];

@@ -1,10 +1,9 @@
 //! IPv6 and what rides on it: the header ([`Ipv6`]) and extension headers ([`ext8`]), ICMPv6
-//! with neighbour discovery and router messages, UDP, and checksums over the IPv6 pseudo
-//! header.
+//! with neighbour discovery and router messages, UDP.
 
 use std::net::Ipv6Addr;
 
-use super::{ETH_P_IPV6, eth, fill_csum, ipv4::udp};
+use super::{ETH_P_IPV6, eth, ipv4::udp, with_l4_csum};
 
 /// `ff02::1`, all nodes.
 pub const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -71,31 +70,13 @@ pub fn eth_dst6(dst: impl Into<Ipv6Addr>, unicast: [u8; 6]) -> [u8; 6] {
     }
 }
 
-/// `l4` (next header `next`, from `src` to `dst`) with its checksum at `at` computed over the
-/// IPv6 pseudo header and itself.
-#[must_use]
-pub fn with_l4_csum6(
-    src: impl Into<Ipv6Addr>,
-    dst: impl Into<Ipv6Addr>,
-    next: u8,
-    l4: Vec<u8>,
-    at: usize,
-) -> Vec<u8> {
-    let mut over = src.into().octets().to_vec();
-    over.extend_from_slice(&dst.into().octets());
-    let len = u32::try_from(l4.len()).expect("an L4 length");
-    over.extend_from_slice(&len.to_be_bytes());
-    over.extend_from_slice(&[0, 0, 0, next]);
-    fill_csum(over, l4, at)
-}
-
 /// An ICMPv6 message of `kind` (code 0) from `src` to `dst`: `body` after type, code and
 /// checksum, with its checksum.
 #[must_use]
 pub fn icmp6(src: impl Into<Ipv6Addr>, dst: impl Into<Ipv6Addr>, kind: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![kind, 0, 0, 0];
     m.extend_from_slice(body);
-    with_l4_csum6(src, dst, 58, m, 2)
+    with_l4_csum(src.into(), dst.into(), 58, m, 2)
 }
 
 /// A UDP datagram from `src` to `dst` with its checksum.
@@ -107,7 +88,7 @@ pub fn udp6(
     dport: u16,
     data: &[u8],
 ) -> Vec<u8> {
-    with_l4_csum6(src, dst, 17, udp(sport, dport, data), 6)
+    with_l4_csum(src.into(), dst.into(), 17, udp(sport, dport, data), 6)
 }
 
 /// A neighbour discovery option of `kind` carrying a link-layer address (1: source,

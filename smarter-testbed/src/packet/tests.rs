@@ -148,3 +148,9 @@ fn ipv6_neighbour_discovery_and_udp() {
     assert_eq!(f[ETH_HLEN + 40..], [58, 0, 1, 4, 0, 0, 0, 0]);
     assert_eq!(eth_dst6(me, [9; 6]), [9; 6], "unicast keeps its MAC");
 }
+
+#[test]
+#[should_panic(expected = "two families")]
+fn a_pseudo_header_has_one_family() {
+    let _ = with_l4_csum([10, 0, 0, 1], ALL_NODES, 17, udp(1, 2, b""), 6);
+}
