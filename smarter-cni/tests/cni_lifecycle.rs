@@ -379,12 +379,11 @@ fn nft_tables(w: &smarter_testbed::World) -> Vec<String> {
 /// keeps working (NAT to the wan, the gateway), not only at the next ADD.
 #[test]
 fn nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run() {
-    use smarter_cni::datapath::nftables::NftablesDatapath;
     use smarter_testbed::NODE_UPLINK_IP;
     let Some(mut w) = world("retire_nft") else {
         return;
     };
-    if let Err(e) = w.node().run(NftablesDatapath::available) {
+    if let Err(e) = nftables_usable(&w) {
         smarter_testbed::skipped(&format!(
             "SKIP nft_tables_go_with_the_last_nft_pod_while_ebpf_pods_run: no nftables ({e})"
         ));

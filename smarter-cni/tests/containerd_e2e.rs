@@ -39,7 +39,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_testbed::containerd::{Cni, Containerd, missing_tools};
 use smarter_testbed::{EchoServer, WAN_SERVER_IP, World};
 
@@ -193,40 +192,29 @@ pub fn wan_source(w: &World, from: &Path) -> Ipv4Addr {
 
 /// Number of hostPorts in datapath `dp` of world `w`.
 pub fn host_ports(w: &World, dp: &str) -> usize {
-    match dp {
-        "ebpf" => smarter_cni::datapath::EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet")
-            .unwrap()
-            .map_or(0, |d| d.host_ports().unwrap().len()),
-        _ => w.node().run(|| {
-            NftablesDatapath::open("smartnet")
-                .unwrap()
-                .map_or(0, |d| d.host_ports().unwrap().len())
-        }),
-    }
+    with_datapath(w, dp, |d| d.host_ports().unwrap().len())
+        .unwrap()
+        .unwrap_or(0)
 }
 
 /// Everything an attachment can leave, on both datapaths: veths, allocations, records,
 /// eBPF endpoints and hostPorts, nftables elements and hostPorts.
 pub fn assert_census_empty(w: &World, context: &str) {
     assert_no_leaks(w, context);
-    if let Some(dp) =
-        smarter_cni::datapath::EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").unwrap()
-    {
+    if let Some(dp) = ebpf(w) {
         assert_eq!(
             dp.host_ports().unwrap(),
             vec![],
             "{context}: eBPF hostPorts left"
         );
     }
-    let nft = w.node().run(|| {
-        NftablesDatapath::open("smartnet").ok().flatten().map(|dp| {
-            (
-                dp.endpoints().unwrap().len(),
-                dp.host_ports().unwrap().len(),
-            )
-        })
+    let nft = with_datapath(w, "nftables", |dp| {
+        (
+            dp.endpoints().unwrap().len(),
+            dp.host_ports().unwrap().len(),
+        )
     });
-    if let Some((endpoints, ports)) = nft {
+    if let Ok(Some((endpoints, ports))) = nft {
         assert_eq!(
             (endpoints, ports),
             (0, 0),
@@ -239,7 +227,7 @@ pub fn assert_census_empty(w: &World, context: &str) {
 /// when `nft` works in the node namespace.
 pub fn datapaths(w: &World) -> Vec<&'static str> {
     let mut v = vec!["ebpf"];
-    match w.node().run(NftablesDatapath::available) {
+    match nftables_usable(w) {
         Ok(()) => v.push("nftables"),
         Err(e) => eprintln!("nftables unavailable ({e}): eBPF only"),
     }

@@ -14,15 +14,19 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{EbpfError, HostPortSpec};
-use world::{NODE_UPLINK, POD_IPS, WAN_ROUTER, WAN_SERVER, World};
+use smarter_testbed::{
+    FAR_SERVER_IP, NODE_UPLINK_IP as NODE_UPLINK, WAN_ROUTER_IP as WAN_ROUTER,
+    WAN_SERVER_IP as WAN_SERVER,
+};
+use world::{NatWorld, POD_IPS};
 
 #[test]
 fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     if !smarter_testbed::require_root("nat_pod_to_pod_deny_node_local_and_conntrack") {
         return;
     }
-    let w = World::new();
-    let [p0, p1] = &w.pods;
+    let mut w = NatWorld::new();
+    let [p0, p1] = w.pods();
 
     // pod → pod (redirect_peer after ARP through the bridge) and pod → node.
     assert!(p0.ping(POD_IPS[1]), "pod0 → pod1");
@@ -30,7 +34,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     assert!(p0.ping(Ipv4Addr::new(172, 39, 0, 1)), "pod → gateway");
     assert!(p1.ping(NODE_UPLINK), "pod → node uplink address");
     // Any other node address (node-local DNS lives on one): the FIB says local → host stack.
-    w.node.ip("addr add 169.254.0.2/32 dev smartnet0");
+    w.node().ip("addr add 169.254.0.2/32 dev smartnet0");
     assert!(
         p1.ping(Ipv4Addr::new(169, 254, 0, 2)),
         "pod → another node address"
@@ -38,9 +42,9 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
 
     // pod → wan TCP: the server sees the uplink address, the reply comes back.
     let listener = w
-        .wan
+        .wan()
         .run(|| TcpListener::bind((WAN_ROUTER, 8000)).expect("bind"));
-    let server = smarter_testbed::spawn_in(&w.wan, move || {
+    let server = smarter_testbed::spawn_in(w.wan(), move || {
         let (mut conn, peer) = listener.accept().expect("accept");
         let mut buf = [0u8; 5];
         conn.read_exact(&mut buf).expect("read");
@@ -116,7 +120,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         conn.write_all(&buf).expect("echo");
         peer
     });
-    let echoed = w.wan.run(|| {
+    let echoed = w.wan().run(|| {
         let to = SocketAddr::from((NODE_UPLINK, 8080));
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("hostPort");
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -131,7 +135,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         std::net::IpAddr::V4(WAN_ROUTER)
     );
     assert_eq!(w.verdict("hostport_in"), 1);
-    let closed = w.wan.run(|| {
+    let closed = w.wan().run(|| {
         TcpStream::connect_timeout(
             &SocketAddr::from((NODE_UPLINK, 8081)),
             Duration::from_secs(1),
@@ -157,19 +161,20 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     assert!(p0.ping(WAN_SERVER), "the rest of the wan still works");
 
     // Node-local only: a wan host routing the pod subnet via the node still cannot reach a pod.
-    w.wan.ip("route add 172.39.0.0/16 via 198.51.100.2");
-    assert!(!w.wan.ping(POD_IPS[0]), "inbound to a pod IP dropped");
+    w.wan().ip("route add 172.39.0.0/16 via 198.51.100.2");
+    assert!(!w.wan().ping(POD_IPS[0]), "inbound to a pod IP dropped");
     assert!(w.verdict("drop_nodelocal") >= 1);
 
     // PMTU discovery through the NAT: a far server behind a 1280-byte link of the wan router.
-    w.add_far();
-    assert!(p1.ping(world::FAR_SERVER), "far server reachable");
+    w.w.add_far().expect("the far namespace");
+    let [_, p1] = w.pods();
+    assert!(p1.ping(FAR_SERVER_IP), "far server reachable");
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", p1.name()))
         .args([
             "ping", "-M", "do", "-s", "1400", "-c", "3", "-i", "0.3", "-W", "1",
         ])
-        .arg(world::FAR_SERVER.to_string())
+        .arg(FAR_SERVER_IP.to_string())
         .output()
         .unwrap();
     let text = format!(
@@ -210,7 +215,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     assert!(w.dp.ct_entries().unwrap().is_empty());
 
     // Uplink detach: idempotent.
-    w.node.run(|| {
+    w.node().run(|| {
         w.dp.detach_external().unwrap();
         w.dp.detach_external().unwrap();
     });

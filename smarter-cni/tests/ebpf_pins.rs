@@ -15,15 +15,15 @@ use aya::{
 use smarter_cni::datapath::{
     AttachMode, DatapathConfig, EbpfDatapath, EbpfError, LAYOUT_VERSION, remove_network_pins,
 };
-use world::{World, has_tcx, wait_for_counters};
+use world::{PinsWorld, has_tcx, wait_for_counters};
 
 #[test]
 fn pins_are_loaded_once_reused_and_refused_when_wrong() {
     if !smarter_testbed::require_root("pins_are_loaded_once_reused_and_refused_when_wrong") {
         return;
     }
-    let world = World::new();
-    let root = world.bpffs.path();
+    let world = PinsWorld::new();
+    let root = world.root();
 
     let first = world.open("smartnet").expect("first open loads");
     let dir = root.join(format!("smartnet/v{LAYOUT_VERSION}"));
@@ -127,14 +127,14 @@ fn endpoints_attach_count_check_and_detach() {
     if !smarter_testbed::require_root("endpoints_attach_count_check_and_detach") {
         return;
     }
-    let world = World::new();
+    let world = PinsWorld::new();
     let dp = world.open("smartnet").expect("load");
     let specs = [world.spec(0), world.spec(1)];
     // Auto is TCX on Linux 6.6+ (as here), netlink before.
     let modes = [AttachMode::Auto, AttachMode::Netlink];
     let link_pin = dp.pin_dir().join("links/hv0");
 
-    world.node.run(|| {
+    world.node().run(|| {
         for (spec, mode) in specs.iter().zip(modes) {
             dp.attach_endpoint(spec, mode).expect("attach");
             dp.attach_endpoint(spec, mode)
@@ -153,7 +153,7 @@ fn endpoints_attach_count_check_and_detach() {
     );
 
     // Another opener (a later plugin run) sees the same endpoints.
-    let other = EbpfDatapath::open_existing(world.bpffs.path(), "smartnet")
+    let other = EbpfDatapath::open_existing(world.root(), "smartnet")
         .unwrap()
         .unwrap();
     let mut records = other.endpoints().unwrap();
@@ -186,7 +186,7 @@ fn endpoints_attach_count_check_and_detach() {
         assert!(more >= packets + 3);
     }
 
-    world.node.run(|| {
+    world.node().run(|| {
         let mut wrong = specs[0].clone();
         wrong.mac = [2, 0, 0, 0, 0, 0xee];
         wrong.pod_name = "someone-else".into();
@@ -238,12 +238,12 @@ fn switching_attach_mode_never_runs_the_program_twice() {
         );
         return;
     }
-    let world = World::new();
+    let world = PinsWorld::new();
     let dp = world.open("smartnet").expect("load");
     let spec = world.spec(0);
     let link_pin = dp.pin_dir().join("links/hv0");
     let tcx_programs = || {
-        world.node.run(|| {
+        world.node().run(|| {
             SchedClassifier::query_tcx("hv0", TcAttachType::Ingress)
                 .expect("query tcx")
                 .1
@@ -257,12 +257,12 @@ fn switching_attach_mode_never_runs_the_program_twice() {
         AttachMode::Auto,
     ] {
         world
-            .node
+            .node()
             .run(|| dp.attach_endpoint(&spec, mode))
             .expect("attach");
         let (tcx, netlink) = (
             tcx_programs(),
-            world.node.netlink_filters("hv0", "smarter_pod"),
+            world.node().netlink_filters("hv0", "smarter_pod"),
         );
         if mode == AttachMode::Netlink {
             assert_eq!((tcx, netlink), (0, 1), "{mode:?}");
@@ -271,32 +271,32 @@ fn switching_attach_mode_never_runs_the_program_twice() {
             assert_eq!((tcx, netlink), (1, 0), "{mode:?}");
             assert!(link_pin.exists());
         }
-        let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+        let diffs = world.node().run(|| dp.check_endpoint(&spec)).unwrap();
         assert!(diffs.is_empty(), "{mode:?}: {diffs:?}");
     }
 
     // The veth is re-created under the same name (a pod restarted after a crash, no DEL): the
     // stale link pin is replaced, and the new interface gets the program.
-    world.node.ip("link del hv0");
+    world.node().ip("link del hv0");
     world.wire(0);
     let spec = world.spec(0);
-    let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+    let diffs = world.node().run(|| dp.check_endpoint(&spec)).unwrap();
     assert!(
         diffs.iter().any(|d| d.contains("not attached")),
         "{diffs:?}"
     );
     world
-        .node
+        .node()
         .run(|| dp.attach_endpoint(&spec, AttachMode::Tcx))
         .expect("re-attach");
-    let diffs = world.node.run(|| dp.check_endpoint(&spec)).unwrap();
+    let diffs = world.node().run(|| dp.check_endpoint(&spec)).unwrap();
     assert!(diffs.is_empty(), "{diffs:?}");
     assert_eq!(tcx_programs(), 1);
 
     world
-        .node
+        .node()
         .run(|| dp.detach_endpoint(spec.ip, "hv0"))
         .expect("detach");
     assert_eq!(tcx_programs(), 0);
-    assert_eq!(world.node.netlink_filters("hv0", "smarter_pod"), 0);
+    assert_eq!(world.node().netlink_filters("hv0", "smarter_pod"), 0);
 }

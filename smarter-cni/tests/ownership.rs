@@ -29,10 +29,7 @@ fn start_pods(w: &mut World, conf: &serde_json::Value, generation: &str) -> Vec<
 }
 
 fn nft_available(w: &World, test: &str) -> bool {
-    match w
-        .node()
-        .run(smarter_cni::datapath::nftables::NftablesDatapath::available)
-    {
+    match common::nftables_usable(w) {
         Ok(()) => true,
         Err(e) => {
             smarter_testbed::skipped(&format!("SKIP {test}: no nftables ({e})"));

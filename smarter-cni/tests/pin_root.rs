@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::nftables::NftablesDatapath;
-use smarter_cni::datapath::{ChoiceRecord, EbpfDatapath, LAYOUT_VERSION};
+use smarter_cni::datapath::{ChoiceRecord, LAYOUT_VERSION};
 use smarter_testbed::{CniCall, NODE_UPLINK_IP, World, spawn_in};
 
 /// Bounds a wait; never asserts speed.
@@ -53,10 +52,9 @@ fn pod_program_pin(pin_root: &Path) -> PathBuf {
         .join("progs/smarter_pod")
 }
 
-/// Whether the network has nftables tables (run in the node namespace).
+/// Whether the network has nftables tables (looked up in the node namespace).
 fn has_nft_tables(w: &World) -> bool {
-    w.node()
-        .run(|| NftablesDatapath::open("smartnet"))
+    with_datapath(w, "nftables", |_| ())
         .expect("nft list")
         .is_some()
 }
@@ -100,15 +98,7 @@ fn add_on_a_fresh_node_creates_the_pin_root_and_runs_ebpf() {
             Some(IpAddr::V4(NODE_UPLINK_IP)),
             "{mode}: NATed to the uplink"
         );
-        let dp = EbpfDatapath::open_existing(&root, "smartnet")
-            .unwrap()
-            .expect("pins");
-        let nat_out = dp
-            .verdict_stats()
-            .unwrap()
-            .into_iter()
-            .find(|(v, _, _)| *v == "nat_out")
-            .map_or(0, |(_, p, _)| p);
+        let nat_out = counted(&w, "ebpf", &["nat_out"]);
         assert!(nat_out > 0, "{mode}: eBPF NATed the flow");
         assert!(!has_nft_tables(&w), "{mode}: no nftables datapath");
 

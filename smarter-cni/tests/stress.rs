@@ -14,18 +14,16 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_testbed::load::CpuLoad;
 use smarter_testbed::{CniCall, WAN_SERVER_IP, World, spawn_in, spawn_plugin};
 
 /// Everything of every attachment is gone, in both datapaths.
 fn census(w: &World, context: &str) {
     assert_no_leaks(w, context);
-    if let Some(dp) = EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet").unwrap() {
+    if let Some(dp) = ebpf(w) {
         assert_eq!(
-            dp.ct_entries().unwrap(),
-            vec![],
+            dp.flows().unwrap(),
+            Some(vec![]),
             "{context}: conntrack left"
         );
         assert_eq!(
@@ -33,7 +31,7 @@ fn census(w: &World, context: &str) {
             vec![],
             "{context}: hostPorts left"
         );
-        let ports = dp.map_fill().unwrap();
+        let ports = dp.fill().unwrap();
         let ifaces = ports
             .iter()
             .find(|m| m.map == "ep_ifaces")
@@ -62,15 +60,10 @@ fn census(w: &World, context: &str) {
             assert_eq!(elems, 0, "{context}: nftables {set} elements left");
         }
     }
-    let nft = spawn_in(w.node(), || {
-        NftablesDatapath::open("smartnet")
-            .ok()
-            .flatten()
-            .map(|d| (d.endpoints().unwrap(), d.host_ports().unwrap()))
-    })
-    .join()
-    .unwrap();
-    if let Some((eps, ports)) = nft {
+    let nft = with_datapath(w, "nftables", |d| {
+        (d.endpoints().unwrap(), d.host_ports().unwrap())
+    });
+    if let Ok(Some((eps, ports))) = nft {
         assert_eq!(eps, vec![], "{context}: nftables endpoints left");
         assert_eq!(ports, vec![], "{context}: nftables hostPorts left");
     }

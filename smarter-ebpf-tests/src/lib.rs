@@ -1,18 +1,19 @@
 //! `BPF_PROG_TEST_RUN` tests of the `smarter-ebpf` programs, kept beside them and out of the
-//! plugin's sources (as Cilium's `bpf/tests/`): the tests in `tests/` feed packets built by one
-//! packet builder ([`pktgen`]) to the programs of the real object — the one the plugin embeds,
-//! [`smarter_cni::datapath::ebpf::EBPF_OBJECT`], not a second build — and check verdicts,
-//! output bytes and map contents.
+//! plugin's sources (as Cilium's `bpf/tests/`): the tests in `tests/` feed packets built by the
+//! one packet builder of the tests ([`smarter_testbed::packet`]) to the programs of the real
+//! object — the one the plugin embeds, [`smarter_cni::datapath::ebpf::EBPF_OBJECT`], not a
+//! second build — and check verdicts, output bytes and map contents.
 //!
-//! - [`pktgen`]: Ethernet/IPv4/L4 packets, checksums, running a program on a packet;
+//! - [`run`]: running a program on a packet, the mutation tests' seeded generator;
 //! - [`world`]: the object loaded with a small network (two endpoints, a deny range, an optional
-//!   uplink), verdict counters, a private network namespace for the tests that need a FIB.
+//!   uplink), verdict counters, the node namespace of a `smarter_testbed` world for the tests
+//!   that need a FIB.
 //!
-//! Everything needs root (loading programs, `unshare`); without it every test skips with a
+//! Everything needs root (loading programs, namespaces); without it every test skips with a
 //! message through [`smarter_testbed::skipped`] ([`root_or_skip`]). Nothing is pinned or attached
-//! and no interface outside a test's own namespace is touched.
+//! and no interface outside a test's own namespaces is touched.
 
-pub mod pktgen;
+pub mod run;
 pub mod world;
 
 /// `TC_ACT_OK`: the packet continues (to the host stack).
@@ -30,10 +31,21 @@ pub const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 pub const PEER: [u8; 4] = [172, 39, 0, 4];
 /// [`PEER`]'s MAC address.
 pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x04];
-/// The uplink address, also the SNAT address (on `up0` in [`world::in_private_netns`]).
-pub const UPLINK: [u8; 4] = [198, 51, 100, 2];
-/// A remote host beyond the uplink (a static neighbour of `up0`).
+/// The uplink address, also the SNAT address (the world's, on [`UPLINK_IF`] in
+/// [`world::in_private_netns`]).
+pub const UPLINK: [u8; 4] = smarter_testbed::NODE_UPLINK_IP.octets();
+/// The uplink interface in [`world::in_private_netns`].
+pub const UPLINK_IF: &str = smarter_testbed::UPLINK;
+/// A remote host beyond the uplink (a static neighbour of [`UPLINK_IF`]).
 pub const REMOTE: [u8; 4] = [198, 51, 100, 7];
+/// [`REMOTE`]'s MAC address.
+pub const REMOTE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+/// Where the pods' frames go: the gateway's MAC (the programs do not check it).
+pub const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// Where the tests' IPv6 frames go: the all-nodes group's MAC, `33:33:00:00:00:01`.
+pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 0x01];
+/// The payload of the UDP datagrams the NAT tests send.
+pub const HELLO: &[u8] = b"hello through the NAT";
 
 /// Whether the test may run: `true` as root; otherwise reports `SKIP <test>: …` through
 /// [`smarter_testbed::skipped`] (so `cargo xtask test` counts a skip, not a pass) and returns

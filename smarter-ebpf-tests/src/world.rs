@@ -1,7 +1,8 @@
 //! The object loaded into the kernel with a small network configured in its maps, the verdict
-//! counters, and a private network namespace for the tests whose programs look up the FIB.
+//! counters, and a private network namespace (a `smarter_testbed` world's node) for the tests
+//! whose programs look up the FIB.
 
-use std::process::Command;
+use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf,
@@ -13,7 +14,7 @@ use smarter_common::{
     EndpointKey, EndpointValue, NetConfig, UplinkValue, Verdict, VerdictStats, maps, progs,
 };
 
-use crate::{PEER, PEER_MAC, POD, POD_MAC};
+use crate::{PEER, PEER_MAC, POD, POD_MAC, REMOTE, REMOTE_MAC, UPLINK, UPLINK_IF};
 
 /// An IPv4 address as the maps hold it (network order in a native `u32`).
 fn ne(o: [u8; 4]) -> u32 {
@@ -58,7 +59,7 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
         gateway: ne([172, 39, 0, 1]),
         subnet: ne([172, 39, 0, 0]),
         prefix_len: 16,
-        uplink_addr: ne([198, 51, 100, 2]),
+        uplink_addr: ne(UPLINK),
         uplink_ifindex,
         ..NetConfig::default()
     };
@@ -69,7 +70,7 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
         let mut uplinks: HashMap<_, u32, UplinkValue> =
             HashMap::try_from(ebpf.map_mut(maps::UPLINKS).unwrap()).unwrap();
         let up = UplinkValue {
-            addr: ne([198, 51, 100, 2]),
+            addr: ne(UPLINK),
             mtu: 1500,
             ..UplinkValue::default()
         };
@@ -77,9 +78,7 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
     }
     let mut node_addrs: HashMap<_, u32, u32> =
         HashMap::try_from(ebpf.map_mut(maps::NODE_ADDRS).unwrap()).unwrap();
-    node_addrs
-        .insert(ne([198, 51, 100, 2]), uplink_ifindex, 0)
-        .unwrap();
+    node_addrs.insert(ne(UPLINK), uplink_ifindex, 0).unwrap();
     node_addrs.insert(ne([172, 39, 0, 1]), 0, 0).unwrap();
     let mut deny: LpmTrie<_, u32, u8> =
         LpmTrie::try_from(ebpf.map_mut(maps::DENY).unwrap()).unwrap();
@@ -102,43 +101,22 @@ pub fn count(ebpf: &Ebpf, v: Verdict) -> u64 {
         .sum()
 }
 
-/// Runs `f` on a thread inside a fresh network namespace (`unshare`) where a veth `up0` is the
-/// "uplink" [`crate::UPLINK`]/24 with a static neighbour for [`crate::REMOTE`], so the
-/// programs' FIB lookup succeeds; nothing outside that namespace is touched (it disappears with
-/// the thread).
+/// Runs `f` on a thread inside the node namespace of a fresh [`smarter_testbed::World`], whose
+/// uplink [`crate::UPLINK_IF`] holds [`crate::UPLINK`]/24, with a static neighbour for
+/// [`crate::REMOTE`] and forwarding on, so the programs' FIB lookup succeeds; the world and
+/// everything in it is removed afterwards, also when `f` panics.
 ///
 /// # Panics
-/// When `unshare`, `ip` or `sysctl` fails, or when `f` panics.
+/// When the world cannot be built, `ip` or `sysctl` fails, or `f` panics.
 pub fn in_private_netns(f: impl FnOnce() + Send) {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
-            for args in [
-                &["ip", "link", "set", "lo", "up"][..],
-                &[
-                    "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1",
-                ],
-                &["ip", "addr", "add", "198.51.100.2/24", "dev", "up0"],
-                &["ip", "link", "set", "up0", "up"],
-                &["ip", "link", "set", "up1", "up"],
-                &[
-                    "ip",
-                    "neigh",
-                    "replace",
-                    "198.51.100.7",
-                    "lladdr",
-                    "02:00:00:00:00:77",
-                    "dev",
-                    "up0",
-                ],
-                &["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"],
-            ] {
-                let st = Command::new(args[0]).args(&args[1..]).status().unwrap();
-                assert!(st.success(), "{args:?}");
-            }
-            f();
-        })
-        .join()
-        .unwrap();
-    });
+    let w = smarter_testbed::World::new("ebpf_tests").expect("namespace world");
+    let node = w.node();
+    node.ip(&format!(
+        "neigh replace {} lladdr {} dev {UPLINK_IF}",
+        Ipv4Addr::from(REMOTE),
+        smarter_testbed::mac_text(REMOTE_MAC)
+    ));
+    node.exec(&["sysctl", "-qw", "net.ipv4.conf.all.forwarding=1"])
+        .expect("forwarding");
+    node.run(f);
 }

@@ -4,16 +4,21 @@
 //! MAC, the source MAC of every frame, and the ethertypes pods have no use for; then the same
 //! messages mutated at random: no router message or foreign claim ever passes.
 
+use smarter_common::link::link_local_of;
 use smarter_common::{
     Verdict,
     link::{ICMPV6_NEIGHBOUR_ADVERT as NA, ICMPV6_NEIGHBOUR_SOLICIT as NS, nexthdr},
     progs,
 };
-use smarter_ebpf_tests::pktgen::{
-    ALL_NODES, ext8, icmp_l4, icmp6, ip4, ip6, ll, nd_body, nd_opt, ra_body, run, try_run, xorshift,
-};
+use smarter_ebpf_tests::run::{run, try_run, xorshift};
 use smarter_ebpf_tests::world::{count, world_with_uplink};
-use smarter_ebpf_tests::{OK, PEER, PEER_MAC, POD, POD_MAC, REDIRECT, SHOT, root_or_skip};
+use smarter_ebpf_tests::{
+    ALL_NODES_MAC, GW_MAC, OK, PEER, PEER_MAC, POD, POD_MAC, REDIRECT, SHOT, root_or_skip,
+};
+use smarter_testbed::packet::{
+    ALL_NODES, BROADCAST, Ipv4, Ipv6, eth, ext8, icmp4, icmp6, id_seq, nd_body, nd_opt, ra_body,
+    udp,
+};
 
 const GATEWAY: [u8; 4] = [172, 39, 0, 1];
 const UNSPECIFIED: [u8; 16] = [0; 16];
@@ -29,44 +34,34 @@ const MLD2_REPORT: u8 = 143;
 
 /// An ICMPv6 message right after the IPv6 header.
 fn icmp(smac: [u8; 6], src: [u8; 16], dst: [u8; 16], kind: u8, body: &[u8]) -> Vec<u8> {
-    ip6(
-        smac,
-        src,
-        dst,
-        nexthdr::ICMPV6,
-        &icmp6(src, dst, kind, body),
-    )
+    Ipv6::new(src, dst, nexthdr::ICMPV6).frame(ALL_NODES_MAC, smac, &icmp6(src, dst, kind, body))
 }
 
 /// An ICMPv6 message behind the extension headers `exts` (first header type `first`).
 fn behind(first: u8, exts: &[u8], kind: u8, body: &[u8]) -> Vec<u8> {
     let mut payload = exts.to_vec();
-    payload.extend_from_slice(&icmp6(ll(POD_MAC), ALL_NODES, kind, body));
-    ip6(POD_MAC, ll(POD_MAC), ALL_NODES, first, &payload)
+    payload.extend_from_slice(&icmp6(link_local_of(POD_MAC), ALL_NODES, kind, body));
+    Ipv6::new(link_local_of(POD_MAC), ALL_NODES, first).frame(ALL_NODES_MAC, POD_MAC, &payload)
 }
 
-/// UDP over IPv6 from the pod's link-local address.
+/// UDP over IPv6 from the pod's link-local address (4 bytes of data, no checksum).
 fn udp6(dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
-    let mut u = sport.to_be_bytes().to_vec();
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&12u16.to_be_bytes());
-    u.extend_from_slice(&[0, 0, 1, 2, 3, 4]);
-    ip6(POD_MAC, ll(POD_MAC), dst, nexthdr::UDP, &u)
+    Ipv6::new(link_local_of(POD_MAC), dst, nexthdr::UDP).frame(
+        ALL_NODES_MAC,
+        POD_MAC,
+        &udp(sport, dport, &[1, 2, 3, 4]),
+    )
 }
 
 /// A frame of `ethertype` from `smac` with 46 bytes of payload.
 fn ether(smac: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut p = vec![0xff; 6];
-    p.extend_from_slice(&smac);
-    p.extend_from_slice(&ethertype.to_be_bytes());
-    p.extend_from_slice(&[0x5a; 46]);
-    p
+    eth(BROADCAST, smac, ethertype, &[0x5a; 46])
 }
 
 /// What the pod may and may not send, with the verdict each gets.
 fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
-    let own = ll(POD_MAC);
-    let peer = ll(PEER_MAC);
+    let own = link_local_of(POD_MAC);
+    let peer = link_local_of(PEER_MAC);
     let na = |smac, src, target, tlla: &[u8]| {
         icmp(smac, src, ALL_NODES, NA, &nd_body(0x20, target, tlla))
     };
@@ -77,7 +72,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
     nonce_then_peer.extend_from_slice(&nd_opt(2, PEER_MAC));
     let three = [own_tlla.clone(), nonce.to_vec(), nonce.to_vec()].concat();
     let frag_first = [nexthdr::ICMPV6, 0, 0, 1, 0, 0, 0, 7];
-    let icmp4 = |dst, kind| ip4(POD_MAC, POD, dst, 1, &[], 0, 1, &icmp_l4(kind, 1));
+    let icmp_v4 = |dst: [u8; 4], kind| {
+        let m = icmp4(kind, 0, id_seq(1, 1), b"ping payload");
+        Ipv4::new(POD, dst, 1).frame(GW_MAC, POD_MAC, &m)
+    };
     vec![
         // The RA guard.
         (
@@ -87,7 +85,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
                 own,
                 ALL_NODES,
                 ICMP6_ROUTER_ADVERT,
-                &ra_body(BAD_PREFIX),
+                &ra_body(BAD_PREFIX, None),
             ),
             Verdict::DropRaGuard,
         ),
@@ -97,7 +95,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
                 0,
                 &ext8(nexthdr::ICMPV6),
                 ICMP6_ROUTER_ADVERT,
-                &ra_body(BAD_PREFIX),
+                &ra_body(BAD_PREFIX, None),
             ),
             Verdict::DropRaGuard,
         ),
@@ -107,7 +105,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
                 nexthdr::DEST_OPTS,
                 &[ext8(nexthdr::ROUTING), ext8(nexthdr::ICMPV6)].concat(),
                 ICMP6_ROUTER_ADVERT,
-                &ra_body(BAD_PREFIX),
+                &ra_body(BAD_PREFIX, None),
             ),
             Verdict::DropRaGuard,
         ),
@@ -117,7 +115,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
                 nexthdr::FRAGMENT,
                 &frag_first,
                 ICMP6_ROUTER_ADVERT,
-                &ra_body(BAD_PREFIX),
+                &ra_body(BAD_PREFIX, None),
             ),
             Verdict::DropRaGuard,
         ),
@@ -154,22 +152,22 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
         ),
         (
             "ICMP redirect to the gateway",
-            icmp4(GATEWAY, 5),
+            icmp_v4(GATEWAY, 5),
             Verdict::DropRaGuard,
         ),
         (
             "ICMP redirect to a pod",
-            icmp4(PEER, 5),
+            icmp_v4(PEER, 5),
             Verdict::DropRaGuard,
         ),
         (
             "ICMP router advertisement",
-            icmp4([224, 0, 0, 1], 9),
+            icmp_v4([224, 0, 0, 1], 9),
             Verdict::DropRaGuard,
         ),
         (
             "ICMP echo to the gateway",
-            icmp4(GATEWAY, 8),
+            icmp_v4(GATEWAY, 8),
             Verdict::PassHost,
         ),
         // Neighbour discovery: only its own address and MAC.
@@ -271,7 +269,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Verdict)> {
             {
                 let mut payload = ext8(nexthdr::ICMPV6);
                 payload.extend_from_slice(&icmp6(UNSPECIFIED, ALL_NODES, MLD2_REPORT, &[0; 4]));
-                ip6(POD_MAC, UNSPECIFIED, ALL_NODES, 0, &payload)
+                Ipv6::new(UNSPECIFIED, ALL_NODES, 0).frame(ALL_NODES_MAC, POD_MAC, &payload)
             },
             Verdict::PassL2,
         ),
@@ -390,7 +388,7 @@ fn ipv6_violation(p: &[u8]) -> Option<String> {
         return None; // truncated: the kernel drops it
     }
     let src: [u8; 16] = p[22..38].try_into().unwrap();
-    let own = ll(POD_MAC);
+    let own = link_local_of(POD_MAC);
     if src != UNSPECIFIED && !(src[0] == 0xfe && src[1] & 0xc0 == 0x80) {
         return Some("an IPv6 source beyond the link".into());
     }

@@ -1,7 +1,7 @@
-//! `BPF_PROG_TEST_RUN` tests of SNAT and reverse NAT. Each runs on a thread in a private network
-//! namespace (`unshare`, `world::in_private_netns`), where a veth `up0` is the "uplink"
-//! 198.51.100.2/24 with a static neighbour for the remote, so the program's FIB lookup succeeds;
-//! nothing outside that namespace is touched (it disappears with the thread's namespace).
+//! `BPF_PROG_TEST_RUN` tests of SNAT and reverse NAT. Each runs on a thread in the node
+//! namespace of a `smarter_testbed` world (`world::in_private_netns`), whose uplink `uplink0`
+//! is 198.51.100.2/24 with a static neighbour for the remote, so the program's FIB lookup
+//! succeeds; nothing outside that world is touched, and the world is removed afterwards.
 
 use aya::{
     Ebpf,
@@ -9,11 +9,14 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use smarter_common::{CtKey, CtValue, NetConfig, Verdict, maps, progs};
-use smarter_ebpf_tests::pktgen::{
-    csum, icmp_l4, ip_ok, l4_ok, port, run, tcp_l4, udp_l4, with_csum, xorshift,
-};
+use smarter_ebpf_tests::run::{run, xorshift};
 use smarter_ebpf_tests::world::{count, in_private_netns, world_with_uplink};
-use smarter_ebpf_tests::{POD, POD_MAC, REDIRECT, REMOTE, UPLINK, root_or_skip};
+use smarter_ebpf_tests::{
+    GW_MAC, HELLO, POD, POD_MAC, REDIRECT, REMOTE, REMOTE_MAC, UPLINK, UPLINK_IF, root_or_skip,
+};
+use smarter_testbed::packet::{
+    Ipv4, be16, icmp4, id_seq, inet_csum, ipv4_ok, l4_ok, tcp, udp, with_l4_csum,
+};
 
 /// Ethernet + IPv4 (ttl 64) + `l4` from `src` to `dst`, with the L4 checksum at `csum_at`
 /// (offset inside `l4`) computed (`pseudo`: over the pseudo header) unless `csum_at` is None.
@@ -25,26 +28,17 @@ fn packet(
     csum_at: Option<usize>,
 ) -> Vec<u8> {
     if let Some(at) = csum_at {
-        l4 = with_csum(src, dst, proto, l4, at);
+        l4 = with_l4_csum(src, dst, proto, l4, at);
     }
-    let mut p = vec![0x02, 0, 0, 0, 0, 0x01];
-    p.extend_from_slice(&POD_MAC);
-    p.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&l4);
-    p
+    Ipv4::new(src, dst, proto)
+        .frag(Ipv4::DF)
+        .frame(GW_MAC, POD_MAC, &l4)
 }
 
 /// Whether the IPv4 header and the L4 checksum of `p` are valid (UDP 0 = none counts as valid).
 fn checksums_ok(p: &[u8]) -> bool {
     // The offset only says where UDP's "no checksum" zero would be.
-    ip_ok(p).1 && l4_ok(p, 6)
+    ipv4_ok(p).1 && l4_ok(p, 6)
 }
 
 /// SNAT out, then the reply reverse-NATed, for one flow. Returns the NAT port.
@@ -63,16 +57,12 @@ fn roundtrip(ebpf: &mut Ebpf, name: &str, out: Vec<u8>, reply: impl Fn(u16) -> V
     assert_eq!(&natted[30..34], &out[30..34], "{name}: destination kept");
     assert_eq!(natted[22], 63, "{name}: TTL decremented");
     assert!(checksums_ok(&natted), "{name}: checksums after SNAT");
-    assert_eq!(
-        &natted[0..6],
-        &[2, 0, 0, 0, 0, 0x77],
-        "{name}: eth dst from the FIB"
-    );
+    assert_eq!(&natted[0..6], &REMOTE_MAC, "{name}: eth dst from the FIB");
     let proto = out[23];
     let nat_port = if proto == 1 {
-        port(&natted, 38)
+        be16(&natted, 38)
     } else {
-        port(&natted, 34)
+        be16(&natted, 34)
     };
     assert!(
         nat_port >= smarter_common::ct::NAT_PORT_MIN,
@@ -102,18 +92,18 @@ fn snat_and_reverse_nat_rewrite_with_valid_checksums() {
         return;
     }
     in_private_netns(|| {
-        let up0 = nix::net::if_::if_nametoindex("up0").unwrap();
-        let mut ebpf = world_with_uplink(up0);
+        let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+        let mut ebpf = world_with_uplink(uplink);
 
-        let udp_out = packet(POD, REMOTE, 17, udp_l4(40000, 53), Some(6));
+        let udp_out = packet(POD, REMOTE, 17, udp(40000, 53, HELLO), Some(6));
         roundtrip(&mut ebpf, "udp", udp_out.clone(), |nat| {
-            packet(REMOTE, UPLINK, 17, udp_l4(53, nat), Some(6))
+            packet(REMOTE, UPLINK, 17, udp(53, nat, HELLO), Some(6))
         });
 
         // A router's "fragmentation needed" about that flow reaches the pod translated.
         let (_, natted) = run(&mut ebpf, progs::POD, &udp_out);
-        let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00]; // MTU 1280
-        icmp.extend_from_slice(&natted[14..14 + 28]);
+        // MTU 1280.
+        let icmp = icmp4(3, 4, [0, 0, 0x05, 0x00], &natted[14..14 + 28]);
         let error = packet([198, 51, 100, 1], UPLINK, 1, icmp, Some(2));
         assert!(checksums_ok(&error));
         let (v, back) = run(&mut ebpf, progs::UPLINK, &error);
@@ -121,15 +111,15 @@ fn snat_and_reverse_nat_rewrite_with_valid_checksums() {
         assert_eq!(&back[30..34], &POD, "outer destination is the pod");
         let inner = &back[42..];
         assert_eq!(&inner[12..16], &POD, "inner source is the pod");
-        assert_eq!(port(inner, 20), 40000, "inner source port is the pod's");
+        assert_eq!(be16(inner, 20), 40000, "inner source port is the pod's");
         assert_eq!(&inner[16..20], &REMOTE);
-        assert_eq!(csum(&inner[..20]), 0, "inner IPv4 checksum");
+        assert_eq!(inet_csum(&inner[..20]), 0, "inner IPv4 checksum");
         assert!(checksums_ok(&back), "outer IPv4 and ICMP checksums");
         assert_eq!(count(&ebpf, Verdict::IcmpErrorIn), 1);
         let (_, back) = run(
             &mut ebpf,
             progs::UPLINK,
-            &packet(REMOTE, UPLINK, 17, udp_l4(53, 1), Some(6)),
+            &packet(REMOTE, UPLINK, 17, udp(53, 1, HELLO), Some(6)),
         );
         assert_eq!(
             &back[30..34],
@@ -138,19 +128,31 @@ fn snat_and_reverse_nat_rewrite_with_valid_checksums() {
         );
 
         // UDP without checksum: it stays 0.
-        let zero = packet(POD, REMOTE, 17, udp_l4(40001, 53), None);
+        let zero = packet(POD, REMOTE, 17, udp(40001, 53, HELLO), None);
         let (v, natted) = run(&mut ebpf, progs::POD, &zero);
         assert_eq!(v, REDIRECT);
         assert_eq!(&natted[40..42], &[0, 0], "UDP zero checksum preserved");
         assert!(checksums_ok(&natted));
 
-        let syn = packet(POD, REMOTE, 6, tcp_l4(40002, 80, 0x02), Some(16));
+        let syn = packet(POD, REMOTE, 6, tcp(40002, 80, 0x02, b"data!"), Some(16));
         let nat_tcp = roundtrip(&mut ebpf, "tcp", syn, |nat| {
-            packet(REMOTE, UPLINK, 6, tcp_l4(80, nat, 0x12), Some(16))
+            packet(REMOTE, UPLINK, 6, tcp(80, nat, 0x12, b"data!"), Some(16))
         });
-        let echo = packet(POD, REMOTE, 1, icmp_l4(8, 0x4242), Some(2));
+        let echo = packet(
+            POD,
+            REMOTE,
+            1,
+            icmp4(8, 0, id_seq(0x4242, 1), b"ping payload"),
+            Some(2),
+        );
         roundtrip(&mut ebpf, "icmp echo", echo, |nat| {
-            packet(REMOTE, UPLINK, 1, icmp_l4(0, nat), Some(2))
+            packet(
+                REMOTE,
+                UPLINK,
+                1,
+                icmp4(0, 0, id_seq(nat, 1), b"ping payload"),
+                Some(2),
+            )
         });
 
         let ct: HashMap<_, CtKey, CtValue> =
@@ -172,7 +174,7 @@ fn snat_and_reverse_nat_rewrite_with_valid_checksums() {
         );
 
         // Cost of an established flow's SNAT (kernel-measured average, reported, not asserted).
-        let est = packet(POD, REMOTE, 17, udp_l4(40000, 53), Some(6));
+        let est = packet(POD, REMOTE, 17, udp(40000, 53, HELLO), Some(6));
         let prog: &mut SchedClassifier = ebpf.program_mut(progs::POD).unwrap().try_into().unwrap();
         let mut out = vec![0u8; est.len() + 256];
         let r = prog
@@ -197,17 +199,22 @@ fn mutated_nat_packets_get_defined_verdicts() {
         return;
     }
     in_private_netns(|| {
-        let up0 = nix::net::if_::if_nametoindex("up0").unwrap();
-        let mut ebpf = world_with_uplink(up0);
-        let udp_out = packet(POD, REMOTE, 17, udp_l4(40000, 53), Some(6));
+        let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+        let mut ebpf = world_with_uplink(uplink);
+        let udp_out = packet(POD, REMOTE, 17, udp(40000, 53, HELLO), Some(6));
         let (_, natted) = run(&mut ebpf, progs::POD, &udp_out);
-        let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x00];
-        icmp.extend_from_slice(&natted[14..14 + 28]);
+        let icmp = icmp4(3, 4, [0, 0, 0x05, 0x00], &natted[14..14 + 28]);
         let seeds = [
             udp_out,
-            packet(POD, REMOTE, 6, tcp_l4(40002, 80, 0x02), Some(16)),
-            packet(POD, REMOTE, 1, icmp_l4(8, 7), Some(2)),
-            packet(REMOTE, UPLINK, 17, udp_l4(53, 61000), Some(6)),
+            packet(POD, REMOTE, 6, tcp(40002, 80, 0x02, b"data!"), Some(16)),
+            packet(
+                POD,
+                REMOTE,
+                1,
+                icmp4(8, 0, id_seq(7, 1), b"ping payload"),
+                Some(2),
+            ),
+            packet(REMOTE, UPLINK, 17, udp(53, 61000, HELLO), Some(6)),
             packet([198, 51, 100, 1], UPLINK, 1, icmp, Some(2)),
         ];
         let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
@@ -252,8 +259,8 @@ fn port_range_expiry_and_bridge_mac_come_from_the_config() {
         return;
     }
     in_private_netns(|| {
-        let up0 = nix::net::if_::if_nametoindex("up0").unwrap();
-        let mut ebpf = world_with_uplink(up0);
+        let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+        let mut ebpf = world_with_uplink(uplink);
         let bridge_mac = [0x02, 0xbb, 0, 0, 0, 0x01];
         {
             let mut cfg: Array<_, NetConfig> =
@@ -270,9 +277,9 @@ fn port_range_expiry_and_bridge_mac_come_from_the_config() {
             let (v, out) = run(
                 &mut ebpf,
                 progs::POD,
-                &packet(POD, REMOTE, 17, udp_l4(sport, 53), Some(6)),
+                &packet(POD, REMOTE, 17, udp(sport, 53, HELLO), Some(6)),
             );
-            ports.push((v, port(&out, 34)));
+            ports.push((v, be16(&out, 34)));
         }
         assert_eq!(ports[0].0, REDIRECT);
         assert_eq!(ports[1].0, REDIRECT);
@@ -291,7 +298,7 @@ fn port_range_expiry_and_bridge_mac_come_from_the_config() {
         let (v, back) = run(
             &mut ebpf,
             progs::UPLINK,
-            &packet(REMOTE, UPLINK, 17, udp_l4(53, nat), Some(6)),
+            &packet(REMOTE, UPLINK, 17, udp(53, nat, HELLO), Some(6)),
         );
         assert_eq!(v, REDIRECT);
         assert_eq!(&back[6..12], &bridge_mac);
@@ -314,7 +321,7 @@ fn port_range_expiry_and_bridge_mac_come_from_the_config() {
         let (v, _) = run(
             &mut ebpf,
             progs::POD,
-            &packet(POD, REMOTE, 17, udp_l4(40000, 53), Some(6)),
+            &packet(POD, REMOTE, 17, udp(40000, 53, HELLO), Some(6)),
         );
         assert_eq!(v, REDIRECT);
         let ct_in: HashMap<_, CtKey, CtValue> =

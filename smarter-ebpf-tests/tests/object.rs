@@ -9,36 +9,16 @@ use aya::{
 };
 use smarter_cni::datapath::ebpf::EBPF_OBJECT;
 use smarter_common::{EndpointKey, EndpointStats, EndpointValue, maps, progs};
-use smarter_ebpf_tests::root_or_skip;
+use smarter_ebpf_tests::{GW_MAC, POD, POD_MAC, REMOTE, root_or_skip};
+use smarter_testbed::packet::{Ipv4, udp};
 
 const TC_ACT_OK: u32 = 0;
 
 /// A 60-byte Ethernet/IPv4/UDP packet from a pod (172.39.0.3) to 198.51.100.7:53.
 fn udp_packet() -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // dst MAC (the gateway)
-    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x03]); // src MAC (the pod)
-    p.extend_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    let payload = [0u8; 18];
-    let total = 20 + 8 + payload.len();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
-    ip.extend_from_slice(&[172, 39, 0, 3]);
-    ip.extend_from_slice(&[198, 51, 100, 7]);
-    let sum = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let csum = !u16::try_from((sum & 0xffff) + (sum >> 16)).unwrap();
-    ip[10..12].copy_from_slice(&csum.to_be_bytes());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&40000u16.to_be_bytes());
-    p.extend_from_slice(&53u16.to_be_bytes());
-    p.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
-    p.extend_from_slice(&[0, 0]); // no UDP checksum
-    p.extend_from_slice(&payload);
-    p
+    Ipv4::new(POD, REMOTE, 17)
+        .frag(Ipv4::DF)
+        .frame(GW_MAC, POD_MAC, &udp(40000, 53, &[0; 18]))
 }
 
 fn loaded() -> Ebpf {

@@ -9,19 +9,23 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use smarter_common::{EndpointKey, EndpointValue, Verdict, maps, progs};
-use smarter_ebpf_tests::pktgen::{
-    csum, dst, icmp_l4, ip_ok, ip4, l4_ok, port, run, src, tcp_l4, udp_l4, with_csum, xorshift,
-};
+use smarter_ebpf_tests::run::{run, xorshift};
 use smarter_ebpf_tests::world::{count, in_private_netns, world_with_uplink};
-use smarter_ebpf_tests::{OK, POD, POD_MAC, REDIRECT, REMOTE, SHOT, UPLINK, root_or_skip};
+use smarter_ebpf_tests::{
+    GW_MAC, HELLO, OK, POD, POD_MAC, REDIRECT, REMOTE, SHOT, UPLINK, UPLINK_IF, root_or_skip,
+};
+use smarter_testbed::packet::{
+    Ipv4, be16, icmp4, id_seq, inet_csum, ipv4_dst, ipv4_ok, ipv4_src, l4_ok, tcp, udp,
+    with_l4_csum,
+};
 
 /// A second pod on the test run's device (ifindex 1).
 const POD2: [u8; 4] = [172, 39, 0, 5];
 const POD2_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 
 fn world() -> Ebpf {
-    let up0 = nix::net::if_::if_nametoindex("up0").unwrap();
-    let mut ebpf = world_with_uplink(up0);
+    let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+    let mut ebpf = world_with_uplink(uplink);
     let mut eps: HashMap<_, EndpointKey, EndpointValue> =
         HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
     let value = EndpointValue {
@@ -38,9 +42,13 @@ fn world() -> Ebpf {
 fn natted(ebpf: &mut Ebpf, name: &str, p: &[u8]) -> Vec<u8> {
     let (v, out) = run(ebpf, progs::POD, p);
     assert_eq!(v, REDIRECT, "{name}: redirected out of the uplink");
-    assert_eq!(src(&out), UPLINK, "{name}: source is the uplink address");
-    assert_eq!(dst(&out), dst(p), "{name}: destination kept");
-    let (hl, ok) = ip_ok(&out);
+    assert_eq!(
+        ipv4_src(&out),
+        UPLINK,
+        "{name}: source is the uplink address"
+    );
+    assert_eq!(ipv4_dst(&out), ipv4_dst(p), "{name}: destination kept");
+    let (hl, ok) = ipv4_ok(&out);
     assert!(ok, "{name}: IPv4 checksum");
     assert_eq!(hl, usize::from(p[14] & 0x0f) * 4, "{name}: options kept");
     assert_eq!(
@@ -60,70 +68,90 @@ fn tiny_udp_options_and_fragments_are_natted() {
         let mut ebpf = world();
         // A 1-byte NAT-T keepalive (9-byte UDP datagram).
         let mut keepalive = vec![0x11, 0x94, 0x11, 0x94, 0, 9, 0, 0, 0xff];
-        keepalive = with_csum(POD, REMOTE, 17, keepalive, 6);
+        keepalive = with_l4_csum(POD, REMOTE, 17, keepalive, 6);
         let out = natted(
             &mut ebpf,
             "1-byte udp",
-            &ip4(POD_MAC, POD, REMOTE, 17, &[], 0x4000, 1, &keepalive),
+            &Ipv4::new(POD, REMOTE, 17)
+                .frag(Ipv4::DF)
+                .frame(GW_MAC, POD_MAC, &keepalive),
         );
         assert!(l4_ok(&out, 6), "1-byte udp: UDP checksum");
-        let nat_port = port(&out, 34);
+        let nat_port = be16(&out, 34);
         // Its reply, also 1 byte.
         let mut back = vec![0x11, 0x94, 0, 0, 0, 9, 0, 0, 0xff];
         back[2..4].copy_from_slice(&nat_port.to_be_bytes());
-        let back = with_csum(REMOTE, UPLINK, 17, back, 6);
+        let back = with_l4_csum(REMOTE, UPLINK, 17, back, 6);
         let (v, inp) = run(
             &mut ebpf,
             progs::UPLINK,
-            &ip4(POD_MAC, REMOTE, UPLINK, 17, &[], 0, 2, &back),
+            &Ipv4::new(REMOTE, UPLINK, 17)
+                .id(2)
+                .frame(GW_MAC, POD_MAC, &back),
         );
         assert_eq!(v, REDIRECT, "1-byte reply into the pod");
-        assert_eq!(dst(&inp), POD);
+        assert_eq!(ipv4_dst(&inp), POD);
         assert!(l4_ok(&inp, 6));
 
         // IP options (router alert + NOPs), TCP and UDP, both ways.
         let opts = [0x94, 0x04, 0, 0, 1, 1, 1, 0];
-        let l4 = with_csum(POD, REMOTE, 6, tcp_l4(40100, 443, 0x02), 16);
+        let l4 = with_l4_csum(POD, REMOTE, 6, tcp(40100, 443, 0x02, b"data!"), 16);
         let out = natted(
             &mut ebpf,
             "tcp with options",
-            &ip4(POD_MAC, POD, REMOTE, 6, &opts, 0x4000, 3, &l4),
+            &Ipv4::new(POD, REMOTE, 6)
+                .options(&opts)
+                .frag(Ipv4::DF)
+                .id(3)
+                .frame(GW_MAC, POD_MAC, &l4),
         );
         assert!(l4_ok(&out, 16), "tcp with options: TCP checksum");
-        let l4 = with_csum(POD, REMOTE, 17, udp_l4(40101, 53), 6);
+        let l4 = with_l4_csum(POD, REMOTE, 17, udp(40101, 53, HELLO), 6);
         let out = natted(
             &mut ebpf,
             "udp with options",
-            &ip4(POD_MAC, POD, REMOTE, 17, &opts, 0, 4, &l4),
+            &Ipv4::new(POD, REMOTE, 17)
+                .options(&opts)
+                .id(4)
+                .frame(GW_MAC, POD_MAC, &l4),
         );
         assert!(l4_ok(&out, 6));
-        let nat_port = port(&out, 14 + 28);
-        let mut reply = udp_l4(53, nat_port);
-        reply = with_csum(REMOTE, UPLINK, 17, reply, 6);
+        let nat_port = be16(&out, 14 + 28);
+        let mut reply = udp(53, nat_port, HELLO);
+        reply = with_l4_csum(REMOTE, UPLINK, 17, reply, 6);
         let (v, inp) = run(
             &mut ebpf,
             progs::UPLINK,
-            &ip4(POD_MAC, REMOTE, UPLINK, 17, &opts, 0, 5, &reply),
+            &Ipv4::new(REMOTE, UPLINK, 17)
+                .options(&opts)
+                .id(5)
+                .frame(GW_MAC, POD_MAC, &reply),
         );
         assert_eq!(v, REDIRECT, "reply with options into the pod");
-        assert_eq!(dst(&inp), POD);
-        assert_eq!(port(&inp, 14 + 28 + 2), 40101, "pod port restored");
-        assert!(ip_ok(&inp).1 && l4_ok(&inp, 6));
+        assert_eq!(ipv4_dst(&inp), POD);
+        assert_eq!(be16(&inp, 14 + 28 + 2), 40101, "pod port restored");
+        assert!(ipv4_ok(&inp).1 && l4_ok(&inp, 6));
 
         // A fragmented datagram out: first fragment by its ports, later ones by address (in
         // either order).
-        let whole = with_csum(POD, REMOTE, 17, udp_l4(40102, 5000), 6);
+        let whole = with_l4_csum(POD, REMOTE, 17, udp(40102, 5000, HELLO), 6);
         let (first, rest) = whole.split_at(16);
         let later = natted(
             &mut ebpf,
             "later fragment first",
-            &ip4(POD_MAC, POD, REMOTE, 17, &[], 0x0002, 77, rest),
+            &Ipv4::new(POD, REMOTE, 17)
+                .frag(0x0002)
+                .id(77)
+                .frame(GW_MAC, POD_MAC, rest),
         );
         assert_eq!(&later[34..], rest, "later fragment payload untouched");
         let out = natted(
             &mut ebpf,
             "first fragment",
-            &ip4(POD_MAC, POD, REMOTE, 17, &[], 0x2000, 77, first),
+            &Ipv4::new(POD, REMOTE, 17)
+                .frag(Ipv4::MF)
+                .id(77)
+                .frame(GW_MAC, POD_MAC, first),
         );
         let mut rejoined = out[..34].to_vec();
         rejoined.extend_from_slice(&out[34..]);
@@ -141,39 +169,48 @@ fn fragmented_replies_follow_their_first_fragment() {
     }
     in_private_netns(|| {
         let mut ebpf = world();
-        let l4 = with_csum(POD, REMOTE, 17, udp_l4(40200, 53), 6);
+        let l4 = with_l4_csum(POD, REMOTE, 17, udp(40200, 53, HELLO), 6);
         let out = natted(
             &mut ebpf,
             "query",
-            &ip4(POD_MAC, POD, REMOTE, 17, &[], 0, 9, &l4),
+            &Ipv4::new(POD, REMOTE, 17).id(9).frame(GW_MAC, POD_MAC, &l4),
         );
-        let nat_port = port(&out, 34);
-        let whole = with_csum(REMOTE, UPLINK, 17, udp_l4(53, nat_port), 6);
+        let nat_port = be16(&out, 34);
+        let whole = with_l4_csum(REMOTE, UPLINK, 17, udp(53, nat_port, HELLO), 6);
         let (first, rest) = whole.split_at(16);
         // A later fragment before any first one: the host's (it may be the node's own).
         let (v, untouched) = run(
             &mut ebpf,
             progs::UPLINK,
-            &ip4(POD_MAC, REMOTE, UPLINK, 17, &[], 0x0002, 0x4242, rest),
+            &Ipv4::new(REMOTE, UPLINK, 17)
+                .frag(0x0002)
+                .id(0x4242)
+                .frame(GW_MAC, POD_MAC, rest),
         );
         assert_eq!(v, OK, "unknown later fragment passes to the host");
-        assert_eq!(dst(&untouched), UPLINK);
+        assert_eq!(ipv4_dst(&untouched), UPLINK);
         let (v, inp) = run(
             &mut ebpf,
             progs::UPLINK,
-            &ip4(POD_MAC, REMOTE, UPLINK, 17, &[], 0x2000, 0x1234, first),
+            &Ipv4::new(REMOTE, UPLINK, 17)
+                .frag(Ipv4::MF)
+                .id(0x1234)
+                .frame(GW_MAC, POD_MAC, first),
         );
         assert_eq!(v, REDIRECT, "first fragment into the pod");
-        assert_eq!((dst(&inp), port(&inp, 36)), (POD, 40200));
+        assert_eq!((ipv4_dst(&inp), be16(&inp, 36)), (POD, 40200));
         for (i, frag) in [(1, 0x2001u16), (2, 0x0002)] {
             let (v, inp) = run(
                 &mut ebpf,
                 progs::UPLINK,
-                &ip4(POD_MAC, REMOTE, UPLINK, 17, &[], frag, 0x1234, rest),
+                &Ipv4::new(REMOTE, UPLINK, 17)
+                    .frag(frag)
+                    .id(0x1234)
+                    .frame(GW_MAC, POD_MAC, rest),
             );
             assert_eq!(v, REDIRECT, "later fragment {i} follows");
-            assert_eq!(dst(&inp), POD);
-            assert!(ip_ok(&inp).1);
+            assert_eq!(ipv4_dst(&inp), POD);
+            assert!(ipv4_ok(&inp).1);
             assert_eq!(&inp[34..], rest);
             assert_eq!(count(&ebpf, Verdict::FragIn), i);
         }
@@ -194,44 +231,64 @@ fn portless_protocols_and_icmp_classes() {
             let out = natted(
                 &mut ebpf,
                 &name,
-                &ip4(POD_MAC, POD, REMOTE, proto, &[], 0, 11, payload),
+                &Ipv4::new(POD, REMOTE, proto)
+                    .id(11)
+                    .frame(GW_MAC, POD_MAC, payload),
             );
             assert_eq!(&out[34..], payload, "{name}: payload untouched");
             let (v, inp) = run(
                 &mut ebpf,
                 progs::UPLINK,
-                &ip4(POD_MAC, REMOTE, UPLINK, proto, &[], 0, 12, payload),
+                &Ipv4::new(REMOTE, UPLINK, proto)
+                    .id(12)
+                    .frame(GW_MAC, POD_MAC, payload),
             );
             assert_eq!(v, REDIRECT, "{name}: reply into the pod");
-            assert_eq!(dst(&inp), POD, "{name}");
+            assert_eq!(ipv4_dst(&inp), POD, "{name}");
             // A second pod cannot share the address mapping to the same remote (as the kernel's
             // generic NAT: the tuple would clash).
             let (v, _) = run(
                 &mut ebpf,
                 progs::POD,
-                &ip4(POD2_MAC, POD2, REMOTE, proto, &[], 0, 13, payload),
+                &Ipv4::new(POD2, REMOTE, proto)
+                    .id(13)
+                    .frame(GW_MAC, POD2_MAC, payload),
             );
             assert_eq!(v, SHOT, "{name}: second pod to the same remote");
         }
         // ICMP queries by identifier: echo, timestamp, information, address mask.
         for (kind, reply) in [(8u8, 0u8), (13, 14), (15, 16), (17, 18)] {
             let name = format!("icmp {kind}");
-            let l4 = with_csum(POD, REMOTE, 1, icmp_l4(kind, 700 + u16::from(kind)), 2);
+            let l4 = with_l4_csum(
+                POD,
+                REMOTE,
+                1,
+                icmp4(kind, 0, id_seq(700 + u16::from(kind), 1), b"ping payload"),
+                2,
+            );
             let out = natted(
                 &mut ebpf,
                 &name,
-                &ip4(POD_MAC, POD, REMOTE, 1, &[], 0, 14, &l4),
+                &Ipv4::new(POD, REMOTE, 1).id(14).frame(GW_MAC, POD_MAC, &l4),
             );
             assert!(l4_ok(&out, 2), "{name}: ICMP checksum");
-            let id = port(&out, 38);
-            let back = with_csum(REMOTE, UPLINK, 1, icmp_l4(reply, id), 2);
+            let id = be16(&out, 38);
+            let back = with_l4_csum(
+                REMOTE,
+                UPLINK,
+                1,
+                icmp4(reply, 0, id_seq(id, 1), b"ping payload"),
+                2,
+            );
             let (v, inp) = run(
                 &mut ebpf,
                 progs::UPLINK,
-                &ip4(POD_MAC, REMOTE, UPLINK, 1, &[], 0, 15, &back),
+                &Ipv4::new(REMOTE, UPLINK, 1)
+                    .id(15)
+                    .frame(GW_MAC, POD_MAC, &back),
             );
             assert_eq!(v, REDIRECT, "{name}: reply into the pod");
-            assert_eq!(port(&inp, 38), 700 + u16::from(kind), "{name}: id restored");
+            assert_eq!(be16(&inp, 38), 700 + u16::from(kind), "{name}: id restored");
             assert!(l4_ok(&inp, 2));
         }
         // ICMP a pod has no business sending off the node: dropped, never leaked (a router
@@ -239,11 +296,17 @@ fn portless_protocols_and_icmp_classes() {
         let before = count(&ebpf, Verdict::DropUnnatable);
         let guarded = count(&ebpf, Verdict::DropRaGuard);
         for kind in [0u8, 9, 10, 42] {
-            let l4 = with_csum(POD, REMOTE, 1, icmp_l4(kind, 1), 2);
+            let l4 = with_l4_csum(
+                POD,
+                REMOTE,
+                1,
+                icmp4(kind, 0, id_seq(1, 1), b"ping payload"),
+                2,
+            );
             let (v, _) = run(
                 &mut ebpf,
                 progs::POD,
-                &ip4(POD_MAC, POD, REMOTE, 1, &[], 0, 16, &l4),
+                &Ipv4::new(POD, REMOTE, 1).id(16).frame(GW_MAC, POD_MAC, &l4),
             );
             assert_eq!(v, SHOT, "icmp {kind} from a pod");
         }
@@ -254,7 +317,9 @@ fn portless_protocols_and_icmp_classes() {
             let (v, _) = run(
                 &mut ebpf,
                 progs::POD,
-                &ip4(POD_MAC, POD, REMOTE, proto, &[], 0, 17, &vec![0u8; len]),
+                &Ipv4::new(POD, REMOTE, proto)
+                    .id(17)
+                    .frame(GW_MAC, POD_MAC, &vec![0u8; len]),
             );
             assert_eq!(v, SHOT, "truncated proto {proto}");
         }
@@ -268,39 +333,46 @@ fn icmp_errors_from_a_pod_are_translated() {
     }
     in_private_netns(|| {
         let mut ebpf = world();
-        let l4 = with_csum(POD, REMOTE, 17, udp_l4(40300, 9999), 6);
+        let l4 = with_l4_csum(POD, REMOTE, 17, udp(40300, 9999, HELLO), 6);
         let out = natted(
             &mut ebpf,
             "udp out",
-            &ip4(POD_MAC, POD, REMOTE, 17, &[], 0, 21, &l4),
+            &Ipv4::new(POD, REMOTE, 17)
+                .id(21)
+                .frame(GW_MAC, POD_MAC, &l4),
         );
-        let nat_port = port(&out, 34);
+        let nat_port = be16(&out, 34);
         // The pod answers a packet of this flow (remote:9999 → pod:40300) with "port
         // unreachable"; the quoted packet is what the pod received.
-        let quoted_l4 = udp_l4(9999, 40300);
-        let quoted = ip4(POD_MAC, REMOTE, POD, 17, &[], 0, 22, &quoted_l4[..8]);
-        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&quoted[14..]);
-        let icmp = with_csum(POD, REMOTE, 1, icmp, 2);
+        let quoted_l4 = udp(9999, 40300, HELLO);
+        let quoted = Ipv4::new(REMOTE, POD, 17)
+            .id(22)
+            .frame(GW_MAC, POD_MAC, &quoted_l4[..8]);
+        let icmp = icmp4(3, 3, [0; 4], &quoted[14..]);
         let out = natted(
             &mut ebpf,
             "port unreachable",
-            &ip4(POD_MAC, POD, REMOTE, 1, &[], 0, 23, &icmp),
+            &Ipv4::new(POD, REMOTE, 1)
+                .id(23)
+                .frame(GW_MAC, POD_MAC, &icmp),
         );
         assert!(l4_ok(&out, 2), "ICMP checksum after translation");
         let inner = &out[34 + 8..];
         assert_eq!(&inner[16..20], &UPLINK, "quoted destination is the uplink");
-        assert_eq!(port(inner, 22), nat_port, "quoted port is the NAT port");
-        assert_eq!(csum(&inner[..20]), 0, "quoted IPv4 checksum");
+        assert_eq!(be16(inner, 22), nat_port, "quoted port is the NAT port");
+        assert_eq!(inet_csum(&inner[..20]), 0, "quoted IPv4 checksum");
         // About a flow the NAT does not know: dropped.
-        let quoted = ip4(POD_MAC, REMOTE, POD, 17, &[], 0, 24, &udp_l4(1, 2)[..8]);
-        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
-        icmp.extend_from_slice(&quoted[14..]);
-        let icmp = with_csum(POD, REMOTE, 1, icmp, 2);
+        let quoted =
+            Ipv4::new(REMOTE, POD, 17)
+                .id(24)
+                .frame(GW_MAC, POD_MAC, &udp(1, 2, HELLO)[..8]);
+        let icmp = icmp4(3, 3, [0; 4], &quoted[14..]);
         let (v, _) = run(
             &mut ebpf,
             progs::POD,
-            &ip4(POD_MAC, POD, REMOTE, 1, &[], 0, 25, &icmp),
+            &Ipv4::new(POD, REMOTE, 1)
+                .id(25)
+                .frame(GW_MAC, POD_MAC, &icmp),
         );
         assert_eq!(v, SHOT, "error about an unknown flow");
     });
@@ -320,15 +392,17 @@ fn egress_backstop_drops_pod_sources() {
             ("uplink source", UPLINK, OK),
             ("other source", [192, 0, 2, 9], OK),
         ] {
-            for (proto, l4) in [(17u8, udp_l4(1, 2)), (47, b"gre".to_vec())] {
+            for (proto, l4) in [(17u8, udp(1, 2, HELLO)), (47, b"gre".to_vec())] {
                 let (v, out) = run(
                     &mut ebpf,
                     progs::EGRESS,
-                    &ip4(POD_MAC, s, REMOTE, proto, &[], 0, 31, &l4),
+                    &Ipv4::new(s, REMOTE, proto)
+                        .id(31)
+                        .frame(GW_MAC, POD_MAC, &l4),
                 );
                 assert_eq!(v, want, "{name} proto {proto}");
                 if v == OK {
-                    assert_eq!(src(&out), s, "{name}: untouched");
+                    assert_eq!(ipv4_src(&out), s, "{name}: untouched");
                 }
             }
         }
@@ -348,39 +422,30 @@ fn mutated_packets_never_leave_with_a_pod_source() {
     in_private_netns(|| {
         let mut ebpf = world();
         let seeds = [
-            ip4(POD_MAC, POD, REMOTE, 17, &[], 0, 1, &udp_l4(40400, 53)),
-            ip4(
+            Ipv4::new(POD, REMOTE, 17).frame(GW_MAC, POD_MAC, &udp(40400, 53, HELLO)),
+            Ipv4::new(POD, REMOTE, 17)
+                .options(&[1, 1, 1, 0])
+                .frag(Ipv4::MF)
+                .id(2)
+                .frame(GW_MAC, POD_MAC, &udp(40401, 53, HELLO)),
+            Ipv4::new(POD, REMOTE, 17).frag(0x0003).id(3).frame(
+                GW_MAC,
                 POD_MAC,
-                POD,
-                REMOTE,
-                17,
-                &[1, 1, 1, 0],
-                0x2000,
-                2,
-                &udp_l4(40401, 53),
-            ),
-            ip4(
-                POD_MAC,
-                POD,
-                REMOTE,
-                17,
-                &[],
-                0x0003,
-                3,
                 b"later fragment bytes",
             ),
-            ip4(
+            Ipv4::new(POD, REMOTE, 6).frag(Ipv4::DF).id(4).frame(
+                GW_MAC,
                 POD_MAC,
-                POD,
-                REMOTE,
-                6,
-                &[],
-                0x4000,
-                4,
-                &tcp_l4(40402, 80, 2),
+                &tcp(40402, 80, 2, b"data!"),
             ),
-            ip4(POD_MAC, POD, REMOTE, 1, &[], 0, 5, &icmp_l4(8, 9)),
-            ip4(POD_MAC, POD, REMOTE, 47, &[], 0, 6, b"gre payload"),
+            Ipv4::new(POD, REMOTE, 1).id(5).frame(
+                GW_MAC,
+                POD_MAC,
+                &icmp4(8, 0, id_seq(9, 1), b"ping payload"),
+            ),
+            Ipv4::new(POD, REMOTE, 47)
+                .id(6)
+                .frame(GW_MAC, POD_MAC, b"gre payload"),
         ];
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let (mut left, mut ran) = (0u32, 0u32);

@@ -4,12 +4,12 @@
 
 use aya::{Ebpf, maps::PerCpuArray};
 use smarter_common::{Verdict, VerdictStats, maps, progs};
-use smarter_ebpf_tests::pktgen::{csum, run, try_run};
+use smarter_ebpf_tests::run::{run, try_run};
 use smarter_ebpf_tests::world::world_with_uplink;
-use smarter_ebpf_tests::{OK, PEER, PEER_MAC, POD, POD_MAC, REDIRECT, SHOT, root_or_skip};
-
-const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const WAN: [u8; 4] = [198, 51, 100, 7];
+use smarter_ebpf_tests::{
+    GW_MAC, OK, PEER, PEER_MAC, POD, POD_MAC, REDIRECT, REMOTE as WAN, SHOT, root_or_skip,
+};
+use smarter_testbed::packet::{BROADCAST, ETH_P_ARP, Ipv4, Ipv6, arp, eth, udp};
 
 /// The object loaded with both programs, endpoints POD (ifindex 1) and PEER (ifindex 4242),
 /// the 172.39.0.0/16 network and a deny range 10.0.0.0/8, no uplink (no SNAT).
@@ -17,41 +17,19 @@ fn world() -> Ebpf {
     world_with_uplink(0)
 }
 
-/// Ethernet/IPv4/UDP from `src` (MAC `smac`) to `dst`, IPv4 header `ihl` words.
-fn udp(smac: [u8; 6], src: [u8; 4], dst: [u8; 4], ihl: u8, frag: u16) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&GW_MAC);
-    p.extend_from_slice(&smac);
-    p.extend_from_slice(&0x0800u16.to_be_bytes());
-    let opts = usize::from(ihl - 5) * 4;
-    let total = 20 + opts + 8 + 18;
-    let mut ip = vec![0x40 | ihl, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[6..8].copy_from_slice(&frag.to_be_bytes());
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend(std::iter::repeat_n(1u8, opts)); // NOP options
-    let c = csum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&40000u16.to_be_bytes());
-    p.extend_from_slice(&53u16.to_be_bytes());
-    p.extend_from_slice(&26u16.to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&[0u8; 18]);
-    p
+/// Ethernet/IPv4/UDP from `src` (MAC `smac`) to `dst`, IPv4 header `ihl` words (NOP options).
+fn udp4(smac: [u8; 6], src: [u8; 4], dst: [u8; 4], ihl: u8, frag: u16) -> Vec<u8> {
+    let nops = vec![1u8; usize::from(ihl - 5) * 4];
+    Ipv4::new(src, dst, 17)
+        .options(&nops)
+        .frag(frag)
+        .frame(GW_MAC, smac, &udp(40000, 53, &[0; 18]))
 }
 
-fn arp(smac: [u8; 6], sha: [u8; 6], spa: [u8; 4]) -> Vec<u8> {
-    let mut p = vec![0xff; 6];
-    p.extend_from_slice(&smac);
-    p.extend_from_slice(&0x0806u16.to_be_bytes());
-    p.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    p.extend_from_slice(&sha);
-    p.extend_from_slice(&spa);
-    p.extend_from_slice(&[0; 6]);
-    p.extend_from_slice(&[172, 39, 0, 1]);
-    p
+/// An ARP request from `smac`: `spa` is at `sha`, who has the gateway?
+fn arp_request(smac: [u8; 6], sha: [u8; 6], spa: [u8; 4]) -> Vec<u8> {
+    let arp = arp(1, sha, spa, [0; 6], [172, 39, 0, 1]);
+    eth(BROADCAST, smac, ETH_P_ARP, &arp)
 }
 
 fn verdicts(ebpf: &Ebpf) -> Vec<u64> {
@@ -69,20 +47,13 @@ fn verdicts(ebpf: &Ebpf) -> Vec<u64> {
         .collect()
 }
 
-/// An IPv6 UDP packet from `mac` (source fe80::2) to `dst`.
+/// An IPv6 packet from `mac` (source fe80::2, hop limit 64) to `dst` with an all-zero UDP
+/// header.
 fn ipv6(mac: [u8; 6], dst: [u8; 16]) -> Vec<u8> {
-    let mut p = vec![0u8; 14 + 40 + 8];
-    p[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    p[6..12].copy_from_slice(&mac);
-    p[12..14].copy_from_slice(&[0x86, 0xdd]);
-    p[14] = 0x60;
-    p[18..20].copy_from_slice(&8u16.to_be_bytes());
-    p[20] = 17;
-    p[21] = 64;
-    p[22..24].copy_from_slice(&[0xfe, 0x80]);
-    p[37] = 2;
-    p[38..54].copy_from_slice(&dst);
-    p
+    let src = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+    Ipv6::new(src, dst, 17)
+        .hop_limit(64)
+        .frame(GW_MAC, mac, &[0; 8])
 }
 
 #[test]
@@ -94,61 +65,61 @@ fn pod_verdicts_on_crafted_packets() {
     let cases: Vec<(&str, Vec<u8>, u32, Verdict)> = vec![
         (
             "own → wan",
-            udp(POD_MAC, POD, WAN, 5, 0),
+            udp4(POD_MAC, POD, WAN, 5, 0),
             OK,
             Verdict::PassHost,
         ),
         (
             "own → gateway",
-            udp(POD_MAC, POD, [172, 39, 0, 1], 5, 0),
+            udp4(POD_MAC, POD, [172, 39, 0, 1], 5, 0),
             OK,
             Verdict::PassHost,
         ),
         (
             "own → uplink addr",
-            udp(POD_MAC, POD, [198, 51, 100, 2], 5, 0),
+            udp4(POD_MAC, POD, [198, 51, 100, 2], 5, 0),
             OK,
             Verdict::PassHost,
         ),
         (
             "spoofed ip",
-            udp(POD_MAC, [172, 39, 0, 9], WAN, 5, 0),
+            udp4(POD_MAC, [172, 39, 0, 9], WAN, 5, 0),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "peer's ip",
-            udp(POD_MAC, PEER, WAN, 5, 0),
+            udp4(POD_MAC, PEER, WAN, 5, 0),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "spoofed mac",
-            udp(PEER_MAC, POD, WAN, 5, 0),
+            udp4(PEER_MAC, POD, WAN, 5, 0),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "deny",
-            udp(POD_MAC, POD, [10, 1, 2, 3], 5, 0),
+            udp4(POD_MAC, POD, [10, 1, 2, 3], 5, 0),
             SHOT,
             Verdict::DropDeny,
         ),
         (
             "pod → pod",
-            udp(POD_MAC, POD, PEER, 5, 0),
+            udp4(POD_MAC, POD, PEER, 5, 0),
             REDIRECT,
             Verdict::RedirectPod,
         ),
         (
             "multicast",
-            udp(POD_MAC, POD, [224, 0, 0, 251], 5, 0),
+            udp4(POD_MAC, POD, [224, 0, 0, 251], 5, 0),
             OK,
             Verdict::PassL2,
         ),
         (
             "subnet broadcast",
-            udp(POD_MAC, POD, [172, 39, 255, 255], 5, 0),
+            udp4(POD_MAC, POD, [172, 39, 255, 255], 5, 0),
             OK,
             Verdict::PassL2,
         ),
@@ -156,57 +127,62 @@ fn pod_verdicts_on_crafted_packets() {
         // uplink egress backstop stops it) — options and fragments alike.
         (
             "ip options",
-            udp(POD_MAC, POD, WAN, 6, 0),
+            udp4(POD_MAC, POD, WAN, 6, 0),
             OK,
             Verdict::PassHost,
         ),
         (
             "fragment",
-            udp(POD_MAC, POD, WAN, 5, 0x2000),
+            udp4(POD_MAC, POD, WAN, 5, 0x2000),
             OK,
             Verdict::PassHost,
         ),
         (
             "later fragment",
-            udp(POD_MAC, POD, WAN, 5, 0x0010),
+            udp4(POD_MAC, POD, WAN, 5, 0x0010),
             OK,
             Verdict::PassHost,
         ),
-        ("arp", arp(POD_MAC, POD_MAC, POD), OK, Verdict::PassL2),
+        (
+            "arp",
+            arp_request(POD_MAC, POD_MAC, POD),
+            OK,
+            Verdict::PassL2,
+        ),
         (
             "arp probe",
-            arp(POD_MAC, POD_MAC, [0; 4]),
+            arp_request(POD_MAC, POD_MAC, [0; 4]),
             OK,
             Verdict::PassL2,
         ),
         (
             "arp spoofed ip",
-            arp(POD_MAC, POD_MAC, PEER),
+            arp_request(POD_MAC, POD_MAC, PEER),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "arp spoofed sha",
-            arp(POD_MAC, PEER_MAC, POD),
+            arp_request(POD_MAC, PEER_MAC, POD),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "arp spoofed mac",
-            arp(PEER_MAC, PEER_MAC, POD),
+            arp_request(PEER_MAC, PEER_MAC, POD),
             SHOT,
             Verdict::DropSpoof,
         ),
         (
             "truncated arp",
-            arp(POD_MAC, POD_MAC, POD)[..30].to_vec(),
+            arp_request(POD_MAC, POD_MAC, POD)[..30].to_vec(),
             SHOT,
             Verdict::DropMalformed,
         ),
         (
             "ihl 4",
             {
-                let mut p = udp(POD_MAC, POD, WAN, 5, 0);
+                let mut p = udp4(POD_MAC, POD, WAN, 5, 0);
                 p[14] = 0x44;
                 p
             },
@@ -266,9 +242,9 @@ fn uplink_drops_pod_subnet_and_passes_host_traffic() {
         return;
     }
     let mut ebpf = world();
-    let to_pod = udp(GW_MAC, WAN, POD, 5, 0);
+    let to_pod = udp4(GW_MAC, WAN, POD, 5, 0);
     assert_eq!(run(&mut ebpf, progs::UPLINK, &to_pod).0, SHOT);
-    let to_node = udp(GW_MAC, WAN, [198, 51, 100, 2], 5, 0);
+    let to_node = udp4(GW_MAC, WAN, [198, 51, 100, 2], 5, 0);
     assert_eq!(run(&mut ebpf, progs::UPLINK, &to_node).0, OK);
     let mut truncated_arp = to_pod[..20].to_vec();
     truncated_arp[12..14].copy_from_slice(&[0x08, 0x06]);
@@ -289,7 +265,7 @@ fn random_packets_get_defined_verdicts() {
         seed ^= seed << 17;
         seed
     };
-    let template = udp(POD_MAC, POD, WAN, 5, 0);
+    let template = udp4(POD_MAC, POD, WAN, 5, 0);
     let (mut ran, mut refused) = (0, 0);
     for i in 0..3000 {
         let len = 14 + (next() % 120) as usize;

@@ -13,20 +13,24 @@
 //!
 //! Topologies of a real gateway are added on demand ([`topology`]): a LAN with a sensor, a
 //! backup uplink with fail-over, a layer-3 (TUN, raw-IP) uplink; [`World::external_links`]
-//! names the far side of every external interface.
+//! names the far side of every external interface. [`World::without_wan`] is the node alone;
+//! pods can be wired by hand, without the plugin, for tests of a datapath's own engine
+//! ([`World::add_pod_bridge`], [`World::wire_pod`], [`World::add_bridged_pod`]).
 //!
-//! Also: containerd in a world's node namespace ([`containerd`]), and a busy load on every CPU
-//! for concurrency tests ([`load::CpuLoad`]).
+//! Also: containerd in a world's node namespace ([`containerd`]), a busy load on every CPU
+//! for concurrency tests ([`load::CpuLoad`]), and the one packet builder of the tests that
+//! craft frames by hand ([`packet`]).
 
 pub mod containerd;
 pub mod load;
 mod ns;
-mod packet;
+pub mod packet;
 mod plugin;
 mod reboot;
 mod servers;
 pub mod topology;
 pub mod tun;
+mod wired;
 
 pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
@@ -40,6 +44,7 @@ pub use topology::{
     ExternalLink, L3_UPLINK, LAN_HOST_IP, LAN_IF, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP,
     UPLINK_BACKUP, WAN_BACKUP_ROUTER_IP, WAN_L3_IP,
 };
+pub use wired::{POD_BRIDGE, POD_GATEWAY, POD_IF, POD_PREFIX_LEN, mac_text, parse_mac};
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -70,7 +75,7 @@ pub struct World {
     far: Option<Netns>,
     extras: topology::Extras,
     node: Netns,
-    wan: Netns,
+    wan: Option<Netns>,
     bpffs: BpfFs,
     pin_root: PathBuf,
     dir: tempfile::TempDir,
@@ -83,6 +88,20 @@ impl World {
     /// # Errors
     /// Any failure of `ip`, `mount` or the file system; what was made is removed.
     pub fn new(label: &str) -> io::Result<Self> {
+        Self::build(label, true)
+    }
+
+    /// A world without a wan: the `node` namespace with only `lo`, pods, the bpffs and the
+    /// directories (for tests of what happens on the node's own links). [`World::wan`] panics
+    /// and what needs the wan ([`World::add_far`], the uplinks of [`topology`]) fails.
+    ///
+    /// # Errors
+    /// As [`World::new`].
+    pub fn without_wan(label: &str) -> io::Result<Self> {
+        Self::build(label, false)
+    }
+
+    fn build(label: &str, with_wan: bool) -> io::Result<Self> {
         sweep_stale();
         let prefix = format!(
             "smt-{}-{}-{label}",
@@ -94,7 +113,11 @@ impl World {
             .tempdir()?;
         let bpffs = BpfFs::mount(&dir.path().join("bpffs"))?;
         let node = Netns::create(&format!("{prefix}-node"))?;
-        let wan = Netns::create(&format!("{prefix}-wan"))?;
+        let wan = if with_wan {
+            Some(Netns::create(&format!("{prefix}-wan"))?)
+        } else {
+            None
+        };
         let world = Self {
             pods: Vec::new(),
             far: None,
@@ -112,7 +135,10 @@ impl World {
     }
 
     fn wire_uplink(&self) -> io::Result<()> {
-        let (n, w) = (self.node.name(), self.wan.name());
+        let Some(wan) = &self.wan else {
+            return Ok(());
+        };
+        let (n, w) = (self.node.name(), wan.name());
         ns::ip(&[
             "-n", n, "link", "add", UPLINK, "type", "veth", "peer", "name", "wan0", "netns", w,
         ])?;
@@ -150,9 +176,12 @@ impl World {
 
     /// The wan's server address (on its loopback, which outlives a [`World::reboot`]).
     fn wire_wan_server(&self) -> io::Result<()> {
+        let Some(wan) = &self.wan else {
+            return Ok(());
+        };
         ns::ip(&[
             "-n",
-            self.wan.name(),
+            wan.name(),
             "addr",
             "add",
             &format!("{WAN_SERVER_IP}/24"),
@@ -166,10 +195,11 @@ impl World {
     /// ICMP "fragmentation needed" (PMTU discovery).
     ///
     /// # Errors
-    /// When `ip` fails.
+    /// When `ip` fails, or the world has no wan.
     pub fn add_far(&mut self) -> io::Result<&Netns> {
+        let wan = self.wan_ns()?;
         let far = Netns::create(&format!("{}-far", self.prefix))?;
-        let (w, f) = (self.wan.name(), far.name());
+        let (w, f) = (wan.name(), far.name());
         let mtu = FAR_MTU.to_string();
         ns::ip(&[
             "-n", w, "link", "add", "wan1", "mtu", &mtu, "type", "veth", "peer", "name", "far0",
@@ -188,7 +218,7 @@ impl World {
         ])?;
         ns::ip(&["-n", f, "link", "set", "far0", "up"])?;
         ns::ip(&["-n", f, "route", "add", "default", "via", "100.64.0.1"])?;
-        self.wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         self.far = Some(far);
         Ok(self.far.as_ref().expect("just set"))
     }
@@ -222,9 +252,21 @@ impl World {
     }
 
     /// The wan namespace.
+    ///
+    /// # Panics
+    /// In a world made by [`World::without_wan`].
     #[must_use]
     pub fn wan(&self) -> &Netns {
-        &self.wan
+        self.wan
+            .as_ref()
+            .expect("a world made by World::without_wan has no wan")
+    }
+
+    /// The wan namespace, or an error saying the world has none.
+    fn wan_ns(&self) -> io::Result<&Netns> {
+        self.wan
+            .as_ref()
+            .ok_or_else(|| io::Error::other("this world has no wan (World::without_wan)"))
     }
 
     /// The world's `bpffsDir`: [`PIN_ROOT`] under the private bpffs mount, which does not exist

@@ -56,7 +56,9 @@ impl World {
             .node
             .exec(&["tc", "qdisc", "del", "dev", "lo", "clsact"]);
         let _ = self.node.exec(&["conntrack", "-F"]);
-        let _ = self.wan.exec(&["conntrack", "-F"]);
+        if let Some(wan) = &self.wan {
+            let _ = wan.exec(&["conntrack", "-F"]);
+        }
         self.bpffs.remount()?;
         match std::fs::remove_dir_all(self.data_dir()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -135,8 +135,9 @@ impl World {
     /// `uplink0`, metric 0) keeps winning until [`World::fail_over`].
     ///
     /// # Errors
-    /// When `ip` fails, or the world already has a backup uplink.
+    /// When `ip` fails, the world has no wan or already a backup uplink.
     pub fn add_backup_uplink(&mut self) -> io::Result<()> {
+        self.wan_ns()?;
         if self.extras.backup {
             return Err(io::Error::other("the world already has a backup uplink"));
         }
@@ -148,7 +149,7 @@ impl World {
         if !self.extras.backup {
             return Ok(());
         }
-        let (n, w) = (self.node.name(), self.wan.name());
+        let (n, w) = (self.node.name(), self.wan_ns()?.name());
         ns::ip(&[
             "-n",
             n,
@@ -217,8 +218,10 @@ impl World {
     /// non-default external interface.
     ///
     /// # Errors
-    /// When `/dev/net/tun`, the ioctl or `ip` fails, or the world already has one.
+    /// When `/dev/net/tun`, the ioctl or `ip` fails, the world has no wan or already a layer-3
+    /// uplink.
     pub fn add_l3_uplink(&mut self, mtu: u32) -> io::Result<()> {
+        self.wan_ns()?;
         if self.extras.l3_mtu.is_some() {
             return Err(io::Error::other("the world already has a layer-3 uplink"));
         }
@@ -228,13 +231,14 @@ impl World {
     }
 
     fn wire_l3(&self, mtu: u32) -> io::Result<TunRelay> {
+        let wan = self.wan_ns()?;
         let node_fd = open_tun(&self.node, L3_UPLINK)?;
-        let wan_fd = open_tun(&self.wan, WAN_L3_IF)?;
+        let wan_fd = open_tun(wan, WAN_L3_IF)?;
         let relay = TunRelay::start(node_fd, wan_fd);
         let mtu = mtu.to_string();
         for (ns, dev, me, peer) in [
             (&self.node, L3_UPLINK, NODE_L3_IP, WAN_L3_IP),
-            (&self.wan, WAN_L3_IF, WAN_L3_IP, NODE_L3_IP),
+            (wan, WAN_L3_IF, WAN_L3_IP, NODE_L3_IP),
         ] {
             let n = ns.name();
             let (me, peer) = (me.to_string(), peer.to_string());
@@ -260,31 +264,35 @@ impl World {
         self.extras.relay.as_ref()
     }
 
-    /// Every external interface of the node, the primary uplink first, with the namespace
-    /// and interface on its far side (the place a capture sees what the node sent out).
+    /// Every external interface of the node, the primary uplink first (none without a wan),
+    /// with the namespace and interface on its far side (the place a capture sees what the
+    /// node sent out).
     #[must_use]
     pub fn external_links(&self) -> Vec<ExternalLink<'_>> {
-        let mut out = vec![ExternalLink {
-            node_if: UPLINK,
-            node_ip: NODE_UPLINK_IP,
-            far_ns: &self.wan,
-            far_if: WAN_UPLINK_IF,
-            layer3: false,
-        }];
-        if self.extras.backup {
+        let mut out = Vec::new();
+        if let Some(wan) = &self.wan {
+            out.push(ExternalLink {
+                node_if: UPLINK,
+                node_ip: NODE_UPLINK_IP,
+                far_ns: wan,
+                far_if: WAN_UPLINK_IF,
+                layer3: false,
+            });
+        }
+        if let (true, Some(wan)) = (self.extras.backup, &self.wan) {
             out.push(ExternalLink {
                 node_if: UPLINK_BACKUP,
                 node_ip: NODE_BACKUP_IP,
-                far_ns: &self.wan,
+                far_ns: wan,
                 far_if: WAN_BACKUP_IF,
                 layer3: false,
             });
         }
-        if self.extras.l3_mtu.is_some() {
+        if let (Some(_), Some(wan)) = (self.extras.l3_mtu, &self.wan) {
             out.push(ExternalLink {
                 node_if: L3_UPLINK,
                 node_ip: NODE_L3_IP,
-                far_ns: &self.wan,
+                far_ns: wan,
                 far_if: WAN_L3_IF,
                 layer3: true,
             });

@@ -99,14 +99,62 @@ pub fn records(w: &World) -> Vec<String> {
         .collect()
 }
 
-/// The world's eBPF datapath as the registry opens it, `None` when nothing is pinned.
-pub fn ebpf(w: &World) -> Option<Box<dyn Datapath>> {
-    let conf = smarter_cni::cni::NetConf {
+/// The configuration of the world's network `smartnet` (its directories, every other key the
+/// default) as the registry ([`datapath::open_existing`], [`datapath::usable`]) takes it.
+pub fn registry_conf(w: &World) -> smarter_cni::cni::NetConf {
+    smarter_cni::cni::NetConf {
         bpffs_dir: w.bpffs_dir().to_path_buf(),
         state_dir: w.state_dir(),
         ..smarter_cni::cni::NetConf::default()
-    };
-    datapath::open_existing(&conf, DatapathKind::Ebpf).expect("open pins")
+    }
+}
+
+/// The world's eBPF datapath as the registry opens it, `None` when nothing is pinned.
+pub fn ebpf(w: &World) -> Option<Box<dyn Datapath>> {
+    datapath::open_existing(&registry_conf(w), DatapathKind::Ebpf).expect("open pins")
+}
+
+/// `f` of the world's `dp` datapath (`ebpf` or `nftables`) as the registry opens it, run in
+/// the node namespace (where `nft` finds the node's tables); `None` when that datapath has
+/// nothing there.
+///
+/// # Errors
+/// When the datapath has state that cannot be read.
+pub fn with_datapath<T: Send>(
+    w: &World,
+    dp: &str,
+    f: impl FnOnce(&dyn Datapath) -> T + Send,
+) -> Result<Option<T>, datapath::DatapathError> {
+    let kind = DatapathKind::parse(dp).expect("a datapath name");
+    let conf = registry_conf(w);
+    w.node()
+        .run(|| Ok(datapath::open_existing(&conf, kind)?.map(|d| f(d.as_ref()))))
+}
+
+/// Whether the nftables datapath can serve in the world's node namespace, as the registry
+/// says ([`datapath::usable`]); why not, in words.
+pub fn nftables_usable(w: &World) -> Result<(), String> {
+    let conf = registry_conf(w);
+    w.node()
+        .run(|| datapath::usable(&conf, DatapathKind::Nftables))
+}
+
+/// The packets counted under each of `names` by the world's `dp` datapath (verdicts for eBPF,
+/// named counters for nftables), summed.
+///
+/// # Panics
+/// When the datapath has no state or its counters cannot be read.
+pub fn counted(w: &World, dp: &str, names: &[&str]) -> u64 {
+    with_datapath(w, dp, |d| {
+        d.counters()
+            .expect("counters")
+            .iter()
+            .filter(|(n, _, _)| names.contains(&n.as_str()))
+            .map(|(_, packets, _)| packets)
+            .sum()
+    })
+    .unwrap_or_else(|e| panic!("open the {dp} datapath: {e}"))
+    .unwrap_or_else(|| panic!("the {dp} datapath has no state"))
 }
 
 /// Endpoint addresses in the pinned endpoints map (empty when nothing is pinned).

@@ -25,6 +25,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use smarter_cni::datapath::DatapathKind;
 use smarter_cni::dns::DEFAULT_LISTEN_IP;
 use smarter_testbed::containerd::{Cni, Containerd, LOOPBACK};
 use smarter_testbed::{BpfFs, NODE_UPLINK_IP, UPLINK};
@@ -231,7 +232,12 @@ fn daemonset_as_deployed() {
         text.contains("HTTP/1.") && text.contains("# TYPE"),
         "{text}"
     );
-    let pinned = smarter_cni::datapath::EbpfDatapath::open_existing(&bpffs_dir, "smartnet")
+    let conf = smarter_cni::cni::NetConf {
+        bpffs_dir: bpffs_dir.clone(),
+        state_dir: state_dir.clone(),
+        ..smarter_cni::cni::NetConf::default()
+    };
+    let pinned = smarter_cni::datapath::open_existing(&conf, DatapathKind::Ebpf)
         .unwrap()
         .expect("pins under the created pin root");
     let mut ips: Vec<_> = pinned
@@ -307,8 +313,7 @@ fn daemonset_as_deployed() {
         "programs left on the uplink"
     );
     assert!(
-        w.node()
-            .run(|| NftablesDatapath::open("smartnet").ok().flatten().is_none()),
+        !matches!(with_datapath(&w, "nftables", |_| ()), Ok(Some(()))),
         "nftables tables"
     );
     drop(c);

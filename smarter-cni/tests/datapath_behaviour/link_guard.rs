@@ -10,16 +10,15 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use smarter_cni::datapath::EbpfDatapath;
-use smarter_cni::datapath::nftables::NftablesDatapath;
 use smarter_common::link::link_local_of;
-use smarter_testbed::{Netns, World};
-
-use super::common::{add_ok, ping, result_ip, world};
-use super::frames::{
-    ALL_NODES, Capture, arp_reply, eth, icmp4_redirect, icmp6, ip4, ip6, l2_dst, na_body, ra_body,
-    redirect_body, send, udp4, udp6,
+use smarter_testbed::packet::{
+    ALL_NODES, BROADCAST, ETH_P_ARP, ETH_P_IP, Ipv4, Ipv6, arp, eth, eth_dst6, icmp4, icmp6,
+    nd_body, nd_opt, ra_body, redirect_body, udp, udp6,
 };
+use smarter_testbed::{Netns, World, parse_mac};
+
+use super::common::{add_ok, ping, result_ip, with_datapath, world};
+use super::frames::{Capture, send};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
 /// The prefix of the rogue router advertisements.
@@ -66,10 +65,7 @@ struct Pod {
 
 fn pod_of(res: &Value) -> Pod {
     let text = res["interfaces"][1]["mac"].as_str().expect("pod MAC");
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
+    let mac = parse_mac(text).expect("pod MAC");
     Pod {
         ip: result_ip(res),
         mac,
@@ -126,33 +122,23 @@ fn ll_text(ll: [u8; 16]) -> String {
 /// each must be counted under: (RA guard, spoof, ethertype).
 fn attack(a: &Pod, v: &Pod, b: &Pod, node_ll: [u8; 16]) -> (Vec<Vec<u8>>, [usize; 3]) {
     let icmp = |src, dst, kind, body: &[u8], smac| {
-        let p = ip6(src, dst, 58, &icmp6(src, dst, kind, body));
-        eth(l2_dst(dst, v.mac), smac, 0x86dd, &p)
+        let m = icmp6(src, dst, kind, body);
+        Ipv6::new(src, dst, 58).frame(eth_dst6(dst, v.mac), smac, &m)
     };
-    let ra = icmp(a.ll, ALL_NODES, 134, &ra_body(BAD_PREFIX, a.mac), a.mac);
+    let na_body = |target, mac| nd_body(0x20, target, &nd_opt(2, mac));
+    let rogue_ra = ra_body(BAD_PREFIX, Some(a.mac));
+    let ra = icmp(a.ll, ALL_NODES, 134, &rogue_ra, a.mac);
     let mut ra_hbh = vec![58, 0, 1, 4, 0, 0, 0, 0];
-    ra_hbh.extend_from_slice(&icmp6(a.ll, ALL_NODES, 134, &ra_body(BAD_PREFIX, a.mac)));
-    let ra_hbh = eth(
-        l2_dst(ALL_NODES, v.mac),
-        a.mac,
-        0x86dd,
-        &ip6(a.ll, ALL_NODES, 0, &ra_hbh),
-    );
+    ra_hbh.extend_from_slice(&icmp6(a.ll, ALL_NODES, 134, &rogue_ra));
+    let ra_hbh = Ipv6::new(a.ll, ALL_NODES, 0).frame(eth_dst6(ALL_NODES, v.mac), a.mac, &ra_hbh);
     let wan: [u8; 16] = WAN_V6.parse::<std::net::Ipv6Addr>().unwrap().octets();
     let dhcp = udp6(a.ll, v.ll, 547, 546, &[7, 0, 0, 1]);
-    let about = ip4(
-        v.ip,
-        Ipv4Addr::new(203, 0, 113, 1),
-        17,
-        &udp4(4000, 53, b"dns?"),
-    );
+    let dns = udp(4000, 53, b"dns?");
+    let about = Ipv4::new(v.ip, Ipv4Addr::new(203, 0, 113, 1), 17).packet(&dns);
     let redirect4 = |to: Ipv4Addr, l2: [u8; 6]| {
-        eth(
-            l2,
-            a.mac,
-            0x0800,
-            &ip4(a.ip, to, 1, &icmp4_redirect(a.ip, &about)),
-        )
+        // A host redirect (code 1): use `a.ip` for the datagram `about` (its header and 8 bytes).
+        let m = icmp4(5, 1, a.ip.octets(), &about[..28]);
+        Ipv4::new(a.ip, to, 1).frame(l2, a.mac, &m)
     };
     let guard = vec![
         ra.clone(),
@@ -161,8 +147,8 @@ fn attack(a: &Pod, v: &Pod, b: &Pod, node_ll: [u8; 16]) -> (Vec<Vec<u8>>, [usize
         ra_hbh,
         icmp(a.ll, v.ll, 137, &redirect_body(a.ll, wan, a.mac), a.mac),
         icmp(a.ll, node_ll, 137, &redirect_body(a.ll, wan, a.mac), a.mac),
-        eth(v.mac, a.mac, 0x86dd, &ip6(a.ll, v.ll, 17, &dhcp)),
-        redirect4(GATEWAY, [0xff; 6]),
+        Ipv6::new(a.ll, v.ll, 17).frame(v.mac, a.mac, &dhcp),
+        redirect4(GATEWAY, BROADCAST),
         redirect4(b.ip, b.mac),
     ];
     let spoof = vec![
@@ -175,61 +161,52 @@ fn attack(a: &Pod, v: &Pod, b: &Pod, node_ll: [u8; 16]) -> (Vec<Vec<u8>>, [usize
         icmp(a.ll, ALL_NODES, 136, &na_body(a.ll, v.mac), a.mac),
         // Frames with the victim's MAC: IPv6, IPv4, ARP.
         icmp(a.ll, ALL_NODES, 136, &na_body(a.ll, a.mac), v.mac),
+        Ipv4::new(a.ip, GATEWAY, 17).frame(BROADCAST, v.mac, &udp(9, 9, b"x")),
         eth(
-            [0xff; 6],
+            BROADCAST,
             v.mac,
-            0x0800,
-            &ip4(a.ip, GATEWAY, 17, &udp4(9, 9, b"x")),
+            ETH_P_ARP,
+            &arp(2, a.mac, a.ip, BROADCAST, GATEWAY),
         ),
-        eth([0xff; 6], v.mac, 0x0806, &arp_reply(a.mac, a.ip, GATEWAY)),
     ];
-    let mut vlan = vec![0, 10, 0x08, 0x00];
-    vlan.extend_from_slice(&ip4(a.ip, GATEWAY, 17, &udp4(9, 9, b"x")));
+    let mut vlan = vec![0, 10];
+    vlan.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    vlan.extend_from_slice(&Ipv4::new(a.ip, GATEWAY, 17).packet(&udp(9, 9, b"x")));
     let mut ethertypes: Vec<Vec<u8>> = (0..5)
-        .map(|_| eth([0xff; 6], v.mac, 0x88b5, &[0x5a; 46]))
+        .map(|_| eth(BROADCAST, v.mac, 0x88b5, &[0x5a; 46]))
         .collect();
     // LLDP's ethertype, broadcast (to its own group, 01:80:c2:00:00:0e, the bridge hands a
     // frame to the port's own stack only: never forwarded, and unseen by nftables).
-    ethertypes.push(eth([0xff; 6], v.mac, 0x88cc, &[0; 46]));
-    ethertypes.push(eth([0xff; 6], v.mac, 0x8100, &vlan));
+    ethertypes.push(eth(BROADCAST, v.mac, 0x88cc, &[0; 46]));
+    ethertypes.push(eth(BROADCAST, v.mac, 0x8100, &vlan));
     let counts = [guard.len(), spoof.len(), ethertypes.len()];
     ([guard, spoof, ethertypes].concat(), counts)
 }
 
 /// Drops counted by the datapath: (RA guard, spoof, ethertype).
 fn drops(w: &World, dp: &str) -> [u64; 3] {
-    if dp == "ebpf" {
-        let d = EbpfDatapath::open_existing(w.bpffs_dir(), "smartnet")
-            .expect("open pins")
-            .expect("pinned");
-        let stats = d.verdict_stats().expect("verdicts");
-        let n = |name| stats.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
-        [n("drop_ra_guard"), n("drop_spoof"), n("drop_ethertype")]
+    let spoof: &[&str] = if dp == "ebpf" {
+        &["drop_spoof"]
     } else {
-        let all = w.node().run(|| {
-            NftablesDatapath::open("smartnet")
-                .expect("nft")
-                .expect("tables")
-                .counters()
-                .expect("counters")
-        });
-        let n = |names: &[&str]| {
+        &[
+            "drop_spoof_ip",
+            "drop_spoof_arp",
+            "drop_spoof_l2",
+            "drop_spoof_ip6",
+        ]
+    };
+    with_datapath(w, dp, |d| {
+        let all = d.counters().expect("counters");
+        let n = |names: &[&str]| -> u64 {
             all.iter()
                 .filter(|c| names.contains(&c.0.as_str()))
                 .map(|c| c.1)
                 .sum()
         };
-        [
-            n(&["drop_ra_guard"]),
-            n(&[
-                "drop_spoof_ip",
-                "drop_spoof_arp",
-                "drop_spoof_l2",
-                "drop_spoof_ip6",
-            ]),
-            n(&["drop_ethertype"]),
-        ]
-    }
+        [n(&["drop_ra_guard"]), n(spoof), n(&["drop_ethertype"])]
+    })
+    .unwrap_or_else(|e| panic!("{dp}: open the datapath: {e}"))
+    .unwrap_or_else(|| panic!("{dp}: the datapath has no state"))
 }
 
 /// The same router advertisement on a plain veth between two namespaces: the receiver takes a
@@ -246,34 +223,17 @@ fn control(w: &mut World) {
     .unwrap();
     a.exec(&["ip", "link", "set", "ca", "up"]).unwrap();
     b.exec(&["ip", "link", "set", "cb", "up"]).unwrap();
-    let mac: [u8; 6] = {
-        let out = text(a, &["ip", "-o", "link", "show", "ca"]);
-        let word = out
-            .split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .expect("MAC of ca")
-            .to_owned();
-        let mut m = [0u8; 6];
-        for (x, part) in m.iter_mut().zip(word.split(':')) {
-            *x = u8::from_str_radix(part, 16).unwrap();
-        }
-        m
-    };
+    let mac = a.mac("ca").expect("MAC of ca");
     let ll = link_local_of(mac);
-    let p = ip6(
-        ll,
-        ALL_NODES,
-        58,
-        &icmp6(ll, ALL_NODES, 134, &ra_body(BAD_PREFIX, mac)),
-    );
+    let ra = icmp6(ll, ALL_NODES, 134, &ra_body(BAD_PREFIX, Some(mac)));
     let deadline = Instant::now() + Duration::from_secs(10);
     // The receiver listens once its link is ready (it then has its link-local address).
     while !text(b, &["ip", "-6", "addr", "show", "dev", "cb"]).contains("scope link") {
         assert!(Instant::now() < deadline, "control: cb never got IPv6");
         std::thread::sleep(Duration::from_millis(50));
     }
-    send(a, "ca", &[eth(l2_dst(ALL_NODES, mac), mac, 0x86dd, &p)]);
+    let frame = Ipv6::new(ll, ALL_NODES, 58).frame(eth_dst6(ALL_NODES, mac), mac, &ra);
+    send(a, "ca", &[frame]);
     loop {
         let (route, addr) = (
             text(b, &["ip", "-6", "route"]),

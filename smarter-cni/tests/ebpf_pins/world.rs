@@ -1,15 +1,18 @@
-//! The throwaway world of `ebpf_pins`: private network namespaces and a private bpffs, removed
-//! by RAII guards (also on panic). Nothing touches the root namespace or /sys/fs/bpf.
+//! The world of `ebpf_pins`: a [`smarter_testbed::World`] without a wan: the node with host
+//! veths `hv0`/`hv1`, each paired with `eth0` in its own pod namespace on a /30 link, and the
+//! world's private bpffs. Everything is removed on drop, also on panic; nothing touches the
+//! root namespace or /sys/fs/bpf.
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
+    path::Path,
     thread,
     time::Duration,
 };
 
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{DatapathConfig, EbpfDatapath, EbpfError, EndpointSpec};
-use smarter_testbed::{Netns, ScratchBpfFs, unique_name};
+use smarter_testbed::{Netns, POD_GATEWAY, POD_IF, World};
 
 /// Whether the kernel has TCX (Linux 6.6+), so `AttachMode::Auto` means TCX.
 pub fn has_tcx() -> bool {
@@ -17,34 +20,32 @@ pub fn has_tcx() -> bool {
     KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0))
 }
 
-/// Node namespace with host veths `hv0`/`hv1`, each paired with `eth0` in its own pod namespace.
-/// Fields drop in order: pods, then node (which deletes the veths), then bpffs.
-pub struct World {
-    pub pods: [Netns; 2],
-    pub node: Netns,
-    pub bpffs: ScratchBpfFs,
-    pub lock_dir: tempfile::TempDir,
-}
-
-const POD_MACS: [&str; 2] = ["02:00:00:5e:00:0a", "02:00:00:5e:00:0b"];
+const POD_MACS: [[u8; 6]; 2] = [[2, 0, 0, 0x5e, 0, 0x0a], [2, 0, 0, 0x5e, 0, 0x0b]];
 /// (host address, pod address) of each /30 link (TEST-NET-2, never the machine's uplink range).
-const LINKS: [(&str, &str); 2] = [
-    ("198.51.100.1", "198.51.100.2"),
-    ("198.51.100.5", "198.51.100.6"),
+const LINKS: [(Ipv4Addr, Ipv4Addr); 2] = [
+    (
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(198, 51, 100, 2),
+    ),
+    (
+        Ipv4Addr::new(198, 51, 100, 5),
+        Ipv4Addr::new(198, 51, 100, 6),
+    ),
 ];
 
-impl World {
+/// The node and pods `pod0`/`pod1`; see the module docs.
+pub struct PinsWorld {
+    w: World,
+}
+
+impl PinsWorld {
     pub fn new() -> Self {
-        let world = Self {
-            pods: [
-                Netns::create(&unique_name("pa")).expect("namespace"),
-                Netns::create(&unique_name("pb")).expect("namespace"),
-            ],
-            node: Netns::create(&unique_name("node")).expect("namespace"),
-            bpffs: ScratchBpfFs::new("ebpf").expect("bpffs"),
-            lock_dir: tempfile::tempdir().expect("tempdir"),
-        };
-        for i in 0..world.pods.len() {
+        let mut w = World::without_wan("ebpf_pins").expect("namespace world");
+        for i in 0..LINKS.len() {
+            w.add_pod_ns(&format!("pod{i}")).expect("pod namespace");
+        }
+        let world = Self { w };
+        for i in 0..LINKS.len() {
             world.wire(i);
         }
         world
@@ -52,43 +53,52 @@ impl World {
 
     /// Creates the veth pair of pod `i` (host side `hv{i}`, pod side `eth0`) and addresses it.
     pub fn wire(&self, i: usize) {
-        let (pod, (host, peer)) = (&self.pods[i], LINKS[i]);
-        self.node.ip(&format!(
-            "link add hv{i} type veth peer name eth0 address {} netns {}",
-            POD_MACS[i],
-            pod.name()
-        ));
-        self.node.ip(&format!("addr add {host}/30 dev hv{i}"));
-        self.node.ip(&format!("link set hv{i} up"));
-        pod.ip(&format!("addr add {peer}/30 dev eth0"));
-        pod.ip("link set eth0 up");
+        let (host, peer) = LINKS[i];
+        self.w
+            .wire_pod(&format!("pod{i}"), &format!("hv{i}"), POD_MACS[i])
+            .expect("wire the pod");
+        self.node().ip(&format!("addr add {host}/30 dev hv{i}"));
+        self.pod(i).ip(&format!("addr add {peer}/30 dev {POD_IF}"));
     }
 
+    /// The node namespace.
+    pub fn node(&self) -> &Netns {
+        self.w.node()
+    }
+
+    fn pod(&self, i: usize) -> &Netns {
+        self.w.pod(&format!("pod{i}")).expect("pod")
+    }
+
+    /// The pin root (on the world's bpffs; created by the first open).
+    pub fn root(&self) -> &Path {
+        self.w.bpffs_dir()
+    }
+
+    /// Opens or loads `network`'s datapath in the world's pin root, its loader lock in the
+    /// network's state directory (as the plugin does).
     pub fn open(&self, network: &str) -> Result<EbpfDatapath, EbpfError> {
         let cfg = DatapathConfig {
-            gateway: Ipv4Addr::new(172, 39, 0, 1),
+            gateway: POD_GATEWAY,
             subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
             ct_max_entries: 16384,
         };
-        EbpfDatapath::open_or_load(self.bpffs.path(), network, self.lock_dir.path(), &cfg)
+        let lock_dir = self.w.state_dir().join(network);
+        EbpfDatapath::open_or_load(self.root(), network, &lock_dir, &cfg)
     }
 
     pub fn spec(&self, i: usize) -> EndpointSpec {
         let host_ifname = format!("hv{i}");
         let name = host_ifname.clone();
         let host_ifindex = self
-            .node
+            .node()
             .run(move || nix::net::if_::if_nametoindex(name.as_str()).expect("host veth"));
-        let mac: Vec<u8> = POD_MACS[i]
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect();
         EndpointSpec {
-            ip: LINKS[i].1.parse().unwrap(),
-            mac: mac.try_into().unwrap(),
+            ip: LINKS[i].1,
+            mac: POD_MACS[i],
             host_ifname,
             host_ifindex,
-            pod_ifname: "eth0".into(),
+            pod_ifname: POD_IF.into(),
             container_id: format!("{i:0>64}"),
             pod_namespace: "default".into(),
             pod_name: format!("pod-{i}"),
@@ -97,8 +107,8 @@ impl World {
 
     /// Sends UDP datagrams from pod `i` to its host veth address (plus the ARP it takes).
     pub fn send_from_pod(&self, i: usize, count: usize) {
-        let target = (LINKS[i].0.parse::<Ipv4Addr>().unwrap(), 9);
-        self.pods[i].run(move || {
+        let target = (LINKS[i].0, 9);
+        self.pod(i).run(move || {
             let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
             for _ in 0..count {
                 // The first sends may wait in the neighbour queue; later ones may meet ICMP

@@ -1,8 +1,8 @@
 //! The nftables tests' world: a [`smarter_testbed::World`] (node, wan; uplink `uplink0`
 //! 198.51.100.2/24 ↔ 198.51.100.1, server 203.0.113.1 on the wan) with the node's bridge
 //! `smartnet0` (172.39.0.1/16) and two pods wired by hand (172.39.0.2 and .3 on host veths
-//! `smv…02`/`smv…03`), and, when asked, a LAN: a namespace behind the node's `lan0`
-//! (192.168.77.1/24) holding a sensor at 192.168.77.2. Everything is removed on drop, also on
+//! `smv…02`/`smv…03`), and, when asked, the world's LAN: a namespace behind the node's `lan0`
+//! (192.168.50.1/24) holding a sensor at 192.168.50.2. Everything is removed on drop, also on
 //! panic; nothing touches the root namespace.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,22 +11,19 @@ use std::time::Duration;
 
 use smarter_cni::datapath::PodLink;
 use smarter_cni::datapath::nftables::{NftablesConfig, NftablesDatapath};
-use smarter_testbed::{Netns, World, require_root, skipped, tcp_roundtrip, unique_name};
+use smarter_testbed::{Netns, World, require_root, skipped, tcp_roundtrip};
 
 /// The node's LAN address.
-pub const NODE_LAN_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+pub const NODE_LAN_IP: Ipv4Addr = smarter_testbed::LAN_NODE_IP;
 /// The sensor on the LAN.
-pub const SENSOR_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+pub const SENSOR_IP: Ipv4Addr = smarter_testbed::LAN_HOST_IP;
 /// The pods' gateway (the bridge's address).
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 39, 0, 1);
+pub const GATEWAY: Ipv4Addr = smarter_testbed::POD_GATEWAY;
 /// How long a client waits for an answer (a failure takes this long; success does not).
 pub const T: Duration = Duration::from_secs(3);
 
-/// A world for the nftables datapath: see the module docs. Fields drop in order: the LAN
-/// first, then the testbed world (pods, node, wan).
+/// A world for the nftables datapath: see the module docs.
 pub struct NftWorld {
-    /// The LAN namespace (sensor side of `lan0`), when [`NftWorld::add_lan`] made it.
-    pub lan: Option<Netns>,
     /// The testbed world.
     pub w: World,
 }
@@ -80,35 +77,17 @@ impl NftWorld {
     /// netfilter where `br_netfilter` is loaded, as on a node running the plugin).
     pub fn new(label: &str) -> Self {
         let mut w = World::new(label).expect("namespace world");
-        let node = w.node();
-        node.ip("link add smartnet0 type bridge");
-        node.ip(&format!("addr add {GATEWAY}/16 dev smartnet0"));
-        node.ip("link set smartnet0 up");
+        w.add_pod_bridge().expect("the pods' bridge");
         for last in [2u8, 3] {
             let ep = endpoint(last);
-            let pod_ns = w
-                .add_pod_ns(&format!("pod{last}"))
-                .expect("pod namespace")
-                .name()
-                .to_owned();
-            let node = w.node();
-            let host = &ep.host_ifname;
-            node.ip(&format!(
-                "link add {host} type veth peer name eth0 netns {pod_ns}"
-            ));
-            node.ip(&format!("link set {host} master smartnet0 up"));
-            let pod = w.pod(&format!("pod{last}")).expect("pod");
-            let mac: Vec<String> = ep.mac.iter().map(|b| format!("{b:02x}")).collect();
-            pod.ip(&format!("link set eth0 address {}", mac.join(":")));
-            pod.ip(&format!("addr add {}/16 dev eth0", ep.ip));
-            pod.ip("link set eth0 up");
-            pod.ip(&format!("route add default via {GATEWAY}"));
+            w.add_bridged_pod(&format!("pod{last}"), &ep.host_ifname, ep.mac, ep.ip)
+                .expect("pod");
         }
-        let node = w.node();
-        assert!(node.succeeds(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
         // Per namespace since Linux 5.3; absent when br_netfilter is not loaded.
-        let _ = node.succeeds(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
-        Self { lan: None, w }
+        let _ = w
+            .node()
+            .succeeds(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+        Self { w }
     }
 
     /// The node namespace.
@@ -121,26 +100,15 @@ impl NftWorld {
         self.w.pod(&format!("pod{last}")).expect("pod")
     }
 
-    /// Adds the LAN: the node's `lan0` at [`NODE_LAN_IP`], the sensor at [`SENSOR_IP`] (which
-    /// routes the pod subnet to the node, as a misconfigured or hostile LAN host might).
+    /// Adds the world's LAN: the node's `lan0` at [`NODE_LAN_IP`], the sensor at [`SENSOR_IP`]
+    /// (which routes the pod subnet to the node, as a misconfigured or hostile LAN host might).
     pub fn add_lan(&mut self) -> &Netns {
-        let lan = Netns::create(&unique_name("lan")).expect("lan namespace");
-        let node = self.w.node();
-        node.ip(&format!(
-            "link add lan0 type veth peer name eth0 netns {}",
-            lan.name()
-        ));
-        node.ip(&format!("addr add {NODE_LAN_IP}/24 dev lan0"));
-        node.ip("link set lan0 up");
-        lan.ip(&format!("addr add {SENSOR_IP}/24 dev eth0"));
-        lan.ip("link set eth0 up");
-        lan.ip(&format!("route add 172.39.0.0/16 via {NODE_LAN_IP}"));
-        self.lan.insert(lan)
+        self.w.add_lan().expect("lan namespace")
     }
 
     /// The LAN namespace.
     pub fn lan(&self) -> &Netns {
-        self.lan.as_ref().expect("add_lan first")
+        self.w.lan().expect("add_lan first")
     }
 
     /// `NftablesDatapath::ensure` in the node namespace.

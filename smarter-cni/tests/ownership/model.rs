@@ -52,9 +52,7 @@ pub fn run(dp: &'static str) {
         return;
     };
     if dp == "nftables"
-        && let Err(e) = w
-            .node()
-            .run(smarter_cni::datapath::nftables::NftablesDatapath::available)
+        && let Err(e) = super::common::nftables_usable(&w)
     {
         smarter_testbed::skipped(&format!("SKIP {test}: no nftables ({e})"));
         return;
