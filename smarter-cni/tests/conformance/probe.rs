@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
+use smarter_testbed::packet;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::traffic::{Case, Proto};
@@ -111,12 +112,7 @@ pub fn probe(case: &Case, to: SocketAddrV4, salt: u8, timeout: Duration) -> bool
         Proto::Echo => {
             let s = client(Type::RAW, Some(Protocol::ICMPV4), case, timeout);
             let id = 0x5a00 | u16::from(salt);
-            let mut msg = vec![8u8, 0, 0, 0];
-            msg.extend_from_slice(&id.to_be_bytes());
-            msg.extend_from_slice(&1u16.to_be_bytes());
-            msg.extend_from_slice(&data);
-            let c = inet_csum(&msg);
-            msg[2..4].copy_from_slice(&c.to_be_bytes());
+            let msg = packet::icmp4(8, 0, packet::id_seq(id, 1), &data);
             if s.send_to(&msg, &SocketAddr::V4(to).into()).is_err() {
                 return false;
             }
@@ -227,8 +223,6 @@ fn await_raw(
     }
     false
 }
-
-pub use smarter_testbed::inet_csum;
 
 /// A raw socket of protocol `p` bound to `me`, for [`raw_echo`] (in the calling thread's
 /// namespace: the socket stays there whichever thread serves it).
