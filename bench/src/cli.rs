@@ -21,8 +21,8 @@ pub struct Cli {
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
     /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`, `cri`) or data-plane
-    /// workloads (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`);
-    /// repeatable.
+    /// workloads (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`,
+    /// `rr-lan`, `rr-lan-hostport`, `udp-l3`); repeatable.
     #[arg(long)]
     pub only: Vec<String>,
     /// Repetitions of each data-plane workload (default 5; `--quick`: 1).

@@ -1,7 +1,8 @@
 //! The contenders, each in its own namespace world: the upstream reference chain (Debian's
 //! bridge + host-local + portmap with `ipMasq` and `hairpinMode`), smarter-cni with the
 //! iptables and with the eBPF datapath, and the limit (bare veths, plain routing, no bridge, no
-//! filtering, no NAT).
+//! filtering, no NAT). A world has the shape of a [`Topology`]: the uplink alone, with a LAN
+//! of sensors beside it, or with a layer-3 uplink (a raw-IP modem) carrying the default route.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use smarter_testbed::{CniCall, NODE_UPLINK_IP, Netns, World};
+use smarter_testbed::topology::WAN_L3_IF;
+use smarter_testbed::{CniCall, LAN_NODE_IP, NODE_UPLINK_IP, Netns, World};
 
 use crate::error::CallFailed;
 use crate::plugin::run_measured;
@@ -54,6 +56,22 @@ impl Kind {
     }
 }
 
+/// The limit's pods' addresses (routed, not NATed: the far sides route them back to the node).
+const LIMIT_PODS: &str = "10.98.0.0/16";
+
+/// The shape of a contender's world besides its pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// The Ethernet uplink `uplink0` (the default route) to the wan, nothing else.
+    Uplink,
+    /// The uplink and a LAN with a sensor ([`World::add_lan`]): a second external interface,
+    /// `lan0` with [`LAN_NODE_IP`].
+    Lan,
+    /// The uplink and a layer-3 uplink `wwan0` of this MTU ([`World::add_l3_uplink`]: TUN
+    /// devices joined by a userspace relay) that carries the default route.
+    L3Uplink(u32),
+}
+
 /// One pod of a contender.
 pub struct Pod {
     /// The address other pods and the wan reach it at.
@@ -81,22 +99,29 @@ pub struct Contender {
 }
 
 impl Contender {
-    /// A fresh world for `kind`.
+    /// A fresh world for `kind` with only the uplink ([`Topology::Uplink`]).
     pub fn new(kind: Kind, plugin: &Path) -> anyhow::Result<Self> {
-        let world = World::new(&format!("bench-{}", kind.name()))?;
+        Self::build(kind, plugin, Topology::Uplink)
+    }
+
+    /// A fresh world for `kind` in the shape of `topology`, built before any pod is added
+    /// (the first ADD finds every external interface there).
+    pub fn build(kind: Kind, plugin: &Path, topology: Topology) -> anyhow::Result<Self> {
+        let label = match topology {
+            Topology::Uplink => format!("bench-{}", kind.name()),
+            Topology::Lan => format!("bench-{}-lan", kind.name()),
+            Topology::L3Uplink(_) => format!("bench-{}-l3", kind.name()),
+        };
+        let mut world = World::new(&label)?;
+        match topology {
+            Topology::Uplink => {}
+            Topology::Lan => {
+                world.add_lan()?;
+            }
+            Topology::L3Uplink(mtu) => world.add_l3_uplink(mtu)?,
+        }
         if kind == Kind::Limit {
-            // Plain routing back to the pods' own addresses (no NAT).
-            world.wan().exec(&[
-                "ip",
-                "route",
-                "add",
-                "10.98.0.0/16",
-                "via",
-                &NODE_UPLINK_IP.to_string(),
-            ])?;
-            world
-                .node()
-                .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            route_limit_pods(&world, topology)?;
         }
         Ok(Self {
             kind,
@@ -126,12 +151,18 @@ impl Contender {
         }
     }
 
-    /// Where the wan reaches pod `i`'s service: its hostPort on the node (the limit: the pod
-    /// itself, routed).
+    /// Where the wan reaches pod `i`'s service: its hostPort on the node's uplink address
+    /// (the limit: the pod itself, routed).
     pub fn host_port_target(&self, i: usize) -> SocketAddr {
+        self.host_port_on(NODE_UPLINK_IP, i)
+    }
+
+    /// Where a host beside the node's address `node_ip` (the wan, the LAN) reaches pod `i`'s
+    /// service: its hostPort on `node_ip` (the limit: the pod itself, routed).
+    pub fn host_port_on(&self, node_ip: Ipv4Addr, i: usize) -> SocketAddr {
         match self.kind {
             Kind::Limit => SocketAddr::from((self.pods[i].ip, POD_PORT)),
-            _ => SocketAddr::from((NODE_UPLINK_IP, HOST_PORT_BASE + i as u16)),
+            _ => SocketAddr::from((node_ip, HOST_PORT_BASE + i as u16)),
         }
     }
 
@@ -232,6 +263,36 @@ impl Contender {
         }
         Ok(pod_ip)
     }
+}
+
+/// The limit's plain routing: the node forwards, and whatever is on the far side of each
+/// external interface routes the pods' own addresses back to the node (no NAT).
+fn route_limit_pods(world: &World, topology: Topology) -> anyhow::Result<()> {
+    let node_uplink = NODE_UPLINK_IP.to_string();
+    match topology {
+        Topology::L3Uplink(_) => world
+            .wan()
+            .exec(&["ip", "route", "add", LIMIT_PODS, "dev", WAN_L3_IF])?,
+        Topology::Uplink | Topology::Lan => {
+            world
+                .wan()
+                .exec(&["ip", "route", "add", LIMIT_PODS, "via", &node_uplink])?
+        }
+    };
+    if let (Topology::Lan, Some(lan)) = (topology, world.lan()) {
+        lan.exec(&[
+            "ip",
+            "route",
+            "add",
+            LIMIT_PODS,
+            "via",
+            &LAN_NODE_IP.to_string(),
+        ])?;
+    }
+    world
+        .node()
+        .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    Ok(())
 }
 
 /// Runs `kind`'s plugins for `verb` on pod `i` (`id`, `ns`) in `world` as libcni does: in

@@ -6,7 +6,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smarter_testbed::{Netns, spawn_in};
@@ -17,9 +17,11 @@ use crate::stats::percentile_us;
 const MSG: usize = 64;
 
 /// A TCP server answering every `MSG`-byte request with `MSG` bytes, one thread per
-/// connection, until dropped.
+/// connection, until dropped; it remembers the source address of the last connection it
+/// accepted (what a NAT made of the client).
 pub struct RrServer {
     stop: Arc<AtomicBool>,
+    last_peer: Arc<AtomicU32>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -27,7 +29,8 @@ impl RrServer {
     /// Listens on `ip:port` inside `ns`.
     pub fn start(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
+        let last_peer = Arc::new(AtomicU32::new(0));
+        let (s, peer) = (stop.clone(), last_peer.clone());
         let thread = spawn_in(ns, move || {
             let l = TcpListener::bind((ip, port)).expect("bind rr server");
             // Blocking accept that wakes up every 100 ms to see whether to stop (a sleeping
@@ -39,7 +42,10 @@ impl RrServer {
             )
             .expect("accept timeout");
             while !s.load(Ordering::Relaxed) {
-                if let Ok((mut c, _)) = l.accept() {
+                if let Ok((mut c, from)) = l.accept() {
+                    if let SocketAddr::V4(from) = from {
+                        peer.store(u32::from(*from.ip()), Ordering::Relaxed);
+                    }
                     let s = s.clone();
                     std::thread::spawn(move || {
                         let _ = c.set_nonblocking(false);
@@ -57,7 +63,16 @@ impl RrServer {
         });
         Self {
             stop,
+            last_peer,
             thread: Some(thread),
+        }
+    }
+
+    /// The source address of the last connection accepted, if any.
+    pub fn last_peer(&self) -> Option<Ipv4Addr> {
+        match self.last_peer.load(Ordering::Relaxed) {
+            0 => None,
+            a => Some(Ipv4Addr::from(a)),
         }
     }
 }
@@ -158,13 +173,29 @@ fn rate(lat: &mut [Duration], elapsed: Duration) -> Rate {
 /// Receive queue of the UDP sink, bytes.
 const UDP_RCVBUF: usize = 32 << 20;
 
+/// What the sink of [`udp`] received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivered {
+    /// Datagrams received per second of sending.
+    pub per_s: f64,
+    /// Datagrams received.
+    pub received: u64,
+    /// The source address of the first datagram received (what a NAT made of the sender).
+    pub source: Option<Ipv4Addr>,
+}
+
 /// 64-byte UDP datagrams from `from` to `to` (a sink in `sink_ns`) as fast as one sender
-/// goes, for `secs`; returns datagrams received per second.
-pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<f64> {
+/// goes, for `secs`; returns what the sink received.
+///
+/// # Errors
+///
+/// When a socket fails, a thread panics, or not one datagram arrived (a path that delivers
+/// nothing is a failure, not a figure of zero).
+pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<Delivered> {
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (r, s) = (received.clone(), stop.clone());
-    let sink = spawn_in(sink_ns, move || -> anyhow::Result<()> {
+    let sink = spawn_in(sink_ns, move || -> anyhow::Result<Option<Ipv4Addr>> {
         let sock = UdpSocket::bind(to)?;
         // A deep receive queue: what is counted is what the path delivered, not what a
         // receiver that lost its CPU to the sender for a time slice (one CPU in the edge
@@ -172,12 +203,19 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &UDP_RCVBUF)?;
         sock.set_read_timeout(Some(Duration::from_millis(100)))?;
         let mut buf = [0u8; 2048];
+        let mut source = None;
         while !s.load(Ordering::Relaxed) {
-            if sock.recv(&mut buf).is_ok() {
+            if source.is_none() {
+                // Only the first datagram's source: the loop stays `recv` as before.
+                if let Ok((_, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+                    source = Some(*from.ip());
+                    r.fetch_add(1, Ordering::Relaxed);
+                }
+            } else if sock.recv(&mut buf).is_ok() {
                 r.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(())
+        Ok(source)
     });
     std::thread::sleep(Duration::from_millis(100));
     let start_count = received.load(Ordering::Relaxed);
@@ -199,9 +237,16 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
         .map_err(|_| anyhow::anyhow!("udp sender panicked"))??;
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    sink.join()
+    let source = sink
+        .join()
         .map_err(|_| anyhow::anyhow!("udp sink panicked"))??;
-    Ok((received.load(Ordering::Relaxed) - start_count) as f64 / elapsed.as_secs_f64())
+    let received = received.load(Ordering::Relaxed) - start_count;
+    anyhow::ensure!(received > 0, "not one datagram reached {to}");
+    Ok(Delivered {
+        per_s: received as f64 / elapsed.as_secs_f64(),
+        received,
+        source,
+    })
 }
 
 /// An iperf3 TCP stream from `client` to a one-shot server on `ip:port` in `server`, for

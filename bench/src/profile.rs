@@ -30,7 +30,8 @@ impl Profile {
             Profile::Default => "all CPUs, the kernel's default offloads (GSO/GRO/TSO on veths)",
             Profile::Edge => {
                 "every process and thread of every world pinned to CPU 0; TSO, GSO and GRO off \
-                 on every interface of every namespace (veths, bridge, uplink); MTU 1500"
+                 on every interface of every namespace (veths, bridge, uplink, LAN); MTU 1500 \
+                 (the layer-3 uplink keeps its own)"
             }
         }
     }
@@ -53,7 +54,8 @@ impl Profile {
         Ok(AffinityGuard { old })
     }
 
-    /// Sets up `world`'s interfaces for the profile (after its pods were added).
+    /// Sets up `world`'s interfaces for the profile (after its pods were added): those of the
+    /// node, the wan, the LAN if there is one, and `pods`; a layer-3 uplink keeps its MTU.
     ///
     /// # Errors
     ///
@@ -62,13 +64,23 @@ impl Profile {
         if self == Profile::Default {
             return Ok(());
         }
+        // A layer-3 uplink keeps its own MTU (a modem's 1428 is what it is on a gateway too).
+        let layer3: Vec<&str> = world
+            .external_links()
+            .iter()
+            .filter(|l| l.layer3)
+            .flat_map(|l| [l.node_if, l.far_if])
+            .collect();
         for ns in [world.node(), world.wan()]
             .into_iter()
+            .chain(world.lan())
             .chain(pods.iter().copied())
         {
             for dev in interfaces(ns)? {
-                ns.exec(&["ip", "link", "set", "dev", &dev, "mtu", "1500"])
-                    .with_context(|| format!("{}: mtu 1500 on {dev}", ns.name()))?;
+                if !layer3.contains(&dev.as_str()) {
+                    ns.exec(&["ip", "link", "set", "dev", &dev, "mtu", "1500"])
+                        .with_context(|| format!("{}: mtu 1500 on {dev}", ns.name()))?;
+                }
                 ns.exec(&[
                     "ethtool", "-K", &dev, "tso", "off", "gso", "off", "gro", "off",
                 ])

@@ -52,6 +52,12 @@ pub fn machine() -> BTreeMap<String, String> {
             env!("CARGO_PKG_VERSION").to_string(),
         ),
         ("iperf3".to_string(), cmd("iperf3", &["--version"])),
+        // The checkout measured (the run's working directory): commit, `-dirty` when the
+        // tree has changes; empty outside a git checkout.
+        (
+            "commit".to_string(),
+            cmd("git", &["describe", "--always", "--dirty", "--abbrev=12"]),
+        ),
         (
             "containernetworking_plugins".to_string(),
             cmd(

@@ -1,102 +1,25 @@
 //! The data-plane stage of one profile: the four contenders' worlds built and set up for the
-//! profile, the workloads run over repetitions with the contenders interleaved, each
-//! measurement with its CPU time.
+//! profile ([`arena`]), the workloads ([`id`]) run over repetitions with the contenders
+//! interleaved, each measurement with its CPU time. A measurement that fails is recorded (stage,
+//! contender, workload, error) and that workload is not measured again for that contender; the
+//! others go on, and the stage reports the failures at its end.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+mod arena;
+mod id;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use smarter_testbed::WAN_SERVER_IP;
-
-use crate::contender::{Contender, Kind, POD_PORT};
+use crate::contender::Kind;
 use crate::error::At;
-use crate::load::{RrServer, crr, have_iperf3, iperf3, rr, udp};
+use crate::load::have_iperf3;
 use crate::profile::{CpuTimes, Profile};
 use crate::report;
-use crate::results::{Figure, Results, Workload};
+use crate::results::{Failure, Figure, Results, Workload};
 use crate::stage::{Ctx, Stage};
 use crate::stats::median;
-
-/// One data-plane workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkloadId {
-    /// iperf3 TCP stream between two pods.
-    StreamPod,
-    /// iperf3 TCP stream from a pod to the wan (NAT).
-    StreamNat,
-    /// TCP request/response between two pods.
-    RrPod,
-    /// TCP connect/request/response/close to the wan (NAT).
-    CrrNat,
-    /// 64-byte UDP datagrams to the wan (NAT).
-    UdpNat,
-    /// TCP request/response from the wan to a hostPort.
-    RrHostPort,
-}
-
-impl WorkloadId {
-    /// Every workload, in report order.
-    pub const ALL: [WorkloadId; 6] = [
-        WorkloadId::StreamPod,
-        WorkloadId::StreamNat,
-        WorkloadId::RrPod,
-        WorkloadId::CrrNat,
-        WorkloadId::UdpNat,
-        WorkloadId::RrHostPort,
-    ];
-
-    /// Short id (`--only`).
-    pub fn id(self) -> &'static str {
-        match self {
-            WorkloadId::StreamPod => "stream-pod",
-            WorkloadId::StreamNat => "stream-nat",
-            WorkloadId::RrPod => "rr-pod",
-            WorkloadId::CrrNat => "crr-nat",
-            WorkloadId::UdpNat => "udp-nat",
-            WorkloadId::RrHostPort => "rr-hostport",
-        }
-    }
-
-    /// Report name.
-    pub fn name(self) -> &'static str {
-        match self {
-            WorkloadId::StreamPod => "stream pod→pod",
-            WorkloadId::StreamNat => "stream pod→wan (NAT)",
-            WorkloadId::RrPod => "rr pod→pod",
-            WorkloadId::CrrNat => "crr pod→wan (NAT)",
-            WorkloadId::UdpNat => "udp pod→wan (NAT)",
-            WorkloadId::RrHostPort => "rr wan→hostPort",
-        }
-    }
-
-    fn unit(self) -> &'static str {
-        match self {
-            WorkloadId::StreamPod | WorkloadId::StreamNat => "Gbit/s",
-            WorkloadId::UdpNat => "packets/s",
-            WorkloadId::CrrNat => "connections/s",
-            WorkloadId::RrPod | WorkloadId::RrHostPort => "transactions/s",
-        }
-    }
-
-    /// The unit of the CPU cost and how many of them one unit of the rate over one second is.
-    fn cpu_unit(self) -> (&'static str, f64) {
-        match self {
-            WorkloadId::StreamPod | WorkloadId::StreamNat => ("per Gbit", 1.0),
-            WorkloadId::UdpNat => ("per 100k packets", 1e-5),
-            WorkloadId::CrrNat => ("per 100k connections", 1e-5),
-            WorkloadId::RrPod | WorkloadId::RrHostPort => ("per 100k transactions", 1e-5),
-        }
-    }
-}
-
-/// One measurement.
-struct Sample {
-    value: f64,
-    latency: Option<(f64, f64)>,
-    /// Seconds the rate was measured over (to turn it into an amount of work).
-    secs: f64,
-}
+use arena::{Arena, Sample};
+pub use id::WorkloadId;
 
 /// The data-plane workloads in one profile.
 pub struct Workloads(pub Profile);
@@ -131,41 +54,27 @@ impl Stage for Workloads {
             .into_iter()
             .filter(|w| ctx.selected(self.name()) || ctx.cli.only.iter().any(|o| o == w.id()))
             .collect();
-        // Every thread and process started from here on (worlds, servers, load, iperf3)
-        // runs on the profile's CPUs.
+        // Every thread and process started from here on (worlds, servers, load, iperf3, the
+        // layer-3 uplink's relay) runs on the profile's CPUs.
         let _pinned = profile.pin()?;
-        let mut contenders = Vec::new();
+        let with_l3 = chosen.iter().any(|w| w.needs_l3_world());
+        let mut arenas = Vec::new();
         for kind in Kind::ALL {
             progress(&format!(
-                "{}: building the {} world",
+                "{}: building the {} world{}",
                 profile.name(),
-                kind.name()
+                kind.name(),
+                if with_l3 { "s" } else { "" }
             ));
-            let at = At::new(kind.name(), "build the world");
-            let mut c = Contender::new(kind, &ctx.cli.plugin).context(at.clone())?;
-            c.add_pod().context(at.clone())?;
-            c.add_pod().context(at.clone())?;
-            profile
-                .apply(&c.world, &[c.ns(0), c.ns(1)])
-                .context(at.clone())?;
-            contenders.push(c);
+            arenas.push(Arena::build(kind, &ctx.cli.plugin, profile, with_l3)?);
         }
-        let _servers: Vec<_> = contenders
-            .iter()
-            .flat_map(|c| {
-                [
-                    RrServer::start(c.ns(1), Ipv4Addr::UNSPECIFIED, 7000),
-                    RrServer::start(c.ns(0), Ipv4Addr::UNSPECIFIED, POD_PORT),
-                    RrServer::start(c.world.wan(), WAN_SERVER_IP, 7001),
-                ]
-            })
-            .collect();
         std::thread::sleep(Duration::from_millis(300));
         let mut samples: BTreeMap<(usize, &'static str), Vec<(Sample, CpuTimes)>> = BTreeMap::new();
+        let mut broken: BTreeSet<(usize, &'static str)> = BTreeSet::new();
         let mut port = 5201;
         for rep in 0..ctx.plan.reps {
-            for c in &contenders {
-                let k = c.kind.name();
+            for a in &arenas {
+                let k = a.main.kind.name();
                 progress(&format!(
                     "{}: repetition {}/{}: {k}",
                     profile.name(),
@@ -174,11 +83,26 @@ impl Stage for Workloads {
                 ));
                 for (i, w) in chosen.iter().enumerate() {
                     port += 1;
+                    if broken.contains(&(i, k)) {
+                        continue;
+                    }
                     let before = CpuTimes::now();
-                    let s = measure(*w, c, ctx.plan.secs, port)
-                        .with_context(|| At::new(k, w.name()))?;
-                    let cpu = CpuTimes::now().since(before);
-                    samples.entry((i, k)).or_default().push((s, cpu));
+                    match a.measure(*w, ctx.plan.secs, port) {
+                        Ok(s) => {
+                            let cpu = CpuTimes::now().since(before);
+                            samples.entry((i, k)).or_default().push((s, cpu));
+                        }
+                        Err(e) => {
+                            let e = e.context(At::new(k, w.name()));
+                            progress(&format!(
+                                "{}: {k}: {} FAILED, not measured again: {e:#}",
+                                profile.name(),
+                                w.name()
+                            ));
+                            ctx.results.failures.push(failure(self.name(), k, *w, &e));
+                            broken.insert((i, k));
+                        }
+                    }
                 }
                 // What was measured so far is kept, also when a later measurement fails.
                 store(&mut ctx.results, profile, &chosen, &samples);
@@ -186,6 +110,16 @@ impl Stage for Workloads {
             // On disk after every repetition (a run stopped midway keeps them).
             ctx.results.save(&ctx.cli.out)?;
         }
+        anyhow::ensure!(
+            broken.is_empty(),
+            "{} measurement(s) failed (each recorded with its contender and workload): {}",
+            broken.len(),
+            broken
+                .iter()
+                .map(|(i, k)| format!("{k} {}", chosen[*i].id()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         Ok(())
     }
 
@@ -198,44 +132,15 @@ impl Stage for Workloads {
     }
 }
 
-fn measure(w: WorkloadId, c: &Contender, secs: f64, port: u16) -> anyhow::Result<Sample> {
-    let wan = SocketAddr::from((WAN_SERVER_IP, 7001));
-    let whole = secs.ceil().max(1.0);
-    Ok(match w {
-        WorkloadId::StreamPod => Sample {
-            value: iperf3(c.ns(0), c.ns(1), c.peer_ip(), port, secs)?,
-            latency: None,
-            secs: whole,
-        },
-        WorkloadId::StreamNat => Sample {
-            value: iperf3(c.ns(0), c.world.wan(), WAN_SERVER_IP, port, secs)?,
-            latency: None,
-            secs: whole,
-        },
-        WorkloadId::RrPod => rate(
-            rr(c.ns(0), SocketAddr::from((c.peer_ip(), 7000)), secs)?,
-            secs,
-        ),
-        WorkloadId::CrrNat => rate(crr(c.ns(0), wan, secs)?, secs),
-        WorkloadId::UdpNat => Sample {
-            value: udp(
-                c.ns(0),
-                c.world.wan(),
-                SocketAddr::from((WAN_SERVER_IP, port)),
-                secs,
-            )?,
-            latency: None,
-            secs,
-        },
-        WorkloadId::RrHostPort => rate(rr(c.world.wan(), c.host_port_target(0), secs)?, secs),
-    })
-}
-
-fn rate(r: crate::load::Rate, secs: f64) -> Sample {
-    Sample {
-        value: r.per_s,
-        latency: Some((r.p50_us, r.p99_us)),
-        secs,
+/// The record of workload `w`'s failure `e` for contender `k`.
+fn failure(stage: &str, k: &str, w: WorkloadId, e: &anyhow::Error) -> Failure {
+    Failure {
+        stage: stage.to_string(),
+        contender: Some(k.to_string()),
+        workload: Some(w.name().to_string()),
+        call: None,
+        stderr: None,
+        error: format!("{e:#}"),
     }
 }
 

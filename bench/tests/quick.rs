@@ -66,7 +66,7 @@ fn quick_run_writes_valid_results() {
     assert_eq!(names, ["default", "edge"]);
     for p in profiles {
         let workloads = p["workloads"].as_array().unwrap();
-        assert_eq!(workloads.len(), 6, "{}: {workloads:?}", p["profile"]);
+        assert_eq!(workloads.len(), 9, "{}: {workloads:?}", p["profile"]);
         for w in workloads {
             let contenders = w["contenders"].as_object().unwrap();
             assert_eq!(contenders.len(), 4, "{}", w["name"]);

@@ -1,0 +1,103 @@
+//! The data-plane workloads: their ids (`--only`), report names, units, and which world of a
+//! contender each runs in.
+
+/// One data-plane workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadId {
+    /// iperf3 TCP stream between two pods.
+    StreamPod,
+    /// iperf3 TCP stream from a pod to the wan (NAT).
+    StreamNat,
+    /// TCP request/response between two pods.
+    RrPod,
+    /// TCP connect/request/response/close to the wan (NAT).
+    CrrNat,
+    /// 64-byte UDP datagrams to the wan (NAT).
+    UdpNat,
+    /// TCP request/response from the wan to a hostPort.
+    RrHostPort,
+    /// TCP request/response from a pod to a server on the LAN host (NAT to the node's LAN
+    /// address).
+    RrLan,
+    /// TCP request/response from the LAN host to a hostPort on the node's LAN address.
+    RrLanHostPort,
+    /// 64-byte UDP datagrams from a pod to the wan through the layer-3 uplink `wwan0` (NAT).
+    UdpL3,
+}
+
+impl WorkloadId {
+    /// Every workload, in report order (the ones before issue 25 first, in their old order).
+    pub const ALL: [WorkloadId; 9] = [
+        WorkloadId::StreamPod,
+        WorkloadId::StreamNat,
+        WorkloadId::RrPod,
+        WorkloadId::CrrNat,
+        WorkloadId::UdpNat,
+        WorkloadId::RrHostPort,
+        WorkloadId::RrLan,
+        WorkloadId::RrLanHostPort,
+        WorkloadId::UdpL3,
+    ];
+
+    /// Short id (`--only`).
+    pub fn id(self) -> &'static str {
+        match self {
+            WorkloadId::StreamPod => "stream-pod",
+            WorkloadId::StreamNat => "stream-nat",
+            WorkloadId::RrPod => "rr-pod",
+            WorkloadId::CrrNat => "crr-nat",
+            WorkloadId::UdpNat => "udp-nat",
+            WorkloadId::RrHostPort => "rr-hostport",
+            WorkloadId::RrLan => "rr-lan",
+            WorkloadId::RrLanHostPort => "rr-lan-hostport",
+            WorkloadId::UdpL3 => "udp-l3",
+        }
+    }
+
+    /// Report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadId::StreamPod => "stream pod→pod",
+            WorkloadId::StreamNat => "stream pod→wan (NAT)",
+            WorkloadId::RrPod => "rr pod→pod",
+            WorkloadId::CrrNat => "crr pod→wan (NAT)",
+            WorkloadId::UdpNat => "udp pod→wan (NAT)",
+            WorkloadId::RrHostPort => "rr wan→hostPort",
+            WorkloadId::RrLan => "rr pod→LAN (NAT)",
+            WorkloadId::RrLanHostPort => "rr LAN→hostPort",
+            WorkloadId::UdpL3 => "udp pod→wan via L3 uplink (NAT)",
+        }
+    }
+
+    /// Unit of the figure.
+    pub fn unit(self) -> &'static str {
+        match self {
+            WorkloadId::StreamPod | WorkloadId::StreamNat => "Gbit/s",
+            WorkloadId::UdpNat | WorkloadId::UdpL3 => "packets/s",
+            WorkloadId::CrrNat => "connections/s",
+            WorkloadId::RrPod
+            | WorkloadId::RrHostPort
+            | WorkloadId::RrLan
+            | WorkloadId::RrLanHostPort => "transactions/s",
+        }
+    }
+
+    /// The unit of the CPU cost and how many of them one unit of the rate over one second is.
+    pub fn cpu_unit(self) -> (&'static str, f64) {
+        match self {
+            WorkloadId::StreamPod | WorkloadId::StreamNat => ("per Gbit", 1.0),
+            WorkloadId::UdpNat | WorkloadId::UdpL3 => ("per 100k packets", 1e-5),
+            WorkloadId::CrrNat => ("per 100k connections", 1e-5),
+            WorkloadId::RrPod
+            | WorkloadId::RrHostPort
+            | WorkloadId::RrLan
+            | WorkloadId::RrLanHostPort => ("per 100k transactions", 1e-5),
+        }
+    }
+
+    /// Whether it runs in the contender's world with the layer-3 uplink (whose default route
+    /// goes through `wwan0`, so it cannot be the world of the others).
+    pub fn needs_l3_world(self) -> bool {
+        self == WorkloadId::UdpL3
+    }
+}
