@@ -15,7 +15,8 @@ pub struct BenchArgs {
     #[arg(long)]
     quick: bool,
     /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`) or workloads
-    /// (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`); repeatable.
+    /// (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`, `rr-lan`,
+    /// `rr-lan-hostport`, `udp-l3`); repeatable.
     #[arg(long)]
     only: Vec<String>,
     /// Repetitions of each data-plane workload.
