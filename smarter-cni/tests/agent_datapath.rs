@@ -8,8 +8,7 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,55 +24,9 @@ use smarter_testbed::{
 const DEADLINE: Duration = Duration::from_secs(15);
 const NEW_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
 
-/// A `smarter-agent` process in the world's node namespace, killed on drop.
-struct Agent {
-    child: Child,
-    health: PathBuf,
-}
-
-impl Agent {
-    fn start(w: &World, conf: &Value, dir: &Path) -> Self {
-        let conf_path = dir.join("10-smartnet.conflist");
-        let list =
-            json!({"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]});
-        std::fs::write(&conf_path, list.to_string()).unwrap();
-        let health = dir.join("agent.health");
-        let _ = std::fs::remove_file(&health);
-        let child = agent_command(w, &conf_path, &health)
-            .args(["--gc-interval", "1", "--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start smarter-agent");
-        let agent = Self { child, health };
-        agent.wait_ready();
-        agent
-    }
-
-    fn wait_ready(&self) {
-        let end = Instant::now() + DEADLINE;
-        while !self.health.exists() {
-            assert!(Instant::now() < end, "smarter-agent never became ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the agent with `signal` and waits for it.
-    fn stop(mut self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, signal).unwrap();
-        let status = self.child.wait().unwrap();
-        if signal == nix::sys::signal::Signal::SIGTERM {
-            assert!(status.success(), "agent exit after SIGTERM: {status}");
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The agent as these tests run it: conntrack GC every second.
+fn start_agent(w: &World, conf: &Value, dir: &Path) -> Agent {
+    Agent::start(w, conf, dir, &["--gc-interval", "1", "--log", "warn"])
 }
 
 fn setup(test: &str, dp: &str) -> Option<(World, Value, tempfile::TempDir)> {
@@ -93,7 +46,7 @@ fn uplink_address_change(dp: &str) {
     let Some((w, conf, dir)) = setup("agent_uplink_addr", dp) else {
         return;
     };
-    let _agent = Agent::start(&w, &conf, dir.path());
+    let _agent = start_agent(&w, &conf, dir.path());
     let pod = w.pod("pod0").unwrap();
     let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
     tcp_roundtrip(
@@ -218,15 +171,15 @@ fn agent_restart_keeps_stream(dp: &str) {
         return;
     };
     let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
-    let agent = Agent::start(&w, &conf, dir.path());
+    let agent = start_agent(&w, &conf, dir.path());
     let mut stream = Stream::start(&w);
     stream.advance(20, "before the restart");
     agent.stop(nix::sys::signal::Signal::SIGTERM);
     stream.advance(20, "while the agent was stopped");
-    let agent = Agent::start(&w, &conf, dir.path());
+    let agent = start_agent(&w, &conf, dir.path());
     stream.advance(20, "after a graceful restart");
     agent.stop(nix::sys::signal::Signal::SIGKILL);
-    let _agent = Agent::start(&w, &conf, dir.path());
+    let _agent = start_agent(&w, &conf, dir.path());
     stream.advance(20, "after a SIGKILL restart");
     let total = stream.rounds();
     stream
@@ -240,7 +193,7 @@ fn uplink_flapping_under_traffic(dp: &str) {
         return;
     };
     let _srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
-    let _agent = Agent::start(&w, &conf, dir.path());
+    let _agent = start_agent(&w, &conf, dir.path());
     let mut stream = Stream::start(&w);
     stream.advance(20, "before flapping");
     let gw = WAN_ROUTER_IP.to_string();
@@ -282,7 +235,7 @@ fn agent_follows_a_new_interface(dp: &str) {
     let Some((w, conf, dir)) = setup("agent_new_if", dp) else {
         return;
     };
-    let _agent = Agent::start(&w, &conf, dir.path());
+    let _agent = start_agent(&w, &conf, dir.path());
     let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
     let (node, wan) = (w.node(), w.wan());
     let wan_name = wan.name().to_string();

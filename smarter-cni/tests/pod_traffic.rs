@@ -6,8 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -54,39 +53,6 @@ fn traffic(w: &World, args: &[&str]) -> Vec<Value> {
         .as_array()
         .cloned()
         .expect("a JSON array")
-}
-
-/// `smarter-agent` with metrics on [`METRICS`] in the world's node namespace, killed on drop.
-struct Agent(Child);
-
-impl Agent {
-    fn start(w: &World, conf: &Value, dir: &Path) -> Self {
-        let conf_path = dir.join("10-smartnet.conflist");
-        let list =
-            json!({"cniVersion": conf["cniVersion"], "name": conf["name"], "plugins": [conf]});
-        std::fs::write(&conf_path, list.to_string()).unwrap();
-        let health = dir.join("agent.health");
-        let child = agent_command(w, &conf_path, &health)
-            .args(["--metrics-addr", METRICS, "--log", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start smarter-agent");
-        let agent = Self(child);
-        let end = Instant::now() + DEADLINE;
-        while !health.exists() {
-            assert!(Instant::now() < end, "smarter-agent never became ready");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The value of the sample named exactly `series` (name and labels), if present.
@@ -207,7 +173,12 @@ fn pod_udp_through_the_uplink_is_counted_both_ways() {
 
     // The agent's metrics: the same counters (no traffic since), labelled by the pod's name.
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(&w, &conf, dir.path());
+    let agent = Agent::start(
+        &w,
+        &conf,
+        dir.path(),
+        &["--metrics-addr", METRICS, "--log", "warn"],
+    );
     let end = Instant::now() + DEADLINE;
     let text = loop {
         let text = smarter_testbed::scrape_metrics(w.node(), METRICS);

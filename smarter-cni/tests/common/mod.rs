@@ -221,6 +221,64 @@ pub fn agent_command(w: &World, conf: &Path, health: &Path) -> Command {
     c
 }
 
+/// A `smarter-agent` in the world's node namespace, its conflist (`conf` as the only plugin)
+/// and health file in `dir`, started with `args`; ready once constructed, killed on drop.
+pub struct Agent {
+    child: std::process::Child,
+    health: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent and waits until it is ready (its health file exists).
+    pub fn start(w: &World, conf: &Value, dir: &Path, args: &[&str]) -> Self {
+        let conf_path = dir.join("10-smartnet.conflist");
+        let list = serde_json::json!({"cniVersion": conf["cniVersion"], "name": conf["name"],
+                                      "plugins": [conf]});
+        std::fs::write(&conf_path, list.to_string()).expect("write conflist");
+        let health = dir.join("agent.health");
+        let _ = std::fs::remove_file(&health);
+        let child = agent_command(w, &conf_path, &health)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start smarter-agent");
+        let agent = Self { child, health };
+        agent.wait_ready();
+        agent
+    }
+
+    /// Waits until the health file exists; bounds a hang only (a ready agent writes it within
+    /// milliseconds).
+    pub fn wait_ready(&self) {
+        let end = std::time::Instant::now() + Duration::from_secs(15);
+        while !self.health.exists() {
+            assert!(
+                std::time::Instant::now() < end,
+                "smarter-agent never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the agent with `signal` and waits for it; after SIGTERM it must exit cleanly.
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let status = self.child.wait().unwrap();
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert!(status.success(), "agent exit after SIGTERM: {status}");
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Every file below `root` with its mode, inode and mtime (seconds, nanoseconds), sorted: two
 /// equal snapshots mean nothing was written, replaced or touched.
 pub fn tree_snapshot(root: &Path) -> Vec<(PathBuf, u32, u64, i64, i64)> {

@@ -59,6 +59,17 @@ pub struct Case {
 }
 
 impl Case {
+    /// `size` bytes of `proto` in direction `dir`, without IP options, TTL 64.
+    pub fn plain(dir: Direction, proto: Proto, size: usize) -> Self {
+        Self {
+            dir,
+            proto,
+            size,
+            options: false,
+            ttl: 64,
+        }
+    }
+
     /// A short description: `PodToWan/Udp/1472B`, `+opts` with options, `/ttl1` below 64.
     pub fn label(&self) -> String {
         let mut s = format!("{:?}/{:?}/{}B", self.dir, self.proto, self.size);
@@ -212,13 +223,7 @@ pub fn subset(mtu: usize) -> Vec<Case> {
 /// from the wan, from a pod (hairpin) and from the node.
 pub fn core() -> Vec<Case> {
     use Direction::*;
-    let case = |dir, proto, size| Case {
-        dir,
-        proto,
-        size,
-        options: false,
-        ttl: 64,
-    };
+    let case = Case::plain;
     let mut cases = vec![
         case(PodToWan, Proto::Udp, 1),
         case(PodToWan, Proto::Udp, 4000),
@@ -237,13 +242,7 @@ pub fn core() -> Vec<Case> {
 /// node's LAN address, a sensor to a pod's address unsolicited.
 pub fn lan() -> Vec<Case> {
     use Direction::*;
-    let case = |dir, proto, size| Case {
-        dir,
-        proto,
-        size,
-        options: false,
-        ttl: 64,
-    };
+    let case = Case::plain;
     let mut cases = Vec::new();
     for size in [1, 1472, 4000] {
         cases.push(case(PodToSensor, Proto::Udp, size));

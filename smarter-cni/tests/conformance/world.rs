@@ -5,17 +5,15 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use smarter_testbed::{
     CniCall, EchoServer, FAR_SERVER_IP, LAN_HOST_IP, Netns, WAN_SERVER_IP, World, require_root,
 };
 
-use crate::common::{agent_command, bin, result_ip};
+use crate::common::{bin, result_ip};
 use crate::probe;
 use crate::topo::{ECHO_TCP, ECHO_UDP, HOST_TCP, HOST_UDP, TCP_PORT, Topo, UDP_PORT};
 
@@ -284,7 +282,7 @@ impl Drop for Servers {
 /// A `smarter-agent` process in the world's node namespace (as the DaemonSet runs it: it
 /// follows the uplink and drives the datapath), killed on drop.
 pub struct Agent {
-    child: Child,
+    _agent: crate::common::Agent,
     _dir: tempfile::TempDir,
 }
 
@@ -292,38 +290,17 @@ impl Agent {
     /// Starts the agent with `conf` written as the node's conflist; waits until it is ready.
     pub fn start(w: &World, conf: &Value) -> Self {
         let dir = tempfile::tempdir().expect("agent directory");
-        let conf_path = dir.path().join("10-smartnet.conflist");
-        let list = json!({"cniVersion": conf["cniVersion"], "name": conf["name"],
-                          "plugins": [conf]});
-        std::fs::write(&conf_path, list.to_string()).expect("write conflist");
-        let health = dir.path().join("agent.health");
-        let child = agent_command(w, &conf_path, &health)
-            .args([
-                "--gc-interval",
-                "1",
-                "--log",
-                "warn",
-                "--metrics-addr",
-                "off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start smarter-agent");
-        let agent = Self { child, _dir: dir };
-        // Bounds a hang only: a ready agent writes its health file within milliseconds.
-        let end = Instant::now() + Duration::from_secs(15);
-        while !health.exists() {
-            assert!(Instant::now() < end, "smarter-agent never became ready");
-            std::thread::sleep(Duration::from_millis(20));
+        let args = [
+            "--gc-interval",
+            "1",
+            "--log",
+            "warn",
+            "--metrics-addr",
+            "off",
+        ];
+        Self {
+            _agent: crate::common::Agent::start(w, conf, dir.path(), &args),
+            _dir: dir,
         }
-        agent
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
