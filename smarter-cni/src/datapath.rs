@@ -12,7 +12,8 @@
 //!   [`DatapathChoice`], recorded as [`ChoiceRecord`]); whether eBPF can run is the eBPF
 //!   driver's to say ([`probe`], [`EbpfUnavailable`]);
 //! - [`uplink`]: which interfaces pods leave by ([`uplink::external`], one tested decision for
-//!   the plugin and the agent);
+//!   the plugin and the agent); [`clat`]: whether pods' IPv4 is translated out of an
+//!   IPv6-only uplink ([`clat::plan`]);
 //! - `types`: what both datapaths take: [`EndpointSpec`], [`HostPortSpec`], [`PodLink`],
 //!   [`AttachMode`], [`DatapathConfig`].
 //!
@@ -20,6 +21,7 @@
 //! [`smarter_common::LAYOUT_VERSION`], so an upgraded layout never reuses old maps.
 
 mod choice;
+pub mod clat;
 pub mod ebpf;
 pub mod nftables;
 mod open;

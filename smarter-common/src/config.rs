@@ -42,8 +42,11 @@ pub struct NetConfig {
     pub bridge_mac: [u8; 6],
     /// Explicit padding, must be 0.
     pub pad1: [u8; 2],
+    /// The IPv6-only uplink pods' IPv4 is translated out of when the node has no IPv4 route
+    /// for it (the CLAT, [`crate::clat`]; its [`crate::maps::CLAT`] entry), 0: none.
+    pub clat_ifindex: u32,
     /// Reserved for growth, must be 0.
-    pub reserved: [u32; 2],
+    pub reserved: [u32; 1],
 }
 
 impl NetConfig {
@@ -86,7 +89,8 @@ const _: () = {
     assert!(offset_of!(NetConfig, ct_timeout_s) == 28);
     assert!(offset_of!(NetConfig, bridge_ifindex) == 44);
     assert!(offset_of!(NetConfig, bridge_mac) == 48);
-    assert!(offset_of!(NetConfig, reserved) == 56);
+    assert!(offset_of!(NetConfig, clat_ifindex) == 56);
+    assert!(offset_of!(NetConfig, reserved) == 60);
 };
 
 #[cfg(test)]

@@ -1,5 +1,9 @@
 //! The ICMP (IPv4) types NAT treats by name.
 
+/// Echo reply.
+pub const ECHO_REPLY: u8 = 0;
+/// Echo request.
+pub const ECHO_REQUEST: u8 = 8;
 /// Destination unreachable (fragmentation needed included).
 pub const DEST_UNREACH: u8 = 3;
 /// Source quench.
@@ -31,8 +35,8 @@ pub const fn is_error_to_pod(kind: u8) -> bool {
 #[must_use]
 pub const fn is_query(kind: u8, outbound: bool) -> bool {
     if outbound {
-        matches!(kind, 8 | 13 | 15 | 17)
+        matches!(kind, ECHO_REQUEST | 13 | 15 | 17)
     } else {
-        matches!(kind, 0 | 14 | 16 | 18)
+        matches!(kind, ECHO_REPLY | 14 | 16 | 18)
     }
 }

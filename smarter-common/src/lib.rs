@@ -9,6 +9,7 @@
 //! - [`events`]: drop and trace events; [`icmp`]: the ICMP types NAT treats by name;
 //! - [`uplink`]: the external interfaces, the node's addresses and per-pod traffic through
 //!   each interface;
+//! - [`clat`]: the IPv4-over-IPv6-only-uplink translator's map value and ICMP mapping;
 //! - [`link`]: what a pod may say on the link (its link-local address, neighbour discovery,
 //!   the router messages the RA guard drops), for the pod program and the nftables rules.
 //!
@@ -18,6 +19,7 @@
 //! a new layout never reuses maps pinned by an older one.
 #![no_std]
 
+pub mod clat;
 pub mod config;
 pub mod ct;
 pub mod endpoint;
@@ -29,6 +31,7 @@ pub mod nat_port;
 pub mod uplink;
 pub mod verdict;
 
+pub use clat::ClatValue;
 pub use config::NetConfig;
 pub use ct::{CtKey, CtTimeouts, CtValue, FragKey, FragValue, HostPortKey, HostPortValue};
 pub use endpoint::{EndpointKey, EndpointMeta, EndpointStats, EndpointValue};
@@ -41,8 +44,9 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 /// Part of the pin directory name, `<bpffs>/<network>/v<LAYOUT_VERSION>/`. Version 5 added
 /// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked); version 6 the
 /// external interfaces ([`maps::UPLINKS`], [`maps::NODE_ADDRS`], [`maps::IF_STATS`]) and the
-/// hostPort's host IP ([`HostPortKey::host_ip`]).
-pub const LAYOUT_VERSION: u32 = 6;
+/// hostPort's host IP ([`HostPortKey::host_ip`]); version 7 the CLAT ([`maps::CLAT`],
+/// [`NetConfig::clat_ifindex`]).
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
@@ -95,4 +99,5 @@ mod pod {
     unsafe impl aya::Pod for crate::FragValue {}
     unsafe impl aya::Pod for crate::UplinkValue {}
     unsafe impl aya::Pod for crate::IfStatsKey {}
+    unsafe impl aya::Pod for crate::ClatValue {}
 }

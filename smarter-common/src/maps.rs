@@ -8,8 +8,9 @@
 use core::mem::size_of;
 
 use crate::{
-    CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey,
-    FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
+    ClatValue, CtKey, CtValue, DenyKey, EndpointKey, EndpointMeta, EndpointStats, EndpointValue,
+    FragKey, FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue,
+    VerdictStats,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     verdict::VERDICTS_MAX,
 };
@@ -66,6 +67,12 @@ macro_rules! map_name {
     (if_stats) => {
         "if_stats"
     };
+    (clat) => {
+        "clat"
+    };
+    (clat_scratch) => {
+        "clat_scratch"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -106,6 +113,14 @@ pub const NODE_ADDRS: &str = map_name!(node_addrs);
 /// [`IfStatsKey`] (pod, external interface, direction) → [`EndpointStats`], per CPU: what each
 /// pod sent and received through each external interface (metered links).
 pub const IF_STATS: &str = map_name!(if_stats);
+/// Ifindex (`u32`) → [`crate::ClatValue`]: the IPv6-only uplink pods' IPv4 leaves by, translated
+/// to IPv6 (CLAT, RFC 6877/7915): its CLAT address and the NAT64 prefix. Written by user space.
+pub const CLAT: &str = map_name!(clat);
+/// Index 0 (`u32`) → [`crate::clat::ClatScratch`], per CPU: the CLAT's work space for
+/// translating an ICMPv6 error (more than the 512-byte BPF stack holds beside the NAT).
+pub const CLAT_SCRATCH: &str = map_name!(clat_scratch);
+/// Capacity of [`CLAT`].
+pub const CLAT_MAX: u32 = 8;
 /// Capacity of [`UPLINKS`].
 pub const UPLINKS_MAX: u32 = 64;
 /// Capacity of [`NODE_ADDRS`].
@@ -175,7 +190,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 15] = [
+pub const ALL: [MapSpec; 17] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -191,6 +206,8 @@ pub const ALL: [MapSpec; 15] = [
     spec::<u32, UplinkValue>(UPLINKS, MapKind::Hash, UPLINKS_MAX),
     spec::<u32, u32>(NODE_ADDRS, MapKind::Hash, NODE_ADDRS_MAX),
     spec::<IfStatsKey, EndpointStats>(IF_STATS, MapKind::PerCpuHash, IF_STATS_MAX),
+    spec::<u32, ClatValue>(CLAT, MapKind::Hash, CLAT_MAX),
+    spec::<u32, crate::clat::ClatScratch>(CLAT_SCRATCH, MapKind::PerCpuArray, 1),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

@@ -12,6 +12,10 @@ pub const UPLINK_F_L3: u32 = 1;
 /// replies of flows that came in by it (a hostPort on its address) leave by it.
 pub const UPLINK_F_NO_EGRESS: u32 = 2;
 
+/// [`UplinkValue::flags`]: an IPv6-only uplink: pods' IPv4 leaves it translated to IPv6 (the
+/// CLAT, [`crate::clat`]; [`UplinkValue::addr`] is [`crate::clat::CLAT_V4`]).
+pub const UPLINK_F_CLAT: u32 = 4;
+
 /// Value of [`crate::maps::UPLINKS`] (key: the interface's ifindex): an external interface.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +36,12 @@ impl UplinkValue {
     #[must_use]
     pub const fn is_l3(&self) -> bool {
         self.flags & UPLINK_F_L3 != 0
+    }
+
+    /// Whether pods' IPv4 leaves it translated to IPv6 (the CLAT).
+    #[must_use]
+    pub const fn is_clat(&self) -> bool {
+        self.flags & UPLINK_F_CLAT != 0
     }
 
     /// Whether pods may start flows out of it.

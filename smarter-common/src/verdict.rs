@@ -62,11 +62,17 @@ pub enum Verdict {
     /// Dropped: a frame of an ethertype pods have no use for (anything but IPv4, ARP and
     /// IPv6), or VLAN-tagged, whatever its MAC.
     DropEthertype = 19,
+    /// Translated from IPv4 to IPv6 by the CLAT on the way out of an IPv6-only uplink (after
+    /// its source NAT, counted as [`Verdict::NatOut`] by the pod's program).
+    ClatOut = 20,
+    /// Translated from IPv6 to IPv4 by the CLAT on the way in (then reverse-NATed and counted
+    /// as such).
+    ClatIn = 21,
 }
 
 impl Verdict {
     /// Every verdict, in index order.
-    pub const ALL: [Verdict; 20] = [
+    pub const ALL: [Verdict; 22] = [
         Verdict::PassHost,
         Verdict::RedirectPod,
         Verdict::NatOut,
@@ -87,6 +93,8 @@ impl Verdict {
         Verdict::FragIn,
         Verdict::DropRaGuard,
         Verdict::DropEthertype,
+        Verdict::ClatOut,
+        Verdict::ClatIn,
     ];
 
     /// Whether the verdict drops the packet.
@@ -132,6 +140,8 @@ impl Verdict {
             Verdict::FragIn => "frag_in",
             Verdict::DropRaGuard => "drop_ra_guard",
             Verdict::DropEthertype => "drop_ethertype",
+            Verdict::ClatOut => "clat_out",
+            Verdict::ClatIn => "clat_in",
         }
     }
 }

@@ -3,14 +3,16 @@
 //! packet took (a program's gap, the host stack forwarding what a program passed, a process on
 //! the node bound to a pod-subnet address), nothing leaves an external interface with a pod's
 //! address: IPv4 with a pod-subnet source, and IPv6 the node forwards from the bridge or a
-//! pod's veth, are dropped and counted as `drop_leak` (with an event). Everything else is
-//! untouched and uncounted.
+//! pod's veth (but the CLAT's own translations), are dropped and counted as `drop_leak` (with
+//! an event). On an IPv6-only uplink, the CLAT translates here what the pod program NATed to
+//! it ([`crate::clat::out`]). Everything else is untouched and uncounted.
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use smarter_common::{Verdict, maps::CONFIG_INDEX};
+use smarter_common::{Verdict, clat::CLAT_V4, maps::CONFIG_INDEX};
 
 use crate::{
-    maps::{CONFIG, EP_STATS},
+    clat,
+    maps::{CLAT, CONFIG, EP_STATS},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, read},
     verdict::Decision,
 };
@@ -29,14 +31,15 @@ pub fn smarter_l3_out(ctx: TcContext) -> i32 {
 fn run(ctx: &TcContext, l3: bool) -> i32 {
     let len = ctx.len();
     match try_egress(ctx, l3) {
-        Some(verdict) => Decision::from(verdict).finish(ctx, len),
+        Some(decision) => decision.finish(ctx, len),
         None => TC_ACT_OK,
     }
 }
 
-/// `Some(DropLeak)` for a packet that must not leave; `None` otherwise.
+/// `Some(DropLeak)` for a packet that must not leave, the CLAT's translation of a pod packet
+/// on an IPv6-only uplink; `None` otherwise (untouched).
 #[inline(always)]
-fn try_egress(ctx: &TcContext, l3: bool) -> Option<Verdict> {
+fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
     let (ethertype, l2) = if l3 {
         // SAFETY: reading `protocol` from a TC program's `__sk_buff` is allowed.
         let proto = unsafe { (*ctx.skb.skb).protocol };
@@ -51,7 +54,15 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Verdict> {
             // header is no reason to let a pod's address out.
             let s = read::<[u8; 4]>(ctx, l2 + 12)?;
             let saddr = u32::from_ne_bytes(s);
-            (cfg.prefix_len != 0 && cfg.in_subnet(saddr)).then_some(Verdict::DropLeak)
+            if saddr == CLAT_V4 {
+                // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
+                let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+                // SAFETY: read-only lookup; the value is only read during this run.
+                if let Some(c) = unsafe { CLAT.get(ifindex) } {
+                    return Some(clat::out(ctx, l2, ifindex, c, l3));
+                }
+            }
+            (cfg.prefix_len != 0 && cfg.in_subnet(saddr)).then_some(Verdict::DropLeak.into())
         }
         ETH_P_IPV6 => {
             // SAFETY: reading `ingress_ifindex` from a TC program's `__sk_buff` is allowed; it
@@ -60,7 +71,16 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Verdict> {
             let from_pods = from != 0
                 && ((cfg.bridge_ifindex != 0 && from == cfg.bridge_ifindex)
                     || EP_STATS.get_ptr(from).is_some());
-            from_pods.then_some(Verdict::DropLeak)
+            // The CLAT's own translations (see [`clat::out`]) leave with the CLAT address.
+            if !from_pods {
+                return None;
+            }
+            // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            let clat_src = read::<[u8; 16]>(ctx, l2 + 8)
+                // SAFETY: read-only lookup, compared at once.
+                .is_some_and(|s| unsafe { CLAT.get(ifindex) }.is_some_and(|c| c.src6 == s));
+            (!clat_src).then_some(Verdict::DropLeak.into())
         }
         _ => None,
     }

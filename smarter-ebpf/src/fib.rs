@@ -17,6 +17,8 @@ use crate::parse::{ETH_LEN, Ipv4, PROTO_TCP, read};
 const AF_INET: u8 = 2;
 /// `BPF_FIB_LKUP_RET_SUCCESS`: a route and a known next hop.
 pub const FIB_SUCCESS: i64 = 0;
+/// `BPF_FIB_LKUP_RET_NOT_FWDED`: no route.
+pub const FIB_NOT_FWDED: i64 = 4;
 /// `BPF_FIB_LKUP_RET_NO_NEIGH`: a route, the next hop's MAC unknown.
 pub const FIB_NO_NEIGH: i64 = 7;
 /// `BPF_FIB_LKUP_RET_FRAG_NEEDED`: larger than the route's MTU.
@@ -63,7 +65,8 @@ pub fn lookup(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig, fib: &mut bpf_fib_loo
 /// Redirects a translated packet out of the interface `fib` found (`ret` its lookup's
 /// result): with the next hop's MACs when the kernel knows them, else through the kernel's
 /// neighbour resolution; on a layer-3 device (`l3`) without a link-layer header (the kernel
-/// strips the Ethernet header on the way in). The TC action; `None` when the MACs could not
+/// strips the Ethernet header on the way in), and to an IPv6-only uplink's CLAT as it is (its
+/// egress program writes the IPv6 and Ethernet headers, [`crate::clat::out`]). The TC action; `None` when the MACs could not
 /// be written.
 #[inline(always)]
 pub fn redirect(ctx: &TcContext, ret: i64, fib: &bpf_fib_lookup, l3: bool) -> Option<i32> {

@@ -12,6 +12,7 @@
 //! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
 //!   discovery claims, the RA guard);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
+//! - [`clat`]: IPv4 ↔ IPv6 on an IPv6-only uplink (464XLAT's CLAT);
 //! - [`fib`]: the route of a pod's packet off the node (which external interface, which
 //!   address) and the redirect out of it;
 //! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
@@ -28,6 +29,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod clat;
 mod ct;
 mod egress;
 mod fib;

@@ -4,13 +4,14 @@
 
 use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf};
 use smarter_common::{
-    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey, FragValue,
-    HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
+    ClatValue, CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey,
+    FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
+    clat::ClatScratch,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
     events::EVENTS_BYTES,
     map_name,
     maps::{
-        CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX, IF_STATS_MAX,
+        CLAT_MAX, CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX, IF_STATS_MAX,
         NODE_ADDRS_MAX, UPLINKS_MAX,
     },
     verdict::VERDICTS_MAX,
@@ -99,3 +100,13 @@ pub static NODE_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(NODE_ADDRS_
 #[unsafe(export_name = map_name!(if_stats))]
 pub static IF_STATS: PerCpuHashMap<IfStatsKey, EndpointStats> =
     PerCpuHashMap::with_max_entries(IF_STATS_MAX, 0);
+
+/// IPv6-only uplink ifindex → its CLAT address and NAT64 prefix. Written by user space.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(clat))]
+pub static CLAT: HashMap<u32, ClatValue> = HashMap::with_max_entries(CLAT_MAX, 0);
+
+/// The CLAT's per-CPU work space for an ICMPv6 error's translation.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(clat_scratch))]
+pub static CLAT_SCRATCH: PerCpuArray<ClatScratch> = PerCpuArray::with_max_entries(1, 0);

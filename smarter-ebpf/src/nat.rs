@@ -30,7 +30,7 @@ use smarter_common::{
 
 use crate::{
     ct::{expired, nat_port_for},
-    fib::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_SUCCESS},
+    fib::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_NOT_FWDED, FIB_SUCCESS},
     frag,
     l4::{L4, L4Info, l4},
     maps::{CT_IN, CT_OUT, HOSTPORTS, UPLINKS},
@@ -59,7 +59,9 @@ enum Plan {
 /// unreachable destination or one too big with DF set (the host stack answers with the right
 /// ICMP error), or TTL expiring (the host answers "time exceeded"); nothing was rewritten
 /// then. `DropNoRoute`: routed out of an interface pods may not leave by (not an uplink, or
-/// one without an address): never forwarded un-NATed.
+/// one without an address): never forwarded un-NATed. With no IPv4 route at all, an IPv6-only
+/// uplink's CLAT ([`NetConfig::clat_ifindex`]) takes it: NATed to its [`UplinkValue`] address
+/// and redirected to its egress, where [`crate::clat::out`] translates it.
 #[inline(always)]
 pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
     let (proto, ttl) = (ip.proto(), ip.ttl());
@@ -89,21 +91,27 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
     let daddr = ip.daddr();
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid request to fill in.
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
-    let ret = fib::lookup(ctx, ip, cfg, &mut fib);
-    match ret {
-        FIB_SUCCESS | FIB_NO_NEIGH => {}
+    let ret = match fib::lookup(ctx, ip, cfg, &mut fib) {
+        ret @ (FIB_SUCCESS | FIB_NO_NEIGH) => ret,
         // Too big for the uplink with DF clear: it would need fragmenting, which this datapath
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
         FIB_FRAG_NEEDED if !ip.dont_fragment() => return Verdict::DropNoRoute.into(),
+        // No IPv4 route off the node: out of the IPv6-only uplink's CLAT, when there is one
+        // (its egress program finds the next hop; "no neighbour" keeps the verifier's states
+        // those of a plain route).
+        FIB_NOT_FWDED if cfg.clat_ifindex != 0 => {
+            fib.ifindex = cfg.clat_ifindex;
+            FIB_NO_NEIGH
+        }
         // Local destinations (any node address), unreachable, prohibited, forwarding disabled,
         // fragmentation needed: the host stack decides and answers with the right ICMP error.
         // Nothing was rewritten yet.
         _ => return Verdict::PassHost.into(),
-    }
+    };
     let out_ifindex = fib.ifindex;
     // SAFETY: read-only lookup, copied at once.
     let (nat_addr, l3, egress) = match unsafe { UPLINKS.get(out_ifindex) } {
-        Some(u) if u.addr != 0 => (u.addr, u.is_l3(), u.is_egress()),
+        Some(u) if u.addr != 0 => (u.addr, u.is_l3() || u.is_clat(), u.is_egress()),
         // Not an external interface, or one with no address to masquerade to.
         _ => return Verdict::DropNoRoute.into(),
     };

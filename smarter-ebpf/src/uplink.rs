@@ -4,6 +4,9 @@
 //! options, fragmented, any protocol), are translated into the pod; IPv4 to a pod-subnet
 //! address is dropped (node-local-only); everything else (host traffic) passes untouched.
 //!
+//! On an IPv6-only uplink, the CLAT's replies are first translated to IPv4
+//! ([`crate::clat::inbound`]) and then take the same way.
+//!
 //! On a layer-3 device the packet starts with its IPv4 header. What the datapath may own (to
 //! a node address or the pod subnet) gets an Ethernet header pushed first
 //! (`bpf_skb_change_head`, meant for exactly this: an L3 packet about to be redirected into an
@@ -16,9 +19,10 @@ use aya_ebpf::{
 use smarter_common::{Verdict, maps::CONFIG_INDEX};
 
 use crate::{
-    maps::{CONFIG, NODE_ADDRS},
+    clat::{self, In},
+    maps::{CLAT, CONFIG, NODE_ADDRS},
     nat::rnat,
-    parse::{ETH_LEN, ETH_P_IP, ETH_TYPE, IP_LEN, Ipv4, read},
+    parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, IP_LEN, Ipv4, read},
     verdict::Decision,
 };
 
@@ -45,6 +49,10 @@ fn run(ctx: &TcContext, l3: bool) -> i32 {
 /// `Some(verdict)` for packets the datapath owns, `None` for host traffic.
 #[inline(always)]
 fn try_uplink(ctx: &TcContext, l3: bool) -> Option<Decision> {
+    let clat = clat_in(ctx, l3);
+    if clat == In::Failed {
+        return Some(Verdict::DropUnnatable.into());
+    }
     if l3 && !push_eth(ctx)? {
         return None;
     }
@@ -58,13 +66,38 @@ fn try_uplink(ctx: &TcContext, l3: bool) -> Option<Decision> {
     let cfg = CONFIG.get(CONFIG_INDEX)?;
     // SAFETY: read-only lookup, nothing kept.
     if unsafe { NODE_ADDRS.get(daddr) }.is_some() {
-        // Not a NATed flow's reply (nor a fragment of one, nor a hostPort flow): host traffic.
-        return rnat(ctx, &ip, cfg.bridge_mac);
+        // Not a NATed flow's reply (nor a fragment of one, nor a hostPort flow): host traffic
+        // (but what the CLAT translated is no host's).
+        return match rnat(ctx, &ip, cfg.bridge_mac) {
+            None if clat == In::Translated => Some(Verdict::DropUnnatable.into()),
+            d => d,
+        };
     }
     if cfg.prefix_len != 0 && cfg.in_subnet(daddr) {
         return Some(Verdict::DropNodelocal.into());
     }
     None
+}
+
+/// On an IPv6-only uplink with the CLAT: IPv6 from the NAT64 prefix to the CLAT address,
+/// translated to IPv4 ([`clat::inbound`]).
+#[inline(always)]
+fn clat_in(ctx: &TcContext, l3: bool) -> In {
+    // SAFETY: reading `ifindex`/`protocol` from a TC program's `__sk_buff` is allowed.
+    let (ifindex, proto) = unsafe { ((*ctx.skb.skb).ifindex, (*ctx.skb.skb).protocol) };
+    // SAFETY: read-only lookup; the value is only read during this run.
+    let Some(c) = (unsafe { CLAT.get(ifindex) }) else {
+        return In::NotOurs;
+    };
+    let ipv6 = if l3 {
+        proto == u32::from(ETH_P_IPV6.to_be())
+    } else {
+        read::<[u8; 2]>(ctx, ETH_TYPE).map(u16::from_be_bytes) == Some(ETH_P_IPV6)
+    };
+    if !ipv6 {
+        return In::NotOurs;
+    }
+    clat::inbound(ctx, if l3 { 0 } else { ETH_LEN }, c, l3)
 }
 
 /// On a layer-3 device: when the packet is IPv4 to a node address or the pod subnet, pushes an

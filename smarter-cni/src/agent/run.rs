@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub uplink: UplinkSelector,
     /// The network's bridge (never an external interface).
     pub bridge: String,
+    /// What an IPv6-only uplink's CLAT translates to (`nat64Prefix`; `None`: no CLAT).
+    pub nat64_prefix: Option<std::net::Ipv6Addr>,
     /// How often [`DatapathControl::gc`] runs.
     pub gc_interval: Duration,
     /// Safety-net re-resolution without any event.
@@ -57,6 +59,7 @@ impl Default for AgentConfig {
         Self {
             uplink: UplinkSelector::Auto,
             bridge: crate::cni::config::defaults::BRIDGE.to_owned(),
+            nat64_prefix: Some(crate::cni::config::defaults::NAT64_PREFIX),
             gc_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(30),
             debounce: Duration::from_millis(100),
@@ -156,8 +159,12 @@ pub async fn run<D: DatapathControl>(
     health: &Health,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut watch = UplinkWatch::subscribe(config.uplink.clone(), config.bridge.clone())
-        .context("subscribing to link, address and route changes")?;
+    let mut watch = UplinkWatch::subscribe(
+        config.uplink.clone(),
+        config.bridge.clone(),
+        config.nat64_prefix,
+    )
+    .context("subscribing to link, address and route changes")?;
     tracing::info!(uplink = ?config.uplink, gc_every = ?config.gc_interval, "agent started");
     let mut state = Loop {
         config,

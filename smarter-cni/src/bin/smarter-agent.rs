@@ -115,6 +115,7 @@ impl Cli {
         let agent = AgentConfig {
             uplink: netconf.uplink.clone(),
             bridge: netconf.bridge.clone(),
+            nat64_prefix: netconf.nat64_prefix,
             gc_interval: Duration::from_secs(self.gc_interval),
             resync_interval: Duration::from_secs(self.resync_interval),
             health_file: self.health_file.clone(),

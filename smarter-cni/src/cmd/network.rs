@@ -35,7 +35,8 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
         .uplink_snapshot(&conf.uplink.names())
         .await
         .into_cni()?;
-    let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge);
+    let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge)
+        .with_clat(&snapshot, conf.nat64_prefix);
     let mtu = if conf.mtu_auto {
         external
             .smallest_mtu()

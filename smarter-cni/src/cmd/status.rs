@@ -31,14 +31,19 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
             .map_err(|e| unavailable(format!("nftables datapath: {e}")))
     };
     let choice = DatapathChoice::select(ctx.conf.datapath, &ctx.conf.bpffs_dir);
+    let mut nftables = false;
     match (ctx.conf.datapath, &choice.reason) {
-        (DatapathMode::Nftables, _) => nft()?,
+        (DatapathMode::Nftables, _) => {
+            nft()?;
+            nftables = true;
+        }
         (DatapathMode::Ebpf, _) => match probe(&ctx.conf.bpffs_dir) {
             Ok(root) => log_root(&ctx.conf.bpffs_dir, &root),
             Err(u) => return Err(unavailable(format!("eBPF datapath: {u}"))),
         },
         (DatapathMode::Auto, ChoiceReason::Unavailable(u)) => {
             nft().map_err(|n| unavailable(format!("eBPF datapath: {u}; {}", n.msg)))?;
+            nftables = true;
             tracing::warn!(
                 reason = choice.reason_label(),
                 "datapath auto: eBPF unavailable ({u}); ADD will use nftables"
@@ -53,6 +58,7 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
                 && last.datapath != "ebpf"
                 && last.reason != "configured"
             {
+                nftables = true;
                 tracing::warn!(
                     reason = %last.reason,
                     "datapath auto: the last ADD fell back to nftables ({})",
@@ -61,8 +67,39 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
             }
         }
     }
+    if nftables {
+        no_clat_needed(ctx).await?;
+    }
     tracing::info!("STATUS: available, datapath {choice}");
     Ok(())
+}
+
+/// On the nftables datapath: code 51 when the node's way off is an IPv6-only uplink. nftables
+/// cannot translate between address families, so pods would have no IPv4 internet there (the
+/// eBPF datapath's CLAT does it). ADD still works: pods reach each other, the node and the
+/// LAN.
+async fn no_clat_needed(ctx: &Ctx) -> Result<(), CniError> {
+    let conf = &ctx.conf;
+    let node = ctx.host.node().map_err(|e| e.to_cni())?;
+    let snap = node
+        .uplink_snapshot(&conf.uplink.names())
+        .await
+        .map_err(|e| e.to_cni())?;
+    let ext = crate::datapath::uplink::external(&conf.uplink, &snap, &conf.bridge)
+        .with_clat(&snap, conf.nat64_prefix);
+    match ext.clat {
+        None => Ok(()),
+        Some(c) => Err(CniError::new(
+            CniError::LIMITED_CONNECTIVITY,
+            format!(
+                "nftables datapath: the node's only uplink {} is IPv6-only and nftables cannot \
+                 translate IPv4 to IPv6 (no CLAT): pods have no IPv4 way off the node; the eBPF \
+                 datapath translates it",
+                c.name
+            ),
+            "datapath",
+        )),
+    }
 }
 
 fn log_root(path: &std::path::Path, root: &PinRootState) {

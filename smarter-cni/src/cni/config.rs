@@ -27,6 +27,7 @@
 //! | `ctTimeouts` | `{"tcpEstablished", "tcpOther", "udp", "icmp"}`, seconds 1..=604800 | 1800, 120, 60, 30 |
 //! | `nodeDns` | IPv4 address of the node-local DNS, or `"off"` | `"169.254.0.2"` |
 //! | `clusterDomain` | DNS name | `"cluster.local"` |
+//! | `nat64Prefix` | IPv6 `/96` prefix the CLAT translates to on an IPv6-only uplink, or `"off"` | `"64:ff9b::/96"` |
 //!
 //! The ADD result's `dns` is the configured `dns` object when it has any field, else (with
 //! `nodeDns` set) nameserver `nodeDns` and search `<ns>.svc.<domain> svc.<domain> <domain>`
@@ -81,7 +82,7 @@ const STANDARD_KEYS: [&str; 14] = [
     "disableGC",
 ];
 /// Our own top-level keys.
-const PLUGIN_KEYS: [&str; 17] = [
+const PLUGIN_KEYS: [&str; 18] = [
     "bridge",
     "subnet",
     "gateway",
@@ -99,6 +100,7 @@ const PLUGIN_KEYS: [&str; 17] = [
     "ctTimeouts",
     "nodeDns",
     "clusterDomain",
+    "nat64Prefix",
 ];
 
 /// What [`NetConf::parse_with`] does with an invalid `runtimeConfig`.
@@ -232,6 +234,8 @@ pub struct NetConf {
     pub cluster_domain: String,
     /// The first IPv4 of `args.cni.ips`, if any.
     pub args_ip: Option<Ipv4Addr>,
+    /// `nat64Prefix` (its first 96 bits; `None`: `"off"`, no CLAT).
+    pub nat64_prefix: Option<std::net::Ipv6Addr>,
 }
 
 impl Default for NetConf {
@@ -266,6 +270,7 @@ impl Default for NetConf {
             node_dns: Some(defaults::NODE_DNS),
             cluster_domain: defaults::CLUSTER_DOMAIN.into(),
             args_ip: None,
+            nat64_prefix: Some(defaults::NAT64_PREFIX),
         }
     }
 }
@@ -406,6 +411,7 @@ impl NetConf {
             ct_timeouts: fields::ct_timeouts(&f)?,
             node_dns: fields::node_dns(&f)?.unwrap_or(defaults.node_dns),
             cluster_domain: fields::cluster_domain(&f)?.unwrap_or(defaults.cluster_domain),
+            nat64_prefix: fields::nat64_prefix(&f)?.unwrap_or(defaults.nat64_prefix),
         })
     }
 

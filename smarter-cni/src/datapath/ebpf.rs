@@ -27,6 +27,7 @@
 
 pub(super) mod attach;
 mod availability;
+mod clat;
 mod ct;
 mod endpoints;
 mod error;

@@ -4,7 +4,9 @@
 //! interface the default route uses (what status shows as the preferred uplink).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::clat::Clat;
 
 use crate::cni::UplinkSelector;
 use crate::netlink::format_mac;
@@ -51,17 +53,36 @@ pub struct External {
     pub preferred: Option<u32>,
     /// Every global IPv4 address of the node, with the ifindex holding it.
     pub node_addrs: Vec<(Ipv4Addr, u32)>,
+    /// The IPv6-only uplink pods' IPv4 is translated out of, when the node has no IPv4 way
+    /// off ([`super::clat::plan`], set by [`External::with_clat`]).
+    pub clat: Option<Clat>,
 }
 
 impl External {
-    /// The smallest MTU of the uplinks that have an address (`mtu: "auto"`).
+    /// The smallest MTU of the uplinks that have an address (`mtu: "auto"`); the CLAT's
+    /// uplink counts with the translation's overhead taken off (the IPv6 header and a fragment
+    /// header, [`smarter_common::clat::OVERHEAD`]).
     #[must_use]
     pub fn smallest_mtu(&self) -> Option<u32> {
+        let clat = self.clat.as_ref().and_then(|c| {
+            let up = self.uplinks.iter().find(|u| u.ifindex == c.ifindex)?;
+            Some(up.mtu.saturating_sub(smarter_common::clat::OVERHEAD))
+        });
         self.uplinks
             .iter()
-            .filter(|u| u.selected && !u.addr.is_unspecified() && u.mtu >= 68)
+            .filter(|u| u.selected && !u.addr.is_unspecified())
             .map(|u| u.mtu)
+            .chain(clat)
+            .filter(|m| *m >= 68)
             .min()
+    }
+
+    /// Adds the CLAT decision ([`super::clat::plan`]) for `snap`, the snapshot `self` was
+    /// decided from, with NAT64 prefix `pref64` (`None`: off).
+    #[must_use]
+    pub fn with_clat(mut self, snap: &Snapshot, pref64: Option<Ipv6Addr>) -> Self {
+        self.clat = super::clat::plan(&self, snap, pref64);
+        self
     }
 
     /// The uplink the default route uses, if any.
@@ -110,6 +131,7 @@ pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> Ext
         uplinks,
         preferred,
         node_addrs,
+        clat: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn gateway() -> Snapshot {
             addr(3, [203, 0, 113, 9]),
         ],
         default_routes: vec![route(2, 0)],
+        ..Snapshot::default()
     }
 }
 

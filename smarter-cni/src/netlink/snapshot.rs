@@ -1,8 +1,9 @@
 //! What the uplink decision looks at, read from the kernel: links, IPv4 addresses and the
-//! main table's IPv4 default routes ([`Snapshot`], dumped by [`dump`]), and the netlink
+//! main table's IPv4 default routes (and, for an IPv6-only uplink's CLAT, the global IPv6
+//! addresses and IPv6 default routes) ([`Snapshot`], dumped by [`dump`]), and the netlink
 //! messages turned into it (shared with the agent's event-driven watch).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt as _;
 use rtnetlink::packet_route::address::{
@@ -61,6 +62,26 @@ pub struct DefaultRouteState {
     pub metric: u32,
 }
 
+/// One global IPv6 address of an interface (what an IPv6-only uplink's CLAT is made from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr6State {
+    /// Index of the interface holding it.
+    pub index: u32,
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+/// One IPv6 default route of the main table (unicast, prefix length 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRoute6State {
+    /// Output interface (for multipath routes, the first next hop's).
+    pub oif: Option<u32>,
+    /// Route metric (priority); the lowest wins.
+    pub metric: u32,
+}
+
 /// Everything [`resolve`] looks at, in kernel dump order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -70,6 +91,10 @@ pub struct Snapshot {
     pub addrs: Vec<AddrState>,
     /// The main table's IPv4 default routes.
     pub default_routes: Vec<DefaultRouteState>,
+    /// All global IPv6 addresses (not tentative or failed DAD).
+    pub addrs6: Vec<Addr6State>,
+    /// The main table's IPv6 default routes.
+    pub default_routes6: Vec<DefaultRoute6State>,
 }
 
 /// Dumps links, IPv4 addresses and main-table IPv4 default routes through `handle`.
@@ -99,10 +124,19 @@ pub async fn dump(handle: &Handle) -> Result<Snapshot, (&'static str, rtnetlink:
         .try_collect()
         .await
         .map_err(|e| ("routes", e))?;
+    let routes6: Vec<RouteMessage> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("routes", e))?;
     Ok(Snapshot {
         links: links.iter().map(link_state).collect(),
         addrs: addrs.iter().filter_map(addr_state).collect(),
         default_routes: routes.iter().filter_map(default_route_state).collect(),
+        addrs6: addrs.iter().filter_map(addr6_state).collect(),
+        default_routes6: routes6.iter().filter_map(default_route6_state).collect(),
     })
 }
 
@@ -155,6 +189,46 @@ pub fn addr_state(msg: &AddressMessage) -> Option<AddrState> {
         addr: local.or(address)?,
         global: msg.header.scope == AddressScope::Universe,
         secondary,
+    })
+}
+
+/// A global IPv6 address message as the decision sees it (`None` for other families, other
+/// scopes, and addresses still tentative or whose duplicate detection failed).
+pub fn addr6_state(msg: &AddressMessage) -> Option<Addr6State> {
+    if msg.header.scope != AddressScope::Universe {
+        return None;
+    }
+    let mut addr = None;
+    let mut usable = true;
+    for attr in &msg.attributes {
+        match attr {
+            AddressAttribute::Address(IpAddr::V6(a)) | AddressAttribute::Local(IpAddr::V6(a)) => {
+                addr = Some(*a);
+            }
+            AddressAttribute::Flags(f) => {
+                usable &=
+                    !f.contains(AddressFlags::Tentative) && !f.contains(AddressFlags::Dadfailed);
+            }
+            _ => {}
+        }
+    }
+    usable.then_some(())?;
+    Some(Addr6State {
+        index: msg.header.index,
+        addr: addr?,
+        prefix_len: msg.header.prefix_len,
+    })
+}
+
+/// A main-table IPv6 unicast default route as the decision sees it (`None` otherwise).
+pub fn default_route6_state(msg: &RouteMessage) -> Option<DefaultRoute6State> {
+    if msg.header.address_family != rtnetlink::packet_route::AddressFamily::Inet6 {
+        return None;
+    }
+    let v4 = default_route_state(msg)?;
+    Some(DefaultRoute6State {
+        oif: v4.oif,
+        metric: v4.metric,
     })
 }
 
@@ -217,6 +291,16 @@ impl super::Netlink {
             .map_err(err("dump routes".into()))?;
         let default_routes: Vec<DefaultRouteState> =
             routes.iter().filter_map(default_route_state).collect();
+        let routes6: Vec<RouteMessage> = self
+            .handle()
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(err("dump IPv6 routes".into()))?;
+        let default_routes6: Vec<DefaultRoute6State> =
+            routes6.iter().filter_map(default_route6_state).collect();
         let addrs: Vec<AddressMessage> = self
             .handle()
             .address()
@@ -225,11 +309,14 @@ impl super::Netlink {
             .try_collect()
             .await
             .map_err(err("dump addresses".into()))?;
+        let addrs6: Vec<Addr6State> = addrs.iter().filter_map(addr6_state).collect();
         let addrs: Vec<AddrState> = addrs.iter().filter_map(addr_state).collect();
         let mut wanted: Vec<u32> = addrs
             .iter()
             .map(|a| a.index)
+            .chain(addrs6.iter().map(|a| a.index))
             .chain(default_routes.iter().filter_map(|r| r.oif))
+            .chain(default_routes6.iter().filter_map(|r| r.oif))
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
@@ -266,6 +353,8 @@ impl super::Netlink {
             links,
             addrs,
             default_routes,
+            addrs6,
+            default_routes6,
         })
     }
 }

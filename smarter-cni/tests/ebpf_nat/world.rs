@@ -76,6 +76,7 @@ impl NatWorld {
                 preferred: Some(up.ifindex),
                 node_addrs: vec![(NODE_UPLINK_IP, up.ifindex)],
                 uplinks: vec![up],
+                clat: None,
             };
             dp.set_external(&external, AttachMode::Auto)
                 .expect("serve the uplink");

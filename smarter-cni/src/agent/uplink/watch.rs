@@ -1,11 +1,12 @@
-//! The netlink side of the uplink tracker: one rtnetlink socket subscribed to the link, IPv4
-//! address and IPv4 route multicast groups (like `ip monitor link address route`), also used
-//! for the dumps that build a [`Snapshot`].
+//! The netlink side of the uplink tracker: one rtnetlink socket subscribed to the link,
+//! address and route multicast groups of both families (like `ip monitor link address route`;
+//! IPv6 for an IPv6-only uplink's CLAT), also used for the dumps that build a [`Snapshot`].
 //!
 //! The socket stays in the network namespace it was created in: create the watch on a thread
 //! (and runtime) that is inside the namespace to watch.
 
 use std::io;
+use std::net::Ipv6Addr;
 
 use futures::StreamExt as _;
 use futures::channel::mpsc::UnboundedReceiver;
@@ -45,6 +46,7 @@ pub enum WatchError {
 pub struct UplinkWatch {
     selector: UplinkSelector,
     bridge: String,
+    nat64_prefix: Option<Ipv6Addr>,
     handle: Handle,
     events: Events,
     task: JoinHandle<()>,
@@ -57,15 +59,21 @@ impl Drop for UplinkWatch {
 }
 
 impl UplinkWatch {
-    /// Subscribes in the calling thread's network namespace.
+    /// Subscribes in the calling thread's network namespace. `nat64_prefix`: what an
+    /// IPv6-only uplink's CLAT translates to (`None`: no CLAT).
     ///
     /// # Errors
     /// [`WatchError::Socket`] when the socket cannot be opened or bound to the groups.
-    pub fn subscribe(selector: UplinkSelector, bridge: String) -> Result<Self, WatchError> {
+    pub fn subscribe(
+        selector: UplinkSelector,
+        bridge: String,
+        nat64_prefix: Option<Ipv6Addr>,
+    ) -> Result<Self, WatchError> {
         let (handle, events, task) = connect()?;
         Ok(Self {
             selector,
             bridge,
+            nat64_prefix,
             handle,
             events,
             task,
@@ -120,11 +128,8 @@ impl UplinkWatch {
     /// # Errors
     /// [`WatchError::Dump`] when a dump fails.
     pub async fn external(&self) -> Result<External, WatchError> {
-        Ok(external(
-            &self.selector,
-            &self.snapshot().await?,
-            &self.bridge,
-        ))
+        let snap = self.snapshot().await?;
+        Ok(external(&self.selector, &snap, &self.bridge).with_clat(&snap, self.nat64_prefix))
     }
 }
 
@@ -135,6 +140,8 @@ fn connect() -> Result<(Handle, Events, JoinHandle<()>), WatchError> {
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv6Route,
     ])
     .map_err(WatchError::Socket)?;
     let task = tokio::spawn(conn);

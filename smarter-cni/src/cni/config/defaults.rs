@@ -5,7 +5,7 @@
 //!
 //! [`NetConf`]: super::NetConf
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Network name (`name`).
 pub const NETWORK: &str = "smartnet";
@@ -35,3 +35,6 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 /// k3s's embedded containerd CRI socket.
 pub const K3S_CONTAINERD_SOCKET: &str = "/run/k3s/containerd/containerd.sock";
+/// The NAT64 prefix an IPv6-only uplink's CLAT translates to (`nat64Prefix`): the well-known
+/// `64:ff9b::/96` (RFC 6052), what carriers' NAT64 use unless they announce another.
+pub const NAT64_PREFIX: Ipv6Addr = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);

@@ -50,6 +50,19 @@ pub enum EbpfError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// The CLAT's address could not be added to or removed from its uplink.
+    #[error("{op} the CLAT address {addr} on interface {ifindex}: {source}")]
+    ClatAddress {
+        /// `add` or `remove`.
+        op: &'static str,
+        /// The address.
+        addr: std::net::Ipv6Addr,
+        /// The uplink's ifindex.
+        ifindex: u32,
+        /// The netlink error.
+        #[source]
+        source: io::Error,
+    },
     /// A file system operation failed (pin directories, lock file, statfs).
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use smarter_common::{
-    IfStatsKey, UplinkValue, maps, progs,
-    uplink::{DIR_IN, UPLINK_F_L3, UPLINK_F_NO_EGRESS},
+    IfStatsKey, UplinkValue,
+    clat::CLAT_V4,
+    maps, progs,
+    uplink::{DIR_IN, UPLINK_F_CLAT, UPLINK_F_L3, UPLINK_F_NO_EGRESS},
 };
 
 use super::attach::{self, Hook};
@@ -88,19 +90,34 @@ impl EbpfDatapath {
                 self.forget_uplink(*ifindex, value.is_l3())?;
             }
         }
-        for up in &ext.uplinks {
-            self.serve_uplink(up, mode)?;
+        let clat = ext.clat.as_ref();
+        if clat.is_none() {
+            // Pods' IPv4 stops being translated before the CLAT's entries go.
+            self.update_config(|c| c.clat_ifindex = 0)?;
         }
-        self.set_node_addrs(&ext.node_addrs)?;
+        self.add_clat(clat)?;
+        for up in &ext.uplinks {
+            let clat_here = clat.is_some_and(|c| c.ifindex == up.ifindex);
+            self.serve_uplink(up, clat_here, mode)?;
+        }
+        let mut node_addrs = ext.node_addrs.clone();
+        if let Some(c) = clat {
+            // Replies the CLAT translated are for this address: the reverse NAT takes them.
+            node_addrs.push((Ipv4Addr::from(CLAT_V4.to_ne_bytes()), c.ifindex));
+        }
+        self.set_node_addrs(&node_addrs)?;
         let preferred = ext.preferred();
         self.update_config(|c| {
             c.uplink_ifindex = preferred.map_or(0, |u| u.ifindex);
             c.uplink_addr = preferred.map_or(0, |u| addr(u.addr));
-        })
+            c.clat_ifindex = clat.map_or(0, |c| c.ifindex);
+        })?;
+        self.prune_clat(clat)
     }
 
-    /// Backstop, ingress program, then the `uplinks` entry of one interface.
-    fn serve_uplink(&self, up: &Uplink, mode: AttachMode) -> Result<(), EbpfError> {
+    /// Backstop, ingress program, then the `uplinks` entry of one interface (`clat`: pods'
+    /// IPv4 leaves it by the CLAT, NATed to [`CLAT_V4`]).
+    fn serve_uplink(&self, up: &Uplink, clat: bool, mode: AttachMode) -> Result<(), EbpfError> {
         super::pins::validate_ifname(&up.name)?;
         let found = attach::ifindex(&up.name)?;
         if found != up.ifindex {
@@ -123,8 +140,11 @@ impl EbpfDatapath {
         if !up.selected {
             flags |= UPLINK_F_NO_EGRESS;
         }
+        if clat {
+            flags |= UPLINK_F_CLAT;
+        }
         let value = UplinkValue {
-            addr: addr(up.addr),
+            addr: if clat { CLAT_V4 } else { addr(up.addr) },
             flags,
             mtu: up.mtu,
             pad: 0,
@@ -164,12 +184,15 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    /// Detaches every external interface's programs and clears [`maps::UPLINKS`].
+    /// Detaches every external interface's programs and clears [`maps::UPLINKS`] (and the
+    /// CLAT, its address included).
     ///
     /// # Errors
     ///
     /// As [`Self::set_external`].
     pub fn detach_external(&self) -> Result<(), EbpfError> {
+        self.update_config(|c| c.clat_ifindex = 0)?;
+        self.prune_clat(None)?;
         for (ifindex, value) in self.uplink_values()? {
             self.forget_uplink(ifindex, value.is_l3())?;
         }

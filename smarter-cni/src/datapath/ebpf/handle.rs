@@ -12,8 +12,8 @@ use aya::{
     programs::SchedClassifier,
 };
 use smarter_common::{
-    CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, HostPortKey,
-    HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
+    ClatValue, CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue,
+    HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     maps::{self, MapSpec},
     progs,
 };
@@ -38,6 +38,7 @@ pub(super) struct Maps {
     pub(super) uplinks: HashMap<MapData, u32, UplinkValue>,
     pub(super) node_addrs: HashMap<MapData, u32, u32>,
     pub(super) if_stats: PerCpuHashMap<MapData, IfStatsKey, EndpointStats>,
+    pub(super) clat: HashMap<MapData, u32, ClatValue>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -153,6 +154,8 @@ impl EbpfDatapath {
             uplinks,
             node_addrs,
             if_stats,
+            clat,
+            _clat_scratch,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -175,6 +178,7 @@ impl EbpfDatapath {
                 .try_into()
                 .map_err(|e| typed(node_addrs, e))?,
             if_stats: open(if_stats)?.try_into().map_err(|e| typed(if_stats, e))?,
+            clat: open(clat)?.try_into().map_err(|e| typed(clat, e))?,
         };
         Ok(Self {
             network: network.into(),
