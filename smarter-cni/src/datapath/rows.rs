@@ -77,6 +77,9 @@ pub struct UplinkRow {
     /// Pods may start flows out of it (`uplink` selects it); `false`: only replies of flows
     /// that came in by it (hostPorts on its address).
     pub egress: bool,
+    /// An IPv6-only uplink's CLAT: `<CLAT address> -> <NAT64 prefix>/96` (pods' IPv4 leaves it
+    /// translated to IPv6; `addr` is then the CLAT's IPv4, 192.0.0.1); `null` otherwise.
+    pub clat: Option<String>,
 }
 
 impl UplinkRow {
@@ -98,6 +101,16 @@ impl UplinkRow {
             mtu,
             default_route,
             egress: true,
+            clat: None,
+        }
+    }
+
+    /// The same row for an IPv6-only uplink with the CLAT from `addr` to `pref64`.
+    #[must_use]
+    pub fn with_clat(self, addr: std::net::Ipv6Addr, pref64: std::net::Ipv6Addr) -> Self {
+        Self {
+            clat: Some(format!("{addr} -> {pref64}/96")),
+            ..self
         }
     }
 
@@ -123,8 +136,12 @@ impl UplinkRow {
         } else {
             "not selected, replies only from"
         };
+        let clat = self
+            .clat
+            .as_deref()
+            .map_or_else(String::new, |c| format!(" then the CLAT {c}"));
         format!(
-            "{name}: {nat} {}, {}, mtu {}{}",
+            "{name}: {nat} {}{clat}, {}, mtu {}{}",
             self.addr.as_deref().unwrap_or("none"),
             self.link,
             self.mtu,

@@ -24,6 +24,7 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
     };
     let uplink = name_of(cfg.uplink_ifindex);
     let veths: Vec<String> = dp.endpoints()?.into_iter().map(|e| e.host_ifname).collect();
+    let clats = dp.clats()?;
     Ok(vec![StatusRow {
         network: name.to_string(),
         datapath: "ebpf",
@@ -39,7 +40,10 @@ pub(super) fn status(name: &str, dp: &EbpfDatapath) -> Result<Vec<StatusRow>, Eb
             .into_iter()
             .map(|u| {
                 let default_route = u.ifindex == cfg.uplink_ifindex;
-                let row = UplinkRow::new(u.ifindex, u.name, u.addr, u.l3, u.mtu, default_route);
+                let mut row = UplinkRow::new(u.ifindex, u.name, u.addr, u.l3, u.mtu, default_route);
+                if let Some((_, addr, pref64)) = clats.iter().find(|c| c.0 == u.ifindex) {
+                    row = row.with_clat(*addr, *pref64);
+                }
                 if u.egress { row } else { row.replies_only() }
             })
             .collect(),
