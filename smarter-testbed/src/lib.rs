@@ -11,6 +11,12 @@
 //! Addresses: the uplink is `198.51.100.2/24` (node) ↔ `198.51.100.1/24` (wan), the wan
 //! also holds `203.0.113.1/24` as "a server on the internet".
 //!
+//! [`World::add_nat64`] ([`nat64`]) makes that uplink IPv6-only, as a mobile or IPv6-only
+//! access network is: `2001:db8:64::2/64` (node) ↔ `2001:db8:64::1/64` (wan), no IPv4 on it
+//! and no IPv4 route off the node through it, and the wan a NAT64 (Debian's `tayga`) of the
+//! well-known prefix `64:ff9b::/96`, through which the node reaches the wan's IPv4 server at
+//! `64:ff9b::203.0.113.1` ([`nat64_addr`]) — the world of the CLAT (464XLAT).
+//!
 //! Topologies of a real gateway are added on demand ([`topology`]): a LAN with a sensor, a
 //! backup uplink with fail-over, a layer-3 (TUN, raw-IP) uplink; [`World::external_links`]
 //! names the far side of every external interface. [`World::without_wan`] is the node alone;
@@ -23,6 +29,7 @@
 
 pub mod containerd;
 pub mod load;
+pub mod nat64;
 mod ns;
 pub mod packet;
 mod plugin;
@@ -32,6 +39,7 @@ pub mod topology;
 pub mod tun;
 mod wired;
 
+pub use nat64::{NAT64_PREFIX, NAT64_PREFIX_LEN, NODE_UPLINK_IP6, WAN_ROUTER_IP6, nat64_addr};
 pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
     sweep_stale, unique_name,
@@ -70,7 +78,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A namespace world; see the module docs.
 pub struct World {
-    // Field order is drop order: pods first, then node and wan, then the bpffs and files.
+    // Field order is drop order: pods first, then the extras (tayga killed), node and wan,
+    // then the bpffs and files.
     pods: Vec<Netns>,
     far: Option<Netns>,
     extras: topology::Extras,

@@ -292,6 +292,8 @@ pub fn sweep_own() {
 fn sweep(doomed: impl Fn(i32) -> bool) {
     // containerd first: its sandboxes live in the worlds' node namespaces.
     crate::containerd::sweep(&doomed);
+    // A world's tayga keeps the wan namespace alive after `ip netns del`.
+    crate::nat64::sweep(&doomed);
     let dead = |name: &str| -> bool {
         name.strip_prefix("smt-")
             .and_then(|r| r.split('-').next())

@@ -167,7 +167,7 @@ pub fn tcp_roundtrip(
     .map_err(|_| "client thread panicked".to_string())?
 }
 
-/// A UDP round trip from inside `ns`.
+/// A UDP round trip from inside `ns` (from an IPv4 or IPv6 socket, as `to` is).
 ///
 /// # Errors
 /// A description of what failed.
@@ -178,7 +178,12 @@ pub fn udp_roundtrip(
     timeout: Duration,
 ) -> Result<(), String> {
     spawn_in(ns, move || {
-        let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(|e| e.to_string())?;
+        let any: std::net::IpAddr = if to.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let s = UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
         s.send_to(msg, to).map_err(|e| format!("send: {e}"))?;

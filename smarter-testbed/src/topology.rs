@@ -11,7 +11,7 @@
 //! wan's `tun1`).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::tun::{TunRelay, open_tun};
 use super::{NODE_UPLINK_IP, Netns, UPLINK, WAN_ROUTER_IP, World, ns};
@@ -49,6 +49,8 @@ pub const WAN_UPLINK_IF: &str = "wan0";
 /// closes its devices before any namespace goes).
 #[derive(Default)]
 pub(crate) struct Extras {
+    /// The NAT64 of [`World::add_nat64`] (its tayga), which makes the primary uplink IPv6-only.
+    pub(crate) nat64: Option<super::nat64::Tayga>,
     relay: Option<TunRelay>,
     lan: Option<Netns>,
     backup: bool,
@@ -60,8 +62,11 @@ pub(crate) struct Extras {
 pub struct ExternalLink<'a> {
     /// The interface in the node namespace.
     pub node_if: &'static str,
-    /// The node's address on it.
-    pub node_ip: Ipv4Addr,
+    /// The node's IPv4 address on it; `None` on the IPv6-only uplink of [`World::add_nat64`].
+    pub node_ip: Option<Ipv4Addr>,
+    /// The node's global IPv6 address on it, if it has one (the IPv6-only uplink's
+    /// [`NODE_UPLINK_IP6`](crate::NODE_UPLINK_IP6)).
+    pub node_ip6: Option<Ipv6Addr>,
     /// The namespace on the far side.
     pub far_ns: &'a Netns,
     /// The interface on the far side.
@@ -265,15 +270,18 @@ impl World {
     }
 
     /// Every external interface of the node, the primary uplink first (none without a wan),
-    /// with the namespace and interface on its far side (the place a capture sees what the
-    /// node sent out).
+    /// with the node's addresses on it and the namespace and interface on its far side (the
+    /// place a capture sees what the node sent out). The primary uplink has only IPv6 (no
+    /// `node_ip`, a `node_ip6`) in a world with [`World::add_nat64`].
     #[must_use]
     pub fn external_links(&self) -> Vec<ExternalLink<'_>> {
         let mut out = Vec::new();
+        let nat64 = self.has_nat64();
         if let Some(wan) = &self.wan {
             out.push(ExternalLink {
                 node_if: UPLINK,
-                node_ip: NODE_UPLINK_IP,
+                node_ip: (!nat64).then_some(NODE_UPLINK_IP),
+                node_ip6: nat64.then_some(super::NODE_UPLINK_IP6),
                 far_ns: wan,
                 far_if: WAN_UPLINK_IF,
                 layer3: false,
@@ -282,7 +290,8 @@ impl World {
         if let (true, Some(wan)) = (self.extras.backup, &self.wan) {
             out.push(ExternalLink {
                 node_if: UPLINK_BACKUP,
-                node_ip: NODE_BACKUP_IP,
+                node_ip: Some(NODE_BACKUP_IP),
+                node_ip6: None,
                 far_ns: wan,
                 far_if: WAN_BACKUP_IF,
                 layer3: false,
@@ -291,7 +300,8 @@ impl World {
         if let (Some(_), Some(wan)) = (self.extras.l3_mtu, &self.wan) {
             out.push(ExternalLink {
                 node_if: L3_UPLINK,
-                node_ip: NODE_L3_IP,
+                node_ip: Some(NODE_L3_IP),
+                node_ip6: None,
                 far_ns: wan,
                 far_if: WAN_L3_IF,
                 layer3: true,
@@ -300,7 +310,8 @@ impl World {
         if let Some(lan) = &self.extras.lan {
             out.push(ExternalLink {
                 node_if: LAN_IF,
-                node_ip: LAN_NODE_IP,
+                node_ip: Some(LAN_NODE_IP),
+                node_ip6: None,
                 far_ns: lan,
                 far_if: LAN_HOST_IF,
                 layer3: false,
@@ -309,9 +320,12 @@ impl World {
         out
     }
 
-    /// After a boot wired the primary uplink again: the LAN, the backup uplink and the
+    /// After a boot wired the primary uplink again: IPv6-only again with a NAT64, the LAN, the backup uplink and the
     /// layer-3 uplink (a new relay: the old one lost its node-side device) as they were.
     pub(crate) fn rewire_extras(&mut self) -> io::Result<()> {
+        if self.has_nat64() {
+            self.wire_uplink6()?;
+        }
         self.wire_lan()?;
         self.wire_backup()?;
         if let Some(mtu) = self.extras.l3_mtu {

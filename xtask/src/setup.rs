@@ -33,6 +33,8 @@ const PACKAGES: &[&str] = &[
     "buildah",
     // GNU time: the benchmark's peak-RSS figures of the plugin.
     "time",
+    // The NAT64 of the IPv6-only uplink (`World::add_nat64`, the CLAT's world).
+    "tayga",
 ];
 const TOOLCHAIN: &str = "nightly";
 

@@ -162,7 +162,7 @@ impl Bench {
                 .copied()
                 .unwrap_or_default();
             links.push((format!("{ns}/{}", l.far_if), count));
-            node_addrs.push(l.node_ip);
+            node_addrs.extend(l.node_ip);
         }
         let leaks = reports.into_values().flat_map(|r| r.leaks).collect();
         Run {
