@@ -3,29 +3,37 @@
 //! reach the IPv4 "internet" by literal address — TCP, UDP of every size through the fragment
 //! boundaries, ping, ICMP errors back to the pod, PMTU discovery through a smaller link behind
 //! the NAT64 — while a capture on the wan side of the uplink sees no IPv4 frame at all (so no
-//! pod address) over the whole run. On the nftables datapath, which cannot translate between
+//! pod address) over the whole run; by name too, through the node-local DNS forwarding to an
+//! IPv6-only upstream. On the nftables datapath, which cannot translate between
 //! families, STATUS says so with code 51.
 
 #[path = "conformance/capture.rs"]
 mod capture;
 mod common;
+#[path = "dns/support.rs"]
+mod support;
 
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::*;
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 use smarter_testbed::{
-    CniCall, EchoServer, FAR_SERVER_IP, Netns, WAN_SERVER_IP, World, skipped, spawn_in,
+    CniCall, EchoServer, FAR_SERVER_IP, Netns, WAN_ROUTER_IP6, WAN_SERVER_IP, World, skipped,
+    spawn_in,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A world with the NAT64 uplink, or `None` (skipped, with the reason) when tayga or TUN is
 /// missing.
-fn nat64_world(label: &str) -> Option<World> {
+fn nat64_world(label: &str, far: bool) -> Option<World> {
     let mut w = world(label)?;
+    if far {
+        w.add_far().expect("far");
+    }
     if let Err(e) = w.add_nat64() {
         skipped(&format!("{label}: skipped, no NAT64 world: {e}"));
         return None;
@@ -100,26 +108,22 @@ fn refused(ns: &Netns, to: SocketAddr) -> Result<(), String> {
 
 #[test]
 fn pods_reach_the_ipv4_internet_through_the_clat() {
-    let Some(mut w) = nat64_world("clat") else {
+    let Some(mut w) = nat64_world("clat", true) else {
         return;
     };
-    w.add_far().expect("far");
     let conf = w.netconf("1.1.0");
     let ns = w.add_pod_ns("p").unwrap().path().to_path_buf();
     let res = add_ok(&w, &conf, "p", &ns);
     let ip = result_ip(&res);
     // The datapath is eBPF, and the pods' MTU leaves room for the translation (uplink 1500).
     assert!(ebpf(&w).is_some(), "the eBPF datapath serves the network");
-    let mtu = w
+    let link = w
         .pod("p")
         .unwrap()
-        .exec(&["cat", "/sys/class/net/eth0/mtu"])
-        .expect("pod MTU");
-    assert_eq!(
-        String::from_utf8_lossy(&mtu.stdout).trim(),
-        "1472",
-        "pod MTU"
-    );
+        .exec(&["ip", "-o", "link", "show", "eth0"])
+        .expect("pod link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains(" mtu 1472 "), "pod MTU: {link}");
 
     let cap = capture::Capture::start(w.wan(), [0, 0, 0, 0], 0, vec![0xff; 16]);
     let pod = w.pod("p").unwrap();
@@ -148,13 +152,56 @@ fn pods_reach_the_ipv4_internet_through_the_clat() {
     assert!(ping(pod, WAN_SERVER_IP), "ping through the CLAT");
     refused(pod, SocketAddr::from((WAN_SERVER_IP, 9)))
         .unwrap_or_else(|e| panic!("ICMP port unreachable back through the CLAT: {e}"));
-    // PMTU: the far server sits behind a 1280-byte IPv4 link behind the NAT64; a bulk upload
-    // only completes when "fragmentation needed" comes back translated (ICMPv6 packet too
-    // big → ICMP) into the pod.
+    // PMTU: the far server sits behind a 1280-byte IPv4 link behind the NAT64. Datagrams of
+    // 1400 bytes with DF make the wan router answer "fragmentation needed, 1280", which tayga
+    // turns into an ICMPv6 packet too big (1300) for the CLAT address: only when the CLAT
+    // translates it back into the pod does the pod's route learn the 1280.
     let far = EchoServer::tcp(w.far().expect("far"), FAR_SERVER_IP, 8002);
+    let _ = pod.exec(&[
+        "ping",
+        "-M",
+        "do",
+        "-s",
+        "1400",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        &FAR_SERVER_IP.to_string(),
+    ]);
+    let route = pod
+        .exec(&["ip", "-4", "route", "get", &FAR_SERVER_IP.to_string()])
+        .expect("ip route get");
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(
+        route.contains("mtu 1280"),
+        "the pod's route to the far server: {route}"
+    );
+    // And a bulk upload to it completes (the far end's MSS keeps its segments small, the
+    // pod's PMTU the rest).
     tcp_bulk(pod, SocketAddr::from((FAR_SERVER_IP, 8002)), 256 * 1024)
         .unwrap_or_else(|e| panic!("TCP upload through a 1280 link behind the NAT64: {e}"));
     assert!(!far.seen().is_empty());
+
+    // By name: the node-local DNS forwards the pod's question to an IPv6-only upstream in the
+    // wan, and the answer is reached through the CLAT.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {WAN_ROUTER_IP6}\n")).expect("resolv.conf");
+    let upstream =
+        support::FakeUpstream::start(w.wan(), WAN_ROUTER_IP6, "ipv4.example.", WAN_SERVER_IP);
+    let _dns = support::DnsServer::start(w.node(), support::config(&w, &resolv));
+    let (answer, ok) = support::until(pod, "ipv4.example.", RecordType::A, false, TIMEOUT, |m| {
+        support::addrs(m) == [WAN_SERVER_IP]
+    });
+    assert!(
+        ok,
+        "ipv4.example through the node-local DNS and an IPv6 upstream: {answer:?}; asked {}",
+        upstream.asked.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let named = [WAN_SERVER_IP];
+    tcp_bulk(pod, SocketAddr::from((named[0], 8000)), 1000)
+        .unwrap_or_else(|e| panic!("TCP to ipv4.example through the CLAT: {e}"));
 
     let report = cap.stop();
     let wan0 = report.per_if.get("wan0").copied().unwrap_or_default();
@@ -167,13 +214,16 @@ fn pods_reach_the_ipv4_internet_through_the_clat() {
     let out = counted(&w, "ebpf", &["clat_out"]);
     let back = counted(&w, "ebpf", &["clat_in"]);
     assert!(out > 0 && back > 0, "CLAT counters: out {out}, in {back}");
+    // Port unreachable and fragmentation needed came in as ICMPv6 errors.
+    let errors = counted(&w, "ebpf", &["icmp_error_in"]);
+    assert!(errors >= 2, "ICMP errors translated into the pod: {errors}");
     let del = call(&w, &CniCall::new("DEL", &conf).pod("p", &ns));
     assert_eq!(del.status, 0, "DEL: {}", del.stderr);
 }
 
 #[test]
 fn nftables_status_says_it_cannot_translate() {
-    let Some(w) = nat64_world("clat_nft") else {
+    let Some(w) = nat64_world("clat_nft", false) else {
         return;
     };
     if let Err(e) = nftables_usable(&w) {

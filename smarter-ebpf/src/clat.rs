@@ -4,8 +4,8 @@
 //! - Out ([`out`], on the uplink's egress): a pod packet the pod program source-NATed to
 //!   [`CLAT_V4`] and redirected here (the node has no IPv4 route) becomes IPv6 from the node's
 //!   CLAT address to the NAT64 prefix + its IPv4 destination: TCP, UDP, ICMP echo (→ ICMPv6
-//!   echo, checksum with the pseudo header), fragments (with a fragment header). The route
-//!   lookup is done first, so what cannot leave is dropped untouched.
+//!   echo, checksum with the pseudo header), fragments (with a fragment header), then sent on
+//!   through the kernel's IPv6 route and neighbour lookup (`bpf_redirect_neigh`).
 //! - In ([`inbound`], on the uplink's ingress, before everything else): IPv6 from the NAT64
 //!   prefix to the CLAT address becomes IPv4 from the embedded address to [`CLAT_V4`], which the
 //!   reverse NAT then takes into the pod: TCP, UDP, ICMPv6 echo replies, fragments, and ICMPv6
@@ -15,16 +15,13 @@
 //! Checksums are fixed by difference (`bpf_csum_diff`): the pseudo-header change for TCP/UDP,
 //! the pseudo header ICMPv6 adds, and for errors the whole rewritten prefix of the message.
 
-use core::mem::{size_of, zeroed};
-
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_OK,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_NET, bpf_fib_lookup,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, bpf_adj_room_mode::BPF_ADJ_ROOM_NET,
     },
     helpers::{
-        bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_redirect_neigh, bpf_skb_adjust_room,
-        bpf_skb_change_proto, bpf_skb_load_bytes,
+        bpf_csum_diff, bpf_redirect_neigh, bpf_skb_adjust_room, bpf_skb_change_proto,
+        bpf_skb_load_bytes,
     },
     programs::TcContext,
 };
@@ -35,15 +32,14 @@ use smarter_common::{
 };
 
 use crate::{
-    fib::{FIB_NO_NEIGH, FIB_SUCCESS},
     maps::CLAT_SCRATCH,
     parse::{ETH_P_IP, ETH_P_IPV6, ETH_TYPE, IP_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP, read},
     verdict::{Decision, count_verdict},
 };
 
-const AF_INET6: u8 = 10;
-
-/// Ones-complement fold of a 32-bit partial sum (as `bpf_csum_diff` returns it) to 16 bits.
+/// Ones-complement fold of a 32-bit partial sum (as `bpf_csum_diff` returns it) to 16 bits,
+/// in the byte order the sum was taken in: the packet's bytes as native words, so the result
+/// goes back with `to_ne_bytes`.
 #[inline(always)]
 fn fold(sum: i64) -> u16 {
     let mut s = (sum as u64) & 0xffff_ffff;
@@ -77,7 +73,7 @@ fn ipv4_csum(h: &mut [u8; IP_LEN]) -> [u8; 2] {
     let mut none = [0u8; 4];
     let sum = csum_diff(&mut none, h, 0);
     // Subtracting zero bytes added nothing; `none` is only the helper's `from`.
-    (!fold(sum)).to_be_bytes()
+    (!fold(sum)).to_ne_bytes()
 }
 
 /// An IPv4 header for a translated packet (checksum filled in).
@@ -158,33 +154,6 @@ fn try_out(ctx: &TcContext, l2: usize, ifindex: u32, c: &ClatValue, l3: bool) ->
     };
     let payload = tot_len - IP_LEN as u16 + if fragmented { FRAG_HDR_LEN as u16 } else { 0 };
 
-    // The route first: what cannot leave is dropped untouched.
-    // SAFETY: an all-zero `bpf_fib_lookup` is a valid request to fill in.
-    let mut fib: bpf_fib_lookup = unsafe { zeroed() };
-    fib.family = AF_INET6;
-    fib.l4_protocol = next;
-    fib.__bindgen_anon_1.tot_len = IPV6_LEN as u16 + payload;
-    fib.ifindex = ifindex;
-    // SAFETY: the union's IPv6 members are plain arrays of the same size.
-    unsafe {
-        fib.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(src6);
-        fib.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(dst6);
-    }
-    // SAFETY: `fib` lives on the stack for the call; size is its real size.
-    let ret = unsafe {
-        fib_lookup(
-            ctx.skb.skb.cast(),
-            &mut fib,
-            size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_OUTPUT,
-        )
-    };
-    if ret != FIB_SUCCESS && ret != FIB_NO_NEIGH {
-        // No IPv6 route, or too big for it: nothing to send it by (`mtu: auto` keeps pods'
-        // packets small enough for the uplink).
-        return Some(Verdict::DropNoRoute.into());
-    }
-
     let l4 = l2 + IP_LEN;
     if offset == 0 {
         l4_checksums(ctx, &h, l4, &src6, &dst6, tot_len - IP_LEN as u16)?;
@@ -220,11 +189,10 @@ fn try_out(ctx: &TcContext, l2: usize, ifindex: u32, c: &ClatValue, l3: bool) ->
         return Some(Decision::redirected(Verdict::ClatOut, TC_ACT_OK));
     }
     ctx.store(ETH_TYPE, &ETH_P_IPV6.to_be_bytes(), 0).ok()?;
-    if ret == FIB_SUCCESS {
-        ctx.store(0, &fib.dmac, 0).ok()?;
-        ctx.store(6, &fib.smac, 0).ok()?;
-        return Some(Decision::redirected(Verdict::ClatOut, TC_ACT_OK));
-    }
+    // The next hop's MAC: the kernel's route and neighbour lookup for the IPv6 packet (a FIB
+    // lookup helper would need IPv6 forwarding on the uplink, which would make the node stop
+    // taking its default route from router advertisements). Back through this egress hook,
+    // where the backstop knows the CLAT's source.
     // SAFETY: plain helper call; NULL params = resolve the neighbour of the packet's route.
     let act = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) } as i32;
     Some(Decision::redirected(Verdict::ClatOut, act))
@@ -504,7 +472,7 @@ fn error_in(
     }
 
     // The rest of the message is the same bytes at an even offset: the checksum by difference.
-    let seed = u32::from(!u16::from_be_bytes([e[2], e[3]]));
+    let seed = u32::from(!u16::from_ne_bytes([e[2], e[3]]));
     // SAFETY: both buffers are this CPU's map value, their sizes are theirs.
     let sum = unsafe {
         bpf_csum_diff(
@@ -515,7 +483,7 @@ fn error_in(
             seed,
         )
     };
-    let csum = (!fold(sum)).to_be_bytes();
+    let csum = (!fold(sum)).to_ne_bytes();
     s.head[2] = csum[0];
     s.head[3] = csum[1];
 

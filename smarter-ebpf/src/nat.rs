@@ -96,10 +96,11 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
         // Too big for the uplink with DF clear: it would need fragmenting, which this datapath
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
         FIB_FRAG_NEEDED if !ip.dont_fragment() => return Verdict::DropNoRoute.into(),
-        // No IPv4 route off the node: out of the IPv6-only uplink's CLAT, when there is one
+        // No IPv4 route off the node (the same answer for a local address: those of local
+        // scope are not the CLAT's): out of the IPv6-only uplink's CLAT, when there is one
         // (its egress program finds the next hop; "no neighbour" keeps the verifier's states
         // those of a plain route).
-        FIB_NOT_FWDED if cfg.clat_ifindex != 0 => {
+        FIB_NOT_FWDED if cfg.clat_ifindex != 0 && !ip.is_to_local_scope() => {
             fib.ifindex = cfg.clat_ifindex;
             FIB_NO_NEIGH
         }

@@ -116,6 +116,14 @@ impl Ipv4 {
         self.h[16] >= 224
     }
 
+    /// To an address that can only be the node's own or on its links: loopback `127/8`,
+    /// link-local `169.254/16` (the node-local DNS), "this network" `0/8`. A route lookup that
+    /// finds no forwarding route for these found a local address, not a missing route.
+    #[inline(always)]
+    pub fn is_to_local_scope(&self) -> bool {
+        matches!(self.h[16], 0 | 127) || (self.h[16] == 169 && self.h[17] == 254)
+    }
+
     /// Don't Fragment set.
     #[inline(always)]
     pub fn dont_fragment(&self) -> bool {

@@ -206,7 +206,7 @@ pub fn assert_nxdomain(ns: &Netns, name: &str) {
     );
 }
 
-/// A fake upstream resolver on `ip:53` (UDP and TCP) inside `ns`: `name` → `answer`,
+/// A fake upstream resolver on `ip:53` (UDP and TCP, IPv4 or IPv6) inside `ns`: `name` → `answer`,
 /// NXDOMAIN for anything else; counts the questions; stops on drop.
 pub struct FakeUpstream {
     stop: Arc<AtomicBool>,
@@ -215,7 +215,8 @@ pub struct FakeUpstream {
 }
 
 impl FakeUpstream {
-    pub fn start(ns: &Netns, ip: Ipv4Addr, name: &'static str, answer: Ipv4Addr) -> Self {
+    pub fn start(ns: &Netns, ip: impl Into<IpAddr>, name: &'static str, answer: Ipv4Addr) -> Self {
+        let ip: IpAddr = ip.into();
         let stop = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(AtomicUsize::new(0));
         let respond = move |bytes: &[u8]| -> Option<Vec<u8>> {
