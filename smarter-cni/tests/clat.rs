@@ -250,3 +250,36 @@ fn nftables_status_says_it_cannot_translate() {
     let out = call(&w, &CniCall::new("STATUS", &conf));
     assert_eq!(out.status, 0, "STATUS without a CLAT: {}", out.stdout);
 }
+
+#[test]
+fn the_agent_turns_the_clat_on_when_ipv4_goes() {
+    let Some(mut w) = world("clat_agent") else {
+        return;
+    };
+    let conf = w.netconf("1.1.0");
+    let ns = w.add_pod_ns("p").unwrap().path().to_path_buf();
+    add_ok(&w, &conf, "p", &ns);
+    let _ = wan_roundtrip(&w, "p");
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = Agent::start(&w, &conf, dir.path(), &["--log", "warn"]);
+    // The operator's uplink loses IPv4 (an IPv6-only APN): the agent alone must make pods'
+    // IPv4 leave by the CLAT, without any ADD.
+    if let Err(e) = w.add_nat64() {
+        skipped(&format!("clat_agent: skipped, no NAT64 world: {e}"));
+        return;
+    }
+    let srv = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    let pod = w.pod("p").unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = Err(String::new());
+    while std::time::Instant::now() < end {
+        last = tcp_bulk(pod, SocketAddr::from((WAN_SERVER_IP, 8000)), 100);
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last.unwrap_or_else(|e| panic!("TCP through the CLAT the agent set up: {e}"));
+    assert!(!srv.seen().is_empty());
+    assert!(counted(&w, "ebpf", &["clat_out"]) > 0);
+}

@@ -268,9 +268,17 @@ impl Loop<'_> {
             health.beat(self.config.health_file.as_ref(), self.preferred());
             return;
         }
-        match resolved.preferred() {
-            Some(u) => tracing::info!("uplink is {u}"),
-            None => tracing::warn!(selector = ?watch.selector(), "no usable default uplink"),
+        match (resolved.preferred(), &resolved.clat) {
+            (Some(u), _) => tracing::info!("uplink is {u}"),
+            (None, Some(c)) => tracing::info!(
+                "no IPv4 uplink: pods' IPv4 leaves {} by the CLAT ({} to {}/96)",
+                c.name,
+                c.addr,
+                c.pref64
+            ),
+            (None, None) => {
+                tracing::warn!(selector = ?watch.selector(), "no usable default uplink");
+            }
         }
         for u in &resolved.uplinks {
             tracing::debug!("external interface {u}");
