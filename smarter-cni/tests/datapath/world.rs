@@ -26,6 +26,7 @@ use smarter_testbed::{NODE_UPLINK_IP, Netns, POD_BRIDGE, POD_GATEWAY, POD_IF, UP
 pub mod nft;
 pub mod pins;
 
+/// The addresses of [`NatWorld`]'s pods `p0` and `p1`.
 pub const POD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 39, 0, 2), Ipv4Addr::new(172, 39, 0, 3)];
 const POD_MACS: [[u8; 6]; 2] = [[2, 0, 0, 0x5e, 0, 0x12], [2, 0, 0, 0x5e, 0, 0x13]];
 
@@ -76,7 +77,9 @@ pub fn endpoint_spec(node: &Netns, i: usize, ip: Ipv4Addr, mac: [u8; 6]) -> Endp
 
 /// Fields drop in order: the datapath handle, then the world.
 pub struct NatWorld {
+    /// The eBPF datapath, attached to both pods and the uplink.
     pub dp: EbpfDatapath,
+    /// The testbed world.
     pub w: World,
 }
 

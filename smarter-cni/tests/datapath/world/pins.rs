@@ -38,6 +38,7 @@ pub struct PinsWorld {
 }
 
 impl PinsWorld {
+    /// The node and both pods, wired and addressed.
     pub fn new() -> Self {
         let mut w = World::without_wan("ebpf_pins").expect("namespace world");
         for i in 0..LINKS.len() {
@@ -99,6 +100,8 @@ impl PinsWorld {
     }
 }
 
+/// The counters of `ifindex` once they reach `min_packets` (packets, bytes); panics after a
+/// second.
 pub fn wait_for_counters(dp: &EbpfDatapath, ifindex: u32, min_packets: u64) -> (u64, u64) {
     for _ in 0..50 {
         if let Some((packets, bytes)) = dp.endpoint_counters(ifindex).unwrap()
