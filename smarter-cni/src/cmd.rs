@@ -13,6 +13,7 @@ mod del;
 mod errors;
 #[cfg(test)]
 mod fakes;
+pub mod fault;
 mod gc;
 mod host;
 mod network;
@@ -32,6 +33,7 @@ use crate::ipam::Ipam;
 use crate::state::StateStore;
 
 pub use errors::IntoCni;
+pub use fault::{Faults, NoFaults, Step};
 pub use host::{Host, Kernel};
 pub use node::{GUARD_SYSCTLS, guard_drift};
 
@@ -43,8 +45,9 @@ pub struct Ctx {
     pub conf: NetConf,
     /// The version to answer in.
     pub version: Version,
-    /// Step at which to fail on purpose (tests of rollback; debug builds only).
-    pub fail_at: Option<String>,
+    /// Where ADD fails on purpose, to test its rollback: [`NoFaults`] in production, and in
+    /// debug builds what `SMARTER_CNI_FAIL_AT` asks for ([`fault::from_env`]).
+    pub faults: &'static dyn Faults,
     /// The datapaths ([`crate::datapath::System`]; a fake in the verbs' unit tests).
     pub datapaths: &'static dyn Datapaths,
     /// The node: netlink and sysctls ([`Kernel`]; a fake in the verbs' unit tests).
@@ -73,21 +76,6 @@ impl Ctx {
     pub fn state(&self) -> Result<StateStore, CniError> {
         StateStore::open(&self.conf.state_dir, &self.conf.name).into_cni()
     }
-
-    /// Fails on purpose at `step` when the test hook asks for it.
-    ///
-    /// # Errors
-    /// An I/O CNI error naming the step.
-    pub fn fault(&self, step: &str) -> Result<(), CniError> {
-        if self.fail_at.as_deref() == Some(step) {
-            return Err(CniError::new(
-                CniError::IO,
-                format!("injected failure at step {step}"),
-                "SMARTER_CNI_FAIL_AT",
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// The node agent's after-boot reconciliation (the plugin does the same on its first call
@@ -109,7 +97,7 @@ pub async fn reconcile_after_boot(conf: &NetConf) -> Result<boot::Reconciled, Cn
         },
         conf: conf.clone(),
         version: conf.cni_version,
-        fail_at: None,
+        faults: &NoFaults,
         datapaths: &System,
         host: &Kernel,
     };
@@ -177,11 +165,7 @@ fn dispatch(
     let version = conf.cni_version;
     let answer_version = version.as_str().to_string();
     crate::cni::version::check_verb(version, env.verb).map_err(|e| (e, answer_version.clone()))?;
-    let fail_at = if cfg!(debug_assertions) {
-        lookup("SMARTER_CNI_FAIL_AT")
-    } else {
-        None
-    };
+    let faults = fault::from_env(lookup).map_err(|e| (e, answer_version.clone()))?;
     if env.verb != Verb::Status {
         safe_dirs(&conf).map_err(|e| (e, answer_version.clone()))?;
     }
@@ -189,7 +173,7 @@ fn dispatch(
         env,
         conf,
         version,
-        fail_at,
+        faults,
         datapaths: &System,
         host: &Kernel,
     };
@@ -306,6 +290,17 @@ mod tests {
                     "{out}"
                 );
             }
+        }
+        // An injected fault that names no step of ADD is refused, naming the value.
+        if cfg!(debug_assertions) {
+            let mut env = add.to_vec();
+            env.push(("SMARTER_CNI_FAIL_AT", "after-lunch"));
+            let (_, out) = answer(&env, br#"{"cniVersion": "1.0.0", "type": "smarter-cni"}"#);
+            assert_eq!(out["code"], 4, "{out}");
+            assert!(
+                out["msg"].as_str().unwrap().contains("after-lunch"),
+                "{out}"
+            );
         }
         // A version we do not speak is answered in that version (code 1)…
         let (_, out) = answer(&add, br#"{"cniVersion": "0.3.1", "type": "smarter-cni"}"#);

@@ -2,7 +2,7 @@
 //! sibling implementations.
 //!
 //! - [`ebpf`]: TC eBPF programs and pinned maps shared by every plugin invocation, the agent
-//!   and `smarter-bpfctl` ([`ebpf::EbpfNetwork`], engine [`EbpfDatapath`]);
+//!   and `smarter-bpfctl` ([`ebpf::EbpfNetwork`], over the engine in [`ebpf`]);
 //! - [`nftables`]: the same semantics as per-network nftables tables with per-pod set
 //!   elements ([`nftables::NftablesNetwork`]), for kernels where eBPF cannot run;
 //! - `seam`: the [`Datapath`] trait, [`DatapathError`], the [`Settings`] a datapath is
@@ -32,7 +32,7 @@ pub mod uplink;
 
 pub use choice::{ChoiceReason, ChoiceRecord, DatapathChoice};
 pub use ebpf::{
-    EbpfDatapath, EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView, PinRootState,
+    EbpfError, EbpfUnavailable, EndpointRecord, EventReader, HookView, PinRootState,
     ensure_pin_root, probe, remove_network_pins,
 };
 pub use open::{

@@ -40,14 +40,15 @@ use crate::{
 };
 use guest::{GuestTest, Machine};
 
-/// The test files run in the guests: the package, the file, the libtest arguments each gets
-/// there, and the filter for the repeated passes with the JIT off (`None`: not repeated; `""`:
-/// every test). The `smarter-ebpf-tests` files run the crafted-packet and parity tables
+/// The test files run in the guests: the package, the test target (`tests/<name>.rs` or
+/// `tests/<name>/main.rs`), the libtest arguments each gets there (filters included), and the
+/// filter for the repeated passes with the JIT off (`None`: not repeated; `""`: every test the
+/// arguments select). Of the driver tests (`datapath`) the guests run the program upgrade. The `smarter-ebpf-tests` files run the crafted-packet and parity tables
 /// through `BPF_PROG_TEST_RUN` in the guest's kernel (and, on armhf, its arm32 JIT).
 pub const TESTS: [(&str, &str, &[&str], Option<&str>); 9] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
-    ("smarter-cni", "ebpf_upgrade", &[], Some("")),
+    ("smarter-cni", "datapath", &["ebpf_upgrade::"], Some("")),
     ("smarter-cni", "conformance", &["--nocapture"], None),
     ("smarter-ebpf-tests", "object", &[], Some("")),
     ("smarter-ebpf-tests", "verdicts", &[], Some("")),
@@ -321,17 +322,21 @@ fn cross_build(root: &Path, arch: Arch) -> Result<(Vec<GuestTest>, Vec<PathBuf>)
     Ok((tests, bins))
 }
 
-/// The path of `tests/<name>.rs`'s executable from cargo's `Executable tests/<name>.rs (<path>)`
-/// line, made absolute: cargo prints it relative to the workspace `root` when the target
-/// directory is inside it (no `CARGO_TARGET_DIR`, as on a fresh clone), and the guest runs it
-/// from `/`.
+/// The path of test target `name`'s executable from cargo's `Executable tests/<name>.rs (<path>)`
+/// (or `tests/<name>/main.rs`) line, made absolute: cargo prints it relative to the workspace
+/// `root` when the target directory is inside it (no `CARGO_TARGET_DIR`, as on a fresh clone),
+/// and the guest runs it from `/`.
 fn test_executable(root: &Path, cargo_stderr: &str, name: &str) -> Result<PathBuf> {
+    let sources = [
+        format!("tests/{name}.rs "),
+        format!("tests/{name}/main.rs "),
+    ];
     let path = cargo_stderr
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Executable "))
-        .find(|l| l.starts_with(&format!("tests/{name}.rs ")))
+        .find(|l| sources.iter().any(|s| l.starts_with(s.as_str())))
         .and_then(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
-        .with_context(|| format!("cargo printed no executable for tests/{name}.rs"))?;
+        .with_context(|| format!("cargo printed no executable for test target {name}"))?;
     Ok(root.join(path))
 }
 
@@ -343,6 +348,7 @@ mod tests {
     Finished `test` profile [unoptimized] target(s) in 1m 36s
   Executable tests/conformance.rs (target/x86_64-unknown-linux-musl/debug/deps/conformance-5e6d)
   Executable tests/ebpf_programs.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b)
+  Executable tests/datapath/main.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/datapath-1a2b)
 ";
 
     #[test]
@@ -366,8 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_target_is_found_by_its_main() {
+        assert_eq!(
+            test_executable(Path::new("/r"), STDERR, "datapath").unwrap(),
+            Path::new("/work/t/aarch64-unknown-linux-musl/debug/deps/datapath-1a2b")
+        );
+    }
+
+    #[test]
     fn a_test_cargo_did_not_build_is_an_error_naming_it() {
         let err = test_executable(Path::new("/r"), STDERR, "ebpf_upgrade").unwrap_err();
-        assert!(err.to_string().contains("tests/ebpf_upgrade.rs"), "{err}");
+        assert!(
+            err.to_string().contains("test target ebpf_upgrade"),
+            "{err}"
+        );
     }
 }

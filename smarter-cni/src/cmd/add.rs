@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::Ctx;
+use super::Step;
 use super::datapath;
 use super::errors::IntoCni as _;
 use super::network::Network;
@@ -116,7 +117,7 @@ pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
     let mut rollback = Rollback::new(&ipam, node);
     let ip = ipam.allocate(id, ifname, requested).into_cni()?;
     rollback.push(Undo::Release);
-    if let Err(e) = ctx.fault("after-ipam") {
+    if let Err(e) = ctx.faults.after(Step::Ipam) {
         rollback.unwind(ctx, None).await;
         return Err(e);
     }
@@ -147,7 +148,8 @@ fn requested_ip(ctx: &Ctx) -> Result<Option<Ipv4Addr>, CniError> {
 
 /// The pod's half of ADD, in named steps, each registered with `rollback`: its veth on the
 /// bridge ([`wire_host_side`]), its address and route ([`configure_pod`]), the datapath
-/// entries ([`attach_datapath`]), then the result and the record.
+/// entries ([`attach_datapath`]), then the result and the record. After each, the test seam
+/// ([`super::Faults`], a no-op in production) may fail it at that [`Step`].
 async fn attach_pod(
     ctx: &Ctx,
     node: &dyn Links,
@@ -159,12 +161,12 @@ async fn attach_pod(
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
     let host = host_veth_name(id, ifname);
     let host_link = wire_host_side(ctx, node, netns, net, &host, rollback).await?;
-    ctx.fault("after-veth")?;
+    ctx.faults.after(Step::Veth)?;
     let pod_link = configure_pod(ctx, netns, ip).await?;
-    ctx.fault("after-pod")?;
+    ctx.faults.after(Step::Pod)?;
     let spec = endpoint_spec(ctx, ip, &host_link, &pod_link)?;
     attach_datapath(ctx, node, net.datapath.as_ref(), &spec, rollback).await?;
-    ctx.fault("after-datapath")?;
+    ctx.faults.after(Step::Datapath)?;
     let json = result_of(ctx, net.mtu, &host_link, &pod_link, ip, netns_path).to_json(ctx.version);
     let record = record_of(ctx, &spec, &pod_link, net.datapath.kind().name(), &json);
     ctx.state()?.save(&record).into_cni()?;

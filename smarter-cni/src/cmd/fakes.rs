@@ -44,7 +44,7 @@ pub fn ctx(
         env,
         conf,
         version: Version::V110,
-        fail_at: None,
+        faults: &super::NoFaults,
         datapaths: Box::leak(Box::new(datapaths.clone())),
         host: Box::leak(Box::new(host.clone())),
     }

@@ -12,6 +12,7 @@ use super::fakes::{
     datapath::FakeDatapaths,
     host::{FakeHost, NODE},
 };
+use super::fault::{FailAfter, Step};
 use super::{Ctx, add, boot, check, del, gc};
 use crate::cni::{CniError, DatapathMode, ValidAttachment};
 use crate::datapath::DatapathKind;
@@ -212,12 +213,12 @@ fn a_failed_add_leaves_nothing_behind_whichever_step_fails() {
         assert_eq!(err.code, CniError::NETLINK, "{op}: {}", err.msg);
         n.assert_gone("a");
     }
-    for step in ["after-ipam", "after-veth", "after-pod", "after-datapath"] {
+    for step in Step::ALL {
         let n = Node::new();
         let mut c = n.ctx("ADD", "a");
-        c.fail_at = Some(step.into());
+        c.faults = Box::leak(Box::new(FailAfter(step)));
         let err = run(add::add(&c)).unwrap_err();
-        assert!(err.msg.contains(step), "{step}: {}", err.msg);
+        assert!(err.msg.contains(step.as_str()), "{step}: {}", err.msg);
         n.assert_gone("a");
     }
     let n = Node::new();

@@ -1,9 +1,8 @@
-//! The nftables tests' world: a [`smarter_testbed::World`] (node, wan; uplink `uplink0`
-//! 198.51.100.2/24 ↔ 198.51.100.1, server 203.0.113.1 on the wan) with the node's bridge
-//! `smartnet0` (172.39.0.1/16) and two pods wired by hand (172.39.0.2 and .3 on host veths
-//! `smv…02`/`smv…03`), and, when asked, the world's LAN: a namespace behind the node's `lan0`
-//! (192.168.50.1/24) holding a sensor at 192.168.50.2. Everything is removed on drop, also on
-//! panic; nothing touches the root namespace.
+//! The world of `nft`: node and wan (uplink `uplink0` 198.51.100.2/24 ↔ 198.51.100.1, server
+//! 203.0.113.1 on the wan) with the node's bridge `smartnet0` (172.39.0.1/16) and two pods
+//! wired by hand (172.39.0.2 and .3 on host veths `smv…02`/`smv…03`), and, when asked, the
+//! world's LAN: a namespace behind the node's `lan0` (192.168.50.1/24) holding a sensor at
+//! 192.168.50.2. Nothing touches the root namespace.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -76,13 +75,13 @@ impl NftWorld {
     /// The node's bridge and pods `.2` and `.3`, forwarding on (and bridged IPv4 through
     /// netfilter where `br_netfilter` is loaded, as on a node running the plugin).
     pub fn new(label: &str) -> Self {
-        let mut w = World::new(label).expect("namespace world");
-        w.add_pod_bridge().expect("the pods' bridge");
-        for last in [2u8, 3] {
-            let ep = endpoint(last);
-            w.add_bridged_pod(&format!("pod{last}"), &ep.host_ifname, ep.mac, ep.ip)
-                .expect("pod");
-        }
+        let pods: Vec<_> = [2u8, 3]
+            .map(|last| {
+                let ep = endpoint(last);
+                (format!("pod{last}"), ep.host_ifname, ep.mac, ep.ip)
+            })
+            .into();
+        let w = super::bridged(label, &pods);
         // Per namespace since Linux 5.3; absent when br_netfilter is not loaded.
         let _ = w
             .node()

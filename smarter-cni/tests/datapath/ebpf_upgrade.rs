@@ -3,17 +3,15 @@
 //! opener swaps the program pins and re-attaches every endpoint (TCX and netlink) and the
 //! uplink, keeping the maps — a TCP stream through the NAT runs on without a break.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
-use smarter_cni::datapath::EbpfDatapath;
+use smarter_cni::datapath::ebpf::EbpfDatapath;
 use smarter_testbed::{CniCall, EchoServer, WAN_SERVER_IP, spawn_in};
 
 fn program_id(w: &smarter_testbed::World) -> u32 {

@@ -9,7 +9,9 @@ use smarter_cni::datapath::nftables::{NftablesDatapath, NftablesError};
 use smarter_cni::datapath::{HostPortSpec, PodTraffic, TrafficDir};
 use smarter_testbed::{EchoServer, NODE_UPLINK_IP, WAN_ROUTER_IP, WAN_SERVER_IP, udp_roundtrip};
 
-use super::world::{NODE_LAN_IP, NftWorld, SENSOR_IP, T, can_run, config, endpoint, sa, tcp_ok};
+use crate::world::nft::{
+    NODE_LAN_IP, NftWorld, SENSOR_IP, T, can_run, config, endpoint, sa, tcp_ok,
+};
 
 fn tcp(host_port: u16, container_port: u16, host_ip: Option<Ipv4Addr>) -> HostPortSpec {
     HostPortSpec {

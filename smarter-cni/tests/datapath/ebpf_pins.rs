@@ -3,19 +3,16 @@
 //! Nothing is created in the root namespace or under /sys/fs/bpf; RAII guards remove everything,
 //! also when an assertion fails. Skips (with a message) when not root.
 
-#[path = "ebpf_pins/world.rs"]
-mod world;
+use std::{thread, time::Duration};
 
-use std::{net::Ipv4Addr, thread, time::Duration};
-
+use crate::world::ebpf_config;
+use crate::world::pins::{PinsWorld, has_tcx, wait_for_counters};
 use aya::{
     maps::{Array, MapData},
     programs::{SchedClassifier, TcAttachType},
 };
-use smarter_cni::datapath::{
-    AttachMode, DatapathConfig, EbpfDatapath, EbpfError, LAYOUT_VERSION, remove_network_pins,
-};
-use world::{PinsWorld, has_tcx, wait_for_counters};
+use smarter_cni::datapath::ebpf::EbpfDatapath;
+use smarter_cni::datapath::{AttachMode, EbpfError, LAYOUT_VERSION, remove_network_pins};
 
 #[test]
 fn pins_are_loaded_once_reused_and_refused_when_wrong() {
@@ -91,11 +88,7 @@ fn pins_are_loaded_once_reused_and_refused_when_wrong() {
 
     // Not a bpffs, not a usable name.
     let plain = tempfile::tempdir().unwrap();
-    let cfg = DatapathConfig {
-        gateway: Ipv4Addr::new(172, 39, 0, 1),
-        subnet: "172.39.0.0/16".parse().unwrap(),
-        ct_max_entries: 16384,
-    };
+    let cfg = ebpf_config();
     let not_bpffs = EbpfDatapath::open_or_load(plain.path(), "smartnet", plain.path(), &cfg);
     assert!(
         matches!(not_bpffs, Err(EbpfError::NotBpffs { .. })),

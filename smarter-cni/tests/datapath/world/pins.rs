@@ -1,7 +1,6 @@
 //! The world of `ebpf_pins`: a [`smarter_testbed::World`] without a wan: the node with host
 //! veths `hv0`/`hv1`, each paired with `eth0` in its own pod namespace on a /30 link, and the
-//! world's private bpffs. Everything is removed on drop, also on panic; nothing touches the
-//! root namespace or /sys/fs/bpf.
+//! world's private bpffs.
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
@@ -10,9 +9,9 @@ use std::{
     time::Duration,
 };
 
-use ipnetwork::Ipv4Network;
-use smarter_cni::datapath::{DatapathConfig, EbpfDatapath, EbpfError, EndpointSpec};
-use smarter_testbed::{Netns, POD_GATEWAY, POD_IF, World};
+use smarter_cni::datapath::ebpf::EbpfDatapath;
+use smarter_cni::datapath::{EbpfError, EndpointSpec};
+use smarter_testbed::{Netns, POD_IF, World};
 
 /// Whether the kernel has TCX (Linux 6.6+), so `AttachMode::Auto` means TCX.
 pub fn has_tcx() -> bool {
@@ -39,6 +38,7 @@ pub struct PinsWorld {
 }
 
 impl PinsWorld {
+    /// The node and both pods, wired and addressed.
     pub fn new() -> Self {
         let mut w = World::without_wan("ebpf_pins").expect("namespace world");
         for i in 0..LINKS.len() {
@@ -75,34 +75,14 @@ impl PinsWorld {
         self.w.bpffs_dir()
     }
 
-    /// Opens or loads `network`'s datapath in the world's pin root, its loader lock in the
-    /// network's state directory (as the plugin does).
+    /// Opens or loads `network`'s datapath ([`super::open_ebpf`]).
     pub fn open(&self, network: &str) -> Result<EbpfDatapath, EbpfError> {
-        let cfg = DatapathConfig {
-            gateway: POD_GATEWAY,
-            subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
-            ct_max_entries: 16384,
-        };
-        let lock_dir = self.w.state_dir().join(network);
-        EbpfDatapath::open_or_load(self.root(), network, &lock_dir, &cfg)
+        super::open_ebpf(&self.w, network)
     }
 
+    /// Pod `i` as the datapath takes it ([`super::endpoint_spec`]).
     pub fn spec(&self, i: usize) -> EndpointSpec {
-        let host_ifname = format!("hv{i}");
-        let name = host_ifname.clone();
-        let host_ifindex = self
-            .node()
-            .run(move || nix::net::if_::if_nametoindex(name.as_str()).expect("host veth"));
-        EndpointSpec {
-            ip: LINKS[i].1,
-            mac: POD_MACS[i],
-            host_ifname,
-            host_ifindex,
-            pod_ifname: POD_IF.into(),
-            container_id: format!("{i:0>64}"),
-            pod_namespace: "default".into(),
-            pod_name: format!("pod-{i}"),
-        }
+        super::endpoint_spec(self.node(), i, LINKS[i].1, POD_MACS[i])
     }
 
     /// Sends UDP datagrams from pod `i` to its host veth address (plus the ARP it takes).
@@ -120,6 +100,8 @@ impl PinsWorld {
     }
 }
 
+/// The counters of `ifindex` once they reach `min_packets` (packets, bytes); panics after a
+/// second.
 pub fn wait_for_counters(dp: &EbpfDatapath, ifindex: u32, min_packets: u64) -> (u64, u64) {
     for _ in 0..50 {
         if let Some((packets, bytes)) = dp.endpoint_counters(ifindex).unwrap()

@@ -1,10 +1,7 @@
-//! The eBPF NAT datapath end to end in a throwaway world (see `ebpf_nat/world.rs`): pods reach
+//! The eBPF NAT datapath end to end in a throwaway world ([`crate::world::NatWorld`]): pods reach
 //! each other, the node and the wan (which has no route back to the pods, so only SNAT can
 //! work), deny ranges and inbound traffic to pod addresses are dropped, conntrack is visible and
 //! flushed per pod. Skips (with a message) when not root.
-
-#[path = "ebpf_nat/world.rs"]
-mod world;
 
 use std::{
     io::{Read, Write},
@@ -12,13 +9,13 @@ use std::{
     time::Duration,
 };
 
+use crate::world::{NatWorld, POD_IPS};
 use ipnetwork::Ipv4Network;
 use smarter_cni::datapath::{EbpfError, HostPortSpec};
 use smarter_testbed::{
     FAR_SERVER_IP, NODE_UPLINK_IP as NODE_UPLINK, WAN_ROUTER_IP as WAN_ROUTER,
     WAN_SERVER_IP as WAN_SERVER,
 };
-use world::{NatWorld, POD_IPS};
 
 #[test]
 fn nat_pod_to_pod_deny_node_local_and_conntrack() {

@@ -1,20 +1,17 @@
-//! The nftables datapath in a world of throwaway network namespaces (see `nft_datapath/world.rs`):
+//! The nftables datapath in a world of throwaway network namespaces ([`crate::world::nft`]):
 //! masquerade, anti-spoofing, deny ranges, node-local-only, hostPort (also hairpin), detach
 //! and removal here; `hostIP`, per-pod traffic and the LAN of an `uplink: auto` node in
-//! `nft_datapath/external.rs`. Skips with a message when not root or without `nft`. Never
+//! `nft/external.rs`. Skips with a message when not root or without `nft`. Never
 //! touches the root namespace: `nft` and the API run on threads that entered the node namespace.
 
-#[path = "nft_datapath/external.rs"]
 mod external;
-#[path = "nft_datapath/world.rs"]
-mod world;
 
 use std::net::Ipv4Addr;
 
+use crate::world::nft::{GATEWAY, NftWorld, can_run, config, endpoint, sa, tcp_ok};
 use smarter_cni::datapath::HostPortSpec;
 use smarter_cni::datapath::nftables::{NftablesDatapath, NftablesError};
 use smarter_testbed::{EchoServer, NODE_UPLINK_IP, WAN_ROUTER_IP, WAN_SERVER_IP};
-use world::{GATEWAY, NftWorld, can_run, config, endpoint, sa, tcp_ok};
 
 #[test]
 fn nft_datapath_in_namespaces() {
