@@ -8,7 +8,10 @@
 //! families, STATUS says so with code 51.
 
 #[path = "conformance/capture.rs"]
-#[expect(dead_code, reason = "the conformance capture; this test reads its leak counts only")]
+#[expect(
+    dead_code,
+    reason = "the conformance capture; this test reads its leak counts only"
+)]
 mod capture;
 mod common;
 #[path = "dns/support.rs"]

@@ -259,7 +259,24 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"ifname": null, "ifindex": 5, "addr": null, "link": "l3",
-                               "mtu": 1428, "default_route": false, "egress": true})
+                               "mtu": 1428, "default_route": false, "egress": true,
+                               "clat": null})
+        );
+        let cellular = UplinkRow::new(
+            6,
+            Some("wwan0".into()),
+            Ipv4Addr::new(192, 0, 0, 1),
+            true,
+            1500,
+            false,
+        )
+        .with_clat(
+            "2001:db8::c1a7".parse().unwrap(),
+            "64:ff9b::".parse().unwrap(),
+        );
+        assert_eq!(
+            cellular.describe(),
+            "wwan0 (ifindex 6): NAT to 192.0.0.1 then the CLAT 2001:db8::c1a7 -> 64:ff9b::/96, l3, mtu 1500"
         );
         let lan = UplinkRow::new(
             4,
