@@ -110,27 +110,9 @@ fn refused(ns: &Netns, to: SocketAddr) -> Result<(), String> {
     .map_err(|_| "client thread panicked".to_string())?
 }
 
-#[test]
-fn pods_reach_the_ipv4_internet_through_the_clat() {
-    let Some(mut w) = nat64_world("clat", true) else {
-        return;
-    };
-    let conf = w.netconf("1.1.0");
-    let ns = w.add_pod_ns("p").unwrap().path().to_path_buf();
-    let res = add_ok(&w, &conf, "p", &ns);
-    let ip = result_ip(&res);
-    // The datapath is eBPF, and the pods' MTU leaves room for the translation (uplink 1500).
-    assert!(ebpf(&w).is_some(), "the eBPF datapath serves the network");
-    let link = w
-        .pod("p")
-        .unwrap()
-        .exec(&["ip", "-o", "link", "show", "eth0"])
-        .expect("pod link");
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(link.contains(" mtu 1472 "), "pod MTU: {link}");
-
-    let cap = capture::Capture::start(w.wan(), [0, 0, 0, 0], 0, vec![0xff; 16]);
-    let pod = w.pod("p").unwrap();
+/// TCP, UDP of every size through the fragment boundaries, ping and an ICMP error, from `pod`
+/// (address `ip`, MTU 1472) to the wan's IPv4 server through the CLAT.
+fn basic_traffic(w: &World, pod: &Netns, ip: Ipv4Addr) {
     let tcp = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
     let udp = EchoServer::udp(w.wan(), WAN_SERVER_IP, 8001);
 
@@ -156,6 +138,30 @@ fn pods_reach_the_ipv4_internet_through_the_clat() {
     assert!(ping(pod, WAN_SERVER_IP), "ping through the CLAT");
     refused(pod, SocketAddr::from((WAN_SERVER_IP, 9)))
         .unwrap_or_else(|e| panic!("ICMP port unreachable back through the CLAT: {e}"));
+}
+
+#[test]
+fn pods_reach_the_ipv4_internet_through_the_clat() {
+    let Some(mut w) = nat64_world("clat", true) else {
+        return;
+    };
+    let conf = w.netconf("1.1.0");
+    let ns = w.add_pod_ns("p").unwrap().path().to_path_buf();
+    let res = add_ok(&w, &conf, "p", &ns);
+    let ip = result_ip(&res);
+    // The datapath is eBPF, and the pods' MTU leaves room for the translation (uplink 1500).
+    assert!(ebpf(&w).is_some(), "the eBPF datapath serves the network");
+    let link = w
+        .pod("p")
+        .unwrap()
+        .exec(&["ip", "-o", "link", "show", "eth0"])
+        .expect("pod link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains(" mtu 1472 "), "pod MTU: {link}");
+
+    let cap = capture::Capture::start(w.wan(), [0, 0, 0, 0], 0, vec![0xff; 16]);
+    let pod = w.pod("p").unwrap();
+    basic_traffic(&w, pod, ip);
     // PMTU: the far server sits behind a 1280-byte IPv4 link behind the NAT64. Datagrams of
     // 1400 bytes with DF make the wan router answer "fragmentation needed, 1280", which tayga
     // turns into an ICMPv6 packet too big (1300) for the CLAT address: only when the CLAT
@@ -203,8 +209,8 @@ fn pods_reach_the_ipv4_internet_through_the_clat() {
         "ipv4.example through the node-local DNS and an IPv6 upstream: {answer:?}; asked {}",
         upstream.asked.load(std::sync::atomic::Ordering::Relaxed)
     );
-    let named = [WAN_SERVER_IP];
-    tcp_bulk(pod, SocketAddr::from((named[0], 8000)), 1000)
+    let _server = EchoServer::tcp(w.wan(), WAN_SERVER_IP, 8000);
+    tcp_bulk(pod, SocketAddr::from((WAN_SERVER_IP, 8000)), 1000)
         .unwrap_or_else(|e| panic!("TCP to ipv4.example through the CLAT: {e}"));
 
     let report = cap.stop();
@@ -286,4 +292,44 @@ fn the_agent_turns_the_clat_on_when_ipv4_goes() {
     last.unwrap_or_else(|e| panic!("TCP through the CLAT the agent set up: {e}"));
     assert!(!srv.seen().is_empty());
     assert!(counted(&w, "ebpf", &["clat_out"]) > 0);
+}
+
+#[test]
+fn a_raw_ip_modem_on_an_ipv6_only_apn() {
+    let Some(mut w) = world("clat_l3") else {
+        return;
+    };
+    if let Err(e) = w.add_nat64_l3(1500) {
+        skipped(&format!("clat_l3: skipped, no layer-3 NAT64 world: {e}"));
+        return;
+    }
+    let conf = w.netconf("1.1.0");
+    let ns = w.add_pod_ns("p").unwrap().path().to_path_buf();
+    let ip = result_ip(&add_ok(&w, &conf, "p", &ns));
+    let status = bpfctl_status(&w, w.bpffs_dir());
+    let rows = status[0]["uplinks"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter()
+            .any(|r| r["ifname"] == "wwan0" && r["link"] == "l3" && r["clat"].is_string()),
+        "the CLAT is on the modem: {rows:?}"
+    );
+    let cap = capture::Capture::start(w.wan(), [0, 0, 0, 0], 0, vec![0xff; 16]);
+    basic_traffic(&w, w.pod("p").unwrap(), ip);
+    let report = cap.stop();
+    let tun = report.per_if.get("tun1").copied().unwrap_or_default();
+    assert!(
+        tun.frames > 0,
+        "the capture saw the modem's link: {report:?}"
+    );
+    assert_eq!(
+        tun.leaks, 0,
+        "no IPv4 on the IPv6-only modem link: {:?}",
+        report.leaks
+    );
+    let wan0 = report.per_if.get("wan0").copied().unwrap_or_default();
+    assert_eq!(
+        wan0.leaks, 0,
+        "no IPv4 on the other uplink: {:?}",
+        report.leaks
+    );
 }

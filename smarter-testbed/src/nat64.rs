@@ -31,6 +31,11 @@ use super::{UPLINK, World, ns};
 pub const NODE_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 2);
 /// The wan router's address on the IPv6-only uplink (`wan0`): the node's IPv6 default gateway.
 pub const WAN_ROUTER_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 1);
+/// The node's address on the IPv6-only layer-3 uplink of [`World::add_nat64_l3`]
+/// ([`L3_UPLINK`](crate::L3_UPLINK), a raw-IP modem).
+pub const NODE_L3_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x65, 0, 0, 0, 0, 2);
+/// The wan's address on the IPv6-only layer-3 uplink.
+pub const WAN_L3_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x65, 0, 0, 0, 0, 1);
 /// Prefix length of the IPv6-only uplink.
 pub const UPLINK6_PREFIX_LEN: u8 = 64;
 /// The NAT64 prefix the node sends to (the well-known prefix, RFC 6052).
@@ -159,6 +164,38 @@ impl World {
             .spawn()?;
         self.extras.nat64 = Some(Tayga { child, log });
         self.await_tayga()
+    }
+
+    /// [`World::add_nat64`], then a layer-3 uplink ([`World::add_l3_uplink`], MTU `mtu`) that is
+    /// IPv6-only too and takes the IPv6 default route: a cellular modem in raw-IP mode on an
+    /// IPv6-only APN ([`NODE_L3_IP6`] ↔ [`WAN_L3_IP6`], `/64`, no IPv4 on either end).
+    ///
+    /// # Errors
+    /// As [`World::add_nat64`] and [`World::add_l3_uplink`].
+    pub fn add_nat64_l3(&mut self, mtu: u32) -> io::Result<()> {
+        self.add_nat64()?;
+        self.add_l3_uplink(mtu)?;
+        let wan = self.wan_ns()?;
+        let (n, w) = (self.node.name(), wan.name());
+        for (ns, dev, me) in [
+            (n, crate::L3_UPLINK, NODE_L3_IP6),
+            (w, crate::topology::WAN_L3_IF, WAN_L3_IP6),
+        ] {
+            ns::ip(&["-n", ns, "-4", "addr", "flush", "dev", dev])?;
+            ns::ip(&["-n", ns, "-4", "route", "flush", "dev", dev])?;
+            let addr = format!("{me}/{UPLINK6_PREFIX_LEN}");
+            ns::ip(&["-n", ns, "addr", "add", &addr, "dev", dev, "nodad"])?;
+        }
+        ns::ip(&[
+            "-n",
+            n,
+            "-6",
+            "route",
+            "replace",
+            "default",
+            "dev",
+            crate::L3_UPLINK,
+        ])
     }
 
     /// Waits until tayga answers a ping at [`TAYGA_IP4`] (it translates from then on).
