@@ -14,6 +14,10 @@ use core::mem::size_of;
 /// byte order.
 pub const CLAT_V4: u32 = u32::from_ne_bytes([192, 0, 0, 1]);
 
+/// The IPv4 dummy address `192.0.0.8` (RFC 7600): the source of ICMPv6 errors translated to
+/// ICMPv4 whose IPv6 source has no IPv4 address (a router of the IPv6 path). Network byte order.
+pub const IPV4_DUMMY: u32 = u32::from_ne_bytes([192, 0, 0, 8]);
+
 /// The well-known NAT64 prefix `64:ff9b::/96` (RFC 6052), the default PREF64.
 pub const WELL_KNOWN_PREF64: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
 

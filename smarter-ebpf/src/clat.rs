@@ -27,7 +27,10 @@ use aya_ebpf::{
 };
 use smarter_common::{
     ClatValue, Verdict,
-    clat::{FRAG_HDR_LEN, IPV6_LEN, NEXTHDR_FRAGMENT, NEXTHDR_ICMPV6, error_to_v4, icmp6, ptb_mtu},
+    clat::{
+        FRAG_HDR_LEN, IPV4_DUMMY, IPV6_LEN, NEXTHDR_FRAGMENT, NEXTHDR_ICMPV6, error_to_v4, icmp6,
+        ptb_mtu,
+    },
     icmp,
 };
 
@@ -264,25 +267,33 @@ pub fn inbound(ctx: &TcContext, l2: usize, c: &ClatValue, l3: bool) -> In {
     let Some(h) = read::<[u8; IPV6_LEN]>(ctx, l2) else {
         return In::NotOurs;
     };
-    if h[0] >> 4 != 6 || h[24..40] != c.src6[..] || h[8..20] != c.pref64[..] {
+    if h[0] >> 4 != 6 || h[24..40] != c.src6[..] {
         return In::NotOurs;
     }
-    let saddr = u32::from_ne_bytes([h[20], h[21], h[22], h[23]]);
+    // From the NAT64 prefix: the IPv4 address it embeds. An error from an IPv6 router on the
+    // way (packet too big, hop limit exceeded) has no IPv4 address: it comes from the IPv4
+    // dummy address (RFC 7600), as RFC 7915 section 5.1 allows.
+    let from_prefix = h[8..20] == c.pref64[..];
+    let saddr = if from_prefix {
+        u32::from_ne_bytes([h[20], h[21], h[22], h[23]])
+    } else {
+        IPV4_DUMMY
+    };
     // Hop limit expiring here: the host stack answers it.
     if h[7] <= 1 {
         return In::NotOurs;
     }
     let r = match h[6] {
         NEXTHDR_ICMPV6 => match read::<[u8; 2]>(ctx, l2 + IPV6_LEN) {
-            Some([icmp6::ECHO_REPLY, _]) => simple_in(ctx, l2, &h, saddr, c, None),
+            Some([icmp6::ECHO_REPLY, _]) if from_prefix => simple_in(ctx, l2, &h, saddr, c, None),
             // Echo requests to the CLAT address, neighbour discovery: the host's.
             Some([kind, code]) if error_to_v4(kind, code).is_some() => {
                 error_in(ctx, l2, &h, saddr, c)
             }
             _ => return In::NotOurs,
         },
-        PROTO_TCP | PROTO_UDP => simple_in(ctx, l2, &h, saddr, c, None),
-        NEXTHDR_FRAGMENT => match read::<[u8; FRAG_HDR_LEN]>(ctx, l2 + IPV6_LEN) {
+        PROTO_TCP | PROTO_UDP if from_prefix => simple_in(ctx, l2, &h, saddr, c, None),
+        NEXTHDR_FRAGMENT if from_prefix => match read::<[u8; FRAG_HDR_LEN]>(ctx, l2 + IPV6_LEN) {
             Some(fh) if matches!(fh[0], PROTO_TCP | PROTO_UDP | NEXTHDR_ICMPV6) => {
                 simple_in(ctx, l2, &h, saddr, c, Some(fh))
             }

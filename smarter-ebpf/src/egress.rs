@@ -58,9 +58,12 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
                 // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
                 let ifindex = unsafe { (*ctx.skb.skb).ifindex };
                 // SAFETY: read-only lookup; the value is only read during this run.
-                if let Some(c) = unsafe { CLAT.get(ifindex) } {
-                    return Some(clat::out(ctx, l2, ifindex, c, l3));
-                }
+                return Some(match unsafe { CLAT.get(ifindex) } {
+                    Some(c) => clat::out(ctx, l2, ifindex, c, l3),
+                    // NATed for a CLAT that is no longer here (it went while the packet was
+                    // on its way): never out as IPv4.
+                    None => Verdict::DropLeak.into(),
+                });
             }
             (cfg.prefix_len != 0 && cfg.in_subnet(saddr)).then_some(Verdict::DropLeak.into())
         }
