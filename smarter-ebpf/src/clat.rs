@@ -299,6 +299,9 @@ pub fn inbound(ctx: &TcContext, l2: usize, c: &ClatValue, l3: bool) -> In {
             }
             _ => None,
         },
+        // Anything else from the NAT64 prefix (extension headers, other protocols) is no
+        // flow of ours, and the host must not answer it (a TCP reset would end a pod's flow).
+        _ if from_prefix => None,
         _ => return In::NotOurs,
     };
     if r.is_none() {
