@@ -35,22 +35,23 @@ pub mod packet;
 mod plugin;
 mod reboot;
 mod servers;
+mod sweep;
 pub mod topology;
 pub mod tun;
 mod wired;
 
 pub use nat64::{NAT64_PREFIX, NAT64_PREFIX_LEN, NODE_UPLINK_IP6, WAN_ROUTER_IP6, nat64_addr};
 pub use ns::{
-    BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, sweep_own,
-    sweep_stale, unique_name,
+    BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, unique_name,
 };
 pub use packet::inet_csum;
 pub use plugin::{CniCall, CniOutput, run_plugin, spawn_plugin};
 pub use reboot::{BootId, PREVIOUS_BOOT_ID};
 pub use servers::{EchoServer, Seen, scrape_metrics, tcp_roundtrip, udp_roundtrip};
+pub use sweep::{sweep_own, sweep_stale};
 pub use topology::{
-    ExternalLink, L3_UPLINK, LAN_HOST_IP, LAN_IF, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP,
-    UPLINK_BACKUP, WAN_BACKUP_ROUTER_IP, WAN_L3_IP,
+    ExternalLink, LAN_HOST_IP, LAN_IF, LAN_NODE_IP, NODE_BACKUP_IP, NODE_L3_IP, UPLINK_BACKUP,
+    WAN_BACKUP_ROUTER_IP, WAN_L3_IP,
 };
 pub use wired::{POD_BRIDGE, POD_GATEWAY, POD_IF, POD_PREFIX_LEN, mac_text, parse_mac};
 
@@ -71,6 +72,12 @@ pub const FAR_SERVER_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 pub const FAR_MTU: u32 = 1280;
 /// The node's uplink interface name.
 pub const UPLINK: &str = "uplink0";
+/// The primary uplink's interface in the wan namespace.
+pub const WAN_UPLINK_IF: &str = "wan0";
+/// The node's layer-3 (TUN, raw-IP) uplink interface ([`World::add_l3_uplink`]).
+pub const L3_UPLINK: &str = "wwan0";
+/// The layer-3 uplink's TUN device in the wan namespace.
+pub const WAN_L3_IF: &str = "tun1";
 /// The pin root's name under the world's bpffs mount (as `smarter-cni` under `/sys/fs/bpf`).
 pub const PIN_ROOT: &str = "smarter-cni";
 

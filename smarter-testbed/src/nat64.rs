@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::topology::WAN_UPLINK_IF;
-use super::{UPLINK, World, ns};
+use super::{UPLINK, WAN_UPLINK_IF, World, ns};
 
 /// The node's address on the IPv6-only uplink (`uplink0`).
 pub const NODE_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x64, 0, 0, 0, 0, 2);
@@ -179,7 +178,7 @@ impl World {
         let (n, w) = (self.node.name(), wan.name());
         for (ns, dev, me) in [
             (n, crate::L3_UPLINK, NODE_L3_IP6),
-            (w, crate::topology::WAN_L3_IF, WAN_L3_IP6),
+            (w, crate::WAN_L3_IF, WAN_L3_IP6),
         ] {
             ns::ip(&["-n", ns, "-4", "addr", "flush", "dev", dev])?;
             ns::ip(&["-n", ns, "-4", "route", "flush", "dev", dev])?;

@@ -34,16 +34,11 @@ pub const WAN_BACKUP_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 101, 1);
 pub const WAN_BACKUP_IF: &str = "wan2";
 /// Metric of the backup default route (the primary one has metric 0).
 pub const BACKUP_METRIC: u32 = 200;
-/// The node's layer-3 (TUN, raw-IP) uplink interface.
-pub const L3_UPLINK: &str = "wwan0";
+pub use crate::{L3_UPLINK, WAN_L3_IF, WAN_UPLINK_IF};
 /// The node's address on the layer-3 uplink.
 pub const NODE_L3_IP: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 2);
 /// The wan's (the carrier's) address on the layer-3 uplink: the node's peer.
 pub const WAN_L3_IP: Ipv4Addr = Ipv4Addr::new(10, 64, 0, 1);
-/// The layer-3 uplink's TUN device in the wan namespace.
-pub const WAN_L3_IF: &str = "tun1";
-/// The primary uplink's interface in the wan namespace.
-pub const WAN_UPLINK_IF: &str = "wan0";
 
 /// What a world has besides its node, wan and pods; field order is drop order (the relay
 /// closes its devices before any namespace goes).

@@ -6,8 +6,6 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::clat::Clat;
-
 use crate::cni::UplinkSelector;
 use crate::netlink::format_mac;
 use crate::netlink::snapshot::{AddrState, LinkState, Snapshot};
@@ -37,6 +35,31 @@ pub struct Uplink {
     pub selected: bool,
 }
 
+/// An IPv6-only uplink's CLAT, as both datapaths are given it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clat {
+    /// The uplink's interface index.
+    pub ifindex: u32,
+    /// The uplink's name.
+    pub name: String,
+    /// The node's CLAT address on it: the source of every translated packet. The datapath
+    /// adds it to the uplink (`/128`, no duplicate detection) so the node answers neighbour
+    /// discovery for it, and removes it when the CLAT goes.
+    pub addr: Ipv6Addr,
+    /// The NAT64 prefix (`/96`).
+    pub pref64: Ipv6Addr,
+}
+
+impl Clat {
+    /// The first 96 bits of [`Self::pref64`], as the datapath's map holds them.
+    #[must_use]
+    pub fn pref64_bytes(&self) -> [u8; 12] {
+        let mut p = [0u8; 12];
+        p.copy_from_slice(&self.pref64.octets()[..12]);
+        p
+    }
+}
+
 /// The node's external side, as both datapaths are given it: every interface pod traffic may
 /// leave by (each with the address it is masqueraded to) and every address of the node (a
 /// hostPort answers on all of them, as portmap's `dst-type LOCAL` does).
@@ -54,7 +77,7 @@ pub struct External {
     /// Every global IPv4 address of the node, with the ifindex holding it.
     pub node_addrs: Vec<(Ipv4Addr, u32)>,
     /// The IPv6-only uplink pods' IPv4 is translated out of, when the node has no IPv4 way
-    /// off ([`super::clat::plan`], set by [`External::with_clat`]).
+    /// off (`datapath::clat::plan`, set by `External::with_clat`).
     pub clat: Option<Clat>,
 }
 
@@ -75,14 +98,6 @@ impl External {
             .chain(clat)
             .filter(|m| *m >= 68)
             .min()
-    }
-
-    /// Adds the CLAT decision ([`super::clat::plan`]) for `snap`, the snapshot `self` was
-    /// decided from, with NAT64 prefix `pref64` (`None`: off).
-    #[must_use]
-    pub fn with_clat(mut self, snap: &Snapshot, pref64: Option<Ipv6Addr>) -> Self {
-        self.clat = super::clat::plan(&self, snap, pref64);
-        self
     }
 
     /// The uplink the default route uses, if any.
