@@ -13,28 +13,15 @@ use std::net::Ipv6Addr;
 use super::uplink::External;
 use crate::netlink::snapshot::Snapshot;
 
-/// An IPv6-only uplink's CLAT, as both datapaths are given it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clat {
-    /// The uplink's interface index.
-    pub ifindex: u32,
-    /// The uplink's name.
-    pub name: String,
-    /// The node's CLAT address on it: the source of every translated packet. The datapath
-    /// adds it to the uplink (`/128`, no duplicate detection) so the node answers neighbour
-    /// discovery for it, and removes it when the CLAT goes.
-    pub addr: Ipv6Addr,
-    /// The NAT64 prefix (`/96`).
-    pub pref64: Ipv6Addr,
-}
+pub use super::uplink::Clat;
 
-impl Clat {
-    /// The first 96 bits of [`Self::pref64`], as the datapath's map holds them.
+impl External {
+    /// Adds the CLAT decision ([`plan`]) for `snap`, the snapshot `self` was decided from,
+    /// with NAT64 prefix `pref64` (`None`: off).
     #[must_use]
-    pub fn pref64_bytes(&self) -> [u8; 12] {
-        let mut p = [0u8; 12];
-        p.copy_from_slice(&self.pref64.octets()[..12]);
-        p
+    pub fn with_clat(mut self, snap: &Snapshot, pref64: Option<Ipv6Addr>) -> Self {
+        self.clat = plan(&self, snap, pref64);
+        self
     }
 }
 

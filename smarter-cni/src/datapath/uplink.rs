@@ -6,8 +6,6 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::clat::Clat;
-
 use crate::cni::UplinkSelector;
 use crate::netlink::format_mac;
 use crate::netlink::snapshot::{AddrState, LinkState, Snapshot};
@@ -75,14 +73,6 @@ impl External {
             .chain(clat)
             .filter(|m| *m >= 68)
             .min()
-    }
-
-    /// Adds the CLAT decision ([`super::clat::plan`]) for `snap`, the snapshot `self` was
-    /// decided from, with NAT64 prefix `pref64` (`None`: off).
-    #[must_use]
-    pub fn with_clat(mut self, snap: &Snapshot, pref64: Option<Ipv6Addr>) -> Self {
-        self.clat = super::clat::plan(&self, snap, pref64);
-        self
     }
 
     /// The uplink the default route uses, if any.
@@ -227,6 +217,32 @@ pub fn interface_has(ifindex: u32, addr: Ipv4Addr) -> bool {
                     == Some(addr)
         })
     })
+}
+
+/// An IPv6-only uplink's CLAT, as both datapaths are given it (decided by
+/// [`super::clat::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clat {
+    /// The uplink's interface index.
+    pub ifindex: u32,
+    /// The uplink's name.
+    pub name: String,
+    /// The node's CLAT address on it: the source of every translated packet. The datapath
+    /// adds it to the uplink (`/128`, no duplicate detection) so the node answers neighbour
+    /// discovery for it, and removes it when the CLAT goes.
+    pub addr: Ipv6Addr,
+    /// The NAT64 prefix (`/96`).
+    pub pref64: Ipv6Addr,
+}
+
+impl Clat {
+    /// The first 96 bits of [`Self::pref64`], as the datapath's map holds them.
+    #[must_use]
+    pub fn pref64_bytes(&self) -> [u8; 12] {
+        let mut p = [0u8; 12];
+        p.copy_from_slice(&self.pref64.octets()[..12]);
+        p
+    }
 }
 
 #[cfg(test)]
