@@ -4,6 +4,8 @@
 //!   ([`uplink::resolve`]) over netlink dumps, followed event-driven ([`uplink::watch`]);
 //! - [`run`](mod@run): the main loop — tells a [`DatapathControl`] about every uplink change,
 //!   collects conntrack garbage periodically, reports [`Health`], stops on request;
+//! - [`pref64`]: the NAT64 prefix of the CLAT with `nat64Prefix: auto`, discovered from the
+//!   routers (RFC 8781) or the resolvers (RFC 7050) and recorded for the plugin;
 //! - [`conf`]: the plugin's network configuration (`.conf` or `.conflist`) as the agent reads it;
 //! - [`signal`]: SIGTERM/SIGINT as a future.
 //!
@@ -17,6 +19,7 @@ pub mod conf;
 pub mod control;
 pub mod drops;
 pub mod metrics;
+pub mod pref64;
 pub mod run;
 pub mod signal;
 pub mod uplink;

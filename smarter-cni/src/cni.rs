@@ -30,7 +30,8 @@ pub mod version;
 
 pub use args::CniArgs;
 pub use config::{
-    CtTimeoutsConf, DatapathMode, NetConf, PortRange, TcAttachMode, UplinkSelector, ValidAttachment,
+    CtTimeoutsConf, DatapathMode, Nat64Prefix, NetConf, PortRange, TcAttachMode, UplinkSelector,
+    ValidAttachment,
 };
 pub use env::{CniEnv, Verb};
 pub use error::CniError;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod boot;
 pub mod dir;
 pub mod lock;
+pub mod pref64;
 
 pub use dir::StateDir;
 pub use lock::DirLock;

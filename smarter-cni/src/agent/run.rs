@@ -10,10 +10,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
+use super::pref64::discover::{DiscoveryConfig, Pref64Discovery};
 use super::uplink::watch::{UplinkWatch, WatchError};
 use super::uplink::{External, Uplink};
-use crate::cni::UplinkSelector;
+use crate::cni::{Nat64Prefix, UplinkSelector};
 use crate::datapath::DatapathChoice;
+use crate::state::StateDir;
 
 /// What the agent drives: the datapath (eBPF or iptables) behind a narrow seam, so the loop
 /// is tested with a recording fake and the real datapath is wired in by the binary.
@@ -40,8 +42,13 @@ pub struct AgentConfig {
     pub uplink: UplinkSelector,
     /// The network's bridge (never an external interface).
     pub bridge: String,
-    /// What an IPv6-only uplink's CLAT translates to (`nat64Prefix`; `None`: no CLAT).
-    pub nat64_prefix: Option<std::net::Ipv6Addr>,
+    /// What an IPv6-only uplink's CLAT translates to (`nat64Prefix`); with
+    /// [`Nat64Prefix::Auto`] the agent discovers it ([`super::pref64`]).
+    pub nat64_prefix: Nat64Prefix,
+    /// The resolv.conf whose resolvers RFC 7050 discovery asks (`ipv4only.arpa`).
+    pub resolv_conf: PathBuf,
+    /// Where the discovered NAT64 prefix is recorded for the plugin's ADD (`None`: nowhere).
+    pub pref64_record: Option<StateDir>,
     /// How often [`DatapathControl::gc`] runs.
     pub gc_interval: Duration,
     /// Safety-net re-resolution without any event.
@@ -59,7 +66,9 @@ impl Default for AgentConfig {
         Self {
             uplink: UplinkSelector::Auto,
             bridge: crate::cni::config::defaults::BRIDGE.to_owned(),
-            nat64_prefix: Some(crate::cni::config::defaults::NAT64_PREFIX),
+            nat64_prefix: Nat64Prefix::Auto,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            pref64_record: None,
             gc_interval: Duration::from_secs(10),
             resync_interval: Duration::from_secs(30),
             debounce: Duration::from_millis(100),
@@ -162,9 +171,16 @@ pub async fn run<D: DatapathControl>(
     let mut watch = UplinkWatch::subscribe(
         config.uplink.clone(),
         config.bridge.clone(),
-        config.nat64_prefix,
+        config.nat64_prefix.resolve(|| None),
     )
     .context("subscribing to link, address and route changes")?;
+    // Discovery only with `auto`: a configured prefix (or `off`) is never overridden.
+    let mut pref64 = (config.nat64_prefix == Nat64Prefix::Auto).then(|| {
+        Pref64Discovery::start(DiscoveryConfig {
+            resolv_conf: config.resolv_conf.clone(),
+            record: config.pref64_record.clone(),
+        })
+    });
     tracing::info!(uplink = ?config.uplink, gc_every = ?config.gc_interval, "agent started");
     let mut state = Loop {
         config,
@@ -194,13 +210,14 @@ pub async fn run<D: DatapathControl>(
                     state.schedule(Duration::ZERO);
                 }
             },
+            () = discovered(pref64.as_mut()) => state.schedule(Duration::ZERO),
             () = sleep_until(pending.unwrap_or_else(Instant::now)), if pending.is_some() => {
                 state.pending = None;
-                state.refresh(&watch, datapath, health).await;
+                state.refresh(&watch, pref64.as_mut(), datapath, health).await;
             }
             _ = resync.tick() => {
                 tracing::debug!("periodic resync");
-                state.refresh(&watch, datapath, health).await;
+                state.refresh(&watch, pref64.as_mut(), datapath, health).await;
             }
             _ = gc.tick() => {
                 match datapath.gc() {
@@ -220,6 +237,14 @@ pub async fn run<D: DatapathControl>(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// What PREF64 discovery learns (never, without it).
+async fn discovered(pref64: Option<&mut Pref64Discovery>) {
+    match pref64 {
+        Some(d) => d.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The loop's mutable state.
@@ -249,10 +274,11 @@ impl Loop<'_> {
     async fn refresh<D: DatapathControl>(
         &mut self,
         watch: &UplinkWatch,
+        pref64: Option<&mut Pref64Discovery>,
         datapath: &mut D,
         health: &Health,
     ) {
-        let resolved = match watch.external().await {
+        let mut resolved = match watch.external().await {
             Ok(r) => r,
             Err(e @ WatchError::Dump { .. }) => {
                 tracing::warn!("cannot resolve the uplink: {e}; retrying");
@@ -264,6 +290,9 @@ impl Loop<'_> {
                 return;
             }
         };
+        if let Some(d) = pref64 {
+            d.apply(&mut resolved);
+        }
         if self.delivered && self.current.as_ref() == Some(&resolved) {
             health.beat(self.config.health_file.as_ref(), self.preferred());
             return;

@@ -14,6 +14,7 @@ use smarter_cni::agent::{
 };
 use smarter_cni::cni::{NetConf, UplinkSelector};
 use smarter_cni::dns::{self, DnsConfig};
+use smarter_cni::state::StateDir;
 use tracing_subscriber::EnvFilter;
 
 /// The smarter-cni node agent.
@@ -69,7 +70,9 @@ struct Cli {
     /// /run/k3s/containerd/containerd.sock); `none`: pod names only.
     #[arg(long, default_value = smarter_cni::dns::CONTAINERD_SOCKET)]
     cri_socket: String,
-    /// With `--dns`: the resolv.conf naming the upstream resolvers (followed for changes).
+    /// The resolv.conf naming the node's resolvers: the upstreams of `--dns` (followed for
+    /// changes), and whom NAT64 prefix discovery asks for `ipv4only.arpa` (RFC 7050) with
+    /// `nat64Prefix: auto`.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
     /// With `--dns`: TTL of local answers, seconds.
@@ -116,6 +119,10 @@ impl Cli {
             uplink: netconf.uplink.clone(),
             bridge: netconf.bridge.clone(),
             nat64_prefix: netconf.nat64_prefix,
+            resolv_conf: self.resolv_conf.clone(),
+            // A dry run writes nothing, the discovered prefix's record included.
+            pref64_record: (!self.dry_run)
+                .then(|| StateDir::new(&netconf.state_dir, &netconf.name)),
             gc_interval: Duration::from_secs(self.gc_interval),
             resync_interval: Duration::from_secs(self.resync_interval),
             health_file: self.health_file.clone(),

@@ -36,7 +36,7 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
         .await
         .into_cni()?;
     let external = datapath::uplink::external(&conf.uplink, &snapshot, &conf.bridge)
-        .with_clat(&snapshot, conf.nat64_prefix);
+        .with_clat(&snapshot, conf.pref64());
     let mtu = if conf.mtu_auto {
         external
             .smallest_mtu()

@@ -86,7 +86,7 @@ async fn no_clat_needed(ctx: &Ctx) -> Result<(), CniError> {
         .await
         .map_err(|e| e.to_cni())?;
     let ext = crate::datapath::uplink::external(&conf.uplink, &snap, &conf.bridge)
-        .with_clat(&snap, conf.nat64_prefix);
+        .with_clat(&snap, conf.pref64());
     match ext.clat {
         None => Ok(()),
         Some(c) => Err(CniError::new(

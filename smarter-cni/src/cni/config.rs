@@ -27,7 +27,7 @@
 //! | `ctTimeouts` | `{"tcpEstablished", "tcpOther", "udp", "icmp"}`, seconds 1..=604800 | 1800, 120, 60, 30 |
 //! | `nodeDns` | IPv4 address of the node-local DNS, or `"off"` | `"169.254.0.2"` |
 //! | `clusterDomain` | DNS name | `"cluster.local"` |
-//! | `nat64Prefix` | IPv6 `/96` prefix the CLAT translates to on an IPv6-only uplink, or `"off"` | `"64:ff9b::/96"` |
+//! | `nat64Prefix` | the CLAT's NAT64 prefix on an IPv6-only uplink: `"auto"` (discovered, [`Nat64Prefix`]), an IPv6 `/96`, or `"off"` | `"auto"` (else `64:ff9b::/96`) |
 //!
 //! The ADD result's `dns` is the configured `dns` object when it has any field, else (with
 //! `nodeDns` set) nameserver `nodeDns` and search `<ns>.svc.<domain> svc.<domain> <domain>`
@@ -50,12 +50,14 @@ use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate
 
 pub mod defaults;
 mod fields;
+mod nat64;
 pub mod paths;
 mod uplink;
 
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";
 pub use defaults::MTU as DEFAULT_MTU;
+pub use nat64::Nat64Prefix;
 pub use uplink::UplinkSelector;
 /// Default `subnet`.
 pub const DEFAULT_SUBNET: Ipv4Network =
@@ -234,8 +236,8 @@ pub struct NetConf {
     pub cluster_domain: String,
     /// The first IPv4 of `args.cni.ips`, if any.
     pub args_ip: Option<Ipv4Addr>,
-    /// `nat64Prefix` (its first 96 bits; `None`: `"off"`, no CLAT).
-    pub nat64_prefix: Option<std::net::Ipv6Addr>,
+    /// `nat64Prefix`.
+    pub nat64_prefix: Nat64Prefix,
 }
 
 impl Default for NetConf {
@@ -270,7 +272,7 @@ impl Default for NetConf {
             node_dns: Some(defaults::NODE_DNS),
             cluster_domain: defaults::CLUSTER_DOMAIN.into(),
             args_ip: None,
-            nat64_prefix: Some(defaults::NAT64_PREFIX),
+            nat64_prefix: Nat64Prefix::Auto,
         }
     }
 }
@@ -411,7 +413,7 @@ impl NetConf {
             ct_timeouts: fields::ct_timeouts(&f)?,
             node_dns: fields::node_dns(&f)?.unwrap_or(defaults.node_dns),
             cluster_domain: fields::cluster_domain(&f)?.unwrap_or(defaults.cluster_domain),
-            nat64_prefix: fields::nat64_prefix(&f)?.unwrap_or(defaults.nat64_prefix),
+            nat64_prefix: nat64::nat64_prefix(&f)?,
         })
     }
 

@@ -10,6 +10,7 @@
 //! | `boot.lock`, `boot_id` | the after-boot reconciliation's lock and the boot it ran in | the first call of a boot |
 //! | `ebpf-<network>.lock`, `ebpf-<network>.object` | the eBPF loader's lock and the id of the pinned object | loading |
 //! | `opstats.stats`, `opstats.lock` | per-verb counters for the metrics | every verb |
+//! | `pref64` | the NAT64 prefix the agent discovered ([`super::pref64`]) | the agent |
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
@@ -80,6 +81,12 @@ impl StateDir {
     #[must_use]
     pub fn boot_id(&self) -> PathBuf {
         self.dir.join("boot_id")
+    }
+
+    /// `pref64`: the discovered NAT64 prefix ([`Self::read_pref64`], [`Self::write_pref64`]).
+    #[must_use]
+    pub fn pref64(&self) -> PathBuf {
+        self.dir.join("pref64")
     }
 
     /// `opstats.stats` (its lock: [`Self::lock_opstats`]).

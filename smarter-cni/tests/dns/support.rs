@@ -206,8 +206,9 @@ pub fn assert_nxdomain(ns: &Netns, name: &str) {
     );
 }
 
-/// A fake upstream resolver on `ip:53` (UDP and TCP, IPv4 or IPv6) inside `ns`: `name` → `answer`,
-/// NXDOMAIN for anything else; counts the questions; stops on drop.
+/// A fake upstream resolver on `ip:53` (UDP and TCP, IPv4 or IPv6) inside `ns`: `name` → `answer`
+/// (or the records of [`FakeUpstream::start_records`]), NXDOMAIN for anything else; counts the
+/// questions; stops on drop.
 pub struct FakeUpstream {
     stop: Arc<AtomicBool>,
     pub asked: Arc<AtomicUsize>,
@@ -216,9 +217,21 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub fn start(ns: &Netns, ip: impl Into<IpAddr>, name: &'static str, answer: Ipv4Addr) -> Self {
+        Self::start_records(ns, ip, name, vec![RData::A(A(answer))])
+    }
+
+    /// As [`FakeUpstream::start`], answering `name` (whatever the type asked) with `records`
+    /// (e.g. `AAAA`), TTL 60.
+    pub fn start_records(
+        ns: &Netns,
+        ip: impl Into<IpAddr>,
+        name: &'static str,
+        records: Vec<RData>,
+    ) -> Self {
         let ip: IpAddr = ip.into();
         let stop = Arc::new(AtomicBool::new(false));
         let asked = Arc::new(AtomicUsize::new(0));
+        let records = Arc::new(records);
         let respond = move |bytes: &[u8]| -> Option<Vec<u8>> {
             let q = Message::from_vec(bytes).ok()?;
             let mut r = q.clone().into_response();
@@ -226,16 +239,19 @@ impl FakeUpstream {
             r.edns = None;
             let question = q.queries.first()?;
             if question.name().to_ascii().eq_ignore_ascii_case(name) {
-                r.add_answer(Record::from_rdata(
-                    hickory_proto::rr::Name::from_str(name).ok()?,
-                    60,
-                    RData::A(A(answer)),
-                ));
+                for data in records.iter() {
+                    r.add_answer(Record::from_rdata(
+                        hickory_proto::rr::Name::from_str(name).ok()?,
+                        60,
+                        data.clone(),
+                    ));
+                }
             } else {
                 r.metadata.response_code = ResponseCode::NXDomain;
             }
             r.to_vec().ok()
         };
+        let respond_tcp = respond.clone();
         let (s1, a1) = (stop.clone(), asked.clone());
         let udp = spawn_in(ns, move || {
             let sock = UdpSocket::bind((ip, 53)).expect("bind fake upstream udp");
@@ -251,7 +267,7 @@ impl FakeUpstream {
                 }
             }
         });
-        let (s2, a2) = (stop.clone(), asked.clone());
+        let (s2, a2, respond) = (stop.clone(), asked.clone(), respond_tcp);
         let tcp = spawn_in(ns, move || {
             let l = std::net::TcpListener::bind((ip, 53)).expect("bind fake upstream tcp");
             l.set_nonblocking(true).unwrap();

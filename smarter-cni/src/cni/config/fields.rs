@@ -1,6 +1,6 @@
 //! Readers for the individual config keys that need more than a type check.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use ipnetwork::{IpNetwork, Ipv4Network};
@@ -114,31 +114,6 @@ pub(super) fn cluster_domain(f: &Fields<'_>) -> Result<Option<String>, CniError>
             "is not a DNS name (labels of letters, digits and '-', at most 253 characters)",
         ))
     }
-}
-
-/// `nat64Prefix`: an IPv6 `/96` without host bits (RFC 6052's other lengths put the IPv4
-/// address around a reserved octet, which the datapath does not translate), or `"off"`
-/// (`Some(None)`).
-pub(super) fn nat64_prefix(f: &Fields<'_>) -> Result<Option<Option<Ipv6Addr>>, CniError> {
-    let Some(text) = f.string("nat64Prefix")? else {
-        return Ok(None);
-    };
-    if text == "off" {
-        return Ok(Some(None));
-    }
-    let bad = |why: &str| f.invalid("nat64Prefix", &Value::String(text.to_owned()), why);
-    let net: ipnetwork::Ipv6Network = text
-        .parse()
-        .map_err(|_| bad("is not an IPv6 CIDR or \"off\""))?;
-    if net.prefix() != 96 {
-        return Err(bad(
-            "is not a /96 (the only NAT64 prefix length the CLAT translates)",
-        ));
-    }
-    if net.network() != net.ip() {
-        return Err(bad("has host bits set"));
-    }
-    Ok(Some(Some(net.ip())))
 }
 
 /// A string key that must be one of `options`.

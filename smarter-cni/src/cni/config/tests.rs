@@ -296,6 +296,32 @@ fn result_dns_is_configured_or_node_local_or_none() {
     }
 }
 
+#[test]
+fn nat64_prefix_is_auto_fixed_or_off() {
+    assert_eq!(
+        parse(&with(json!({}))).unwrap().nat64_prefix,
+        Nat64Prefix::Auto
+    );
+    assert_eq!(
+        parse(&with(json!({"nat64Prefix": "auto"})))
+            .unwrap()
+            .nat64_prefix,
+        Nat64Prefix::Auto
+    );
+    assert_eq!(
+        parse(&with(json!({"nat64Prefix": "2001:db8:64:64::/96"})))
+            .unwrap()
+            .nat64_prefix,
+        Nat64Prefix::Fixed("2001:db8:64:64::".parse().unwrap())
+    );
+    assert_eq!(
+        parse(&with(json!({"nat64Prefix": "off"})))
+            .unwrap()
+            .nat64_prefix,
+        Nat64Prefix::Off
+    );
+}
+
 /// containerd (go-cni) sends Go field names; the whole config decodes as the reference
 /// plugins decode it, and DEL's parse ignores a runtimeConfig it cannot read.
 #[test]

@@ -160,6 +160,14 @@ fn scalar_errors() {
             json!({"clusterDomain": "bad domain"}),
             "clusterDomain \"bad domain\" is not a DNS name (labels of letters, digits and '-', at most 253 characters)",
         ),
+        (
+            json!({"nat64Prefix": "2001:db8::/64"}),
+            "nat64Prefix \"2001:db8::/64\" is not a /96 (the only NAT64 prefix length the CLAT translates)",
+        ),
+        (
+            json!({"nat64Prefix": "on"}),
+            "nat64Prefix \"on\" is not an IPv6 CIDR, \"auto\" or \"off\"",
+        ),
         (json!({"mtu": 67}), "mtu 67 is not an integer in 68..=65535"),
         (
             json!({"mtu": 65536}),
