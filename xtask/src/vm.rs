@@ -2,8 +2,8 @@
 //! gateways run — Debian bookworm's 6.1 for arm64, armhf (armmp-lpae) and amd64 — under TCG.
 //!
 //! Per architecture:
-//! 1. the kernel, busybox-static, iproute2, iputils-ping, nftables, conntrack and bpftool
-//!    `.deb`s of that architecture with their libraries, downloaded and extracted once into
+//! 1. the kernel, busybox-static, iproute2, iputils-ping, nftables, conntrack, bpftool and
+//!    tayga (the NAT64 of the CLAT tests) `.deb`s of that architecture with their libraries, downloaded and extracted once into
 //!    `target/vm-test/<deb-arch>/` ([`debs`]);
 //! 2. the test executables of [`TESTS`] cross-built statically for it by
 //!    `cargo test --no-run --target <triple>` (the same sources and the same behaviour table
@@ -43,13 +43,17 @@ use guest::{GuestTest, Machine};
 /// The test files run in the guests: the package, the test target (`tests/<name>.rs` or
 /// `tests/<name>/main.rs`), the libtest arguments each gets there (filters included), and the
 /// filter for the repeated passes with the JIT off (`None`: not repeated; `""`: every test the
-/// arguments select). Of the driver tests (`datapath`) the guests run the program upgrade. The `smarter-ebpf-tests` files run the crafted-packet and parity tables
-/// through `BPF_PROG_TEST_RUN` in the guest's kernel (and, on armhf, its arm32 JIT).
-pub const TESTS: [(&str, &str, &[&str], Option<&str>); 9] = [
+/// arguments select). Of the driver tests (`datapath`) the guests run the program upgrade;
+/// `clat` runs the CLAT through a real NAT64 (tayga on a TUN device in the wan), with
+/// `--nocapture` like `conformance` so a skip shows on the console. The `smarter-ebpf-tests`
+/// files run the crafted-packet and parity tables through `BPF_PROG_TEST_RUN` in the guest's
+/// kernel (and, on armhf, its arm32 JIT).
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 10] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
     ("smarter-cni", "datapath", &["ebpf_upgrade::"], Some("")),
     ("smarter-cni", "conformance", &["--nocapture"], None),
+    ("smarter-cni", "clat", &["--nocapture"], None),
     ("smarter-ebpf-tests", "object", &[], Some("")),
     ("smarter-ebpf-tests", "verdicts", &[], Some("")),
     ("smarter-ebpf-tests", "nat", &[], Some("")),
@@ -80,7 +84,7 @@ pub struct VmArgs {
     #[arg(long, default_value = "")]
     pub conformance_filter: String,
     /// Seconds a guest may run before it is killed.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 1200)]
     pub timeout: u64,
 }
 
@@ -92,7 +96,7 @@ impl Default for VmArgs {
             btf: Btf::Auto,
             conformance: vec!["arm64".into()],
             conformance_filter: String::new(),
-            timeout: 900,
+            timeout: 1200,
         }
     }
 }

@@ -19,8 +19,9 @@ use crate::run::Cmd;
 /// their libraries come from the dependency closure. util-linux's `nsenter`: busybox's would
 /// run its own applets (`ping`, `ip`) instead of the real tools. kmod: the kernel's module
 /// autoloading (`/sbin/modprobe`), which nftables relies on for its expressions. The
-/// reference plugins and iptables (nft backend): the conformance suite's oracle chain.
-pub const TOOLS: [(&str, &[&str]); 10] = [
+/// reference plugins and iptables (nft backend): the conformance suite's oracle chain. tayga:
+/// the NAT64 of the CLAT tests (`World::add_nat64`; it needs only libc).
+pub const TOOLS: [(&str, &[&str]); 11] = [
     ("busybox-static", &["busybox"]),
     ("iproute2", &[]),
     ("iputils-ping", &[]),
@@ -31,6 +32,7 @@ pub const TOOLS: [(&str, &[&str]); 10] = [
     ("kmod", &["kmod"]),
     ("containernetworking-plugins", &[]),
     ("iptables", &["xtables-nft-multi"]),
+    ("tayga", &["tayga"]),
 ];
 
 /// The packages of one architecture, extracted.

@@ -45,7 +45,8 @@ pub struct GuestTest {
     pub env: Vec<(String, String)>,
 }
 
-/// The `/init` script: mounts, busybox applets that no real tool shadows, modules, the JIT
+/// The `/init` script: mounts, busybox applets that no real tool shadows, modules,
+/// `/dev/net/tun` (devtmpfs makes it once `tun` is loaded; made by hand otherwise), the JIT
 /// setting, the BTF stand-in, then every test, each bracketed by markers, then power off.
 ///
 /// `/tmp` is the initramfs's own directory (the root file system is already in memory), not
@@ -71,6 +72,8 @@ pub fn init_script(m: &Machine, modules: &[String], hide_btf: bool, tests: &[Gue
     for m in modules {
         let _ = writeln!(s, "insmod {m} || echo \"{MARK}-MODULE-FAILED {m}\"");
     }
+    // devtmpfs makes the node when tun registers; a kernel without it keeps failing the open.
+    s.push_str("[ -e /dev/net/tun ] || { mkdir -p /dev/net; mknod /dev/net/tun c 10 200; }\n");
     if hide_btf {
         s.push_str("mount -t tmpfs nobtf /sys/kernel/btf\n");
     }

@@ -1,4 +1,4 @@
-//! The guest's initramfs: busybox, iproute2, iputils ping, nft, conntrack and bpftool with the
+//! The guest's initramfs: busybox, iproute2, iputils ping, nft, conntrack, bpftool and tayga with the
 //! shared libraries they need (`readelf -d` NEEDED, resolved in the extracted packages), the
 //! kernel modules the datapaths need (dependency order from a `depmod` run on the extracted
 //! tree), the kernel config in `/boot`, the project's cross-built test executables and binaries
@@ -20,8 +20,9 @@ use super::{
 use crate::run::Cmd;
 
 /// Modules to load (with what they depend on), where the kernel has them as modules: veth and
-/// the bridge, clsact and TC BPF, and nftables with NAT, conntrack and fib for the nft datapath.
-const MODULES: [&str; 22] = [
+/// the bridge, clsact and TC BPF, nftables with NAT, conntrack and fib for the nft datapath, and
+/// tun (`/dev/net/tun`: the conformance layer-3 uplink and the CLAT tests' tayga).
+const MODULES: [&str; 23] = [
     "veth",
     "bridge",
     "sch_ingress",
@@ -44,6 +45,7 @@ const MODULES: [&str; 22] = [
     "nf_reject_ipv4",
     "nft_compat",
     "nf_conntrack_netlink",
+    "tun",
 ];
 
 /// Module directories copied whole, for the kernel's autoloading.
