@@ -48,7 +48,7 @@ use guest::{GuestTest, Machine};
 /// `--nocapture` like `conformance` so a skip shows on the console. The `smarter-ebpf-tests`
 /// files run the crafted-packet and parity tables through `BPF_PROG_TEST_RUN` in the guest's
 /// kernel (and, on armhf, its arm32 JIT).
-pub const TESTS: [(&str, &str, &[&str], Option<&str>); 10] = [
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 11] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
     ("smarter-cni", "datapath", &["ebpf_upgrade::"], Some("")),
@@ -59,6 +59,7 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 10] = [
     ("smarter-ebpf-tests", "nat", &[], Some("")),
     ("smarter-ebpf-tests", "parity", &[], Some("")),
     ("smarter-ebpf-tests", "guard", &[], Some("")),
+    ("smarter-ebpf-tests", "clat", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
