@@ -2,7 +2,11 @@
 //! bridge + host-local + portmap with `ipMasq` and `hairpinMode`), smarter-cni with the
 //! iptables and with the eBPF datapath, and the limit (bare veths, plain routing, no bridge, no
 //! filtering, no NAT). A world has the shape of a [`Topology`]: the uplink alone, with a LAN
-//! of sensors beside it, or with a layer-3 uplink (a raw-IP modem) carrying the default route.
+//! of sensors beside it, with a layer-3 uplink (a raw-IP modem) carrying the default route, or
+//! IPv6-only with a NAT64 in the wan ([`nat64`]: the CLAT's world, where the reference chain
+//! has tayga on the node as its CLAT and the limit's pods speak IPv6 themselves).
+
+pub mod nat64;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -70,6 +74,10 @@ pub enum Topology {
     /// The uplink and a layer-3 uplink `wwan0` of this MTU ([`World::add_l3_uplink`]: TUN
     /// devices joined by a userspace relay) that carries the default route.
     L3Uplink(u32),
+    /// The uplink IPv6-only with the wan's NAT64 ([`World::add_nat64`]); for the reference,
+    /// tayga on the node as its CLAT ([`nat64::NodeClat`]); smarter-cni's CLAT translates to
+    /// [`nat64::PREF64`].
+    Nat64,
 }
 
 /// One pod of a contender.
@@ -82,6 +90,9 @@ pub struct Pod {
 pub struct Contender {
     /// Which one.
     pub kind: Kind,
+    /// tayga on the node as the reference chain's CLAT ([`Topology::Nat64`]); stopped before
+    /// the world goes (fields drop in order).
+    pub node_clat: Option<nat64::NodeClat>,
     /// The namespaces.
     pub world: World,
     /// Pods added so far.
@@ -111,6 +122,7 @@ impl Contender {
             Topology::Uplink => format!("bench-{}", kind.name()),
             Topology::Lan => format!("bench-{}-lan", kind.name()),
             Topology::L3Uplink(_) => format!("bench-{}-l3", kind.name()),
+            Topology::Nat64 => format!("bench-{}-clat", kind.name()),
         };
         let mut world = World::new(&label)?;
         match topology {
@@ -119,12 +131,19 @@ impl Contender {
                 world.add_lan()?;
             }
             Topology::L3Uplink(mtu) => world.add_l3_uplink(mtu)?,
+            Topology::Nat64 => world.add_nat64()?,
         }
         if kind == Kind::Limit {
             route_limit_pods(&world, topology)?;
         }
+        let node_clat = if topology == Topology::Nat64 && kind == Kind::Reference {
+            Some(nat64::NodeClat::start(&world)?)
+        } else {
+            None
+        };
         Ok(Self {
             kind,
+            node_clat,
             world,
             pods: Vec::new(),
             plugin: plugin.to_path_buf(),
@@ -241,6 +260,9 @@ impl Contender {
         pod.exec(&["ip", "addr", "add", &format!("{pod_ip}/30"), "dev", "eth0"])?;
         pod.exec(&["ip", "link", "set", "eth0", "up"])?;
         pod.exec(&["ip", "route", "add", "default", "via", &host_ip.to_string()])?;
+        if self.world.has_nat64() {
+            nat64::wire_limit_pod6(node, pod, &host, i)?;
+        }
         if i == 1 {
             let p0 = self.ns(0);
             p0.exec(&[
@@ -270,15 +292,18 @@ impl Contender {
 fn route_limit_pods(world: &World, topology: Topology) -> anyhow::Result<()> {
     let node_uplink = NODE_UPLINK_IP.to_string();
     match topology {
-        Topology::L3Uplink(_) => world
-            .wan()
-            .exec(&["ip", "route", "add", LIMIT_PODS, "dev", WAN_L3_IF])?,
+        Topology::Nat64 => nat64::route_limit_pods6(world)?,
+        Topology::L3Uplink(_) => {
+            world
+                .wan()
+                .exec(&["ip", "route", "add", LIMIT_PODS, "dev", WAN_L3_IF])?;
+        }
         Topology::Uplink | Topology::Lan => {
             world
                 .wan()
-                .exec(&["ip", "route", "add", LIMIT_PODS, "via", &node_uplink])?
+                .exec(&["ip", "route", "add", LIMIT_PODS, "via", &node_uplink])?;
         }
-    };
+    }
     if let (Topology::Lan, Some(lan)) = (topology, world.lan()) {
         lan.exec(&[
             "ip",
@@ -324,6 +349,10 @@ pub fn run_chain(
                 "iptables"
             });
             conf["runtimeConfig"] = ports;
+            if world.has_nat64() {
+                // The prefix every contender of the CLAT world sends to (see `nat64`).
+                conf["nat64Prefix"] = json!(format!("{}/96", nat64::PREF64));
+            }
             vec![(plugin.to_path_buf(), conf)]
         }
         Kind::Limit => bail!("the limit has no CNI"),

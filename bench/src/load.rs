@@ -3,7 +3,7 @@
 //! and iperf3 streams.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -192,11 +192,28 @@ pub struct Delivered {
 /// When a socket fails, a thread panics, or not one datagram arrived (a path that delivers
 /// nothing is a failure, not a figure of zero).
 pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::Result<Delivered> {
+    udp_via(from, sink_ns, to, to, secs)
+}
+
+/// As [`udp`], with the sink bound to `sink` and the sender sending to `to`: another address
+/// of the sink, one a translator on the way maps to it (an IPv6 address in a NAT64 prefix for
+/// an IPv4 sink).
+///
+/// # Errors
+///
+/// As [`udp`].
+pub fn udp_via(
+    from: &Netns,
+    sink_ns: &Netns,
+    sink: SocketAddr,
+    to: SocketAddr,
+    secs: f64,
+) -> anyhow::Result<Delivered> {
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (r, s) = (received.clone(), stop.clone());
-    let sink = spawn_in(sink_ns, move || -> anyhow::Result<Option<Ipv4Addr>> {
-        let sock = UdpSocket::bind(to)?;
+    let sink_thread = spawn_in(sink_ns, move || -> anyhow::Result<Option<Ipv4Addr>> {
+        let sock = UdpSocket::bind(sink)?;
         // A deep receive queue: what is counted is what the path delivered, not what a
         // receiver that lost its CPU to the sender for a time slice (one CPU in the edge
         // profile) could take from a default 212 KiB queue.
@@ -220,7 +237,12 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
     std::thread::sleep(Duration::from_millis(100));
     let start_count = received.load(Ordering::Relaxed);
     let sender = spawn_in(from, move || -> anyhow::Result<Duration> {
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let any = if to.is_ipv6() {
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        };
+        let sock = UdpSocket::bind(any)?;
         sock.connect(to)?;
         let buf = [1u8; 64];
         let started = Instant::now();
@@ -237,7 +259,7 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
         .map_err(|_| anyhow::anyhow!("udp sender panicked"))??;
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
-    let source = sink
+    let source = sink_thread
         .join()
         .map_err(|_| anyhow::anyhow!("udp sink panicked"))??;
     let received = received.load(Ordering::Relaxed) - start_count;

@@ -167,6 +167,7 @@ pub fn profile_markdown(p: &ProfileResults) -> String {
             rt("smarter-iptables", "reference"),
         );
     }
+    paths_markdown(&mut s, p);
     let _ = writeln!(
         s,
         "\nCPU time per unit of work (medians; ms of softirq / ms of system+softirq, all CPUs, from /proc/stat over each measurement: it includes the pods' and the wan's own stacks, which are the same for every contender, and anything else the machine ran meanwhile):\n\n| workload | per | reference | smarter-iptables | smarter-ebpf | limit |\n|---|---|---|---|---|---|"
@@ -205,6 +206,23 @@ pub fn profile_markdown(p: &ProfileResults) -> String {
         }
     }
     s
+}
+
+/// The path each figure was checked to take, where a workload records it (the CLAT
+/// workloads: which translator on the node carried the traffic), appended to `s`.
+fn paths_markdown(s: &mut String, p: &ProfileResults) {
+    let mut first = true;
+    for w in &p.workloads {
+        for c in ORDER {
+            if let Some(path) = w.contenders.get(c).and_then(|f| f.path.as_ref()) {
+                if first {
+                    s.push_str("\nPaths checked (last repetition):\n\n");
+                    first = false;
+                }
+                let _ = writeln!(s, "- {}, `{c}`: {path}", w.name);
+            }
+        }
+    }
 }
 
 /// The scaling section.

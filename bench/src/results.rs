@@ -91,6 +91,10 @@ pub struct Figure {
     /// Median system + softirq CPU time (ms, all CPUs) per `cpu_unit` of work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_ms: Option<f64>,
+    /// How the path of the traffic was checked, in words, as of the last repetition (the
+    /// CLAT workloads: which translator on the node carried it, with its counters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// One scaling point.

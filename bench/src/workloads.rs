@@ -5,7 +5,9 @@
 //! others go on, and the stage reports the failures at its end.
 
 mod arena;
+mod clat;
 mod id;
+mod sample;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,8 +20,9 @@ use crate::report;
 use crate::results::{Failure, Figure, Results, Workload};
 use crate::stage::{Ctx, Stage};
 use crate::stats::median;
-use arena::{Arena, Sample};
+use arena::Arena;
 pub use id::WorkloadId;
+use sample::Sample;
 
 /// The data-plane workloads in one profile.
 pub struct Workloads(pub Profile);
@@ -60,13 +63,22 @@ impl Stage for Workloads {
         let with_l3 = chosen.iter().any(|w| w.needs_l3_world());
         let mut arenas = Vec::new();
         for kind in Kind::ALL {
+            let with_clat = chosen
+                .iter()
+                .any(|w| w.needs_clat_world() && w.measured_by(kind));
             progress(&format!(
                 "{}: building the {} world{}",
                 profile.name(),
                 kind.name(),
-                if with_l3 { "s" } else { "" }
+                if with_l3 || with_clat { "s" } else { "" }
             ));
-            arenas.push(Arena::build(kind, &ctx.cli.plugin, profile, with_l3)?);
+            arenas.push(Arena::build(
+                kind,
+                &ctx.cli.plugin,
+                profile,
+                with_l3,
+                with_clat,
+            )?);
         }
         std::thread::sleep(Duration::from_millis(300));
         let mut samples: BTreeMap<(usize, &'static str), Vec<(Sample, CpuTimes)>> = BTreeMap::new();
@@ -83,7 +95,7 @@ impl Stage for Workloads {
                 ));
                 for (i, w) in chosen.iter().enumerate() {
                     port += 1;
-                    if broken.contains(&(i, k)) {
+                    if broken.contains(&(i, k)) || !w.measured_by(a.main.kind) {
                         continue;
                     }
                     let before = CpuTimes::now();
@@ -180,6 +192,7 @@ fn store(
                         .then(|| median(&lat.iter().map(|l| l.1).collect::<Vec<_>>())),
                     softirq_ms: Some(median(&softirq)),
                     kernel_ms: Some(median(&kernel)),
+                    path: v.iter().rev().find_map(|(s, _)| s.path.clone()),
                 },
             );
         }

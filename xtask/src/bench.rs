@@ -16,7 +16,7 @@ pub struct BenchArgs {
     quick: bool,
     /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`) or workloads
     /// (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`, `rr-lan`,
-    /// `rr-lan-hostport`, `udp-l3`); repeatable.
+    /// `rr-lan-hostport`, `udp-l3`, `udp-clat`, `rr-clat`); repeatable.
     #[arg(long)]
     only: Vec<String>,
     /// Repetitions of each data-plane workload.

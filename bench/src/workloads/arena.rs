@@ -5,6 +5,8 @@
 //! interface attached, as on a gateway. The layer-3 workload has a world of its own
 //! ([`Topology::L3Uplink`]), built only when it is selected: `World::add_l3_uplink` moves the
 //! node's default route to `wwan0`, which would send the wan workloads through the relay too.
+//! The CLAT workloads have one too ([`ClatWorld`], built when they are selected): its uplink is
+//! IPv6-only.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -12,10 +14,12 @@ use std::sync::atomic::Ordering;
 use anyhow::Context as _;
 use smarter_testbed::{LAN_HOST_IP, LAN_NODE_IP, NODE_L3_IP, NODE_UPLINK_IP, WAN_SERVER_IP};
 
+use super::clat::ClatWorld;
 use super::id::WorkloadId;
+use super::sample::Sample;
 use crate::contender::{Contender, Kind, POD_PORT, Topology};
 use crate::error::At;
-use crate::load::{Rate, RrServer, crr, iperf3, rr, udp};
+use crate::load::{RrServer, crr, iperf3, rr, udp};
 use crate::profile::Profile;
 
 /// MTU of the layer-3 uplink (a raw-IP cellular modem's).
@@ -26,16 +30,6 @@ const POD_RR_PORT: u16 = 7000;
 const WAN_RR_PORT: u16 = 7001;
 /// Port of the LAN host's request/response server.
 const LAN_RR_PORT: u16 = 7002;
-
-/// One measurement.
-pub struct Sample {
-    /// The figure, in the workload's unit.
-    pub value: f64,
-    /// p50 and p99 latency, µs (transactional workloads).
-    pub latency: Option<(f64, f64)>,
-    /// Seconds the rate was measured over (to turn it into an amount of work).
-    pub secs: f64,
-}
 
 /// The request/response servers of the main world.
 struct Servers {
@@ -56,11 +50,14 @@ pub struct Arena {
     pub main: Contender,
     /// The layer-3 uplink carrying the default route, one pod (when a workload needs it).
     pub l3: Option<Contender>,
+    /// The IPv6-only uplink with the wan's NAT64, one pod (when a CLAT workload is selected
+    /// and the contender measures it).
+    pub clat: Option<ClatWorld>,
 }
 
 impl Arena {
-    /// Builds `kind`'s worlds for `profile`: the main one with its servers, and the layer-3
-    /// one if `with_l3`.
+    /// Builds `kind`'s worlds for `profile`: the main one with its servers, the layer-3 one if
+    /// `with_l3`, the CLAT one if `with_clat`.
     ///
     /// # Errors
     ///
@@ -70,6 +67,7 @@ impl Arena {
         plugin: &std::path::Path,
         profile: Profile,
         with_l3: bool,
+        with_clat: bool,
     ) -> anyhow::Result<Self> {
         let at = At::new(kind.name(), "build the world");
         let mut main = Contender::build(kind, plugin, Topology::Lan).context(at.clone())?;
@@ -97,7 +95,17 @@ impl Arena {
                 .lan()
                 .map(|lan| RrServer::start(lan, LAN_HOST_IP, LAN_RR_PORT)),
         };
-        Ok(Self { servers, main, l3 })
+        let clat = if with_clat {
+            Some(ClatWorld::build(kind, plugin, profile)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            servers,
+            main,
+            l3,
+            clat,
+        })
     }
 
     /// Measures `w` for `secs` (`port`: a fresh port for iperf3 and the UDP sink).
@@ -111,43 +119,46 @@ impl Arena {
         let c = &self.main;
         let wan = SocketAddr::from((WAN_SERVER_IP, WAN_RR_PORT));
         let whole = secs.ceil().max(1.0);
-        let stream = |value| Sample {
-            value,
-            latency: None,
-            secs: whole,
-        };
+        let stream = |value| Sample::plain(value, whole);
         Ok(match w {
             WorkloadId::StreamPod => stream(iperf3(c.ns(0), c.ns(1), c.peer_ip(), port, secs)?),
             WorkloadId::StreamNat => {
                 stream(iperf3(c.ns(0), c.world.wan(), WAN_SERVER_IP, port, secs)?)
             }
-            WorkloadId::RrPod => rate(
+            WorkloadId::RrPod => Sample::rate(
                 rr(c.ns(0), SocketAddr::from((c.peer_ip(), POD_RR_PORT)), secs)?,
                 secs,
             ),
             WorkloadId::CrrNat => {
                 let r = crr(c.ns(0), wan, secs)?;
                 nat_source(c, self.servers.wan.last_peer(), NODE_UPLINK_IP)?;
-                rate(r, secs)
+                Sample::rate(r, secs)
             }
             WorkloadId::UdpNat => {
                 let to = SocketAddr::from((WAN_SERVER_IP, port));
                 let got = udp(c.ns(0), c.world.wan(), to, secs)?;
                 nat_source(c, got.source, NODE_UPLINK_IP)?;
-                packets(got.per_s, secs)
+                Sample::plain(got.per_s, secs)
             }
-            WorkloadId::RrHostPort => rate(rr(c.world.wan(), c.host_port_target(0), secs)?, secs),
+            WorkloadId::RrHostPort => {
+                Sample::rate(rr(c.world.wan(), c.host_port_target(0), secs)?, secs)
+            }
             WorkloadId::RrLan => {
                 let r = rr(c.ns(0), SocketAddr::from((LAN_HOST_IP, LAN_RR_PORT)), secs)?;
                 let server = self.servers.lan.as_ref().context("no LAN server")?;
                 nat_source(c, server.last_peer(), LAN_NODE_IP)?;
-                rate(r, secs)
+                Sample::rate(r, secs)
             }
             WorkloadId::RrLanHostPort => {
                 let lan = c.world.lan().context("the main world has no LAN")?;
-                rate(rr(lan, c.host_port_on(LAN_NODE_IP, 0), secs)?, secs)
+                Sample::rate(rr(lan, c.host_port_on(LAN_NODE_IP, 0), secs)?, secs)
             }
             WorkloadId::UdpL3 => self.udp_l3(secs, port)?,
+            WorkloadId::UdpClat | WorkloadId::RrClat => self
+                .clat
+                .as_ref()
+                .context("the CLAT world was not built")?
+                .measure(w, secs, port)?,
         })
     }
 
@@ -177,7 +188,7 @@ impl Arena {
              traffic did not take the layer-3 uplink",
             got.received
         );
-        Ok(packets(got.per_s, secs))
+        Ok(Sample::plain(got.per_s, secs))
     }
 }
 
@@ -195,20 +206,4 @@ fn nat_source(c: &Contender, seen: Option<Ipv4Addr>, node_ip: Ipv4Addr) -> anyho
         seen.map_or_else(|| "nothing".to_string(), |a| a.to_string())
     );
     Ok(())
-}
-
-fn rate(r: Rate, secs: f64) -> Sample {
-    Sample {
-        value: r.per_s,
-        latency: Some((r.p50_us, r.p99_us)),
-        secs,
-    }
-}
-
-fn packets(per_s: f64, secs: f64) -> Sample {
-    Sample {
-        value: per_s,
-        latency: None,
-        secs,
-    }
 }

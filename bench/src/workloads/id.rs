@@ -1,5 +1,7 @@
-//! The data-plane workloads: their ids (`--only`), report names, units, and which world of a
-//! contender each runs in.
+//! The data-plane workloads: their ids (`--only`), report names, units, which world of a
+//! contender each runs in, and which contenders measure it.
+
+use crate::contender::Kind;
 
 /// One data-plane workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,11 +25,17 @@ pub enum WorkloadId {
     RrLanHostPort,
     /// 64-byte UDP datagrams from a pod to the wan through the layer-3 uplink `wwan0` (NAT).
     UdpL3,
+    /// 64-byte UDP datagrams from a pod to the wan's IPv4 server over an IPv6-only uplink:
+    /// translated by a CLAT on the node and the wan's NAT64.
+    UdpClat,
+    /// TCP request/response from a pod to the wan's IPv4 server over an IPv6-only uplink (CLAT
+    /// and NAT64).
+    RrClat,
 }
 
 impl WorkloadId {
     /// Every workload, in report order (the ones before issue 25 first, in their old order).
-    pub const ALL: [WorkloadId; 9] = [
+    pub const ALL: [WorkloadId; 11] = [
         WorkloadId::StreamPod,
         WorkloadId::StreamNat,
         WorkloadId::RrPod,
@@ -37,6 +45,8 @@ impl WorkloadId {
         WorkloadId::RrLan,
         WorkloadId::RrLanHostPort,
         WorkloadId::UdpL3,
+        WorkloadId::UdpClat,
+        WorkloadId::RrClat,
     ];
 
     /// Short id (`--only`).
@@ -51,6 +61,8 @@ impl WorkloadId {
             WorkloadId::RrLan => "rr-lan",
             WorkloadId::RrLanHostPort => "rr-lan-hostport",
             WorkloadId::UdpL3 => "udp-l3",
+            WorkloadId::UdpClat => "udp-clat",
+            WorkloadId::RrClat => "rr-clat",
         }
     }
 
@@ -66,6 +78,8 @@ impl WorkloadId {
             WorkloadId::RrLan => "rr pod→LAN (NAT)",
             WorkloadId::RrLanHostPort => "rr LAN→hostPort",
             WorkloadId::UdpL3 => "udp pod→wan via L3 uplink (NAT)",
+            WorkloadId::UdpClat => "udp pod→IPv4 wan via CLAT + NAT64",
+            WorkloadId::RrClat => "rr pod→IPv4 wan via CLAT + NAT64",
         }
     }
 
@@ -73,12 +87,13 @@ impl WorkloadId {
     pub fn unit(self) -> &'static str {
         match self {
             WorkloadId::StreamPod | WorkloadId::StreamNat => "Gbit/s",
-            WorkloadId::UdpNat | WorkloadId::UdpL3 => "packets/s",
+            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat => "packets/s",
             WorkloadId::CrrNat => "connections/s",
             WorkloadId::RrPod
             | WorkloadId::RrHostPort
             | WorkloadId::RrLan
-            | WorkloadId::RrLanHostPort => "transactions/s",
+            | WorkloadId::RrLanHostPort
+            | WorkloadId::RrClat => "transactions/s",
         }
     }
 
@@ -86,12 +101,15 @@ impl WorkloadId {
     pub fn cpu_unit(self) -> (&'static str, f64) {
         match self {
             WorkloadId::StreamPod | WorkloadId::StreamNat => ("per Gbit", 1.0),
-            WorkloadId::UdpNat | WorkloadId::UdpL3 => ("per 100k packets", 1e-5),
+            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat => {
+                ("per 100k packets", 1e-5)
+            }
             WorkloadId::CrrNat => ("per 100k connections", 1e-5),
             WorkloadId::RrPod
             | WorkloadId::RrHostPort
             | WorkloadId::RrLan
-            | WorkloadId::RrLanHostPort => ("per 100k transactions", 1e-5),
+            | WorkloadId::RrLanHostPort
+            | WorkloadId::RrClat => ("per 100k transactions", 1e-5),
         }
     }
 
@@ -99,5 +117,19 @@ impl WorkloadId {
     /// goes through `wwan0`, so it cannot be the world of the others).
     pub fn needs_l3_world(self) -> bool {
         self == WorkloadId::UdpL3
+    }
+
+    /// Whether it runs in the contender's CLAT world (IPv6-only uplink, NAT64 in the wan).
+    pub fn needs_clat_world(self) -> bool {
+        matches!(self, WorkloadId::UdpClat | WorkloadId::RrClat)
+    }
+
+    /// Whether contender `kind` measures it. The CLAT workloads have three: smarter-ebpf (its
+    /// CLAT), the reference chain with tayga on the node as its CLAT, and the limit (pods with
+    /// IPv6 of their own); the nftables datapath cannot translate between address families
+    /// (its STATUS says so on an IPv6-only uplink), and tayga beside it would measure tayga and
+    /// masquerade again, as beside the reference.
+    pub fn measured_by(self, kind: Kind) -> bool {
+        !(self.needs_clat_world() && kind == Kind::SmarterIptables)
     }
 }
