@@ -59,7 +59,7 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 11] = [
     ("smarter-ebpf-tests", "nat", &[], Some("")),
     ("smarter-ebpf-tests", "parity", &[], Some("")),
     ("smarter-ebpf-tests", "guard", &[], Some("")),
-    ("smarter-ebpf-tests", "clat", &[], Some("")),
+    ("smarter-ebpf-tests", "clat_translate", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
