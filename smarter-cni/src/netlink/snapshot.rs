@@ -117,20 +117,7 @@ pub async fn dump(handle: &Handle) -> Result<Snapshot, (&'static str, rtnetlink:
         .try_collect()
         .await
         .map_err(|e| ("addresses", e))?;
-    let routes: Vec<RouteMessage> = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| ("routes", e))?;
-    let routes6: Vec<RouteMessage> = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| ("routes", e))?;
+    let (routes, routes6) = dump_routes(handle).await.map_err(|(_, e)| ("routes", e))?;
     Ok(Snapshot {
         links: links.iter().map(link_state).collect(),
         addrs: addrs.iter().filter_map(addr_state).collect(),
@@ -138,6 +125,27 @@ pub async fn dump(handle: &Handle) -> Result<Snapshot, (&'static str, rtnetlink:
         addrs6: addrs.iter().filter_map(addr6_state).collect(),
         default_routes6: routes6.iter().filter_map(default_route6_state).collect(),
     })
+}
+
+/// The IPv4 then the IPv6 route dump; the error names the one that failed.
+async fn dump_routes(
+    handle: &Handle,
+) -> Result<(Vec<RouteMessage>, Vec<RouteMessage>), (&'static str, rtnetlink::Error)> {
+    let v4 = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("dump routes", e))?;
+    let v6 = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| ("dump IPv6 routes", e))?;
+    Ok((v4, v6))
 }
 
 /// A link message as the decision sees it.
@@ -281,24 +289,11 @@ impl super::Netlink {
     /// [`super::NetlinkError::Request`] naming the request that failed.
     pub async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, super::NetlinkError> {
         let err = |op: String| move |source| super::NetlinkError::Request { op, source };
-        let routes: Vec<RouteMessage> = self
-            .handle()
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
+        let (routes, routes6) = dump_routes(self.handle())
             .await
-            .map_err(err("dump routes".into()))?;
+            .map_err(|(what, e)| err(what.into())(e))?;
         let default_routes: Vec<DefaultRouteState> =
             routes.iter().filter_map(default_route_state).collect();
-        let routes6: Vec<RouteMessage> = self
-            .handle()
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(err("dump IPv6 routes".into()))?;
         let default_routes6: Vec<DefaultRoute6State> =
             routes6.iter().filter_map(default_route6_state).collect();
         let addrs: Vec<AddressMessage> = self
