@@ -42,6 +42,6 @@ pub use seam::{Bridge, Datapath, DatapathError, DropEvents, Settings};
 pub use smarter_common::{CtTimeouts, EndpointValue, LAYOUT_VERSION, NetConfig};
 pub use types::{
     AttachMode, CtEntryView, DatapathConfig, DatapathKind, EndpointSpec, EventView, HostPortSpec,
-    MapFill, PodLink, PodTraffic, TrafficDir,
+    MapFill, PodLink, PodTraffic, TrafficDir, V6Config,
 };
 pub use uplink::{External, Uplink};

@@ -242,6 +242,7 @@ fn endpoint_spec(
     let (id, ifname, _) = ctx.env.pod_triplet()?;
     Ok(EndpointSpec {
         ip,
+        ip6: None,
         mac: pod_link.mac.as_slice().try_into().unwrap_or_default(),
         host_ifname: host_link.name.clone(),
         host_ifindex: host_link.index,

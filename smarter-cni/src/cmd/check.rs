@@ -80,6 +80,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
             if let Some(h) = &host_link {
                 let spec = EndpointSpec {
                     ip: record.ip,
+                    ip6: None,
                     mac: parse_mac(&record.mac),
                     host_ifname: host.clone(),
                     host_ifindex: h.index,

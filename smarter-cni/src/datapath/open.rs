@@ -32,6 +32,7 @@ pub fn settings(conf: &NetConf) -> Settings {
         bridge: conf.bridge.clone(),
         gateway: conf.gateway,
         subnet: conf.subnet,
+        v6: None,
         ct_max_entries: conf.ct_max_entries,
         ct_timeouts: conf.ct_timeouts,
         nat_ports: (conf.nat_port_range.start, conf.nat_port_range.end),

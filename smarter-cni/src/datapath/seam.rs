@@ -17,7 +17,7 @@ use smarter_common::CtTimeouts;
 use super::types::DatapathKind;
 use super::types::{
     AttachMode, CtEntryView, DatapathConfig, EndpointSpec, EventView, HostPortSpec, MapFill,
-    PodLink, PodTraffic,
+    PodLink, PodTraffic, V6Config,
 };
 use super::uplink::External;
 
@@ -33,6 +33,8 @@ pub struct Settings {
     pub gateway: Ipv4Addr,
     /// Pod subnet.
     pub subnet: Ipv4Network,
+    /// The IPv6 half of a dual-stack network (`None`: IPv4 only).
+    pub v6: Option<V6Config>,
     /// Conntrack capacity (eBPF; applies when the maps are created).
     pub ct_max_entries: u32,
     /// Conntrack idle timeouts (eBPF; the kernel's own conntrack times nftables flows).
@@ -56,6 +58,7 @@ impl Settings {
         DatapathConfig {
             gateway: self.gateway,
             subnet: self.subnet,
+            v6: self.v6,
             ct_max_entries: self.ct_max_entries,
         }
     }

@@ -3,10 +3,10 @@
 //! ([`DatapathConfig`]) and how TC programs are attached ([`AttachMode`]). Both datapaths take
 //! these; neither has a twin of them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 /// How the pod program is attached to a host veth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,9 +27,21 @@ pub struct DatapathConfig {
     pub gateway: Ipv4Addr,
     /// The pod subnet.
     pub subnet: Ipv4Network,
+    /// The pods' IPv6 (ULA) subnet and the bridge's address in it, when the network is
+    /// dual-stack (`ipv6` not `off`); `None`: pods have IPv4 only.
+    pub v6: Option<V6Config>,
     /// Capacity of each conntrack map (`ctMaxEntries`). Applies when the maps are created;
     /// pinned maps keep their size until the network's pins are removed.
     pub ct_max_entries: u32,
+}
+
+/// The IPv6 half of a dual-stack network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V6Config {
+    /// The pods' IPv6 subnet (`subnet6`, a ULA `/64` by default).
+    pub subnet: Ipv6Network,
+    /// The bridge's address in it, the pods' IPv6 gateway.
+    pub gateway: Ipv6Addr,
 }
 
 /// What ADD knows about a pod attachment, as the datapath needs it.
@@ -37,6 +49,8 @@ pub struct DatapathConfig {
 pub struct EndpointSpec {
     /// The pod's IPv4 address.
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address, when it is dual-stack.
+    pub ip6: Option<Ipv6Addr>,
     /// The pod interface's MAC address.
     pub mac: [u8; 6],
     /// Host-side veth name (in the node's namespace).
@@ -59,6 +73,7 @@ impl EndpointSpec {
     pub fn link(&self) -> PodLink {
         PodLink {
             ip: self.ip,
+            ip6: self.ip6,
             mac: self.mac,
             host_ifname: self.host_ifname.clone(),
         }
@@ -70,6 +85,8 @@ impl EndpointSpec {
 pub struct PodLink {
     /// The pod's address.
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address, when it is dual-stack.
+    pub ip6: Option<Ipv6Addr>,
     /// The pod interface's MAC address.
     pub mac: [u8; 6],
     /// The host end of the pod's veth (a port of the bridge).

@@ -46,6 +46,7 @@ pub fn ebpf_config() -> DatapathConfig {
     DatapathConfig {
         gateway: POD_GATEWAY,
         subnet: Ipv4Network::new(Ipv4Addr::new(172, 39, 0, 0), 16).unwrap(),
+        v6: None,
         ct_max_entries: 16384,
     }
 }
@@ -65,6 +66,7 @@ pub fn endpoint_spec(node: &Netns, i: usize, ip: Ipv4Addr, mac: [u8; 6]) -> Endp
         node.run(move || nix::net::if_::if_nametoindex(name.as_str()).expect("host veth"));
     EndpointSpec {
         ip,
+        ip6: None,
         mac,
         host_ifname,
         host_ifindex,

@@ -119,6 +119,7 @@ impl Datapath for EbpfNetwork {
             .into_iter()
             .map(|e| PodLink {
                 ip: e.ip,
+                ip6: None,
                 mac: e.mac,
                 host_ifname: e.host_ifname,
             })

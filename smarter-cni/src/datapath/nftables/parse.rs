@@ -93,6 +93,7 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, Nftables
                 .to_owned();
             Ok(PodLink {
                 ip: ip(&parts[1], &what)?,
+                ip6: None,
                 mac: mac(&parts[2], &what)?,
                 host_ifname,
             })

@@ -31,6 +31,7 @@ fn default_config() -> NftablesConfig {
 fn ep(last: u8, ifname: &str) -> PodLink {
     PodLink {
         ip: Ipv4Addr::new(172, 39, 0, last),
+        ip6: None,
         mac: [2, 0, 0, 0, 0, last],
         host_ifname: ifname.into(),
     }

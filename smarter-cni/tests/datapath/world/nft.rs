@@ -43,6 +43,7 @@ pub fn can_run(test: &str) -> bool {
 pub fn endpoint(last: u8) -> PodLink {
     PodLink {
         ip: Ipv4Addr::new(172, 39, 0, last),
+        ip6: None,
         mac: [2, 0, 0, 0, 0, last],
         host_ifname: format!("smv{last:012x}"),
     }
