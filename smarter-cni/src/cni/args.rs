@@ -5,8 +5,6 @@
 
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
-
 use super::CniError;
 
 /// The understood contents of `CNI_ARGS`. Empty values count as absent.
@@ -22,6 +20,9 @@ pub struct CniArgs {
     pub pod_uid: Option<String>,
     /// `IP`: a requested IPv4 address (a `/prefix`, if given, is accepted and dropped).
     pub ip: Option<Ipv4Addr>,
+    /// `IP`: a requested IPv6 address, the second entry of a comma-separated `IP` (host-local's
+    /// `IP=10.1.2.3,fd00::5`; one address of each family at most).
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// Parses a boolean the way the reference `UnmarshallableBool` does: `1`/`true` and
@@ -36,12 +37,22 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-/// Parses the `IP` argument: an IPv4 address with an optional `/prefix`.
-fn parse_ip(value: &str) -> Option<Ipv4Addr> {
-    match value.split_once('/') {
-        Some(_) => value.parse::<Ipv4Network>().ok().map(Ipv4Network::ip),
-        None => value.parse().ok(),
+/// Parses the `IP` argument: comma-separated addresses, each with an optional `/prefix`, at
+/// most one IPv4 and one IPv6; `None` when anything else is there.
+fn parse_ip(value: &str) -> Option<(Option<Ipv4Addr>, Option<std::net::Ipv6Addr>)> {
+    let (mut v4, mut v6) = (None, None);
+    for item in value.split(',') {
+        let addr = match item.split_once('/') {
+            Some(_) => item.parse::<ipnetwork::IpNetwork>().ok()?.ip(),
+            None => item.parse().ok()?,
+        };
+        match addr {
+            std::net::IpAddr::V4(a) if v4.is_none() => v4 = Some(a),
+            std::net::IpAddr::V6(a) if v6.is_none() => v6 = Some(a),
+            _ => return None,
+        }
     }
+    Some((v4, v6))
 }
 
 impl CniArgs {
@@ -52,7 +63,7 @@ impl CniArgs {
     /// - code 2 for a pair without `=` or with an empty key, for an `IgnoreUnknown` that is not
     ///   a boolean, and for unknown keys (all named, with their values) unless `IgnoreUnknown`
     ///   is true;
-    /// - code 4 for an `IP` that is not an IPv4 address.
+    /// - code 4 for an `IP` that is not one IPv4 and/or one IPv6 address.
     pub fn parse(raw: &str) -> Result<Self, CniError> {
         let mut pairs = Vec::new();
         for segment in raw.split(';').filter(|s| !s.is_empty()) {
@@ -85,13 +96,14 @@ impl CniArgs {
                 "K8S_POD_NAMESPACE" => args.pod_namespace = text,
                 "K8S_POD_INFRA_CONTAINER_ID" => args.infra_container_id = text,
                 "K8S_POD_UID" => args.pod_uid = text,
-                "IP" if value.is_empty() => args.ip = None,
+                "IP" if value.is_empty() => (args.ip, args.ip6) = (None, None),
                 "IP" => {
-                    args.ip = Some(parse_ip(value).ok_or_else(|| {
+                    (args.ip, args.ip6) = parse_ip(value).ok_or_else(|| {
                         CniError::invalid_env(format!(
-                            "CNI_ARGS IP={value:?} is not an IPv4 address (optionally with /prefix)"
+                            "CNI_ARGS IP={value:?} is not an IPv4 and/or an IPv6 address \
+                             (comma-separated, optionally with /prefix)"
                         ))
-                    })?);
+                    })?;
                 }
                 _ => unknown.push(format!("{key}={value:?}")),
             }
@@ -126,6 +138,7 @@ mod tests {
                 infra_container_id: Some("abc123".into()),
                 pod_uid: Some("1f2e".into()),
                 ip: None,
+                ip6: None,
             }
         );
     }
@@ -149,11 +162,17 @@ mod tests {
             CniArgs::parse("IP=10.1.2.3/24").unwrap().ip,
             Some(Ipv4Addr::new(10, 1, 2, 3))
         );
+        let both = CniArgs::parse("IP=10.1.2.3,fd00:ac27::9/64").unwrap();
+        assert_eq!(both.ip, Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(both.ip6, Some("fd00:ac27::9".parse().unwrap()));
+        let v6 = CniArgs::parse("IP=fd00::1").unwrap();
+        assert_eq!((v6.ip, v6.ip6), (None, Some("fd00::1".parse().unwrap())));
         for bad in [
             "IP=10.1.2",
-            "IP=fd00::1",
             "IP=10.1.2.3/40",
             "IP=10.1.2.3,10.1.2.4",
+            "IP=fd00::1,fd00::2",
+            "IP=10.1.2.3,",
         ] {
             let err = CniArgs::parse(bad).unwrap_err();
             assert_eq!(err.code, CniError::INVALID_ENV, "{bad}");

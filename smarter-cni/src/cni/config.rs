@@ -27,6 +27,8 @@
 //! | `ctTimeouts` | `{"tcpEstablished", "tcpOther", "udp", "icmp"}`, seconds 1..=604800 | 1800, 120, 60, 30 |
 //! | `nodeDns` | IPv4 address of the node-local DNS, or `"off"` | `"169.254.0.2"` |
 //! | `clusterDomain` | DNS name | `"cluster.local"` |
+//! | `ipv6` | `"auto"` (IPv6 for a pod when a selected external interface has a global IPv6 address at its ADD), `"on"`, `"off"` | `"auto"` |
+//! | `subnet6` | IPv6 CIDR, /64 to /120, no host bits; the bridge holds its `::1` | `"fd00:ac27::/64"` |
 //! | `nat64Prefix` | the CLAT's NAT64 prefix on an IPv6-only uplink: `"auto"` (discovered, [`Nat64Prefix`]), an IPv6 `/96`, or `"off"` | `"auto"` (else `64:ff9b::/96`) |
 //!
 //! The ADD result's `dns` is the configured `dns` object when it has any field, else (with
@@ -42,6 +44,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ipnetwork::Ipv4Network;
+use ipnetwork::Ipv6Network;
 use serde_json::{Map, Value};
 
 use super::json::{Fields, render};
@@ -50,6 +53,8 @@ use super::{CniArgs, CniError, CniResult, Dns, RuntimeConfig, Version, negotiate
 
 pub mod defaults;
 mod fields;
+mod ipv6;
+mod keys;
 mod nat64;
 pub mod paths;
 mod uplink;
@@ -57,6 +62,7 @@ mod uplink;
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";
 pub use defaults::MTU as DEFAULT_MTU;
+pub use ipv6::{DEFAULT_SUBNET6, Ipv6Mode, gateway6};
 pub use nat64::Nat64Prefix;
 pub use uplink::UplinkSelector;
 /// Default `subnet`.
@@ -65,45 +71,6 @@ pub const DEFAULT_SUBNET: Ipv4Network =
         Some(net) => net,
         None => panic!("172.39.0.0/16 is a valid network"),
     };
-
-/// Top-level keys defined by the spec that we accept.
-const STANDARD_KEYS: [&str; 14] = [
-    "cniVersion",
-    "cniVersions",
-    "name",
-    "type",
-    "args",
-    "capabilities",
-    "runtimeConfig",
-    "prevResult",
-    "cni.dev/valid-attachments",
-    "cni.dev/attachments",
-    "dns",
-    "ipMasq",
-    "disableCheck",
-    "disableGC",
-];
-/// Our own top-level keys.
-const PLUGIN_KEYS: [&str; 18] = [
-    "bridge",
-    "subnet",
-    "gateway",
-    "mtu",
-    "hairpinMode",
-    "datapath",
-    "tcAttach",
-    "uplink",
-    "dataDir",
-    "stateDir",
-    "bpffsDir",
-    "denyCIDRs",
-    "natPortRange",
-    "ctMaxEntries",
-    "ctTimeouts",
-    "nodeDns",
-    "clusterDomain",
-    "nat64Prefix",
-];
 
 /// What [`NetConf::parse_with`] does with an invalid `runtimeConfig`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +203,12 @@ pub struct NetConf {
     pub cluster_domain: String,
     /// The first IPv4 of `args.cni.ips`, if any.
     pub args_ip: Option<Ipv4Addr>,
+    /// The first IPv6 of `args.cni.ips`, if any.
+    pub args_ip6: Option<std::net::Ipv6Addr>,
+    /// `ipv6`.
+    pub ipv6: Ipv6Mode,
+    /// `subnet6`; its `::1` is the pods' IPv6 gateway ([`NetConf::gateway6`]).
+    pub subnet6: Ipv6Network,
     /// `nat64Prefix`.
     pub nat64_prefix: Nat64Prefix,
 }
@@ -272,6 +245,9 @@ impl Default for NetConf {
             node_dns: Some(defaults::NODE_DNS),
             cluster_domain: defaults::CLUSTER_DOMAIN.into(),
             args_ip: None,
+            args_ip6: None,
+            ipv6: Ipv6Mode::Auto,
+            subnet6: DEFAULT_SUBNET6,
             nat64_prefix: Nat64Prefix::Auto,
         }
     }
@@ -331,7 +307,7 @@ impl NetConf {
                 ));
             }
         }
-        reject_unknown_keys(map)?;
+        keys::reject_unknown_keys(map)?;
         let defaults = Self::default();
 
         let name = f.string("name")?.unwrap_or(&defaults.name).to_owned();
@@ -360,6 +336,9 @@ impl NetConf {
             cni_version,
             name,
             args_ip: args.as_ref().map(fields::args_ip).transpose()?.flatten(),
+            args_ip6: args.as_ref().map(ipv6::args_ip6).transpose()?.flatten(),
+            ipv6: ipv6::ipv6_mode(&f)?,
+            subnet6: ipv6::subnet6(&f)?,
             args,
             capabilities: f.object("capabilities")?.cloned().unwrap_or_default(),
             runtime_config,
@@ -452,34 +431,6 @@ impl NetConf {
             .or(self.args_ip)
             .or(cni_args.ip)
     }
-}
-
-/// Rejects top-level keys outside the allow-lists (code 2): all are named in `msg`, with their
-/// values in `details`.
-fn reject_unknown_keys(map: &Map<String, Value>) -> Result<(), CniError> {
-    let mut unknown: Vec<(&String, &Value)> = map
-        .iter()
-        .filter(|(key, _)| {
-            !STANDARD_KEYS.contains(&key.as_str())
-                && !PLUGIN_KEYS.contains(&key.as_str())
-                && !key.starts_with("cni.dev/")
-        })
-        .collect();
-    unknown.sort_by_key(|(key, _)| key.as_str());
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = unknown.iter().map(|(key, _)| format!("{key:?}")).collect();
-    let values: Vec<String> = unknown
-        .iter()
-        .map(|(key, value)| format!("{key:?}: {}", render(value)))
-        .collect();
-    Err(CniError::unsupported_field(format!(
-        "unknown network config {} {}",
-        if unknown.len() == 1 { "key" } else { "keys" },
-        names.join(", ")
-    ))
-    .with_details(values.join(", ")))
 }
 
 #[cfg(test)]

@@ -26,9 +26,12 @@ use super::{CniError, MacAddr};
 pub struct RuntimeConfig {
     /// `portMappings`: host ports to forward into the pod.
     pub port_mappings: Vec<PortMapping>,
-    /// `ips`: the IPv4 addresses listed, in order (prefixes dropped, IPv6 entries skipped);
+    /// `ips`: the IPv4 addresses listed, in order (prefixes dropped; IPv6 ones are in `ips6`);
     /// the first is the one to use.
     pub ips: Vec<Ipv4Addr>,
+    /// `ips`: the IPv6 addresses listed, in order (prefixes dropped); the first is the one
+    /// to use.
+    pub ips6: Vec<std::net::Ipv6Addr>,
     /// `mac`: the requested container-side MAC; always unicast and non-zero.
     pub mac: Option<MacAddr>,
     /// `aliases`: names for this pod on our network.
@@ -139,8 +142,9 @@ impl RuntimeConfig {
                     "is not an IP address or CIDR",
                 )
             })?;
-            if let IpAddr::V4(ip) = net.ip() {
-                config.ips.push(ip);
+            match net.ip() {
+                IpAddr::V4(ip) => config.ips.push(ip),
+                IpAddr::V6(ip) => config.ips6.push(ip),
             }
         }
         config.aliases = match fields.get("aliases") {

@@ -32,7 +32,10 @@ pub fn settings(conf: &NetConf) -> Settings {
         bridge: conf.bridge.clone(),
         gateway: conf.gateway,
         subnet: conf.subnet,
-        v6: None,
+        v6: (conf.ipv6 != crate::cni::config::Ipv6Mode::Off).then(|| super::V6Config {
+            subnet: conf.subnet6,
+            gateway: conf.gateway6(),
+        }),
         ct_max_entries: conf.ct_max_entries,
         ct_timeouts: conf.ct_timeouts,
         nat_ports: (conf.nat_port_range.start, conf.nat_port_range.end),

@@ -38,3 +38,9 @@ pub const K3S_CONTAINERD_SOCKET: &str = "/run/k3s/containerd/containerd.sock";
 /// The NAT64 prefix an IPv6-only uplink's CLAT translates to (`nat64Prefix`): the well-known
 /// `64:ff9b::/96` (RFC 6052), what carriers' NAT64 use unless they announce another.
 pub const NAT64_PREFIX: Ipv6Addr = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);
+/// The pods' IPv6 subnet (`subnet6`) as text: a ULA (RFC 4193) whose "ac27" echoes 172.39, the
+/// IPv4 default; node-local only (pods leave by NAT66), so one fixed prefix on every node is
+/// safe. [`super::DEFAULT_SUBNET6`] is the parsed form.
+pub const SUBNET6: &str = "fd00:ac27::/64";
+/// The pods' IPv6 gateway, the bridge's IPv6 address: `subnet6`'s `::1`.
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xac27, 0, 0, 0, 0, 0, 1);
