@@ -6,6 +6,7 @@
 //! the error mapping in [`errors`].
 
 mod add;
+mod add6;
 pub mod boot;
 mod check;
 mod datapath;
@@ -18,9 +19,12 @@ mod gc;
 mod host;
 mod network;
 mod node;
+mod rollback;
 mod status;
 #[cfg(test)]
 mod tests_datapath;
+#[cfg(test)]
+mod tests_dual;
 #[cfg(test)]
 mod tests_verbs;
 
@@ -65,6 +69,20 @@ impl Ctx {
             &self.conf.name,
             self.conf.subnet,
             self.conf.gateway,
+        )
+        .into_cni()
+    }
+
+    /// The IPv6 IPAM of this network (`subnet6`), in the same directory as [`Ctx::ipam`].
+    ///
+    /// # Errors
+    /// CNI error when the store cannot be opened.
+    pub fn ipam6(&self) -> Result<crate::ipam::Ipam6, CniError> {
+        crate::ipam::Ipam6::new(
+            &self.conf.data_dir,
+            &self.conf.name,
+            self.conf.subnet6,
+            self.conf.gateway6(),
         )
         .into_cni()
     }

@@ -2,8 +2,8 @@
 //! gateway upgraded from a host-local setup keeps its allocations (and could go back).
 //!
 //! State lives in `<dataDir>/<network>/` (format and crash safety: `ipam/store.rs`): one
-//! file per allocated address holding `<containerID>\r\n<ifname>`, the round-robin cursor
-//! `last_reserved_ip.0`, and a `lock` file that every operation holds exclusively with
+//! file per allocated address holding `<containerID>\r\n<ifname>`, the round-robin cursors
+//! `last_reserved_ip.0` (IPv4) and `last_reserved_ip.1` (IPv6, [`Ipam6`]), and a `lock` file that every operation holds exclusively with
 //! flock(2), so concurrent ADD/DEL from many plugin processes are serialized.
 //!
 //! Allocation follows host-local: the range is `network + 1 ..= broadcast - 1` minus the
@@ -15,6 +15,7 @@ mod pool;
 mod store;
 #[cfg(test)]
 mod tests;
+mod v6;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -24,12 +25,13 @@ use ipnetwork::Ipv4Network;
 pub use self::error::IpamError;
 use self::pool::Pool;
 use self::store::{Locked, Store, encode_record};
+pub use self::v6::Ipam6;
 
-/// One allocated address, as found on disk.
+/// One allocated address, as found on disk (IPv4 by default; [`Ipam6`] reads IPv6 ones).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allocation {
+pub struct Allocation<A = Ipv4Addr> {
     /// The address (the file name).
-    pub ip: Ipv4Addr,
+    pub ip: A,
     /// The container id it was allocated to. Empty for a file left empty by a host-local
     /// process that crashed between creating and writing it (it matches nobody).
     pub container_id: String,
@@ -38,7 +40,7 @@ pub struct Allocation {
     pub ifname: Option<String>,
 }
 
-impl Allocation {
+impl<A> Allocation<A> {
     /// Whether this allocation belongs to (container id, ifname), with host-local's
     /// matching: the container id is compared trimmed, and a legacy file (no ifname)
     /// matches any interface.
@@ -87,17 +89,7 @@ impl Ipam {
         subnet: Ipv4Network,
         gateway: Ipv4Addr,
     ) -> Result<Self, IpamError> {
-        let reason = if network.is_empty() {
-            Some("empty")
-        } else if network == "." || network == ".." || network.contains(['/', '\0']) {
-            Some("not a plain file name")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            let name = network.to_owned();
-            return Err(IpamError::InvalidNetworkName { name, reason });
-        }
+        check_network_name(network)?;
         let pool = Pool::new(subnet, gateway)?;
         let store = Store::open(data_dir, network)?;
         Ok(Self { store, pool })
@@ -145,13 +137,13 @@ impl Ipam {
     ) -> Result<Ipv4Addr, IpamError> {
         let container_id = check_args(container_id, ifname)?;
         let locked = self.store.lock()?;
-        let records = locked.records()?;
+        let records = locked.records::<Ipv4Addr>()?;
         if let Some(held) = records
             .iter()
             .find(|a| a.is_held_by(container_id, ifname) && self.pool.contains(a.ip))
         {
             return Err(IpamError::AlreadyAllocated {
-                ip: held.ip,
+                ip: held.ip.into(),
                 container_id: container_id.to_owned(),
                 ifname: ifname.to_owned(),
             });
@@ -162,7 +154,10 @@ impl Ipam {
                 self.pool.check_requested(ip)?;
                 if !locked.reserve(ip, &record)? {
                     let holder = locked.record(ip)?.map_or_else(String::new, |a| a.holder());
-                    return Err(IpamError::Unavailable { ip, holder });
+                    return Err(IpamError::Unavailable {
+                        ip: ip.into(),
+                        holder,
+                    });
                 }
                 ip
             }
@@ -193,7 +188,7 @@ impl Ipam {
             }
         }
         Err(IpamError::Exhausted {
-            subnet: self.pool.subnet(),
+            subnet: self.pool.subnet().into(),
         })
     }
 
@@ -208,7 +203,7 @@ impl Ipam {
         let container_id = check_args(container_id, ifname)?;
         let locked = self.store.lock()?;
         let mut released = Vec::new();
-        for a in locked.records()? {
+        for a in locked.records::<Ipv4Addr>()? {
             if a.is_held_by(container_id, ifname) && locked.remove(a.ip)? {
                 released.push(a.ip);
             }
@@ -247,7 +242,7 @@ impl Ipam {
         let container_id = check_args(container_id, ifname)?;
         let locked = self.store.lock()?;
         let held: Vec<_> = locked
-            .records()?
+            .records::<Ipv4Addr>()?
             .into_iter()
             .filter(|a| a.is_held_by(container_id, ifname))
             .map(|a| a.ip)
@@ -270,6 +265,19 @@ impl Ipam {
             .find(|ip| self.pool.contains(*ip))
             .or_else(|| ips.first().copied())
     }
+}
+
+/// Refuses a network name that cannot be a directory name.
+fn check_network_name(network: &str) -> Result<(), IpamError> {
+    let reason = if network.is_empty() {
+        "empty"
+    } else if network == "." || network == ".." || network.contains(['/', '\0']) {
+        "not a plain file name"
+    } else {
+        return Ok(());
+    };
+    let name = network.to_owned();
+    Err(IpamError::InvalidNetworkName { name, reason })
 }
 
 /// Validates the pair and returns the container id trimmed, as host-local stores it.

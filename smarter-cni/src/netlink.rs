@@ -8,6 +8,7 @@
 
 pub mod netns;
 
+mod addr6;
 mod link;
 pub use link::format_mac;
 mod ops;

@@ -69,6 +69,10 @@ pub struct Attachment {
     pub ip: Ipv4Addr,
     /// Subnet prefix length.
     pub prefix: u8,
+    /// The pod's IPv6 address (its prefix is `subnet6`'s), when it got one; absent in records
+    /// of IPv4-only pods and of releases before dual stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// Pod interface MAC.
     pub mac: String,
     /// `K8S_POD_NAMESPACE`.
@@ -311,6 +315,7 @@ mod tests {
             host_ifname: "smv0".into(),
             ip: Ipv4Addr::new(172, 39, 0, 2),
             prefix: 16,
+            ip6: None,
             mac: "02:00:00:00:00:01".into(),
             pod_namespace: "default".into(),
             pod_name: "p".into(),
@@ -340,6 +345,27 @@ mod tests {
         assert!(s.remove("a", "eth0").unwrap());
         assert!(!s.remove("a", "eth0").unwrap());
         assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ip6_round_trips_and_old_records_without_it_still_parse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(tmp.path(), "net").unwrap();
+        let mut dual = sample("a");
+        dual.ip6 = Some("fd00:ac27::2".parse().unwrap());
+        s.save(&dual).unwrap();
+        assert_eq!(s.load("a", "eth0").unwrap(), Some(dual));
+        let text = fs::read_to_string(s.dir().join("a+eth0.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["ip6"], "fd00:ac27::2", "{text}");
+        // An IPv4-only record does not write the key; one of an earlier release lacks it.
+        s.save(&sample("b")).unwrap();
+        let text = fs::read_to_string(s.dir().join("b+eth0.json")).unwrap();
+        assert!(!text.contains("ip6"), "{text}");
+        let mut old = serde_json::to_value(sample("c")).unwrap();
+        old.as_object_mut().unwrap().remove("ip6");
+        fs::write(s.dir().join("c+eth0.json"), old.to_string()).unwrap();
+        assert_eq!(s.load("c", "eth0").unwrap(), Some(sample("c")));
     }
 
     #[test]

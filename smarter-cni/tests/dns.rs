@@ -315,6 +315,7 @@ fn record(id: &str, ip: Ipv4Addr, name: &str) -> smarter_cni::state::Attachment 
         host_ifname: "smv-none".into(),
         ip,
         prefix: 16,
+        ip6: None,
         mac: "02:00:00:00:00:01".into(),
         pod_namespace: "default".into(),
         pod_name: name.into(),

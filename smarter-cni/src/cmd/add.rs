@@ -1,96 +1,22 @@
 //! ADD: allocate, wire the pod, attach the datapath, record — undoing every step already
 //! done when a later one fails, so a failed ADD leaves nothing behind.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnetwork::Ipv4Network;
 
 use super::Ctx;
 use super::Step;
+use super::add6;
 use super::datapath;
 use super::errors::IntoCni as _;
 use super::network::Network;
+use super::rollback::{Rollback, Undo};
 use crate::cni::{CniError, CniResult, Interface, IpConfig, MacAddr, Route};
 use crate::datapath::{Datapath, EndpointSpec, HostPortSpec};
-use crate::ipam::Ipam;
 use crate::naming::host_veth_name;
 use crate::netlink::{LinkInfo, Links, NetnsFile};
 use crate::state::{Attachment, StoredPortMapping};
-
-/// A step done, undone on failure.
-enum Undo {
-    Release,
-    DeleteVeth(String),
-    Detach(Ipv4Addr, String),
-}
-
-/// What a failed ADD must take back, newest first. [`Rollback::unwind`] runs it; a rollback
-/// that is committed or unwound has nothing left, and dropping one that is neither (a bug)
-/// says so in the log.
-struct Rollback<'a> {
-    steps: Vec<Undo>,
-    ipam: &'a Ipam,
-    node: &'a dyn Links,
-}
-
-impl<'a> Rollback<'a> {
-    fn new(ipam: &'a Ipam, node: &'a dyn Links) -> Self {
-        Self {
-            steps: Vec::new(),
-            ipam,
-            node,
-        }
-    }
-
-    fn push(&mut self, step: Undo) {
-        self.steps.push(step);
-    }
-
-    /// Success: nothing is undone.
-    fn commit(mut self) {
-        self.steps.clear();
-    }
-
-    /// Undoes every step, newest first; failures are logged and the rest still run.
-    async fn unwind(mut self, ctx: &Ctx, datapath: Option<&dyn Datapath>) {
-        let (id, ifname) = (
-            ctx.env.container_id().unwrap_or(""),
-            ctx.env.ifname().unwrap_or(""),
-        );
-        while let Some(step) = self.steps.pop() {
-            let r = match &step {
-                Undo::Release => self
-                    .ipam
-                    .release(id, ifname)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Undo::DeleteVeth(name) => self
-                    .node
-                    .delete_link(name)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Undo::Detach(ip, host) => datapath
-                    .map_or(Ok(()), |dp| dp.detach(*ip, host))
-                    .map_err(|e| e.to_string()),
-            };
-            if let Err(err) = r {
-                tracing::error!("rollback step failed: {err}");
-            }
-        }
-    }
-}
-
-impl Drop for Rollback<'_> {
-    fn drop(&mut self) {
-        if !self.steps.is_empty() {
-            tracing::error!(
-                "ADD rollback dropped with {} steps not undone",
-                self.steps.len()
-            );
-        }
-    }
-}
 
 pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
@@ -110,26 +36,36 @@ pub(super) async fn add(ctx: &Ctx) -> Result<serde_json::Value, CniError> {
         )
     })?;
     let requested = requested_ip(ctx)?;
+    let requested6 = add6::requested_ip6(ctx)?;
     let ipam = ctx.ipam()?;
+    let ipam6 = if ctx.conf.ipv6 == crate::cni::config::Ipv6Mode::Off {
+        None
+    } else {
+        Some(ctx.ipam6()?)
+    };
     let node = ctx.host.node().into_cni()?;
     let node = node.as_ref();
 
-    let mut rollback = Rollback::new(&ipam, node);
+    let mut rollback = Rollback::new(&ipam, ipam6.as_ref(), node);
     let ip = ipam.allocate(id, ifname, requested).into_cni()?;
     rollback.push(Undo::Release);
-    if let Err(e) = ctx.faults.after(Step::Ipam) {
-        rollback.unwind(ctx, None).await;
-        return Err(e);
-    }
-    // Node-wide first (shared with every pod and the agent), then the pod.
-    let net = match super::network::ensure(ctx, node).await {
+    // Node-wide first (shared with every pod and the agent), then the pod's IPv6 address
+    // when it gets one, then the pod.
+    let net = match prepare(ctx, node).await {
         Ok(net) => net,
         Err(e) => {
             rollback.unwind(ctx, None).await;
             return Err(e);
         }
     };
-    match attach_pod(ctx, node, &netns, &net, ip, &mut rollback).await {
+    let ip6 = match allocate6(ctx, node, &net, ipam6.as_ref(), requested6, &mut rollback).await {
+        Ok(ip6) => ip6,
+        Err(e) => {
+            rollback.unwind(ctx, None).await;
+            return Err(e);
+        }
+    };
+    match attach_pod(ctx, node, &netns, &net, (ip, ip6), &mut rollback).await {
         Ok(json) => {
             rollback.commit();
             datapath::retire_unused(ctx, net.datapath.kind());
@@ -146,6 +82,34 @@ fn requested_ip(ctx: &Ctx) -> Result<Option<Ipv4Addr>, CniError> {
     Ok(ctx.conf.requested_ip(&ctx.env.args))
 }
 
+/// The IPv4 allocation's fault point, then the node-wide half ([`super::network::ensure`]).
+async fn prepare(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniError> {
+    ctx.faults.after(Step::Ipam)?;
+    super::network::ensure(ctx, node).await
+}
+
+/// The pod's IPv6 address when it gets one ([`add6::wants_v6`]): allocated (registered with
+/// `rollback`), the bridge given the IPv6 gateway.
+async fn allocate6(
+    ctx: &Ctx,
+    node: &dyn Links,
+    net: &Network,
+    ipam6: Option<&crate::ipam::Ipam6>,
+    requested: Option<Ipv6Addr>,
+    rollback: &mut Rollback<'_>,
+) -> Result<Option<Ipv6Addr>, CniError> {
+    let Some(ipam6) = ipam6.filter(|_| add6::wants_v6(ctx.conf.ipv6, net.uplink_v6, requested))
+    else {
+        return Ok(None);
+    };
+    let (id, ifname, _) = ctx.env.pod_triplet()?;
+    let ip6 = ipam6.allocate(id, ifname, requested).into_cni()?;
+    rollback.push(Undo::Release6);
+    ctx.faults.after(Step::Ipam6)?;
+    add6::ensure_bridge6(&ctx.conf, node, &net.bridge).await?;
+    Ok(Some(ip6))
+}
+
 /// The pod's half of ADD, in named steps, each registered with `rollback`: its veth on the
 /// bridge ([`wire_host_side`]), its address and route ([`configure_pod`]), the datapath
 /// entries ([`attach_datapath`]), then the result and the record. After each, the test seam
@@ -155,19 +119,26 @@ async fn attach_pod(
     node: &dyn Links,
     netns: &NetnsFile,
     net: &Network,
-    ip: Ipv4Addr,
+    (ip, ip6): (Ipv4Addr, Option<Ipv6Addr>),
     rollback: &mut Rollback<'_>,
 ) -> Result<serde_json::Value, CniError> {
     let (id, ifname, netns_path) = ctx.env.pod_triplet()?;
     let host = host_veth_name(id, ifname);
     let host_link = wire_host_side(ctx, node, netns, net, &host, rollback).await?;
     ctx.faults.after(Step::Veth)?;
-    let pod_link = configure_pod(ctx, netns, ip).await?;
+    let pod_link = configure_pod(ctx, netns, ip, ip6).await?;
     ctx.faults.after(Step::Pod)?;
-    let spec = endpoint_spec(ctx, ip, &host_link, &pod_link)?;
+    let mut spec = endpoint_spec(ctx, ip, &host_link, &pod_link)?;
+    spec.ip6 = ip6;
     attach_datapath(ctx, node, net.datapath.as_ref(), &spec, rollback).await?;
     ctx.faults.after(Step::Datapath)?;
-    let json = result_of(ctx, net.mtu, &host_link, &pod_link, ip, netns_path).to_json(ctx.version);
+    let mut result = result_of(ctx, net.mtu, &host_link, &pod_link, ip, netns_path);
+    if let Some(ip6) = ip6 {
+        let (ip_config, route) = add6::result_entries(&ctx.conf, ip6);
+        result.ips.push(ip_config);
+        result.routes.push(route);
+    }
+    let json = result.to_json(ctx.version);
     let record = record_of(ctx, &spec, &pod_link, net.datapath.kind().name(), &json);
     ctx.state()?.save(&record).into_cni()?;
     Ok(json)
@@ -201,9 +172,14 @@ async fn wire_host_side(
     Ok(host_link)
 }
 
-/// Inside the pod: `lo` up, the address, the interface up, the default route via the
-/// gateway. Returns the pod's interface.
-async fn configure_pod(ctx: &Ctx, netns: &NetnsFile, ip: Ipv4Addr) -> Result<LinkInfo, CniError> {
+/// Inside the pod: `lo` up, the address (and the IPv6 one), the interface up, the default
+/// route via the gateway (and `::/0` via the IPv6 one). Returns the pod's interface.
+async fn configure_pod(
+    ctx: &Ctx,
+    netns: &NetnsFile,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+) -> Result<LinkInfo, CniError> {
     let conf = &ctx.conf;
     let ifname = ctx.env.ifname()?;
     let pod = ctx.host.pod(netns).into_cni()?;
@@ -220,10 +196,16 @@ async fn configure_pod(ctx: &Ctx, netns: &NetnsFile, ip: Ipv4Addr) -> Result<Lin
     pod.ensure_address(pod_link.index, ifname, pod_net(ctx, ip))
         .await
         .into_cni()?;
+    if let Some(ip6) = ip6 {
+        add6::address_pod6(conf, pod.as_ref(), &pod_link, ip6).await?;
+    }
     pod.set_up(pod_link.index, ifname).await.into_cni()?;
     pod.ensure_default_route(conf.gateway, pod_link.index)
         .await
         .into_cni()?;
+    if ip6.is_some() {
+        add6::route_pod6(conf, pod.as_ref(), &pod_link).await?;
+    }
     Ok(pod_link)
 }
 
@@ -323,13 +305,15 @@ fn result_of(
             },
         ],
         ips: vec![IpConfig {
-            address: pod_net(ctx, ip),
-            gateway: Some(conf.gateway),
+            address: pod_net(ctx, ip).into(),
+            gateway: Some(conf.gateway.into()),
             interface: Some(1),
         }],
         routes: vec![Route::new(
-            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("valid"),
-            Some(conf.gateway),
+            Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0)
+                .expect("valid")
+                .into(),
+            Some(conf.gateway.into()),
         )],
         dns: conf.result_dns(ctx.env.args.pod_namespace.as_deref()),
     }
@@ -351,6 +335,7 @@ fn record_of(
         host_ifname: spec.host_ifname.clone(),
         ip: spec.ip,
         prefix: conf.subnet.prefix(),
+        ip6: spec.ip6,
         mac: pod_link.mac_string(),
         pod_namespace: spec.pod_namespace.clone(),
         pod_name: spec.pod_name.clone(),

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::Ctx;
 use super::datapath;
@@ -30,8 +30,11 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
     })?;
     let mut diffs: Vec<String> = Vec::new();
     let want_ip = Ipv4Network::new(record.ip, record.prefix).expect("stored prefix is valid");
-    if !prev.ips.iter().any(|c| c.address == want_ip) {
-        diffs.push(format!("prevResult does not list {want_ip}"));
+    let want_ip6 = record.ip6.map(|ip| super::add6::pod_net6(&ctx.conf, ip));
+    for want in std::iter::once(IpNetwork::V4(want_ip)).chain(want_ip6.map(IpNetwork::V6)) {
+        if !prev.ips.iter().any(|c| c.address == want) {
+            diffs.push(format!("prevResult does not list {want}"));
+        }
     }
 
     let node = ctx.host.node().into_cni()?;
@@ -61,7 +64,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
                 ctx,
                 &ns,
                 ifname,
-                want_ip,
+                (want_ip, want_ip6),
                 ctx.conf.gateway,
                 &record.mac,
                 &mut diffs,
@@ -80,7 +83,7 @@ pub(super) async fn check(ctx: &Ctx) -> Result<(), CniError> {
             if let Some(h) = &host_link {
                 let spec = EndpointSpec {
                     ip: record.ip,
-                    ip6: None,
+                    ip6: record.ip6,
                     mac: parse_mac(&record.mac),
                     host_ifname: host.clone(),
                     host_ifindex: h.index,
@@ -112,7 +115,7 @@ async fn check_pod(
     ctx: &Ctx,
     ns: &NetnsFile,
     ifname: &str,
-    want_ip: Ipv4Network,
+    (want_ip, want_ip6): (Ipv4Network, Option<Ipv6Network>),
     gateway: Ipv4Addr,
     want_mac: &str,
     diffs: &mut Vec<String>,
@@ -138,6 +141,15 @@ async fn check_pod(
         .contains(&want_ip)
     {
         diffs.push(format!("{ifname} lacks {want_ip}"));
+    }
+    if let Some(want) = want_ip6
+        && !pod
+            .ipv6_addresses(link.index)
+            .await
+            .into_cni()?
+            .contains(&want)
+    {
+        diffs.push(format!("{ifname} lacks {want}"));
     }
     let route = pod.default_route().await.into_cni()?;
     if route.as_ref().and_then(|r| r.gateway) != Some(gateway) {

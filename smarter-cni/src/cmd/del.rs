@@ -85,6 +85,13 @@ pub(super) async fn teardown(ctx: &Ctx, id: &str, ifname: &str) -> Result<(), Cn
     if let Err(e) = ipam.release(id, ifname) {
         failures.push(e.to_string());
     }
+    // Whatever `ipv6` says now: a pod added while it was on still holds its address.
+    if let Err(e) = ctx
+        .ipam6()
+        .and_then(|ipam6| ipam6.release(id, ifname).into_cni())
+    {
+        failures.push(e.msg);
+    }
     if failures.is_empty() {
         // Only forget the record when everything it points at is gone, so a failed DEL
         // can be retried (or GC'd) with full knowledge.

@@ -17,6 +17,8 @@ pub const FAIL_AT_ENV: &str = "SMARTER_CNI_FAIL_AT";
 pub enum Step {
     /// The address is allocated (nothing else exists yet).
     Ipam,
+    /// The pod's IPv6 address is allocated (only for a pod that gets IPv6).
+    Ipam6,
     /// The veth pair exists, its host end on the bridge.
     Veth,
     /// The pod's interface has its address and default route.
@@ -28,13 +30,20 @@ pub enum Step {
 impl Step {
     /// Every step, in ADD's order.
     #[cfg(any(test, debug_assertions))]
-    pub const ALL: [Step; 4] = [Step::Ipam, Step::Veth, Step::Pod, Step::Datapath];
+    pub const ALL: [Step; 5] = [
+        Step::Ipam,
+        Step::Ipam6,
+        Step::Veth,
+        Step::Pod,
+        Step::Datapath,
+    ];
 
     /// The point's name as [`FAIL_AT_ENV`] takes it: `after-` and the step.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
             Step::Ipam => "after-ipam",
+            Step::Ipam6 => "after-ipam6",
             Step::Veth => "after-veth",
             Step::Pod => "after-pod",
             Step::Datapath => "after-datapath",

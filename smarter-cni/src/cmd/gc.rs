@@ -33,6 +33,9 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
     for a in ctx.ipam()?.allocations().into_cni()? {
         owners.insert((a.container_id.clone(), a.ifname.clone().unwrap_or_default()));
     }
+    for a in ctx.ipam6()?.allocations().into_cni()? {
+        owners.insert((a.container_id.clone(), a.ifname.clone().unwrap_or_default()));
+    }
     for (id, ifname) in owners.difference(&valid) {
         tracing::info!("GC: removing stale attachment {id}/{ifname}");
         if ifname.is_empty() {
@@ -41,6 +44,12 @@ pub(super) async fn gc(ctx: &Ctx) -> Result<(), CniError> {
             for a in ipam.allocations().into_cni()? {
                 if a.container_id == *id && a.ifname.is_none() {
                     ipam.release_allocation(&a).into_cni()?;
+                }
+            }
+            let ipam6 = ctx.ipam6()?;
+            for a in ipam6.allocations().into_cni()? {
+                if a.container_id == *id && a.ifname.is_none() {
+                    ipam6.release_allocation(&a).into_cni()?;
                 }
             }
             continue;

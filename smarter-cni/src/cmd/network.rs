@@ -20,6 +20,9 @@ pub(super) struct Network {
     pub datapath: Box<dyn Datapath>,
     /// The MTU of the bridge and of this ADD's veth.
     pub mtu: u32,
+    /// A selected external interface has a global IPv6 address now (`ipv6: auto` gives the
+    /// pod IPv6 then: [`super::add6::wants_v6`]).
+    pub uplink_v6: bool,
 }
 
 /// Ensures the bridge (with the gateway address), forwarding and the reserved NAT ports,
@@ -71,6 +74,7 @@ pub(super) async fn ensure(ctx: &Ctx, node: &dyn Links) -> Result<Network, CniEr
         )
         .into_cni()?;
     Ok(Network {
+        uplink_v6: super::add6::uplink_has_v6(&external, &snapshot, conf.subnet6),
         bridge,
         datapath,
         mtu,

@@ -27,6 +27,7 @@ fn record(ctx: &Ctx, id: &str, datapath: DatapathKind) {
         host_ifname: crate::naming::host_veth_name(id, "eth0"),
         ip: Ipv4Addr::new(172, 39, 0, 9),
         prefix: 16,
+        ip6: None,
         mac: "02:00:00:00:00:09".into(),
         pod_namespace: String::new(),
         pod_name: String::new(),

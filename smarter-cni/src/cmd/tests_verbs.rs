@@ -14,28 +14,32 @@ use super::fakes::{
 };
 use super::fault::{FailAfter, Step};
 use super::{Ctx, add, boot, check, del, gc};
+use crate::cni::config::Ipv6Mode;
 use crate::cni::{CniError, DatapathMode, ValidAttachment};
 use crate::datapath::DatapathKind;
 use crate::naming::host_veth_name;
 
 /// One fake node with its stores in a temporary directory.
-struct Node {
+pub(super) struct Node {
     dir: tempfile::TempDir,
-    host: FakeHost,
-    dps: FakeDatapaths,
+    pub(super) host: FakeHost,
+    pub(super) dps: FakeDatapaths,
+    /// The `ipv6` of every ctx made.
+    pub(super) ipv6: Ipv6Mode,
 }
 
 impl Node {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             dir: tempfile::tempdir().unwrap(),
             host: FakeHost::new(),
             dps: FakeDatapaths::default(),
+            ipv6: Ipv6Mode::Auto,
         }
     }
 
     /// The "namespace file" of pod `id` (a plain file: the fake keys namespaces by path).
-    fn netns(&self, id: &str) -> PathBuf {
+    pub(super) fn netns(&self, id: &str) -> PathBuf {
         let p = self.dir.path().join(format!("netns-{id}"));
         if !p.exists() {
             std::fs::write(&p, b"").unwrap();
@@ -43,9 +47,9 @@ impl Node {
         p
     }
 
-    fn ctx(&self, verb: &str, id: &str) -> Ctx {
+    pub(super) fn ctx(&self, verb: &str, id: &str) -> Ctx {
         let netns = self.netns(id);
-        fakes::ctx(
+        let mut c = fakes::ctx(
             self.dir.path(),
             verb,
             id,
@@ -53,23 +57,26 @@ impl Node {
             DatapathMode::Ebpf,
             &self.host,
             &self.dps,
-        )
+        );
+        c.conf.ipv6 = self.ipv6;
+        c
     }
 
-    fn ns(&self, id: &str) -> String {
+    pub(super) fn ns(&self, id: &str) -> String {
         self.netns(id).display().to_string()
     }
 
-    fn add(&self, id: &str) -> Result<serde_json::Value, CniError> {
+    pub(super) fn add(&self, id: &str) -> Result<serde_json::Value, CniError> {
         run(add::add(&self.ctx("ADD", id)))
     }
 
-    fn del(&self, id: &str) -> Result<(), CniError> {
+    pub(super) fn del(&self, id: &str) -> Result<(), CniError> {
         run(del::del(&self.ctx("DEL", id)))
     }
 
-    /// Asserts that pod `id` left nothing: no veth end, allocation, record or endpoint.
-    fn assert_gone(&self, id: &str) {
+    /// Asserts that pod `id` left nothing: no veth end, allocation (of either family),
+    /// record or endpoint.
+    pub(super) fn assert_gone(&self, id: &str) {
         let c = self.ctx("DEL", id);
         let host = host_veth_name(id, "eth0");
         assert!(
@@ -81,6 +88,7 @@ impl Node {
             "eth0 remains in the pod"
         );
         assert_eq!(c.ipam().unwrap().lookup(id, "eth0").unwrap(), None);
+        assert_eq!(c.ipam6().unwrap().lookup(id, "eth0").unwrap(), None);
         assert!(c.state().unwrap().load(id, "eth0").unwrap().is_none());
         assert!(
             !self.dps.attached().iter().any(|(_, _, h)| *h == host),
@@ -95,7 +103,7 @@ impl Node {
     }
 }
 
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(super) fn run<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -194,34 +202,41 @@ fn a_second_add_of_the_same_attachment_is_refused_and_changes_nothing() {
 }
 
 /// Every step of ADD that can fail — netlink in the node and in the pod, the datapath, and
-/// the injected faults between steps — leaves no trace of the pod.
+/// the injected faults between steps — leaves no trace of the pod, its IPv6 address included
+/// (the pods here get IPv6: `ipv6: on`).
 #[test]
 fn a_failed_add_leaves_nothing_behind_whichever_step_fails() {
     let netlink = [
         "create_veth@node",
         "attach_to_bridge@node",
         "add_port_mac@node",
+        "ensure_address6@node",
         "connect@pod",
         "set_up@pod",
         "ensure_address@pod",
+        "ensure_address6@pod",
         "ensure_default_route@pod",
+        "ensure_default_route6@pod",
     ];
     for op in netlink {
-        let n = Node::new();
+        let mut n = Node::new();
+        n.ipv6 = Ipv6Mode::On;
         n.host.fail_on(op);
         let err = n.add("a").unwrap_err();
         assert_eq!(err.code, CniError::NETLINK, "{op}: {}", err.msg);
         n.assert_gone("a");
     }
     for step in Step::ALL {
-        let n = Node::new();
+        let mut n = Node::new();
+        n.ipv6 = Ipv6Mode::On;
         let mut c = n.ctx("ADD", "a");
         c.faults = Box::leak(Box::new(FailAfter(step)));
         let err = run(add::add(&c)).unwrap_err();
         assert!(err.msg.contains(step.as_str()), "{step}: {}", err.msg);
         n.assert_gone("a");
     }
-    let n = Node::new();
+    let mut n = Node::new();
+    n.ipv6 = Ipv6Mode::On;
     *n.dps.0.refuse_attach.lock().unwrap() = true;
     assert!(n.add("a").is_err());
     n.assert_gone("a");

@@ -62,7 +62,7 @@ mod uplink;
 /// The plugin's `type`.
 pub const PLUGIN_TYPE: &str = "smarter-cni";
 pub use defaults::MTU as DEFAULT_MTU;
-pub use ipv6::{DEFAULT_SUBNET6, Ipv6Mode, gateway6};
+pub use ipv6::{DEFAULT_SUBNET6, Ipv6Mode, SUBNET6_MAX_PREFIX, SUBNET6_MIN_PREFIX, gateway6};
 pub use nat64::Nat64Prefix;
 pub use uplink::UplinkSelector;
 /// Default `subnet`.

@@ -5,7 +5,7 @@
 //!
 //! | field | 0.4.0 | 1.0.0 | 1.1.0 |
 //! |-------|:-----:|:-----:|:-----:|
-//! | `ips[].version` (`"4"`) | yes | — | — |
+//! | `ips[].version` (`"4"` or `"6"`) | yes | — | — |
 //! | `interfaces[].mtu`, `socketPath`, `pciID` | — | — | yes |
 //! | `routes[].mtu`, `advmss`, `priority`, `table`, `scope` | — | — | yes |
 //!
@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde_json::{Map, Value, json};
 
 use super::json::Fields;
@@ -53,10 +53,10 @@ pub struct Interface {
 /// One assigned address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpConfig {
-    /// Address with the subnet's prefix length, e.g. `172.39.0.5/16`.
-    pub address: Ipv4Network,
-    /// Default gateway of the subnet.
-    pub gateway: Option<Ipv4Addr>,
+    /// Address with the subnet's prefix length, e.g. `172.39.0.5/16` or `fd00:ac27::5/64`.
+    pub address: IpNetwork,
+    /// Default gateway of the subnet (of the address's family).
+    pub gateway: Option<IpAddr>,
     /// Index into [`CniResult::interfaces`].
     pub interface: Option<usize>,
 }
@@ -65,9 +65,9 @@ pub struct IpConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Destination.
-    pub dst: Ipv4Network,
+    pub dst: IpNetwork,
     /// Next hop; when `None` the IP's gateway may be used.
-    pub gw: Option<Ipv4Addr>,
+    pub gw: Option<IpAddr>,
     /// Path MTU.
     pub mtu: Option<u32>,
     /// MSS to advertise.
@@ -83,7 +83,7 @@ pub struct Route {
 impl Route {
     /// A route to `dst` via `gw` with no 1.1.0 attributes.
     #[must_use]
-    pub const fn new(dst: Ipv4Network, gw: Option<Ipv4Addr>) -> Self {
+    pub const fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Self {
         Self {
             dst,
             gw,
@@ -190,7 +190,8 @@ impl CniResult {
             let list = self.ips.iter().map(|ip| {
                 let mut o = Map::new();
                 if version == Version::V040 {
-                    o.insert("version".into(), json!("4"));
+                    let family = if ip.address.is_ipv6() { "6" } else { "4" };
+                    o.insert("version".into(), json!(family));
                 }
                 o.insert("address".into(), json!(ip.address.to_string()));
                 put(&mut o, "gateway", ip.gateway.map(|g| g.to_string()));
@@ -222,13 +223,13 @@ impl CniResult {
     }
 
     /// Parses a `prevResult` written in `version`. IPs may carry `"version"` or not (it must be
-    /// `"4"` if present); fields that `version` does not define are ignored; unknown keys are
+    /// the address's family, `"4"` or `"6"`, if present); fields that `version` does not define are ignored; unknown keys are
     /// ignored.
     ///
     /// # Errors
     ///
     /// Code 6 naming the path and value of the first malformed field, e.g.
-    /// `prevResult.ips[0].address "fd00::2/64" is not an IPv4 CIDR`, or an `interface` index
+    /// `prevResult.ips[0].address "fd00::2/644" is not an IP CIDR`, or an `interface` index
     /// that does not point into `interfaces`.
     pub fn from_prev_result(value: &Value, version: Version) -> Result<Self, CniError> {
         let top = Fields::object_at(value, "prevResult", CniError::DECODE)?;
@@ -258,18 +259,19 @@ impl CniResult {
             });
         }
         for f in top.objects("ips")? {
+            let address: IpNetwork = f
+                .parsed("address", "an IP CIDR")?
+                .ok_or_else(|| f.missing("address"))?;
+            let family = if address.is_ipv6() { "6" } else { "4" };
             if let Some(ip_version) = f.string("version")?
-                && ip_version != "4"
+                && ip_version != family
             {
                 return Err(f.invalid(
                     "version",
                     &json!(ip_version),
-                    "is not supported (IPv4 only)",
+                    format!("is not the family of address {address} (\"{family}\")"),
                 ));
             }
-            let address = f
-                .parsed("address", "an IPv4 CIDR")?
-                .ok_or_else(|| f.missing("address"))?;
             let interface = f.uint("interface", 0..=usize::MAX)?;
             if let Some(index) = interface
                 && index >= result.interfaces.len()
@@ -282,15 +284,15 @@ impl CniResult {
             }
             result.ips.push(IpConfig {
                 address,
-                gateway: f.parsed("gateway", "an IPv4 address")?,
+                gateway: f.parsed("gateway", "an IP address")?,
                 interface,
             });
         }
         for f in top.objects("routes")? {
             let dst = f
-                .parsed("dst", "an IPv4 CIDR")?
+                .parsed("dst", "an IP CIDR")?
                 .ok_or_else(|| f.missing("dst"))?;
-            let mut route = Route::new(dst, f.parsed("gw", "an IPv4 address")?);
+            let mut route = Route::new(dst, f.parsed("gw", "an IP address")?);
             if v110 {
                 route.mtu = f.uint("mtu", 0..=u32::MAX)?;
                 route.advmss = f.uint("advmss", 0..=u32::MAX)?;

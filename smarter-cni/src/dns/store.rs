@@ -172,6 +172,7 @@ mod tests {
             host_ifname: "smv0".into(),
             ip: Ipv4Addr::new(172, 39, 0, last),
             prefix: 16,
+            ip6: None,
             mac: "02:00:00:00:00:01".into(),
             pod_namespace: "default".into(),
             pod_name: pod_name.into(),

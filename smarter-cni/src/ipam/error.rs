@@ -1,10 +1,10 @@
 //! The IPAM error type.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 
 /// A failure of the built-in IPAM, with the addresses and paths involved.
 #[derive(Debug, thiserror::Error)]
@@ -17,27 +17,28 @@ pub enum IpamError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// The subnet has fewer than two usable addresses (a /31 or /32).
-    #[error("subnet {subnet} is too small to allocate from (at most /30)")]
+    /// The subnet has fewer than two usable addresses (an IPv4 /31 or /32), or is outside
+    /// the IPv6 prefixes accepted (/64 to /120).
+    #[error("subnet {subnet} cannot be allocated from (IPv4: at most /30; IPv6: /64 to /120)")]
     SubnetTooSmall {
         /// The subnet as configured.
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
     },
     /// The subnet address has host bits set (e.g. `10.0.0.1/24`).
     #[error("subnet {subnet} has host bits set; its network address is {network}")]
     HostBitsSet {
         /// The subnet as configured.
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
         /// The network address it should have been written with.
-        network: Ipv4Addr,
+        network: IpAddr,
     },
     /// The gateway is not a usable address of the subnet.
     #[error("gateway {gateway} is not a usable address of subnet {subnet}")]
     InvalidGateway {
         /// The gateway as configured.
-        gateway: Ipv4Addr,
+        gateway: IpAddr,
         /// The subnet.
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
     },
     /// A container id or interface name that cannot be stored.
     #[error("invalid {what} {value:?}: {reason}")]
@@ -53,9 +54,9 @@ pub enum IpamError {
     #[error("requested IP {ip} cannot be allocated in subnet {subnet}: {reason}")]
     RequestedNotUsable {
         /// The requested address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The subnet.
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
         /// Why (outside the subnet, network address, broadcast, gateway).
         reason: &'static str,
     },
@@ -63,7 +64,7 @@ pub enum IpamError {
     #[error("requested IP {ip} is already allocated to {holder}")]
     Unavailable {
         /// The requested address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Who holds it, as `<container id>/<ifname>` (or the bare id of legacy files).
         holder: String,
     },
@@ -72,7 +73,7 @@ pub enum IpamError {
     #[error("{container_id}/{ifname} already holds {ip}; duplicate allocation is not allowed")]
     AlreadyAllocated {
         /// The address it holds.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The container id.
         container_id: String,
         /// The interface name.
@@ -82,7 +83,7 @@ pub enum IpamError {
     #[error("no IP addresses available in subnet {subnet}")]
     Exhausted {
         /// The subnet.
-        subnet: Ipv4Network,
+        subnet: IpNetwork,
     },
     /// An I/O failure on the store.
     #[error("IPAM store: {op} {path}: {source}")]

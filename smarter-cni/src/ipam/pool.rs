@@ -22,17 +22,22 @@ impl Pool {
     /// usable range).
     pub(super) fn new(subnet: Ipv4Network, gateway: Ipv4Addr) -> Result<Self, IpamError> {
         if subnet.prefix() > 30 {
-            return Err(IpamError::SubnetTooSmall { subnet });
+            return Err(IpamError::SubnetTooSmall {
+                subnet: subnet.into(),
+            });
         }
         if subnet.ip() != subnet.network() {
             return Err(IpamError::HostBitsSet {
-                subnet,
-                network: subnet.network(),
+                subnet: subnet.into(),
+                network: subnet.network().into(),
             });
         }
         let pool = Self { subnet, gateway };
         if !pool.contains(gateway) {
-            return Err(IpamError::InvalidGateway { gateway, subnet });
+            return Err(IpamError::InvalidGateway {
+                gateway: gateway.into(),
+                subnet: subnet.into(),
+            });
         }
         Ok(pool)
     }
@@ -74,8 +79,8 @@ impl Pool {
             return Ok(());
         };
         Err(IpamError::RequestedNotUsable {
-            ip,
-            subnet: self.subnet,
+            ip: ip.into(),
+            subnet: self.subnet.into(),
             reason,
         })
     }

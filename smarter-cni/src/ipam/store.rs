@@ -4,7 +4,9 @@
 //! - one file per allocated address, named by it (`172.39.0.5`), holding
 //!   `<containerID>\r\n<ifname>` with no trailing newline (older host-local versions wrote
 //!   only `<containerID>`; those legacy files match any interface name of that container);
-//! - `last_reserved_ip.0`: the last reserved address as text, no newline (range index 0);
+//! - `last_reserved_ip.0`: the last reserved IPv4 address as text, no newline (range set
+//!   index 0); `last_reserved_ip.1` the same for IPv6 (host-local's second range set, as a
+//!   dual-stack host-local config with the IPv4 range first writes it);
 //! - `lock`: the flock(2) target; host-local locks the very same file, so a gateway in the
 //!   middle of an upgrade is safe too.
 //!
@@ -20,11 +22,13 @@
 //! so host-local ignores it (it parses file names as IPs); a leftover from a crash is
 //! removed by the next writer, which holds the lock and so cannot race another writer.
 
+use std::fmt::{Debug, Display};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -34,8 +38,24 @@ use super::{Allocation, IpamError};
 
 /// Separator between container id and interface name, as host-local writes it.
 pub(super) const LINE_BREAK: &str = "\r\n";
-/// host-local's round-robin cursor for range index 0 (we have a single range).
-pub(super) const LAST_RESERVED_FILE: &str = "last_reserved_ip.0";
+/// An address family the store keeps files for: IPv4 or IPv6 addresses, named by their text.
+pub(super) trait Family: Copy + Ord + Display + FromStr + Debug {
+    /// host-local's round-robin cursor of this family's range set: `.0` for IPv4 (the first
+    /// range set), `.1` for IPv6 (the second).
+    const LAST_RESERVED_FILE: &'static str;
+}
+
+impl Family for Ipv4Addr {
+    const LAST_RESERVED_FILE: &'static str = "last_reserved_ip.0";
+}
+
+impl Family for Ipv6Addr {
+    const LAST_RESERVED_FILE: &'static str = "last_reserved_ip.1";
+}
+
+/// host-local's round-robin cursor for range set 0, the IPv4 one.
+#[cfg(test)]
+pub(super) const LAST_RESERVED_FILE: &str = <Ipv4Addr as Family>::LAST_RESERVED_FILE;
 /// The lock file, shared with host-local.
 pub(super) const LOCK_FILE: &str = "lock";
 /// Scratch file for atomic writes; only the lock holder uses it.
@@ -51,7 +71,7 @@ pub(super) fn encode_record(container_id: &str, ifname: &str) -> String {
 
 /// Reads an address file's content: `<id>\r\n<ifname>`, or a legacy bare `<id>`.
 /// Surrounding whitespace is ignored, as host-local does.
-pub(super) fn parse_record(ip: Ipv4Addr, content: &[u8]) -> Allocation {
+pub(super) fn parse_record<A: Family>(ip: A, content: &[u8]) -> Allocation<A> {
     let text = String::from_utf8_lossy(content);
     let text = text.trim();
     let (id, ifname) = match text.split_once(LINE_BREAK) {
@@ -135,13 +155,13 @@ impl Locked<'_> {
         self.store.dir.join(name)
     }
 
-    /// Every address file (name parses as an IPv4 address), sorted by address.
-    pub(super) fn records(&self) -> Result<Vec<Allocation>, IpamError> {
+    /// Every address file of family `A` (its name parses as an `A`), sorted by address.
+    pub(super) fn records<A: Family>(&self) -> Result<Vec<Allocation<A>>, IpamError> {
         let dir = &self.store.dir;
         let mut out = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
             let entry = entry.map_err(io_err("list", dir))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<A>().ok()) else {
                 continue;
             };
             if let Some(record) = self.record(ip)? {
@@ -153,7 +173,7 @@ impl Locked<'_> {
     }
 
     /// The allocation of `ip`, `None` when the address is free.
-    pub(super) fn record(&self, ip: Ipv4Addr) -> Result<Option<Allocation>, IpamError> {
+    pub(super) fn record<A: Family>(&self, ip: A) -> Result<Option<Allocation<A>>, IpamError> {
         let path = self.path(&ip.to_string());
         match fs::read(&path) {
             Ok(content) => Ok(Some(parse_record(ip, &content))),
@@ -189,7 +209,7 @@ impl Locked<'_> {
     }
 
     /// Creates the file of `ip` holding `record`; `Ok(false)` when the address is taken.
-    pub(super) fn reserve(&self, ip: Ipv4Addr, record: &str) -> Result<bool, IpamError> {
+    pub(super) fn reserve<A: Family>(&self, ip: A, record: &str) -> Result<bool, IpamError> {
         let tmp = self.write_temp(record.as_bytes())?;
         let target = self.path(&ip.to_string());
         let outcome = match fs::hard_link(&tmp, &target) {
@@ -221,7 +241,7 @@ impl Locked<'_> {
     }
 
     /// Removes the file of `ip`; `Ok(false)` when it was already gone.
-    pub(super) fn remove(&self, ip: Ipv4Addr) -> Result<bool, IpamError> {
+    pub(super) fn remove<A: Family>(&self, ip: A) -> Result<bool, IpamError> {
         let path = self.path(&ip.to_string());
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
@@ -231,8 +251,8 @@ impl Locked<'_> {
     }
 
     /// The round-robin cursor; `None` when absent or unparsable (the round robin restarts).
-    pub(super) fn last_reserved(&self) -> Option<Ipv4Addr> {
-        let path = self.path(LAST_RESERVED_FILE);
+    pub(super) fn last_reserved<A: Family>(&self) -> Option<A> {
+        let path = self.path(A::LAST_RESERVED_FILE);
         match fs::read_to_string(&path) {
             Ok(text) => {
                 let parsed = text.trim().parse().ok();
@@ -250,9 +270,9 @@ impl Locked<'_> {
     }
 
     /// Replaces the round-robin cursor atomically (temporary file + rename).
-    pub(super) fn set_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+    pub(super) fn set_last_reserved<A: Family>(&self, ip: A) -> Result<(), IpamError> {
         let tmp = self.write_temp(ip.to_string().as_bytes())?;
-        let path = self.path(LAST_RESERVED_FILE);
+        let path = self.path(A::LAST_RESERVED_FILE);
         fs::rename(&tmp, &path).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             io_err("rename", path)(e)
@@ -280,6 +300,8 @@ mod tests {
     fn record_bytes_match_host_local() {
         assert_eq!(encode_record(" abc123 ", "eth0"), "abc123\r\neth0");
         let a = parse_record(IP, b"abc123\r\neth0");
+        let six = parse_record(Ipv6Addr::LOCALHOST, b"abc123\r\neth0");
+        assert_eq!(six.ifname.as_deref(), Some("eth0"));
         assert_eq!(
             (a.container_id.as_str(), a.ifname.as_deref()),
             ("abc123", Some("eth0"))
@@ -336,7 +358,7 @@ mod tests {
         let store = Store::open(tmp.path(), "net").unwrap();
         fs::write(store.dir().join(TEMP_FILE), b"half").unwrap();
         let locked = store.lock().unwrap();
-        assert!(locked.records().unwrap().is_empty());
+        assert!(locked.records::<Ipv4Addr>().unwrap().is_empty());
         assert!(locked.reserve(IP, "a\r\neth0").unwrap());
         assert_eq!(
             fs::read(store.dir().join("172.39.0.5")).unwrap(),
@@ -350,13 +372,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path(), "net").unwrap();
         let locked = store.lock().unwrap();
-        assert_eq!(locked.last_reserved(), None);
+        assert_eq!(locked.last_reserved::<Ipv4Addr>(), None);
         locked.set_last_reserved(IP).unwrap();
         let path = store.dir().join(LAST_RESERVED_FILE);
         assert_eq!(fs::read(&path).unwrap(), b"172.39.0.5");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, FILE_MODE);
         assert_eq!(locked.last_reserved(), Some(IP));
         fs::write(&path, b"garbage").unwrap();
-        assert_eq!(locked.last_reserved(), None);
+        assert_eq!(locked.last_reserved::<Ipv4Addr>(), None);
+        let six: Ipv6Addr = "fd00:ac27::5".parse().unwrap();
+        assert_eq!(locked.last_reserved::<Ipv6Addr>(), None);
+        locked.set_last_reserved(six).unwrap();
+        let path6 = store.dir().join("last_reserved_ip.1");
+        assert_eq!(fs::read(&path6).unwrap(), b"fd00:ac27::5");
+        assert_eq!(locked.last_reserved::<Ipv6Addr>(), Some(six));
     }
 }

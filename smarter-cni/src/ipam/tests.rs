@@ -164,7 +164,10 @@ fn requested_address_is_honoured_or_refused() {
     let IpamError::Unavailable { ip: taken, holder } = &err else {
         panic!("{err}");
     };
-    assert_eq!((*taken, holder.as_str()), (ip("10.0.0.77"), "a/eth0"));
+    assert_eq!(
+        (*taken, holder.as_str()),
+        (ip("10.0.0.77").into(), "a/eth0")
+    );
     for bad in ["10.0.0.0", "10.0.0.1", "10.0.0.255", "10.0.1.5"] {
         let err = ipam.allocate("b", "eth0", Some(ip(bad))).unwrap_err();
         assert!(

@@ -2,9 +2,9 @@
 //! implementation, and the verbs' unit tests put an in-memory node behind it, so ADD, DEL,
 //! CHECK and GC are tested without root (the seam aya's syscall funnel gives its own tests).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::snapshot::Snapshot;
 use super::{DefaultRoute, LinkInfo, Netlink, NetlinkError, NetnsFile};
@@ -62,6 +62,17 @@ pub trait Links {
     async fn default_route(&self) -> Result<Option<DefaultRoute>, NetlinkError>;
     /// [`Netlink::uplink_snapshot`].
     async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, NetlinkError>;
+    /// [`Netlink::ensure_address6`].
+    async fn ensure_address6(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv6Network,
+    ) -> Result<(), NetlinkError>;
+    /// [`Netlink::ipv6_addresses`].
+    async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Network>, NetlinkError>;
+    /// [`Netlink::ensure_default_route6`].
+    async fn ensure_default_route6(&self, gw: Ipv6Addr, index: u32) -> Result<(), NetlinkError>;
 }
 
 #[async_trait::async_trait(?Send)]
@@ -127,5 +138,19 @@ impl Links for Netlink {
     }
     async fn uplink_snapshot(&self, named: &[String]) -> Result<Snapshot, NetlinkError> {
         Netlink::uplink_snapshot(self, named).await
+    }
+    async fn ensure_address6(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv6Network,
+    ) -> Result<(), NetlinkError> {
+        Netlink::ensure_address6(self, index, name, addr).await
+    }
+    async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Network>, NetlinkError> {
+        Netlink::ipv6_addresses(self, index).await
+    }
+    async fn ensure_default_route6(&self, gw: Ipv6Addr, index: u32) -> Result<(), NetlinkError> {
+        Netlink::ensure_default_route6(self, gw, index).await
     }
 }

@@ -4,11 +4,11 @@
 //! the verbs' unit tests assert what is left on the node after each step.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroI32;
 use std::sync::{Arc, Mutex};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use crate::cmd::Host;
 use crate::cni::{CniError, PortRange};
@@ -25,6 +25,8 @@ pub struct FakeLink {
     pub info: LinkInfo,
     /// Its IPv4 addresses.
     pub addrs: Vec<Ipv4Network>,
+    /// Its IPv6 addresses.
+    pub addrs6: Vec<Ipv6Network>,
     /// The other end of a veth: (namespace, index).
     pub peer: Option<(String, u32)>,
 }
@@ -36,6 +38,8 @@ pub struct FakeNs {
     pub links: Vec<FakeLink>,
     /// Its default route.
     pub default_route: Option<DefaultRoute>,
+    /// Its IPv6 default route: (gateway, oif).
+    pub default_route6: Option<(Ipv6Addr, u32)>,
 }
 
 /// Everything the fake node holds.
@@ -164,6 +168,7 @@ impl World {
                 kind: kind.map(str::to_owned),
             },
             addrs: Vec::new(),
+            addrs6: Vec::new(),
             peer: None,
         }
     }
@@ -190,6 +195,9 @@ impl World {
         self.fdb.retain(|&(port, _)| port != index);
         if n.default_route.as_ref().and_then(|r| r.oif) == Some(index) {
             n.default_route = None;
+        }
+        if n.default_route6.is_some_and(|(_, oif)| oif == index) {
+            n.default_route6 = None;
         }
         if let Some((peer_ns, peer)) = link.peer {
             self.remove(&peer_ns, peer);
@@ -381,6 +389,38 @@ impl Links for FakeLinks {
     async fn uplink_snapshot(&self, _named: &[String]) -> Result<Snapshot, NetlinkError> {
         self.host.check("uplink_snapshot", &self.ns)?;
         Ok(self.with(|w, _| w.uplink.clone()))
+    }
+
+    async fn ensure_address6(
+        &self,
+        index: u32,
+        name: &str,
+        addr: Ipv6Network,
+    ) -> Result<(), NetlinkError> {
+        self.host.check("ensure_address6", &self.ns)?;
+        self.with(|w, ns| {
+            w.link_mut(ns, index).map(|l| {
+                if !l.addrs6.contains(&addr) {
+                    l.addrs6.push(addr);
+                }
+            })
+        })
+        .ok_or_else(|| NetlinkError::NoSuchLink(name.into()))
+    }
+
+    async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Network>, NetlinkError> {
+        self.host.check("ipv6_addresses", &self.ns)?;
+        Ok(self
+            .with(|w, ns| w.link_mut(ns, index).map(|l| l.addrs6.clone()))
+            .unwrap_or_default())
+    }
+
+    async fn ensure_default_route6(&self, gw: Ipv6Addr, index: u32) -> Result<(), NetlinkError> {
+        self.host.check("ensure_default_route6", &self.ns)?;
+        self.with(|w, ns| {
+            w.ns.get_mut(ns).expect("open namespace").default_route6 = Some((gw, index));
+        });
+        Ok(())
     }
 }
 

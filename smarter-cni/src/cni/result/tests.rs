@@ -20,7 +20,7 @@ fn sample() -> CniResult {
         ],
         ips: vec![IpConfig {
             address: "172.39.0.5/16".parse().unwrap(),
-            gateway: Some(Ipv4Addr::new(172, 39, 0, 1)),
+            gateway: Some(Ipv4Addr::new(172, 39, 0, 1).into()),
             interface: Some(1),
         }],
         routes: vec![Route {
@@ -31,7 +31,7 @@ fn sample() -> CniResult {
             scope: Some(0),
             ..Route::new(
                 "0.0.0.0/0".parse().unwrap(),
-                Some(Ipv4Addr::new(172, 39, 0, 1)),
+                Some(Ipv4Addr::new(172, 39, 0, 1).into()),
             )
         }],
         dns: Dns {
@@ -162,7 +162,7 @@ fn prev_result_with_or_without_ip_version() {
         let parsed = CniResult::from_prev_result(value, version).unwrap();
         assert_eq!(
             parsed.ips[0].address,
-            "10.0.0.5/24".parse::<Ipv4Network>().unwrap()
+            "10.0.0.5/24".parse::<IpNetwork>().unwrap()
         );
         assert_eq!(
             (parsed.ips[0].gateway, parsed.ips[0].interface),
@@ -200,12 +200,16 @@ fn prev_result_errors_are_code_6_and_named() {
     let cases = [
         (json!([]), "prevResult [] is not an object"),
         (
-            json!({"ips": [{"address": "fd00::2/64"}]}),
-            "prevResult.ips[0].address \"fd00::2/64\" is not an IPv4 CIDR",
+            json!({"ips": [{"address": "fd00::2/644"}]}),
+            "prevResult.ips[0].address \"fd00::2/644\" is not an IP CIDR",
         ),
         (
             json!({"ips": [{"version": "6", "address": "10.0.0.1/8"}]}),
-            "prevResult.ips[0].version \"6\" is not supported (IPv4 only)",
+            "prevResult.ips[0].version \"6\" is not the family of address 10.0.0.1/8 (\"4\")",
+        ),
+        (
+            json!({"ips": [{"version": "4", "address": "fd00::2/64"}]}),
+            "prevResult.ips[0].version \"4\" is not the family of address fd00::2/64 (\"6\")",
         ),
         (
             json!({"ips": [{"address": "10.0.0.1/8", "interface": 0}]}),
@@ -222,7 +226,7 @@ fn prev_result_errors_are_code_6_and_named() {
         ),
         (
             json!({"routes": [{"dst": "0.0.0.0/0", "gw": "x"}]}),
-            "prevResult.routes[0].gw \"x\" is not an IPv4 address",
+            "prevResult.routes[0].gw \"x\" is not an IP address",
         ),
         (
             json!({"routes": "x"}),
@@ -248,4 +252,31 @@ fn route_scope_range_only_checked_in_v110() {
         parsed.routes,
         vec![Route::new("10.0.0.0/8".parse().unwrap(), None)]
     );
+}
+
+#[test]
+fn dual_stack_results_round_trip_with_the_family_in_040() {
+    let mut r = sample();
+    r.ips.push(IpConfig {
+        address: "fd00:ac27::5/64".parse().unwrap(),
+        gateway: Some("fd00:ac27::1".parse().unwrap()),
+        interface: Some(1),
+    });
+    r.routes.push(Route::new(
+        "::/0".parse().unwrap(),
+        Some("fd00:ac27::1".parse().unwrap()),
+    ));
+    let v040 = r.to_json(Version::V040);
+    assert_eq!(v040["ips"][0]["version"], json!("4"));
+    assert_eq!(v040["ips"][1]["version"], json!("6"));
+    assert_eq!(v040["ips"][1]["address"], json!("fd00:ac27::5/64"));
+    let v100 = r.to_json(Version::V100);
+    assert_eq!(v100["ips"][1].get("version"), None);
+    assert_eq!(
+        v100["routes"][1],
+        json!({"dst": "::/0", "gw": "fd00:ac27::1"})
+    );
+    let back = CniResult::from_prev_result(&v100, Version::V100).unwrap();
+    assert_eq!(back.ips, r.ips);
+    assert_eq!(back.routes[1], r.routes[1]);
 }
