@@ -37,6 +37,7 @@ static TABLE: LazyLock<NameTable> = LazyLock::new(|| {
     let pod = |last: u8, host: &str, ns: &str, aliases: &[&str]| PodEntry {
         ip: Ipv4Addr::new(172, 39, 0, last),
         prefix: 16,
+        ip6: None,
         gateway: Some(GATEWAY),
         host: host.into(),
         namespace: ns.into(),

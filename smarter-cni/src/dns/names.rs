@@ -1,7 +1,8 @@
 //! Pure name building: which names a pod answers to and reverse names. The name syntax
 //! and the key form every lookup uses (lower case, no trailing dot) are [`crate::naming`]'s.
 
-use std::net::Ipv4Addr;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::naming::MAX_LABEL;
 pub use crate::naming::{is_label, is_name, normalize};
@@ -66,6 +67,32 @@ pub fn parse_reverse(name: &str) -> Option<Ipv4Addr> {
         *slot = label.parse().ok()?;
     }
     labels.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// The `ip6.arpa` name of an IPv6 address (key form): its 32 nibbles, last first.
+#[must_use]
+pub fn reverse_name6(ip: Ipv6Addr) -> String {
+    let mut out = String::with_capacity(72);
+    for byte in ip.octets().iter().rev() {
+        let _ = write!(out, "{:x}.{:x}.", byte & 0xf, byte >> 4);
+    }
+    out.push_str("ip6.arpa");
+    out
+}
+
+/// The address a full 32-nibble `ip6.arpa` name (key form) stands for.
+#[must_use]
+pub fn parse_reverse6(name: &str) -> Option<Ipv6Addr> {
+    let rest = name.strip_suffix(".ip6.arpa")?;
+    let mut value: u128 = 0;
+    let mut count = 0;
+    for label in rest.split('.').rev() {
+        let [c] = label.as_bytes() else { return None };
+        let nibble = char::from(*c).to_digit(16)?;
+        value = (value << 4) | u128::from(nibble);
+        count += 1;
+    }
+    (count == 32).then(|| Ipv6Addr::from(value))
 }
 
 #[cfg(test)]

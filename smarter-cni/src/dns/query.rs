@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::str::FromStr as _;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable as _, BinDecoder};
 
@@ -85,8 +85,20 @@ fn decide(table: &NameTable, ttl: u32, req: Message, asker: IpAddr) -> Outcome {
     let owner = q.name().clone();
     match local {
         Local::Addrs(ips) if matches!(qtype, RecordType::A | RecordType::ANY) => {
-            for ip in ips {
-                resp.add_answer(Record::from_rdata(owner.clone(), ttl, RData::A(A(ip))));
+            for ip in &ips {
+                resp.add_answer(Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip))));
+            }
+            if qtype == RecordType::ANY {
+                for ip6 in table.addrs6(&ips) {
+                    let rdata = RData::AAAA(AAAA(ip6));
+                    resp.add_answer(Record::from_rdata(owner.clone(), ttl, rdata));
+                }
+            }
+        }
+        Local::Addrs(ips) if qtype == RecordType::AAAA && !table.addrs6(&ips).is_empty() => {
+            for ip6 in table.addrs6(&ips) {
+                let rdata = RData::AAAA(AAAA(ip6));
+                resp.add_answer(Record::from_rdata(owner.clone(), ttl, rdata));
             }
         }
         Local::Ptr(target) if matches!(qtype, RecordType::PTR | RecordType::ANY) => {
@@ -209,6 +221,10 @@ pub fn make_query(name: &str, qtype: RecordType) -> Message {
 }
 
 #[cfg(test)]
+#[path = "tests6.rs"]
+mod tests6;
+
+#[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
@@ -224,6 +240,7 @@ mod tests {
             &[PodEntry {
                 ip: WEB,
                 prefix: 16,
+                ip6: None,
                 gateway: Some(Ipv4Addr::new(172, 39, 0, 1)),
                 host: "web".into(),
                 namespace: "default".into(),

@@ -139,6 +139,7 @@ fn build(domain: &str, inner: &Inner) -> NameTable {
             Some(PodEntry {
                 ip: a.ip,
                 prefix: a.prefix,
+                ip6: a.ip6.map(|ip6| (ip6, ip6_prefix(&a.result, ip6))),
                 gateway: gateway_of(&a.result),
                 host,
                 namespace: a.pod_namespace.clone(),
@@ -147,6 +148,23 @@ fn build(domain: &str, inner: &Inner) -> NameTable {
         })
         .collect();
     NameTable::build(domain, &pods, &inner.host_pods)
+}
+
+/// The prefix length of `ip6` in a stored ADD result (64, `subnet6`'s default, without one).
+fn ip6_prefix(result: &serde_json::Value, ip6: std::net::Ipv6Addr) -> u8 {
+    result
+        .get("ips")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|i| {
+            i.get("address")?
+                .as_str()?
+                .parse::<ipnetwork::Ipv6Network>()
+                .ok()
+        })
+        .find(|n| n.ip() == ip6)
+        .map_or(64, |n| n.prefix())
 }
 
 /// The gateway of the first address of a stored ADD result.
@@ -158,7 +176,7 @@ fn gateway_of(result: &serde_json::Value) -> Option<Ipv4Addr> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::IpAddr;
 
     use super::*;

@@ -2,11 +2,13 @@
 //! pod entries whenever they change and swapped in whole (readers never see half an update).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use super::names::{in_domain, is_name, normalize, parse_reverse, pod_names, reverse_name};
+use super::names::{
+    in_domain, is_name, normalize, parse_reverse, parse_reverse6, pod_names, reverse_name,
+};
 
 /// One pod attached to the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,8 @@ pub struct PodEntry {
     pub ip: Ipv4Addr,
     /// Prefix length of the pod subnet.
     pub prefix: u8,
+    /// The pod's IPv6 address (a dual-stack pod), with the prefix length of its subnet.
+    pub ip6: Option<(Ipv6Addr, u8)>,
     /// The pod's gateway (the bridge address), when the record has one.
     pub gateway: Option<Ipv4Addr>,
     /// The host label (see [`super::names::host_label`]).
@@ -62,6 +66,10 @@ pub struct NameTable {
     /// Pod address → its gateway, to answer host-networked names for pod askers.
     gateways: HashMap<Ipv4Addr, Ipv4Addr>,
     subnets: Vec<Ipv4Network>,
+    /// Pod IPv4 address → its IPv6 address (dual-stack pods): the AAAA answer of its names.
+    v6_of: HashMap<Ipv4Addr, Ipv6Addr>,
+    ptr6: HashMap<Ipv6Addr, String>,
+    subnets6: Vec<Ipv6Network>,
 }
 
 impl NameTable {
@@ -76,6 +84,9 @@ impl NameTable {
             let names = pod_names(&p.host, &p.namespace, &t.domain);
             if let Some(primary) = names.first() {
                 t.ptr.entry(p.ip).or_insert_with(|| primary.clone());
+            }
+            if let Some((ip6, prefix6)) = p.ip6 {
+                t.index6(p.ip, ip6, prefix6, names.first());
             }
             let aliases = p
                 .aliases
@@ -101,6 +112,32 @@ impl NameTable {
             }
         }
         t
+    }
+
+    fn index6(&mut self, ip: Ipv4Addr, ip6: Ipv6Addr, prefix: u8, primary: Option<&String>) {
+        self.v6_of.insert(ip, ip6);
+        if let Some(primary) = primary {
+            self.ptr6.entry(ip6).or_insert_with(|| primary.clone());
+        }
+        if let Ok(net) = Ipv6Network::new(ip6, prefix)
+            && let Ok(net) = Ipv6Network::new(net.network(), prefix)
+            && !self.subnets6.contains(&net)
+        {
+            self.subnets6.push(net);
+        }
+    }
+
+    /// The IPv6 addresses of the pods behind `ips` (an A answer), for the AAAA answer of the
+    /// same name: the dual-stack pods' only (a host-networked pod's name has none).
+    #[must_use]
+    pub fn addrs6(&self, ips: &[Ipv4Addr]) -> Vec<Ipv6Addr> {
+        let mut out: Vec<Ipv6Addr> = Vec::new();
+        for ip6 in ips.iter().filter_map(|ip| self.v6_of.get(ip)) {
+            if !out.contains(ip6) {
+                out.push(*ip6);
+            }
+        }
+        out
     }
 
     fn insert(&mut self, name: String, target: Target) {
@@ -157,10 +194,17 @@ impl NameTable {
         self.by_name.contains_key(&normalize(name))
     }
 
-    /// The PTR answer for a reverse (`in-addr.arpa`) name.
+    /// The PTR answer for a reverse (`in-addr.arpa` or `ip6.arpa`) name.
     #[must_use]
     pub fn reverse(&self, name: &str) -> Reverse {
         let key = normalize(name);
+        if let Some(ip6) = parse_reverse6(&key) {
+            return match self.ptr6.get(&ip6) {
+                Some(target) => Reverse::Found(target.clone()),
+                None if self.subnets6.iter().any(|n| n.contains(ip6)) => Reverse::NxDomain,
+                None => Reverse::NotOurs,
+            };
+        }
         let Some(ip) = parse_reverse(&key) else {
             return Reverse::NotOurs;
         };
@@ -222,6 +266,7 @@ mod tests {
         PodEntry {
             ip: Ipv4Addr::new(172, 39, 0, last),
             prefix: 16,
+            ip6: None,
             gateway: Some(GW),
             host: host.into(),
             namespace: ns.into(),

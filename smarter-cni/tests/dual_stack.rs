@@ -1,0 +1,227 @@
+//! Dual-stack pods with the real plugin binary, on both datapaths: which pods get IPv6
+//! (`ipv6` and the uplink's global IPv6 address), what ADD sets up for them (address, route,
+//! the bridge's gateway, the IPAM files, the result) and that DEL takes it all back.
+//! Pod-to-pod and NAT66 traffic are the datapaths' tests.
+
+mod common;
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::{Value, json};
+use smarter_testbed::{CniCall, Netns, UPLINK, World};
+
+/// The node's global IPv6 address on the uplink, and the wan's end of it.
+const NODE_UPLINK_IP6: &str = "2001:db8:1::2";
+const WAN_ROUTER_IP6: &str = "2001:db8:1::1";
+
+fn ok(ns: &Netns, args: &[&str]) {
+    let out = ns.exec(args).expect("run");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn text(ns: &Netns, args: &[&str]) -> String {
+    let out = ns.exec(args).expect("run");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Gives the node's uplink a global IPv6 address and an IPv6 default route via the wan.
+fn give_uplink_ipv6(w: &World) {
+    let addr = format!("{NODE_UPLINK_IP6}/64");
+    ok(
+        w.node(),
+        &["ip", "-6", "addr", "add", &addr, "dev", UPLINK, "nodad"],
+    );
+    let wan = format!("{WAN_ROUTER_IP6}/64");
+    ok(
+        w.wan(),
+        &["ip", "-6", "addr", "add", &wan, "dev", "wan0", "nodad"],
+    );
+    ok(
+        w.node(),
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            WAN_ROUTER_IP6,
+            "dev",
+            UPLINK,
+        ],
+    );
+}
+
+/// The IPv6 address files of the network's IPAM directory.
+fn allocations6(w: &World) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(w.data_dir().join("smartnet")) else {
+        return vec![];
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<Ipv6Addr>().is_ok())
+        .collect();
+    v.sort();
+    v
+}
+
+fn ips(res: &Value) -> Vec<String> {
+    res["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .map(|i| i["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `/64` address of a dual-stack result.
+fn result_ip6(res: &Value) -> String {
+    ips(res)
+        .into_iter()
+        .find(|a| a.contains(':'))
+        .unwrap_or_else(|| panic!("no IPv6 in {res}"))
+}
+
+fn pod_ns(w: &mut World, name: &str) -> PathBuf {
+    w.add_pod_ns(name).unwrap().path().to_path_buf()
+}
+
+fn conf_with(w: &World, dp: &str, ipv6: Option<&str>) -> Value {
+    let mut conf = w.netconf("1.1.0");
+    conf["datapath"] = json!(dp);
+    if let Some(mode) = ipv6 {
+        conf["ipv6"] = json!(mode);
+    }
+    conf
+}
+
+fn dual_stack_on(dp: &str) {
+    let Some(mut w) = world(&format!("dual_{dp}")) else {
+        return;
+    };
+    if dp == "nftables"
+        && let Err(why) = nftables_usable(&w)
+    {
+        eprintln!("SKIP dual_stack nftables: {why}");
+        return;
+    }
+    // auto without a global IPv6 address: IPv4 only.
+    let conf = conf_with(&w, dp, None);
+    let ns0 = pod_ns(&mut w, "pod0");
+    let res = add_ok(&w, &conf, "c0", &ns0);
+    assert_eq!(ips(&res).len(), 1, "{dp}: auto without IPv6: {res}");
+    assert_eq!(allocations6(&w), Vec::<String>::new());
+    let out = call(&w, &CniCall::new("DEL", &conf).pod("c0", &ns0));
+    assert_eq!(out.status, 0, "{}", out.stdout);
+
+    // ipv6: off, even with a global IPv6 address: IPv4 only.
+    give_uplink_ipv6(&w);
+    let off = conf_with(&w, dp, Some("off"));
+    let res = add_ok(&w, &off, "c0", &ns0);
+    assert_eq!(ips(&res).len(), 1, "{dp}: ipv6 off: {res}");
+    assert_eq!(allocations6(&w), Vec::<String>::new());
+    let out = call(&w, &CniCall::new("DEL", &off).pod("c0", &ns0));
+    assert_eq!(out.status, 0, "{}", out.stdout);
+
+    // auto with the uplink's global IPv6: both families.
+    let res = add_ok(&w, &conf, "c1", &ns0);
+    let a = result_ip6(&res);
+    assert_eq!(ips(&res).len(), 2, "{dp}: {res}");
+    assert!(a.starts_with("fd00:ac27::") && a.ends_with("/64"), "{a}");
+    let v6 = res["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["address"] == a)
+        .unwrap();
+    assert_eq!(
+        (v6["gateway"].as_str(), v6["interface"].as_u64()),
+        (Some("fd00:ac27::1"), Some(1))
+    );
+    assert!(
+        res["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "::/0" && r["gw"] == "fd00:ac27::1"),
+        "{res}"
+    );
+    let pod0 = w.pod("pod0").unwrap();
+    let addrs = text(pod0, &["ip", "-6", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(addrs.contains(&format!("inet6 {a}")), "{addrs}");
+    assert!(!addrs.contains("tentative"), "nodad: {addrs}");
+    let route = text(pod0, &["ip", "-6", "route", "show", "default"]);
+    assert!(route.contains("via fd00:ac27::1 dev eth0"), "{route}");
+    let bridge = text(
+        w.node(),
+        &["ip", "-6", "-o", "addr", "show", "dev", "smartnet0"],
+    );
+    assert!(bridge.contains("inet6 fd00:ac27::1/64"), "{bridge}");
+    let ip6 = a.split('/').next().unwrap().to_owned();
+    assert_eq!(allocations6(&w), [ip6.clone()]);
+    let file = std::fs::read(w.data_dir().join("smartnet").join(&ip6)).unwrap();
+    assert_eq!(file, b"c1\r\neth0");
+    assert!(w.data_dir().join("smartnet/last_reserved_ip.1").is_file());
+    // The pod reaches its gateway over IPv6 (the bridge answers itself, no datapath NAT).
+    assert!(
+        pod0.succeeds(&["ping", "-6", "-c", "1", "-W", "2", "fd00:ac27::1"]),
+        "{dp}: pod → gateway6"
+    );
+
+    // CHECK passes with the dual-stack result.
+    let mut checked = conf.clone();
+    checked["prevResult"] = res.clone();
+    let out = call(&w, &CniCall::new("CHECK", &checked).pod("c1", &ns0));
+    assert_eq!(out.status, 0, "{dp}: CHECK: {}\n{}", out.stdout, out.stderr);
+
+    // A second pod: another address, `ipv6: on` without asking the uplink.
+    let on = conf_with(&w, dp, Some("on"));
+    let ns1 = pod_ns(&mut w, "pod1");
+    let res1 = add_ok(&w, &on, "c2", &ns1);
+    let b = result_ip6(&res1);
+    assert_ne!(a, b);
+    assert_eq!(allocations6(&w).len(), 2);
+    let bridge = text(
+        w.node(),
+        &["ip", "-6", "-o", "addr", "show", "dev", "smartnet0"],
+    );
+    assert_eq!(bridge.matches("fd00:ac27::1/64").count(), 1, "{bridge}");
+
+    // DEL removes them, twice over.
+    for (id, ns) in [("c1", &ns0), ("c2", &ns1)] {
+        for round in 0..2 {
+            let out = call(&w, &CniCall::new("DEL", &conf).pod(id, ns));
+            assert_eq!(out.status, 0, "{dp}: DEL {id} #{round}: {}", out.stdout);
+        }
+    }
+    assert_eq!(allocations6(&w), Vec::<String>::new());
+    assert_no_leaks(&w, dp);
+
+    // A failure after the IPv6 allocation takes it back.
+    let out = call(
+        &w,
+        &CniCall::new("ADD", &on)
+            .pod("c3", &ns0)
+            .env("SMARTER_CNI_FAIL_AT", "after-ipam6"),
+    );
+    assert_eq!(out.code(), Some(5), "{}", out.stdout);
+    assert_eq!(allocations6(&w), Vec::<String>::new());
+    assert_no_leaks(&w, "after-ipam6");
+}
+
+#[test]
+fn dual_stack_pods_nftables() {
+    dual_stack_on("nftables");
+}
+
+#[test]
+fn dual_stack_pods_ebpf() {
+    dual_stack_on("ebpf");
+}
