@@ -168,7 +168,7 @@ fn dual_stack_on(dp: &str) {
     );
     assert!(bridge.contains("inet6 fd00:ac27::1/64"), "{bridge}");
     let ip6 = a.split('/').next().unwrap().to_owned();
-    assert_eq!(allocations6(&w), [ip6.clone()]);
+    assert_eq!(allocations6(&w), std::slice::from_ref(&ip6));
     let file = std::fs::read(w.data_dir().join("smartnet").join(&ip6)).unwrap();
     assert_eq!(file, b"c1\r\neth0");
     assert!(w.data_dir().join("smartnet/last_reserved_ip.1").is_file());
