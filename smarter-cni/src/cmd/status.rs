@@ -24,6 +24,20 @@ pub(super) async fn status(ctx: &Ctx) -> Result<(), CniError> {
             ctx.conf.subnet
         )));
     }
+    if ctx.conf.ipv6 != crate::cni::config::Ipv6Mode::Off {
+        let used6 = ctx
+            .ipam6()
+            .and_then(|ipam6| ipam6.allocations().map_err(|e| e.to_cni()))
+            .map_err(|e| unavailable(format!("IPv6 IPAM: {}", e.msg)))?;
+        // The first and last addresses and the gateway are never handed out.
+        let usable6 = (1u128 << (128 - u32::from(ctx.conf.subnet6.prefix()))) - 3;
+        if used6.len() as u128 >= usable6 {
+            return Err(unavailable(format!(
+                "no IP addresses available in subnet6 {}",
+                ctx.conf.subnet6
+            )));
+        }
+    }
     ctx.state()
         .map_err(|e| unavailable(format!("stateDir: {}", e.msg)))?;
     let nft = || {

@@ -202,3 +202,26 @@ fn gc_releases_the_ipv6_address_of_a_stale_attachment() {
         .collect();
     assert_eq!(left, ["keep"]);
 }
+
+#[test]
+fn status_reports_a_full_subnet6_while_ipv6_is_not_off() {
+    let n = node(Ipv6Mode::On);
+    let status = |mode: Ipv6Mode| {
+        let mut c = n.ctx("STATUS", "x");
+        c.conf.ipv6 = mode;
+        c.conf.subnet6 = "fd00:1::/120".parse().unwrap();
+        run(super::status::status(&c))
+    };
+    // Whatever else STATUS says here (no bpffs for the eBPF datapath), not subnet6.
+    assert!(!status(Ipv6Mode::On).is_err_and(|e| e.msg.contains("subnet6")));
+    let mut c = n.ctx("ADD", "x");
+    c.conf.subnet6 = "fd00:1::/120".parse().unwrap();
+    let ipam6 = c.ipam6().unwrap();
+    for i in 0..253 {
+        ipam6.allocate(&format!("c{i}"), "eth0", None).unwrap();
+    }
+    let err = status(Ipv6Mode::On).unwrap_err();
+    assert_eq!(err.code, CniError::NOT_AVAILABLE);
+    assert!(err.msg.contains("subnet6 fd00:1::/120"), "{}", err.msg);
+    assert!(!status(Ipv6Mode::Off).is_err_and(|e| e.msg.contains("subnet6")));
+}
