@@ -212,3 +212,32 @@ impl Datapaths for System {
         open_existing(conf, kind)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cni::config::Ipv6Mode;
+
+    #[test]
+    fn settings_carry_the_ipv6_subnet_unless_ipv6_is_off() {
+        let conf = NetConf::default();
+        let v6 = settings(&conf).v6.expect("auto: the IPv6 half is there");
+        assert_eq!(v6.subnet.to_string(), "fd00:ac27::/64");
+        assert_eq!(v6.gateway.to_string(), "fd00:ac27::1");
+        let on = NetConf {
+            ipv6: Ipv6Mode::On,
+            subnet6: "fd12::/112".parse().unwrap(),
+            ..NetConf::default()
+        };
+        let v6 = settings(&on).v6.expect("on");
+        assert_eq!(
+            (v6.subnet, v6.gateway.to_string()),
+            (on.subnet6, "fd12::1".into())
+        );
+        let off = NetConf {
+            ipv6: Ipv6Mode::Off,
+            ..NetConf::default()
+        };
+        assert_eq!(settings(&off).v6, None);
+    }
+}
