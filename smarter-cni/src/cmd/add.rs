@@ -256,10 +256,11 @@ async fn attach_datapath(
             let host_ip = match p.host_ip {
                 None => None,
                 Some(std::net::IpAddr::V4(a)) => Some(a),
-                // An IPv4 pod is not reachable on an IPv6 node address (portmap skips it too).
+                // hostPorts forward to the pod's IPv4 address only: one limited to an IPv6
+                // node address has nothing to forward to (portmap skips it for IPv4 pods too).
                 Some(std::net::IpAddr::V6(a)) => {
                     tracing::warn!(
-                        "hostPort {} on {a}: pods have no IPv6, skipped",
+                        "hostPort {} on {a}: IPv6 hostPorts are not forwarded, skipped",
                         p.host_port
                     );
                     return None;
