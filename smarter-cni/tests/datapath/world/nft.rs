@@ -56,6 +56,7 @@ pub fn config(uplinks: &[&str], deny: &[&str]) -> NftablesConfig {
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().expect("subnet"),
         gateway: GATEWAY,
+        v6: None,
         uplinks: uplinks.iter().map(|u| (*u).to_owned()).collect(),
         deny: deny.iter().map(|d| d.parse().expect("cidr")).collect(),
         nat_ports: (61000, 64999),
