@@ -39,6 +39,8 @@ mod script;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
 mod traffic;
 mod traffic_view;
 

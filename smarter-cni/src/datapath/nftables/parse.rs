@@ -94,11 +94,7 @@ fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftablesError> {
 /// # Errors
 ///
 /// [`NftablesError::Parse`] for an element of another shape.
-pub(super) fn endpoints(
-    doc: &Value,
-    set: &str,
-    set6: &str,
-) -> Result<Vec<PodLink>, NftablesError> {
+pub(super) fn endpoints(doc: &Value, set: &str, set6: &str) -> Result<Vec<PodLink>, NftablesError> {
     let what = format!("set {set}");
     let v6 = endpoints6(doc, set6)?;
     elements(doc, "set", set)
@@ -126,16 +122,18 @@ pub(super) fn endpoints(
 /// # Errors
 ///
 /// [`NftablesError::Parse`] for an element of another shape.
-pub(super) fn endpoints6(
-    doc: &Value,
-    set: &str,
-) -> Result<Vec<(String, Ipv6Addr)>, NftablesError> {
+pub(super) fn endpoints6(doc: &Value, set: &str) -> Result<Vec<(String, Ipv6Addr)>, NftablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
         .map(|e| {
             let parts = concat(e, &what, 2)?;
-            let bad = || parse_err(&what, format!("expected an interface and an address in {e}"));
+            let bad = || {
+                parse_err(
+                    &what,
+                    format!("expected an interface and an address in {e}"),
+                )
+            };
             let ifname = parts[0].as_str().ok_or_else(bad)?.to_owned();
             let addr = match &parts[1] {
                 Value::Number(n) => n.as_u64().map(u128::from),

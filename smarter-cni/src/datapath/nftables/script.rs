@@ -165,7 +165,9 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
     );
     if net6.is_some() {
         pre.extend(hostports::dnat_rules6("fib daddr type local"));
-        local.extend(hostports::dnat_rules6("ip6 daddr != ::1 fib daddr type local"));
+        local.extend(hostports::dnat_rules6(
+            "ip6 daddr != ::1 fib daddr type local",
+        ));
     }
     chain(
         &mut w,
@@ -173,7 +175,12 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         "type nat hook prerouting priority dstnat",
         &pre,
     );
-    chain(&mut w, "output", "type nat hook output priority -100", &local);
+    chain(
+        &mut w,
+        "output",
+        "type nat hook output priority -100",
+        &local,
+    );
     let ports = if lo == 0 {
         String::new()
     } else {

@@ -145,9 +145,8 @@ impl NftablesDatapath {
                     .filter(|c| c.pod == ep.ip)
                     .collect()
             };
-            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
-                .into_iter()
-                .partition(|o| {
+            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) =
+                existing.into_iter().partition(|o| {
                     let same6 = o.ip6.is_some() && o.ip6 == ep.ip6;
                     (o.ip == ep.ip || same6 || o.host_ifname == ep.host_ifname) && o != ep
                 });
@@ -335,10 +334,9 @@ impl NftablesDatapath {
     ///
     /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
     pub fn endpoints(&self) -> Result<Vec<PodLink>, NftablesError> {
-        exec::list_table("bridge", &self.table)?
-            .map_or(Ok(Vec::new()), |doc| {
-                parse::endpoints(&doc, SET_ENDPOINTS, SET_ENDPOINTS6)
-            })
+        exec::list_table("bridge", &self.table)?.map_or(Ok(Vec::new()), |doc| {
+            parse::endpoints(&doc, SET_ENDPOINTS, SET_ENDPOINTS6)
+        })
     }
 
     /// Every hostPort with the pod address it maps to, sorted by protocol, port and `hostIP`;
