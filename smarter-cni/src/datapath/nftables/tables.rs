@@ -159,15 +159,17 @@ impl NftablesDatapath {
                 .into_iter()
                 .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
                 .collect();
-            // The IPv6 twins: of this address and not wanted, or of a port this pod now
-            // takes (left by an earlier holder; the IPv4 maps said it is free).
+            // The IPv6 twins: of this address or a replaced endpoint's and not wanted, or of a
+            // port this pod now takes (left by an earlier holder; the IPv4 maps said it is
+            // free).
             let stale_ports6: Vec<(HostPortSpec, Ipv6Addr)> = mapped6
                 .into_iter()
                 .filter(|(m, ip6)| {
                     let ours = Some(*ip6) == ep.ip6;
+                    let replaced = stale_eps.iter().any(|o| o.ip6 == Some(*ip6));
                     let wanted = ports.contains(m);
                     let taken = ports.iter().any(|p| hostports::overlap(p, m));
-                    (ours && !wanted) || (!ours && taken)
+                    ((ours || replaced) && !wanted) || (!ours && taken)
                 })
                 .collect();
             let stale = Doomed {
@@ -215,6 +217,7 @@ impl NftablesDatapath {
                 .filter_map(|o| o.ip6)
                 .filter(|a| !kept.iter().any(|o| o.ip6 == Some(*a)))
                 .collect();
+            gone6.sort_unstable();
             gone6.dedup();
             let (mut ports, mut ports6, mut counted) = (Vec::new(), Vec::new(), Vec::new());
             if (!still_used || !gone6.is_empty())
