@@ -17,7 +17,8 @@
 //! (ULA) subnet: masquerade, node-local-only, the backstop, hostPort DNAT from
 //! `hostport6_tcp`/`hostport6_udp` on the node's IPv6 addresses, and the bridge table's
 //! `endpoints6` (`ifname . ULA`, a pod's one IPv6 source besides `::` and its link-local
-//! address, also the one it may claim in neighbour discovery); the node then forwards IPv6
+//! address, also the one it may claim in neighbour discovery), pod traffic in
+//! `traffic6_out`/`traffic6_in`; the node then forwards IPv6
 //! ([`NftablesDatapath::enable_ipv6_forwarding`]).
 //!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic

@@ -1,6 +1,6 @@
 //! Reading `nft -j list table` output: set and map elements, counters, table names.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
@@ -218,8 +218,8 @@ pub(super) fn host_ports(
         .collect()
 }
 
-/// The `ip . ifname` elements of a set with counters: address, name, packets, bytes (0 for
-/// an element without a counter).
+/// The `ip . ifname` elements of a set with counters (IPv4 or IPv6 addresses): address,
+/// name, packets, bytes (0 for an element without a counter).
 ///
 /// # Errors
 ///
@@ -227,7 +227,7 @@ pub(super) fn host_ports(
 pub(super) fn counted_elements(
     doc: &Value,
     set: &str,
-) -> Result<Vec<(Ipv4Addr, String, u64, u64)>, NftablesError> {
+) -> Result<Vec<(IpAddr, String, u64, u64)>, NftablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
@@ -244,12 +244,11 @@ pub(super) fn counted_elements(
                     .and_then(Value::as_u64)
                     .unwrap_or(0)
             };
-            Ok((
-                ip(&parts[0], &what)?,
-                ifname,
-                field("packets"),
-                field("bytes"),
-            ))
+            let pod = parts[0]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| parse_err(&what, format!("expected an address in {e}")))?;
+            Ok((pod, ifname, field("packets"), field("bytes")))
         })
         .collect()
 }

@@ -145,7 +145,7 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             ));
         }
     }
-    for line in traffic::set_lines(&i) {
+    for line in traffic::set_lines(&i, net6.is_some()) {
         w(line);
     }
     for counter in INET_COUNTERS {
@@ -217,6 +217,9 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         ));
     }
     backstop.extend(traffic::out_rules(br, &net));
+    if let Some(net6) = &net6 {
+        backstop.extend(traffic::out_rules6(br, net6));
+    }
     chain(
         &mut w,
         "backstop",
@@ -226,7 +229,7 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
     // Counted into a pod, then accepted (a regular chain, jumped to by forward).
     w(format!("add chain {i} {CHAIN_IN}"));
     w(format!("flush chain {i} {CHAIN_IN}"));
-    for rule in traffic::in_chain_rules() {
+    for rule in traffic::in_chain_rules(net6.is_some()) {
         w(format!("add rule {i} {CHAIN_IN} {rule}"));
     }
     let mut forward = vec![

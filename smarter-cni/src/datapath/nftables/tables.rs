@@ -142,7 +142,7 @@ impl NftablesDatapath {
             } else {
                 traffic::counted(&inet)?
                     .into_iter()
-                    .filter(|c| c.pod == ep.ip)
+                    .filter(|c| c.pod == ep.ip || ep.ip6.is_some_and(|a| c.pod == a))
                     .collect()
             };
             let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) =
@@ -226,9 +226,12 @@ impl NftablesDatapath {
                 if !still_used {
                     ports = host_ports_of(&inet)?;
                     ports.retain(|(_, owner)| *owner == ip);
-                    counted = traffic::counted(&inet)?;
-                    counted.retain(|c| c.pod == ip);
                 }
+                counted = traffic::counted(&inet)?;
+                counted.retain(|c| match c.pod {
+                    IpAddr::V4(a) => !still_used && a == ip,
+                    IpAddr::V6(a) => gone6.contains(&a),
+                });
                 ports6 = host_ports6_of(&inet)?;
                 ports6.retain(|(_, owner)| gone6.contains(owner));
             }

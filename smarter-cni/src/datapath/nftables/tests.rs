@@ -217,7 +217,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
     let older = ep(7, "smv000000000007");
     let links = [l2::mac_key(&stale)];
     let left = Counted {
-        pod: new.ip,
+        pod: new.ip.into(),
         ifname: "wwan0".into(),
         dir: TrafficDir::In,
         packets: 3,

@@ -80,6 +80,12 @@ fn v6_adds_exactly_the_ip6_rules() {
         format!("add map {i} hostport6_tcp {{ type inet_service : ipv6_addr . inet_service; }}"),
         format!("add map {i} hostport6_udp {{ type inet_service : ipv6_addr . inet_service; }}"),
         format!(
+            "add set {i} traffic6_out {{ type ipv6_addr . ifname; flags dynamic; size 65535; }}"
+        ),
+        format!(
+            "add set {i} traffic6_in {{ type ipv6_addr . ifname; flags dynamic; size 65535; }}"
+        ),
+        format!(
             "add rule {i} prerouting fib daddr type local dnat ip6 to tcp dport map @hostport6_tcp"
         ),
         format!(
@@ -103,6 +109,13 @@ fn v6_adds_exactly_the_ip6_rules() {
         format!(
             "add rule {i} backstop oifname != {{ \"smartnet0\", \"lo\" }} ip6 saddr fd00:ac27::/64 counter name drop_leak drop"
         ),
+        format!(
+            "add rule {i} backstop iifname \"smartnet0\" oifname != {{ \"smartnet0\", \"lo\" }} ct direction original ct original ip6 saddr fd00:ac27::/64 update @traffic6_out {{ ct original ip6 saddr . oifname counter }}"
+        ),
+        format!(
+            "add rule {i} backstop iifname \"smartnet0\" oifname != {{ \"smartnet0\", \"lo\" }} ct direction reply ct reply ip6 saddr fd00:ac27::/64 update @traffic6_out {{ ct reply ip6 saddr . oifname counter }}"
+        ),
+        format!("add rule {i} pod_in update @traffic6_in {{ ip6 daddr . iifname counter }}"),
         format!(
             "add rule {i} forward iifname \"smartnet0\" oifname != \"smartnet0\" ip6 saddr != fd00:ac27::/64 counter name drop_ipv6 drop"
         ),
@@ -258,4 +271,31 @@ fn listings_round_trip_ip6_and_old_tables_still_parse() {
     );
     let bad = json!({"nftables": [{"set": {"name": "endpoints6", "elem": [{"concat": ["smv2", "nonsense"]}]}}]});
     assert!(parse::endpoints6(&bad, "endpoints6").is_err());
+}
+
+#[test]
+fn ipv6_traffic_elements_round_trip() {
+    use super::traffic::{Counted, counted, delete_script};
+    use crate::datapath::types::TrafficDir;
+    // The shape nftables 1.0.6 lists for `type ipv6_addr . ifname` with counters.
+    let doc = json!({"nftables": [
+        {"set": {"family": "inet", "name": "traffic_out", "table": "t", "type": ["ipv4_addr", "ifname"],
+                 "elem": [{"elem": {"val": {"concat": ["172.39.0.2", "uplink0"]}, "counter": {"packets": 1, "bytes": 84}}}]}},
+        {"set": {"family": "inet", "name": "traffic6_in", "table": "t", "type": ["ipv6_addr", "ifname"],
+                 "elem": [{"elem": {"val": {"concat": ["fd00:ac27::2", "uplink0"]}, "counter": {"packets": 2, "bytes": 208}}}]}}]});
+    let all = counted(&doc).unwrap();
+    let v6 = Counted {
+        pod: ula(2).into(),
+        ifname: "uplink0".into(),
+        dir: TrafficDir::In,
+        packets: 2,
+        bytes: 208,
+    };
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1], v6);
+    assert_eq!(
+        delete_script("t", &all),
+        "delete element inet t traffic_out { 172.39.0.2 . \"uplink0\" }\n\
+         delete element inet t traffic6_in { fd00:ac27::2 . \"uplink0\" }\n"
+    );
 }

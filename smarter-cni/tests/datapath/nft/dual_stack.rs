@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use smarter_cni::datapath::HostPortSpec;
 use smarter_cni::datapath::nftables::NftablesDatapath;
+use smarter_cni::datapath::{HostPortSpec, TrafficDir};
 use smarter_testbed::{Netns, spawn_in, udp_roundtrip};
 
 use crate::world::nft::{
@@ -209,6 +209,16 @@ fn nft_dual_stack_pods() {
     }
     assert_eq!((tcp.seen().len(), udp.seen().len()), (1, 1));
     assert!(nw.counter(&dp, "nat_masquerade") > 0);
+    // Counted as the pod's traffic through the uplink, both ways (on its IPv4 row).
+    let traffic = node.run(|| dp.pod_traffic()).expect("traffic");
+    for dir in [TrafficDir::Out, TrafficDir::In] {
+        let row = traffic
+            .iter()
+            .find(|t| t.pod == ep2.ip && t.dir == dir)
+            .unwrap_or_else(|| panic!("no {dir:?} row in {traffic:?}"));
+        assert_eq!(row.ifname.as_deref(), Some("uplink0"));
+        assert!(row.packets >= 3 && row.bytes > 0, "{row:?}");
+    }
 
     // pod ↔ pod, and the gateway.
     assert!(
@@ -265,18 +275,20 @@ fn nft_dual_stack_pods() {
     assert!(leaked.is_empty(), "ULA sources on the wan: {leaked:?}");
 
     // Detach: the ULA and its hostPort go with the pod.
-    let (eps, ports6) = node
+    let (eps, ports6, traffic) = node
         .run(|| {
             dp.detach_endpoint(ep2.ip, &ep2.host_ifname)?;
             dp.detach_endpoint(ep2.ip, &ep2.host_ifname)?;
             Ok::<_, smarter_cni::datapath::nftables::NftablesError>((
                 dp.endpoints()?,
                 dp.host_ports6()?,
+                dp.pod_traffic()?,
             ))
         })
         .expect("detach");
     assert_eq!(eps, vec![ep3]);
     assert!(ports6.is_empty(), "{ports6:?}");
+    assert!(traffic.iter().all(|t| t.pod != ep2.ip), "{traffic:?}");
     assert!(tcp_ok(wan, hp).is_err(), "the IPv6 hostPort is gone");
     drop(pod_server);
     node.run(|| NftablesDatapath::remove("smartnet"))
