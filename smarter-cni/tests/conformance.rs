@@ -25,6 +25,10 @@ mod failover;
 mod probe;
 #[path = "conformance/run.rs"]
 mod run;
+#[path = "conformance/six.rs"]
+mod six;
+#[path = "conformance/six_probe.rs"]
+mod six_probe;
 #[path = "conformance/topo.rs"]
 mod topo;
 #[path = "conformance/traffic.rs"]
@@ -164,6 +168,55 @@ fn conformance_failover() {
         }
     }
     judge(Topo::Failover, &runs, failures, &notes);
+}
+
+/// The matrix in IPv6 on a dual-stack uplink (`conformance/six.rs`): every case as the reference
+/// (bridge with an IPv6 range and `ipMasq`) does it, unsolicited traffic never reaching a pod,
+/// no ULA source behind the uplink, the wan seeing only the node's global address.
+#[test]
+fn conformance_ipv6() {
+    let Some(reference) = six::run(Dp::Reference) else {
+        return;
+    };
+    six::print_verbose(&reference);
+    let answered = reference.outcomes.values().filter(|o| o.answered).count();
+    let mut failures = Vec::new();
+    if answered <= reference.outcomes.len() / 2 {
+        failures.push(format!(
+            "reference answered only {answered} of {} cases: the matrix is vacuous",
+            reference.outcomes.len()
+        ));
+    }
+    let mut table = format!(
+        "ipv6  reference: {answered}/{} answered, wan0 {} frames, {} with a ULA source\n",
+        reference.outcomes.len(),
+        reference.wan.frames,
+        reference.wan.leaks
+    );
+    eprint!("{table}");
+    for dp in [Dp::Nft, Dp::Ebpf] {
+        let Some(r) = six::run(dp) else {
+            return;
+        };
+        six::print_verbose(&r);
+        let (equal, deliberate, problems) = six::judge(&reference, &r);
+        table.push_str(&format!(
+            "ipv6  {}: {equal} equal, {deliberate} deliberate, {} differ; wan0 {} frames, {} with \
+             a ULA source\n",
+            dp.name(),
+            problems.len(),
+            r.wan.frames,
+            r.wan.leaks
+        ));
+        failures.extend(problems);
+    }
+    eprintln!("{table}");
+    assert!(
+        failures.is_empty(),
+        "ipv6: {} problems:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// IPv6 a pod sends from an address it chose itself never leaves the node, even when the node

@@ -17,6 +17,9 @@
 //! well-known prefix `64:ff9b::/96`, through which the node reaches the wan's IPv4 server at
 //! `64:ff9b::203.0.113.1` ([`nat64_addr`]) — the world of the CLAT (464XLAT).
 //!
+//! [`World::add_ipv6`] ([`dual`]) makes it dual-stack instead: `2001:db8:1::2/64` (node) ↔
+//! `2001:db8:1::1/64` (wan), the wan's IPv6 server at `2001:db8:113::1`.
+//!
 //! Topologies of a real gateway are added on demand ([`topology`]): a LAN with a sensor, a
 //! backup uplink with fail-over, a layer-3 (TUN, raw-IP) uplink; [`World::external_links`]
 //! names the far side of every external interface. [`World::without_wan`] is the node alone;
@@ -28,6 +31,7 @@
 //! craft frames by hand ([`packet`]).
 
 pub mod containerd;
+pub mod dual;
 pub mod load;
 pub mod nat64;
 mod ns;
@@ -40,6 +44,7 @@ pub mod topology;
 pub mod tun;
 mod wired;
 
+pub use dual::{NODE_DUAL_IP6, WAN_DUAL_IP6, WAN_SERVER_IP6};
 pub use nat64::{NAT64_PREFIX, NAT64_PREFIX_LEN, NODE_UPLINK_IP6, WAN_ROUTER_IP6, nat64_addr};
 pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, unique_name,

@@ -2,7 +2,7 @@
 //! record the source address they saw (so tests can check NAT), and stop on drop.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,12 +33,13 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    /// A TCP echo server on `ip:port` inside `ns` (one connection at a time: echo until EOF).
+    /// A TCP echo server on `ip:port` (IPv4 or IPv6) inside `ns` (one connection at a time: echo until EOF).
     ///
     /// # Panics
     /// When the address cannot be bound.
     #[must_use]
-    pub fn tcp(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
+    pub fn tcp(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> Self {
+        let ip = ip.into();
         Self::start(ns, move |stop, seen, ready| {
             let l = retry_in_use(|| TcpListener::bind((ip, port))).expect("bind TCP");
             let _ = ready.send(());
@@ -62,12 +63,13 @@ impl EchoServer {
         })
     }
 
-    /// A UDP echo server on `ip:port` inside `ns`.
+    /// A UDP echo server on `ip:port` (IPv4 or IPv6) inside `ns`.
     ///
     /// # Panics
     /// When the address cannot be bound.
     #[must_use]
-    pub fn udp(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
+    pub fn udp(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> Self {
+        let ip = ip.into();
         Self::start(ns, move |stop, seen, ready| {
             let s = retry_in_use(|| UdpSocket::bind((ip, port))).expect("bind UDP");
             let _ = ready.send(());

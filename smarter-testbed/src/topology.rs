@@ -49,6 +49,8 @@ pub(crate) struct Extras {
     relay: Option<TunRelay>,
     lan: Option<Netns>,
     backup: bool,
+    /// The primary uplink is dual-stack ([`World::add_ipv6`]).
+    pub(crate) dual: bool,
     l3_mtu: Option<u32>,
 }
 
@@ -276,7 +278,11 @@ impl World {
             out.push(ExternalLink {
                 node_if: UPLINK,
                 node_ip: (!nat64).then_some(NODE_UPLINK_IP),
-                node_ip6: nat64.then_some(super::NODE_UPLINK_IP6),
+                node_ip6: if nat64 {
+                    Some(super::NODE_UPLINK_IP6)
+                } else {
+                    self.extras.dual.then_some(super::NODE_DUAL_IP6)
+                },
                 far_ns: wan,
                 far_if: WAN_UPLINK_IF,
                 layer3: false,
@@ -320,6 +326,9 @@ impl World {
     pub(crate) fn rewire_extras(&mut self) -> io::Result<()> {
         if self.has_nat64() {
             self.wire_uplink6()?;
+        }
+        if self.extras.dual {
+            self.wire_dual()?;
         }
         self.wire_lan()?;
         self.wire_backup()?;

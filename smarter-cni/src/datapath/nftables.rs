@@ -13,6 +13,14 @@
 //!   port's MAC (`macs`) and link-local address (`link_locals`), the RA guard, and no other
 //!   ethertype.
 //!
+//! In a dual-stack network ([`NftablesConfig::v6`]) both tables say the same of the pods' IPv6
+//! (ULA) subnet: masquerade, node-local-only, the backstop, hostPort DNAT from
+//! `hostport6_tcp`/`hostport6_udp` on the node's IPv6 addresses, and the bridge table's
+//! `endpoints6` (`ifname . ULA`, a pod's one IPv6 source besides `::` and its link-local
+//! address, also the one it may claim in neighbour discovery), pod traffic in
+//! `traffic6_out`/`traffic6_in`; the node then forwards IPv6
+//! ([`NftablesDatapath::enable_ipv6_forwarding`]).
+//!
 //! Rules never mention a pod: ADD and DEL only add and delete set elements, each as one atomic
 //! `nft -f -` batch. Verdicts are counted by named counters ([`NftablesDatapath::counters`]),
 //! pod traffic by set elements ([`NftablesDatapath::pod_traffic`]).
@@ -21,6 +29,7 @@
 mod config;
 mod error;
 mod exec;
+mod forward6;
 mod hostports;
 mod l2;
 mod network;
@@ -31,6 +40,8 @@ mod script;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests6;
 mod traffic;
 mod traffic_view;
 

@@ -1,9 +1,10 @@
 //! The nftables datapath in a world of throwaway network namespaces ([`crate::world::nft`]):
 //! masquerade, anti-spoofing, deny ranges, node-local-only, hostPort (also hairpin), detach
 //! and removal here; `hostIP`, per-pod traffic and the LAN of an `uplink: auto` node in
-//! `nft/external.rs`. Skips with a message when not root or without `nft`. Never
+//! `nft/external.rs`; a dual-stack network's IPv6 in `nft/dual_stack.rs`. Skips with a message when not root or without `nft`. Never
 //! touches the root namespace: `nft` and the API run on threads that entered the node namespace.
 
+mod dual_stack;
 mod external;
 
 use std::net::Ipv4Addr;

@@ -4,6 +4,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
+use crate::datapath::types::V6Config;
+
 /// The settings of one network's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftablesConfig {
@@ -15,6 +17,9 @@ pub struct NftablesConfig {
     pub subnet: Ipv4Network,
     /// The gateway address on the bridge.
     pub gateway: Ipv4Addr,
+    /// The pods' IPv6 (ULA) subnet and gateway of a dual-stack network; `None`: the rules
+    /// are IPv4 only (pods' IPv6 stays on the link).
+    pub v6: Option<V6Config>,
     /// The interfaces pods are masqueraded out of; empty: every interface but the bridge
     /// (`uplink: auto`, also interfaces that appear later).
     pub uplinks: Vec<String>,

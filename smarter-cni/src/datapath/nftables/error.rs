@@ -54,6 +54,17 @@ pub enum NftablesError {
         /// `family name` of the missing table.
         table: String,
     },
+    /// A sysctl of the node namespace could not be read or written.
+    #[error("cannot set {path} to {value}: {source}")]
+    Sysctl {
+        /// The `/proc/sys` path.
+        path: String,
+        /// The value being written.
+        value: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// `nft -j` printed something this module does not understand.
     #[error("unexpected `nft -j` output for {what}: {reason}")]
     Parse {

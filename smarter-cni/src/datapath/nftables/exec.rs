@@ -2,7 +2,7 @@
 //! `conntrack` tool. Children inherit the calling thread's network namespace.
 
 use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -101,11 +101,12 @@ pub(super) fn list_tables() -> Result<Value, NftablesError> {
 
 /// Deletes the conntrack entries of `ip` (originated by it, or answered by it after DNAT) with
 /// the `conntrack` tool; silently does nothing when the tool is not installed.
-pub(super) fn flush_conntrack(ip: Ipv4Addr) {
+pub(super) fn flush_conntrack(ip: IpAddr) {
+    let family = if ip.is_ipv6() { "ipv6" } else { "ipv4" };
     let ip = ip.to_string();
     for flag in ["--orig-src", "--reply-src"] {
         let result = Command::new("conntrack")
-            .args(["-D", flag, &ip])
+            .args(["-D", "-f", family, flag, &ip])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

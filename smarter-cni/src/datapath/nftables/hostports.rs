@@ -5,8 +5,13 @@
 //! (`address . port : pod ip . pod port`), DNATed only for that destination address. Two
 //! mappings of one protocol and port conflict when either answers on every address or both
 //! on the same one (as the Kubernetes scheduler counts hostPort conflicts).
+//!
+//! In a dual-stack network a mapping without `hostIP` of a pod with an IPv6 address is also an
+//! element of `hostport6_<proto>` (`port : pod ip6 . pod port`), DNATed on every local IPv6
+//! address; `hostIP` is IPv4 only. Conflicts are decided by the IPv4 maps (every IPv6 element
+//! has its IPv4 twin).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::NftablesError;
 use crate::datapath::types::HostPortSpec;
@@ -28,6 +33,14 @@ pub(super) const MAPS: [(&str, u8, bool); 4] = [
     (MAP_TCP, 6, false),
     (MAP_UDP, 17, false),
 ];
+
+/// Inet-family maps `port : pod ip6 . pod port` (every node IPv6 address), dual-stack only.
+pub(super) const MAP6_TCP: &str = "hostport6_tcp";
+/// See [`MAP6_TCP`].
+pub(super) const MAP6_UDP: &str = "hostport6_udp";
+
+/// The IPv6 maps: name, protocol number.
+pub(super) const MAPS6: [(&str, u8); 2] = [(MAP6_TCP, 6), (MAP6_UDP, 17)];
 
 /// `tcp` or `udp` for IP protocol numbers 6 and 17.
 ///
@@ -79,6 +92,32 @@ pub(super) fn element(
     Ok(format!(
         "{op} element inet {t} {map} {{ {key} : {ip} . {} }}\n",
         hp.container_port
+    ))
+}
+
+/// The `add` or `delete` element of `hp` in its IPv6 map, leading to pod address `ip6`, one
+/// line; empty for a `hostIP` mapping (IPv4 only).
+///
+/// # Errors
+///
+/// As [`proto_name`].
+pub(super) fn element6(
+    op: &str,
+    t: &str,
+    hp: &HostPortSpec,
+    ip6: Ipv6Addr,
+) -> Result<String, NftablesError> {
+    let map = if proto_name(hp.protocol)? == "tcp" {
+        MAP6_TCP
+    } else {
+        MAP6_UDP
+    };
+    if hp.host_ip.is_some() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "{op} element inet {t} {map} {{ {} : {ip6} . {} }}\n",
+        hp.host_port, hp.container_port
     ))
 }
 
@@ -143,6 +182,18 @@ pub(super) fn dnat_rules(guard: &str) -> Vec<String> {
             let proto = if proto == 6 { "tcp" } else { "udp" };
             let addr = if by_addr { "ip daddr . " } else { "" };
             format!("{guard} dnat ip to {addr}{proto} dport map @{map}")
+        })
+        .collect()
+}
+
+/// The IPv6 DNAT rules of a nat chain, one per map (in [`MAPS6`] order), each starting with
+/// `guard`.
+pub(super) fn dnat_rules6(guard: &str) -> Vec<String> {
+    MAPS6
+        .iter()
+        .map(|&(map, proto)| {
+            let proto = if proto == 6 { "tcp" } else { "udp" };
+            format!("{guard} dnat ip6 to {proto} dport map @{map}")
         })
         .collect()
 }

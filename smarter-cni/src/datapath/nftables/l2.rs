@@ -6,7 +6,9 @@
 //! any other ethertype but IPv6 (and every VLAN-tagged frame) dropped; IPv6 only with the
 //! port's MAC (`macs`), from `::` or a link-local address, never a router advertisement,
 //! redirect, DHCPv6 server message or fragment, and neighbour discovery only claiming the
-//! pod's own link-local address (`link_locals`, derived from its MAC) and MAC.
+//! pod's own link-local address (`link_locals`, derived from its MAC) and MAC. In a dual-stack
+//! network (`v6`) a pod may also send from, and claim in neighbour discovery, its own ULA
+//! (`endpoints6`).
 
 use smarter_common::link::{
     DHCPV6_CLIENT_PORT, ICMP_REDIRECT, ICMP_ROUTER_ADVERT, ICMPV6_NEIGHBOUR_ADVERT,
@@ -28,6 +30,10 @@ pub(super) const SET_MACS: &str = "macs";
 /// discovery target addresses can be looked up too): the one address a port's neighbour
 /// discovery may claim.
 pub(super) const SET_LINK_LOCALS: &str = "link_locals";
+/// Bridge-family set of `ifname . IPv6 address` (128-bit integers, as [`SET_LINK_LOCALS`]):
+/// the pod's own ULA in a dual-stack network, the one global-scope source its IPv6 may carry
+/// and the one address besides its link-local one its neighbour discovery may claim.
+pub(super) const SET_ENDPOINTS6: &str = "endpoints6";
 /// Named counters of the bridge table.
 pub(super) const BRIDGE_COUNTERS: [&str; 6] = [
     "drop_spoof_ip",
@@ -39,8 +45,9 @@ pub(super) const BRIDGE_COUNTERS: [&str; 6] = [
 ];
 
 /// The bridge table's sets, counters and its one chain (flushed and refilled), for table
-/// `t`, one command per line.
-pub(super) fn bridge_script(t: &str) -> Vec<String> {
+/// `t`, one command per line; with `v6` (a dual-stack network) also the set
+/// [`SET_ENDPOINTS6`] and the rules letting a pod use its own ULA.
+pub(super) fn bridge_script(t: &str, v6: bool) -> Vec<String> {
     let b = format!("bridge {t}");
     let mut out = vec![
         format!("add table {b}"),
@@ -49,6 +56,11 @@ pub(super) fn bridge_script(t: &str) -> Vec<String> {
         format!("add set {b} {SET_MACS} {{ typeof iifname . @ll,48,48; }}"),
         format!("add set {b} {SET_LINK_LOCALS} {{ typeof iifname . @nh,64,128; }}"),
     ];
+    if v6 {
+        out.push(format!(
+            "add set {b} {SET_ENDPOINTS6} {{ typeof iifname . @nh,64,128; }}"
+        ));
+    }
     out.extend(
         BRIDGE_COUNTERS
             .iter()
@@ -59,15 +71,16 @@ pub(super) fn bridge_script(t: &str) -> Vec<String> {
     ));
     out.push(format!("flush chain {b} prerouting"));
     out.extend(
-        prerouting_rules()
+        prerouting_rules(v6)
             .into_iter()
             .map(|r| format!("add rule {b} prerouting {r}")),
     );
     out
 }
 
-/// The rules of the bridge table's prerouting chain, in order.
-fn prerouting_rules() -> Vec<String> {
+/// The rules of the bridge table's prerouting chain, in order (`v6`: a pod may also use its
+/// own ULA, from [`SET_ENDPOINTS6`]).
+fn prerouting_rules(v6: bool) -> Vec<String> {
     let drop = |counter: &str| format!("counter name {counter} drop");
     let (rs, ns, na) = (
         ICMPV6_ROUTER_SOLICIT,
@@ -75,6 +88,21 @@ fn prerouting_rules() -> Vec<String> {
         ICMPV6_NEIGHBOUR_ADVERT,
     );
     let nd = format!("icmpv6 type {{ {rs}, {ns}, {na} }}");
+    // An address the pod may claim at `at` (`nh,64` its source, `th,64` an NDP target): its
+    // link-local one, or (dual-stack) its ULA.
+    let not_own = |at: &str| {
+        let ll = format!("iifname . @{at},128 != @{SET_LINK_LOCALS}");
+        if v6 {
+            format!("{ll} iifname . @{at},128 != @{SET_ENDPOINTS6}")
+        } else {
+            ll
+        }
+    };
+    let ula = if v6 {
+        format!(" iifname . @nh,64,128 != @{SET_ENDPOINTS6}")
+    } else {
+        String::new()
+    };
     let mut rules = vec![
         format!("iifname != @{SET_PORTS} accept"),
         // IPv4: the endpoint's address and MAC; no router messages.
@@ -101,13 +129,13 @@ fn prerouting_rules() -> Vec<String> {
         "ether type arp accept".to_owned(),
         // Pods have no use for other ethertypes (VLAN tags show as 8100 here).
         format!("ether type != ip6 {}", drop("drop_ethertype")),
-        // IPv6: the port's MAC, from `::` or link-local (pods hold no other address).
+        // IPv6: the port's MAC, from `::` or link-local (or, dual-stack, the pod's own ULA).
         format!(
             "iifname . @ll,48,48 != @{SET_MACS} {}",
             drop("drop_spoof_l2")
         ),
         format!(
-            "ip6 saddr != {{ ::, fe80::/10 }} {}",
+            "ip6 saddr != {{ ::, fe80::/10 }}{ula} {}",
             drop("drop_spoof_ip6")
         ),
         // The RA guard: router messages and what could hide one.
@@ -118,7 +146,7 @@ fn prerouting_rules() -> Vec<String> {
         ),
         format!("udp dport {DHCPV6_CLIENT_PORT} {}", drop("drop_ra_guard")),
         // Neighbour discovery: right after the IPv6 header, from `::` or the pod's own
-        // link-local address, advertising (or probing from `::`) only that address.
+        // link-local address (or ULA), advertising (or probing from `::`) only that address.
         // By number: a protocol name would need /etc/protocols, which minimal nodes lack.
         format!(
             "{nd} ip6 nexthdr != {} {}",
@@ -126,15 +154,18 @@ fn prerouting_rules() -> Vec<String> {
             drop("drop_spoof_ip6")
         ),
         format!(
-            "{nd} ip6 saddr != :: iifname . @nh,64,128 != @{SET_LINK_LOCALS} {}",
+            "{nd} ip6 saddr != :: {} {}",
+            not_own("nh,64"),
             drop("drop_spoof_ip6")
         ),
         format!(
-            "icmpv6 type {na} iifname . @th,64,128 != @{SET_LINK_LOCALS} {}",
+            "icmpv6 type {na} {} {}",
+            not_own("th,64"),
             drop("drop_spoof_ip6")
         ),
         format!(
-            "icmpv6 type {ns} ip6 saddr :: iifname . @th,64,128 != @{SET_LINK_LOCALS} {}",
+            "icmpv6 type {ns} ip6 saddr :: {} {}",
+            not_own("th,64"),
             drop("drop_spoof_ip6")
         ),
     ];
@@ -171,6 +202,18 @@ pub(super) fn link_elements(op: &str, t: &str, ep: &PodLink) -> String {
         "{op} element bridge {t} {SET_MACS} {{ \"{ifname}\" . 0x{mac} }}\n\
          {op} element bridge {t} {SET_LINK_LOCALS} {{ \"{ifname}\" . 0x{ll} }}\n"
     )
+}
+
+/// The [`SET_ENDPOINTS6`] element of `ep` (`op` is `add` or `delete`); empty without an IPv6
+/// address.
+pub(super) fn endpoint6_element(op: &str, t: &str, ep: &PodLink) -> String {
+    ep.ip6.map_or_else(String::new, |ip6| {
+        format!(
+            "{op} element bridge {t} {SET_ENDPOINTS6} {{ \"{}\" . 0x{:032x} }}\n",
+            ep.host_ifname,
+            u128::from(ip6)
+        )
+    })
 }
 
 /// The `macs` element of `ep` as [`super::parse::link_macs`] reads it back.

@@ -68,6 +68,7 @@ fn config(s: &Settings) -> NftablesConfig {
         bridge: s.bridge.clone(),
         subnet: s.subnet,
         gateway: s.gateway,
+        v6: s.v6,
         uplinks: Vec::new(),
         deny: s.deny.clone(),
         nat_ports: s.nat_ports,
@@ -113,6 +114,14 @@ impl Datapath for NftablesNetwork {
                     self.cfg.uplinks.join(", ")
                 }
             );
+        }
+        // Dual-stack: the kernel forwards the pods' IPv6 (after the rules are in place, so
+        // nothing is forwarded without the backstop); on every call, so an interface that
+        // appeared since keeps taking router advertisements.
+        if self.cfg.v6.is_some() {
+            NftablesDatapath::enable_ipv6_forwarding(
+                external.uplinks.iter().map(|u| u.name.as_str()),
+            )?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Reading `nft -j list table` output: set and map elements, counters, table names.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
@@ -21,6 +21,11 @@ fn objects<'a>(doc: &'a Value, kind: &'static str) -> impl Iterator<Item = &'a V
         .into_iter()
         .flatten()
         .filter_map(move |item| item.get(kind))
+}
+
+/// Whether a listing holds a set or map (`kind`) named `name`.
+pub(super) fn has(doc: &Value, kind: &'static str, name: &str) -> bool {
+    objects(doc, kind).any(|o| o.get("name").and_then(Value::as_str) == Some(name))
 }
 
 /// The elements of set or map `name` (`kind` is `set` or `map`); empty when it has none.
@@ -53,6 +58,12 @@ fn ip(v: &Value, what: &str) -> Result<Ipv4Addr, NftablesError> {
         .ok_or_else(|| parse_err(what, format!("expected an IPv4 address, got {v}")))
 }
 
+fn ip6(v: &Value, what: &str) -> Result<Ipv6Addr, NftablesError> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| parse_err(what, format!("expected an IPv6 address, got {v}")))
+}
+
 fn port(v: &Value, what: &str) -> Result<u16, NftablesError> {
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
@@ -76,13 +87,16 @@ fn mac(v: &Value, what: &str) -> Result<[u8; 6], NftablesError> {
     Ok(out)
 }
 
-/// The endpoints (`ifname . ip . mac`) of a bridge table listing.
+/// The endpoints (`ifname . ip . mac` in `set`) of a bridge table listing, each with the IPv6
+/// address set `set6` holds for its interface (none when it holds none, or does not exist:
+/// tables written before dual-stack).
 ///
 /// # Errors
 ///
 /// [`NftablesError::Parse`] for an element of another shape.
-pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, NftablesError> {
+pub(super) fn endpoints(doc: &Value, set: &str, set6: &str) -> Result<Vec<PodLink>, NftablesError> {
     let what = format!("set {set}");
+    let v6 = endpoints6(doc, set6)?;
     elements(doc, "set", set)
         .iter()
         .map(|e| {
@@ -91,12 +105,77 @@ pub(super) fn endpoints(doc: &Value, set: &str) -> Result<Vec<PodLink>, Nftables
                 .as_str()
                 .ok_or_else(|| parse_err(&what, format!("expected an interface name in {e}")))?
                 .to_owned();
+            let ip6 = v6.iter().find(|(i, _)| *i == host_ifname).map(|e| e.1);
             Ok(PodLink {
                 ip: ip(&parts[1], &what)?,
-                ip6: None,
+                ip6,
                 mac: mac(&parts[2], &what)?,
                 host_ifname,
             })
+        })
+        .collect()
+}
+
+/// The `ifname . address` elements of a bridge table's `endpoints6` set (the address a 128-bit
+/// integer, as a hex string or a number), as [`super::l2::endpoint6_element`] writes them.
+///
+/// # Errors
+///
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn endpoints6(doc: &Value, set: &str) -> Result<Vec<(String, Ipv6Addr)>, NftablesError> {
+    let what = format!("set {set}");
+    elements(doc, "set", set)
+        .iter()
+        .map(|e| {
+            let parts = concat(e, &what, 2)?;
+            let bad = || {
+                parse_err(
+                    &what,
+                    format!("expected an interface and an address in {e}"),
+                )
+            };
+            let ifname = parts[0].as_str().ok_or_else(bad)?.to_owned();
+            let addr = match &parts[1] {
+                Value::Number(n) => n.as_u64().map(u128::from),
+                Value::String(s) => s
+                    .strip_prefix("0x")
+                    .and_then(|h| u128::from_str_radix(h, 16).ok())
+                    .or_else(|| s.parse::<Ipv6Addr>().ok().map(u128::from)),
+                _ => None,
+            }
+            .ok_or_else(bad)?;
+            Ok((ifname, Ipv6Addr::from(addr)))
+        })
+        .collect()
+}
+
+/// The hostPorts of IPv6 map `map` (`port : ip6 . port`) in an inet table listing; empty when
+/// the map does not exist.
+///
+/// # Errors
+///
+/// [`NftablesError::Parse`] for an element of another shape.
+pub(super) fn host_ports6(
+    doc: &Value,
+    map: &str,
+    protocol: u8,
+) -> Result<Vec<(HostPortSpec, Ipv6Addr)>, NftablesError> {
+    let what = format!("map {map}");
+    elements(doc, "map", map)
+        .iter()
+        .map(|e| {
+            let pair = e
+                .as_array()
+                .filter(|p| p.len() == 2)
+                .ok_or_else(|| parse_err(&what, format!("expected [key, value], got {e}")))?;
+            let parts = concat(&pair[1], &what, 2)?;
+            let hp = HostPortSpec {
+                host_port: port(unwrap_elem(&pair[0]), &what)?,
+                container_port: port(&parts[1], &what)?,
+                protocol,
+                host_ip: None,
+            };
+            Ok((hp, ip6(&parts[0], &what)?))
         })
         .collect()
 }
@@ -139,8 +218,8 @@ pub(super) fn host_ports(
         .collect()
 }
 
-/// The `ip . ifname` elements of a set with counters: address, name, packets, bytes (0 for
-/// an element without a counter).
+/// The `ip . ifname` elements of a set with counters (IPv4 or IPv6 addresses): address,
+/// name, packets, bytes (0 for an element without a counter).
 ///
 /// # Errors
 ///
@@ -148,7 +227,7 @@ pub(super) fn host_ports(
 pub(super) fn counted_elements(
     doc: &Value,
     set: &str,
-) -> Result<Vec<(Ipv4Addr, String, u64, u64)>, NftablesError> {
+) -> Result<Vec<(IpAddr, String, u64, u64)>, NftablesError> {
     let what = format!("set {set}");
     elements(doc, "set", set)
         .iter()
@@ -165,12 +244,11 @@ pub(super) fn counted_elements(
                     .and_then(Value::as_u64)
                     .unwrap_or(0)
             };
-            Ok((
-                ip(&parts[0], &what)?,
-                ifname,
-                field("packets"),
-                field("bytes"),
-            ))
+            let pod = parts[0]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| parse_err(&what, format!("expected an address in {e}")))?;
+            Ok((pod, ifname, field("packets"), field("bytes")))
         })
         .collect()
 }

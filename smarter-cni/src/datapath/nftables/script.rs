@@ -4,13 +4,13 @@
 //! unit-tested without root.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sha2::{Digest, Sha256};
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
-use super::hostports::{self, MAPS};
+use super::hostports::{self, MAPS, MAPS6};
 use super::l2::{self, SET_ENDPOINTS, SET_PORTS};
 use super::traffic::{self, CHAIN_IN, Counted};
 use crate::datapath::types::{HostPortSpec, PodLink};
@@ -77,7 +77,9 @@ pub(super) use crate::netlink::format_mac;
 /// The whole ruleset of one network as one atomic batch. Tables, sets, maps and counters are
 /// `add`ed (kept with their elements and values when they exist); the deny set and every chain
 /// are flushed and refilled, so re-running it converges on `cfg` without a window where rules
-/// are missing.
+/// are missing. With `cfg.v6` the same rules are written for the pods' IPv6 (masquerade of the
+/// ULA subnet, node-local-only, the backstop, hostPorts on the node's IPv6 addresses, the
+/// bridge table's ULA elements); without it the script is exactly the IPv4-only one.
 ///
 /// # Errors
 ///
@@ -104,6 +106,9 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         let names: Vec<String> = cfg.uplinks.iter().map(|u| format!("\"{u}\"")).collect();
         format!("oifname {{ {} }}", names.join(", "))
     };
+    let net6 = cfg
+        .v6
+        .map(|v6| format!("{}/{}", v6.subnet.network(), v6.subnet.prefix()));
     let mut s = String::new();
     let mut w = |line: String| {
         s.push_str(&line);
@@ -133,7 +138,14 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
             "add map {i} {map} {{ type {key}inet_service : ipv4_addr . inet_service; }}"
         ));
     }
-    for line in traffic::set_lines(&i) {
+    if net6.is_some() {
+        for (map, _) in MAPS6 {
+            w(format!(
+                "add map {i} {map} {{ type inet_service : ipv6_addr . inet_service; }}"
+            ));
+        }
+    }
+    for line in traffic::set_lines(&i, net6.is_some()) {
         w(line);
     }
     for counter in INET_COUNTERS {
@@ -147,32 +159,46 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
         }
     };
     // hostPorts on the node's own addresses (a `hostIP` one only on its address).
+    let (mut pre, mut local) = (
+        hostports::dnat_rules("fib daddr type local"),
+        hostports::dnat_rules("ip daddr != 127.0.0.0/8 fib daddr type local"),
+    );
+    if net6.is_some() {
+        pre.extend(hostports::dnat_rules6("fib daddr type local"));
+        local.extend(hostports::dnat_rules6(
+            "ip6 daddr != ::1 fib daddr type local",
+        ));
+    }
     chain(
         &mut w,
         "prerouting",
         "type nat hook prerouting priority dstnat",
-        &hostports::dnat_rules("fib daddr type local"),
+        &pre,
     );
     chain(
         &mut w,
         "output",
         "type nat hook output priority -100",
-        &hostports::dnat_rules("ip daddr != 127.0.0.0/8 fib daddr type local"),
+        &local,
     );
     let ports = if lo == 0 {
         String::new()
     } else {
         format!("meta l4proto {{ tcp, udp }} counter name nat_masquerade masquerade to :{lo}-{hi}")
     };
-    let mut post = vec![format!(
-        "ip saddr {net} ip daddr {net} oifname \"{br}\" ct status dnat masquerade"
-    )];
-    if !ports.is_empty() {
-        post.push(format!("ip saddr {net} {out} {ports}"));
+    let mut post = Vec::new();
+    for (ip, net) in [("ip", Some(&net)), ("ip6", net6.as_ref())] {
+        let Some(net) = net else { continue };
+        post.push(format!(
+            "{ip} saddr {net} {ip} daddr {net} oifname \"{br}\" ct status dnat masquerade"
+        ));
+        if !ports.is_empty() {
+            post.push(format!("{ip} saddr {net} {out} {ports}"));
+        }
+        post.push(format!(
+            "{ip} saddr {net} {out} counter name nat_masquerade masquerade"
+        ));
     }
-    post.push(format!(
-        "ip saddr {net} {out} counter name nat_masquerade masquerade"
-    ));
     chain(
         &mut w,
         "postrouting",
@@ -185,7 +211,15 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
     let mut backstop = vec![format!(
         "oifname != {{ \"{br}\", \"lo\" }} ip saddr {net} counter name drop_leak drop"
     )];
+    if let Some(net6) = &net6 {
+        backstop.push(format!(
+            "oifname != {{ \"{br}\", \"lo\" }} ip6 saddr {net6} counter name drop_leak drop"
+        ));
+    }
     backstop.extend(traffic::out_rules(br, &net));
+    if let Some(net6) = &net6 {
+        backstop.extend(traffic::out_rules6(br, net6));
+    }
     chain(
         &mut w,
         "backstop",
@@ -195,27 +229,39 @@ pub(super) fn ensure_script(cfg: &NftablesConfig) -> Result<String, NftablesErro
     // Counted into a pod, then accepted (a regular chain, jumped to by forward).
     w(format!("add chain {i} {CHAIN_IN}"));
     w(format!("flush chain {i} {CHAIN_IN}"));
-    for rule in traffic::in_chain_rules() {
+    for rule in traffic::in_chain_rules(net6.is_some()) {
         w(format!("add rule {i} {CHAIN_IN} {rule}"));
     }
-    let inbound = format!("iifname != \"{br}\" oifname \"{br}\" ip daddr {net}");
+    let mut forward = vec![
+        // Without an IPv6 network nothing of the pods' IPv6 is routed off the node; with one,
+        // only what comes from the pods' subnet (masqueraded, or dropped by the backstop).
+        match &net6 {
+            None => format!(
+                "iifname \"{br}\" oifname != \"{br}\" meta nfproto ipv6 counter name drop_ipv6 drop"
+            ),
+            Some(net6) => format!(
+                "iifname \"{br}\" oifname != \"{br}\" ip6 saddr != {net6} counter name drop_ipv6 drop"
+            ),
+        },
+        format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
+    ];
+    for (ip, net) in [("ip", Some(&net)), ("ip6", net6.as_ref())] {
+        let Some(net) = net else { continue };
+        let inbound = format!("iifname != \"{br}\" oifname \"{br}\" {ip} daddr {net}");
+        forward.extend([
+            format!("{inbound} ct status dnat goto {CHAIN_IN}"),
+            format!("{inbound} ct state established,related goto {CHAIN_IN}"),
+            format!("{inbound} counter name drop_nodelocal drop"),
+        ]);
+    }
     chain(
         &mut w,
         "forward",
         "type filter hook forward priority filter",
-        &[
-            // Pods have no IPv6 network: nothing of theirs is routed off the node.
-            format!(
-                "iifname \"{br}\" oifname != \"{br}\" meta nfproto ipv6 counter name drop_ipv6 drop"
-            ),
-            format!("iifname \"{br}\" ip daddr @{SET_DENY} counter name drop_deny drop"),
-            format!("{inbound} ct status dnat goto {CHAIN_IN}"),
-            format!("{inbound} ct state established,related goto {CHAIN_IN}"),
-            format!("{inbound} counter name drop_nodelocal drop"),
-        ],
+        &forward,
     );
     // bridge: what pods may send on the link.
-    for line in l2::bridge_script(&t) {
+    for line in l2::bridge_script(&t, net6.is_some()) {
         w(line);
     }
     Ok(s)
@@ -226,8 +272,9 @@ fn endpoint_elements(op: &str, t: &str, ep: &PodLink) -> String {
     let (ifname, ip, mac) = (&ep.host_ifname, ep.ip, format_mac(&ep.mac));
     format!(
         "{op} element bridge {t} {SET_PORTS} {{ \"{ifname}\" }}\n\
-         {op} element bridge {t} {SET_ENDPOINTS} {{ \"{ifname}\" . {ip} . {mac} }}\n{}",
-        l2::link_elements(op, t, ep)
+         {op} element bridge {t} {SET_ENDPOINTS} {{ \"{ifname}\" . {ip} . {mac} }}\n{}{}",
+        l2::link_elements(op, t, ep),
+        l2::endpoint6_element(op, t, ep)
     )
 }
 
@@ -242,6 +289,8 @@ pub(super) struct Doomed<'a> {
     pub endpoints: &'a [PodLink],
     /// hostPorts with the pod address they lead to.
     pub ports: &'a [(HostPortSpec, Ipv4Addr)],
+    /// IPv6 hostPorts with the pod address they lead to.
+    pub ports6: &'a [(HostPortSpec, Ipv6Addr)],
     /// Traffic counters.
     pub traffic: &'a [Counted],
 }
@@ -270,12 +319,15 @@ pub(super) fn attach_script(
     s.push_str(&endpoint_elements("add", t, ep));
     for hp in ports {
         s.push_str(&hostports::element("add", t, hp, ep.ip)?);
+        if let Some(ip6) = ep.ip6 {
+            s.push_str(&hostports::element6("add", t, hp, ip6)?);
+        }
     }
     Ok(s)
 }
 
-/// The batch deleting `doomed`: endpoints (their ports, and their link elements when `links`
-/// has them), hostPorts and traffic counters.
+/// The batch deleting `doomed`: endpoints (their ports, their IPv6 elements, and their link
+/// elements when `links` has them), hostPorts and traffic counters.
 ///
 /// # Errors
 ///
@@ -288,7 +340,12 @@ pub(super) fn detach_script(
     let mut s = String::new();
     let mut seen_ports: Vec<&str> = Vec::new();
     let mut seen_links = Vec::new();
+    let mut seen6 = Vec::new();
     for ep in doomed.endpoints {
+        if ep.ip6.is_some() && !seen6.contains(&(&ep.host_ifname, ep.ip6)) {
+            s.push_str(&l2::endpoint6_element("delete", t, ep));
+            seen6.push((&ep.host_ifname, ep.ip6));
+        }
         let key = l2::mac_key(ep);
         if links.contains(&key) && !seen_links.contains(&key) {
             s.push_str(&l2::link_elements("delete", t, ep));
@@ -313,6 +370,9 @@ pub(super) fn detach_script(
     }
     for (hp, ip) in doomed.ports {
         s.push_str(&hostports::element("delete", t, hp, *ip)?);
+    }
+    for (hp, ip6) in doomed.ports6 {
+        s.push_str(&hostports::element6("delete", t, hp, *ip6)?);
     }
     s.push_str(&traffic::delete_script(t, doomed.traffic));
     Ok(s)

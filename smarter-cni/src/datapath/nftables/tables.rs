@@ -1,14 +1,14 @@
 //! [`NftablesDatapath`]: one network's two tables and the element batches that attach and
 //! detach pods.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
 use super::config::NftablesConfig;
 use super::error::NftablesError;
-use super::l2::{SET_ENDPOINTS, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
+use super::l2::{SET_ENDPOINTS, SET_ENDPOINTS6, SET_LINK_LOCALS, SET_MACS, SET_PORTS};
 use super::script::Doomed;
 use super::{exec, hostports, l2, parse, probe, script, traffic};
 
@@ -96,8 +96,9 @@ impl NftablesDatapath {
     }
 
     /// Lets `ep` send from its address and MAC and maps its hostPorts (each on every node
-    /// address, or only on its `hostIP`), in one batch; replaces stale elements of the same
-    /// address or interface, hostPorts of the address that are no longer wanted and, unless
+    /// address, or only on its `hostIP`), in one batch; with an IPv6 address (a dual-stack
+    /// network) also from that address, its hostPorts without `hostIP` on every node IPv6
+    /// address too. Replaces stale elements of the same address (either family) or interface, hostPorts of the address that are no longer wanted and, unless
     /// `ep` itself was attached already, traffic counters left by an earlier holder of the
     /// address. Idempotent.
     ///
@@ -107,7 +108,7 @@ impl NftablesDatapath {
     /// protocol and port, on every address on either side or on the same `hostIP`; checked
     /// first, and by the kernel inside the batch for the same key),
     /// [`NftablesError::NotEnsured`] without tables, [`NftablesError::Invalid`] for a bad name,
-    /// protocol or two overlapping mappings, otherwise as `nft` fails (nothing is then changed).
+    /// protocol, two overlapping mappings or an IPv6 address in IPv4-only tables, otherwise as `nft` fails (nothing is then changed).
     pub fn attach_endpoint(
         &self,
         ep: &PodLink,
@@ -120,10 +121,20 @@ impl NftablesDatapath {
         let mut attempt = 0;
         loop {
             let doc = self.bridge_required()?;
-            let existing = parse::endpoints(&doc, SET_ENDPOINTS)?;
+            if let Some(ip6) = ep.ip6
+                && !parse::has(&doc, "set", SET_ENDPOINTS6)
+            {
+                return Err(NftablesError::Invalid {
+                    what: "pod IPv6 address",
+                    value: ip6.to_string(),
+                    reason: "the network's tables are IPv4-only (not ensured with an IPv6 subnet)",
+                });
+            }
+            let existing = parse::endpoints(&doc, SET_ENDPOINTS, SET_ENDPOINTS6)?;
             let links = parse::link_macs(&doc, SET_MACS)?;
             let inet = self.inet_required()?;
             let mapped = host_ports_of(&inet)?;
+            let mapped6 = host_ports6_of(&inet)?;
             hostports::check(ep.ip, &ports, &mapped)?;
             // A new holder of the address counts from zero; attaching again keeps counting.
             let counted: Vec<traffic::Counted> = if existing.contains(ep) {
@@ -131,12 +142,14 @@ impl NftablesDatapath {
             } else {
                 traffic::counted(&inet)?
                     .into_iter()
-                    .filter(|c| c.pod == ep.ip)
+                    .filter(|c| c.pod == ep.ip || ep.ip6.is_some_and(|a| c.pod == a))
                     .collect()
             };
-            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) = existing
-                .into_iter()
-                .partition(|o| (o.ip == ep.ip || o.host_ifname == ep.host_ifname) && o != ep);
+            let (stale_eps, kept): (Vec<PodLink>, Vec<PodLink>) =
+                existing.into_iter().partition(|o| {
+                    let same6 = o.ip6.is_some() && o.ip6 == ep.ip6;
+                    (o.ip == ep.ip || same6 || o.host_ifname == ep.host_ifname) && o != ep
+                });
             // Endpoints attached before the link sets existed get their elements now.
             let lacking: Vec<PodLink> = kept
                 .into_iter()
@@ -146,9 +159,23 @@ impl NftablesDatapath {
                 .into_iter()
                 .filter(|(m, ip)| *ip == ep.ip && !ports.contains(m))
                 .collect();
+            // The IPv6 twins: of this address or a replaced endpoint's and not wanted, or of a
+            // port this pod now takes (left by an earlier holder; the IPv4 maps said it is
+            // free).
+            let stale_ports6: Vec<(HostPortSpec, Ipv6Addr)> = mapped6
+                .into_iter()
+                .filter(|(m, ip6)| {
+                    let ours = Some(*ip6) == ep.ip6;
+                    let replaced = stale_eps.iter().any(|o| o.ip6 == Some(*ip6));
+                    let wanted = ports.contains(m);
+                    let taken = ports.iter().any(|p| hostports::overlap(p, m));
+                    ((ours || replaced) && !wanted) || (!ours && taken)
+                })
+                .collect();
             let stale = Doomed {
                 endpoints: &stale_eps,
                 ports: &stale_ports,
+                ports6: &stale_ports6,
                 traffic: &counted,
             };
             let script = script::attach_script(&self.table, ep, &ports, stale, &links, &lacking)?;
@@ -161,8 +188,8 @@ impl NftablesDatapath {
 
     /// Removes the endpoint on `host_ifname` (and endpoints of `ip` whose interface is gone),
     /// and, unless another endpoint still holds `ip`, its hostPorts, its traffic counters and
-    /// its conntrack entries (when the `conntrack` tool is installed). Success when already
-    /// gone.
+    /// its conntrack entries (when the `conntrack` tool is installed); the same for the IPv6
+    /// address of a removed endpoint no other endpoint holds. Success when already gone.
     ///
     /// # Errors
     ///
@@ -174,7 +201,7 @@ impl NftablesDatapath {
             let doc = exec::list_table("bridge", &self.table)?;
             let (existing, links) = match &doc {
                 Some(doc) => (
-                    parse::endpoints(doc, SET_ENDPOINTS)?,
+                    parse::endpoints(doc, SET_ENDPOINTS, SET_ENDPOINTS6)?,
                     parse::link_macs(doc, SET_MACS)?,
                 ),
                 None => (Vec::new(), Vec::new()),
@@ -185,16 +212,33 @@ impl NftablesDatapath {
                         && nix::net::if_::if_nametoindex(o.host_ifname.as_str()).is_err())
             });
             let still_used = kept.iter().any(|o| o.ip == ip);
-            let (mut ports, mut counted) = (Vec::new(), Vec::new());
-            if !still_used && let Some(inet) = exec::list_table("inet", &self.table)? {
-                ports = host_ports_of(&inet)?;
-                ports.retain(|(_, owner)| *owner == ip);
+            let mut gone6: Vec<Ipv6Addr> = gone
+                .iter()
+                .filter_map(|o| o.ip6)
+                .filter(|a| !kept.iter().any(|o| o.ip6 == Some(*a)))
+                .collect();
+            gone6.sort_unstable();
+            gone6.dedup();
+            let (mut ports, mut ports6, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+            if (!still_used || !gone6.is_empty())
+                && let Some(inet) = exec::list_table("inet", &self.table)?
+            {
+                if !still_used {
+                    ports = host_ports_of(&inet)?;
+                    ports.retain(|(_, owner)| *owner == ip);
+                }
                 counted = traffic::counted(&inet)?;
-                counted.retain(|c| c.pod == ip);
+                counted.retain(|c| match c.pod {
+                    IpAddr::V4(a) => !still_used && a == ip,
+                    IpAddr::V6(a) => gone6.contains(&a),
+                });
+                ports6 = host_ports6_of(&inet)?;
+                ports6.retain(|(_, owner)| gone6.contains(owner));
             }
             let doomed = Doomed {
                 endpoints: &gone,
                 ports: &ports,
+                ports6: &ports6,
                 traffic: &counted,
             };
             let script = script::detach_script(&self.table, doomed, &links)?;
@@ -208,7 +252,10 @@ impl NftablesDatapath {
                 Err(e) => return Err(e),
                 Ok(()) => {
                     if !still_used {
-                        exec::flush_conntrack(ip);
+                        exec::flush_conntrack(IpAddr::V4(ip));
+                    }
+                    for ip6 in gone6 {
+                        exec::flush_conntrack(IpAddr::V6(ip6));
                     }
                     return Ok(());
                 }
@@ -230,16 +277,37 @@ impl NftablesDatapath {
         if exec::list_table("inet", &self.table)?.is_none() {
             diffs.push(format!("table inet {} is missing", self.table));
         }
-        let elements = parse::endpoints(&doc, SET_ENDPOINTS)?;
+        let elements = parse::endpoints(&doc, SET_ENDPOINTS, SET_ENDPOINTS6)?;
         let mac = script::format_mac(&ep.mac);
-        if !elements.contains(ep) {
+        let v4 = |o: &PodLink| (o.ip, o.mac, o.host_ifname.clone());
+        if !elements.iter().any(|o| v4(o) == v4(ep)) {
             diffs.push(format!(
                 "set {SET_ENDPOINTS} lacks \"{}\" . {} . {mac}",
                 ep.host_ifname, ep.ip
             ));
         }
-        for o in elements.iter().filter(|o| *o != ep) {
-            if o.ip == ep.ip || o.host_ifname == ep.host_ifname {
+        let own6 = |o: &PodLink| o.host_ifname == ep.host_ifname && o.ip6 == ep.ip6;
+        if let Some(ip6) = ep.ip6
+            && !elements.iter().any(own6)
+        {
+            diffs.push(format!(
+                "set {SET_ENDPOINTS6} lacks \"{}\" . {ip6}",
+                ep.host_ifname
+            ));
+        }
+        if let Some(o) = elements
+            .iter()
+            .find(|o| o.host_ifname == ep.host_ifname && o.ip6.is_some() && o.ip6 != ep.ip6)
+        {
+            diffs.push(format!(
+                "set {SET_ENDPOINTS6} has conflicting \"{}\" . {}",
+                o.host_ifname,
+                o.ip6.map_or_else(String::new, |a| a.to_string())
+            ));
+        }
+        for o in elements.iter().filter(|o| v4(o) != v4(ep)) {
+            let same6 = o.ip6.is_some() && o.ip6 == ep.ip6;
+            if o.ip == ep.ip || same6 || o.host_ifname == ep.host_ifname {
                 diffs.push(format!(
                     "set {SET_ENDPOINTS} has conflicting \"{}\" . {} . {}",
                     o.host_ifname,
@@ -272,8 +340,9 @@ impl NftablesDatapath {
     ///
     /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
     pub fn endpoints(&self) -> Result<Vec<PodLink>, NftablesError> {
-        exec::list_table("bridge", &self.table)?
-            .map_or(Ok(Vec::new()), |doc| parse::endpoints(&doc, SET_ENDPOINTS))
+        exec::list_table("bridge", &self.table)?.map_or(Ok(Vec::new()), |doc| {
+            parse::endpoints(&doc, SET_ENDPOINTS, SET_ENDPOINTS6)
+        })
     }
 
     /// Every hostPort with the pod address it maps to, sorted by protocol, port and `hostIP`;
@@ -284,6 +353,17 @@ impl NftablesDatapath {
     /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
     pub fn host_ports(&self) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesError> {
         exec::list_table("inet", &self.table)?.map_or(Ok(Vec::new()), |doc| host_ports_of(&doc))
+    }
+
+    /// Every IPv6 hostPort (dual-stack: the twin of a mapping without `hostIP` of a pod with
+    /// an IPv6 address) with the pod address it maps to, sorted by protocol and port; empty
+    /// when the table or the maps do not exist.
+    ///
+    /// # Errors
+    ///
+    /// As `nft` fails, [`NftablesError::Parse`] for unexpected elements.
+    pub fn host_ports6(&self) -> Result<Vec<(HostPortSpec, Ipv6Addr)>, NftablesError> {
+        exec::list_table("inet", &self.table)?.map_or(Ok(Vec::new()), |doc| host_ports6_of(&doc))
     }
 
     /// The named counters of both tables: name, packets, bytes (`drop_deny`,
@@ -352,5 +432,15 @@ fn host_ports_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv4Addr)>, NftablesE
         all.extend(parse::host_ports(doc, map, protocol)?);
     }
     all.sort_by_key(|(hp, _)| (hp.protocol, hp.host_port, hp.host_ip));
+    Ok(all)
+}
+
+/// The hostPorts of the IPv6 maps of an inet table listing, sorted by protocol and port.
+fn host_ports6_of(doc: &Value) -> Result<Vec<(HostPortSpec, Ipv6Addr)>, NftablesError> {
+    let mut all = Vec::new();
+    for (map, protocol) in hostports::MAPS6 {
+        all.extend(parse::host_ports6(doc, map, protocol)?);
+    }
+    all.sort_by_key(|(hp, _)| (hp.protocol, hp.host_port));
     Ok(all)
 }

@@ -19,6 +19,7 @@ fn default_config() -> NftablesConfig {
         bridge: "smartnet0".into(),
         subnet: "172.39.0.0/16".parse().unwrap(),
         gateway: Ipv4Addr::new(172, 39, 0, 1),
+        v6: None,
         uplinks: Vec::new(),
         deny: vec![
             "203.0.113.0/24".parse().unwrap(),
@@ -100,7 +101,7 @@ add rule inet smarter_smartnet forward iifname != "smartnet0" oifname "smartnet0
         bridge,
         format!(
             "{}\n",
-            l2::bridge_script("smarter_smartnet")[1..].join("\n")
+            l2::bridge_script("smarter_smartnet", false)[1..].join("\n")
         )
     );
 }
@@ -143,7 +144,7 @@ add rule bridge t prerouting icmpv6 type 133 @th,128,8 { 1, 2 } iifname . @th,14
 add rule bridge t prerouting icmpv6 type { 135, 136 } ip6 length > 40 counter name drop_spoof_ip6 drop
 add rule bridge t prerouting icmpv6 type { 135, 136 } @th,192,8 { 1, 2 } iifname . @th,208,48 != @macs counter name drop_spoof_ip6 drop
 add rule bridge t prerouting icmpv6 type { 135, 136 } @th,256,8 { 1, 2 } iifname . @th,272,48 != @macs counter name drop_spoof_ip6 drop"#;
-    assert_eq!(l2::bridge_script("t").join("\n"), expected);
+    assert_eq!(l2::bridge_script("t", false).join("\n"), expected);
 }
 
 #[test]
@@ -216,7 +217,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
     let older = ep(7, "smv000000000007");
     let links = [l2::mac_key(&stale)];
     let left = Counted {
-        pod: new.ip,
+        pod: new.ip.into(),
         ifname: "wwan0".into(),
         dir: TrafficDir::In,
         packets: 3,
@@ -226,6 +227,7 @@ fn attach_script_replaces_stale_elements_in_one_batch() {
     let doomed = Doomed {
         endpoints: &stale_eps,
         ports: &[old_port],
+        ports6: &[],
         traffic: &[left],
     };
     let s = attach_script("smarter_n", &new, &ports, doomed, &links, &[older]).unwrap();
@@ -315,7 +317,7 @@ fn parses_listings() {
         {"map": {"family": "inet", "name": "hostport_udp", "table": "t", "type": "inet_service", "handle": 3,
                  "map": "ipv4_addr . inet_service"}}]});
     assert_eq!(
-        parse::endpoints(&bridge, "endpoints").unwrap(),
+        parse::endpoints(&bridge, "endpoints", "endpoints6").unwrap(),
         vec![ep(2, "smv0123456789ab")]
     );
     assert_eq!(
@@ -360,7 +362,7 @@ fn parses_listings() {
     );
     let bad = json!({"nftables": [{"set": {"name": "endpoints", "elem": [{"concat": ["x", "1.2.3.4"]}]}}]});
     assert!(matches!(
-        parse::endpoints(&bad, "endpoints"),
+        parse::endpoints(&bad, "endpoints", "endpoints6"),
         Err(NftablesError::Parse { .. })
     ));
     let tables =

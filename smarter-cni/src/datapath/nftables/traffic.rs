@@ -9,11 +9,14 @@
 //!   every packet it lets through from an external interface into a pod (replies after the
 //!   reverse NAT, hostPort traffic after DNAT), keyed by the pod destination.
 //!
+//! In a dual-stack network the pods' IPv6 is counted the same way in `traffic6_out` and
+//! `traffic6_in` (`pod ULA . interface name`); readers add it to the pod's IPv4 row.
+//!
 //! Elements appear with a pod's first packet through an interface and go with its detach
 //! (and, should a late packet re-create one, with the next attach of the address or the
 //! agent's gc).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde_json::Value;
 
@@ -25,6 +28,10 @@ use crate::datapath::types::TrafficDir;
 pub(super) const SET_OUT: &str = "traffic_out";
 /// Inet-family dynamic set of `pod . iifname` with counters: what pods received.
 pub(super) const SET_IN: &str = "traffic_in";
+/// Inet-family dynamic set of `pod ULA . oifname` with counters (dual-stack).
+pub(super) const SET6_OUT: &str = "traffic6_out";
+/// Inet-family dynamic set of `pod ULA . iifname` with counters (dual-stack).
+pub(super) const SET6_IN: &str = "traffic6_in";
 /// The inet table's regular chain that counts a packet into a pod and accepts it.
 pub(super) const CHAIN_IN: &str = "pod_in";
 /// Elements per set: pods times external interfaces, with room to spare.
@@ -33,8 +40,8 @@ const SET_SIZE: u32 = 65_535;
 /// One counted element.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Counted {
-    /// The pod address.
-    pub pod: Ipv4Addr,
+    /// The pod address (its ULA in the IPv6 sets).
+    pub pod: IpAddr,
     /// The interface name the packets left or came in by.
     pub ifname: String,
     /// Which set it is in.
@@ -45,22 +52,25 @@ pub(super) struct Counted {
     pub bytes: u64,
 }
 
-fn set_of(dir: TrafficDir) -> &'static str {
-    match dir {
-        TrafficDir::Out => SET_OUT,
-        TrafficDir::In => SET_IN,
+fn set_of(dir: TrafficDir, v6: bool) -> &'static str {
+    match (dir, v6) {
+        (TrafficDir::Out, false) => SET_OUT,
+        (TrafficDir::In, false) => SET_IN,
+        (TrafficDir::Out, true) => SET6_OUT,
+        (TrafficDir::In, true) => SET6_IN,
     }
 }
 
-/// The two sets, for inet table `i` (`inet <name>`). No per-set `counter` (Linux 5.11): each
-/// element gets the counter of the statement that creates it.
-pub(super) fn set_lines(i: &str) -> Vec<String> {
-    [SET_OUT, SET_IN]
-        .iter()
-        .map(|set| {
-            format!(
-                "add set {i} {set} {{ type ipv4_addr . ifname; flags dynamic; size {SET_SIZE}; }}"
-            )
+/// The two sets (four with `v6`), for inet table `i` (`inet <name>`). No per-set `counter`
+/// (Linux 5.11): each element gets the counter of the statement that creates it.
+pub(super) fn set_lines(i: &str, v6: bool) -> Vec<String> {
+    let mut sets = vec![(SET_OUT, "ipv4_addr"), (SET_IN, "ipv4_addr")];
+    if v6 {
+        sets.extend([(SET6_OUT, "ipv6_addr"), (SET6_IN, "ipv6_addr")]);
+    }
+    sets.iter()
+        .map(|(set, addr)| {
+            format!("add set {i} {set} {{ type {addr} . ifname; flags dynamic; size {SET_SIZE}; }}")
         })
         .collect()
 }
@@ -69,25 +79,38 @@ pub(super) fn set_lines(i: &str) -> Vec<String> {
 /// subnet `net`: a masqueraded flow's packets by their original source, a hostPort flow's
 /// replies by their reply source, both before NAT rewrote them.
 pub(super) fn out_rules(br: &str, net: &str) -> Vec<String> {
+    out_rules_of(br, net, "ip", SET_OUT)
+}
+
+/// [`out_rules`] of the pods' IPv6 subnet `net6`, into [`SET6_OUT`].
+pub(super) fn out_rules6(br: &str, net6: &str) -> Vec<String> {
+    out_rules_of(br, net6, "ip6", SET6_OUT)
+}
+
+fn out_rules_of(br: &str, net: &str, ip: &str, set: &str) -> Vec<String> {
     ["original", "reply"]
         .iter()
         .map(|dir| {
-            let pod = format!("ct {dir} ip saddr");
+            let pod = format!("ct {dir} {ip} saddr");
             format!(
                 "iifname \"{br}\" oifname != {{ \"{br}\", \"lo\" }} ct direction {dir} {pod} {net} \
-                 update @{SET_OUT} {{ {pod} . oifname counter }}"
+                 update @{set} {{ {pod} . oifname counter }}"
             )
         })
         .collect()
 }
 
-/// The rules of [`CHAIN_IN`]: count, then accept (also when the set is full and the update
-/// fails).
-pub(super) fn in_chain_rules() -> Vec<String> {
-    vec![
-        format!("update @{SET_IN} {{ ip daddr . iifname counter }}"),
-        "accept".to_owned(),
-    ]
+/// The rules of [`CHAIN_IN`]: count (IPv6 too with `v6`), then accept (also when the set is
+/// full and the update fails).
+pub(super) fn in_chain_rules(v6: bool) -> Vec<String> {
+    let mut rules = vec![format!("update @{SET_IN} {{ ip daddr . iifname counter }}")];
+    if v6 {
+        rules.push(format!(
+            "update @{SET6_IN} {{ ip6 daddr . iifname counter }}"
+        ));
+    }
+    rules.push("accept".to_owned());
+    rules
 }
 
 /// The batch deleting `doomed` from table `t`'s sets.
@@ -97,7 +120,7 @@ pub(super) fn delete_script(t: &str, doomed: &[Counted]) -> String {
         .map(|c| {
             format!(
                 "delete element inet {t} {} {{ {} . \"{}\" }}\n",
-                set_of(c.dir),
+                set_of(c.dir, c.pod.is_ipv6()),
                 c.pod,
                 c.ifname
             )
@@ -105,15 +128,20 @@ pub(super) fn delete_script(t: &str, doomed: &[Counted]) -> String {
         .collect()
 }
 
-/// Both sets' elements in an inet table listing.
+/// Every set's elements in an inet table listing (the IPv6 sets' when they exist).
 ///
 /// # Errors
 ///
 /// [`NftablesError::Parse`] for an element of another shape.
 pub(super) fn counted(doc: &Value) -> Result<Vec<Counted>, NftablesError> {
     let mut all = Vec::new();
-    for dir in [TrafficDir::Out, TrafficDir::In] {
-        for (pod, ifname, packets, bytes) in parse::counted_elements(doc, set_of(dir))? {
+    for (dir, v6) in [
+        (TrafficDir::Out, false),
+        (TrafficDir::In, false),
+        (TrafficDir::Out, true),
+        (TrafficDir::In, true),
+    ] {
+        for (pod, ifname, packets, bytes) in parse::counted_elements(doc, set_of(dir, v6))? {
             all.push(Counted {
                 pod,
                 ifname,
@@ -137,7 +165,7 @@ mod tests {
     #[test]
     fn rules_count_by_pod_before_nat() {
         assert_eq!(
-            set_lines("inet t"),
+            set_lines("inet t", false),
             [
                 "add set inet t traffic_out { type ipv4_addr . ifname; flags dynamic; size 65535; }",
                 "add set inet t traffic_in { type ipv4_addr . ifname; flags dynamic; size 65535; }",
@@ -152,7 +180,7 @@ mod tests {
         );
         // The accept does not depend on the update (which fails when the set is full).
         assert_eq!(
-            in_chain_rules(),
+            in_chain_rules(false),
             [
                 "update @traffic_in { ip daddr . iifname counter }",
                 "accept"
