@@ -10,52 +10,11 @@ use std::path::PathBuf;
 
 use common::*;
 use serde_json::{Value, json};
-use smarter_testbed::{CniCall, Netns, UPLINK, World};
-
-/// The node's global IPv6 address on the uplink, and the wan's end of it.
-const NODE_UPLINK_IP6: &str = "2001:db8:1::2";
-const WAN_ROUTER_IP6: &str = "2001:db8:1::1";
-
-fn ok(ns: &Netns, args: &[&str]) {
-    let out = ns.exec(args).expect("run");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use smarter_testbed::{CniCall, Netns, World};
 
 fn text(ns: &Netns, args: &[&str]) -> String {
     let out = ns.exec(args).expect("run");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Gives the node's uplink a global IPv6 address and an IPv6 default route via the wan.
-fn give_uplink_ipv6(w: &World) {
-    let addr = format!("{NODE_UPLINK_IP6}/64");
-    ok(
-        w.node(),
-        &["ip", "-6", "addr", "add", &addr, "dev", UPLINK, "nodad"],
-    );
-    let wan = format!("{WAN_ROUTER_IP6}/64");
-    ok(
-        w.wan(),
-        &["ip", "-6", "addr", "add", &wan, "dev", "wan0", "nodad"],
-    );
-    ok(
-        w.node(),
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            WAN_ROUTER_IP6,
-            "dev",
-            UPLINK,
-        ],
-    );
 }
 
 /// The IPv6 address files of the network's IPAM directory.
@@ -122,7 +81,7 @@ fn dual_stack_on(dp: &str) {
     assert_eq!(out.status, 0, "{}", out.stdout);
 
     // ipv6: off, even with a global IPv6 address: IPv4 only.
-    give_uplink_ipv6(&w);
+    w.add_ipv6().expect("a dual-stack uplink");
     let off = conf_with(&w, dp, Some("off"));
     let res = add_ok(&w, &off, "c0", &ns0);
     assert_eq!(ips(&res).len(), 1, "{dp}: ipv6 off: {res}");
@@ -172,15 +131,11 @@ fn dual_stack_on(dp: &str) {
     let file = std::fs::read(w.data_dir().join("smartnet").join(&ip6)).unwrap();
     assert_eq!(file, b"c1\r\neth0");
     assert!(w.data_dir().join("smartnet/last_reserved_ip.1").is_file());
-    // CHECK passes with the dual-stack result. (eBPF only for now: the nftables datapath
-    // of this branch reads its endpoint rows back without the IPv6 address, so its CHECK of
-    // an endpoint with one reports a conflict; its dual-stack rows come with that datapath.)
-    if dp == "ebpf" {
-        let mut checked = conf.clone();
-        checked["prevResult"] = res.clone();
-        let out = call(&w, &CniCall::new("CHECK", &checked).pod("c1", &ns0));
-        assert_eq!(out.status, 0, "{dp}: CHECK: {}\n{}", out.stdout, out.stderr);
-    }
+    // CHECK passes with the dual-stack result.
+    let mut checked = conf.clone();
+    checked["prevResult"] = res.clone();
+    let out = call(&w, &CniCall::new("CHECK", &checked).pod("c1", &ns0));
+    assert_eq!(out.status, 0, "{dp}: CHECK: {}\n{}", out.stdout, out.stderr);
 
     // A second pod: another address, `ipv6: on` without asking the uplink.
     let on = conf_with(&w, dp, Some("on"));
