@@ -139,7 +139,17 @@ fn prerouting_rules(v6: bool) -> Vec<String> {
             drop("drop_spoof_ip6")
         ),
         // The RA guard: router messages and what could hide one.
-        format!("exthdr frag exists {}", drop("drop_ra_guard")),
+        // A router message comes from a link-local source to a link-local or multicast
+        // destination (RFC 4861), so only fragments that could be one are dropped: a pod's
+        // fragmented datagrams from its ULA to a routed destination go on.
+        format!(
+            "ip6 saddr {{ ::, fe80::/10 }} exthdr frag exists {}",
+            drop("drop_ra_guard")
+        ),
+        format!(
+            "ip6 daddr {{ fe80::/10, ff00::/8 }} exthdr frag exists {}",
+            drop("drop_ra_guard")
+        ),
         format!(
             "icmpv6 type {{ {ICMPV6_ROUTER_ADVERT}, {ICMPV6_REDIRECT} }} {}",
             drop("drop_ra_guard")

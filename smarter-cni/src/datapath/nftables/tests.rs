@@ -131,7 +131,8 @@ add rule bridge t prerouting ether type arp accept
 add rule bridge t prerouting ether type != ip6 counter name drop_ethertype drop
 add rule bridge t prerouting iifname . @ll,48,48 != @macs counter name drop_spoof_l2 drop
 add rule bridge t prerouting ip6 saddr != { ::, fe80::/10 } counter name drop_spoof_ip6 drop
-add rule bridge t prerouting exthdr frag exists counter name drop_ra_guard drop
+add rule bridge t prerouting ip6 saddr { ::, fe80::/10 } exthdr frag exists counter name drop_ra_guard drop
+add rule bridge t prerouting ip6 daddr { fe80::/10, ff00::/8 } exthdr frag exists counter name drop_ra_guard drop
 add rule bridge t prerouting icmpv6 type { 134, 137 } counter name drop_ra_guard drop
 add rule bridge t prerouting udp dport 546 counter name drop_ra_guard drop
 add rule bridge t prerouting icmpv6 type { 133, 135, 136 } ip6 nexthdr != 58 counter name drop_spoof_ip6 drop
