@@ -30,14 +30,17 @@ pub fn nat_port_for6(
     cfg: &NetConfig,
     now: u64,
 ) -> Option<u16> {
-    s.out_key = Ct6Key::pod_side(s.src, l.port, s.dst, l.remote_port, proto);
-    s.in_key = s.out_key.to_wire_side(0);
+    // Built from copies on the stack: a copy between two fields of the work space would be a
+    // `memmove` call, which the arm32 JIT cannot take.
+    let (pod, remote, nat) = (s.src, s.dst, s.nat);
+    s.out_key = Ct6Key::pod_side(pod, l.port, remote, l.remote_port, proto);
+    s.in_key = Ct6Key::wire_side(remote, l.remote_port, 0, proto);
     let mut nat_port = 0u16;
     if let Some(v) = CT6_OUT.get_ptr_mut(&s.out_key) {
         // SAFETY: a map value pointer, valid for this program run.
         unsafe {
             s.in_key.b_port = (*v).port;
-            if same(&(*v).addr, &s.nat) {
+            if same(&(*v).addr, &nat) {
                 nat_port = (*v).port;
                 if expired(cfg, proto, (*v).state, (*v).last_seen, now) {
                     let _ = CT6_IN.remove(&s.in_key);
@@ -52,7 +55,7 @@ pub fn nat_port_for6(
         }
     }
     let state = next_state(CT_NEW, proto, l.tcp_flags, false);
-    s.reply = Ct6Value::new(now, s.src, l.port, state);
+    s.reply = Ct6Value::new(now, pod, l.port, state);
     if nat_port != 0 {
         // The LRU may have evicted the reverse entry alone: restore it, or pick a new port.
         if CT6_IN.get_ptr_mut(&s.in_key).is_some()
@@ -75,7 +78,7 @@ pub fn nat_port_for6(
     {
         nat_port = l.port;
     } else {
-        let hash = (word(&s.src, 8) ^ word(&s.dst, 8).rotate_left(7)) as u32
+        let hash = (word(&pod, 8) ^ word(&remote, 8).rotate_left(7)) as u32
             ^ (u32::from(l.port) << 16)
             ^ u32::from(l.remote_port)
             ^ u32::from(proto);
@@ -97,7 +100,7 @@ pub fn nat_port_for6(
             return None;
         }
     }
-    s.out = Ct6Value::new(now, s.nat, nat_port, state);
+    s.out = Ct6Value::new(now, nat, nat_port, state);
     // An LRU insert only fails without memory; the reply entry still lets replies in.
     let _ = CT6_OUT.insert(&s.out_key, &s.out, 0);
     Some(nat_port)

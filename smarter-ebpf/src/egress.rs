@@ -12,6 +12,7 @@ use smarter_common::{Verdict, clat::CLAT_V4, maps::CONFIG_INDEX};
 
 use crate::{
     clat,
+    ct6::same,
     maps::{CLAT, CONFIG, EP_STATS, UPLINKS6},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, read},
     verdict::Decision,
@@ -69,7 +70,8 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
         }
         ETH_P_IPV6 => {
             // A pod's ULA source never leaves, whoever forwarded it.
-            if read::<[u8; 16]>(ctx, l2 + 8).is_some_and(|s| cfg.in_subnet6(&s)) {
+            let src = read::<[u8; 16]>(ctx, l2 + 8)?;
+            if cfg.in_subnet6(&src) {
                 return Some(Verdict::DropLeak6.into());
             }
             // SAFETY: reading `ingress_ifindex` from a TC program's `__sk_buff` is allowed; it
@@ -84,13 +86,18 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
             }
             // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            let src = read::<[u8; 16]>(ctx, l2 + 8)?;
             // SAFETY: read-only lookup, compared at once.
-            let clat_src = unsafe { CLAT.get(ifindex) }.is_some_and(|c| c.src6 == src);
+            let clat_src = match unsafe { CLAT.get(ifindex) } {
+                Some(c) => same(&c.src6, &src),
+                None => false,
+            };
             // NAT66's own translations ([`crate::nat66::snat`]) leave with the interface's
             // NAT66 address.
             // SAFETY: as above.
-            let nat66_src = unsafe { UPLINKS6.get(ifindex) }.is_some_and(|u| u.addr == src);
+            let nat66_src = match unsafe { UPLINKS6.get(ifindex) } {
+                Some(u) => same(&u.addr, &src),
+                None => false,
+            };
             (!clat_src && !nat66_src).then_some(Verdict::DropLeak.into())
         }
         _ => None,
