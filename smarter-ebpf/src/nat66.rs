@@ -83,7 +83,11 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     let out = fib.ifindex;
     // SAFETY: read-only lookups, copied at once.
     match unsafe { UPLINKS6.get(out) } {
-        Some(u) => s.nat = u.addr,
+        // Through the stack: a copy from one map value to another compiles to a `memmove`
+        // call (the two might overlap, as far as the compiler knows), which the arm32 JIT
+        // cannot take.
+        // SAFETY: a valid map value, read once.
+        Some(u) => s.nat = unsafe { core::ptr::read_volatile(&u.addr) },
         None => return Verdict::DropNoRoute.into(),
     }
     // SAFETY: as above.
