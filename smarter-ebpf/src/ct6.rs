@@ -23,6 +23,11 @@ use crate::{
 /// from `s.nat`, creating both conntrack entries for a new flow (also when the existing one
 /// expired or left from another address). `None`: every probed port is taken.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys and values are passed by reference into the work space: by value they would \
+              be copied to the stack, which cannot hold them"
+)]
 pub fn nat_port_for6(
     s: &mut Nat66Scratch,
     l: &L4Info6,
