@@ -79,16 +79,21 @@ pub mod progs {
     /// [`crate::v6::TAIL_NAT66`]), never attached.
     pub const NAT66: &str = "smarter_nat66";
 
+    /// An ICMPv6 error about a NAT66 flow, translated back into the pod: tail-called by
+    /// [`UPLINK6`] (slot [`crate::v6::TAIL_ICMP6`]), never attached.
+    pub const ICMP6_IN: &str = "smarter_icmp6in";
+
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 9] = [
-        POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66,
+    pub const ALL: [&str; 10] = [
+        POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66, ICMP6_IN,
     ];
 
     /// The tail-called programs and their [`crate::maps::TAILS`] slots.
-    pub const TAILS: [(&str, u32); 3] = [
+    pub const TAILS: [(&str, u32); 4] = [
         (POD6, crate::v6::TAIL_POD6),
         (UPLINK6, crate::v6::TAIL_UPLINK6),
         (NAT66, crate::v6::TAIL_NAT66),
+        (ICMP6_IN, crate::v6::TAIL_ICMP6),
     ];
 
     const _: () = {

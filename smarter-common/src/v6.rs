@@ -17,8 +17,11 @@ pub const TAIL_UPLINK6: u32 = 1;
 /// [`crate::maps::TAILS`] slot of `smarter_nat66` (NAT66 of a pod's packet to the outside),
 /// tail-called by `smarter_pod6`.
 pub const TAIL_NAT66: u32 = 2;
+/// [`crate::maps::TAILS`] slot of `smarter_icmp6in` (an ICMPv6 error about a NAT66 flow,
+/// translated back into the pod), tail-called by `smarter_uplink6`.
+pub const TAIL_ICMP6: u32 = 3;
 /// Capacity of [`crate::maps::TAILS`] (room for later slots).
-pub const TAILS_MAX: u32 = 4;
+pub const TAILS_MAX: u32 = 8;
 
 /// Key of [`crate::maps::ENDPOINTS6`]: a pod's IPv6 (ULA) address.
 #[repr(C)]

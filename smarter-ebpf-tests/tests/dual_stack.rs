@@ -3,7 +3,8 @@
 //! ULA, link-local or `::`; pod → pod ULA is redirected with the peer's MAC; the gateway and
 //! unheld subnet addresses pass; NAT66 (`smarter_nat66`) rewrites UDP, TCP and ICMPv6 echo to
 //! the uplink's global address with valid checksums and a decremented hop limit, and
-//! `smarter_uplink` (by `smarter_uplink6`) translates the replies back; the backstop drops ULA
+//! `smarter_uplink` (by `smarter_uplink6`) translates the replies back, ICMPv6 errors about a
+//! flow (packet too big) included (`smarter_icmp6in`); the backstop drops ULA
 //! sources on an external interface; with the tail-call slots empty, the link-local-only rules
 //! of a single-stack network hold.
 

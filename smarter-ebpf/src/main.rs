@@ -5,7 +5,7 @@
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
 //!   [`pod6`]: `smarter_pod6`, its IPv6 half for dual-stack pods, reached by tail call
-//!   ([`maps::TAILS`]), with NAT66 in [`nat66`]/[`ct6`] and the header view in [`ip6`];
+//!   ([`maps::TAILS`]), with NAT66 in [`nat66`]/[`ct6`] (ICMPv6 errors back in [`icmp6_err`]) and the header view in [`ip6`];
 //! - [`uplink`]: `smarter_uplink`/`smarter_l3_in`, on every external interface's ingress
 //!   (reverse NAT, hostPorts, node-local-only enforcement); [`uplink6`]: `smarter_uplink6`,
 //!   its IPv6 half (reverse NAT66), reached by tail call;
@@ -40,6 +40,7 @@ mod fib;
 mod frag;
 mod guard;
 mod hairpin;
+mod icmp6_err;
 mod icmp_err;
 mod ip6;
 mod l4;

@@ -15,16 +15,20 @@ use aya_ebpf::{
 use smarter_common::{
     NetConfig, Verdict,
     ct::next_state,
-    v6::{Ct6Key, Endpoint6Key},
+    link::nexthdr,
+    v6::{Ct6Key, Endpoint6Key, TAIL_ICMP6},
 };
 
 use crate::{
     ct6::{nat_port_for6, same},
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
+    icmp6_err,
     ip6::{
-        DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4,
+        DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Ipv6, L4_OFF, L4Info6, PSEUDO,
+        SRC_OFF, l4,
     },
-    maps::{CT6_IN, CT6_OUT, ENDPOINTS6, NAT66_SCRATCH, UPLINKS, UPLINKS6},
+    maps::{CT6_IN, CT6_OUT, ENDPOINTS6, NAT66_SCRATCH, TAILS, UPLINKS, UPLINKS6},
+    parse::read,
     verdict::Decision,
 };
 
@@ -117,7 +121,8 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
 }
 
 /// Reverse NAT66 of a reply arriving on an external interface for its NAT66 address
-/// `nat_addr`: rewritten to the pod and redirected into it. `None`: no such flow (host
+/// `nat_addr` (an ICMPv6 error about a flow goes to `smarter_icmp6in`, [`icmp6_err`]): rewritten to the pod and
+/// redirected into it. `None`: no such flow (host
 /// traffic, untouched).
 #[inline(always)]
 pub fn rnat6(
@@ -131,6 +136,15 @@ pub fn rnat6(
         return None;
     }
     let proto = ip.next();
+    if proto == nexthdr::ICMPV6
+        && let Some([kind, _]) = read::<[u8; 2]>(ctx, L4_OFF)
+        && icmp6_err::is_error(kind)
+    {
+        // Its own program (the stack would not hold it beside this path's).
+        // SAFETY: a tail call on the program's own context; it only returns on failure.
+        unsafe { TAILS.tail_call(ctx, TAIL_ICMP6) };
+        return None;
+    }
     let l = l4(ctx, proto, ICMP6_ECHO_REPLY, false)?;
     let hop = ip.hop_limit();
     if hop <= 1 {
@@ -188,14 +202,10 @@ fn rewrite6(
     new: &mut [u8; 16],
     new_port: u16,
 ) -> bool {
-    // SAFETY: both buffers are 16 bytes, valid for the call (the helper reads them as 32-bit
-    // words; its memory arguments need no alignment).
-    let diff =
-        unsafe { bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0) };
-    if diff < 0 {
+    let Some(diff) = csum_diff16(old, new) else {
         return false;
-    }
-    ctx.l4_csum_replace(l.csum_off, 0, diff as u64, PSEUDO | l.flags)
+    };
+    ctx.l4_csum_replace(l.csum_off, 0, diff, PSEUDO | l.flags)
         .is_ok()
         && ctx
             .l4_csum_replace(
@@ -207,6 +217,17 @@ fn rewrite6(
             .is_ok()
         && ctx.store(l.port_off, &new_port, 0).is_ok()
         && ctx.store(addr_off, new, 0).is_ok()
+}
+
+/// The checksum difference of replacing the 16 bytes `old` by `new` (`bpf_csum_diff`), for
+/// `l4_csum_replace` with size 0. `None`: the helper failed.
+#[inline(always)]
+pub fn csum_diff16(old: &mut [u8; 16], new: &mut [u8; 16]) -> Option<u64> {
+    // SAFETY: both buffers are 16 bytes, valid for the call (the helper reads them as 32-bit
+    // words; its memory arguments need no alignment).
+    let diff =
+        unsafe { bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0) };
+    (diff >= 0).then_some(diff as u64)
 }
 
 /// The address as the four native words the helpers take.
