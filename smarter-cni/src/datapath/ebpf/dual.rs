@@ -90,20 +90,26 @@ impl EbpfDatapath {
         }
     }
 
-    /// Removes the IPv6 endpoints that lead to host veth `ifindex` (a pod's, at DEL) and their
+    /// Removes the IPv6 endpoints that lead to host veth `ifindex` (a pod's, at DEL; or, at
+    /// ADD, those a veth that had this ifindex before left behind: all but `keep`) and their
     /// NAT66 conntrack entries; entries leading to other interfaces (another pod holding the
     /// address now) stay. Returns the addresses removed.
     ///
     /// # Errors
     ///
     /// [`EbpfError::Map`] when a map cannot be read or an entry cannot be removed.
-    pub(super) fn remove_endpoints6_of(&self, ifindex: u32) -> Result<Vec<Ipv6Addr>, EbpfError> {
+    pub(super) fn remove_endpoints6_of(
+        &self,
+        ifindex: u32,
+        keep: Option<Ipv6Addr>,
+    ) -> Result<Vec<Ipv6Addr>, EbpfError> {
+        let kept = keep.map(|k| k.octets());
         let doomed: Vec<Endpoint6Key> = {
             let m = self.lock_maps();
             m.endpoints6
                 .iter()
                 .filter_map(Result::ok)
-                .filter(|(_, v)| v.ifindex == ifindex)
+                .filter(|(k, v)| v.ifindex == ifindex && Some(k.addr) != kept)
                 .map(|(k, _)| k)
                 .collect()
         };

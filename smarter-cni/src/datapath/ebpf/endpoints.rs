@@ -133,6 +133,9 @@ impl EbpfDatapath {
         let attached = before6
             .map_or(Ok(()), |(ip6, _)| {
                 super::dual::enable_forwarding6(&ep.host_ifname)?;
+                // An entry a former veth of this ifindex left behind would redirect its
+                // address's traffic into this pod.
+                self.remove_endpoints6_of(ep.host_ifindex, Some(ip6))?;
                 self.write_endpoint6(ip6, Some(value(ep)))
             })
             .and_then(|()| self.attach_program(ep, mode));
@@ -213,7 +216,7 @@ impl EbpfDatapath {
         veths.dedup();
         let removed6 = veths
             .into_iter()
-            .try_for_each(|i| self.remove_endpoints6_of(i).map(|_| ()));
+            .try_for_each(|i| self.remove_endpoints6_of(i, None).map(|_| ()));
         // The pod's NATed flows go with it (a later pod reusing the address must not inherit
         // them).
         let flushed = self.ct_flush_pod(ip).map(|_| ());
