@@ -30,6 +30,7 @@ const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0x5e, 0, 0x22], [2, 0, 0, 0x5e, 0, 0x23]];
 /// Fields drop in order: the datapath handle, then the world.
 struct Nat6World {
     dp: EbpfDatapath,
+    cfg: DatapathConfig,
     w: World,
 }
 
@@ -102,7 +103,7 @@ impl Nat6World {
             dp.set_external(&external, AttachMode::Auto)
                 .expect("serve the uplink");
         });
-        Self { dp, w }
+        Self { dp, cfg, w }
     }
 
     fn verdict(&self, name: &str) -> u64 {
@@ -226,6 +227,27 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
     assert!(w.verdict("nat_out") >= 3 && w.verdict("nat_in") >= 3);
     assert_eq!(w.verdict("drop_leak6"), 0);
     assert_eq!(ula_on_wan(&w.w), 0, "no ULA source on the wan link");
+
+    // A program upgrade (another build's object recorded): the new programs go into the pinned
+    // tail-call array too, and NAT66 keeps working, its flow included.
+    let before = w.dp.program_id();
+    let lock_dir = w.w.state_dir().join("smartnet");
+    std::fs::write(lock_dir.join("ebpf-smartnet.object"), "0000000000000000").unwrap();
+    let upgraded =
+        w.w.node()
+            .run(|| EbpfDatapath::open_or_load(w.w.bpffs_dir(), "smartnet", &lock_dir, &w.cfg))
+            .expect("upgrade");
+    assert_ne!(upgraded.program_id(), before, "the programs were swapped");
+    let nat_in = w.verdict("nat_in");
+    assert!(
+        p1.succeeds(&["ping", "-6", "-c", "1", "-W", "2", &WAN6.to_string()]),
+        "NAT66 after the upgrade"
+    );
+    assert!(
+        w.verdict("nat_in") > nat_in,
+        "through the upgraded programs"
+    );
+    drop(upgraded);
 
     // A pod's IPv6 endpoint and its NAT66 flows go with it.
     let hv0 = "hv0";
