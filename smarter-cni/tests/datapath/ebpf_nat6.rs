@@ -262,4 +262,20 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
         p1.succeeds(&["ping", "-6", "-c", "1", "-W", "2", &WAN6.to_string()]),
         "the other pod's still does"
     );
+
+    // NAT66 flows expire as IPv4's do (the agent's GC): none at the defaults, p1's (UDP,
+    // ping) at one second.
+    let shortest = CtTimeouts {
+        tcp_established: 1,
+        tcp_other: 1,
+        udp: 1,
+        icmp: 1,
+    };
+    assert_eq!(w.dp.ct_gc(&CtTimeouts::default()).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        w.dp.ct_gc(&shortest).unwrap() >= 2,
+        "p1's NAT66 flows collected"
+    );
+    assert_eq!(w.dp.ct_gc(&shortest).unwrap(), 0, "nothing left");
 }

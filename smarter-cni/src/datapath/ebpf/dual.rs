@@ -159,6 +159,47 @@ impl EbpfDatapath {
         Ok(out.len())
     }
 
+    /// Removes NAT66 flows idle for longer than their timeout (`slots`, as
+    /// [`smarter_common::ct::expired`] takes them, at `now`), in both maps. Returns how many
+    /// flows (pod-side entries) were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when a map cannot be read or an entry cannot be removed.
+    pub(super) fn ct6_gc(&self, slots: &[u32; 4], now: u64) -> Result<usize, EbpfError> {
+        let expired = |proto: u8, v: &smarter_common::v6::Ct6Value| {
+            smarter_common::ct::expired(slots, proto, v.state, v.last_seen, now)
+        };
+        let mut m = self.lock_maps();
+        let out: Vec<(Ct6Key, u16)> = m
+            .ct6_out
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| expired(k.proto, v))
+            .map(|(k, v)| (k, v.port))
+            .collect();
+        for (k, port) in &out {
+            removed(
+                m.ct6_in.remove(&k.to_wire_side(*port)),
+                maps::CT6_IN,
+                "flow",
+            )?;
+            removed(m.ct6_out.remove(k), maps::CT6_OUT, "flow")?;
+        }
+        // Reverse entries whose forward entry the LRU evicted.
+        let orphans: Vec<Ct6Key> = m
+            .ct6_in
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| expired(k.proto, v))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &orphans {
+            removed(m.ct6_in.remove(k), maps::CT6_IN, "flow")?;
+        }
+        Ok(out.len())
+    }
+
     /// Replaces [`maps::UPLINKS6`] with the NAT66 addresses of `ext`'s selected interfaces and
     /// [`maps::NODE_ADDRS6`] with its node addresses: new entries first, stale ones after.
     ///
