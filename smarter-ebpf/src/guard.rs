@@ -2,8 +2,10 @@
 //! its endpoint): IPv6 only with its own MAC, from its link-local address or `::`; no router
 //! messages (router advertisements and redirects, DHCPv6 server messages, and what could hide
 //! one: fragments, long extension-header chains) — the RA guard; and neighbour discovery that
-//! claims only its own link-local address and MAC. The rules' constants and the link-local
-//! derivation are `smarter_common::link`'s, shared with the nftables rules.
+//! claims only its own link-local address and MAC. A dual-stack pod ([`crate::pod6`]) may also
+//! send from and claim its own IPv6 (ULA) address ([`rules`] with its port, [`is_own6`]). The
+//! rules' constants and the link-local derivation are `smarter_common::link`'s, shared with the
+//! nftables rules.
 
 use aya_ebpf::programs::TcContext;
 use smarter_common::{
