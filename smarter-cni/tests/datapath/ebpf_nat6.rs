@@ -228,6 +228,21 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
     assert_eq!(w.verdict("drop_leak6"), 0);
     assert_eq!(ula_on_wan(&w.w), 0, "no ULA source on the wan link");
 
+    // CHECK sees the IPv6 endpoint.
+    let node = w.w.node();
+    let mut spec = endpoint_spec(node, 1, POD_IPS[1], MACS[1]);
+    spec.ip6 = Some(POD6[1]);
+    assert_eq!(
+        node.run(|| w.dp.check_endpoint(&spec)).unwrap(),
+        Vec::<String>::new()
+    );
+    spec.ip6 = Some(POD6[0]);
+    let diffs = node.run(|| w.dp.check_endpoint(&spec)).unwrap();
+    assert!(
+        diffs.len() == 1 && diffs[0].contains(&POD6[0].to_string()),
+        "{diffs:?}"
+    );
+
     // A program upgrade (another build's object recorded): the new programs go into the pinned
     // tail-call array too, and NAT66 keeps working, its flow included.
     let before = w.dp.program_id();

@@ -69,6 +69,29 @@ impl EbpfDatapath {
         )
     }
 
+    /// For CHECK: one sentence per difference between the IPv6 endpoint at `ip6` and host veth
+    /// `ifindex` with `mac`; empty when consistent.
+    pub(super) fn check_endpoint6(
+        &self,
+        ip6: Ipv6Addr,
+        ifindex: u32,
+        mac: [u8; 6],
+    ) -> Result<Vec<String>, EbpfError> {
+        Ok(match self.endpoint6(ip6)? {
+            None => vec![format!(
+                "endpoint {ip6} is missing from map {}",
+                maps::ENDPOINTS6
+            )],
+            Some(v) if v.ifindex != ifindex || v.mac != mac => vec![format!(
+                "endpoint {ip6} has ifindex {} and MAC {}, expected {ifindex} and {}",
+                v.ifindex,
+                crate::netlink::format_mac(&v.mac),
+                crate::netlink::format_mac(&mac)
+            )],
+            Some(_) => Vec::new(),
+        })
+    }
+
     /// Writes (`Some`) or removes (`None`) the IPv6 endpoint at `ip6`.
     pub(super) fn write_endpoint6(
         &self,

@@ -230,8 +230,8 @@ impl EbpfDatapath {
             .and(uncounted)
     }
 
-    /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), its
-    /// metadata, the host veth's ifindex and the program's attachment. Returns one sentence per
+    /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), the IPv6
+    /// one of a dual-stack pod, its metadata, the host veth's ifindex and the program's attachment. Returns one sentence per
     /// difference; empty means consistent.
     ///
     /// # Errors
@@ -270,6 +270,9 @@ impl EbpfDatapath {
                     ));
                 }
             }
+        }
+        if let Some(ip6) = ep.ip6 {
+            diffs.extend(self.check_endpoint6(ip6, ep.host_ifindex, ep.mac)?);
         }
         match meta {
             None => diffs.push(format!(
