@@ -47,6 +47,17 @@ pub struct NetConfig {
     pub clat_ifindex: u32,
     /// Reserved for growth, must be 0.
     pub reserved: [u32; 1],
+    /// The pods' IPv6 (ULA) subnet's network address, as on the wire (all zero with
+    /// [`Self::prefix6_len`] 0: the network has no IPv6).
+    pub subnet6: [u8; 16],
+    /// The bridge's IPv6 address, the pods' IPv6 gateway (all zero: none).
+    pub gateway6: [u8; 16],
+    /// The IPv6 subnet's prefix length; 0: the network has no IPv6.
+    pub prefix6_len: u8,
+    /// Explicit padding, must be 0.
+    pub pad2: [u8; 3],
+    /// Reserved for growth, must be 0.
+    pub reserved6: [u32; 1],
 }
 
 impl NetConfig {
@@ -71,6 +82,19 @@ impl NetConfig {
         }
     }
 
+    /// Whether the network is dual-stack (has an IPv6 subnet).
+    #[must_use]
+    pub const fn has_v6(&self) -> bool {
+        self.prefix6_len != 0
+    }
+
+    /// Whether `addr` is inside the pods' IPv6 subnet (never, without one).
+    #[inline(always)]
+    #[must_use]
+    pub fn in_subnet6(&self, addr: &[u8; 16]) -> bool {
+        self.has_v6() && crate::v6::in_prefix6(addr, &self.subnet6, self.prefix6_len)
+    }
+
     /// Whether `addr` (network byte order) is inside the pod subnet.
     #[must_use]
     pub const fn in_subnet(&self, addr: u32) -> bool {
@@ -79,7 +103,10 @@ impl NetConfig {
 }
 
 const _: () = {
-    assert!(size_of::<NetConfig>() == 64);
+    assert!(size_of::<NetConfig>() == 104);
+    assert!(offset_of!(NetConfig, subnet6) == 64);
+    assert!(offset_of!(NetConfig, gateway6) == 80);
+    assert!(offset_of!(NetConfig, prefix6_len) == 96);
     assert!(offset_of!(NetConfig, prefix_len) == 8);
     assert!(offset_of!(NetConfig, flags) == 12);
     assert!(offset_of!(NetConfig, uplink_ifindex) == 16);

@@ -29,6 +29,7 @@ pub mod link;
 pub mod maps;
 pub mod nat_port;
 pub mod uplink;
+pub mod v6;
 pub mod verdict;
 
 pub use clat::ClatValue;
@@ -45,8 +46,9 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 /// [`maps::EP_IFACES`] (the source MAC of every frame a pod sends is checked); version 6 the
 /// external interfaces ([`maps::UPLINKS`], [`maps::NODE_ADDRS`], [`maps::IF_STATS`]) and the
 /// hostPort's host IP ([`HostPortKey::host_ip`]); version 7 the CLAT ([`maps::CLAT`],
-/// [`NetConfig::clat_ifindex`]).
-pub const LAYOUT_VERSION: u32 = 7;
+/// [`NetConfig::clat_ifindex`]); version 8 dual-stack pods (the IPv6 endpoint, node address,
+/// uplink address, NAT66 conntrack and tail-call maps, [`v6`], and [`NetConfig::subnet6`]).
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
@@ -66,8 +68,33 @@ pub mod progs {
     /// [`EGRESS`] for a layer-3 external interface (no Ethernet header).
     pub const L3_OUT: &str = "smarter_l3_out";
 
+    /// IPv6 from a pod: tail-called by [`POD`] (slot [`crate::v6::TAIL_POD6`]), never
+    /// attached.
+    pub const POD6: &str = "smarter_pod6";
+    /// IPv6 arriving on an Ethernet external interface (reverse NAT66): tail-called by
+    /// [`UPLINK`] (slot [`crate::v6::TAIL_UPLINK6`]), never attached.
+    pub const UPLINK6: &str = "smarter_uplink6";
+
+    /// NAT66 of a pod's IPv6 to the outside: tail-called by [`POD6`] (slot
+    /// [`crate::v6::TAIL_NAT66`]), never attached.
+    pub const NAT66: &str = "smarter_nat66";
+
+    /// An ICMPv6 error about a NAT66 flow, translated back into the pod: tail-called by
+    /// [`UPLINK6`] (slot [`crate::v6::TAIL_ICMP6`]), never attached.
+    pub const ICMP6_IN: &str = "smarter_icmp6in";
+
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 6] = [POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT];
+    pub const ALL: [&str; 10] = [
+        POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66, ICMP6_IN,
+    ];
+
+    /// The tail-called programs and their [`crate::maps::TAILS`] slots.
+    pub const TAILS: [(&str, u32); 4] = [
+        (POD6, crate::v6::TAIL_POD6),
+        (UPLINK6, crate::v6::TAIL_UPLINK6),
+        (NAT66, crate::v6::TAIL_NAT66),
+        (ICMP6_IN, crate::v6::TAIL_ICMP6),
+    ];
 
     const _: () = {
         let mut i = 0;
@@ -100,4 +127,9 @@ mod pod {
     unsafe impl aya::Pod for crate::UplinkValue {}
     unsafe impl aya::Pod for crate::IfStatsKey {}
     unsafe impl aya::Pod for crate::ClatValue {}
+    unsafe impl aya::Pod for crate::v6::Endpoint6Key {}
+    unsafe impl aya::Pod for crate::v6::Uplink6Value {}
+    unsafe impl aya::Pod for crate::v6::Ct6Key {}
+    unsafe impl aya::Pod for crate::v6::Ct6Value {}
+    unsafe impl aya::Pod for crate::v6::Nat66Scratch {}
 }

@@ -12,6 +12,7 @@ use crate::{
     FragKey, FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue,
     VerdictStats,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
+    v6::{Ct6Key, Ct6Value, Endpoint6Key, Nat66Scratch, TAILS_MAX, Uplink6Value},
     verdict::VERDICTS_MAX,
 };
 
@@ -73,6 +74,27 @@ macro_rules! map_name {
     (clat_scratch) => {
         "clat_scratch"
     };
+    (endpoints6) => {
+        "endpoints6"
+    };
+    (node_addrs6) => {
+        "node_addrs6"
+    };
+    (uplinks6) => {
+        "uplinks6"
+    };
+    (ct6_out) => {
+        "ct6_out"
+    };
+    (ct6_in) => {
+        "ct6_in"
+    };
+    (tails) => {
+        "tails"
+    };
+    (nat66_scratch) => {
+        "nat66_scratch"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -119,6 +141,25 @@ pub const CLAT: &str = map_name!(clat);
 /// Index 0 (`u32`) → [`crate::clat::ClatScratch`], per CPU: the CLAT's work space for
 /// translating an ICMPv6 error (more than the 512-byte BPF stack holds beside the NAT).
 pub const CLAT_SCRATCH: &str = map_name!(clat_scratch);
+/// Pod IPv6 (ULA, [`crate::v6::Endpoint6Key`]) → [`EndpointValue`]: where a dual-stack pod's
+/// IPv6 address lives (the same value as its IPv4 entry). Written by the plugin (ADD/DEL).
+pub const ENDPOINTS6: &str = map_name!(endpoints6);
+/// IPv6 address (`[u8; 16]`) → ifindex (`u32`): every IPv6 address of the node (pod → node
+/// passes to the host). Written by user space.
+pub const NODE_ADDRS6: &str = map_name!(node_addrs6);
+/// Ifindex (`u32`) → [`crate::v6::Uplink6Value`]: the global IPv6 address pods are NAT66ed to
+/// through each external interface that has one. Written by user space.
+pub const UPLINKS6: &str = map_name!(uplinks6);
+/// NAT66 conntrack, pod side: [`crate::v6::Ct6Key`] → [`crate::v6::Ct6Value`], LRU.
+pub const CT6_OUT: &str = map_name!(ct6_out);
+/// NAT66 conntrack, wire side (reverse NAT66): [`crate::v6::Ct6Key`] → [`crate::v6::Ct6Value`],
+/// LRU.
+pub const CT6_IN: &str = map_name!(ct6_in);
+/// Slot (`u32`, [`crate::v6::TAIL_POD6`], ...) → program: the IPv6 programs the IPv4 ones
+/// tail-call. Filled by the loader (an empty slot falls back to link-local-only IPv6).
+pub const TAILS: &str = map_name!(tails);
+/// Index 0 (`u32`) → [`crate::v6::Nat66Scratch`], per CPU: NAT66's work space.
+pub const NAT66_SCRATCH: &str = map_name!(nat66_scratch);
 /// Capacity of [`CLAT`].
 pub const CLAT_MAX: u32 = 8;
 /// Capacity of [`UPLINKS`].
@@ -150,6 +191,8 @@ pub enum MapKind {
     Hash = 1,
     /// `BPF_MAP_TYPE_ARRAY`.
     Array = 2,
+    /// `BPF_MAP_TYPE_PROG_ARRAY` (values are program fds on update, ids on lookup).
+    ProgArray = 3,
     /// `BPF_MAP_TYPE_PERCPU_HASH` (value size is per CPU).
     PerCpuHash = 5,
     /// `BPF_MAP_TYPE_PERCPU_ARRAY` (value size is per CPU).
@@ -190,7 +233,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 17] = [
+pub const ALL: [MapSpec; 24] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -208,6 +251,13 @@ pub const ALL: [MapSpec; 17] = [
     spec::<IfStatsKey, EndpointStats>(IF_STATS, MapKind::PerCpuHash, IF_STATS_MAX),
     spec::<u32, ClatValue>(CLAT, MapKind::Hash, CLAT_MAX),
     spec::<u32, crate::clat::ClatScratch>(CLAT_SCRATCH, MapKind::PerCpuArray, 1),
+    spec::<Endpoint6Key, EndpointValue>(ENDPOINTS6, MapKind::Hash, ENDPOINTS_MAX),
+    spec::<[u8; 16], u32>(NODE_ADDRS6, MapKind::Hash, NODE_ADDRS_MAX),
+    spec::<u32, Uplink6Value>(UPLINKS6, MapKind::Hash, UPLINKS_MAX),
+    spec::<Ct6Key, Ct6Value>(CT6_OUT, MapKind::LruHash, CT_MAX),
+    spec::<Ct6Key, Ct6Value>(CT6_IN, MapKind::LruHash, CT_MAX),
+    spec::<u32, u32>(TAILS, MapKind::ProgArray, TAILS_MAX),
+    spec::<u32, Nat66Scratch>(NAT66_SCRATCH, MapKind::PerCpuArray, 1),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].
@@ -249,12 +299,19 @@ mod tests {
         let config = spec_of(CONFIG).unwrap();
         assert_eq!(
             (config.key_size, config.value_size, config.max_entries),
-            (4, 64, 1)
+            (4, 104, 1)
         );
         let ifaces = spec_of(EP_IFACES).unwrap();
         assert_eq!(
             (ifaces.key_size, ifaces.value_size, ifaces.kind),
             (4, 4, MapKind::Hash)
+        );
+        let eps6 = spec_of(ENDPOINTS6).unwrap();
+        assert_eq!((eps6.key_size, eps6.value_size), (16, 16));
+        let tails = spec_of(TAILS).unwrap();
+        assert_eq!(
+            (tails.key_size, tails.value_size, tails.kind),
+            (4, 4, MapKind::ProgArray)
         );
         assert!(spec_of("nope").is_none());
     }

@@ -19,8 +19,8 @@ pub enum Verdict {
     /// DNATed from a hostPort into a pod (arriving on the uplink, or hairpin from a pod).
     HostportIn = 4,
     /// Dropped: the pod claims what is not its own: another source MAC (any frame), another
-    /// IPv4 source or ARP sender, an IPv6 source beyond `::` and link-local, or neighbour
-    /// discovery claiming another address or MAC than its own.
+    /// IPv4 source or ARP sender, an IPv6 source beyond `::`, link-local and its own IPv6 (ULA)
+    /// address, or neighbour discovery claiming another address or MAC than its own.
     DropSpoof = 5,
     /// Dropped: destination inside a configured deny range.
     DropDeny = 6,
@@ -44,8 +44,9 @@ pub enum Verdict {
     /// or IPv6 forwarded from the pods, about to leave un-NATed. Never expected: a non-zero
     /// count means some path escaped translation.
     DropLeak = 14,
-    /// Dropped: IPv6 from a pod to anything but link-local or multicast destinations (pods
-    /// have no IPv6 network; the bridge still carries neighbour discovery).
+    /// Dropped: IPv6 from a pod without an IPv6 network (single-stack, or its IPv6 program
+    /// not loaded) to anything but link-local or multicast destinations (the bridge still
+    /// carries neighbour discovery).
     DropIpv6 = 15,
     /// Dropped: pod traffic to the outside that cannot be translated: an ICMP type a pod has no
     /// business sending (not a query, not an error), an ICMP error about no known flow, or an
@@ -68,11 +69,14 @@ pub enum Verdict {
     /// Translated from IPv6 to IPv4 by the CLAT on the way in (then reverse-NATed and counted
     /// as such).
     ClatIn = 21,
+    /// Dropped by the backstop on an external interface's egress: an IPv6 packet with a
+    /// source in the pods' IPv6 (ULA) subnet, about to leave un-NATed. Never expected.
+    DropLeak6 = 22,
 }
 
 impl Verdict {
     /// Every verdict, in index order.
-    pub const ALL: [Verdict; 22] = [
+    pub const ALL: [Verdict; 23] = [
         Verdict::PassHost,
         Verdict::RedirectPod,
         Verdict::NatOut,
@@ -95,6 +99,7 @@ impl Verdict {
         Verdict::DropEthertype,
         Verdict::ClatOut,
         Verdict::ClatIn,
+        Verdict::DropLeak6,
     ];
 
     /// Whether the verdict drops the packet.
@@ -113,6 +118,7 @@ impl Verdict {
                 | Verdict::DropUnnatable
                 | Verdict::DropRaGuard
                 | Verdict::DropEthertype
+                | Verdict::DropLeak6
         )
     }
 
@@ -142,6 +148,7 @@ impl Verdict {
             Verdict::DropEthertype => "drop_ethertype",
             Verdict::ClatOut => "clat_out",
             Verdict::ClatIn => "clat_in",
+            Verdict::DropLeak6 => "drop_leak6",
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod run;
 pub mod world;
+pub mod world6;
 
 /// `TC_ACT_OK`: the packet continues (to the host stack).
 pub const OK: u32 = 0;

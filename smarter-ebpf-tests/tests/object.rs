@@ -43,7 +43,8 @@ fn object_has_the_maps_smarter_common_describes() {
             | Map::PerCpuArray(d)
             | Map::LpmTrie(d)
             | Map::LruHashMap(d)
-            | Map::RingBuf(d) => d,
+            | Map::RingBuf(d)
+            | Map::ProgramArray(d) => d,
             other => panic!("{}: unexpected kind {other:?}", spec.name),
         };
         let info = data.info().unwrap();

@@ -4,7 +4,7 @@
 //! the node bound to a pod-subnet address), nothing leaves an external interface with a pod's
 //! address: IPv4 with a pod-subnet source, and IPv6 the node forwards from the bridge or a
 //! pod's veth (but the CLAT's own translations), are dropped and counted as `drop_leak` (with
-//! an event). On an IPv6-only uplink, the CLAT translates here what the pod program NATed to
+//! an event); IPv6 with a source in the pods' ULA subnet as `drop_leak6`. On an IPv6-only uplink, the CLAT translates here what the pod program NATed to
 //! it ([`crate::clat::out`]). Everything else is untouched and uncounted.
 
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
@@ -12,7 +12,8 @@ use smarter_common::{Verdict, clat::CLAT_V4, maps::CONFIG_INDEX};
 
 use crate::{
     clat,
-    maps::{CLAT, CONFIG, EP_STATS},
+    ct6::same,
+    maps::{CLAT, CONFIG, EP_STATS, UPLINKS6},
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, read},
     verdict::Decision,
 };
@@ -36,7 +37,7 @@ fn run(ctx: &TcContext, l3: bool) -> i32 {
     }
 }
 
-/// `Some(DropLeak)` for a packet that must not leave, the CLAT's translation of a pod packet
+/// `Some(DropLeak)` (`DropLeak6`) for a packet that must not leave, the CLAT's translation of a pod packet
 /// on an IPv6-only uplink; `None` otherwise (untouched).
 #[inline(always)]
 fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
@@ -68,6 +69,11 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
             (cfg.prefix_len != 0 && cfg.in_subnet(saddr)).then_some(Verdict::DropLeak.into())
         }
         ETH_P_IPV6 => {
+            // A pod's ULA source never leaves, whoever forwarded it.
+            let src = read::<[u8; 16]>(ctx, l2 + 8)?;
+            if cfg.in_subnet6(&src) {
+                return Some(Verdict::DropLeak6.into());
+            }
             // SAFETY: reading `ingress_ifindex` from a TC program's `__sk_buff` is allowed; it
             // is the interface a forwarded packet entered the node on (0 for the node's own).
             let from = unsafe { (*ctx.skb.skb).ingress_ifindex };
@@ -80,10 +86,19 @@ fn try_egress(ctx: &TcContext, l3: bool) -> Option<Decision> {
             }
             // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            let clat_src = read::<[u8; 16]>(ctx, l2 + 8)
-                // SAFETY: read-only lookup, compared at once.
-                .is_some_and(|s| unsafe { CLAT.get(ifindex) }.is_some_and(|c| c.src6 == s));
-            (!clat_src).then_some(Verdict::DropLeak.into())
+            // SAFETY: read-only lookup, compared at once.
+            let clat_src = match unsafe { CLAT.get(ifindex) } {
+                Some(c) => same(&c.src6, &src),
+                None => false,
+            };
+            // NAT66's own translations ([`crate::nat66::snat`]) leave with the interface's
+            // NAT66 address.
+            // SAFETY: as above.
+            let nat66_src = match unsafe { UPLINKS6.get(ifindex) } {
+                Some(u) => same(&u.addr, &src),
+                None => false,
+            };
+            (!clat_src && !nat66_src).then_some(Verdict::DropLeak.into())
         }
         _ => None,
     }

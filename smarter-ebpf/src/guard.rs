@@ -2,8 +2,10 @@
 //! its endpoint): IPv6 only with its own MAC, from its link-local address or `::`; no router
 //! messages (router advertisements and redirects, DHCPv6 server messages, and what could hide
 //! one: fragments, long extension-header chains) — the RA guard; and neighbour discovery that
-//! claims only its own link-local address and MAC. The rules' constants and the link-local
-//! derivation are `smarter_common::link`'s, shared with the nftables rules.
+//! claims only its own link-local address and MAC. A dual-stack pod ([`crate::pod6`]) may also
+//! send from and claim its own IPv6 (ULA) address ([`rules`] with its port, [`is_own6`]). The
+//! rules' constants and the link-local derivation are `smarter_common::link`'s, shared with the
+//! nftables rules.
 
 use aya_ebpf::programs::TcContext;
 use smarter_common::{
@@ -13,15 +15,16 @@ use smarter_common::{
         ND_MAX_OPTION_BYTES, ND_OPTION_SLOTS, is_link_addr_option, is_router_icmpv6, link_local_of,
         nd_fixed_len, nexthdr,
     },
+    v6::Endpoint6Key,
 };
 
 use crate::{
-    maps::{ENDPOINTS, EP_IFACES},
+    maps::{ENDPOINTS, ENDPOINTS6, EP_IFACES},
     parse::{ETH_LEN, read},
 };
 
 /// Offset of the header after the IPv6 header (40 bytes).
-const L4: usize = ETH_LEN + 40;
+pub const L4: usize = ETH_LEN + 40;
 
 /// Whether `mac` is the MAC of the endpoint behind host veth `ifindex` (the `ep_ifaces` entry
 /// names the endpoint, whose own entry must agree on the interface).
@@ -64,8 +67,25 @@ pub fn ipv6(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
     if d0 != 0xff && !(d0 == 0xfe && d1 & 0xc0 == 0x80) {
         return Verdict::DropIpv6;
     }
+    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    rules(ctx, h[6], len, src, eth_src, 0)
+}
+
+/// The RA guard and neighbour discovery claims of an IPv6 packet from the pod with MAC `mac`
+/// whose header says next header `next`, payload length `len`, source `src` (as [`word`]s):
+/// `PassL2` when it says nothing a pod may not. `ula_ifindex` (0: none) is the host veth of a
+/// dual-stack pod: its own IPv6 (ULA) address ([`is_own6`]) may then be claimed too.
+#[inline(always)]
+pub fn rules(
+    ctx: &TcContext,
+    next: u8,
+    len: usize,
+    src: (u64, u64),
+    mac: [u8; 6],
+    ula_ifindex: u32,
+) -> Verdict {
     // The upper-layer header, behind at most MAX_EXT_HEADERS extension headers.
-    let (mut next, mut off) = (h[6], L4);
+    let (mut next, mut off) = (next, L4);
     for _ in 0..MAX_EXT_HEADERS {
         if !matches!(
             next,
@@ -96,10 +116,7 @@ pub fn ipv6(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
             match nd_fixed_len(kind) {
                 // Neighbour discovery never comes behind extension headers.
                 Some(_) if off != L4 => Verdict::DropSpoof,
-                Some(fixed) => {
-                    let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-                    neighbour_discovery(ctx, src, len, kind, fixed, eth_src)
-                }
+                Some(fixed) => neighbour_discovery(ctx, src, len, kind, fixed, mac, ula_ifindex),
                 None => Verdict::PassL2,
             }
         }
@@ -116,9 +133,9 @@ pub fn ipv6(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
 
 /// A router or neighbour solicitation or a neighbour advertisement (`kind`, fixed part `fixed`
 /// bytes, payload `len` bytes) right after an IPv6 header with source `src` (as [`word`]s): it
-/// may come only from the pod's link-local address (or `::`), advertise only that address,
-/// probe only that address from `::` (DAD), carry at most [`ND_MAX_OPTION_BYTES`] of options,
-/// and any link-layer address option must be `mac`.
+/// may come only from the pod's link-local address (or `::`, or with `ula_ifindex` its own
+/// IPv6 address), advertise only those addresses, probe only them from `::` (DAD), carry at
+/// most [`ND_MAX_OPTION_BYTES`] of options, and any link-layer address option must be `mac`.
 #[inline(always)]
 fn neighbour_discovery(
     ctx: &TcContext,
@@ -127,11 +144,12 @@ fn neighbour_discovery(
     kind: u8,
     fixed: usize,
     mac: [u8; 6],
+    ula_ifindex: u32,
 ) -> Verdict {
     let ll = link_local_of(mac);
     let own = (word(&ll, 0), word(&ll, 8));
     let unspecified = src == (0, 0);
-    if !unspecified && src != own {
+    if !unspecified && src != own && !(ula_ifindex != 0 && is_own6(src, ula_ifindex, mac)) {
         return Verdict::DropSpoof;
     }
     if len < fixed {
@@ -145,7 +163,8 @@ fn neighbour_discovery(
         let Some(target) = read::<[u8; 16]>(ctx, L4 + 8) else {
             return Verdict::DropMalformed;
         };
-        if (word(&target, 0), word(&target, 8)) != own {
+        let target = (word(&target, 0), word(&target, 8));
+        if target != own && !(ula_ifindex != 0 && is_own6(target, ula_ifindex, mac)) {
             return Verdict::DropSpoof;
         }
     }
@@ -173,9 +192,27 @@ fn option(ctx: &TcContext, len: usize, at: usize, mac: [u8; 6]) -> Verdict {
     Verdict::PassL2
 }
 
+/// Whether the IPv6 address `addr` (as [`word`]s) is the endpoint on `ifindex` with MAC `mac`
+/// ([`ENDPOINTS6`]).
+#[inline(always)]
+pub fn is_own6(addr: (u64, u64), ifindex: u32, mac: [u8; 6]) -> bool {
+    let (a, b) = (addr.0.to_ne_bytes(), addr.1.to_ne_bytes());
+    let key = Endpoint6Key {
+        addr: [
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], b[0], b[1], b[2], b[3], b[4], b[5],
+            b[6], b[7],
+        ],
+    };
+    // SAFETY: read-only lookup, the value is copied out at once.
+    match unsafe { ENDPOINTS6.get(key) } {
+        Some(ep) => ep.ifindex == ifindex && ep.mac == mac,
+        None => false,
+    }
+}
+
 /// The eight bytes of `a` at `at` as a native word.
 #[inline(always)]
-fn word<const N: usize>(a: &[u8; N], at: usize) -> u64 {
+pub fn word<const N: usize>(a: &[u8; N], at: usize) -> u64 {
     u64::from_ne_bytes([
         a[at],
         a[at + 1],

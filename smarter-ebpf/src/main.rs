@@ -4,8 +4,11 @@
 //! plugin. Layout grows by direction, then concern:
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
+//!   [`pod6`]: `smarter_pod6`, its IPv6 half for dual-stack pods, reached by tail call
+//!   ([`maps::TAILS`]), with NAT66 in [`nat66`]/[`ct6`] (ICMPv6 errors back in [`icmp6_err`]) and the header view in [`ip6`];
 //! - [`uplink`]: `smarter_uplink`/`smarter_l3_in`, on every external interface's ingress
-//!   (reverse NAT, hostPorts, node-local-only enforcement);
+//!   (reverse NAT, hostPorts, node-local-only enforcement); [`uplink6`]: `smarter_uplink6`,
+//!   its IPv6 half (reverse NAT66), reached by tail call;
 //! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
 //! - [`egress`]: `smarter_egress`/`smarter_l3_out`, on every external interface's egress (the
 //!   backstop: no pod address leaves);
@@ -31,21 +34,27 @@
 
 mod clat;
 mod ct;
+mod ct6;
 mod egress;
 mod fib;
 mod frag;
 mod guard;
 mod hairpin;
+mod icmp6_err;
 mod icmp_err;
+mod ip6;
 mod l4;
 mod local;
 mod maps;
 mod nat;
+mod nat66;
 mod parse;
 mod pod;
+mod pod6;
 mod rewrite;
 mod stats;
 mod uplink;
+mod uplink6;
 mod verdict;
 
 /// The datapath will call GPL-only helpers (e.g. `bpf_fib_lookup`), so the object must declare a

@@ -2,7 +2,9 @@
 //! (`map_name!` expands to the literal `export_name` needs), so user space and the kernel side
 //! cannot drift apart.
 
-use aya_ebpf::maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya_ebpf::maps::{
+    Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf,
+};
 use smarter_common::{
     ClatValue, CtKey, CtValue, EndpointKey, EndpointMeta, EndpointStats, EndpointValue, FragKey,
     FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
@@ -14,6 +16,7 @@ use smarter_common::{
         CLAT_MAX, CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX, IF_STATS_MAX,
         NODE_ADDRS_MAX, UPLINKS_MAX,
     },
+    v6::{Ct6Key, Ct6Value, Endpoint6Key, Nat66Scratch, TAILS_MAX, Uplink6Value},
     verdict::VERDICTS_MAX,
 };
 
@@ -110,3 +113,40 @@ pub static CLAT: HashMap<u32, ClatValue> = HashMap::with_max_entries(CLAT_MAX, 0
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(clat_scratch))]
 pub static CLAT_SCRATCH: PerCpuArray<ClatScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Pod IPv6 (ULA) → where the pod is. Written by the plugin (ADD/DEL).
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(endpoints6))]
+pub static ENDPOINTS6: HashMap<Endpoint6Key, EndpointValue> =
+    HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+/// Every IPv6 address of the node → the ifindex holding it. Written by user space.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(node_addrs6))]
+pub static NODE_ADDRS6: HashMap<[u8; 16], u32> = HashMap::with_max_entries(NODE_ADDRS_MAX, 0);
+
+/// External interface ifindex → the global IPv6 address pods are NAT66ed to through it.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(uplinks6))]
+pub static UPLINKS6: HashMap<u32, Uplink6Value> = HashMap::with_max_entries(UPLINKS_MAX, 0);
+
+/// NAT66 conntrack, pod side (pod, remote) → NAT address and port.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(ct6_out))]
+pub static CT6_OUT: LruHashMap<Ct6Key, Ct6Value> = LruHashMap::with_max_entries(CT_MAX, 0);
+
+/// NAT66 conntrack, wire side (remote, NAT port) → pod address and port.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(ct6_in))]
+pub static CT6_IN: LruHashMap<Ct6Key, Ct6Value> = LruHashMap::with_max_entries(CT_MAX, 0);
+
+/// The IPv6 programs the IPv4 ones tail-call (`smarter_common::v6::TAIL_*`). Filled by the
+/// loader.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(tails))]
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(TAILS_MAX, 0);
+
+/// NAT66's per-CPU work space.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(nat66_scratch))]
+pub static NAT66_SCRATCH: PerCpuArray<Nat66Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -7,17 +7,20 @@
 //! redirect (`bpf_redirect_peer`, hairpin replies translated first); pod → a hostPort on any
 //! node address is DNATed to its pod ([`crate::hairpin`]); other pod → node traffic passes;
 //! deny ranges drop; everything else is source-NATed to the external interface the route
-//! lookup picks ([`crate::nat`]) or dropped when it cannot be. IPv6 beyond link-local and multicast is dropped (pods have no IPv6
-//! network).
+//! lookup picks ([`crate::nat`]) or dropped when it cannot be. IPv6 goes to `smarter_pod6`
+//! ([`crate::pod6`]) by tail call; when that slot is empty, IPv6 beyond link-local and
+//! multicast is dropped.
 
 use aya_ebpf::{
     helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key, programs::TcContext,
 };
-use smarter_common::{EndpointKey, Verdict, link::is_router_icmp, maps::CONFIG_INDEX};
+use smarter_common::{
+    EndpointKey, Verdict, link::is_router_icmp, maps::CONFIG_INDEX, v6::TAIL_POD6,
+};
 
 use crate::{
     guard, hairpin,
-    maps::{CONFIG, DENY, ENDPOINTS, EP_STATS, NODE_ADDRS},
+    maps::{CONFIG, DENY, ENDPOINTS, EP_STATS, NODE_ADDRS, TAILS},
     nat::snat,
     parse::{
         ARP_LEN, ETH_LEN, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ETH_SRC, ETH_TYPE, Ipv4, PROTO_ICMP,
@@ -56,7 +59,14 @@ fn try_smarter_pod(ctx: &TcContext) -> Decision {
     match u16::from_be_bytes(ethertype) {
         ETH_P_ARP => arp(ctx, ifindex, eth_src).into(),
         ETH_P_IP => ipv4(ctx, ifindex, eth_src),
-        ETH_P_IPV6 => guard::ipv6(ctx, ifindex, eth_src).into(),
+        ETH_P_IPV6 => {
+            // A dual-stack network's IPv6 is `smarter_pod6`'s (its own program, so this one's
+            // verification cost does not grow). Without it (an empty slot, e.g. mid-upgrade,
+            // or never filled): link-local only, as a single-stack network.
+            // SAFETY: a tail call on the program's own context; it only returns on failure.
+            unsafe { TAILS.tail_call(ctx, TAIL_POD6) };
+            guard::ipv6(ctx, ifindex, eth_src).into()
+        }
         _ => Verdict::DropEthertype.into(),
     }
 }

@@ -4,6 +4,9 @@
 //! options, fragmented, any protocol), are translated into the pod; IPv4 to a pod-subnet
 //! address is dropped (node-local-only); everything else (host traffic) passes untouched.
 //!
+//! IPv6 that is not the CLAT's goes to `smarter_uplink6` ([`crate::uplink6`], reverse NAT66)
+//! by tail call, on Ethernet devices.
+//!
 //! On an IPv6-only uplink, the CLAT's replies are first translated to IPv4
 //! ([`crate::clat::inbound`]) and then take the same way.
 //!
@@ -16,11 +19,11 @@
 use aya_ebpf::{
     bindings::TC_ACT_OK, helpers::bpf_skb_change_head, macros::classifier, programs::TcContext,
 };
-use smarter_common::{Verdict, maps::CONFIG_INDEX};
+use smarter_common::{Verdict, maps::CONFIG_INDEX, v6::TAIL_UPLINK6};
 
 use crate::{
     clat::{self, In},
-    maps::{CLAT, CONFIG, NODE_ADDRS},
+    maps::{CLAT, CONFIG, NODE_ADDRS, TAILS},
     nat::rnat,
     parse::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, ETH_TYPE, IP_LEN, Ipv4, read},
     verdict::Decision,
@@ -56,8 +59,14 @@ fn try_uplink(ctx: &TcContext, l3: bool) -> Option<Decision> {
     if l3 && !push_eth(ctx)? {
         return None;
     }
-    let ethertype = read::<[u8; 2]>(ctx, ETH_TYPE)?;
-    if u16::from_be_bytes(ethertype) != ETH_P_IP {
+    let ethertype = u16::from_be_bytes(read::<[u8; 2]>(ctx, ETH_TYPE)?);
+    if ethertype == ETH_P_IPV6 && !l3 && clat == In::NotOurs {
+        // Reverse NAT66 is `smarter_uplink6`'s; without it (an empty slot), the host's.
+        // SAFETY: a tail call on the program's own context; it only returns on failure.
+        unsafe { TAILS.tail_call(ctx, TAIL_UPLINK6) };
+        return None;
+    }
+    if ethertype != ETH_P_IP {
         return None;
     }
     // Truncated IPv4 is the host stack's to drop.

@@ -29,6 +29,7 @@ pub(super) mod attach;
 mod availability;
 mod clat;
 mod ct;
+mod dual;
 mod endpoints;
 mod error;
 mod events;

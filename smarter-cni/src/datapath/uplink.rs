@@ -79,6 +79,12 @@ pub struct External {
     /// The IPv6-only uplink pods' IPv4 is translated out of, when the node has no IPv4 way
     /// off (`datapath::clat::plan`, set by `External::with_clat`).
     pub clat: Option<Clat>,
+    /// Every external interface's global IPv6 address pods' ULA sources are NAT66ed to
+    /// ([`nat66_addr`]), by ifindex, in ifindex order; interfaces without one are absent.
+    pub uplinks6: Vec<(u32, Ipv6Addr)>,
+    /// Every global IPv6 address of the node (ULAs included), with the ifindex holding it:
+    /// pods' IPv6 to them is the host's.
+    pub node_addrs6: Vec<(Ipv6Addr, u32)>,
 }
 
 impl External {
@@ -141,13 +147,32 @@ pub fn external(selector: &UplinkSelector, snap: &Snapshot, bridge: &str) -> Ext
         .filter(|a| a.global)
         .map(|a| (a.addr, a.index))
         .collect();
+    let uplinks6 = uplinks
+        .iter()
+        .filter_map(|u| nat66_addr(snap, u.ifindex).map(|a| (u.ifindex, a)))
+        .collect();
+    let node_addrs6 = snap.addrs6.iter().map(|a| (a.addr, a.index)).collect();
     External {
         all: names.is_empty(),
         uplinks,
         preferred,
         node_addrs,
         clat: None,
+        uplinks6,
+        node_addrs6,
     }
+}
+
+/// The address NAT66 masquerades pods to through interface `ifindex`: its first global IPv6
+/// address in dump order that is not a ULA (`fc00::/7`, not routed on the internet). `None`:
+/// none (pods' IPv6 cannot leave by it).
+#[must_use]
+pub fn nat66_addr(snap: &Snapshot, ifindex: u32) -> Option<Ipv6Addr> {
+    snap.addrs6
+        .iter()
+        .filter(|a| a.index == ifindex && !a.addr.is_unique_local())
+        .map(|a| a.addr)
+        .find(|a| !a.is_loopback() && !a.is_multicast() && !a.is_unicast_link_local())
 }
 
 fn best_route(snap: &Snapshot) -> Option<&crate::netlink::snapshot::DefaultRouteState> {

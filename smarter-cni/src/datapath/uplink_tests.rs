@@ -1,10 +1,10 @@
 //! The uplink decision over hand-made snapshots: no sockets, no root.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::{External, Uplink, external, resolve};
 use crate::cni::UplinkSelector;
-use crate::netlink::snapshot::{AddrState, DefaultRouteState, LinkState, Snapshot};
+use crate::netlink::snapshot::{Addr6State, AddrState, DefaultRouteState, LinkState, Snapshot};
 
 const MAC0: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const MAC1: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
@@ -297,4 +297,37 @@ fn a_list_or_a_name_restricts() {
     assert_eq!(resolve(&list, &edge()).map(|u| u.ifindex), Some(2));
     let only_lan = UplinkSelector::List(vec!["lan0".into()]);
     assert_eq!(resolve(&only_lan, &edge()), None);
+}
+
+fn addr6(index: u32, a: &str) -> Addr6State {
+    Addr6State {
+        index,
+        addr: a.parse().unwrap(),
+        prefix_len: 64,
+    }
+}
+
+#[test]
+fn each_interface_gets_its_first_global_non_ula_ipv6_address() {
+    let mut snap = edge();
+    // eth0 (2): a ULA first, then two global ones; the bridge (4) holds the pods' gateway.
+    snap.addrs6.push(addr6(2, "fd12::2"));
+    snap.addrs6.push(addr6(2, "2001:db8:1::2"));
+    snap.addrs6.push(addr6(2, "2001:db8:1::3"));
+    snap.addrs6.push(addr6(4, "fd00:ac27::1"));
+    // lan0 (6): only a ULA: pods' IPv6 cannot leave by it.
+    snap.addrs6.push(addr6(6, "fd99::1"));
+    let e = external(&UplinkSelector::Auto, &snap, "cni0");
+    let eth0: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    assert_eq!(e.uplinks6, [(2, eth0)]);
+    // Every global address is the node's, ULAs and the bridge's included.
+    assert_eq!(e.node_addrs6.len(), 5);
+    assert!(
+        e.node_addrs6
+            .contains(&("fd00:ac27::1".parse().unwrap(), 4))
+    );
+    assert!(e.node_addrs6.contains(&(eth0, 2)));
+    // Without IPv6 addresses, nothing.
+    let none = external(&UplinkSelector::Auto, &edge(), "cni0");
+    assert!(none.uplinks6.is_empty() && none.node_addrs6.is_empty());
 }

@@ -77,7 +77,7 @@ fn pins_are_loaded_once_reused_and_refused_when_wrong() {
     match world.open("oldnet") {
         Err(EbpfError::LayoutMismatch {
             field,
-            expected: 64,
+            expected: 104,
             found: 8,
             ..
         }) => {

@@ -122,6 +122,8 @@ impl NatWorld {
                 node_addrs: vec![(NODE_UPLINK_IP, up.ifindex)],
                 uplinks: vec![up],
                 clat: None,
+                uplinks6: Vec::new(),
+                node_addrs6: Vec::new(),
             };
             dp.set_external(&external, AttachMode::Auto)
                 .expect("serve the uplink");

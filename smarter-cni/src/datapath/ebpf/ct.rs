@@ -31,7 +31,7 @@ fn state_name(s: u8) -> &'static str {
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds, the clock of `bpf_ktime_get_ns`.
-fn ktime_now() -> u64 {
+pub(super) fn ktime_now() -> u64 {
     let mut ts = nix::libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -68,8 +68,8 @@ impl EbpfDatapath {
         Ok(out)
     }
 
-    /// Removes flows idle for longer than their timeout, in both maps. Returns how many flows
-    /// (pod-side entries) were removed.
+    /// Removes flows idle for longer than their timeout, in both maps (and NAT66's,
+    /// [`Self::ct6_gc`]). Returns how many flows (pod-side entries) were removed.
     ///
     /// # Errors
     ///
@@ -93,6 +93,7 @@ impl EbpfDatapath {
                 }
                 Ok(n)
             })
+            .and_then(|n| Ok(n + self.ct6_gc(&slots, now)?))
     }
 
     /// Removes every flow of `pod_ip` (both maps). DEL calls this (via

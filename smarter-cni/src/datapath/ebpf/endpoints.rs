@@ -124,8 +124,27 @@ impl EbpfDatapath {
             write(&mut maps, key, Some(value(ep)), Some(&meta_of(ep)), ep.ip)?;
             before
         };
-        let attached = self.attach_program(ep, mode);
+        // A dual-stack pod: its IPv6 endpoint beside, and forwarding on its host veth for the
+        // NAT66 route lookup.
+        let before6 = match ep.ip6 {
+            Some(ip6) => Some((ip6, self.endpoint6(ip6)?)),
+            None => None,
+        };
+        let attached = before6
+            .map_or(Ok(()), |(ip6, _)| {
+                super::dual::enable_forwarding6(&ep.host_ifname)?;
+                // An entry a former veth of this ifindex left behind would redirect its
+                // address's traffic into this pod.
+                self.remove_endpoints6_of(ep.host_ifindex, Some(ip6))?;
+                self.write_endpoint6(ip6, Some(value(ep)))
+            })
+            .and_then(|()| self.attach_program(ep, mode));
         if attached.is_err() {
+            if let Some((ip6, previous)) = before6
+                && let Err(e) = self.write_endpoint6(ip6, previous)
+            {
+                tracing::error!("restoring the IPv6 endpoint {ip6} after a failed attach: {e}");
+            }
             let mut maps = self.lock_maps();
             if let Err(e) = write(&mut maps, key, before.0, before.1.as_ref(), ep.ip) {
                 tracing::error!(
@@ -154,8 +173,9 @@ impl EbpfDatapath {
     /// detaches the pod program from `host_ifname` (link pin and netlink filter), then removes
     /// what the attachment owns at `ip`: the endpoint, its metadata, the counters of its veth,
     /// its conntrack entries ([`Self::ct_flush_pod`]) and its hostPorts
-    /// ([`Self::remove_host_ports`]). Success when already gone, including when the interface
-    /// no longer exists.
+    /// ([`Self::remove_host_ports`]), and the pod's IPv6 endpoints with their NAT66 flows (those
+    /// leading to its veth). Success when already gone, including when the interface no
+    /// longer exists.
     ///
     /// **Ownership.** The host veth name is derived from (container id, ifname)
     /// ([`crate::naming::host_veth_name`]), so it names the attachment. When the endpoint at
@@ -189,6 +209,14 @@ impl EbpfDatapath {
             .map_or(Ok(()), |v| remove_stats(&mut maps, v.ifindex))
             .and_then(|()| write(&mut maps, key, None, None, ip));
         drop(maps);
+        // The pod's IPv6 endpoints lead to the same host veth (as the IPv4 entry says, or the
+        // interface by its name while it exists); those of another veth are another pod's.
+        let mut veths: Vec<u32> = value.map(|v| v.ifindex).into_iter().collect();
+        veths.extend(attach::ifindex(host_ifname).ok());
+        veths.dedup();
+        let removed6 = veths
+            .into_iter()
+            .try_for_each(|i| self.remove_endpoints6_of(i, None).map(|_| ()));
         // The pod's NATed flows go with it (a later pod reusing the address must not inherit
         // them).
         let flushed = self.ct_flush_pod(ip).map(|_| ());
@@ -196,13 +224,14 @@ impl EbpfDatapath {
         let uncounted = self.forget_pod_traffic(|pod| pod == ip).map(|_| ());
         detached
             .and(removed)
+            .and(removed6)
             .and(flushed)
             .and(unmapped)
             .and(uncounted)
     }
 
-    /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), its
-    /// metadata, the host veth's ifindex and the program's attachment. Returns one sentence per
+    /// Compares the datapath with `ep` for CHECK: the endpoint entry (ifindex, MAC), the IPv6
+    /// one of a dual-stack pod, its metadata, the host veth's ifindex and the program's attachment. Returns one sentence per
     /// difference; empty means consistent.
     ///
     /// # Errors
@@ -241,6 +270,9 @@ impl EbpfDatapath {
                     ));
                 }
             }
+        }
+        if let Some(ip6) = ep.ip6 {
+            diffs.extend(self.check_endpoint6(ip6, ep.host_ifindex, ep.mac)?);
         }
         match meta {
             None => diffs.push(format!(

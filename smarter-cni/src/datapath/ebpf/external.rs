@@ -106,6 +106,7 @@ impl EbpfDatapath {
             node_addrs.push((Ipv4Addr::from(CLAT_V4.to_ne_bytes()), c.ifindex));
         }
         self.set_node_addrs(&node_addrs)?;
+        self.set_external6(ext)?;
         let preferred = ext.preferred();
         self.update_config(|c| {
             c.uplink_ifindex = preferred.map_or(0, |u| u.ifindex);
@@ -184,14 +185,15 @@ impl EbpfDatapath {
         Ok(())
     }
 
-    /// Detaches every external interface's programs and clears [`maps::UPLINKS`] (and the
-    /// CLAT, its address included).
+    /// Detaches every external interface's programs and clears [`maps::UPLINKS`],
+    /// [`maps::UPLINKS6`] and [`maps::NODE_ADDRS6`] (and the CLAT, its address included).
     ///
     /// # Errors
     ///
     /// As [`Self::set_external`].
     pub fn detach_external(&self) -> Result<(), EbpfError> {
         self.update_config(|c| c.clat_ifindex = 0)?;
+        self.set_external6(&External::default())?;
         self.prune_clat(None)?;
         for (ifindex, value) in self.uplink_values()? {
             self.forget_uplink(ifindex, value.is_l3())?;

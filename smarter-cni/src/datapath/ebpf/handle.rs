@@ -16,6 +16,7 @@ use smarter_common::{
     HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     maps::{self, MapSpec},
     progs,
+    v6::{Ct6Key, Ct6Value, Endpoint6Key, Uplink6Value},
 };
 
 use super::error::EbpfError;
@@ -39,6 +40,11 @@ pub(super) struct Maps {
     pub(super) node_addrs: HashMap<MapData, u32, u32>,
     pub(super) if_stats: PerCpuHashMap<MapData, IfStatsKey, EndpointStats>,
     pub(super) clat: HashMap<MapData, u32, ClatValue>,
+    pub(super) endpoints6: HashMap<MapData, Endpoint6Key, EndpointValue>,
+    pub(super) node_addrs6: HashMap<MapData, [u8; 16], u32>,
+    pub(super) uplinks6: HashMap<MapData, u32, Uplink6Value>,
+    pub(super) ct6_out: HashMap<MapData, Ct6Key, Ct6Value>,
+    pub(super) ct6_in: HashMap<MapData, Ct6Key, Ct6Value>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -156,6 +162,13 @@ impl EbpfDatapath {
             if_stats,
             clat,
             _clat_scratch,
+            endpoints6,
+            node_addrs6,
+            uplinks6,
+            ct6_out,
+            ct6_in,
+            _tails,
+            _nat66_scratch,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -179,6 +192,15 @@ impl EbpfDatapath {
                 .map_err(|e| typed(node_addrs, e))?,
             if_stats: open(if_stats)?.try_into().map_err(|e| typed(if_stats, e))?,
             clat: open(clat)?.try_into().map_err(|e| typed(clat, e))?,
+            endpoints6: open(endpoints6)?
+                .try_into()
+                .map_err(|e| typed(endpoints6, e))?,
+            node_addrs6: open(node_addrs6)?
+                .try_into()
+                .map_err(|e| typed(node_addrs6, e))?,
+            uplinks6: open(uplinks6)?.try_into().map_err(|e| typed(uplinks6, e))?,
+            ct6_out: open(ct6_out)?.try_into().map_err(|e| typed(ct6_out, e))?,
+            ct6_in: open(ct6_in)?.try_into().map_err(|e| typed(ct6_in, e))?,
         };
         Ok(Self {
             network: network.into(),
@@ -195,10 +217,21 @@ impl EbpfDatapath {
             .config
             .get(&maps::CONFIG_INDEX, 0)
             .map_err(|e| EbpfError::map(maps::CONFIG, "read", e))?;
+        let (subnet6, gateway6, prefix6_len) =
+            cfg.v6.as_ref().map_or(([0; 16], [0; 16], 0), |v6| {
+                (
+                    v6.subnet.network().octets(),
+                    v6.gateway.octets(),
+                    v6.subnet.prefix(),
+                )
+            });
         let wanted = NetConfig {
             gateway: addr(cfg.gateway),
             subnet: addr(cfg.subnet.network()),
             prefix_len: cfg.subnet.prefix(),
+            subnet6,
+            gateway6,
+            prefix6_len,
             ..current
         };
         if wanted != current {

@@ -63,6 +63,9 @@ impl EbpfDatapath {
                 (maps::HOSTPORTS, m.hostports.keys().count()),
                 (maps::DENY, m.deny.keys().count()),
                 (maps::FRAG, frag),
+                (maps::ENDPOINTS6, m.endpoints6.keys().count()),
+                (maps::CT6_OUT, m.ct6_out.keys().count()),
+                (maps::CT6_IN, m.ct6_in.keys().count()),
             ]
         };
         counts

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use aya::{EbpfLoader, programs::SchedClassifier};
+use aya::{EbpfLoader, maps::ProgramArray, programs::SchedClassifier};
 use sha2::{Digest as _, Sha256};
 use smarter_common::{maps, progs};
 
@@ -77,29 +77,76 @@ pub(super) fn load_and_pin(layout: &PinLayout, ct_max_entries: u32) -> Result<()
             });
         }
     }
-    // The pod program is pinned last: its pin marks a complete load.
+    // The pod program is pinned last: its pin marks a complete load. The tail-called programs
+    // go into the program array before it (a pinned array keeps its programs).
     let others = progs::ALL.into_iter().filter(|n| *n != progs::POD);
-    for name in others.chain([progs::POD]) {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
+    for name in others {
+        load_one(&mut ebpf, layout, name)?;
+    }
+    fill_tails(&mut ebpf)?;
+    load_one(&mut ebpf, layout, progs::POD)
+}
+
+/// Loads program `name` of `ebpf` and pins it under `layout`.
+fn load_one(ebpf: &mut aya::Ebpf, layout: &PinLayout, name: &'static str) -> Result<(), EbpfError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::MissingInObject {
+            kind: "program",
+            name,
+        })?
+        .try_into()
+        .map_err(|e| EbpfError::program(name, "load", e))?;
+    prog.load()
+        .map_err(|e| EbpfError::program(name, "load", e))?;
+    // Pinned beside, then renamed over the old pin: openers see the old program or the
+    // new one, never none (an upgrade replaces a live pin).
+    let path = layout.prog(name);
+    let next = layout.prog(&format!("{name}_next"));
+    pins::remove_pin(&next)?;
+    prog.pin(&next).map_err(|e| EbpfError::Pin {
+        path: next.clone(),
+        source: pin_error_to_io(e),
+    })?;
+    std::fs::rename(&next, &path).map_err(|e| EbpfError::io("swap program pin", &path, e))
+}
+
+/// Puts the loaded tail-called programs ([`progs::TAILS`]) into their slots of the program
+/// array (replacing an older build's on upgrade: the array is pinned and reused).
+///
+/// # Errors
+///
+/// [`EbpfError::Program`] / [`EbpfError::Map`] when a program fd or the array update fails.
+pub(super) fn fill_tails(ebpf: &mut aya::Ebpf) -> Result<(), EbpfError> {
+    let mut fds = Vec::with_capacity(progs::TAILS.len());
+    for (name, slot) in progs::TAILS {
+        let prog: &SchedClassifier = ebpf
+            .program(name)
             .ok_or(EbpfError::MissingInObject {
                 kind: "program",
                 name,
             })?
             .try_into()
-            .map_err(|e| EbpfError::program(name, "load", e))?;
-        prog.load()
-            .map_err(|e| EbpfError::program(name, "load", e))?;
-        // Pinned beside, then renamed over the old pin: openers see the old program or the
-        // new one, never none (an upgrade replaces a live pin).
-        let path = layout.prog(name);
-        let next = layout.prog(&format!("{name}_next"));
-        pins::remove_pin(&next)?;
-        prog.pin(&next).map_err(|e| EbpfError::Pin {
-            path: next.clone(),
-            source: pin_error_to_io(e),
+            .map_err(|e| EbpfError::program(name, "tail slot", e))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| EbpfError::program(name, "tail slot", e))?
+            .try_clone()
+            .map_err(|e| EbpfError::io("dup program fd", name, e))?;
+        fds.push((slot, fd));
+    }
+    let map = ebpf
+        .map_mut(maps::TAILS)
+        .ok_or(EbpfError::MissingInObject {
+            kind: "map",
+            name: maps::TAILS,
         })?;
-        std::fs::rename(&next, &path).map_err(|e| EbpfError::io("swap program pin", &path, e))?;
+    let mut tails =
+        ProgramArray::try_from(map).map_err(|e| EbpfError::map(maps::TAILS, "open", e))?;
+    for (slot, fd) in &fds {
+        tails
+            .set(*slot, fd, 0)
+            .map_err(|e| EbpfError::map(maps::TAILS, format!("set slot {slot}"), e))?;
     }
     Ok(())
 }

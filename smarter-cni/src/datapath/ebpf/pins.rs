@@ -248,7 +248,8 @@ pub(super) fn exists(path: &Path) -> Result<bool, EbpfError> {
 /// Opens a pinned map after checking it has exactly the layout `spec` describes.
 /// Maps whose capacity comes from the configuration (`ctMaxEntries`), not from the build: any
 /// size is accepted when they are reopened.
-pub(super) const SIZED_BY_CONFIG: [&str; 2] = [maps::CT_OUT, maps::CT_IN];
+pub(super) const SIZED_BY_CONFIG: [&str; 4] =
+    [maps::CT_OUT, maps::CT_IN, maps::CT6_OUT, maps::CT6_IN];
 
 pub(super) fn open_map(path: &Path, spec: &MapSpec) -> Result<MapData, EbpfError> {
     let op = || format!("open pin {}", path.display());

@@ -1,0 +1,242 @@
+//! NAT66: pod ULA sources masqueraded to the global IPv6 address of the external interface
+//! the route lookup picks ([`crate::maps::UPLINKS6`]), as the kernel's `ip6 masquerade` does
+//! (TCP, UDP and ICMPv6 echo, ports preserved when free), with conntrack in
+//! [`crate::maps::CT6_OUT`]/[`crate::maps::CT6_IN`] and the reverse path ([`rnat6`]). IPv6
+//! has no header checksum: the address change is folded into the L4 checksum (a pseudo-header
+//! field), and the hop limit is decremented as a router does.
+
+use core::mem::{size_of, zeroed};
+
+use aya_ebpf::{
+    bindings::bpf_fib_lookup,
+    helpers::{bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_peer},
+    programs::TcContext,
+};
+use smarter_common::{
+    NetConfig, Verdict,
+    ct::next_state,
+    link::nexthdr,
+    v6::{Ct6Key, Endpoint6Key, TAIL_ICMP6},
+};
+
+use crate::{
+    ct6::{nat_port_for6, same},
+    fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
+    icmp6_err,
+    ip6::{
+        DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Ipv6, L4_OFF, L4Info6, PSEUDO,
+        SRC_OFF, l4,
+    },
+    maps::{CT6_IN, CT6_OUT, ENDPOINTS6, NAT66_SCRATCH, TAILS, UPLINKS, UPLINKS6},
+    parse::read,
+    verdict::Decision,
+};
+
+const AF_INET6: u8 = 10;
+
+const _: () =
+    assert!(size_of::<bpf_fib_lookup>() == 64 && core::mem::align_of::<bpf_fib_lookup>() <= 8);
+
+/// The route lookup (as the node would forward the packet from the pod's host veth), then
+/// SNAT of the pod's ULA source to the chosen interface's global address and the redirect out
+/// of it. `PassHost`: hop limit expiring, or no route / too big / a local destination (the
+/// host stack answers with the right ICMPv6 error; nothing was rewritten). `DropNoRoute`:
+/// routed out of an interface without a NAT66 address. `DropUnnatable`: not TCP, UDP or
+/// an echo request right after the IPv6 header.
+#[inline(always)]
+pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
+    let hop = ip.hop_limit();
+    if hop <= 1 {
+        return Verdict::PassHost.into();
+    }
+    let proto = ip.next();
+    let Some(l) = l4(ctx, proto, ICMP6_ECHO_REQUEST, true) else {
+        return Verdict::DropUnnatable.into();
+    };
+    let Some(scratch) = NAT66_SCRATCH.get_ptr_mut(0) else {
+        return Verdict::DropMalformed.into();
+    };
+    // SAFETY: this CPU's slot of a per-CPU array, nobody else's while this program runs.
+    let s = unsafe { &mut *scratch };
+    // SAFETY: `fib` is 64 bytes, 8-aligned: the size and alignment of `bpf_fib_lookup`
+    // (asserted below); all-zero is a valid request to fill in.
+    let fib = unsafe { &mut *s.fib.as_mut_ptr().cast::<bpf_fib_lookup>() };
+    // SAFETY: as above.
+    *fib = unsafe { zeroed() };
+    s.src = ip.src();
+    s.dst = ip.dst();
+    fib.family = AF_INET6;
+    fib.l4_protocol = proto;
+    fib.__bindgen_anon_1.tot_len = ip.payload_len().saturating_add(40);
+    // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
+    fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    fib.__bindgen_anon_3.ipv6_src = as_words(&s.src);
+    fib.__bindgen_anon_4.ipv6_dst = as_words(&s.dst);
+    // SAFETY: `fib` lives on this stack for the call; size is its real size.
+    let ret = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            core::ptr::from_mut(fib),
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if ret != FIB_SUCCESS && ret != FIB_NO_NEIGH {
+        return Verdict::PassHost.into();
+    }
+    let out = fib.ifindex;
+    // SAFETY: read-only lookups, copied at once.
+    match unsafe { UPLINKS6.get(out) } {
+        // Through the stack: a copy from one map value to another compiles to a `memmove`
+        // call (the two might overlap, as far as the compiler knows), which the arm32 JIT
+        // cannot take.
+        // SAFETY: a valid map value, read once.
+        Some(u) => s.nat = unsafe { core::ptr::read_volatile(&u.addr) },
+        None => return Verdict::DropNoRoute.into(),
+    }
+    // SAFETY: as above.
+    let (l3, egress) = match unsafe { UPLINKS.get(out) } {
+        Some(u) => (u.is_l3(), u.is_egress()),
+        None => (false, true),
+    };
+    if !egress {
+        return Verdict::DropNoRoute.into();
+    }
+    // SAFETY: ktime has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(nat_port) = nat_port_for6(s, &l, proto, cfg, now) else {
+        return Verdict::DropNatPorts.into();
+    };
+    if !rewrite6(ctx, &l, SRC_OFF, &mut s.src, &mut s.nat, nat_port)
+        || ctx.store(HOP_OFF, &(hop - 1), 0).is_err()
+    {
+        return Verdict::DropMalformed.into();
+    }
+    // SAFETY: as above (the work space is still this CPU's).
+    let fib = unsafe { &*s.fib.as_ptr().cast::<bpf_fib_lookup>() };
+    let Some(action) = fib::redirect(ctx, ret, fib, l3) else {
+        return Verdict::DropMalformed.into();
+    };
+    Decision::redirected(Verdict::NatOut, action)
+}
+
+/// Reverse NAT66 of a reply arriving on an external interface for its NAT66 address
+/// `nat_addr` (an ICMPv6 error about a flow goes to `smarter_icmp6in`, [`icmp6_err`]): rewritten to the pod and
+/// redirected into it. `None`: no such flow (host
+/// traffic, untouched).
+#[inline(always)]
+pub fn rnat6(
+    ctx: &TcContext,
+    ip: &Ipv6,
+    nat_addr: &[u8; 16],
+    bridge_mac: [u8; 6],
+) -> Option<Decision> {
+    let dst = ip.dst();
+    if !same(&dst, nat_addr) {
+        return None;
+    }
+    let proto = ip.next();
+    if proto == nexthdr::ICMPV6
+        && let Some([kind, _]) = read::<[u8; 2]>(ctx, L4_OFF)
+        && icmp6_err::is_error(kind)
+    {
+        // Its own program (the stack would not hold it beside this path's).
+        // SAFETY: a tail call on the program's own context; it only returns on failure.
+        unsafe { TAILS.tail_call(ctx, TAIL_ICMP6) };
+        return None;
+    }
+    let l = l4(ctx, proto, ICMP6_ECHO_REPLY, false)?;
+    let hop = ip.hop_limit();
+    if hop <= 1 {
+        return None;
+    }
+    let in_key = Ct6Key::wire_side(ip.src(), l.remote_port, l.port, proto);
+    let v = CT6_IN.get_ptr_mut(in_key)?;
+    // SAFETY: ktime has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a map value pointer, valid for this program run.
+    let (pod, pod_port) = unsafe {
+        (*v).last_seen = now;
+        (*v).state = next_state((*v).state, proto, l.tcp_flags, true);
+        ((*v).addr, (*v).port)
+    };
+    if let Some(o) = CT6_OUT.get_ptr_mut(in_key.to_pod_side(pod, pod_port)) {
+        // SAFETY: as above.
+        unsafe {
+            (*o).last_seen = now;
+            (*o).state = next_state((*o).state, proto, l.tcp_flags, true);
+        }
+    }
+    // SAFETY: read-only lookup, copied at once.
+    let Some((ifindex, mac)) =
+        (unsafe { ENDPOINTS6.get(Endpoint6Key { addr: pod }) }).map(|e| (e.ifindex, e.mac))
+    else {
+        return Some(Verdict::DropNodelocal.into());
+    };
+    let eth_src = if bridge_mac == [0; 6] {
+        crate::parse::read::<[u8; 6]>(ctx, 0)?
+    } else {
+        bridge_mac
+    };
+    let (mut old, mut new) = (dst, pod);
+    if !rewrite6(ctx, &l, DST_OFF, &mut old, &mut new, pod_port)
+        || ctx.store(HOP_OFF, &(hop - 1), 0).is_err()
+        || ctx.store(0, &mac, 0).is_err()
+        || ctx.store(6, &eth_src, 0).is_err()
+    {
+        return Some(Verdict::DropMalformed.into());
+    }
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
+    Some(Decision::redirected(Verdict::NatIn, action))
+}
+
+/// Rewrites the address at `addr_off` from `old` to `new` and the port (or echo identifier)
+/// to `new_port`, fixing the L4 checksum (the address is part of its pseudo header).
+#[inline(always)]
+fn rewrite6(
+    ctx: &TcContext,
+    l: &L4Info6,
+    addr_off: usize,
+    old: &mut [u8; 16],
+    new: &mut [u8; 16],
+    new_port: u16,
+) -> bool {
+    let Some(diff) = csum_diff16(old, new) else {
+        return false;
+    };
+    ctx.l4_csum_replace(l.csum_off, 0, diff, PSEUDO | l.flags)
+        .is_ok()
+        && ctx
+            .l4_csum_replace(
+                l.csum_off,
+                u64::from(l.port),
+                u64::from(new_port),
+                2 | l.flags,
+            )
+            .is_ok()
+        && ctx.store(l.port_off, &new_port, 0).is_ok()
+        && ctx.store(addr_off, new, 0).is_ok()
+}
+
+/// The checksum difference of replacing the 16 bytes `old` by `new` (`bpf_csum_diff`), for
+/// `l4_csum_replace` with size 0. `None`: the helper failed.
+#[inline(always)]
+pub fn csum_diff16(old: &mut [u8; 16], new: &mut [u8; 16]) -> Option<u64> {
+    // SAFETY: both buffers are 16 bytes, valid for the call (the helper reads them as 32-bit
+    // words; its memory arguments need no alignment).
+    let diff =
+        unsafe { bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0) };
+    (diff >= 0).then_some(diff as u64)
+}
+
+/// The address as the four native words the helpers take.
+#[inline(always)]
+fn as_words(a: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
+        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
+        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
+        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
+    ]
+}
