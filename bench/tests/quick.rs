@@ -98,7 +98,8 @@ fn quick_run_writes_valid_results() {
                     assert!(path(c).contains("the node's global address"), "{c}");
                 }
                 assert!(path("reference").contains("ip6tables masquerade"));
-                assert!(path("smarter-ebpf").contains("nat_out6 +"), "{}", w["name"]);
+                // `nat_out6`, or `nat_out` when the datapath counts both families as one.
+                assert!(path("smarter-ebpf").contains("nat_out"), "{}", w["name"]);
                 assert!(path("limit").contains("native IPv6"), "{}", w["name"]);
             }
         }
