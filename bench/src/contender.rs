@@ -2,20 +2,25 @@
 //! bridge + host-local + portmap with `ipMasq` and `hairpinMode`), smarter-cni with the
 //! iptables and with the eBPF datapath, and the limit (bare veths, plain routing, no bridge, no
 //! filtering, no NAT). A world has the shape of a [`Topology`]: the uplink alone, with a LAN
-//! of sensors beside it, with a layer-3 uplink (a raw-IP modem) carrying the default route, or
+//! of sensors beside it, with a layer-3 uplink (a raw-IP modem) carrying the default route,
 //! IPv6-only with a NAT64 in the wan ([`nat64`]: the CLAT's world, where the reference chain
-//! has tayga on the node as its CLAT and the limit's pods speak IPv6 themselves).
+//! has tayga on the node as its CLAT and the limit's pods speak IPv6 themselves), or
+//! dual-stack ([`dual`]: the NAT66 world, where pods get an IPv6 ULA masqueraded to the node's
+//! global address, and the limit's pods have global IPv6 addresses of their own).
 
+pub mod dual;
 pub mod nat64;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use smarter_testbed::topology::WAN_L3_IF;
-use smarter_testbed::{CniCall, LAN_NODE_IP, NODE_UPLINK_IP, Netns, World};
+use smarter_testbed::{
+    CniCall, LAN_NODE_IP, NODE_DUAL_IP6, NODE_UPLINK_IP, NODE_UPLINK_IP6, Netns, World,
+};
 
 use crate::error::CallFailed;
 use crate::plugin::run_measured;
@@ -78,12 +83,19 @@ pub enum Topology {
     /// tayga on the node as its CLAT ([`nat64::NodeClat`]); smarter-cni's CLAT translates to
     /// [`nat64::PREF64`].
     Nat64,
+    /// The uplink dual-stack ([`World::add_ipv6`]: the node has a global IPv6 address and an
+    /// IPv6 default route via the wan); the reference's bridge has an IPv6 range too
+    /// ([`dual`]), smarter-cni its defaults (`ipv6: auto`).
+    Dual,
 }
 
 /// One pod of a contender.
 pub struct Pod {
     /// The address other pods and the wan reach it at.
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, when it got one (the CNI result's; the limit's own in a world with
+    /// IPv6 on the uplink).
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// A contender's world and pods.
@@ -123,6 +135,7 @@ impl Contender {
             Topology::Lan => format!("bench-{}-lan", kind.name()),
             Topology::L3Uplink(_) => format!("bench-{}-l3", kind.name()),
             Topology::Nat64 => format!("bench-{}-clat", kind.name()),
+            Topology::Dual => format!("bench-{}-nat6", kind.name()),
         };
         let mut world = World::new(&label)?;
         match topology {
@@ -132,6 +145,7 @@ impl Contender {
             }
             Topology::L3Uplink(mtu) => world.add_l3_uplink(mtu)?,
             Topology::Nat64 => world.add_nat64()?,
+            Topology::Dual => world.add_ipv6()?,
         }
         if kind == Kind::Limit {
             route_limit_pods(&world, topology)?;
@@ -194,16 +208,21 @@ impl Contender {
             .path()
             .to_path_buf();
         let id = format!("bench{i}");
-        let (ip, took) = match self.kind {
-            Kind::Limit => (self.wire_bare(i)?, Duration::ZERO),
+        let (ip, ip6, took) = match self.kind {
+            Kind::Limit => {
+                let ip = self.wire_bare(i)?;
+                let ip6 = self.limit_has_ip6().then(|| nat64::limit_pod_ip6(i));
+                (ip, ip6, Duration::ZERO)
+            }
             _ => {
                 let started = Instant::now();
                 let result = self.cni("ADD", &id, &ns, i)?;
                 let took = started.elapsed();
-                (result_ip(&result)?, took)
+                let (ip, ip6) = result_ips(&result)?;
+                (ip, ip6, took)
             }
         };
-        self.pods.push(Pod { ip });
+        self.pods.push(Pod { ip, ip6 });
         Ok(took)
     }
 
@@ -230,6 +249,11 @@ impl Contender {
             }
         }
         Ok(result)
+    }
+
+    /// Whether the limit's pods get IPv6 of their own: when the uplink has IPv6.
+    fn limit_has_ip6(&self) -> bool {
+        self.world.has_nat64() || self.world.has_ipv6()
     }
 
     /// The limit's pod: a veth straight to the node, routed (no bridge, no filter, no NAT).
@@ -260,7 +284,7 @@ impl Contender {
         pod.exec(&["ip", "addr", "add", &format!("{pod_ip}/30"), "dev", "eth0"])?;
         pod.exec(&["ip", "link", "set", "eth0", "up"])?;
         pod.exec(&["ip", "route", "add", "default", "via", &host_ip.to_string()])?;
-        if self.world.has_nat64() {
+        if self.limit_has_ip6() {
             nat64::wire_limit_pod6(node, pod, &host, i)?;
         }
         if i == 1 {
@@ -292,16 +316,19 @@ impl Contender {
 fn route_limit_pods(world: &World, topology: Topology) -> anyhow::Result<()> {
     let node_uplink = NODE_UPLINK_IP.to_string();
     match topology {
-        Topology::Nat64 => nat64::route_limit_pods6(world)?,
+        Topology::Nat64 => nat64::route_limit_pods6(world, NODE_UPLINK_IP6)?,
         Topology::L3Uplink(_) => {
             world
                 .wan()
                 .exec(&["ip", "route", "add", LIMIT_PODS, "dev", WAN_L3_IF])?;
         }
-        Topology::Uplink | Topology::Lan => {
+        Topology::Uplink | Topology::Lan | Topology::Dual => {
             world
                 .wan()
                 .exec(&["ip", "route", "add", LIMIT_PODS, "via", &node_uplink])?;
+            if topology == Topology::Dual {
+                nat64::route_limit_pods6(world, NODE_DUAL_IP6)?;
+            }
         }
     }
     if let (Topology::Lan, Some(lan)) = (topology, world.lan()) {
@@ -387,7 +414,8 @@ pub fn run_chain(
 }
 
 /// The upstream smarter-cni configuration: bridge (gateway, masquerade, hairpin) with
-/// host-local, then portmap.
+/// host-local, then portmap; on a dual-stack uplink host-local has an IPv6 range too
+/// ([`dual::reference_ipam`]), which `ipMasq` masquerades with ip6tables.
 fn reference_chain(w: &World, ports: &Value) -> Vec<(PathBuf, Value)> {
     let base = |v: Value| {
         let mut v = v;
@@ -401,8 +429,13 @@ fn reference_chain(w: &World, ports: &Value) -> Vec<(PathBuf, Value)> {
             base(json!({
                 "type": "bridge", "bridge": "smartnet0", "isGateway": true, "ipMasq": true,
                 "hairpinMode": true,
-                "ipam": {"type": "host-local", "subnet": "172.39.0.0/16", "gateway": "172.39.0.1",
-                         "routes": [{"dst": "0.0.0.0/0"}], "dataDir": w.data_dir()}
+                "ipam": if w.has_ipv6() {
+                    dual::reference_ipam(w)
+                } else {
+                    json!({"type": "host-local", "subnet": "172.39.0.0/16",
+                           "gateway": "172.39.0.1", "routes": [{"dst": "0.0.0.0/0"}],
+                           "dataDir": w.data_dir()})
+                }
             })),
         ),
         (
@@ -415,10 +448,18 @@ fn reference_chain(w: &World, ports: &Value) -> Vec<(PathBuf, Value)> {
     ]
 }
 
-fn result_ip(result: &Value) -> anyhow::Result<Ipv4Addr> {
-    result["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("no address in {result}"))
+/// The pod's IPv4 address in a CNI ADD `result` (an error without one) and its IPv6 address,
+/// if it has one (an entry of `ips` whose address contains `:`).
+fn result_ips(result: &Value) -> anyhow::Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+    let addrs: Vec<&str> = result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next())
+        .collect();
+    let v4 = addrs
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .with_context(|| format!("no IPv4 address in {result}"))?;
+    Ok((v4, addrs.iter().find_map(|a| a.parse().ok())))
 }

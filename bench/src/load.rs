@@ -3,10 +3,10 @@
 //! and iperf3 streams.
 
 use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smarter_testbed::{Netns, spawn_in};
@@ -21,15 +21,16 @@ const MSG: usize = 64;
 /// accepted (what a NAT made of the client).
 pub struct RrServer {
     stop: Arc<AtomicBool>,
-    last_peer: Arc<AtomicU32>,
+    last_peer: Arc<Mutex<Option<IpAddr>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RrServer {
-    /// Listens on `ip:port` inside `ns`.
-    pub fn start(ns: &Netns, ip: Ipv4Addr, port: u16) -> Self {
+    /// Listens on `ip:port` inside `ns` (an IPv4 or an IPv6 address).
+    pub fn start(ns: &Netns, ip: impl Into<IpAddr>, port: u16) -> Self {
+        let ip = ip.into();
         let stop = Arc::new(AtomicBool::new(false));
-        let last_peer = Arc::new(AtomicU32::new(0));
+        let last_peer = Arc::new(Mutex::new(None));
         let (s, peer) = (stop.clone(), last_peer.clone());
         let thread = spawn_in(ns, move || {
             let l = TcpListener::bind((ip, port)).expect("bind rr server");
@@ -43,8 +44,8 @@ impl RrServer {
             .expect("accept timeout");
             while !s.load(Ordering::Relaxed) {
                 if let Ok((mut c, from)) = l.accept() {
-                    if let SocketAddr::V4(from) = from {
-                        peer.store(u32::from(*from.ip()), Ordering::Relaxed);
+                    if let Ok(mut p) = peer.lock() {
+                        *p = Some(from.ip());
                     }
                     let s = s.clone();
                     std::thread::spawn(move || {
@@ -68,12 +69,17 @@ impl RrServer {
         }
     }
 
-    /// The source address of the last connection accepted, if any.
+    /// The source address of the last connection accepted, if any and if IPv4.
     pub fn last_peer(&self) -> Option<Ipv4Addr> {
-        match self.last_peer.load(Ordering::Relaxed) {
-            0 => None,
-            a => Some(Ipv4Addr::from(a)),
+        match self.last_peer_ip() {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
         }
+    }
+
+    /// The source address of the last connection accepted, if any, of either family.
+    pub fn last_peer_ip(&self) -> Option<IpAddr> {
+        *self.last_peer.lock().ok()?
     }
 }
 
@@ -181,7 +187,17 @@ pub struct Delivered {
     /// Datagrams received.
     pub received: u64,
     /// The source address of the first datagram received (what a NAT made of the sender).
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
+}
+
+impl Delivered {
+    /// [`Delivered::source`] when it is an IPv4 address.
+    pub fn source4(&self) -> Option<Ipv4Addr> {
+        match self.source {
+            Some(IpAddr::V4(a)) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 /// 64-byte UDP datagrams from `from` to `to` (a sink in `sink_ns`) as fast as one sender
@@ -197,7 +213,7 @@ pub fn udp(from: &Netns, sink_ns: &Netns, to: SocketAddr, secs: f64) -> anyhow::
 
 /// As [`udp`], with the sink bound to `sink` and the sender sending to `to`: another address
 /// of the sink, one a translator on the way maps to it (an IPv6 address in a NAT64 prefix for
-/// an IPv4 sink).
+/// an IPv4 sink). Either family: the sender binds the unspecified address of `to`'s.
 ///
 /// # Errors
 ///
@@ -212,7 +228,7 @@ pub fn udp_via(
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let (r, s) = (received.clone(), stop.clone());
-    let sink_thread = spawn_in(sink_ns, move || -> anyhow::Result<Option<Ipv4Addr>> {
+    let sink_thread = spawn_in(sink_ns, move || -> anyhow::Result<Option<IpAddr>> {
         let sock = UdpSocket::bind(sink)?;
         // A deep receive queue: what is counted is what the path delivered, not what a
         // receiver that lost its CPU to the sender for a time slice (one CPU in the edge
@@ -224,8 +240,8 @@ pub fn udp_via(
         while !s.load(Ordering::Relaxed) {
             if source.is_none() {
                 // Only the first datagram's source: the loop stays `recv` as before.
-                if let Ok((_, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
-                    source = Some(*from.ip());
+                if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    source = Some(from.ip());
                     r.fetch_add(1, Ordering::Relaxed);
                 }
             } else if sock.recv(&mut buf).is_ok() {

@@ -7,6 +7,7 @@
 mod arena;
 mod clat;
 mod id;
+mod nat6;
 mod sample;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +62,7 @@ impl Stage for Workloads {
         // layer-3 uplink's relay) runs on the profile's CPUs.
         let _pinned = profile.pin()?;
         let with_l3 = chosen.iter().any(|w| w.needs_l3_world());
+        let with_nat6 = chosen.iter().any(|w| w.needs_nat6_world());
         let mut arenas = Vec::new();
         for kind in Kind::ALL {
             let with_clat = chosen
@@ -70,7 +72,11 @@ impl Stage for Workloads {
                 "{}: building the {} world{}",
                 profile.name(),
                 kind.name(),
-                if with_l3 || with_clat { "s" } else { "" }
+                if with_l3 || with_clat || with_nat6 {
+                    "s"
+                } else {
+                    ""
+                }
             ));
             arenas.push(Arena::build(
                 kind,
@@ -78,6 +84,7 @@ impl Stage for Workloads {
                 profile,
                 with_l3,
                 with_clat,
+                with_nat6,
             )?);
         }
         std::thread::sleep(Duration::from_millis(300));

@@ -66,7 +66,7 @@ fn quick_run_writes_valid_results() {
     assert_eq!(names, ["default", "edge"]);
     for p in profiles {
         let workloads = p["workloads"].as_array().unwrap();
-        assert_eq!(workloads.len(), 11, "{}: {workloads:?}", p["profile"]);
+        assert_eq!(workloads.len(), 13, "{}: {workloads:?}", p["profile"]);
         for w in workloads {
             let contenders = w["contenders"].as_object().unwrap();
             // The CLAT workloads have no smarter-iptables: nftables cannot translate.
@@ -89,6 +89,17 @@ fn quick_run_writes_valid_results() {
                     "{}",
                     w["name"]
                 );
+                assert!(path("limit").contains("native IPv6"), "{}", w["name"]);
+            }
+            if w["id"].as_str().unwrap().ends_with("-nat6") {
+                // Each figure says what the server saw pod 0 as; smarter-ebpf's, its counter.
+                let path = |c: &str| contenders[c]["path"].as_str().unwrap_or_default();
+                for c in ["reference", "smarter-iptables", "smarter-ebpf"] {
+                    assert!(path(c).contains("the node's global address"), "{c}");
+                }
+                assert!(path("reference").contains("ip6tables masquerade"));
+                // `nat_out6`, or `nat_out` when the datapath counts both families as one.
+                assert!(path("smarter-ebpf").contains("nat_out"), "{}", w["name"]);
                 assert!(path("limit").contains("native IPv6"), "{}", w["name"]);
             }
         }

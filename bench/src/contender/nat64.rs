@@ -29,7 +29,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use smarter_testbed::nat64::{NAT64_PREFIX_LEN, NODE_UPLINK_IP6, TAYGA_PREFIX};
+use smarter_testbed::nat64::{NAT64_PREFIX_LEN, TAYGA_PREFIX};
 use smarter_testbed::{Netns, UPLINK, World};
 
 /// The NAT64 prefix every contender of the CLAT world sends to (see the module docs).
@@ -83,9 +83,11 @@ pub fn wire_limit_pod6(node: &Netns, pod: &Netns, host_if: &str, i: usize) -> an
     Ok(())
 }
 
-/// The limit's plain IPv6 routing: the node forwards, the wan routes [`LIMIT_PODS6`] to it.
-pub fn route_limit_pods6(world: &World) -> anyhow::Result<()> {
-    let via = NODE_UPLINK_IP6.to_string();
+/// The limit's plain IPv6 routing: the node forwards, the wan routes [`LIMIT_PODS6`] to it
+/// (`node`: the node's IPv6 address on the uplink,
+/// [`NODE_UPLINK_IP6`](smarter_testbed::NODE_UPLINK_IP6) on the IPv6-only one).
+pub fn route_limit_pods6(world: &World, node: Ipv6Addr) -> anyhow::Result<()> {
+    let via = node.to_string();
     world
         .wan()
         .exec(&["ip", "-6", "route", "add", LIMIT_PODS6, "via", &via])?;

@@ -6,7 +6,9 @@
 //! ([`Topology::L3Uplink`]), built only when it is selected: `World::add_l3_uplink` moves the
 //! node's default route to `wwan0`, which would send the wan workloads through the relay too.
 //! The CLAT workloads have one too ([`ClatWorld`], built when they are selected): its uplink is
-//! IPv6-only.
+//! IPv6-only. So do the NAT66 workloads ([`Nat6World`]: the uplink dual-stack), whose world
+//! is kept per contender even when it cannot be built (a smarter-cni whose ADD gives no IPv6):
+//! that contender's NAT66 workloads then fail with the reason, the other contenders go on.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -16,6 +18,7 @@ use smarter_testbed::{LAN_HOST_IP, LAN_NODE_IP, NODE_L3_IP, NODE_UPLINK_IP, WAN_
 
 use super::clat::ClatWorld;
 use super::id::WorkloadId;
+use super::nat6::Nat6World;
 use super::sample::Sample;
 use crate::contender::{Contender, Kind, POD_PORT, Topology};
 use crate::error::At;
@@ -53,11 +56,15 @@ pub struct Arena {
     /// The IPv6-only uplink with the wan's NAT64, one pod (when a CLAT workload is selected
     /// and the contender measures it).
     pub clat: Option<ClatWorld>,
+    /// The dual-stack uplink, one pod (when a NAT66 workload is selected), or why it could not
+    /// be built.
+    pub nat6: Option<Result<Nat6World, String>>,
 }
 
 impl Arena {
     /// Builds `kind`'s worlds for `profile`: the main one with its servers, the layer-3 one if
-    /// `with_l3`, the CLAT one if `with_clat`.
+    /// `with_l3`, the CLAT one if `with_clat`, the NAT66 one if `with_nat6` (its failure is
+    /// kept, not returned).
     ///
     /// # Errors
     ///
@@ -68,6 +75,7 @@ impl Arena {
         profile: Profile,
         with_l3: bool,
         with_clat: bool,
+        with_nat6: bool,
     ) -> anyhow::Result<Self> {
         let at = At::new(kind.name(), "build the world");
         let mut main = Contender::build(kind, plugin, Topology::Lan).context(at.clone())?;
@@ -100,11 +108,14 @@ impl Arena {
         } else {
             None
         };
+        let nat6 = with_nat6
+            .then(|| Nat6World::build(kind, plugin, profile).map_err(|e| format!("{e:#}")));
         Ok(Self {
             servers,
             main,
             l3,
             clat,
+            nat6,
         })
     }
 
@@ -137,7 +148,7 @@ impl Arena {
             WorkloadId::UdpNat => {
                 let to = SocketAddr::from((WAN_SERVER_IP, port));
                 let got = udp(c.ns(0), c.world.wan(), to, secs)?;
-                nat_source(c, got.source, NODE_UPLINK_IP)?;
+                nat_source(c, got.source4(), NODE_UPLINK_IP)?;
                 Sample::plain(got.per_s, secs)
             }
             WorkloadId::RrHostPort => {
@@ -159,6 +170,11 @@ impl Arena {
                 .as_ref()
                 .context("the CLAT world was not built")?
                 .measure(w, secs, port)?,
+            WorkloadId::UdpNat6 | WorkloadId::RrNat6 => match &self.nat6 {
+                Some(Ok(world)) => world.measure(w, secs, port)?,
+                Some(Err(e)) => anyhow::bail!("the NAT66 world could not be built: {e}"),
+                None => anyhow::bail!("the NAT66 world was not built"),
+            },
         })
     }
 
@@ -181,7 +197,7 @@ impl Arena {
             secs,
         )?;
         let relayed = relay.counts().a_to_b.load(Ordering::Relaxed) - before;
-        nat_source(c, got.source, NODE_L3_IP)?;
+        nat_source(c, got.source4(), NODE_L3_IP)?;
         anyhow::ensure!(
             relayed >= got.received,
             "the wan received {} datagrams but the wwan0 relay copied only {relayed}: the \

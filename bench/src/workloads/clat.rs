@@ -86,7 +86,7 @@ impl ClatWorld {
             WorkloadId::UdpClat => {
                 let sink = SocketAddr::from((WAN_SERVER_IP, port));
                 let got = udp_via(self.c.ns(0), self.c.world.wan(), sink, dest(port), secs)?;
-                let path = self.check(got.source, got.received, before)?;
+                let path = self.check(got.source4(), got.received, before)?;
                 Sample {
                     value: got.per_s,
                     latency: None,
@@ -190,7 +190,7 @@ impl ClatWorld {
 }
 
 /// The configuration the registry opens `world`'s datapath with (its directories).
-fn registry_conf(world: &World) -> smarter_cni::cni::NetConf {
+pub(super) fn registry_conf(world: &World) -> smarter_cni::cni::NetConf {
     smarter_cni::cni::NetConf {
         bpffs_dir: world.bpffs_dir().to_path_buf(),
         state_dir: world.state_dir(),
@@ -200,7 +200,7 @@ fn registry_conf(world: &World) -> smarter_cni::cni::NetConf {
 
 /// smarter-ebpf's datapath in `world`, opened from its pins in the node namespace as the
 /// registry opens it.
-fn open_ebpf(world: &World) -> anyhow::Result<Box<dyn Datapath>> {
+pub(super) fn open_ebpf(world: &World) -> anyhow::Result<Box<dyn Datapath>> {
     let conf = registry_conf(world);
     world
         .node()

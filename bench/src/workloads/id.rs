@@ -31,11 +31,17 @@ pub enum WorkloadId {
     /// TCP request/response from a pod to the wan's IPv4 server over an IPv6-only uplink (CLAT
     /// and NAT64).
     RrClat,
+    /// 64-byte UDP datagrams from a pod to the wan's IPv6 server over a dual-stack uplink,
+    /// NAT66 to the node's global address (the limit: routed, the pod's own global address).
+    UdpNat6,
+    /// TCP request/response from a pod to the wan's IPv6 server over a dual-stack uplink
+    /// (NAT66; the limit routed).
+    RrNat6,
 }
 
 impl WorkloadId {
     /// Every workload, in report order (the ones before issue 25 first, in their old order).
-    pub const ALL: [WorkloadId; 11] = [
+    pub const ALL: [WorkloadId; 13] = [
         WorkloadId::StreamPod,
         WorkloadId::StreamNat,
         WorkloadId::RrPod,
@@ -47,6 +53,8 @@ impl WorkloadId {
         WorkloadId::UdpL3,
         WorkloadId::UdpClat,
         WorkloadId::RrClat,
+        WorkloadId::UdpNat6,
+        WorkloadId::RrNat6,
     ];
 
     /// Short id (`--only`).
@@ -63,6 +71,8 @@ impl WorkloadId {
             WorkloadId::UdpL3 => "udp-l3",
             WorkloadId::UdpClat => "udp-clat",
             WorkloadId::RrClat => "rr-clat",
+            WorkloadId::UdpNat6 => "udp-nat6",
+            WorkloadId::RrNat6 => "rr-nat6",
         }
     }
 
@@ -80,6 +90,8 @@ impl WorkloadId {
             WorkloadId::UdpL3 => "udp pod→wan via L3 uplink (NAT)",
             WorkloadId::UdpClat => "udp pod→IPv4 wan via CLAT + NAT64",
             WorkloadId::RrClat => "rr pod→IPv4 wan via CLAT + NAT64",
+            WorkloadId::UdpNat6 => "udp pod→IPv6 wan (NAT66)",
+            WorkloadId::RrNat6 => "rr pod→IPv6 wan (NAT66)",
         }
     }
 
@@ -87,13 +99,16 @@ impl WorkloadId {
     pub fn unit(self) -> &'static str {
         match self {
             WorkloadId::StreamPod | WorkloadId::StreamNat => "Gbit/s",
-            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat => "packets/s",
+            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat | WorkloadId::UdpNat6 => {
+                "packets/s"
+            }
             WorkloadId::CrrNat => "connections/s",
             WorkloadId::RrPod
             | WorkloadId::RrHostPort
             | WorkloadId::RrLan
             | WorkloadId::RrLanHostPort
-            | WorkloadId::RrClat => "transactions/s",
+            | WorkloadId::RrClat
+            | WorkloadId::RrNat6 => "transactions/s",
         }
     }
 
@@ -101,7 +116,7 @@ impl WorkloadId {
     pub fn cpu_unit(self) -> (&'static str, f64) {
         match self {
             WorkloadId::StreamPod | WorkloadId::StreamNat => ("per Gbit", 1.0),
-            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat => {
+            WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat | WorkloadId::UdpNat6 => {
                 ("per 100k packets", 1e-5)
             }
             WorkloadId::CrrNat => ("per 100k connections", 1e-5),
@@ -109,7 +124,8 @@ impl WorkloadId {
             | WorkloadId::RrHostPort
             | WorkloadId::RrLan
             | WorkloadId::RrLanHostPort
-            | WorkloadId::RrClat => ("per 100k transactions", 1e-5),
+            | WorkloadId::RrClat
+            | WorkloadId::RrNat6 => ("per 100k transactions", 1e-5),
         }
     }
 
@@ -122,6 +138,12 @@ impl WorkloadId {
     /// Whether it runs in the contender's CLAT world (IPv6-only uplink, NAT64 in the wan).
     pub fn needs_clat_world(self) -> bool {
         matches!(self, WorkloadId::UdpClat | WorkloadId::RrClat)
+    }
+
+    /// Whether it runs in the contender's NAT66 world (dual-stack uplink). Every contender
+    /// measures it.
+    pub fn needs_nat6_world(self) -> bool {
+        matches!(self, WorkloadId::UdpNat6 | WorkloadId::RrNat6)
     }
 
     /// Whether contender `kind` measures it. The CLAT workloads have three: smarter-ebpf (its
