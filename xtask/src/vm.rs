@@ -47,8 +47,9 @@ use guest::{GuestTest, Machine};
 /// `clat` runs the CLAT through a real NAT64 (tayga on a TUN device in the wan), with
 /// `--nocapture` like `conformance` so a skip shows on the console. The `smarter-ebpf-tests`
 /// files run the crafted-packet and parity tables through `BPF_PROG_TEST_RUN` in the guest's
-/// kernel (and, on armhf, its arm32 JIT).
-pub const TESTS: [(&str, &str, &[&str], Option<&str>); 11] = [
+/// kernel (and, on armhf, its arm32 JIT); `dual_stack` there runs the dual-stack pods' IPv6
+/// programs (tail calls included). The matrix in IPv6 is `conformance`'s `conformance_ipv6`.
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 12] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
     ("smarter-cni", "datapath", &["ebpf_upgrade::"], Some("")),
@@ -60,6 +61,7 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 11] = [
     ("smarter-ebpf-tests", "parity", &[], Some("")),
     ("smarter-ebpf-tests", "guard", &[], Some("")),
     ("smarter-ebpf-tests", "clat_translate", &[], Some("")),
+    ("smarter-ebpf-tests", "dual_stack", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
