@@ -77,6 +77,13 @@ fn dual_stack_on(dp: &str) {
     let res = add_ok(&w, &conf, "c0", &ns0);
     assert_eq!(ips(&res).len(), 1, "{dp}: auto without IPv6: {res}");
     assert_eq!(allocations6(&w), Vec::<String>::new());
+    // Nothing to masquerade IPv6 to: the node's IPv6 forwarding is left alone.
+    let fwd = text(w.node(), &["sysctl", "-n", "net.ipv6.conf.all.forwarding"]);
+    assert_eq!(
+        fwd.trim(),
+        "0",
+        "{dp}: IPv6 forwarding turned on without an IPv6 uplink"
+    );
     let out = call(&w, &CniCall::new("DEL", &conf).pod("c0", &ns0));
     assert_eq!(out.status, 0, "{}", out.stdout);
 

@@ -116,9 +116,11 @@ impl Datapath for NftablesNetwork {
             );
         }
         // Dual-stack: the kernel forwards the pods' IPv6 (after the rules are in place, so
-        // nothing is forwarded without the backstop); on every call, so an interface that
-        // appeared since keeps taking router advertisements.
-        if self.cfg.v6.is_some() {
+        // nothing is forwarded without the backstop) once an external interface has a global
+        // IPv6 address to masquerade to (before that, pods' IPv6 stays on the node and needs
+        // no forwarding); on every call, so an interface that appeared since keeps taking
+        // router advertisements.
+        if self.cfg.v6.is_some() && !external.uplinks6.is_empty() {
             NftablesDatapath::enable_ipv6_forwarding(
                 external.uplinks.iter().map(|u| u.name.as_str()),
             )?;
