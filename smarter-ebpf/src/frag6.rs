@@ -94,7 +94,11 @@ pub fn remember(src: [u8; 16], s: &Shape, to: [u8; 16], flags: u32, now: u64) {
 pub fn recall(src: [u8; 16], s: &Shape, flags: u32, now: u64) -> Option<[u8; 16]> {
     // SAFETY: read-only lookup, copied at once.
     let v = unsafe { FRAG6.get(key(src, s)) }?;
-    let (to, first_seen, f) = (v.addr, v.first_seen, v.flags);
+    // Through a volatile read: a plain copy of the map value's array into the returned value
+    // compiles to a `memcpy` call, which the arm32 JIT cannot take.
+    // SAFETY: a valid map value, read once.
+    let to = unsafe { core::ptr::read_volatile(&v.addr) };
+    let (first_seen, f) = (v.first_seen, v.flags);
     if f != flags || now.saturating_sub(first_seen) > FRAG_TIMEOUT_NS {
         return None;
     }
