@@ -260,4 +260,26 @@ impl EbpfDatapath {
         out.sort_by_key(|(s, _)| (s.protocol, s.host_port));
         Ok(out)
     }
+
+    /// Every IPv6 hostPort mapping (on every node IPv6 address) with the pod ULA it leads to.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the map cannot be read.
+    pub fn host_ports6(&self) -> Result<Vec<(HostPortSpec, Ipv6Addr)>, EbpfError> {
+        let maps_guard = self.lock_maps();
+        let mut out = Vec::new();
+        for entry in maps_guard.hostports6.iter() {
+            let (k, v) = entry.map_err(|e| EbpfError::map(maps::HOSTPORTS6, "read", e))?;
+            let spec = HostPortSpec {
+                host_port: u16::from_be(k.port),
+                container_port: u16::from_be(v.pod_port),
+                protocol: k.proto,
+                host_ip: None,
+            };
+            out.push((spec, Ipv6Addr::from(v.addr)));
+        }
+        out.sort_by_key(|(s, _)| (s.protocol, s.host_port));
+        Ok(out)
+    }
 }
