@@ -47,8 +47,9 @@ pub use verdict::{DenyKey, Verdict, VerdictStats};
 /// external interfaces ([`maps::UPLINKS`], [`maps::NODE_ADDRS`], [`maps::IF_STATS`]) and the
 /// hostPort's host IP ([`HostPortKey::host_ip`]); version 7 the CLAT ([`maps::CLAT`],
 /// [`NetConfig::clat_ifindex`]); version 8 dual-stack pods (the IPv6 endpoint, node address,
-/// uplink address, NAT66 conntrack and tail-call maps, [`v6`], and [`NetConfig::subnet6`]).
-pub const LAYOUT_VERSION: u32 = 8;
+/// uplink address, NAT66 conntrack and tail-call maps, [`v6`], and [`NetConfig::subnet6`]); version 9
+/// IPv6 fragments and hostPorts ([`maps::FRAG6`], [`maps::HOSTPORTS6`]).
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Program names (ELF symbol names, also pin file names under `progs/`), each at most 15 bytes
 /// (`BPF_OBJ_NAME_LEN - 1`, the kernel truncates longer names).
@@ -83,17 +84,27 @@ pub mod progs {
     /// [`UPLINK6`] (slot [`crate::v6::TAIL_ICMP6`]), never attached.
     pub const ICMP6_IN: &str = "smarter_icmp6in";
 
+    /// The node's own IPv6 connections to a hostPort: tail-called by [`LOCAL`] (slot
+    /// [`crate::v6::TAIL_LOCAL6`]), never attached.
+    pub const LOCAL6: &str = "smarter_local6";
+
+    /// A pod's IPv6 TCP, UDP or fragment to another pod or a node address (hostPorts,
+    /// hairpin): tail-called by [`POD6`] (slot [`crate::v6::TAIL_HP6`]), never attached.
+    pub const HP6: &str = "smarter_hp6";
+
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 10] = [
-        POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66, ICMP6_IN,
+    pub const ALL: [&str; 12] = [
+        POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66, ICMP6_IN, LOCAL6, HP6,
     ];
 
     /// The tail-called programs and their [`crate::maps::TAILS`] slots.
-    pub const TAILS: [(&str, u32); 4] = [
+    pub const TAILS: [(&str, u32); 6] = [
         (POD6, crate::v6::TAIL_POD6),
         (UPLINK6, crate::v6::TAIL_UPLINK6),
         (NAT66, crate::v6::TAIL_NAT66),
         (ICMP6_IN, crate::v6::TAIL_ICMP6),
+        (LOCAL6, crate::v6::TAIL_LOCAL6),
+        (HP6, crate::v6::TAIL_HP6),
     ];
 
     const _: () = {
@@ -132,4 +143,7 @@ mod pod {
     unsafe impl aya::Pod for crate::v6::Ct6Key {}
     unsafe impl aya::Pod for crate::v6::Ct6Value {}
     unsafe impl aya::Pod for crate::v6::Nat66Scratch {}
+    unsafe impl aya::Pod for crate::v6::HostPort6Value {}
+    unsafe impl aya::Pod for crate::v6::Frag6Key {}
+    unsafe impl aya::Pod for crate::v6::Frag6Value {}
 }

@@ -12,7 +12,10 @@ use crate::{
     FragKey, FragValue, HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue,
     VerdictStats,
     ct::{CT_MAX, FRAG_MAX, HOSTPORTS_MAX},
-    v6::{Ct6Key, Ct6Value, Endpoint6Key, Nat66Scratch, TAILS_MAX, Uplink6Value},
+    v6::{
+        Ct6Key, Ct6Value, Endpoint6Key, Frag6Key, Frag6Value, HostPort6Value, Nat66Scratch,
+        TAILS_MAX, Uplink6Value,
+    },
     verdict::VERDICTS_MAX,
 };
 
@@ -95,6 +98,12 @@ macro_rules! map_name {
     (nat66_scratch) => {
         "nat66_scratch"
     };
+    (frag6) => {
+        "frag6"
+    };
+    (hostports6) => {
+        "hostports6"
+    };
 }
 
 /// Pod IPv4 ([`EndpointKey`]) → [`EndpointValue`]: where a pod lives. Read by the datapath.
@@ -160,6 +169,12 @@ pub const CT6_IN: &str = map_name!(ct6_in);
 pub const TAILS: &str = map_name!(tails);
 /// Index 0 (`u32`) → [`crate::v6::Nat66Scratch`], per CPU: NAT66's work space.
 pub const NAT66_SCRATCH: &str = map_name!(nat66_scratch);
+/// [`crate::v6::Frag6Key`] (source, fragment id, protocol) → [`crate::v6::Frag6Value`], LRU:
+/// later fragments of an IPv6 datagram follow what its first fragment was translated to.
+pub const FRAG6: &str = map_name!(frag6);
+/// [`HostPortKey`] (port, protocol, `host_ip` 0) → [`crate::v6::HostPort6Value`]: hostPorts
+/// without `hostIP`, on every node IPv6 address, to a dual-stack pod. Written by the plugin.
+pub const HOSTPORTS6: &str = map_name!(hostports6);
 /// Capacity of [`CLAT`].
 pub const CLAT_MAX: u32 = 8;
 /// Capacity of [`UPLINKS`].
@@ -233,7 +248,7 @@ const fn spec<K, V>(name: &'static str, kind: MapKind, max_entries: u32) -> MapS
 }
 
 /// Every map of the datapath, in the order loaders create them.
-pub const ALL: [MapSpec; 24] = [
+pub const ALL: [MapSpec; 26] = [
     spec::<EndpointKey, EndpointValue>(ENDPOINTS, MapKind::Hash, ENDPOINTS_MAX),
     spec::<EndpointKey, EndpointMeta>(EP_META, MapKind::Hash, ENDPOINTS_MAX),
     spec::<u32, EndpointStats>(EP_STATS, MapKind::PerCpuHash, EP_STATS_MAX),
@@ -258,6 +273,8 @@ pub const ALL: [MapSpec; 24] = [
     spec::<Ct6Key, Ct6Value>(CT6_IN, MapKind::LruHash, CT_MAX),
     spec::<u32, u32>(TAILS, MapKind::ProgArray, TAILS_MAX),
     spec::<u32, Nat66Scratch>(NAT66_SCRATCH, MapKind::PerCpuArray, 1),
+    spec::<Frag6Key, Frag6Value>(FRAG6, MapKind::LruHash, FRAG_MAX),
+    spec::<HostPortKey, HostPort6Value>(HOSTPORTS6, MapKind::Hash, HOSTPORTS_MAX),
 ];
 
 /// The [`MapSpec`] of the map called `name`, if it is one of [`ALL`].

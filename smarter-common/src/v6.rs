@@ -20,6 +20,12 @@ pub const TAIL_NAT66: u32 = 2;
 /// [`crate::maps::TAILS`] slot of `smarter_icmp6in` (an ICMPv6 error about a NAT66 flow,
 /// translated back into the pod), tail-called by `smarter_uplink6`.
 pub const TAIL_ICMP6: u32 = 3;
+/// [`crate::maps::TAILS`] slot of `smarter_local6` (the node's own IPv6 connections to a
+/// hostPort on one of its addresses), tail-called by `smarter_local`.
+pub const TAIL_LOCAL6: u32 = 4;
+/// [`crate::maps::TAILS`] slot of `smarter_hp6` (a pod's TCP, UDP or fragment to another pod
+/// or a node address: hostPorts, hairpin), tail-called by `smarter_pod6`.
+pub const TAIL_HP6: u32 = 5;
 /// Capacity of [`crate::maps::TAILS`] (room for later slots).
 pub const TAILS_MAX: u32 = 8;
 
@@ -29,6 +35,52 @@ pub const TAILS_MAX: u32 = 8;
 pub struct Endpoint6Key {
     /// The address, as on the wire.
     pub addr: [u8; 16],
+}
+
+/// Value of [`crate::maps::HOSTPORTS6`] (key: a [`crate::HostPortKey`] with `host_ip` 0, a
+/// hostPort without `hostIP`, which answers on every node IPv6 address too): the dual-stack pod
+/// it leads to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPort6Value {
+    /// The pod's IPv6 (ULA) address, as on the wire.
+    pub addr: [u8; 16],
+    /// The pod's IPv4 address (network byte order): the owner, as in [`crate::HostPortValue`].
+    pub pod_ip: u32,
+    /// Container port, network byte order.
+    pub pod_port: u16,
+    /// Explicit padding, must be 0.
+    pub pad: u16,
+}
+
+/// Key of [`crate::maps::FRAG6`]: one fragmented IPv6 datagram, as (its source address, the
+/// fragment header's identification, the protocol after the fragment header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Frag6Key {
+    /// The source address, as on the wire.
+    pub remote: [u8; 16],
+    /// The fragment identification, as on the wire.
+    pub id: u32,
+    /// The next header the fragments carry.
+    pub proto: u8,
+    /// Explicit padding, must be 0.
+    pub pad: [u8; 3],
+}
+
+/// Value of [`crate::maps::FRAG6`]: what the datagram's first fragment was translated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frag6Value {
+    /// `bpf_ktime_get_ns()` when the first fragment was seen.
+    pub first_seen: u64,
+    /// The address the first fragment's destination became (the pod it was delivered to) or,
+    /// with [`crate::ct::FRAG_F_SRC`], its new source.
+    pub addr: [u8; 16],
+    /// `FRAG_F_*` flags ([`crate::ct::FRAG_F_SRC`]).
+    pub flags: u32,
+    /// Explicit padding, must be 0.
+    pub pad: u32,
 }
 
 /// Value of [`crate::maps::UPLINKS6`] (key: the interface's ifindex): the global IPv6 address
@@ -190,6 +242,9 @@ const _: () = {
     assert!(size_of::<Endpoint6Key>() == 16);
     assert!(size_of::<Uplink6Value>() == 16);
     assert!(size_of::<Ct6Key>() == 40);
+    assert!(size_of::<HostPort6Value>() == 24);
+    assert!(size_of::<Frag6Key>() == 24);
+    assert!(size_of::<Frag6Value>() == 32);
     assert!(offset_of!(Ct6Key, a_port) == 32);
     assert!(offset_of!(Ct6Key, proto) == 36);
     assert!(size_of::<Ct6Value>() == 32);

@@ -1,7 +1,8 @@
 //! What a pod may say on the link besides IPv4 and ARP (which [`crate::pod`] checks against
 //! its endpoint): IPv6 only with its own MAC, from its link-local address or `::`; no router
 //! messages (router advertisements and redirects, DHCPv6 server messages, and what could hide
-//! one: fragments, long extension-header chains) — the RA guard; and neighbour discovery that
+//! one: fragments — unless from a dual-stack pod's own ULA to a unicast destination beyond the
+//! link —, long extension-header chains) — the RA guard; and neighbour discovery that
 //! claims only its own link-local address and MAC. A dual-stack pod ([`crate::pod6`]) may also
 //! send from and claim its own IPv6 (ULA) address ([`rules`] with its port, [`is_own6`]). The
 //! rules' constants and the link-local derivation are `smarter_common::link`'s, shared with the
@@ -68,13 +69,17 @@ pub fn ipv6(ctx: &TcContext, ifindex: u32, eth_src: [u8; 6]) -> Verdict {
         return Verdict::DropIpv6;
     }
     let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
-    rules(ctx, h[6], len, src, eth_src, 0)
+    rules(ctx, h[6], len, src, eth_src, 0, false)
 }
 
 /// The RA guard and neighbour discovery claims of an IPv6 packet from the pod with MAC `mac`
 /// whose header says next header `next`, payload length `len`, source `src` (as [`word`]s):
 /// `PassL2` when it says nothing a pod may not. `ula_ifindex` (0: none) is the host veth of a
 /// dual-stack pod: its own IPv6 (ULA) address ([`is_own6`]) may then be claimed too.
+/// `fragments`: the packet cannot be a router message whatever it hides (a dual-stack pod's
+/// own ULA source to a global or ULA unicast destination: router messages are link-local
+/// sourced, RFC 4861), so a fragment passes; otherwise fragments are dropped, as the
+/// nftables datapath's guard does.
 #[inline(always)]
 pub fn rules(
     ctx: &TcContext,
@@ -83,6 +88,7 @@ pub fn rules(
     src: (u64, u64),
     mac: [u8; 6],
     ula_ifindex: u32,
+    fragments: bool,
 ) -> Verdict {
     // The upper-layer header, behind at most MAX_EXT_HEADERS extension headers.
     let (mut next, mut off) = (next, L4);
@@ -100,6 +106,7 @@ pub fn rules(
         off += (usize::from(ext[1]) + 1) * 8;
     }
     match next {
+        nexthdr::FRAGMENT if fragments => Verdict::PassL2,
         // A fragment, or a chain longer than we walk, could hide a router advertisement.
         nexthdr::FRAGMENT | nexthdr::HOP_BY_HOP | nexthdr::ROUTING | nexthdr::DEST_OPTS => {
             Verdict::DropRaGuard

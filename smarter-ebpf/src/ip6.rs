@@ -111,36 +111,38 @@ pub struct L4Info6 {
     pub tcp_flags: u8,
 }
 
-/// The L4 header right after the IPv6 header (`next`), as NAT66 translates it: TCP, UDP and
-/// ICMPv6 echo (`echo`: request outbound, reply inbound). `outbound`: the pod's port is the
-/// source. `None`: not translatable (another protocol, extension headers, other ICMPv6,
-/// truncated).
+/// The L4 header `next` at `at` ([`L4_OFF`], or after a first fragment's fragment header,
+/// [`crate::frag6::Shape::l4`]), as NAT66 translates it: TCP, UDP and ICMPv6 echo (`echo`:
+/// request outbound, reply inbound). `outbound`: the pod's port is the source. `None`: not
+/// translatable (another protocol, extension headers, other ICMPv6, truncated).
 #[inline(always)]
-pub fn l4(ctx: &TcContext, next: u8, echo: u8, outbound: bool) -> Option<L4Info6> {
+pub fn l4(ctx: &TcContext, next: u8, at: usize, echo: u8, outbound: bool) -> Option<L4Info6> {
+    // Two possible offsets, in a form the verifier bounds.
+    let at = if at == L4_OFF { L4_OFF } else { L4_OFF + 8 };
     match next {
         proto::TCP | proto::UDP => {
             let tcp = next == proto::TCP;
-            let p = read::<[u8; 4]>(ctx, L4_OFF)?;
+            let p = read::<[u8; 4]>(ctx, at)?;
             let (sport, dport) = (
                 u16::from_ne_bytes([p[0], p[1]]),
                 u16::from_ne_bytes([p[2], p[3]]),
             );
             let tcp_flags = if tcp {
-                read::<[u8; 14]>(ctx, L4_OFF)?[13]
+                read::<[u8; 14]>(ctx, at)?[13]
             } else {
-                read::<[u8; 8]>(ctx, L4_OFF)?;
+                read::<[u8; 8]>(ctx, at)?;
                 0
             };
             let (port, remote_port, port_off) = if outbound {
-                (sport, dport, L4_OFF)
+                (sport, dport, at)
             } else {
-                (dport, sport, L4_OFF + 2)
+                (dport, sport, at + 2)
             };
             Some(L4Info6 {
                 port,
                 remote_port,
                 port_off,
-                csum_off: L4_OFF + if tcp { 16 } else { 6 },
+                csum_off: at + if tcp { 16 } else { 6 },
                 flags: if tcp {
                     0
                 } else {
@@ -150,12 +152,12 @@ pub fn l4(ctx: &TcContext, next: u8, echo: u8, outbound: bool) -> Option<L4Info6
             })
         }
         nexthdr::ICMPV6 => {
-            let m = read::<[u8; 8]>(ctx, L4_OFF)?;
+            let m = read::<[u8; 8]>(ctx, at)?;
             (m[0] == echo).then_some(L4Info6 {
                 port: u16::from_ne_bytes([m[4], m[5]]),
                 remote_port: 0,
-                port_off: L4_OFF + 4,
-                csum_off: L4_OFF + 2,
+                port_off: at + 4,
+                csum_off: at + 2,
                 flags: 0,
                 tcp_flags: 0,
             })

@@ -5,11 +5,14 @@
 //! - [`maps`]: the map definitions, named and sized by `smarter-common`;
 //! - [`pod`]: `smarter_pod`, on the host-side veth's ingress (packets leaving a pod);
 //!   [`pod6`]: `smarter_pod6`, its IPv6 half for dual-stack pods, reached by tail call
-//!   ([`maps::TAILS`]), with NAT66 in [`nat66`]/[`ct6`] (ICMPv6 errors back in [`icmp6_err`]) and the header view in [`ip6`];
+//!   ([`maps::TAILS`]), with NAT66 in [`nat66`]/[`ct6`] (ICMPv6 errors back in [`icmp6_err`],
+//!   fragments in [`frag6`], hostPorts and the way into a pod through a node address in
+//!   [`in6`], reached from a pod through `smarter_hp6`, [`hp6`]) and the header view in [`ip6`];
 //! - [`uplink`]: `smarter_uplink`/`smarter_l3_in`, on every external interface's ingress
 //!   (reverse NAT, hostPorts, node-local-only enforcement); [`uplink6`]: `smarter_uplink6`,
 //!   its IPv6 half (reverse NAT66), reached by tail call;
-//! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use);
+//! - [`local`]: `smarter_local`, on the node's loopback ingress (the node's own hostPort use),
+//!   and `smarter_local6`, its IPv6 half, reached by tail call;
 //! - [`egress`]: `smarter_egress`/`smarter_l3_out`, on every external interface's egress (the
 //!   backstop: no pod address leaves);
 //! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
@@ -38,10 +41,13 @@ mod ct6;
 mod egress;
 mod fib;
 mod frag;
+mod frag6;
 mod guard;
 mod hairpin;
+mod hp6;
 mod icmp6_err;
 mod icmp_err;
+mod in6;
 mod ip6;
 mod l4;
 mod local;

@@ -16,7 +16,10 @@ use smarter_common::{
         CLAT_MAX, CONFIG_MAX, DENY_MAX, ENDPOINTS_MAX, EP_IFACES_MAX, EP_STATS_MAX, IF_STATS_MAX,
         NODE_ADDRS_MAX, UPLINKS_MAX,
     },
-    v6::{Ct6Key, Ct6Value, Endpoint6Key, Nat66Scratch, TAILS_MAX, Uplink6Value},
+    v6::{
+        Ct6Key, Ct6Value, Endpoint6Key, Frag6Key, Frag6Value, HostPort6Value, Nat66Scratch,
+        TAILS_MAX, Uplink6Value,
+    },
     verdict::VERDICTS_MAX,
 };
 
@@ -150,3 +153,14 @@ pub static TAILS: ProgramArray = ProgramArray::with_max_entries(TAILS_MAX, 0);
 #[unsafe(link_section = "maps")]
 #[unsafe(export_name = map_name!(nat66_scratch))]
 pub static NAT66_SCRATCH: PerCpuArray<Nat66Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Later fragments of an IPv6 datagram → what its first fragment was translated to.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(frag6))]
+pub static FRAG6: LruHashMap<Frag6Key, Frag6Value> = LruHashMap::with_max_entries(FRAG_MAX, 0);
+
+/// hostPorts on every node IPv6 address → the dual-stack pod. Written by the plugin.
+#[unsafe(link_section = "maps")]
+#[unsafe(export_name = map_name!(hostports6))]
+pub static HOSTPORTS6: HashMap<HostPortKey, HostPort6Value> =
+    HashMap::with_max_entries(HOSTPORTS_MAX, 0);

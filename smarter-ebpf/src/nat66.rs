@@ -1,7 +1,10 @@
 //! NAT66: pod ULA sources masqueraded to the global IPv6 address of the external interface
 //! the route lookup picks ([`crate::maps::UPLINKS6`]), as the kernel's `ip6 masquerade` does
 //! (TCP, UDP and ICMPv6 echo, ports preserved when free), with conntrack in
-//! [`crate::maps::CT6_OUT`]/[`crate::maps::CT6_IN`] and the reverse path ([`rnat6`]). IPv6
+//! [`crate::maps::CT6_OUT`]/[`crate::maps::CT6_IN`] and the reverse path
+//! ([`crate::in6::rnat6`]). Fragmented datagrams: the first fragment is translated by its
+//! ports (the L4 checksum covers the whole datagram, so the incremental fix in the first
+//! fragment is right); later ones only get the source address ([`crate::frag6`]). IPv6
 //! has no header checksum: the address change is folded into the L4 checksum (a pseudo-header
 //! field), and the hop limit is decremented as a router does.
 
@@ -9,26 +12,17 @@ use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
-    helpers::{bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns, bpf_redirect_peer},
+    helpers::{bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns},
     programs::TcContext,
 };
-use smarter_common::{
-    NetConfig, Verdict,
-    ct::next_state,
-    link::nexthdr,
-    v6::{Ct6Key, Endpoint6Key, TAIL_ICMP6},
-};
+use smarter_common::{NetConfig, Verdict};
 
 use crate::{
-    ct6::{nat_port_for6, same},
+    ct6::nat_port_for6,
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
-    icmp6_err,
-    ip6::{
-        DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, ICMP6_ECHO_REQUEST, Ipv6, L4_OFF, L4Info6, PSEUDO,
-        SRC_OFF, l4,
-    },
-    maps::{CT6_IN, CT6_OUT, ENDPOINTS6, NAT66_SCRATCH, TAILS, UPLINKS, UPLINKS6},
-    parse::read,
+    frag6,
+    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4},
+    maps::{NAT66_SCRATCH, UPLINKS, UPLINKS6},
     verdict::Decision,
 };
 
@@ -49,9 +43,19 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     if hop <= 1 {
         return Verdict::PassHost.into();
     }
-    let proto = ip.next();
-    let Some(l) = l4(ctx, proto, ICMP6_ECHO_REQUEST, true) else {
-        return Verdict::DropUnnatable.into();
+    let Some(sh) = frag6::shape(ctx, ip) else {
+        return Verdict::DropMalformed.into();
+    };
+    let proto = sh.proto;
+    // A later fragment has no L4 header: only its source changes, to the address its first
+    // fragment got (the same route lookup picks the same interface).
+    let l = if sh.later {
+        None
+    } else {
+        match l4(ctx, proto, sh.l4, ICMP6_ECHO_REQUEST, true) {
+            Some(l) => Some(l),
+            None => return Verdict::DropUnnatable.into(),
+        }
     };
     let Some(scratch) = NAT66_SCRATCH.get_ptr_mut(0) else {
         return Verdict::DropMalformed.into();
@@ -104,12 +108,16 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     }
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let Some(nat_port) = nat_port_for6(s, &l, proto, cfg, now) else {
-        return Verdict::DropNatPorts.into();
+    let rewritten = match l {
+        Some(l) => {
+            let Some(nat_port) = nat_port_for6(s, &l, proto, cfg, now) else {
+                return Verdict::DropNatPorts.into();
+            };
+            rewrite6(ctx, &l, SRC_OFF, &mut s.src, &mut s.nat, nat_port)
+        }
+        None => ctx.store(SRC_OFF, &s.nat, 0).is_ok(),
     };
-    if !rewrite6(ctx, &l, SRC_OFF, &mut s.src, &mut s.nat, nat_port)
-        || ctx.store(HOP_OFF, &(hop - 1), 0).is_err()
-    {
+    if !rewritten || ctx.store(HOP_OFF, &(hop - 1), 0).is_err() {
         return Verdict::DropMalformed.into();
     }
     // SAFETY: as above (the work space is still this CPU's).
@@ -120,81 +128,10 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     Decision::redirected(Verdict::NatOut, action)
 }
 
-/// Reverse NAT66 of a reply arriving on an external interface for its NAT66 address
-/// `nat_addr` (an ICMPv6 error about a flow goes to `smarter_icmp6in`, [`icmp6_err`]): rewritten to the pod and
-/// redirected into it. `None`: no such flow (host
-/// traffic, untouched).
-#[inline(always)]
-pub fn rnat6(
-    ctx: &TcContext,
-    ip: &Ipv6,
-    nat_addr: &[u8; 16],
-    bridge_mac: [u8; 6],
-) -> Option<Decision> {
-    let dst = ip.dst();
-    if !same(&dst, nat_addr) {
-        return None;
-    }
-    let proto = ip.next();
-    if proto == nexthdr::ICMPV6
-        && let Some([kind, _]) = read::<[u8; 2]>(ctx, L4_OFF)
-        && icmp6_err::is_error(kind)
-    {
-        // Its own program (the stack would not hold it beside this path's).
-        // SAFETY: a tail call on the program's own context; it only returns on failure.
-        unsafe { TAILS.tail_call(ctx, TAIL_ICMP6) };
-        return None;
-    }
-    let l = l4(ctx, proto, ICMP6_ECHO_REPLY, false)?;
-    let hop = ip.hop_limit();
-    if hop <= 1 {
-        return None;
-    }
-    let in_key = Ct6Key::wire_side(ip.src(), l.remote_port, l.port, proto);
-    let v = CT6_IN.get_ptr_mut(in_key)?;
-    // SAFETY: ktime has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: a map value pointer, valid for this program run.
-    let (pod, pod_port) = unsafe {
-        (*v).last_seen = now;
-        (*v).state = next_state((*v).state, proto, l.tcp_flags, true);
-        ((*v).addr, (*v).port)
-    };
-    if let Some(o) = CT6_OUT.get_ptr_mut(in_key.to_pod_side(pod, pod_port)) {
-        // SAFETY: as above.
-        unsafe {
-            (*o).last_seen = now;
-            (*o).state = next_state((*o).state, proto, l.tcp_flags, true);
-        }
-    }
-    // SAFETY: read-only lookup, copied at once.
-    let Some((ifindex, mac)) =
-        (unsafe { ENDPOINTS6.get(Endpoint6Key { addr: pod }) }).map(|e| (e.ifindex, e.mac))
-    else {
-        return Some(Verdict::DropNodelocal.into());
-    };
-    let eth_src = if bridge_mac == [0; 6] {
-        crate::parse::read::<[u8; 6]>(ctx, 0)?
-    } else {
-        bridge_mac
-    };
-    let (mut old, mut new) = (dst, pod);
-    if !rewrite6(ctx, &l, DST_OFF, &mut old, &mut new, pod_port)
-        || ctx.store(HOP_OFF, &(hop - 1), 0).is_err()
-        || ctx.store(0, &mac, 0).is_err()
-        || ctx.store(6, &eth_src, 0).is_err()
-    {
-        return Some(Verdict::DropMalformed.into());
-    }
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(ifindex, 0) as i32 };
-    Some(Decision::redirected(Verdict::NatIn, action))
-}
-
 /// Rewrites the address at `addr_off` from `old` to `new` and the port (or echo identifier)
 /// to `new_port`, fixing the L4 checksum (the address is part of its pseudo header).
 #[inline(always)]
-fn rewrite6(
+pub fn rewrite6(
     ctx: &TcContext,
     l: &L4Info6,
     addr_off: usize,

@@ -5,17 +5,21 @@
 //! (ULA) address ([`crate::maps::ENDPOINTS6`] entry of this port with its MAC), its link-local
 //! address or `::`; the RA guard and neighbour discovery claims as [`crate::guard`] checks
 //! them (the pod's ULA may be claimed too); then by destination: link-local and multicast →
-//! the bridge; another pod's ULA → redirected into it; a node address or the gateway → the
-//! host; the rest of the pod subnet → the bridge; anything else is NAT66ed out of the
+//! the bridge; TCP, UDP and fragments from the pod's ULA to another pod's ULA or a node address
+//! → `smarter_hp6` ([`crate::hp6`]: hostPorts, hairpin, delivery to the pod); other packets
+//! to another pod's ULA → redirected into it; a node address or the gateway → the host; the rest of the pod subnet → the bridge; anything else is NAT66ed out of the
 //! interface the route lookup picks (`smarter_nat66`, reached by tail call, [`crate::nat66`]),
-//! only from the pod's ULA. A network
+//! only from the pod's ULA. Fragments pass the RA guard from the pod's ULA to a destination
+//! beyond the link (router messages are link-local sourced). A network
 //! without IPv6 ([`smarter_common::NetConfig::has_v6`]) keeps the link-local-only rules.
 
 use aya_ebpf::{helpers::bpf_redirect_peer, macros::classifier, programs::TcContext};
 use smarter_common::{
     Verdict,
+    ct::proto,
+    link::nexthdr,
     maps::CONFIG_INDEX,
-    v6::{Endpoint6Key, TAIL_NAT66},
+    v6::{Endpoint6Key, TAIL_HP6, TAIL_NAT66},
 };
 
 use crate::{
@@ -61,12 +65,33 @@ fn try_pod6(ctx: &TcContext) -> Decision {
         return Verdict::DropSpoof.into();
     }
     let len = usize::from(ip.payload_len());
-    match guard::rules(ctx, ip.next(), len, src_w, eth_src, ifindex) {
+    let beyond_link = dst[0] != 0xff && !is_link_local(&dst);
+    match guard::rules(
+        ctx,
+        ip.next(),
+        len,
+        src_w,
+        eth_src,
+        ifindex,
+        own && beyond_link,
+    ) {
         Verdict::PassL2 => {}
         other => return other.into(),
     }
-    if dst[0] == 0xff || is_link_local(&dst) {
+    if !beyond_link {
         return Verdict::PassL2.into();
+    }
+    // SAFETY: read-only lookup, nothing kept.
+    let to_node = unsafe { NODE_ADDRS6.get(dst) }.is_some();
+    if own && matches!(ip.next(), proto::TCP | proto::UDP | nexthdr::FRAGMENT) {
+        // hostPorts (hairpin, a reply of a hostPort flow) and delivery to another pod are
+        // `smarter_hp6`'s (its stack would not fit beside this one's).
+        // SAFETY: read-only lookup, nothing kept.
+        if to_node || unsafe { ENDPOINTS6.get(Endpoint6Key { addr: dst }) }.is_some() {
+            // SAFETY: a tail call on the program's own context; it only returns on failure.
+            unsafe { TAILS.tail_call(ctx, TAIL_HP6) };
+            return Verdict::DropNoRoute.into();
+        }
     }
     // SAFETY: read-only lookup, the value is copied out at once.
     if let Some(peer) = unsafe { ENDPOINTS6.get(Endpoint6Key { addr: dst }) } {
@@ -78,8 +103,7 @@ fn try_pod6(ctx: &TcContext) -> Decision {
         let act = unsafe { bpf_redirect_peer(peer_ifindex, 0) } as i32;
         return Decision::redirected(Verdict::RedirectPod, act);
     }
-    // SAFETY: read-only lookup, nothing kept.
-    if unsafe { NODE_ADDRS6.get(dst) }.is_some() || words(&dst) == words(&cfg.gateway6) {
+    if to_node || words(&dst) == words(&cfg.gateway6) {
         return Verdict::PassHost.into();
     }
     if cfg.in_subnet6(&dst) {

@@ -1,7 +1,8 @@
 //! `smarter_uplink6`: IPv6 arriving on an Ethernet external interface, tail-called by
 //! `smarter_uplink` for IPv6 the CLAT does not take. Replies of NAT66ed flows (to the
-//! interface's [`crate::maps::UPLINKS6`] address, with a [`crate::maps::CT6_IN`] entry) are
-//! translated back into their pod ([`crate::nat66::rnat6`]); IPv6 to the pods' ULA subnet is
+//! interface's [`crate::maps::UPLINKS6`] address, with a [`crate::maps::CT6_IN`] entry), new
+//! flows to a hostPort on any node IPv6 address and their fragments are translated into their
+//! pod ([`crate::in6::rnat6`]); IPv6 to the pods' ULA subnet is
 //! dropped (node-local-only); everything else (neighbour discovery, the node's own
 //! connections) is the host's, untouched and uncounted.
 
@@ -9,9 +10,10 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use smarter_common::{Verdict, maps::CONFIG_INDEX};
 
 use crate::{
+    ct6::same,
+    in6::{From, rnat6},
     ip6::Ipv6,
-    maps::{CONFIG, UPLINKS6},
-    nat66::rnat6,
+    maps::{CONFIG, NODE_ADDRS6, UPLINKS6},
     verdict::Decision,
 };
 
@@ -34,9 +36,12 @@ fn try_uplink6(ctx: &TcContext) -> Option<Decision> {
     }
     // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: read-only lookup, copied at once.
-    if let Some(nat_addr) = unsafe { UPLINKS6.get(ifindex) }.map(|u| u.addr)
-        && let Some(d) = rnat6(ctx, &ip, &nat_addr, cfg.bridge_mac)
+    let dst = ip.dst();
+    // SAFETY: read-only lookups, copied at once.
+    let nat_addr = unsafe { UPLINKS6.get(ifindex) }.is_some_and(|u| same(&u.addr, &dst));
+    // SAFETY: as above.
+    if (nat_addr || unsafe { NODE_ADDRS6.get(dst) }.is_some())
+        && let Some(d) = rnat6(ctx, &ip, cfg.bridge_mac, From::Wan)
     {
         return Some(d);
     }

@@ -5,7 +5,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -109,6 +109,17 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
         vec![(tcp80(6), POD_IPS[0])],
         "all or nothing"
     );
+    // A dual-stack pod's mappings without hostIP answer on the node's IPv6 addresses too;
+    // one with a hostIP (IPv4-only) does not; they go with the pod's IPv4 ones.
+    let ula: Ipv6Addr = "fd00:ac27::3".parse().unwrap();
+    let on_ip = HostPortSpec {
+        host_port: 8443,
+        host_ip: Some(NODE_UPLINK),
+        ..tcp80(6)
+    };
+    w.dp.set_host_ports6(POD_IPS[0], ula, &[tcp80(6), on_ip])
+        .unwrap();
+    assert_eq!(w.dp.host_ports6().unwrap(), vec![(tcp80(6), ula)]);
     let listener = p0.run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, 80)).expect("bind"));
     let server = smarter_testbed::spawn_in(p0, move || {
         let (mut conn, peer) = listener.accept().expect("accept");
@@ -141,6 +152,7 @@ fn nat_pod_to_pod_deny_node_local_and_conntrack() {
     assert!(closed.is_err(), "unmapped port stays closed");
     assert_eq!(w.dp.remove_host_ports(POD_IPS[0]).unwrap(), 1);
     assert!(w.dp.host_ports().unwrap().is_empty());
+    assert!(w.dp.host_ports6().unwrap().is_empty(), "IPv6 twins removed");
 
     // Deny ranges.
     assert!(

@@ -302,9 +302,21 @@ pub fn pods_cannot_configure_the_node_or_impersonate(dp: &str) {
         w.pod("bystander").unwrap(),
     );
     let node = w.node();
+    // The link-local one only: the bridge also holds the pods' IPv6 gateway (`subnet6`'s ::1)
+    // whenever `ipv6` is not off, listed first.
     let bridge_addr = text(
         node,
-        &["ip", "-6", "-o", "addr", "show", "dev", "smartnet0"],
+        &[
+            "ip",
+            "-6",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "smartnet0",
+            "scope",
+            "link",
+        ],
     );
     let node_ll: std::net::Ipv6Addr = bridge_addr
         .split_whitespace()

@@ -16,7 +16,7 @@ use smarter_common::{
     HostPortKey, HostPortValue, IfStatsKey, NetConfig, UplinkValue, VerdictStats,
     maps::{self, MapSpec},
     progs,
-    v6::{Ct6Key, Ct6Value, Endpoint6Key, Uplink6Value},
+    v6::{Ct6Key, Ct6Value, Endpoint6Key, HostPort6Value, Uplink6Value},
 };
 
 use super::error::EbpfError;
@@ -45,6 +45,7 @@ pub(super) struct Maps {
     pub(super) uplinks6: HashMap<MapData, u32, Uplink6Value>,
     pub(super) ct6_out: HashMap<MapData, Ct6Key, Ct6Value>,
     pub(super) ct6_in: HashMap<MapData, Ct6Key, Ct6Value>,
+    pub(super) hostports6: HashMap<MapData, HostPortKey, HostPort6Value>,
 }
 
 /// The eBPF datapath of one CNI network, opened from its pins under
@@ -169,6 +170,8 @@ impl EbpfDatapath {
             ct6_in,
             _tails,
             _nat66_scratch,
+            _frag6,
+            hostports6,
         ] = &maps::ALL;
         let typed = |spec: &'static MapSpec, e| EbpfError::map(spec.name, "open", e);
         let maps = Maps {
@@ -201,6 +204,9 @@ impl EbpfDatapath {
             uplinks6: open(uplinks6)?.try_into().map_err(|e| typed(uplinks6, e))?,
             ct6_out: open(ct6_out)?.try_into().map_err(|e| typed(ct6_out, e))?,
             ct6_in: open(ct6_in)?.try_into().map_err(|e| typed(ct6_in, e))?,
+            hostports6: open(hostports6)?
+                .try_into()
+                .map_err(|e| typed(hostports6, e))?,
         };
         Ok(Self {
             network: network.into(),

@@ -66,6 +66,7 @@ impl EbpfDatapath {
                 (maps::ENDPOINTS6, m.endpoints6.keys().count()),
                 (maps::CT6_OUT, m.ct6_out.keys().count()),
                 (maps::CT6_IN, m.ct6_in.keys().count()),
+                (maps::HOSTPORTS6, m.hostports6.keys().count()),
             ]
         };
         counts

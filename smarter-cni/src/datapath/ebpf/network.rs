@@ -87,7 +87,14 @@ impl Datapath for EbpfNetwork {
             self.dp.restore_iface(ep.host_ifindex, before);
             return Err(e.into());
         }
-        if let Err(e) = self.dp.set_host_ports(ep.ip, ports) {
+        let mapped = self
+            .dp
+            .set_host_ports(ep.ip, ports)
+            .and_then(|()| match ep.ip6 {
+                Some(ip6) => self.dp.set_host_ports6(ep.ip, ip6, ports),
+                None => Ok(()),
+            });
+        if let Err(e) = mapped {
             if let Err(undo) = self.dp.detach_endpoint(ep.ip, &ep.host_ifname) {
                 tracing::error!("rollback of {}: {undo}", ep.ip);
             }
