@@ -145,7 +145,7 @@ fn remove(
     name: &'static str,
 ) -> Result<(), EbpfError> {
     match map.remove(k) {
-        Err(e) if !super::endpoints::is_absent(&e) => Err(EbpfError::map(name, "remove", e)),
+        Err(e) if !super::error::is_absent(&e) => Err(EbpfError::map(name, "remove", e)),
         _ => Ok(()),
     }
 }

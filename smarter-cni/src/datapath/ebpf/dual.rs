@@ -13,8 +13,8 @@ use smarter_common::{
     v6::{Ct6Key, Endpoint6Key, Uplink6Value},
 };
 
-use super::endpoints::is_absent;
 use super::error::EbpfError;
+use super::error::is_absent;
 use super::handle::EbpfDatapath;
 use crate::datapath::uplink::External;
 

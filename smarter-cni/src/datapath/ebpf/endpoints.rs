@@ -10,7 +10,7 @@ use smarter_common::{
 };
 
 use super::attach::Hook;
-use super::error::EbpfError;
+use super::error::{EbpfError, is_absent};
 use super::handle::EbpfDatapath;
 use super::{
     attach,
@@ -430,16 +430,6 @@ fn remove_stats(maps: &mut Maps, ifindex: u32) -> Result<(), EbpfError> {
             e,
         )),
         _ => Ok(()),
-    }
-}
-
-/// Whether a map error only says the key is absent (also when a concurrent writer removed it
-/// between an iteration and the removal: iterating a hash map that changes may repeat keys).
-pub(super) fn is_absent(e: &MapError) -> bool {
-    match e {
-        MapError::KeyNotFound | MapError::ElementNotFound => true,
-        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(nix::libc::ENOENT),
-        _ => false,
     }
 }
 

@@ -302,3 +302,15 @@ impl From<EbpfError> for crate::datapath::seam::DatapathError {
         }
     }
 }
+
+/// Whether a map error only says the key is absent (also when a concurrent writer removed it
+/// between an iteration and the removal: iterating a hash map that changes may repeat keys).
+pub(super) fn is_absent(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound | aya::maps::MapError::ElementNotFound => true,
+        aya::maps::MapError::SyscallError(e) => {
+            e.io_error.raw_os_error() == Some(nix::libc::ENOENT)
+        }
+        _ => false,
+    }
+}

@@ -338,7 +338,7 @@ impl EbpfDatapath {
             .collect();
         for k in &keys {
             match m.if_stats.remove(k) {
-                Err(e) if !super::endpoints::is_absent(&e) => {
+                Err(e) if !super::error::is_absent(&e) => {
                     return Err(EbpfError::map(maps::IF_STATS, "remove", e));
                 }
                 _ => {}

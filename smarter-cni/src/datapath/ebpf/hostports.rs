@@ -155,7 +155,7 @@ impl EbpfDatapath {
         doomed.dedup_by_key(|k| (k.proto, k.port));
         for k in &doomed {
             match maps_guard.hostports6.remove(k) {
-                Err(e) if !super::endpoints::is_absent(&e) => {
+                Err(e) if !super::error::is_absent(&e) => {
                     return Err(EbpfError::map(maps::HOSTPORTS6, "remove", e));
                 }
                 _ => {}
@@ -185,7 +185,7 @@ impl EbpfDatapath {
         doomed.dedup_by_key(|k| (k.proto, k.port, k.host_ip));
         for k in &doomed {
             match maps_guard.hostports.remove(k) {
-                Err(e) if !super::endpoints::is_absent(&e) => {
+                Err(e) if !super::error::is_absent(&e) => {
                     return Err(EbpfError::map(maps::HOSTPORTS, "remove", e));
                 }
                 _ => {}
@@ -230,7 +230,7 @@ impl EbpfDatapath {
                 "removing a hostPort with no owner"
             );
             match maps_guard.hostports.remove(k) {
-                Err(e) if !super::endpoints::is_absent(&e) => {
+                Err(e) if !super::error::is_absent(&e) => {
                     return Err(EbpfError::map(maps::HOSTPORTS, "remove", e));
                 }
                 _ => {}

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 
 use smarter_common::{EndpointKey, maps};
 
-use super::endpoints::is_absent;
 use super::error::EbpfError;
+use super::error::is_absent;
 use super::handle::EbpfDatapath;
 use super::handle::addr;
 
