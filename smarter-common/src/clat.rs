@@ -14,6 +14,13 @@ use core::mem::size_of;
 /// byte order.
 pub const CLAT_V4: u32 = u32::from_ne_bytes([192, 0, 0, 1]);
 
+/// [`crate::maps::TAILS`] slot of `smarter_podclat` ([`crate::progs::POD_CLAT`]): a pod's
+/// IPv4 with no IPv4 route off the node, NATed to [`CLAT_V4`] and redirected to the IPv6-only
+/// uplink, tail-called by `smarter_pod` (so the pod program's verification does not carry a
+/// second way out). One of the slots [`crate::v6::TAILS_MAX`] left room for: the map is
+/// unchanged.
+pub const TAIL_POD_CLAT: u32 = 6;
+
 /// The IPv4 dummy address `192.0.0.8` (RFC 7600): the source of ICMPv6 errors translated to
 /// ICMPv4 whose IPv6 source has no IPv4 address (a router of the IPv6 path). Network byte order.
 pub const IPV4_DUMMY: u32 = u32::from_ne_bytes([192, 0, 0, 8]);

@@ -92,25 +92,38 @@ pub mod progs {
     /// hairpin): tail-called by [`POD6`] (slot [`crate::v6::TAIL_HP6`]), never attached.
     pub const HP6: &str = "smarter_hp6";
 
+    /// A pod's IPv4 with no IPv4 route, NATed to the CLAT's address and redirected to the
+    /// IPv6-only uplink: tail-called by [`POD`] (slot [`crate::clat::TAIL_POD_CLAT`]), never
+    /// attached.
+    pub const POD_CLAT: &str = "smarter_podclat";
+
     /// Every program of the object, for loaders and tests.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         POD, UPLINK, LOCAL, EGRESS, L3_IN, L3_OUT, POD6, UPLINK6, NAT66, ICMP6_IN, LOCAL6, HP6,
+        POD_CLAT,
     ];
 
     /// The tail-called programs and their [`crate::maps::TAILS`] slots.
-    pub const TAILS: [(&str, u32); 6] = [
+    pub const TAILS: [(&str, u32); 7] = [
         (POD6, crate::v6::TAIL_POD6),
         (UPLINK6, crate::v6::TAIL_UPLINK6),
         (NAT66, crate::v6::TAIL_NAT66),
         (ICMP6_IN, crate::v6::TAIL_ICMP6),
         (LOCAL6, crate::v6::TAIL_LOCAL6),
         (HP6, crate::v6::TAIL_HP6),
+        (POD_CLAT, crate::clat::TAIL_POD_CLAT),
     ];
 
     const _: () = {
         let mut i = 0;
         while i < ALL.len() {
             assert!(ALL[i].len() <= crate::maps::NAME_MAX_LEN);
+            i += 1;
+        }
+        // Every slot fits the program array as it is (a bigger one is a layout change).
+        let mut i = 0;
+        while i < TAILS.len() {
+            assert!(TAILS[i].1 < crate::v6::TAILS_MAX);
             i += 1;
         }
     };

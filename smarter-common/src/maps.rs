@@ -165,7 +165,8 @@ pub const CT6_OUT: &str = map_name!(ct6_out);
 /// LRU.
 pub const CT6_IN: &str = map_name!(ct6_in);
 /// Slot (`u32`, [`crate::v6::TAIL_POD6`], ...) → program: the IPv6 programs the IPv4 ones
-/// tail-call. Filled by the loader (an empty slot falls back to link-local-only IPv6).
+/// tail-call, and the pod side of the CLAT ([`crate::clat::TAIL_POD_CLAT`]). Filled by the
+/// loader (an empty slot falls back to link-local-only IPv6; the CLAT's drops).
 pub const TAILS: &str = map_name!(tails);
 /// Index 0 (`u32`) → [`crate::v6::Nat66Scratch`], per CPU: NAT66's work space.
 pub const NAT66_SCRATCH: &str = map_name!(nat66_scratch);

@@ -26,7 +26,8 @@ pub const TAIL_LOCAL6: u32 = 4;
 /// [`crate::maps::TAILS`] slot of `smarter_hp6` (a pod's TCP, UDP or fragment to another pod
 /// or a node address: hostPorts, hairpin), tail-called by `smarter_pod6`.
 pub const TAIL_HP6: u32 = 5;
-/// Capacity of [`crate::maps::TAILS`] (room for later slots).
+/// Capacity of [`crate::maps::TAILS`] (slot 6 is the CLAT's, [`crate::clat::TAIL_POD_CLAT`];
+/// room for later slots).
 pub const TAILS_MAX: u32 = 8;
 
 /// Key of [`crate::maps::ENDPOINTS6`]: a pod's IPv6 (ULA) address.

@@ -18,7 +18,9 @@
 //! - [`guard`]: what a pod may say on the link beyond IPv4 and ARP (IPv6 sources, neighbour
 //!   discovery claims, the RA guard);
 //! - [`nat`], [`ct`], [`icmp_err`], [`hairpin`]: NAT, conntrack, ICMP errors, hostPort hairpin;
-//! - [`clat`]: IPv4 ↔ IPv6 on an IPv6-only uplink (464XLAT's CLAT);
+//! - [`clat`]: IPv4 ↔ IPv6 on an IPv6-only uplink (464XLAT's CLAT); [`pod_clat`]:
+//!   `smarter_podclat`, a pod's IPv4 with no IPv4 route NATed and redirected to it, reached
+//!   from `smarter_pod` by tail call;
 //! - [`fib`]: the route of a pod's packet off the node (which external interface, which
 //!   address) and the redirect out of it;
 //! - [`l4`]: the L4 header view; [`rewrite`]: address/port/TTL rewriting with checksums and
@@ -57,6 +59,7 @@ mod nat66;
 mod parse;
 mod pod;
 mod pod6;
+mod pod_clat;
 mod rewrite;
 mod stats;
 mod uplink;

@@ -23,6 +23,7 @@ use aya_ebpf::{
 };
 use smarter_common::{
     CtKey, CtValue, HostPortKey, NetConfig, Verdict,
+    clat::TAIL_POD_CLAT,
     ct::{CT_NEW, next_state},
     icmp,
     uplink::DIR_OUT,
@@ -33,7 +34,7 @@ use crate::{
     fib::{self, FIB_FRAG_NEEDED, FIB_NO_NEIGH, FIB_NOT_FWDED, FIB_SUCCESS},
     frag,
     l4::{L4, L4Info, l4},
-    maps::{CT_IN, CT_OUT, HOSTPORTS, UPLINKS},
+    maps::{CT_IN, CT_OUT, HOSTPORTS, TAILS, UPLINKS},
     parse::{Ipv4, PROTO_TCP, PROTO_UDP},
     rewrite::{IP_DST, IP_SRC, dec_ttl, deliver, rewrite},
     stats,
@@ -41,7 +42,7 @@ use crate::{
 };
 
 /// How an outbound packet is translated.
-enum Plan {
+pub enum Plan {
     /// By port or identifier (TCP, UDP, ICMP queries).
     Ports(L4Info),
     /// By address, with a conntrack mapping (protocols without ports).
@@ -60,35 +61,16 @@ enum Plan {
 /// ICMP error), or TTL expiring (the host answers "time exceeded"); nothing was rewritten
 /// then. `DropNoRoute`: routed out of an interface pods may not leave by (not an uplink, or
 /// one without an address): never forwarded un-NATed. With no IPv4 route at all, an IPv6-only
-/// uplink's CLAT ([`NetConfig::clat_ifindex`]) takes it: NATed to its [`UplinkValue`] address
-/// and redirected to its egress, where [`crate::clat::out`] translates it.
+/// uplink's CLAT ([`NetConfig::clat_ifindex`]) takes it: `smarter_podclat` ([`crate::pod_clat`],
+/// tail-called so this program's verification does not carry a second way out) NATs it to
+/// its [`smarter_common::UplinkValue`] address and redirects it to its egress, where
+/// [`crate::clat::out`] translates it; with that slot empty, `DropNoRoute`.
 #[inline(always)]
 pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
-    let (proto, ttl) = (ip.proto(), ip.ttl());
-    if ttl <= 1 {
-        return Verdict::PassHost.into();
-    }
-    let plan = if ip.is_later_fragment() {
-        Plan::LaterFragment
-    } else {
-        match l4(ctx, ip, true) {
-            L4::Nat(l) if l.ports => Plan::Ports(l),
-            L4::Nat(_) => Plan::Generic,
-            L4::Short => return Verdict::DropMalformed.into(),
-            // Errors a pod may send about its flows (unreachable, source quench, redirect,
-            // time exceeded, parameter problem); any other ICMP has no flow to belong to.
-            L4::OtherIcmp(
-                icmp::DEST_UNREACH
-                | icmp::SOURCE_QUENCH
-                | icmp::REDIRECT
-                | icmp::TIME_EXCEEDED
-                | icmp::PARAM_PROBLEM,
-            ) => Plan::IcmpError,
-            L4::OtherIcmp(_) => return Verdict::DropUnnatable.into(),
-        }
+    let plan = match plan(ctx, ip) {
+        Ok(plan) => plan,
+        Err(d) => return d,
     };
-    let saddr = ip.saddr();
-    let daddr = ip.daddr();
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid request to fill in.
     let mut fib: bpf_fib_lookup = unsafe { zeroed() };
     let ret = match fib::lookup(ctx, ip, cfg, &mut fib) {
@@ -97,18 +79,64 @@ pub fn snat(ctx: &TcContext, ip: &Ipv4, cfg: &NetConfig) -> Decision {
         // does not do (DF set goes to the host stack, which answers "fragmentation needed").
         FIB_FRAG_NEEDED if !ip.dont_fragment() => return Verdict::DropNoRoute.into(),
         // No IPv4 route off the node (the same answer for a local address: those of local
-        // scope are not the CLAT's): out of the IPv6-only uplink's CLAT, when there is one
-        // (its egress program finds the next hop; "no neighbour" keeps the verifier's states
-        // those of a plain route).
+        // scope are not the CLAT's): out of the IPv6-only uplink's CLAT, when there is one.
+        // The tail call only returns when the slot is empty (mid-upgrade): never un-NATed.
         FIB_NOT_FWDED if cfg.clat_ifindex != 0 && !ip.is_to_local_scope() => {
-            fib.ifindex = cfg.clat_ifindex;
-            FIB_NO_NEIGH
+            // SAFETY: a tail call on the program's own context; it only returns on failure.
+            unsafe { TAILS.tail_call(ctx, TAIL_POD_CLAT) };
+            return Verdict::DropNoRoute.into();
         }
         // Local destinations (any node address), unreachable, prohibited, forwarding disabled,
         // fragmentation needed: the host stack decides and answers with the right ICMP error.
         // Nothing was rewritten yet.
         _ => return Verdict::PassHost.into(),
     };
+    nat_out(ctx, ip, cfg, plan, ret, &fib)
+}
+
+/// How the pod packet `ip` is translated; `Err`: its verdict (TTL expiring, malformed, an
+/// ICMP message that belongs to no flow).
+#[inline(always)]
+pub fn plan(ctx: &TcContext, ip: &Ipv4) -> Result<Plan, Decision> {
+    if ip.ttl() <= 1 {
+        return Err(Verdict::PassHost.into());
+    }
+    if ip.is_later_fragment() {
+        return Ok(Plan::LaterFragment);
+    }
+    Ok(match l4(ctx, ip, true) {
+        L4::Nat(l) if l.ports => Plan::Ports(l),
+        L4::Nat(_) => Plan::Generic,
+        L4::Short => return Err(Verdict::DropMalformed.into()),
+        // Errors a pod may send about its flows (unreachable, source quench, redirect,
+        // time exceeded, parameter problem); any other ICMP has no flow to belong to.
+        L4::OtherIcmp(
+            icmp::DEST_UNREACH
+            | icmp::SOURCE_QUENCH
+            | icmp::REDIRECT
+            | icmp::TIME_EXCEEDED
+            | icmp::PARAM_PROBLEM,
+        ) => Plan::IcmpError,
+        L4::OtherIcmp(_) => return Err(Verdict::DropUnnatable.into()),
+    })
+}
+
+/// SNAT of the pod packet `ip` (translated by `plan`) to the address of the external
+/// interface `fib.ifindex` ([`UPLINKS`]), TTL decrement and the redirect out of it (`ret`: the
+/// route lookup's result, [`fib::redirect`]). `DropNoRoute`: not an interface pods may leave
+/// by.
+#[inline(always)]
+pub fn nat_out(
+    ctx: &TcContext,
+    ip: &Ipv4,
+    cfg: &NetConfig,
+    plan: Plan,
+    ret: i64,
+    fib: &bpf_fib_lookup,
+) -> Decision {
+    let (proto, ttl) = (ip.proto(), ip.ttl());
+    let saddr = ip.saddr();
+    let daddr = ip.daddr();
     let out_ifindex = fib.ifindex;
     // SAFETY: read-only lookup, copied at once.
     let (nat_addr, l3, egress) = match unsafe { UPLINKS.get(out_ifindex) } {

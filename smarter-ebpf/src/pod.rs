@@ -7,9 +7,10 @@
 //! redirect (`bpf_redirect_peer`, hairpin replies translated first); pod → a hostPort on any
 //! node address is DNATed to its pod ([`crate::hairpin`]); other pod → node traffic passes;
 //! deny ranges drop; everything else is source-NATed to the external interface the route
-//! lookup picks ([`crate::nat`]) or dropped when it cannot be. IPv6 goes to `smarter_pod6`
-//! ([`crate::pod6`]) by tail call; when that slot is empty, IPv6 beyond link-local and
-//! multicast is dropped.
+//! lookup picks ([`crate::nat`]) or dropped when it cannot be (with no IPv4 route, out of the
+//! CLAT's IPv6-only uplink by `smarter_podclat`, [`crate::pod_clat`], tail-called). IPv6 goes
+//! to `smarter_pod6` ([`crate::pod6`]) by tail call; when that slot is empty, IPv6 beyond
+//! link-local and multicast is dropped.
 
 use aya_ebpf::{
     helpers::bpf_redirect_peer, macros::classifier, maps::lpm_trie::Key, programs::TcContext,
