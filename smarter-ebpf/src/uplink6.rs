@@ -1,5 +1,5 @@
-//! `smarter_uplink6`: IPv6 arriving on an Ethernet external interface, tail-called by
-//! `smarter_uplink` for IPv6 the CLAT does not take. Replies of NAT66ed flows (to the
+//! `smarter_uplink6`: IPv6 arriving on an external interface, tail-called by
+//! `smarter_uplink`/`smarter_l3_in` (after pushing an Ethernet header) for IPv6 the CLAT does not take. Replies of NAT66ed flows (to the
 //! interface's [`crate::maps::UPLINKS6`] address, with a [`crate::maps::CT6_IN`] entry), new
 //! flows to a hostPort on any node IPv6 address and their fragments are translated into their
 //! pod ([`crate::in6::rnat6`]); IPv6 to the pods' ULA subnet is
