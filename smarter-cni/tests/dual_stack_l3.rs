@@ -144,8 +144,8 @@ fn nat66_through_a_raw_ip_modem() {
     });
     let echoed = pod.run(|| {
         let to = SocketAddr::from((SERVER6, 8000));
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))
-            .expect("connect through NAT66");
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("connect through NAT66");
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(b"hello").unwrap();
         let mut buf = [0u8; 5];

@@ -22,8 +22,8 @@ use smarter_ebpf_tests::world6::{POD6, REMOTE6, UPLINK6, dual_stack, in_private_
 use smarter_ebpf_tests::{
     GW_MAC, HELLO, OK, POD_MAC, REDIRECT, REMOTE_MAC, SHOT, UPLINK_IF, root_or_skip,
 };
+use smarter_testbed::packet::{ETH_HLEN as ETH, with_l4_csum};
 use smarter_testbed::packet::{ETH_P_IPV6, Ipv6, be16, icmp6, id_seq, inet_csum, tcp, udp6};
-use smarter_testbed::packet::{with_l4_csum, ETH_HLEN as ETH};
 
 /// A remote host beyond the uplink whose address carries `0x86dd` at bytes 4 and 5 (see the
 /// module's note), routed through [`REMOTE6`].
@@ -68,7 +68,11 @@ fn roundtrip(
 ) {
     let (v, natted) = run(ebpf, progs::POD, out);
     assert_eq!(v, REDIRECT, "{name}: NATed out");
-    assert_eq!(addrs(&natted), (UPLINK6, FAR6), "{name}: source is the uplink's");
+    assert_eq!(
+        addrs(&natted),
+        (UPLINK6, FAR6),
+        "{name}: source is the uplink's"
+    );
     assert_eq!(
         &natted[0..12],
         &out[0..12],
@@ -82,11 +86,18 @@ fn roundtrip(
     assert_eq!(back[0] >> 4, 6, "{name}: a raw IPv6 packet");
     let (v, delivered) = run(ebpf, progs::L3_IN, &back);
     assert_eq!(v, REDIRECT, "{name}: reply delivered");
-    assert_eq!(delivered.len(), back.len() + ETH, "{name}: Ethernet header pushed");
+    assert_eq!(
+        delivered.len(),
+        back.len() + ETH,
+        "{name}: Ethernet header pushed"
+    );
     assert_eq!(be16(&delivered, 12), ETH_P_IPV6, "{name}: its type");
     assert_eq!(addrs(&delivered), (FAR6, POD6), "{name}: reply to the pod");
     assert_eq!(&delivered[0..6], &POD_MAC, "{name}: pod's MAC");
-    assert!(l4_ok6(&delivered), "{name}: L4 checksum after reverse NAT66");
+    assert!(
+        l4_ok6(&delivered),
+        "{name}: L4 checksum after reverse NAT66"
+    );
 }
 
 #[test]
@@ -109,24 +120,30 @@ fn nat66_works_both_ways_on_a_layer3_uplink() {
         dual_stack(&mut ebpf, &[uplink, 1]);
         let wan = |next: u8, l4: Vec<u8>| Ipv6::new(FAR6, UPLINK6, next).packet(&l4);
 
-        let from_pod = |next: u8, l4: Vec<u8>| {
-            Ipv6::new(POD6, FAR6, next).frame(GW_MAC, POD_MAC, &l4)
-        };
+        let from_pod =
+            |next: u8, l4: Vec<u8>| Ipv6::new(POD6, FAR6, next).frame(GW_MAC, POD_MAC, &l4);
         let out = from_pod(nexthdr::UDP, udp6(POD6, FAR6, 40000, 53, HELLO));
         roundtrip(&mut ebpf, "udp", &out, 0, |port| {
             wan(nexthdr::UDP, udp6(FAR6, UPLINK6, 53, port, HELLO))
         });
         let syn = with_l4_csum(POD6, FAR6, 6, tcp(40001, 443, 0x02, &[]), 16);
         roundtrip(&mut ebpf, "tcp", &from_pod(6, syn), 0, |port| {
-            wan(6, with_l4_csum(FAR6, UPLINK6, 6, tcp(443, port, 0x12, &[]), 16))
+            wan(
+                6,
+                with_l4_csum(FAR6, UPLINK6, 6, tcp(443, port, 0x12, &[]), 16),
+            )
         });
         // An echo with a payload: `BPF_PROG_TEST_RUN` wants a whole IPv6 header after the
         // 14 bytes it takes for Ethernet, so a raw reply must be at least 54 bytes.
         let echo = |id: u16| [id_seq(id, 1).as_slice(), HELLO].concat();
         let ping = icmp6(POD6, FAR6, 128, &echo(0x4242));
-        roundtrip(&mut ebpf, "ping", &from_pod(nexthdr::ICMPV6, ping), 4, |id| {
-            wan(nexthdr::ICMPV6, icmp6(FAR6, UPLINK6, 129, &echo(id)))
-        });
+        roundtrip(
+            &mut ebpf,
+            "ping",
+            &from_pod(nexthdr::ICMPV6, ping),
+            4,
+            |id| wan(nexthdr::ICMPV6, icmp6(FAR6, UPLINK6, 129, &echo(id))),
+        );
         assert_eq!(count(&ebpf, Verdict::NatOut), 3);
         assert_eq!(count(&ebpf, Verdict::NatIn), 3);
 

@@ -175,7 +175,7 @@ pub fn nat_out(
         return Verdict::DropMalformed.into();
     }
     stats::pod_iface(saddr, out_ifindex, DIR_OUT, ctx.len());
-    let Some(action) = fib::redirect(ctx, ret, &fib, l3) else {
+    let Some(action) = fib::redirect(ctx, ret, fib, l3) else {
         return Verdict::DropMalformed.into();
     };
     Decision::redirected(Verdict::NatOut, action)

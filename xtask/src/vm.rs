@@ -48,8 +48,9 @@ use guest::{GuestTest, Machine};
 /// `--nocapture` like `conformance` so a skip shows on the console. The `smarter-ebpf-tests`
 /// files run the crafted-packet and parity tables through `BPF_PROG_TEST_RUN` in the guest's
 /// kernel (and, on armhf, its arm32 JIT); `dual_stack` there runs the dual-stack pods' IPv6
-/// programs (tail calls included). The matrix in IPv6 is `conformance`'s `conformance_ipv6`.
-pub const TESTS: [(&str, &str, &[&str], Option<&str>); 12] = [
+/// programs (tail calls included), `clat_pod` the CLAT's pod-side tail call, `dual_stack_l3` NAT66
+/// on a layer-3 uplink. The matrix in IPv6 is `conformance`'s `conformance_ipv6`.
+pub const TESTS: [(&str, &str, &[&str], Option<&str>); 14] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
     ("smarter-cni", "datapath_behaviour", &[], Some("ebpf::")),
     ("smarter-cni", "datapath", &["ebpf_upgrade::"], Some("")),
@@ -61,7 +62,9 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 12] = [
     ("smarter-ebpf-tests", "parity", &[], Some("")),
     ("smarter-ebpf-tests", "guard", &[], Some("")),
     ("smarter-ebpf-tests", "clat_translate", &[], Some("")),
+    ("smarter-ebpf-tests", "clat_pod", &[], Some("")),
     ("smarter-ebpf-tests", "dual_stack", &[], Some("")),
+    ("smarter-ebpf-tests", "dual_stack_l3", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
