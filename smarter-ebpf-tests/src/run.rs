@@ -35,6 +35,34 @@ pub fn try_run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> Option<(u32, Vec<u
     Some((r.return_value, out))
 }
 
+/// Offsets of `gso_segs` and `gso_size` in `struct __sk_buff` (uapi), and its size.
+const SKB_GSO_SEGS: usize = 164;
+const SKB_GSO_SIZE: usize = 176;
+const SKB_LEN: usize = 192;
+
+/// As [`run`], for a GSO packet: the context the kernel builds the test skb from says
+/// `segs` segments of `size` payload bytes (what a pod's TSO super-packet carries).
+///
+/// # Panics
+/// As [`run`].
+pub fn run_gso(ebpf: &mut Ebpf, prog: &str, packet: &[u8], segs: u32, size: u32) -> (u32, Vec<u8>) {
+    let mut ctx = [0u8; SKB_LEN];
+    ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
+    ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
+    let prog: &mut SchedClassifier = ebpf.program_mut(prog).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; packet.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN refused a GSO packet: {e}"));
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
 /// A seeded xorshift64 generator: the same packets on every run, so a failing mutation is
 /// reproducible from the test's seed.
 pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {

@@ -16,7 +16,7 @@ use smarter_common::{
     link::{ICMPV6_NEIGHBOUR_ADVERT as NA, ICMPV6_NEIGHBOUR_SOLICIT as NS, link_local_of, nexthdr},
     progs,
 };
-use smarter_ebpf_tests::run::run;
+use smarter_ebpf_tests::run::{run, run_gso};
 use smarter_ebpf_tests::world::{count, world_with_uplink};
 use smarter_ebpf_tests::world6::{
     GATEWAY6, PEER6, POD6, REMOTE6, UPLINK6, dual_stack, in_private_netns6,
@@ -267,5 +267,37 @@ fn nat66_rewrites_both_ways_with_valid_checksums() {
         let leak = udp_frame(POD6, REMOTE6, 40000, 53);
         assert_eq!(run(&mut ebpf, progs::EGRESS, &leak).0, SHOT);
         assert_eq!(count(&ebpf, Verdict::DropLeak6), 1);
+    });
+}
+
+/// A pod's TCP super-packet (TSO: two 1428-byte segments in one skb, 2956 bytes of IPv6) is
+/// checked against the uplink's 1500-byte MTU one segment at a time, as the kernel forwards
+/// it, and NATed; the same bytes without GSO are too big and the host's (which answers packet
+/// too big). Checking the whole super-packet sent a pod's bulk TCP to the host stack, which
+/// dropped it: the stream crawled on retransmitted small segments.
+#[test]
+fn a_pods_tso_super_packet_is_natted_by_its_segment_size() {
+    if !root_or_skip("a_pods_tso_super_packet_is_natted_by_its_segment_size") {
+        return;
+    }
+    in_private_netns6(|| {
+        let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+        let mut ebpf = world_with_uplink(uplink);
+        dual_stack(&mut ebpf, &[uplink, 1]);
+        let data = vec![0x5a; 2 * 1428];
+        let seg = with_l4_csum(POD6, REMOTE6, 6, tcp(40002, 443, 0x18, &data), 16);
+        let out = Ipv6::new(POD6, REMOTE6, 6).frame(GW_MAC, POD_MAC, &seg);
+        assert_eq!(
+            run(&mut ebpf, progs::POD, &out).0,
+            OK,
+            "one 2956-byte packet"
+        );
+        assert_eq!(count(&ebpf, Verdict::PassHost), 1);
+        assert_eq!(count(&ebpf, Verdict::NatOut), 0);
+        let (v, natted) = run_gso(&mut ebpf, progs::POD, &out, 2, 1428);
+        assert_eq!(v, REDIRECT, "two segments of 1488 bytes");
+        assert_eq!(addrs(&natted), (UPLINK6, REMOTE6));
+        assert_eq!(count(&ebpf, Verdict::NatOut), 1);
+        assert_eq!(count(&ebpf, Verdict::PassHost), 1);
     });
 }

@@ -21,8 +21,9 @@ use crate::{
     ct6::nat_port_for6,
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
     frag6,
-    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4},
+    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4},
     maps::{NAT66_SCRATCH, UPLINKS, UPLINKS6},
+    parse::{ETH_LEN, PROTO_TCP, read},
     verdict::Decision,
 };
 
@@ -71,7 +72,7 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     s.dst = ip.dst();
     fib.family = AF_INET6;
     fib.l4_protocol = proto;
-    fib.__bindgen_anon_1.tot_len = ip.payload_len().saturating_add(40);
+    fib.__bindgen_anon_1.tot_len = mtu_len(ctx, ip, &sh);
     // SAFETY: reading `ifindex` from a TC program's `__sk_buff` is allowed.
     fib.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     fib.__bindgen_anon_3.ipv6_src = as_words(&s.src);
@@ -176,4 +177,25 @@ fn as_words(a: &[u8; 16]) -> [u32; 4] {
         u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
         u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
     ]
+}
+
+/// The IPv6 length the route's MTU is checked against: one segment of a GSO packet (the
+/// headers up to L4, the TCP header with its options or UDP's 8 bytes, and `gso_size`; the
+/// kernel segments it on the way out, as for IPv4 in [`fib::lookup`]), else the packet as it
+/// is. Checking a pod's TSO super-packet whole would send it to the host stack as "too big".
+#[inline(always)]
+fn mtu_len(ctx: &TcContext, ip: &Ipv6, sh: &frag6::Shape) -> u16 {
+    // SAFETY: reading `gso_segs`/`gso_size` from a TC program's `__sk_buff` is allowed.
+    let (segs, size) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).gso_size) };
+    if segs <= 1 {
+        return ip.payload_len().saturating_add(IP6_LEN as u16);
+    }
+    let l4_hdr = if sh.proto == PROTO_TCP {
+        // The data offset's high nibble, in 32-bit words.
+        read::<[u8; 13]>(ctx, sh.l4).map_or(20, |t| u32::from(t[12] >> 4) * 4)
+    } else {
+        8
+    };
+    let len = (sh.l4 - ETH_LEN) as u32 + l4_hdr + size;
+    if len > 0xffff { 0xffff } else { len as u16 }
 }
