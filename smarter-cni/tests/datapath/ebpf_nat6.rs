@@ -294,3 +294,37 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
     );
     assert_eq!(w.dp.ct_gc(&shortest).unwrap(), 0, "nothing left");
 }
+
+/// An IPv6 endpoint whose pod has no IPv4 endpoint any more (a DEL killed between its steps)
+/// has no owner: GC's sweep removes it, and only it; the other pod keeps its IPv6.
+#[test]
+fn gc_removes_ipv6_endpoints_without_an_owner() {
+    use aya::maps::{HashMap, Map, MapData};
+    use smarter_common::{EndpointKey, EndpointValue, LAYOUT_VERSION, maps};
+
+    if !smarter_testbed::require_root("gc_removes_ipv6_endpoints_without_an_owner") {
+        return;
+    }
+    let w = Nat6World::new();
+    let [p0, p1] = [0, 1].map(|i| w.w.pod(&format!("p{i}")).expect("pod"));
+    let ping = |p: &smarter_testbed::Netns| {
+        p.succeeds(&["ping", "-6", "-c", "1", "-W", "2", &WAN6.to_string()])
+    };
+    assert!(ping(p0) && ping(p1), "both pods' IPv6 through NAT66");
+    assert_eq!(w.dp.remove_ownerless_endpoints6().unwrap(), 0, "all owned");
+
+    // Half a DEL: pod 0's IPv4 endpoint gone, its IPv6 one left.
+    let pin = w.w.bpffs_dir().join(format!(
+        "smartnet/v{LAYOUT_VERSION}/maps/{}",
+        maps::ENDPOINTS
+    ));
+    let map = Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap();
+    let mut endpoints: HashMap<MapData, EndpointKey, EndpointValue> = map.try_into().unwrap();
+    endpoints
+        .remove(&EndpointKey::from_octets(POD_IPS[0].octets()))
+        .unwrap();
+
+    assert_eq!(w.dp.remove_ownerless_endpoints6().unwrap(), 1, "pod 0's");
+    assert_eq!(w.dp.remove_ownerless_endpoints6().unwrap(), 0, "once");
+    assert!(ping(p1), "the owned one stays");
+}

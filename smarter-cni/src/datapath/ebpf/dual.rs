@@ -4,7 +4,7 @@
 //! its input device), its NAT66 conntrack, and the external side's IPv6 addresses
 //! ([`maps::UPLINKS6`], [`maps::NODE_ADDRS6`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
 use aya::maps::MapError;
@@ -144,6 +144,40 @@ impl EbpfDatapath {
             gone.push(ip6);
         }
         Ok(gone)
+    }
+
+    /// Removes the IPv6 endpoints whose host veth has no IPv4 endpoint, with their NAT66 flows,
+    /// and returns how many. Every dual-stack pod has both, written IPv4 first under the
+    /// network lock and removed together at DEL, so such an entry has no owner (a DEL killed
+    /// between its steps); left alone it would deliver its address's traffic into whatever
+    /// veth gets that ifindex next. Call it under the network lock.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when a map cannot be read or an entry cannot be removed.
+    pub fn remove_ownerless_endpoints6(&self) -> Result<usize, EbpfError> {
+        let orphans: BTreeSet<u32> = {
+            let m = self.lock_maps();
+            let owners: BTreeSet<u32> = m
+                .endpoints
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(_, v)| v.ifindex)
+                .collect();
+            m.endpoints6
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(_, v)| v.ifindex)
+                .filter(|i| !owners.contains(i))
+                .collect()
+        };
+        let mut removed = 0;
+        for ifindex in orphans {
+            let gone = self.remove_endpoints6_of(ifindex, None)?;
+            tracing::info!(ifindex, ?gone, "removed IPv6 endpoints with no owner");
+            removed += gone.len();
+        }
+        Ok(removed)
     }
 
     /// Removes the NAT66 conntrack entries of pod `ip6` (both sides). Returns how many flows.

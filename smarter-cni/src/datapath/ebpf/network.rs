@@ -141,7 +141,8 @@ impl Datapath for EbpfNetwork {
         let live: std::collections::HashSet<Ipv4Addr> =
             self.dp.endpoints()?.into_iter().map(|e| e.ip).collect();
         let uncounted = self.dp.forget_pod_traffic(|pod| !live.contains(&pod))?;
-        Ok(expired + uncounted + self.dp.remove_ownerless_host_ports()?)
+        let orphans6 = self.dp.remove_ownerless_endpoints6()?;
+        Ok(expired + uncounted + orphans6 + self.dp.remove_ownerless_host_ports()?)
     }
 
     fn pod_traffic(&self) -> Result<Vec<crate::datapath::types::PodTraffic>, DatapathError> {
