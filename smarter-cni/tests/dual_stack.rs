@@ -143,6 +143,19 @@ fn dual_stack_on(dp: &str) {
     checked["prevResult"] = res.clone();
     let out = call(&w, &CniCall::new("CHECK", &checked).pod("c1", &ns0));
     assert_eq!(out.status, 0, "{dp}: CHECK: {}\n{}", out.stdout, out.stderr);
+    // Without its IPv6 default route, CHECK says so.
+    w.pod("pod0").unwrap().ip("-6 route del default");
+    let out = call(&w, &CniCall::new("CHECK", &checked).pod("c1", &ns0));
+    assert_ne!(out.status, 0, "{dp}: CHECK without ::/0");
+    assert!(
+        out.stdout
+            .contains("IPv6 default route is not via fd00:ac27::1"),
+        "{dp}: {}",
+        out.stdout
+    );
+    w.pod("pod0")
+        .unwrap()
+        .ip("-6 route add default via fd00:ac27::1 dev eth0");
 
     // A second pod: another address, `ipv6: on` without asking the uplink.
     let on = conf_with(&w, dp, Some("on"));

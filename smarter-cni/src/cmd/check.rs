@@ -155,6 +155,12 @@ async fn check_pod(
     if route.as_ref().and_then(|r| r.gateway) != Some(gateway) {
         diffs.push(format!("default route is not via {gateway}"));
     }
+    if want_ip6.is_some() {
+        let gateway6 = ctx.conf.gateway6();
+        if pod.default_route6().await.into_cni()? != Some(gateway6) {
+            diffs.push(format!("IPv6 default route is not via {gateway6}"));
+        }
+    }
     Ok(())
 }
 

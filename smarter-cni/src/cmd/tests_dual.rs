@@ -151,6 +151,22 @@ fn check_verifies_the_recorded_ipv6_address() {
         "{}",
         err.msg
     );
+    // The pod's `::/0` via the bridge's `::1` is checked too.
+    n.host
+        .world
+        .lock()
+        .unwrap()
+        .ns
+        .get_mut(&n.ns("a"))
+        .unwrap()
+        .default_route6 = None;
+    let err = checking(&res).unwrap_err();
+    assert!(
+        err.msg
+            .contains("IPv6 default route is not via fd00:ac27::1"),
+        "{}",
+        err.msg
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use ipnetwork::Ipv6Network;
 use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 
 use super::{Netlink, NetlinkError, is_errno, request};
 
@@ -85,5 +86,30 @@ impl Netlink {
             Err(e) if is_errno(&e, Errno::EEXIST) => Ok(()),
             Err(e) => Err(request(format!("add IPv6 default route via {gw}"))(e)),
         }
+    }
+    /// The gateway of the IPv6 default route (`::/0`) of the main table, if there is such a
+    /// route with a gateway.
+    ///
+    /// # Errors
+    /// A refused request.
+    pub async fn default_route6(&self) -> Result<Option<Ipv6Addr>, NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
+        let routes: Vec<_> = self
+            .handle()
+            .route()
+            .get(msg)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(request("dump IPv6 routes"))?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
+                    _ => None,
+                })
+            }))
     }
 }

@@ -73,6 +73,8 @@ pub trait Links {
     async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Network>, NetlinkError>;
     /// [`Netlink::ensure_default_route6`].
     async fn ensure_default_route6(&self, gw: Ipv6Addr, index: u32) -> Result<(), NetlinkError>;
+    /// [`Netlink::default_route6`].
+    async fn default_route6(&self) -> Result<Option<Ipv6Addr>, NetlinkError>;
 }
 
 #[async_trait::async_trait(?Send)]
@@ -152,5 +154,8 @@ impl Links for Netlink {
     }
     async fn ensure_default_route6(&self, gw: Ipv6Addr, index: u32) -> Result<(), NetlinkError> {
         Netlink::ensure_default_route6(self, gw, index).await
+    }
+    async fn default_route6(&self) -> Result<Option<Ipv6Addr>, NetlinkError> {
+        Netlink::default_route6(self).await
     }
 }

@@ -422,6 +422,11 @@ impl Links for FakeLinks {
         });
         Ok(())
     }
+
+    async fn default_route6(&self) -> Result<Option<Ipv6Addr>, NetlinkError> {
+        self.host.check("default_route6", &self.ns)?;
+        Ok(self.with(|w, ns| w.ns[ns].default_route6.map(|(gw, _)| gw)))
+    }
 }
 
 impl Host for FakeHost {
