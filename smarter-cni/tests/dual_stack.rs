@@ -157,12 +157,39 @@ fn dual_stack_on(dp: &str) {
         .unwrap()
         .ip("-6 route add default via fd00:ac27::1 dev eth0");
 
-    // A second pod: another address, `ipv6: on` without asking the uplink.
+    // A second pod: another address, `ipv6: on` without asking the uplink; its hostPort
+    // answers on both families, and bpfctl lists both.
     let on = conf_with(&w, dp, Some("on"));
     let ns1 = pod_ns(&mut w, "pod1");
-    let res1 = add_ok(&w, &on, "c2", &ns1);
+    let mut mapped = on.clone();
+    mapped["runtimeConfig"] = json!({"portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+    let res1 = add_ok(&w, &mapped, "c2", &ns1);
     let b = result_ip6(&res1);
     assert_ne!(a, b);
+    let hp = bpfctl_json(&w, w.bpffs_dir(), "hostports");
+    let rows: Vec<(&str, &str, u64, u64)> = hp
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or_default();
+            let n = |k: &str| r[k].as_u64().unwrap_or_default();
+            (
+                s("protocol"),
+                s("pod_ip"),
+                n("host_port"),
+                n("container_port"),
+            )
+        })
+        .collect();
+    let b_ip = b.split('/').next().unwrap();
+    let v4 = result_ip(&res1).to_string();
+    assert_eq!(
+        rows,
+        vec![("tcp", v4.as_str(), 8080, 80), ("tcp", b_ip, 8080, 80)],
+        "{dp}: bpfctl hostports"
+    );
     assert_eq!(allocations6(&w).len(), 2);
     let bridge = text(
         w.node(),

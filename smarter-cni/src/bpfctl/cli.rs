@@ -8,7 +8,7 @@ use super::discover::{Net, collect, networks};
 use super::output::print;
 use super::rows::{CtRow, HostPortRow, StatsRow, StatusRow, proto_name};
 use super::{Failure, drift, monitor, traffic, write};
-use crate::datapath::{ChoiceRecord, DatapathError};
+use crate::datapath::{ChoiceRecord, DatapathError, HostPortSpec};
 
 /// Runs the command; returns the exit code.
 #[must_use]
@@ -132,14 +132,22 @@ fn ct_rows(n: &Net, filter: &super::args::Filter) -> Result<Vec<CtRow>, Datapath
     Ok(rows)
 }
 
-/// `hostports` of one network, sorted.
+/// `hostports` of one network (IPv4, then a dual-stack pod's IPv6 ones), sorted.
 fn hostport_rows(n: &Net) -> Result<Vec<HostPortRow>, DatapathError> {
+    let row = |p: HostPortSpec, ip: std::net::IpAddr| {
+        HostPortRow::new(&n.name, p.protocol, p.host_port, ip, p.container_port)
+    };
     let mut rows: Vec<HostPortRow> =
         n.dp.host_ports()?
             .into_iter()
-            .map(|(p, ip)| HostPortRow::new(&n.name, p.protocol, p.host_port, ip, p.container_port))
+            .map(|(p, ip)| row(p, ip.into()))
+            .chain(
+                n.dp.host_ports6()?
+                    .into_iter()
+                    .map(|(p, ip)| row(p, ip.into())),
+            )
             .collect();
-    rows.sort_by_key(|r| (r.protocol, r.host_port));
+    rows.sort_by_key(|r| (r.protocol, r.host_port, r.pod_ip.contains(':')));
     Ok(rows)
 }
 

@@ -302,9 +302,9 @@ pub struct HostPortRow {
     pub network: String,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
-    /// Port on the node's address.
+    /// Port on the node's address (its IPv6 addresses when `pod_ip` is the pod's ULA).
     pub host_port: u16,
-    /// Pod address.
+    /// Pod address (IPv4, or a dual-stack pod's ULA).
     pub pod_ip: String,
     /// Port in the pod.
     pub container_port: u16,
@@ -316,14 +316,14 @@ impl HostPortRow {
         network: &str,
         protocol: u8,
         host_port: u16,
-        pod_ip: std::net::Ipv4Addr,
+        pod_ip: impl Into<std::net::IpAddr>,
         container_port: u16,
     ) -> Self {
         Self {
             network: network.to_string(),
             protocol: proto_name(protocol),
             host_port,
-            pod_ip: pod_ip.to_string(),
+            pod_ip: pod_ip.into().to_string(),
             container_port,
         }
     }

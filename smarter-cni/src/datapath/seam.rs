@@ -268,6 +268,16 @@ pub trait Datapath: fmt::Debug + Send {
         Ok(Vec::new())
     }
 
+    /// Every hostPort on the node's IPv6 addresses with the pod ULA it leads to (dual-stack
+    /// pods).
+    ///
+    /// # Errors
+    ///
+    /// When the state cannot be read.
+    fn host_ports6(&self) -> Result<Vec<(HostPortSpec, std::net::Ipv6Addr)>, DatapathError> {
+        Ok(Vec::new())
+    }
+
     /// `smarter-bpfctl config`: the live settings, where the driver keeps them (eBPF's config
     /// map); `None` otherwise.
     ///

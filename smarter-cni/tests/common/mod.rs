@@ -350,6 +350,15 @@ pub fn with_world_dirs(w: &World, example: &Value) -> Value {
 
 /// The `smarter-bpfctl status -o json` rows with `--bpffs-dir pin_root`.
 pub fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
+    bpfctl_json(w, pin_root, "status")
+}
+
+/// The JSON rows of `smarter-bpfctl <command> -o json` with `--bpffs-dir pin_root`, in the
+/// node.
+///
+/// # Panics
+/// When it fails or prints no JSON.
+pub fn bpfctl_json(w: &World, pin_root: &Path, command: &str) -> Value {
     let out = Command::new("nsenter")
         .arg(format!("--net={}", w.node().path().display()))
         .arg(env!("CARGO_BIN_EXE_smarter-bpfctl"))
@@ -357,13 +366,13 @@ pub fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
         .arg(pin_root)
         .arg("--state-dir")
         .arg(w.state_dir())
-        .args(["status", "-o", "json"])
+        .args([command, "-o", "json"])
         .output()
         .expect("run smarter-bpfctl");
     assert!(
         out.status.success(),
-        "bpfctl status: {}",
+        "bpfctl {command}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    serde_json::from_slice(&out.stdout).expect("bpfctl JSON")
 }

@@ -177,6 +177,10 @@ impl Datapath for EbpfNetwork {
         Ok(self.dp.host_ports()?)
     }
 
+    fn host_ports6(&self) -> Result<Vec<(HostPortSpec, std::net::Ipv6Addr)>, DatapathError> {
+        Ok(self.dp.host_ports6()?)
+    }
+
     fn config_rows(
         &self,
         network: &str,

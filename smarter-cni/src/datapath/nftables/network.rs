@@ -177,6 +177,10 @@ impl Datapath for NftablesNetwork {
         Ok(self.dp.host_ports()?)
     }
 
+    fn host_ports6(&self) -> Result<Vec<(HostPortSpec, std::net::Ipv6Addr)>, DatapathError> {
+        Ok(self.dp.host_ports6()?)
+    }
+
     fn counters(&self) -> Result<Vec<(String, u64, u64)>, DatapathError> {
         Ok(self.dp.counters()?)
     }
