@@ -190,6 +190,24 @@ fn dual_stack_on(dp: &str) {
         vec![("tcp", v4.as_str(), 8080, 80), ("tcp", b_ip, 8080, 80)],
         "{dp}: bpfctl hostports"
     );
+    if dp == "ebpf" {
+        // Its NAT66 flow, as bpfctl lists it beside IPv4's.
+        let server = smarter_testbed::WAN_SERVER_IP6.to_string();
+        let pod1 = w.pod("pod1").unwrap();
+        assert!(pod1.succeeds(&["ping", "-6", "-c", "1", "-W", "2", &server]));
+        let ct = bpfctl_json(&w, w.bpffs_dir(), "ct");
+        let node6 = smarter_testbed::NODE_DUAL_IP6.to_string();
+        assert!(
+            ct.as_array()
+                .expect("rows")
+                .iter()
+                .any(|r| r["proto"] == "icmpv6"
+                    && r["pod_ip"] == b_ip
+                    && r["remote_ip"] == server.as_str()
+                    && r["nat_ip"] == node6.as_str()),
+            "bpfctl ct lists the ping6's NAT66 flow: {ct}"
+        );
+    }
     assert_eq!(allocations6(&w).len(), 2);
     let bridge = text(
         w.node(),

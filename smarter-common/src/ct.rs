@@ -249,12 +249,16 @@ pub mod proto {
     pub const TCP: u8 = 6;
     /// UDP.
     pub const UDP: u8 = 17;
+    /// ICMPv6 (NAT66 echo flows).
+    pub const ICMPV6: u8 = 58;
 
-    /// `tcp`, `udp`, `icmp`, or `None` for any other protocol (callers choose how to show it).
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, or `None` for any other protocol (callers choose how
+    /// to show it).
     #[must_use]
     pub const fn name(p: u8) -> Option<&'static str> {
         match p {
             ICMP => Some("icmp"),
+            ICMPV6 => Some("icmpv6"),
             TCP => Some("tcp"),
             UDP => Some("udp"),
             _ => None,

@@ -193,6 +193,17 @@ impl Filter {
                 .is_none_or(|p| p == pod_port || p == remote_port || nat.is_some_and(|n| n.1 == p))
     }
 
+    /// Whether a NAT66 flow matches: the address filters are IPv4 and so match none; protocol
+    /// and port as for IPv4.
+    pub(super) fn matches_view6(&self, e: &CtEntryView<std::net::Ipv6Addr>) -> bool {
+        self.pod.is_none()
+            && self.addr.is_none()
+            && self.proto.is_none_or(|p| p.number() == e.proto)
+            && self
+                .port
+                .is_none_or(|p| p == e.pod_port || p == e.remote_port || p == e.nat_port)
+    }
+
     pub(super) fn matches_view(&self, e: &CtEntryView) -> bool {
         self.matches(
             e.proto,
@@ -202,5 +213,51 @@ impl Filter {
             e.remote_port,
             Some((e.nat_ip, e.nat_port)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::Duration;
+
+    use super::Filter;
+    use crate::datapath::CtEntryView;
+
+    #[test]
+    fn ipv4_address_filters_leave_nat66_flows_out_and_ports_apply() {
+        let flow = CtEntryView {
+            proto: 58,
+            pod_ip: Ipv6Addr::new(0xfd00, 0xac27, 0, 0, 0, 0, 0, 2),
+            pod_port: 7,
+            remote_ip: Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 1),
+            remote_port: 0,
+            nat_ip: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2),
+            nat_port: 61000,
+            state: "new",
+            age: Duration::ZERO,
+        };
+        let none = Filter {
+            pod: None,
+            addr: None,
+            proto: None,
+            port: None,
+        };
+        assert!(none.matches_view6(&flow));
+        let pod = Filter {
+            pod: Some(Ipv4Addr::new(172, 39, 0, 2)),
+            ..none.clone()
+        };
+        assert!(!pod.matches_view6(&flow));
+        let nat_port = Filter {
+            port: Some(61000),
+            ..none.clone()
+        };
+        assert!(nat_port.matches_view6(&flow));
+        let other_port = Filter {
+            port: Some(80),
+            ..none
+        };
+        assert!(!other_port.matches_view6(&flow));
     }
 }

@@ -100,26 +100,22 @@ fn ebpf_only<'a>(nets: &'a [Net], what: &str) -> Result<Vec<&'a Net>, Failure> {
     Ok(out)
 }
 
-/// `ct` / `nat`: the flows of one network matching `filter`, sorted.
+/// `ct` / `nat`: the flows of one network matching `filter` (IPv4, then NAT66's), sorted.
 fn ct_rows(n: &Net, filter: &super::args::Filter) -> Result<Vec<CtRow>, DatapathError> {
     let mut rows: Vec<CtRow> =
         n.dp.flows()?
             .unwrap_or_default()
             .into_iter()
             .filter(|e| filter.matches_view(e))
-            .map(|e| CtRow {
-                network: n.name.clone(),
-                proto: proto_name(e.proto),
-                pod_ip: e.pod_ip.to_string(),
-                pod_port: e.pod_port,
-                remote_ip: e.remote_ip.to_string(),
-                remote_port: e.remote_port,
-                nat_ip: e.nat_ip.to_string(),
-                nat_port: e.nat_port,
-                state: e.state,
-                age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
-            })
+            .map(|e| ct_row(&n.name, e))
             .collect();
+    rows.extend(
+        n.dp.flows6()?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| filter.matches_view6(e))
+            .map(|e| ct_row(&n.name, e)),
+    );
     rows.sort_by(|a, b| {
         (&a.pod_ip, a.pod_port, a.proto, &a.remote_ip, a.remote_port).cmp(&(
             &b.pod_ip,
@@ -130,6 +126,22 @@ fn ct_rows(n: &Net, filter: &super::args::Filter) -> Result<Vec<CtRow>, Datapath
         ))
     });
     Ok(rows)
+}
+
+/// The row of flow `e` of `network`.
+fn ct_row<A: std::fmt::Display>(network: &str, e: crate::datapath::CtEntryView<A>) -> CtRow {
+    CtRow {
+        network: network.to_owned(),
+        proto: proto_name(e.proto),
+        pod_ip: e.pod_ip.to_string(),
+        pod_port: e.pod_port,
+        remote_ip: e.remote_ip.to_string(),
+        remote_port: e.remote_port,
+        nat_ip: e.nat_ip.to_string(),
+        nat_port: e.nat_port,
+        state: e.state,
+        age_s: (e.age.as_secs_f64() * 10.0).round() / 10.0,
+    }
 }
 
 /// `hostports` of one network (IPv4, then a dual-stack pod's IPv6 ones), sorted.

@@ -301,6 +301,16 @@ pub trait Datapath: fmt::Debug + Send {
         Ok(None)
     }
 
+    /// The NAT66 flows of dual-stack pods, where the driver tracks them (eBPF); `None` where
+    /// the kernel's conntrack does.
+    ///
+    /// # Errors
+    ///
+    /// When the table cannot be read.
+    fn flows6(&self) -> Result<Option<Vec<CtEntryView<std::net::Ipv6Addr>>>, DatapathError> {
+        Ok(None)
+    }
+
     /// Forgets the flows `doomed` picks by (protocol, pod address, pod port, remote address,
     /// remote port); how many went.
     ///

@@ -181,21 +181,21 @@ pub struct MapFill {
 }
 
 /// One NATed flow, as a datapath that tracks its own flows reports it (eBPF: decoded from
-/// the pod-side conntrack map).
+/// the pod-side conntrack map; `A` = `Ipv6Addr` for NAT66 flows).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CtEntryView {
-    /// IP protocol (6 TCP, 17 UDP, 1 ICMP).
+pub struct CtEntryView<A = Ipv4Addr> {
+    /// IP protocol (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
     pub proto: u8,
     /// The pod's address.
-    pub pod_ip: Ipv4Addr,
+    pub pod_ip: A,
     /// The pod's port (ICMP: echo identifier).
     pub pod_port: u16,
     /// The remote address.
-    pub remote_ip: Ipv4Addr,
+    pub remote_ip: A,
     /// The remote port (0 for ICMP).
     pub remote_port: u16,
     /// The uplink address the flow was NATed to.
-    pub nat_ip: Ipv4Addr,
+    pub nat_ip: A,
     /// The NAT port (ICMP: identifier).
     pub nat_port: u16,
     /// `new`, `syn`, `established` or `closing`.

@@ -19,7 +19,7 @@ fn ip(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a.to_ne_bytes())
 }
 
-fn state_name(s: u8) -> &'static str {
+pub(super) fn state_name(s: u8) -> &'static str {
     match s {
         CT_NEW => "new",
         CT_SYN => "syn",

@@ -16,6 +16,7 @@ use smarter_common::{
 use super::error::EbpfError;
 use super::error::is_absent;
 use super::handle::EbpfDatapath;
+use crate::datapath::types::CtEntryView;
 use crate::datapath::uplink::External;
 
 /// `Ok(None)` for an absent key.
@@ -178,6 +179,32 @@ impl EbpfDatapath {
             removed += gone.len();
         }
         Ok(removed)
+    }
+
+    /// Every NAT66 flow (pod-side entries), decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when the conntrack map cannot be read.
+    pub fn ct6_entries(&self) -> Result<Vec<CtEntryView<Ipv6Addr>>, EbpfError> {
+        let now = super::ct::ktime_now();
+        let m = self.lock_maps();
+        let mut out = Vec::new();
+        for entry in m.ct6_out.iter() {
+            let (k, v) = entry.map_err(|e| EbpfError::map(maps::CT6_OUT, "read", e))?;
+            out.push(CtEntryView {
+                proto: k.proto,
+                pod_ip: k.a.into(),
+                pod_port: u16::from_be(k.a_port),
+                remote_ip: k.b.into(),
+                remote_port: u16::from_be(k.b_port),
+                nat_ip: v.addr.into(),
+                nat_port: u16::from_be(v.port),
+                state: super::ct::state_name(v.state),
+                age: std::time::Duration::from_nanos(now.saturating_sub(v.last_seen)),
+            });
+        }
+        Ok(out)
     }
 
     /// Removes the NAT66 conntrack entries of pod `ip6` (both sides). Returns how many flows.

@@ -1,6 +1,6 @@
 //! [`EbpfNetwork`]: the eBPF datapath of one network behind the [`Datapath`] seam.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::EbpfError;
 use super::handle::EbpfDatapath;
@@ -190,6 +190,12 @@ impl Datapath for EbpfNetwork {
 
     fn flows(&self) -> Result<Option<Vec<crate::datapath::types::CtEntryView>>, DatapathError> {
         Ok(Some(self.dp.ct_entries()?))
+    }
+
+    fn flows6(
+        &self,
+    ) -> Result<Option<Vec<crate::datapath::types::CtEntryView<Ipv6Addr>>>, DatapathError> {
+        Ok(Some(self.dp.ct6_entries()?))
     }
 
     fn forget_flows(
