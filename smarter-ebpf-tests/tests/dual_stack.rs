@@ -301,3 +301,46 @@ fn a_pods_tso_super_packet_is_natted_by_its_segment_size() {
         assert_eq!(count(&ebpf, Verdict::PassHost), 1);
     });
 }
+
+/// A pod's own ICMPv6 error about a packet of one of its NATed flows (a UDP reply that
+/// reached it after its socket closed, quoted in a destination unreachable) leaves NATed as
+/// the kernel's masquerade sends it: outer source and quoted destination the flow's NAT66
+/// address, quoted destination port its NAT port, the ICMPv6 checksum valid. An error quoting
+/// no flow of the pod is not translatable.
+#[test]
+fn a_pods_icmpv6_errors_are_natted_by_the_flow_they_quote() {
+    if !root_or_skip("a_pods_icmpv6_errors_are_natted_by_the_flow_they_quote") {
+        return;
+    }
+    in_private_netns6(|| {
+        let uplink = nix::net::if_::if_nametoindex(UPLINK_IF).unwrap();
+        let mut ebpf = world_with_uplink(uplink);
+        dual_stack(&mut ebpf, &[uplink, 1]);
+        let (v, natted) = run(&mut ebpf, progs::POD, &udp_frame(POD6, REMOTE6, 40005, 53));
+        assert_eq!(v, REDIRECT, "the flow");
+        let nat_port = be16(&natted, ETH + 40);
+        let error_about = |pod_port: u16| {
+            let reply = Ipv6::new(REMOTE6, POD6, nexthdr::UDP)
+                .packet(&udp6(REMOTE6, POD6, 53, pod_port, HELLO));
+            let mut body = vec![0u8; 4];
+            body.extend_from_slice(&reply);
+            let err = icmp6(POD6, REMOTE6, 1, &body);
+            Ipv6::new(POD6, REMOTE6, nexthdr::ICMPV6).frame(GW_MAC, POD_MAC, &err)
+        };
+        let (v, sent) = run(&mut ebpf, progs::POD, &error_about(40005));
+        assert_eq!(v, REDIRECT, "the pod's error leaves");
+        assert_eq!(addrs(&sent), (UPLINK6, REMOTE6), "from the NAT66 address");
+        let quoted = ETH + 40 + 8;
+        let quoted_dst: [u8; 16] = sent[quoted + 24..quoted + 40].try_into().unwrap();
+        assert_eq!(
+            Ipv6Addr::from(quoted_dst),
+            UPLINK6,
+            "quoted as it left NATed"
+        );
+        assert_eq!(be16(&sent, quoted + 40 + 2), nat_port, "quoted NAT port");
+        assert!(l4_ok6(&sent), "ICMPv6 checksum after the rewrite");
+        assert_eq!(count(&ebpf, Verdict::NatOut), 2);
+        assert_eq!(run(&mut ebpf, progs::POD, &error_about(40006)).0, SHOT);
+        assert_eq!(count(&ebpf, Verdict::DropUnnatable), 1, "no such flow");
+    });
+}

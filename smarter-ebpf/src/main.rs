@@ -48,6 +48,7 @@ mod guard;
 mod hairpin;
 mod hp6;
 mod icmp6_err;
+mod icmp6_out;
 mod icmp_err;
 mod in6;
 mod ip6;

@@ -15,12 +15,12 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns},
     programs::TcContext,
 };
-use smarter_common::{NetConfig, Verdict};
+use smarter_common::{NetConfig, Verdict, link::nexthdr};
 
 use crate::{
     ct6::nat_port_for6,
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
-    frag6,
+    frag6, icmp6_out,
     ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4},
     maps::{NAT66_SCRATCH, UPLINKS, UPLINKS6},
     parse::{ETH_LEN, PROTO_TCP, read},
@@ -36,8 +36,9 @@ const _: () =
 /// SNAT of the pod's ULA source to the chosen interface's global address and the redirect out
 /// of it. `PassHost`: hop limit expiring, or no route / too big / a local destination (the
 /// host stack answers with the right ICMPv6 error; nothing was rewritten). `DropNoRoute`:
-/// routed out of an interface without a NAT66 address. `DropUnnatable`: not TCP, UDP or
-/// an echo request right after the IPv6 header.
+/// routed out of an interface without a NAT66 address. `DropUnnatable`: not TCP, UDP, an
+/// echo request or an ICMPv6 error about one of the pod's flows ([`crate::icmp6_out`]) right
+/// after the IPv6 header.
 #[inline(always)]
 pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     let hop = ip.hop_limit();
@@ -50,13 +51,17 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     let proto = sh.proto;
     // A later fragment has no L4 header: only its source changes, to the address its first
     // fragment got (the same route lookup picks the same interface).
-    let l = if sh.later {
-        None
+    let what = if sh.later {
+        Out::Later
+    } else if let Some(l) = l4(ctx, proto, sh.l4, ICMP6_ECHO_REQUEST, true) {
+        Out::Flow(l)
+    } else if let Some(e) = (proto == nexthdr::ICMPV6 && !sh.fragment)
+        .then(|| icmp6_out::flow_of(ctx, &ip.src()))
+        .flatten()
+    {
+        Out::Error(e)
     } else {
-        match l4(ctx, proto, sh.l4, ICMP6_ECHO_REQUEST, true) {
-            Some(l) => Some(l),
-            None => return Verdict::DropUnnatable.into(),
-        }
+        return Verdict::DropUnnatable.into();
     };
     let Some(scratch) = NAT66_SCRATCH.get_ptr_mut(0) else {
         return Verdict::DropMalformed.into();
@@ -109,14 +114,16 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     }
     // SAFETY: ktime has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let rewritten = match l {
-        Some(l) => {
+    let rewritten = match what {
+        Out::Flow(l) => {
             let Some(nat_port) = nat_port_for6(s, &l, proto, cfg, now) else {
                 return Verdict::DropNatPorts.into();
             };
             rewrite6(ctx, &l, SRC_OFF, &mut s.src, &mut s.nat, nat_port)
         }
-        None => ctx.store(SRC_OFF, &s.nat, 0).is_ok(),
+        Out::Later => ctx.store(SRC_OFF, &s.nat, 0).is_ok(),
+        // The flow's own address, not the route's (they differ only after a failover).
+        Out::Error(mut e) => icmp6_out::rewrite(ctx, &mut e, &mut s.src),
     };
     if !rewritten || ctx.store(HOP_OFF, &(hop - 1), 0).is_err() {
         return Verdict::DropMalformed.into();
@@ -127,6 +134,16 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
         return Verdict::DropMalformed.into();
     };
     Decision::redirected(Verdict::NatOut, action)
+}
+
+/// What [`snat`] translates.
+enum Out {
+    /// A TCP/UDP packet or an echo request (a first fragment included): by its ports.
+    Flow(L4Info6),
+    /// A later fragment: its source only.
+    Later,
+    /// The pod's ICMPv6 error about one of its flows.
+    Error(icmp6_out::ErrorFlow),
 }
 
 /// Rewrites the address at `addr_off` from `old` to `new` and the port (or echo identifier)
