@@ -20,9 +20,8 @@ use smarter_common::{
 
 use crate::{
     ct6::same,
-    ip6::{DST_OFF, HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4_OFF, PSEUDO},
+    ip6::{DST_OFF, HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4_OFF, PSEUDO, csum_diff16},
     maps::{CONFIG, CT6_IN, ENDPOINTS6, UPLINKS6},
-    nat66::csum_diff16,
     parse::read,
     verdict::Decision,
 };
@@ -57,12 +56,6 @@ fn try_icmp6in(ctx: &TcContext) -> Option<Decision> {
         return None;
     }
     error_in(ctx, &ip, &nat_addr, cfg.bridge_mac)
-}
-
-/// Whether ICMPv6 type `kind` is an error this module translates.
-#[inline(always)]
-pub fn is_error(kind: u8) -> bool {
-    (1..=4).contains(&kind)
 }
 
 /// Translates an ICMPv6 error (the packet `ip`, to `nat_addr`) into the pod whose flow it

@@ -10,10 +10,8 @@ use aya_ebpf::programs::TcContext;
 use smarter_common::{ct::proto, v6::Ct6Key};
 
 use crate::{
-    icmp6_err::is_error,
-    ip6::{IP6_LEN, L4_OFF, PSEUDO, SRC_OFF},
+    ip6::{IP6_LEN, L4_OFF, PSEUDO, SRC_OFF, csum_diff16, is_error},
     maps::CT6_OUT,
-    nat66::csum_diff16,
     parse::read,
 };
 

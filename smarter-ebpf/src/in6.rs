@@ -24,7 +24,6 @@ use smarter_common::{
 
 use crate::{
     frag6::{self, Shape},
-    icmp6_err,
     ip6::{DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, Ipv6, L4Info6, SRC_OFF, l4},
     maps::{CT6_IN, CT6_OUT, ENDPOINTS6, HOSTPORTS6, NAT66_SCRATCH, TAILS},
     nat66::rewrite6,
@@ -55,7 +54,7 @@ pub fn rnat6(ctx: &TcContext, ip: &Ipv6, bridge_mac: [u8; 6], from: From) -> Opt
         && !sh.fragment
         && proto == nexthdr::ICMPV6
         && let Some([kind, _]) = read::<[u8; 2]>(ctx, sh.l4)
-        && icmp6_err::is_error(kind)
+        && crate::ip6::is_error(kind)
     {
         // Its own program (the stack would not hold it beside this path's).
         // SAFETY: a tail call on the program's own context; it only returns on failure.

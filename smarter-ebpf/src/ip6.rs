@@ -3,6 +3,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_csum_diff,
     programs::TcContext,
 };
 use smarter_common::{ct::proto, link::nexthdr};
@@ -164,6 +165,24 @@ pub fn l4(ctx: &TcContext, next: u8, at: usize, echo: u8, outbound: bool) -> Opt
         }
         _ => None,
     }
+}
+
+/// Whether ICMPv6 type `kind` is an error NAT66 translates (destination unreachable, packet
+/// too big, time exceeded, parameter problem), both ways.
+#[inline(always)]
+pub fn is_error(kind: u8) -> bool {
+    (1..=4).contains(&kind)
+}
+
+/// The checksum difference of replacing the 16 bytes `old` by `new` (`bpf_csum_diff`), for
+/// `l4_csum_replace` with size 0. `None`: the helper failed.
+#[inline(always)]
+pub fn csum_diff16(old: &mut [u8; 16], new: &mut [u8; 16]) -> Option<u64> {
+    // SAFETY: both buffers are 16 bytes, valid for the call (the helper reads them as 32-bit
+    // words; its memory arguments need no alignment).
+    let diff =
+        unsafe { bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0) };
+    (diff >= 0).then_some(diff as u64)
 }
 
 /// `bpf_l4_csum_replace` flag: the change is part of the pseudo header.

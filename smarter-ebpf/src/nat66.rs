@@ -12,7 +12,7 @@ use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
-    helpers::{bpf_csum_diff, bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use smarter_common::{NetConfig, Verdict, link::nexthdr};
@@ -21,7 +21,7 @@ use crate::{
     ct6::nat_port_for6,
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
     frag6, icmp6_out,
-    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4Info6, PSEUDO, SRC_OFF, l4},
+    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4Info6, PSEUDO, SRC_OFF, csum_diff16, l4},
     maps::{NAT66_SCRATCH, UPLINKS, UPLINKS6},
     parse::{ETH_LEN, PROTO_TCP, read},
     verdict::Decision,
@@ -172,17 +172,6 @@ pub fn rewrite6(
             .is_ok()
         && ctx.store(l.port_off, &new_port, 0).is_ok()
         && ctx.store(addr_off, new, 0).is_ok()
-}
-
-/// The checksum difference of replacing the 16 bytes `old` by `new` (`bpf_csum_diff`), for
-/// `l4_csum_replace` with size 0. `None`: the helper failed.
-#[inline(always)]
-pub fn csum_diff16(old: &mut [u8; 16], new: &mut [u8; 16]) -> Option<u64> {
-    // SAFETY: both buffers are 16 bytes, valid for the call (the helper reads them as 32-bit
-    // words; its memory arguments need no alignment).
-    let diff =
-        unsafe { bpf_csum_diff(old.as_mut_ptr().cast(), 16, new.as_mut_ptr().cast(), 16, 0) };
-    (diff >= 0).then_some(diff as u64)
 }
 
 /// The address as the four native words the helpers take.

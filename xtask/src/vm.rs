@@ -47,8 +47,8 @@ use guest::{GuestTest, Machine};
 /// `clat` runs the CLAT through a real NAT64 (tayga on a TUN device in the wan), with
 /// `--nocapture` like `conformance` so a skip shows on the console. The `smarter-ebpf-tests`
 /// files run the crafted-packet and parity tables through `BPF_PROG_TEST_RUN` in the guest's
-/// kernel (and, on armhf, its arm32 JIT); `dual_stack` there runs the dual-stack pods' IPv6
-/// programs (tail calls included), `clat_pod` the CLAT's pod-side tail call, `dual_stack_l3` NAT66
+/// kernel (and, on armhf, its arm32 JIT); `nat66` there runs the dual-stack pods' IPv6
+/// programs (tail calls included), `clat_pod` the CLAT's pod-side tail call, `nat66_l3` NAT66
 /// on a layer-3 uplink. The matrix in IPv6 is `conformance`'s `conformance_ipv6`.
 pub const TESTS: [(&str, &str, &[&str], Option<&str>); 14] = [
     ("smarter-cni", "ebpf_programs", &["--nocapture"], Some("")),
@@ -63,8 +63,8 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 14] = [
     ("smarter-ebpf-tests", "guard", &[], Some("")),
     ("smarter-ebpf-tests", "clat_translate", &[], Some("")),
     ("smarter-ebpf-tests", "clat_pod", &[], Some("")),
-    ("smarter-ebpf-tests", "dual_stack", &[], Some("")),
-    ("smarter-ebpf-tests", "dual_stack_l3", &[], Some("")),
+    ("smarter-ebpf-tests", "nat66", &[], Some("")),
+    ("smarter-ebpf-tests", "nat66_l3", &[], Some("")),
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
@@ -335,19 +335,28 @@ fn cross_build(root: &Path, arch: Arch) -> Result<(Vec<GuestTest>, Vec<PathBuf>)
 /// The path of test target `name`'s executable from cargo's `Executable tests/<name>.rs (<path>)`
 /// (or `tests/<name>/main.rs`) line, made absolute: cargo prints it relative to the workspace
 /// `root` when the target directory is inside it (no `CARGO_TARGET_DIR`, as on a fresh clone),
-/// and the guest runs it from `/`.
+/// and the guest runs it from `/`. Cargo's line does not name the package, so a test target
+/// name two of the built packages share is an error (the guest would run whichever came first).
 fn test_executable(root: &Path, cargo_stderr: &str, name: &str) -> Result<PathBuf> {
     let sources = [
         format!("tests/{name}.rs "),
         format!("tests/{name}/main.rs "),
     ];
-    let path = cargo_stderr
+    let found: Vec<&str> = cargo_stderr
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Executable "))
-        .find(|l| sources.iter().any(|s| l.starts_with(s.as_str())))
-        .and_then(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
-        .with_context(|| format!("cargo printed no executable for test target {name}"))?;
-    Ok(root.join(path))
+        .filter(|l| sources.iter().any(|s| l.starts_with(s.as_str())))
+        .filter_map(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
+        .collect();
+    match found.as_slice() {
+        [path] => Ok(root.join(path)),
+        [] => bail!("cargo printed no executable for test target {name}"),
+        _ => bail!(
+            "test target {name} exists in more than one of the packages built for the guests \
+             ({}); rename one",
+            found.join(", ")
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +369,15 @@ mod tests {
   Executable tests/ebpf_programs.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b)
   Executable tests/datapath/main.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/datapath-1a2b)
 ";
+
+    #[test]
+    fn a_test_name_two_packages_share_is_refused() {
+        let two = format!(
+            "{STDERR}  Executable tests/conformance.rs (target/x86_64-unknown-linux-musl/debug/deps/conformance-9f9f)\n"
+        );
+        let err = test_executable(Path::new("/r"), &two, "conformance").unwrap_err();
+        assert!(err.to_string().contains("more than one"), "{err}");
+    }
 
     #[test]
     fn relative_executables_are_made_absolute_under_the_workspace() {

@@ -127,6 +127,11 @@ impl Drop for Running {
     }
 }
 
+/// The guests' memory (MiB). The initramfs unpacks into a tmpfs the kernel sizes at half the
+/// memory left beside the loaded initrd (~330 MB of test executables, binaries and packages),
+/// and the tests write their worlds' state there: at 1024 MiB the unpacking itself ran out.
+const GUEST_MB: &str = "1536";
+
 /// Boots `kernel` + `initrd` on `m` without any network (`-nic none`), echoes the console with
 /// `prefix`, saves it to `log`, and returns its lines once the guest powered off.
 ///
@@ -142,7 +147,7 @@ pub fn boot(
 ) -> Result<Vec<String>> {
     let mut cmd = Command::new(m.qemu);
     cmd.args(m.machine)
-        .args(["-m", "1024", "-smp", "1", "-nographic", "-nic", "none"])
+        .args(["-m", GUEST_MB, "-smp", "1", "-nographic", "-nic", "none"])
         .args(["-no-reboot", "-kernel"])
         .arg(kernel)
         .arg("-initrd")
