@@ -256,11 +256,13 @@ async fn attach_datapath(
             let host_ip = match p.host_ip {
                 None => None,
                 Some(std::net::IpAddr::V4(a)) => Some(a),
-                // hostPorts forward to the pod's IPv4 address only: one limited to an IPv6
-                // node address has nothing to forward to (portmap skips it for IPv4 pods too).
+                // `hostIP` is IPv4-only: a mapping limited to one IPv6 node address is skipped
+                // (portmap skips it for IPv4 pods too). Without `hostIP`, a dual-stack pod's
+                // hostPort answers on every node IPv6 address as well.
                 Some(std::net::IpAddr::V6(a)) => {
                     tracing::warn!(
-                        "hostPort {} on {a}: IPv6 hostPorts are not forwarded, skipped",
+                        "hostPort {} limited to {a}: hostIP must be IPv4 (without hostIP a \
+                         dual-stack pod's hostPort answers on every node IPv6 address); skipped",
                         p.host_port
                     );
                     return None;
