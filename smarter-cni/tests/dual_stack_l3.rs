@@ -7,13 +7,15 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use smarter_testbed::{L3_UPLINK, Netns, WAN_L3_IF, WAN_SERVER_IP6 as SERVER6, World, skipped};
+use smarter_testbed::{
+    EchoServer, L3_UPLINK, Netns, WAN_L3_IF, WAN_SERVER_IP6 as SERVER6, World, skipped,
+    tcp_roundtrip, udp_roundtrip,
+};
 
 /// The node's global address on the modem.
 const NODE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x65, 0, 0, 0, 0, 2);
@@ -45,29 +47,7 @@ fn wire_ipv6(w: &World) {
     wan.ip(&format!("-6 addr add {WAN6}/64 dev {WAN_L3_IF} nodad"));
     node.ip(&format!("-6 route replace default dev {L3_UPLINK}"));
     wan.ip(&format!("-6 addr add {SERVER6}/128 dev lo"));
-    for cmd in [
-        "add table ip6 watch",
-        "add chain ip6 watch in { type filter hook prerouting priority -300 ; }",
-        "add rule ip6 watch in iifname tun1 ip6 saddr fc00::/7 counter",
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        must(wan, &[&["nft"], args.as_slice()].concat());
-    }
-}
-
-/// The packets the wan counted with a ULA source from the modem.
-fn ula_on_modem_link(w: &World) -> u64 {
-    let out = w
-        .wan()
-        .exec(&["nft", "list", "chain", "ip6", "watch", "in"])
-        .expect("nft list");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let at = text.find("packets ").expect("a counter") + "packets ".len();
-    text[at..]
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a packet count")
+    smarter_testbed::watch_ula(wan, WAN_L3_IF).expect("count ULA sources on the wan side");
 }
 
 #[test]
@@ -113,52 +93,27 @@ fn nat66_through_a_raw_ip_modem() {
         "pod → server ping6 through the modem"
     );
 
-    // UDP: the server sees the modem's global address.
-    let sock = wan.run(|| UdpSocket::bind((SERVER6, 9000)).expect("bind udp"));
-    let server = smarter_testbed::spawn_in(wan, move || {
-        let mut buf = [0u8; 16];
-        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let (n, peer) = sock.recv_from(&mut buf).expect("a datagram");
-        sock.send_to(&buf[..n], peer).expect("echo");
-        peer
-    });
-    let echoed = pod.run(|| {
-        let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.send_to(b"udp6", (SERVER6, 9000)).unwrap();
-        let mut buf = [0u8; 16];
-        let n = s.recv(&mut buf).expect("the echo through NAT66");
-        buf[..n].to_vec()
-    });
-    assert_eq!(echoed, b"udp6");
-    assert_eq!(server.join().unwrap().ip(), IpAddr::V6(NODE6), "udp seen");
-
-    // TCP likewise.
-    let listener = wan.run(|| TcpListener::bind((SERVER6, 8000)).expect("bind tcp"));
-    let server = smarter_testbed::spawn_in(wan, move || {
-        let (mut conn, peer) = listener.accept().expect("accept");
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).expect("read");
-        conn.write_all(&buf).expect("echo");
-        peer
-    });
-    let echoed = pod.run(|| {
-        let to = SocketAddr::from((SERVER6, 8000));
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(3)).expect("connect through NAT66");
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(b"hello").unwrap();
-        let mut buf = [0u8; 5];
-        s.read_exact(&mut buf).expect("reply through NAT66");
-        buf
-    });
-    assert_eq!(&echoed, b"hello");
-    assert_eq!(server.join().unwrap().ip(), IpAddr::V6(NODE6), "tcp seen");
+    // UDP and TCP echoes: the server sees the modem's global address.
+    let (udp, tcp) = (
+        EchoServer::udp(wan, SERVER6, 9000),
+        EchoServer::tcp(wan, SERVER6, 8000),
+    );
+    let t = Duration::from_secs(3);
+    udp_roundtrip(pod, (SERVER6, 9000).into(), b"udp6", t).expect("UDP through NAT66");
+    tcp_roundtrip(pod, (SERVER6, 8000).into(), b"hello", t).expect("TCP through NAT66");
+    for (what, server) in [("udp", &udp), ("tcp", &tcp)] {
+        let seen: Vec<IpAddr> = server.seen().iter().map(|p| p.ip()).collect();
+        assert_eq!(seen, vec![IpAddr::V6(NODE6)], "{what} seen");
+    }
 
     assert!(counted(&w, "ebpf", &["nat_out"]) >= 3);
     assert!(counted(&w, "ebpf", &["nat_in"]) >= 3);
     assert_eq!(counted(&w, "ebpf", &["drop_leak6"]), 0);
-    assert_eq!(ula_on_modem_link(&w), 0, "no ULA source on the modem link");
+    assert_eq!(
+        smarter_testbed::ula_counted(w.wan()),
+        0,
+        "no ULA source on the modem link"
+    );
     // The node's own IPv6 through the modem is the host's, untouched.
     assert!(
         w.node()

@@ -22,12 +22,23 @@ pub fn run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> (u32, Vec<u8>) {
 /// # Panics
 /// When `prog` is not a classifier of `ebpf`.
 pub fn try_run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> Option<(u32, Vec<u8>)> {
+    run_with(ebpf, prog, packet, None)
+}
+
+/// Runs `prog` on `packet`, with `ctx` as the `__sk_buff` the kernel builds the skb from.
+fn run_with(
+    ebpf: &mut Ebpf,
+    prog: &str,
+    packet: &[u8],
+    ctx: Option<&[u8]>,
+) -> Option<(u32, Vec<u8>)> {
     let prog: &mut SchedClassifier = ebpf.program_mut(prog).unwrap().try_into().unwrap();
     let mut out = vec![0u8; packet.len() + 256];
     let r = prog
         .test_run(TestRunOptions {
             data_in: Some(packet),
             data_out: Some(&mut out),
+            ctx_in: ctx,
             ..TestRunOptions::default()
         })
         .ok()?;
@@ -49,18 +60,12 @@ pub fn run_gso(ebpf: &mut Ebpf, prog: &str, packet: &[u8], segs: u32, size: u32)
     let mut ctx = [0u8; SKB_LEN];
     ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segs.to_ne_bytes());
     ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&size.to_ne_bytes());
-    let prog: &mut SchedClassifier = ebpf.program_mut(prog).unwrap().try_into().unwrap();
-    let mut out = vec![0u8; packet.len() + 256];
-    let r = prog
-        .test_run(TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN refused a GSO packet: {e}"));
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    run_with(ebpf, prog, packet, Some(&ctx)).unwrap_or_else(|| {
+        panic!(
+            "BPF_PROG_TEST_RUN refused a GSO packet of {} bytes",
+            packet.len()
+        )
+    })
 }
 
 /// A seeded xorshift64 generator: the same packets on every run, so a failing mutation is

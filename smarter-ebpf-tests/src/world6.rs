@@ -98,3 +98,33 @@ pub fn in_private_netns6(f: impl FnOnce() + Send) {
         .expect("forwarding");
     node.run(f);
 }
+
+/// The IPv6 source and destination of Ethernet frame `f`.
+///
+/// # Panics
+/// When `f` is shorter than the two headers.
+#[must_use]
+pub fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+    const ETH: usize = smarter_testbed::packet::ETH_HLEN;
+    let s: [u8; 16] = f[ETH + 8..ETH + 24].try_into().unwrap();
+    let d: [u8; 16] = f[ETH + 24..ETH + 40].try_into().unwrap();
+    (s.into(), d.into())
+}
+
+/// Whether the L4 checksum of the IPv6 frame `f` (next header right after the IPv6 header)
+/// holds over its pseudo header.
+///
+/// # Panics
+/// As [`addrs`].
+#[must_use]
+pub fn l4_ok6(f: &[u8]) -> bool {
+    const ETH: usize = smarter_testbed::packet::ETH_HLEN;
+    let (src, dst) = addrs(f);
+    let l4 = &f[ETH + 40..];
+    let mut over = src.octets().to_vec();
+    over.extend_from_slice(&dst.octets());
+    over.extend_from_slice(&u32::try_from(l4.len()).unwrap().to_be_bytes());
+    over.extend_from_slice(&[0, 0, 0, f[ETH + 6]]);
+    over.extend_from_slice(l4);
+    smarter_testbed::inet_csum(&over) == 0
+}

@@ -19,14 +19,14 @@ use smarter_common::{
 use smarter_ebpf_tests::run::{run, run_gso};
 use smarter_ebpf_tests::world::{count, world_with_uplink};
 use smarter_ebpf_tests::world6::{
-    GATEWAY6, PEER6, POD6, REMOTE6, UPLINK6, dual_stack, in_private_netns6,
+    GATEWAY6, PEER6, POD6, REMOTE6, UPLINK6, addrs, dual_stack, in_private_netns6, l4_ok6,
 };
 use smarter_ebpf_tests::{
     ALL_NODES_MAC, GW_MAC, HELLO, OK, PEER_MAC, POD_MAC, REDIRECT, REMOTE_MAC, SHOT, UPLINK_IF,
     root_or_skip,
 };
 use smarter_testbed::packet::{
-    ALL_NODES, Ipv6, be16, icmp6, id_seq, inet_csum, nd_body, nd_opt, tcp, udp6, with_l4_csum,
+    ALL_NODES, Ipv6, be16, icmp6, id_seq, nd_body, nd_opt, tcp, udp6, with_l4_csum,
 };
 
 const ETH: usize = 14;
@@ -35,26 +35,6 @@ const SNODE: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 4);
 /// A UDP frame from `src`:`sport` to `dst`:`dport`, from the pod's MAC.
 fn udp_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
     Ipv6::new(src, dst, nexthdr::UDP).frame(GW_MAC, POD_MAC, &udp6(src, dst, sport, dport, HELLO))
-}
-
-/// The IPv6 source and destination of frame `f`.
-fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
-    let s: [u8; 16] = f[ETH + 8..ETH + 24].try_into().unwrap();
-    let d: [u8; 16] = f[ETH + 24..ETH + 40].try_into().unwrap();
-    (s.into(), d.into())
-}
-
-/// Whether the L4 checksum of the IPv6 frame `f` (next header right after the IPv6 header)
-/// holds over its pseudo header.
-fn l4_ok6(f: &[u8]) -> bool {
-    let (src, dst) = addrs(f);
-    let l4 = &f[ETH + 40..];
-    let mut over = src.octets().to_vec();
-    over.extend_from_slice(&dst.octets());
-    over.extend_from_slice(&u32::try_from(l4.len()).unwrap().to_be_bytes());
-    over.extend_from_slice(&[0, 0, 0, f[ETH + 6]]);
-    over.extend_from_slice(l4);
-    inet_csum(&over) == 0
 }
 
 #[test]

@@ -18,35 +18,18 @@ use aya::maps::HashMap;
 use smarter_common::{UplinkValue, Verdict, link::nexthdr, maps, progs, uplink::UPLINK_F_L3};
 use smarter_ebpf_tests::run::run;
 use smarter_ebpf_tests::world::{count, world_with_uplink};
-use smarter_ebpf_tests::world6::{POD6, REMOTE6, UPLINK6, dual_stack, in_private_netns6};
+use smarter_ebpf_tests::world6::{
+    POD6, REMOTE6, UPLINK6, addrs, dual_stack, in_private_netns6, l4_ok6,
+};
 use smarter_ebpf_tests::{
     GW_MAC, HELLO, OK, POD_MAC, REDIRECT, REMOTE_MAC, SHOT, UPLINK_IF, root_or_skip,
 };
 use smarter_testbed::packet::{ETH_HLEN as ETH, with_l4_csum};
-use smarter_testbed::packet::{ETH_P_IPV6, Ipv6, be16, icmp6, id_seq, inet_csum, tcp, udp6};
+use smarter_testbed::packet::{ETH_P_IPV6, Ipv6, be16, icmp6, id_seq, tcp, udp6};
 
 /// A remote host beyond the uplink whose address carries `0x86dd` at bytes 4 and 5 (see the
 /// module's note), routed through [`REMOTE6`].
 const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x86dd, 0, 0, 0, 0, 7);
-
-/// The IPv6 source and destination of frame `f`.
-fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
-    let s: [u8; 16] = f[ETH + 8..ETH + 24].try_into().unwrap();
-    let d: [u8; 16] = f[ETH + 24..ETH + 40].try_into().unwrap();
-    (s.into(), d.into())
-}
-
-/// Whether the L4 checksum of the IPv6 frame `f` holds over its pseudo header.
-fn l4_ok6(f: &[u8]) -> bool {
-    let (src, dst) = addrs(f);
-    let l4 = &f[ETH + 40..];
-    let mut over = src.octets().to_vec();
-    over.extend_from_slice(&dst.octets());
-    over.extend_from_slice(&u32::try_from(l4.len()).unwrap().to_be_bytes());
-    over.extend_from_slice(&[0, 0, 0, f[ETH + 6]]);
-    over.extend_from_slice(l4);
-    inet_csum(&over) == 0
-}
 
 /// Flags the world's uplink `ifindex` as a layer-3 device.
 fn make_l3(ebpf: &mut aya::Ebpf, ifindex: u32) {

@@ -21,7 +21,9 @@ use smarter_common::{
 };
 use smarter_ebpf_tests::run::run;
 use smarter_ebpf_tests::world::{count, world_with_uplink};
-use smarter_ebpf_tests::world6::{PEER6, POD6, REMOTE6, UPLINK6, dual_stack, in_private_netns6};
+use smarter_ebpf_tests::world6::{
+    PEER6, POD6, REMOTE6, UPLINK6, addrs, dual_stack, in_private_netns6,
+};
 use smarter_ebpf_tests::{
     GW_MAC, OK, PEER_MAC, POD_MAC, REDIRECT, REMOTE_MAC, SHOT, UPLINK_IF, root_or_skip,
 };
@@ -30,13 +32,6 @@ use smarter_testbed::packet::{ALL_NODES, Ipv6, be16, inet_csum, udp6};
 const ETH: usize = 14;
 /// Bytes of the UDP datagram (header included) the first fragment carries.
 const FIRST: usize = 48;
-
-/// The IPv6 source and destination of frame `f`.
-fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
-    let s: [u8; 16] = f[ETH + 8..ETH + 24].try_into().unwrap();
-    let d: [u8; 16] = f[ETH + 24..ETH + 40].try_into().unwrap();
-    (s.into(), d.into())
-}
 
 /// A fragment of a datagram of protocol `next`: `part` at byte `offset` (a multiple of 8),
 /// fragment id `id`, `more` fragments following.

@@ -68,3 +68,50 @@ impl World {
         ])
     }
 }
+
+/// The nft table in which [`watch_ula`] counts.
+const ULA_WATCH: &str = "smarter_ula_watch";
+
+/// Starts counting, in `ns` (the wan's side of an uplink), the IPv6 packets with a ULA source
+/// (`fc00::/7`) that arrive on `ifname`: pods' addresses that crossed the link un-NATed. The
+/// table goes with the namespace. Read it with [`ula_counted`].
+///
+/// # Errors
+/// When `nft` is missing or refuses a command.
+pub fn watch_ula(ns: &crate::Netns, ifname: &str) -> io::Result<()> {
+    let rule = format!("add rule ip6 {ULA_WATCH} in iifname {ifname} ip6 saddr fc00::/7 counter");
+    for cmd in [
+        format!("add table ip6 {ULA_WATCH}"),
+        format!("add chain ip6 {ULA_WATCH} in {{ type filter hook prerouting priority -300 ; }}"),
+        rule,
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(cmd.split(' '));
+        let out = ns.exec(&args)?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "nft {cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The packets [`watch_ula`] counted in `ns` so far.
+///
+/// # Panics
+/// When the counter cannot be listed (no [`watch_ula`] in `ns`).
+#[must_use]
+pub fn ula_counted(ns: &crate::Netns) -> u64 {
+    let out = ns
+        .exec(&["nft", "list", "chain", "ip6", ULA_WATCH, "in"])
+        .expect("nft list");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let at = text.find("packets ").expect("a counter") + "packets ".len();
+    text[at..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a packet count")
+}

@@ -44,7 +44,7 @@ pub mod topology;
 pub mod tun;
 mod wired;
 
-pub use dual::{NODE_DUAL_IP6, WAN_DUAL_IP6, WAN_SERVER_IP6};
+pub use dual::{NODE_DUAL_IP6, WAN_DUAL_IP6, WAN_SERVER_IP6, ula_counted, watch_ula};
 pub use nat64::{NAT64_PREFIX, NAT64_PREFIX_LEN, NODE_UPLINK_IP6, WAN_ROUTER_IP6, nat64_addr};
 pub use ns::{
     BpfFs, Netns, SKIP_LOG_ENV, ScratchBpfFs, require_root, skipped, spawn_in, unique_name,

@@ -94,22 +94,12 @@ impl Netlink {
     /// A refused request.
     pub async fn default_route6(&self) -> Result<Option<Ipv6Addr>, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
-        let routes: Vec<_> = self
-            .handle()
-            .route()
-            .get(msg)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(request("dump IPv6 routes"))?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
-            .find_map(|r| {
-                r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
-                    _ => None,
-                })
-            }))
+        let routes = self.main_defaults(msg, "dump IPv6 routes").await?;
+        Ok(routes.iter().find_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => Some(*g),
+                _ => None,
+            })
+        }))
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use futures::TryStreamExt as _;
 use nix::errno::Errno;
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 
 use super::{Netlink, NetlinkError, is_errno, request};
 
@@ -41,33 +41,46 @@ impl Netlink {
     /// A refused request.
     pub async fn default_route(&self) -> Result<Option<DefaultRoute>, NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
-        let routes: Vec<_> = self
+        Ok(self
+            .main_defaults(msg, "dump routes")
+            .await?
+            .first()
+            .map(|r| {
+                let mut dr = DefaultRoute {
+                    gateway: None,
+                    oif: None,
+                };
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => dr.gateway = Some(*g),
+                        RouteAttribute::Oif(i) => dr.oif = Some(*i),
+                        _ => {}
+                    }
+                }
+                dr
+            }))
+    }
+
+    /// The default routes (`/0`) of the main table that the dump `msg` (one family) lists.
+    ///
+    /// # Errors
+    /// A refused request, named `what`.
+    pub(super) async fn main_defaults(
+        &self,
+        msg: RouteMessage,
+        what: &'static str,
+    ) -> Result<Vec<RouteMessage>, NetlinkError> {
+        let routes: Vec<RouteMessage> = self
             .handle()
             .route()
             .get(msg)
             .execute()
             .try_collect()
             .await
-            .map_err(request("dump routes"))?;
-        for r in routes {
-            if r.header.destination_prefix_length != 0 {
-                continue;
-            }
-            let mut dr = DefaultRoute {
-                gateway: None,
-                oif: None,
-            };
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => dr.gateway = Some(*g),
-                    RouteAttribute::Oif(i) => dr.oif = Some(*i),
-                    _ => {}
-                }
-            }
-            if r.header.table == 254 {
-                return Ok(Some(dr));
-            }
-        }
-        Ok(None)
+            .map_err(request(what))?;
+        Ok(routes
+            .into_iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+            .collect())
     }
 }

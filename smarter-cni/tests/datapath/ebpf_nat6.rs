@@ -116,21 +116,6 @@ impl Nat6World {
     }
 }
 
-/// The packets counted by the wan's nft rule for ULA sources arriving on its uplink side.
-fn ula_on_wan(w: &World) -> u64 {
-    let out = w
-        .wan()
-        .exec(&["nft", "list", "chain", "ip6", "watch", "in"])
-        .expect("nft list");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let at = text.find("packets ").expect("a counter") + "packets ".len();
-    text[at..]
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a packet count")
-}
-
 #[test]
 fn nat66_pod_to_wan_udp_tcp_ping6() {
     // Root and `nft` (the wan's counter of ULA sources).
@@ -139,21 +124,7 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
     }
     let w = Nat6World::new();
     let wan = w.w.wan();
-    for cmd in [
-        "add table ip6 watch",
-        "add chain ip6 watch in { type filter hook prerouting priority -300 ; }",
-        "add rule ip6 watch in iifname wan0 ip6 saddr fc00::/7 counter",
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        let out = wan
-            .exec(&[&["nft"], args.as_slice()].concat())
-            .expect("nft");
-        assert!(
-            out.status.success(),
-            "nft {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    smarter_testbed::watch_ula(wan, WAN_UPLINK_IF).expect("count ULA sources on the wan");
     let p0 = w.w.pod("p0").expect("pod");
     let p1 = w.w.pod("p1").expect("pod");
 
@@ -226,7 +197,11 @@ fn nat66_pod_to_wan_udp_tcp_ping6() {
 
     assert!(w.verdict("nat_out") >= 3 && w.verdict("nat_in") >= 3);
     assert_eq!(w.verdict("drop_leak6"), 0);
-    assert_eq!(ula_on_wan(&w.w), 0, "no ULA source on the wan link");
+    assert_eq!(
+        smarter_testbed::ula_counted(w.w.wan()),
+        0,
+        "no ULA source on the wan link"
+    );
 
     // CHECK sees the IPv6 endpoint.
     let node = w.w.node();
