@@ -111,20 +111,36 @@ pub fn addrs(f: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
     (s.into(), d.into())
 }
 
-/// Whether the L4 checksum of the IPv6 frame `f` (next header right after the IPv6 header)
-/// holds over its pseudo header.
+/// Where the upper-layer header of IPv6 frame `f` starts and its protocol, behind any
+/// hop-by-hop, routing and destination options headers.
+///
+/// # Panics
+/// When `f` is shorter than its headers say.
+#[must_use]
+pub fn upper_layer(f: &[u8]) -> (usize, u8) {
+    const ETH: usize = smarter_testbed::packet::ETH_HLEN;
+    let (mut at, mut next) = (ETH + 40, f[ETH + 6]);
+    while matches!(next, 0 | 43 | 60) {
+        next = f[at];
+        at += (usize::from(f[at + 1]) + 1) * 8;
+    }
+    (at, next)
+}
+
+/// Whether the L4 checksum of the IPv6 frame `f` (behind any extension headers,
+/// [`upper_layer`]) holds over its pseudo header.
 ///
 /// # Panics
 /// As [`addrs`].
 #[must_use]
 pub fn l4_ok6(f: &[u8]) -> bool {
-    const ETH: usize = smarter_testbed::packet::ETH_HLEN;
     let (src, dst) = addrs(f);
-    let l4 = &f[ETH + 40..];
+    let (at, next) = upper_layer(f);
+    let l4 = &f[at..];
     let mut over = src.octets().to_vec();
     over.extend_from_slice(&dst.octets());
     over.extend_from_slice(&u32::try_from(l4.len()).unwrap().to_be_bytes());
-    over.extend_from_slice(&[0, 0, 0, f[ETH + 6]]);
+    over.extend_from_slice(&[0, 0, 0, next]);
     over.extend_from_slice(l4);
     smarter_testbed::inet_csum(&over) == 0
 }

@@ -1,5 +1,5 @@
-//! IPv6 fragments of translated datagrams. A fragment header right after the IPv6 header
-//! ([`shape`]) gives the protocol, where the L4 header is (first fragment: behind it) and
+//! IPv6 fragments of translated datagrams. A fragment header, behind the IPv6 header or its
+//! other extension headers ([`shape`]), gives the protocol, where the L4 header is (first fragment: behind it) and
 //! whether this is a later fragment (no L4 header, no ports): those follow what their first
 //! fragment was translated to, remembered in [`FRAG6`] keyed by (source, fragment id, protocol)
 //! for as long as Linux waits for a datagram's fragments (as IPv4's [`crate::frag`]). A later
@@ -7,12 +7,12 @@
 //! completes the datagram and drops it when reassembly times out (IPv4 does the same).
 
 use smarter_common::{
-    link::nexthdr,
+    link::{MAX_EXT_HEADERS, nexthdr},
     v6::{Frag6Key, Frag6Value},
 };
 
 use crate::{
-    ip6::{Ipv6, L4_OFF},
+    ip6::{Ipv6, L4_OFF, MAX_L4_OFF},
     maps::FRAG6,
     parse::read,
 };
@@ -26,7 +26,7 @@ const FRAG_TIMEOUT_NS: u64 = 60_000_000_000;
 pub struct Shape {
     /// The upper-layer protocol (after the fragment header, if any).
     pub proto: u8,
-    /// Offset of the L4 header ([`L4_OFF`], or 8 bytes further behind a fragment header).
+    /// Offset of the L4 header ([`L4_OFF`], or further behind extension headers).
     pub l4: usize,
     /// A fragment header was there.
     pub fragment: bool,
@@ -38,30 +38,50 @@ pub struct Shape {
     pub id: u32,
 }
 
-/// The shape of `ip`. `None`: a truncated fragment header.
+/// The shape of `ip`: its extension headers walked as the kernel's `ipv6_skip_exthdr` does
+/// for NAT (hop-by-hop, routing and destination options, at most [`MAX_EXT_HEADERS`] of
+/// them, and one fragment header, in any order). They stay in the packet, untouched: only
+/// the addresses and the upper-layer header are translated. `None`: a truncated header.
+/// After a chain longer than that (or past [`MAX_L4_OFF`]), `proto` is the next header
+/// still to walk or `l4` lies beyond [`MAX_L4_OFF`], and [`crate::ip6::l4`] finds nothing.
 #[inline(always)]
 pub fn shape(ctx: &aya_ebpf::programs::TcContext, ip: &Ipv6) -> Option<Shape> {
-    let next = ip.next();
-    if next != nexthdr::FRAGMENT {
-        return Some(Shape {
-            proto: next,
-            l4: L4_OFF,
-            fragment: false,
-            later: false,
-            more: false,
-            id: 0,
-        });
+    let mut s = Shape {
+        proto: ip.next(),
+        l4: L4_OFF,
+        fragment: false,
+        later: false,
+        more: false,
+        id: 0,
+    };
+    for _ in 0..=MAX_EXT_HEADERS {
+        if s.l4 > MAX_L4_OFF {
+            break;
+        }
+        match s.proto {
+            nexthdr::HOP_BY_HOP | nexthdr::ROUTING | nexthdr::DEST_OPTS => {
+                let e = read::<[u8; 2]>(ctx, s.l4)?;
+                s.proto = e[0];
+                s.l4 += (usize::from(e[1]) + 1) * 8;
+            }
+            nexthdr::FRAGMENT if !s.fragment => {
+                let f = read::<[u8; 8]>(ctx, s.l4)?;
+                let off_flags = u16::from_be_bytes([f[2], f[3]]);
+                s.proto = f[0];
+                s.l4 += 8;
+                s.fragment = true;
+                s.later = off_flags & 0xfff8 != 0;
+                s.more = off_flags & 1 != 0;
+                s.id = u32::from_ne_bytes([f[4], f[5], f[6], f[7]]);
+                // A later fragment carries no header of its own beyond this one.
+                if s.later {
+                    break;
+                }
+            }
+            _ => break,
+        }
     }
-    let f = read::<[u8; 8]>(ctx, L4_OFF)?;
-    let off_flags = u16::from_be_bytes([f[2], f[3]]);
-    Some(Shape {
-        proto: f[0],
-        l4: L4_OFF + 8,
-        fragment: true,
-        later: off_flags & 0xfff8 != 0,
-        more: off_flags & 1 != 0,
-        id: u32::from_ne_bytes([f[4], f[5], f[6], f[7]]),
-    })
+    Some(s)
 }
 
 #[inline(always)]

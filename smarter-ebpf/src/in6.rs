@@ -24,7 +24,7 @@ use smarter_common::{
 
 use crate::{
     frag6::{self, Shape},
-    ip6::{DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, Ipv6, L4Info6, SRC_OFF, l4},
+    ip6::{DST_OFF, HOP_OFF, ICMP6_ECHO_REPLY, Ipv6, L4_OFF, L4Info6, SRC_OFF, l4},
     maps::{CT6_IN, CT6_OUT, ENDPOINTS6, HOSTPORTS6, NAT66_SCRATCH, TAILS},
     nat66::rewrite6,
     parse::read,
@@ -51,7 +51,7 @@ pub fn rnat6(ctx: &TcContext, ip: &Ipv6, bridge_mac: [u8; 6], from: From) -> Opt
     let sh = frag6::shape(ctx, ip)?;
     let proto = sh.proto;
     if from == From::Wan
-        && !sh.fragment
+        && sh.l4 == L4_OFF
         && proto == nexthdr::ICMPV6
         && let Some([kind, _]) = read::<[u8; 2]>(ctx, sh.l4)
         && crate::ip6::is_error(kind)

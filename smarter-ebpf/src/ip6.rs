@@ -14,6 +14,10 @@ use crate::parse::{ETH_LEN, read};
 pub const IP6_LEN: usize = 40;
 /// Offset of the header after the IPv6 header.
 pub const L4_OFF: usize = ETH_LEN + IP6_LEN;
+/// The furthest an upper-layer header may start (from the frame's start) for translation:
+/// a longer chain of extension headers is walked no further and not translated (dropped as
+/// unnatable by NAT66, never forwarded with the pod's address).
+pub const MAX_L4_OFF: usize = L4_OFF + 256;
 /// Offset of the hop limit.
 pub const HOP_OFF: usize = ETH_LEN + 7;
 /// Offset of the source address.
@@ -112,14 +116,17 @@ pub struct L4Info6 {
     pub tcp_flags: u8,
 }
 
-/// The L4 header `next` at `at` ([`L4_OFF`], or after a first fragment's fragment header,
+/// The L4 header `next` at `at` ([`L4_OFF`], or behind extension headers,
 /// [`crate::frag6::Shape::l4`]), as NAT66 translates it: TCP, UDP and ICMPv6 echo (`echo`:
 /// request outbound, reply inbound). `outbound`: the pod's port is the source. `None`: not
-/// translatable (another protocol, extension headers, other ICMPv6, truncated).
+/// translatable (another protocol, a chain of extension headers too long to walk, other
+/// ICMPv6, truncated).
 #[inline(always)]
 pub fn l4(ctx: &TcContext, next: u8, at: usize, echo: u8, outbound: bool) -> Option<L4Info6> {
-    // Two possible offsets, in a form the verifier bounds.
-    let at = if at == L4_OFF { L4_OFF } else { L4_OFF + 8 };
+    // A bound the verifier can carry into every offset below.
+    if at > MAX_L4_OFF {
+        return None;
+    }
     match next {
         proto::TCP | proto::UDP => {
             let tcp = next == proto::TCP;

@@ -21,7 +21,10 @@ use crate::{
     ct6::nat_port_for6,
     fib::{self, FIB_NO_NEIGH, FIB_SUCCESS},
     frag6, icmp6_out,
-    ip6::{HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4Info6, PSEUDO, SRC_OFF, csum_diff16, l4},
+    ip6::{
+        HOP_OFF, ICMP6_ECHO_REQUEST, IP6_LEN, Ipv6, L4_OFF, L4Info6, PSEUDO, SRC_OFF, csum_diff16,
+        l4,
+    },
     maps::{NAT66_SCRATCH, UPLINKS, UPLINKS6},
     parse::{ETH_LEN, PROTO_TCP, read},
     verdict::Decision,
@@ -36,9 +39,10 @@ const _: () =
 /// SNAT of the pod's ULA source to the chosen interface's global address and the redirect out
 /// of it. `PassHost`: hop limit expiring, or no route / too big / a local destination (the
 /// host stack answers with the right ICMPv6 error; nothing was rewritten). `DropNoRoute`:
-/// routed out of an interface without a NAT66 address. `DropUnnatable`: not TCP, UDP, an
-/// echo request or an ICMPv6 error about one of the pod's flows ([`crate::icmp6_out`]) right
-/// after the IPv6 header.
+/// routed out of an interface without a NAT66 address. `DropUnnatable`: not TCP, UDP or an
+/// echo request (behind at most [`smarter_common::link::MAX_EXT_HEADERS`] extension headers
+/// and a fragment header, [`frag6::shape`]), nor an ICMPv6 error about one of the pod's flows
+/// ([`crate::icmp6_out`]) right after the IPv6 header.
 #[inline(always)]
 pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
     let hop = ip.hop_limit();
@@ -55,7 +59,7 @@ pub fn snat(ctx: &TcContext, ip: &Ipv6, cfg: &NetConfig) -> Decision {
         Out::Later
     } else if let Some(l) = l4(ctx, proto, sh.l4, ICMP6_ECHO_REQUEST, true) {
         Out::Flow(l)
-    } else if let Some(e) = (proto == nexthdr::ICMPV6 && !sh.fragment)
+    } else if let Some(e) = (proto == nexthdr::ICMPV6 && sh.l4 == L4_OFF)
         .then(|| icmp6_out::flow_of(ctx, &ip.src()))
         .flatten()
     {

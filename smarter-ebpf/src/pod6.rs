@@ -83,7 +83,17 @@ fn try_pod6(ctx: &TcContext) -> Decision {
     }
     // SAFETY: read-only lookup, nothing kept.
     let to_node = unsafe { NODE_ADDRS6.get(dst) }.is_some();
-    if own && matches!(ip.next(), proto::TCP | proto::UDP | nexthdr::FRAGMENT) {
+    if own
+        && matches!(
+            ip.next(),
+            proto::TCP
+                | proto::UDP
+                | nexthdr::FRAGMENT
+                | nexthdr::HOP_BY_HOP
+                | nexthdr::ROUTING
+                | nexthdr::DEST_OPTS
+        )
+    {
         // hostPorts (hairpin, a reply of a hostPort flow) and delivery to another pod are
         // `smarter_hp6`'s (its stack would not fit beside this one's).
         // SAFETY: read-only lookup, nothing kept.

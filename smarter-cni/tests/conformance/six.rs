@@ -4,7 +4,8 @@
 //! `auto`). Cases: pod → the wan's IPv6 server (UDP of every size around the IPv6 fragment
 //! boundaries, TCP, ICMPv6 echo, hop limit 1), pod → pod, pod → its gateway, the wan → a pod
 //! unsolicited (the deliberate difference: node-local-only), hostPorts on the node's global
-//! IPv6 address from the wan, a pod (hairpin) and the node. A capture behind the uplink
+//! IPv6 address from the wan, a pod (hairpin) and the node; some of them with a destination
+//! or hop-by-hop options header on every packet. A capture behind the uplink
 //! counts, over the whole run, frames with a ULA source.
 
 use std::collections::BTreeMap;
@@ -50,27 +51,40 @@ pub enum P {
     Echo,
 }
 
-/// One case: direction, transport, payload bytes, hop limit.
+/// One case: direction, transport, payload bytes, hop limit, the extension header the
+/// sender's socket adds to every packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Case6(pub Dir, pub P, pub usize, pub u8);
+pub struct Case6(pub Dir, pub P, pub usize, pub u8, pub X);
+
+/// An extension header on every packet of a case's sender (a sticky socket option).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum X {
+    /// None.
+    No,
+    /// A destination options header (`IPV6_DSTOPTS`: behind a fragment header when the
+    /// kernel fragments).
+    Dst,
+    /// A hop-by-hop options header (`IPV6_HOPOPTS`).
+    Hbh,
+}
 
 /// The generated matrix. UDP sizes straddle the boundaries of a 1500-byte link in IPv6
 /// (1452 = 1500 − 40 − 8 fits, 1453 fragments; 1232 is the minimum-MTU payload).
 pub fn matrix() -> Vec<Case6> {
     let mut c = Vec::new();
     for size in [1, 512, 1232, 1452, 1453, 3000, 9000] {
-        c.push(Case6(Dir::PodToWan, P::Udp, size, 64));
+        c.push(Case6(Dir::PodToWan, P::Udp, size, 64, X::No));
     }
     for size in [1, 1440, 100_000] {
-        c.push(Case6(Dir::PodToWan, P::Tcp, size, 64));
+        c.push(Case6(Dir::PodToWan, P::Tcp, size, 64, X::No));
     }
     for size in [56, 1452, 1453, 3000] {
-        c.push(Case6(Dir::PodToWan, P::Echo, size, 64));
+        c.push(Case6(Dir::PodToWan, P::Echo, size, 64, X::No));
     }
-    c.push(Case6(Dir::PodToWan, P::Udp, 64, 1));
-    c.push(Case6(Dir::PodToWan, P::Echo, 56, 1));
+    c.push(Case6(Dir::PodToWan, P::Udp, 64, 1, X::No));
+    c.push(Case6(Dir::PodToWan, P::Echo, 56, 1, X::No));
     for p in [P::Udp, P::Tcp, P::Echo] {
-        c.push(Case6(Dir::WanToPod, p, 64, 64));
+        c.push(Case6(Dir::WanToPod, p, 64, 64, X::No));
     }
     for (dir, sizes) in [
         (Dir::WanToHostPort, &[64usize, 3000][..]),
@@ -79,12 +93,27 @@ pub fn matrix() -> Vec<Case6> {
         (Dir::PodToPod, &[64, 3000][..]),
     ] {
         for &size in sizes {
-            c.push(Case6(dir, P::Udp, size, 64));
+            c.push(Case6(dir, P::Udp, size, 64, X::No));
         }
-        c.push(Case6(dir, P::Tcp, 64, 64));
+        c.push(Case6(dir, P::Tcp, 64, 64, X::No));
     }
-    c.push(Case6(Dir::PodToPod, P::Echo, 56, 64));
-    c.push(Case6(Dir::PodToGateway, P::Echo, 56, 64));
+    c.push(Case6(Dir::PodToPod, P::Echo, 56, 64, X::No));
+    c.push(Case6(Dir::PodToGateway, P::Echo, 56, 64, X::No));
+    // Extension headers, which the kernel's masquerade walks.
+    for (dir, p, size, x) in [
+        (Dir::PodToWan, P::Udp, 64, X::Dst),
+        (Dir::PodToWan, P::Udp, 3000, X::Dst),
+        (Dir::PodToWan, P::Udp, 64, X::Hbh),
+        (Dir::PodToWan, P::Tcp, 1440, X::Dst),
+        (Dir::PodToWan, P::Tcp, 100_000, X::Hbh),
+        (Dir::PodToWan, P::Echo, 56, X::Dst),
+        (Dir::WanToHostPort, P::Udp, 64, X::Dst),
+        (Dir::WanToHostPort, P::Tcp, 64, X::Hbh),
+        (Dir::PodToHostPort, P::Udp, 64, X::Dst),
+        (Dir::PodToPod, P::Tcp, 64, X::Dst),
+    ] {
+        c.push(Case6(dir, p, size, 64, x));
+    }
     c
 }
 
@@ -205,8 +234,9 @@ pub fn run(dp: Dp) -> Option<Run6> {
     for pod in ["client", "server"] {
         let ns = w.pod(pod).expect("pod");
         let to = SocketAddrV6::new(GATEWAY6, 0, 0, 0);
-        let ready = (0..50)
-            .any(|_| ns.run(move || six_probe::echo(to, 8, 64, 0, Duration::from_millis(100))));
+        let ready = (0..50).any(|_| {
+            ns.run(move || six_probe::echo(to, 8, (64, X::No), 0, Duration::from_millis(100)))
+        });
         assert!(
             ready,
             "{}: {pod} cannot reach {GATEWAY6} within 5 s",
@@ -223,7 +253,7 @@ pub fn run(dp: Dp) -> Option<Run6> {
     let hits = || pod_udp.seen().len() + pod_tcp.seen().len();
     let mut outcomes = BTreeMap::new();
     for (i, case) in matrix().into_iter().enumerate() {
-        let Case6(dir, p, size, hops) = case;
+        let Case6(dir, p, size, hops, x) = case;
         let (who, ip, ports) = match dir {
             Dir::PodToWan => ("client", WAN_SERVER_IP6, (ECHO_UDP, ECHO_TCP)),
             Dir::WanToPod => ("wan", server6, (UDP_PORT, TCP_PORT)),
@@ -248,9 +278,9 @@ pub fn run(dp: Dp) -> Option<Run6> {
         let (leaks, before) = (cap.leaked(), hits());
         let salt = i as u8;
         let answered = ns.run(move || match p {
-            P::Udp => six_probe::udp(to, size, hops, salt, TIMEOUT),
-            P::Tcp => six_probe::tcp(to, size, hops, salt, TIMEOUT),
-            P::Echo => six_probe::echo(to, size, hops, salt, TIMEOUT),
+            P::Udp => six_probe::udp(to, size, (hops, x), salt, TIMEOUT),
+            P::Tcp => six_probe::tcp(to, size, (hops, x), salt, TIMEOUT),
+            P::Echo => six_probe::echo(to, size, (hops, x), salt, TIMEOUT),
         });
         cap.sync(w.wan());
         let reached_pod = dir == Dir::WanToPod && hits() > before;

@@ -7,18 +7,45 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd as _;
+
+use nix::libc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::probe::payload;
+use crate::six::X;
 
 /// ICMPv6 echo request and reply types.
 const ECHO_REQUEST: u8 = 128;
 const ECHO_REPLY: u8 = 129;
 
-fn client(kind: Type, proto: Option<Protocol>, hops: u8, timeout: Duration) -> Socket {
+/// The hop limit and the extension header of a probe's packets.
+type Shape = (u8, X);
+
+fn client(kind: Type, proto: Option<Protocol>, (hops, x): Shape, timeout: Duration) -> Socket {
     let s = Socket::new(Domain::IPV6, kind, proto).expect("IPv6 socket");
     s.set_unicast_hops_v6(u32::from(hops))
         .expect("IPV6_UNICAST_HOPS");
+    let opt = match x {
+        X::No => None,
+        X::Dst => Some(libc::IPV6_DSTOPTS),
+        X::Hbh => Some(libc::IPV6_HOPOPTS),
+    };
+    if let Some(opt) = opt {
+        // An 8-byte header of one PadN option (the kernel fills in the next header).
+        let hdr = [0u8, 0, 1, 4, 0, 0, 0, 0];
+        // SAFETY: a valid socket and an 8-byte buffer of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                opt,
+                hdr.as_ptr().cast(),
+                hdr.len() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "{x:?}: {}", std::io::Error::last_os_error());
+    }
     s.set_read_timeout(Some(timeout)).expect("timeout");
     s
 }
@@ -30,9 +57,9 @@ fn recv(s: &Socket, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// UDP: `size` bytes to `to`, answered when the same bytes come back.
-pub fn udp(to: SocketAddrV6, size: usize, hops: u8, salt: u8, timeout: Duration) -> bool {
+pub fn udp(to: SocketAddrV6, size: usize, shape: Shape, salt: u8, timeout: Duration) -> bool {
     let data = payload(size, salt);
-    let s = client(Type::DGRAM, None, hops, timeout);
+    let s = client(Type::DGRAM, None, shape, timeout);
     if s.connect(&SocketAddr::V6(to).into()).is_err() || s.send(&data).is_err() {
         return false;
     }
@@ -49,9 +76,9 @@ pub fn udp(to: SocketAddrV6, size: usize, hops: u8, salt: u8, timeout: Duration)
 }
 
 /// TCP: connect, send `size` bytes, read them back.
-pub fn tcp(to: SocketAddrV6, size: usize, hops: u8, salt: u8, timeout: Duration) -> bool {
+pub fn tcp(to: SocketAddrV6, size: usize, shape: Shape, salt: u8, timeout: Duration) -> bool {
     let data = payload(size, salt);
-    let s = client(Type::STREAM, None, hops, timeout);
+    let s = client(Type::STREAM, None, shape, timeout);
     if s.connect_timeout(&SocketAddr::V6(to).into(), timeout)
         .is_err()
     {
@@ -67,8 +94,8 @@ pub fn tcp(to: SocketAddrV6, size: usize, hops: u8, salt: u8, timeout: Duration)
 
 /// ICMPv6 echo of `size` payload bytes (a raw socket: the kernel fills the checksum), answered
 /// when a reply with the request's identifier, sequence and payload comes back.
-pub fn echo(to: SocketAddrV6, size: usize, hops: u8, salt: u8, timeout: Duration) -> bool {
-    let s = client(Type::RAW, Some(Protocol::ICMPV6), hops, timeout);
+pub fn echo(to: SocketAddrV6, size: usize, shape: Shape, salt: u8, timeout: Duration) -> bool {
+    let s = client(Type::RAW, Some(Protocol::ICMPV6), shape, timeout);
     let id = 0x6c00 | u16::from(salt);
     let seq = 1u16;
     let mut msg = vec![ECHO_REQUEST, 0, 0, 0];

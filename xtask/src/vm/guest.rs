@@ -102,8 +102,10 @@ pub fn init_script(m: &Machine, modules: &[String], hide_btf: bool, tests: &[Gue
                 .collect();
             let _ = writeln!(
                 s,
-                "echo \"{MARK}-RUN {}\"\n{env}{} --test-threads=1 {} {filter}\n\
-                 echo \"{MARK}-EXIT {} $?\"",
+                "echo \"{MARK}-RUN {} $(cut -d' ' -f1 /proc/uptime)\"\n\
+                 {env}{} --test-threads=1 {} {filter}\n\
+                 rc=$?\n\
+                 echo \"{MARK}-EXIT {} $rc $(cut -d' ' -f1 /proc/uptime)\"",
                 t.name,
                 t.path,
                 t.args.join(" "),

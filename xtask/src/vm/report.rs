@@ -10,6 +10,8 @@ use crate::image::Arch;
 pub struct Run {
     name: String,
     exit: Option<i32>,
+    /// The guest's uptime at the start and at the end (seconds; older markers carry none).
+    up: (Option<f64>, Option<f64>),
     counts: [u64; 3],
     failed: Vec<String>,
 }
@@ -124,17 +126,20 @@ impl Pass {
     fn read(&mut self, l: &str) {
         // libtest prints `test <name> ... ` before the test's own output, on the same line.
         let l = l.find("PROG ").map_or(l, |i| &l[i..]);
-        if let Some(name) = l.strip_prefix(&format!("{MARK}-RUN ")) {
+        if let Some(rest) = l.strip_prefix(&format!("{MARK}-RUN ")) {
+            let mut words = rest.split_whitespace();
             self.runs.push(Run {
-                name: name.to_owned(),
+                name: words.next().unwrap_or_default().to_owned(),
                 exit: None,
+                up: (words.next().and_then(|w| w.parse().ok()), None),
                 counts: [0; 3],
                 failed: Vec::new(),
             });
         } else if let Some(rest) = l.strip_prefix(&format!("{MARK}-EXIT ")) {
-            let code = rest.rsplit(' ').next().and_then(|c| c.parse().ok());
+            let mut words = rest.split_whitespace().skip(1);
             if let Some(r) = self.runs.last_mut() {
-                r.exit = code;
+                r.exit = words.next().and_then(|c| c.parse().ok());
+                r.up.1 = words.next().and_then(|w| w.parse().ok());
             }
         } else if let Some(rest) = l.strip_prefix("PROG object ") {
             rest.clone_into(&mut self.object);
@@ -172,8 +177,8 @@ impl Prog {
 /// The closing tables: per guest results, per program figures, times.
 pub fn summary(results: &[(Arch, anyhow::Result<Guest>, Duration)]) -> String {
     let mut s = String::from(
-        "\n## vm-test results\n\n| guest | pass | test | passed | failed | ignored | exit |\n\
-         |---|---|---|---:|---:|---:|---:|\n",
+        "\n## vm-test results\n\n| guest | pass | test | passed | failed | ignored | exit | s |\n\
+         |---|---|---|---:|---:|---:|---:|---:|\n",
     );
     for (arch, r, _) in results {
         let Ok(g) = r else {
@@ -187,9 +192,13 @@ pub fn summary(results: &[(Arch, anyhow::Result<Guest>, Duration)]) -> String {
         for p in &g.passes {
             for run in &p.runs {
                 let exit = run.exit.map_or_else(|| "none".into(), |c| c.to_string());
+                let secs = match run.up {
+                    (Some(a), Some(b)) => format!("{:.0}", b - a),
+                    _ => "?".into(),
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | jit={} | {} | {} | {} | {} | {exit} |",
+                    "| {} | jit={} | {} | {} | {} | {} | {exit} | {secs} |",
                     g.deb_arch, p.jit, run.name, run.counts[0], run.counts[1], run.counts[2]
                 );
             }
@@ -257,11 +266,11 @@ mod tests {
         let console = [
             "c\u{1b}[?7l\u{1b}[2JVMTEST-GUEST kernel=6.1.0 machine=armv7l btf=absent jit_at_boot=0",
             "VMTEST-PASS jit=1",
-            "VMTEST-RUN ebpf_programs",
+            "VMTEST-RUN ebpf_programs 3.25",
             "test every_program ... PROG object btf=absent jit=1 parse_and_maps_us=900",
             "PROG smarter_pod verified_insns=12 xlated_insns=10 jited_bytes=0 load_us=1500",
             "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out",
-            "VMTEST-EXIT ebpf_programs 0",
+            "VMTEST-EXIT ebpf_programs 0 45.75",
             "VMTEST-RUN datapath_behaviour",
             "test ebpf::spoofing_is_dropped ... FAILED",
             "test result: FAILED. 11 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
@@ -288,6 +297,14 @@ mod tests {
             ]
         );
         let table = summary(&[(Arch::Armv7, Ok(g), Duration::ZERO)]);
+        assert!(
+            table.contains("| armhf | jit=1 | ebpf_programs | 1 | 0 | 0 | 0 | 42 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| armhf | jit=1 | datapath_behaviour | 11 | 1 | 0 | 101 | ? |"),
+            "{table}"
+        );
         assert!(
             table.contains("| armhf | 1 | smarter_pod | 12 | 10 | 0 (interpreted) | 1.5 |"),
             "{table}"
