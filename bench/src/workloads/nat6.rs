@@ -3,10 +3,10 @@
 //! wan's IPv6 server. Every figure is checked to be what it claims: for the NAT contenders the
 //! server saw the pod as the node's global address [`NODE_DUAL_IP6`] (so it was NATed on the
 //! node), for the limit as the pod's own global address (routed, not NATed); for smarter-ebpf
-//! the eBPF datapath's verdict counter of NATed IPv6 ([`NAT_OUT6`], or [`NAT_OUT`] when the
-//! datapath counts both families' NAT as one verdict) also grew by at least the datagrams or
-//! transactions (the traffic took the eBPF datapath, not the kernel's). What was checked is
-//! kept with the figure ([`Sample::path`]).
+//! the eBPF datapath's verdict counter of NATed traffic ([`NAT_OUT`], which counts both
+//! families: nothing in this world sends IPv4 while a workload runs) also grew by at least the
+//! datagrams or transactions (the traffic took the eBPF datapath, not the kernel's). What was
+//! checked is kept with the figure ([`Sample::path`]).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -25,14 +25,9 @@ use crate::profile::Profile;
 
 /// Port of the wan's request/response server in the NAT66 world.
 const RR_PORT: u16 = 7004;
-/// The eBPF datapath's verdict counter of pods' IPv6 NATed out of the node, when it has one of
-/// its own (not on main when this was written: to be confirmed in smarter-common's
-/// `verdict.rs`).
-pub const NAT_OUT6: &str = "nat_out6";
-/// The eBPF datapath's verdict counter of pods' traffic NATed out of the node, the one the
-/// NAT66 counts under when the datapath has no [`NAT_OUT6`] (the dual-stack work in progress
-/// counts both families as `Verdict::NatOut`). Nothing in the NAT66 world sends IPv4 while a
-/// workload runs, so its growth is the NAT66's.
+/// The eBPF datapath's verdict counter of pods' traffic NATed out of the node (`Verdict::NatOut`,
+/// both families). Nothing in the NAT66 world sends IPv4 while a workload runs, so its growth
+/// is the NAT66's.
 pub const NAT_OUT: &str = "nat_out";
 
 /// One contender's NAT66 world; field order is drop order (the server stops before the world
@@ -43,8 +38,6 @@ pub struct Nat6World {
     ebpf: Option<Box<dyn Datapath>>,
     /// Pod 0's IPv6 address (the NAT contenders' ULA, the limit's global one).
     pod6: Ipv6Addr,
-    /// smarter-ebpf: the counter its NAT66 counts under ([`NAT_OUT6`] or [`NAT_OUT`]).
-    counter: &'static str,
     /// The contender, one pod.
     pub c: Contender,
 }
@@ -79,17 +72,12 @@ impl Nat6World {
         } else {
             None
         };
-        let counter = match &ebpf {
-            Some(dp) if dp.counters()?.iter().any(|(n, _, _)| n == NAT_OUT6) => NAT_OUT6,
-            _ => NAT_OUT,
-        };
         round_trip(&c).context(at)?;
         let server = RrServer::start(c.world.wan(), WAN_SERVER_IP6, RR_PORT);
         Ok(Self {
             server,
             ebpf,
             pod6,
-            counter,
             c,
         })
     }
@@ -133,7 +121,7 @@ impl Nat6World {
         })
     }
 
-    /// smarter-ebpf's NAT66 count so far ([`Nat6World::counter`]; 0 for the others).
+    /// smarter-ebpf's NAT count so far ([`NAT_OUT`]; 0 for the others).
     fn nat_out6(&self) -> anyhow::Result<u64> {
         if self.c.kind != Kind::SmarterEbpf {
             return Ok(0);
@@ -142,7 +130,7 @@ impl Nat6World {
         Ok(dp
             .counters()?
             .iter()
-            .filter(|(n, _, _)| n == self.counter)
+            .filter(|(n, _, _)| n == NAT_OUT)
             .map(|(_, packets, _)| packets)
             .sum())
     }
@@ -179,7 +167,7 @@ impl Nat6World {
             ),
             Kind::SmarterEbpf => {
                 let out = self.nat_out6()? - before;
-                let counter = self.counter;
+                let counter = NAT_OUT;
                 anyhow::ensure!(
                     out >= done,
                     "smarter-ebpf's {counter} counted {out} packets for {done} datagrams or \
