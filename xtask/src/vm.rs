@@ -1,25 +1,28 @@
 //! `cargo xtask vm-test`: the datapath tests inside QEMU guests running the kernels edge
 //! gateways run — Debian bookworm's 6.1 for arm64, armhf (armmp-lpae) and amd64 — under TCG.
 //!
-//! Per architecture:
-//! 1. the kernel, busybox-static, iproute2, iputils-ping, nftables, conntrack, bpftool and
-//!    tayga (the NAT64 of the CLAT tests) `.deb`s of that architecture with their libraries, downloaded and extracted once into
-//!    `target/vm-test/<deb-arch>/` ([`debs`]);
-//! 2. the test executables of [`TESTS`] cross-built statically for it by
-//!    `cargo test --no-run --target <triple>` (the same sources and the same behaviour table
-//!    as on the host; the target and linker choice is `cargo xtask image`'s), with the
-//!    plugin, agent, bpfctl and DNS binaries beside them;
-//! 3. an initramfs ([`initramfs`]) holding those at the absolute paths they were built at
-//!    (`CARGO_BIN_EXE_*` holds in the guest), the tools and the kernel modules;
-//! 4. a boot with `-nic none` whose `/init` runs every test executable and powers off; the
-//!    console is echoed with an `[arch]` prefix and kept in `target/vm-test/<arch>/console.log`.
+//! 1. Per architecture, the kernel, busybox-static, iproute2, iputils-ping, nftables,
+//!    conntrack, bpftool and tayga (the NAT64 of the CLAT tests) `.deb`s of that architecture
+//!    with their libraries, downloaded and extracted once into `target/vm-test/<deb-arch>/`
+//!    ([`debs`]);
+//! 2. the test executables of [`TESTS`] cross-built statically for every architecture by one
+//!    `cargo test --no-run --target <triple>…` ([`build`]: the same sources and the same
+//!    behaviour table as on the host; the target and linker choice is `cargo xtask image`'s),
+//!    with the plugin, agent, bpfctl and DNS binaries beside them;
+//! 3. per architecture, an initramfs ([`initramfs`]) holding those at the absolute paths they
+//!    were built at (`CARGO_BIN_EXE_*` holds in the guest), the tools and the kernel modules;
+//! 4. the guests booted side by side (`--jobs`, one per host CPU by default: each is one
+//!    single-threaded TCG vCPU), each with `-nic none` and an `/init` that runs every test
+//!    executable and powers off; the console is echoed with an `[arch]` prefix and kept in
+//!    `target/vm-test/<arch>/console.log`.
 //!
 //! `--btf off` hides `/sys/kernel/btf/vmlinux` under an empty tmpfs (Raspberry Pi OS ships no
 //! BTF); the default (`auto`) does that on arm64 only, keeps it on amd64, and armhf's kernel
 //! has none. armhf runs everything with `bpf_jit_enable=1`, then the eBPF tests again with the
 //! JIT off. At the end: a table of each program's verifier count, sizes and load time per
-//! architecture, and each guest's results and wall time.
+//! architecture, and each guest's results, per-test seconds and wall time.
 
+mod build;
 mod cpio;
 mod debs;
 mod guest;
@@ -84,13 +87,18 @@ pub struct VmArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub btf: Btf,
     /// Guests that also run the conformance suite, comma-separated, or `none` (the default:
-    /// arm64 only, to fit CI's budget; see the README).
+    /// arm64 only, to fit CI's budget; see docs/testing.md).
     #[arg(long, value_delimiter = ',', default_values = ["arm64"])]
     pub conformance: Vec<String>,
     /// Only the conformance cases whose description contains this (`CONFORMANCE_FILTER`;
     /// empty: every topology's whole matrix).
     #[arg(long, default_value = "")]
     pub conformance_filter: String,
+    /// Also run the `eth` topology's 266-case matrix in the guests (60% of the suite's time;
+    /// its packet shapes run in every guest through `smarter-ebpf-tests`' parity tables, and
+    /// the suite's other topologies include an Ethernet uplink).
+    #[arg(long)]
+    pub conformance_eth: bool,
     /// Seconds a guest may run before it is killed.
     #[arg(long, default_value_t = 2400)]
     pub timeout: u64,
@@ -107,6 +115,7 @@ impl Default for VmArgs {
             btf: Btf::Auto,
             conformance: vec!["arm64".into()],
             conformance_filter: String::new(),
+            conformance_eth: false,
             timeout: 2400,
             jobs: 0,
         }
@@ -202,15 +211,27 @@ pub fn vm_test(root: &Path, args: &VmArgs) -> Result<()> {
     }
     arches.sort_by_key(|a| ALL.iter().position(|x| x == a));
     setup(root)?;
-    // Build every guest first (cargo uses every CPU), then boot them side by side: each
-    // guest is one TCG vCPU, so on an N-CPU host N guests run in the time of the longest.
+    // Build every guest first (one cargo run for all targets, every CPU busy), then boot
+    // them side by side: each guest is one TCG vCPU, so on an N-CPU host N guests run in the
+    // time of the longest.
     let mut ready = Vec::new();
     let mut results = Vec::new();
-    for arch in arches {
-        let t = Instant::now();
-        match prepare_guest(root, arch, args) {
-            Ok(g) => ready.push((g, t.elapsed())),
-            Err(e) => results.push((arch, Err(e), t.elapsed())),
+    let t = Instant::now();
+    match build::cross_build(root, &arches) {
+        Ok(built) => {
+            let build_time = t.elapsed();
+            for (arch, b) in arches.iter().zip(built) {
+                let t = Instant::now();
+                match prepare_guest(root, *arch, args, b, build_time) {
+                    Ok(g) => ready.push((g, build_time + t.elapsed())),
+                    Err(e) => results.push((*arch, Err(e), build_time + t.elapsed())),
+                }
+            }
+        }
+        Err(e) => {
+            for arch in &arches {
+                results.push((*arch, Err(anyhow::anyhow!("{e:#}")), t.elapsed()));
+            }
         }
     }
     let jobs = match args.jobs {
@@ -255,17 +276,24 @@ struct Prepared {
     kernel: PathBuf,
     initrd: PathBuf,
     log: PathBuf,
+    /// The shared cross build's time.
     build: Duration,
 }
 
-/// Cross-builds one guest's tests and writes its initramfs.
-fn prepare_guest(root: &Path, arch: Arch, args: &VmArgs) -> Result<Prepared> {
+/// Writes one guest's initramfs around its built tests and binaries (`build_time`: the
+/// shared cross build's).
+fn prepare_guest(
+    root: &Path,
+    arch: Arch,
+    args: &VmArgs,
+    b: build::Built,
+    build_time: Duration,
+) -> Result<Prepared> {
     let m = machine(arch);
     let p = arch.platform();
     let cache = cache_dir(root).join(m.deb_arch);
     let sys = debs::prepare(&cache, m.deb_arch, m.flavour)?;
-    let build = Instant::now();
-    let (mut tests, bins) = cross_build(root, arch)?;
+    let (mut tests, bins) = (b.tests, b.bins);
     let conformance = args
         .conformance
         .iter()
@@ -275,9 +303,11 @@ fn prepare_guest(root: &Path, arch: Arch, args: &VmArgs) -> Result<Prepared> {
         if t.name == "conformance" {
             t.env
                 .push(("CONFORMANCE_FILTER".into(), args.conformance_filter.clone()));
+            if !args.conformance_eth {
+                t.args.extend(["--skip".into(), "conformance_eth".into()]);
+            }
         }
     }
-    let build_time = build.elapsed();
     let hide_btf = match args.btf {
         Btf::On => false,
         Btf::Off => true,
@@ -357,132 +387,4 @@ fn boot_all(
         }
     });
     done.into_inner().expect("results lock")
-}
-
-/// `cargo test --no-run` of [`TESTS`] for `arch`'s static target (`CARGO_TARGET_DIR`, debug
-/// profile without debug info); returns the tests to run and the four binaries.
-fn cross_build(root: &Path, arch: Arch) -> Result<(Vec<GuestTest>, Vec<PathBuf>)> {
-    let p = arch.platform();
-    let t = image::rust_target(root, &p)?;
-    let mut cmd = crate::run::cargo(root, ["test", "--no-run", "--locked"], &[])
-        .args(["--target", &t.triple])
-        .env("CARGO_PROFILE_DEV_DEBUG", "0");
-    let mut packages: Vec<&str> = TESTS.iter().map(|(pkg, ..)| *pkg).collect();
-    packages.dedup();
-    for pkg in packages {
-        cmd = cmd.args(["-p", pkg]);
-    }
-    for (_, name, _, _) in TESTS {
-        cmd = cmd.args(["--test", name]);
-    }
-    let stderr = image::cross_env(cmd, &p, &t)?.stderr_of()?;
-    let mut tests = Vec::new();
-    for (_, name, args, jit_off) in TESTS {
-        let path = test_executable(root, &stderr, name)?;
-        tests.push(GuestTest {
-            name: name.to_owned(),
-            path: path.to_string_lossy().into_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            jit_off: jit_off.map(str::to_owned),
-            env: Vec::new(),
-        });
-    }
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let out = target_dir.join(&t.triple).join("debug");
-    let mut bins = Vec::new();
-    for name in image::BINARIES {
-        let bin = out.join(name);
-        image::check_static_elf(&bin, p.elf_machine)?;
-        bins.push(bin);
-    }
-    for t in &tests {
-        image::check_static_elf(Path::new(&t.path), p.elf_machine)?;
-    }
-    Ok((tests, bins))
-}
-
-/// The path of test target `name`'s executable from cargo's `Executable tests/<name>.rs (<path>)`
-/// (or `tests/<name>/main.rs`) line, made absolute: cargo prints it relative to the workspace
-/// `root` when the target directory is inside it (no `CARGO_TARGET_DIR`, as on a fresh clone),
-/// and the guest runs it from `/`. Cargo's line does not name the package, so a test target
-/// name two of the built packages share is an error (the guest would run whichever came first).
-fn test_executable(root: &Path, cargo_stderr: &str, name: &str) -> Result<PathBuf> {
-    let sources = [
-        format!("tests/{name}.rs "),
-        format!("tests/{name}/main.rs "),
-    ];
-    let found: Vec<&str> = cargo_stderr
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Executable "))
-        .filter(|l| sources.iter().any(|s| l.starts_with(s.as_str())))
-        .filter_map(|l| l.rsplit_once('(').map(|(_, p)| p.trim_end_matches(')')))
-        .collect();
-    match found.as_slice() {
-        [path] => Ok(root.join(path)),
-        [] => bail!("cargo printed no executable for test target {name}"),
-        _ => bail!(
-            "test target {name} exists in more than one of the packages built for the guests \
-             ({}); rename one",
-            found.join(", ")
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STDERR: &str = "\
-    Finished `test` profile [unoptimized] target(s) in 1m 36s
-  Executable tests/conformance.rs (target/x86_64-unknown-linux-musl/debug/deps/conformance-5e6d)
-  Executable tests/ebpf_programs.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b)
-  Executable tests/datapath/main.rs (/work/t/aarch64-unknown-linux-musl/debug/deps/datapath-1a2b)
-";
-
-    #[test]
-    fn a_test_name_two_packages_share_is_refused() {
-        let two = format!(
-            "{STDERR}  Executable tests/conformance.rs (target/x86_64-unknown-linux-musl/debug/deps/conformance-9f9f)\n"
-        );
-        let err = test_executable(Path::new("/r"), &two, "conformance").unwrap_err();
-        assert!(err.to_string().contains("more than one"), "{err}");
-    }
-
-    #[test]
-    fn relative_executables_are_made_absolute_under_the_workspace() {
-        let root = Path::new("/check/work/main");
-        assert_eq!(
-            test_executable(root, STDERR, "conformance").unwrap(),
-            Path::new(
-                "/check/work/main/target/x86_64-unknown-linux-musl/debug/deps/conformance-5e6d"
-            )
-        );
-    }
-
-    #[test]
-    fn absolute_executables_stay_where_cargo_target_dir_put_them() {
-        let root = Path::new("/check/work/main");
-        assert_eq!(
-            test_executable(root, STDERR, "ebpf_programs").unwrap(),
-            Path::new("/work/t/aarch64-unknown-linux-musl/debug/deps/ebpf_programs-cf9b")
-        );
-    }
-
-    #[test]
-    fn a_directory_target_is_found_by_its_main() {
-        assert_eq!(
-            test_executable(Path::new("/r"), STDERR, "datapath").unwrap(),
-            Path::new("/work/t/aarch64-unknown-linux-musl/debug/deps/datapath-1a2b")
-        );
-    }
-
-    #[test]
-    fn a_test_cargo_did_not_build_is_an_error_naming_it() {
-        let err = test_executable(Path::new("/r"), STDERR, "ebpf_upgrade").unwrap_err();
-        assert!(
-            err.to_string().contains("test target ebpf_upgrade"),
-            "{err}"
-        );
-    }
 }
