@@ -207,6 +207,32 @@ fn dual_stack_on(dp: &str) {
                     && r["nat_ip"] == node6.as_str()),
             "bpfctl ct lists the ping6's NAT66 flow: {ct}"
         );
+        // `ct delete` removes exactly that flow (by its echo identifier), `ct flush --pod`
+        // the pod's NAT66 flows.
+        let id = ct
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["proto"] == "icmpv6" && r["pod_ip"] == b_ip)
+            .and_then(|r| r["pod_port"].as_u64())
+            .expect("the echo identifier");
+        let gone = bpfctl_json(
+            &w,
+            w.bpffs_dir(),
+            &format!("ct delete --proto icmp --pod [{b_ip}]:{id} --remote [{server}]:0 --yes"),
+        );
+        assert_eq!(gone[0]["removed_flows"], 1, "ct delete: {gone}");
+        let pod_flows = |w: &World| bpfctl_json(w, w.bpffs_dir(), &format!("ct --pod {b_ip}"));
+        assert_eq!(pod_flows(&w), json!([]), "deleted");
+        assert!(pod1.succeeds(&["ping", "-6", "-c", "1", "-W", "2", &server]));
+        assert_eq!(
+            pod_flows(&w).as_array().map(Vec::len),
+            Some(1),
+            "a new flow"
+        );
+        let flushed = bpfctl_json(&w, w.bpffs_dir(), &format!("ct flush --pod {b_ip} --yes"));
+        assert_eq!(flushed[0]["removed_flows"], 1, "ct flush: {flushed}");
+        assert_eq!(pod_flows(&w), json!([]), "flushed");
     }
     assert_eq!(allocations6(&w).len(), 2);
     let bridge = text(

@@ -1,6 +1,6 @@
 //! The command line: what `smarter-bpfctl` accepts (clap definitions and the filters).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -114,17 +114,17 @@ pub enum CtAction {
         #[arg(long)]
         yes: bool,
     },
-    /// Remove exactly one flow.
+    /// Remove exactly one flow (IPv4, or a dual-stack pod's NAT66 flow).
     Delete {
-        /// Protocol.
+        /// Protocol (`icmp`: ICMPv6 echo for IPv6 addresses).
         #[arg(long, value_enum)]
         proto: Proto,
-        /// Pod side, `IP:PORT` (ICMP: the echo identifier as port).
+        /// Pod side, `IP:PORT` or `[IPv6]:PORT` (ICMP: the echo identifier as port).
         #[arg(long)]
-        pod: std::net::SocketAddrV4,
-        /// Remote side, `IP:PORT` (ICMP: port 0).
+        pod: std::net::SocketAddr,
+        /// Remote side, `IP:PORT` or `[IPv6]:PORT`, the pod side's family (ICMP: port 0).
         #[arg(long)]
-        remote: std::net::SocketAddrV4,
+        remote: std::net::SocketAddr,
         /// Really remove it.
         #[arg(long)]
         yes: bool,
@@ -143,7 +143,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    /// The IP protocol number.
+    /// The IP protocol number (IPv4's for ICMP).
     #[must_use]
     pub fn number(self) -> u8 {
         match self {
@@ -152,17 +152,29 @@ impl Proto {
             Self::Icmp => 1,
         }
     }
+
+    /// The conntrack protocol number of this protocol in `family` (ICMP in IPv6 is ICMPv6).
+    #[must_use]
+    pub fn number_in(self, ipv6: bool) -> u8 {
+        match self {
+            Self::Icmp if ipv6 => ICMPV6,
+            _ => self.number(),
+        }
+    }
 }
+
+/// ICMPv6's protocol number (NAT66 echo flows).
+const ICMPV6: u8 = 58;
 
 /// Conntrack filters (all must match).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Filter {
-    /// Pod address.
+    /// Pod address (IPv4, or a dual-stack pod's IPv6).
     #[arg(long)]
-    pub pod: Option<Ipv4Addr>,
-    /// Any address of the flow (pod, remote or NAT).
+    pub pod: Option<IpAddr>,
+    /// Any address of the flow (pod, remote or NAT; IPv4 or IPv6).
     #[arg(long)]
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<IpAddr>,
     /// Protocol.
     #[arg(long, value_enum)]
     pub proto: Option<Proto>,
@@ -172,46 +184,35 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether a flow matches.
+    /// Whether a flow matches (addresses of either family; an address filter of the other
+    /// family matches nothing).
     #[must_use]
     pub fn matches(
         &self,
         proto: u8,
-        pod: Ipv4Addr,
-        pod_port: u16,
-        remote: Ipv4Addr,
-        remote_port: u16,
-        nat: Option<(Ipv4Addr, u16)>,
+        (pod, pod_port): (IpAddr, u16),
+        (remote, remote_port): (IpAddr, u16),
+        nat: Option<(IpAddr, u16)>,
     ) -> bool {
         self.pod.is_none_or(|p| p == pod)
             && self
                 .addr
                 .is_none_or(|a| a == pod || a == remote || nat.is_some_and(|n| n.0 == a))
-            && self.proto.is_none_or(|p| p.number() == proto)
+            && self
+                .proto
+                .is_none_or(|p| p.number_in(pod.is_ipv6()) == proto)
             && self
                 .port
                 .is_none_or(|p| p == pod_port || p == remote_port || nat.is_some_and(|n| n.1 == p))
     }
 
-    /// Whether a NAT66 flow matches: the address filters are IPv4 and so match none; protocol
-    /// and port as for IPv4.
-    pub(super) fn matches_view6(&self, e: &CtEntryView<std::net::Ipv6Addr>) -> bool {
-        self.pod.is_none()
-            && self.addr.is_none()
-            && self.proto.is_none_or(|p| p.number() == e.proto)
-            && self
-                .port
-                .is_none_or(|p| p == e.pod_port || p == e.remote_port || p == e.nat_port)
-    }
-
-    pub(super) fn matches_view(&self, e: &CtEntryView) -> bool {
+    /// Whether an IPv4 or NAT66 flow matches.
+    pub(super) fn matches_view<A: Into<IpAddr> + Copy>(&self, e: &CtEntryView<A>) -> bool {
         self.matches(
             e.proto,
-            e.pod_ip,
-            e.pod_port,
-            e.remote_ip,
-            e.remote_port,
-            Some((e.nat_ip, e.nat_port)),
+            (e.pod_ip.into(), e.pod_port),
+            (e.remote_ip.into(), e.remote_port),
+            Some((e.nat_ip.into(), e.nat_port)),
         )
     }
 }
@@ -221,11 +222,11 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::time::Duration;
 
-    use super::Filter;
+    use super::{Filter, Proto};
     use crate::datapath::CtEntryView;
 
     #[test]
-    fn ipv4_address_filters_leave_nat66_flows_out_and_ports_apply() {
+    fn filters_match_nat66_flows_by_their_own_family() {
         let flow = CtEntryView {
             proto: 58,
             pod_ip: Ipv6Addr::new(0xfd00, 0xac27, 0, 0, 0, 0, 0, 2),
@@ -243,21 +244,36 @@ mod tests {
             proto: None,
             port: None,
         };
-        assert!(none.matches_view6(&flow));
+        assert!(none.matches_view(&flow));
         let pod = Filter {
-            pod: Some(Ipv4Addr::new(172, 39, 0, 2)),
+            pod: Some(Ipv4Addr::new(172, 39, 0, 2).into()),
             ..none.clone()
         };
-        assert!(!pod.matches_view6(&flow));
+        assert!(!pod.matches_view(&flow), "an IPv4 pod filter");
+        let pod6 = Filter {
+            pod: Some(flow.pod_ip.into()),
+            ..none.clone()
+        };
+        assert!(pod6.matches_view(&flow), "its own pod address");
+        let nat6 = Filter {
+            addr: Some(flow.nat_ip.into()),
+            ..none.clone()
+        };
+        assert!(nat6.matches_view(&flow), "its NAT66 address");
+        let echo = Filter {
+            proto: Some(Proto::Icmp),
+            ..none.clone()
+        };
+        assert!(echo.matches_view(&flow), "icmp is ICMPv6 for NAT66 flows");
         let nat_port = Filter {
             port: Some(61000),
             ..none.clone()
         };
-        assert!(nat_port.matches_view6(&flow));
+        assert!(nat_port.matches_view(&flow));
         let other_port = Filter {
             port: Some(80),
             ..none
         };
-        assert!(!other_port.matches_view6(&flow));
+        assert!(!other_port.matches_view(&flow));
     }
 }

@@ -113,7 +113,7 @@ fn ct_rows(n: &Net, filter: &super::args::Filter) -> Result<Vec<CtRow>, Datapath
         n.dp.flows6()?
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| filter.matches_view6(e))
+            .filter(|e| filter.matches_view(e))
             .map(|e| ct_row(&n.name, e)),
     );
     rows.sort_by(|a, b| {

@@ -1,47 +1,38 @@
 //! Careful conntrack writes: the flows are chosen by listing first (with the same filters as
-//! `ct`, NAT side included); nothing is removed without `--yes`, and then exactly the listed
-//! flows are removed (a flow that appeared meanwhile is left alone) and named in the answer.
+//! `ct`, NAT side included; IPv4 flows and dual-stack pods' NAT66 flows alike); nothing is
+//! removed without `--yes`, and then exactly the listed flows are removed (a flow that
+//! appeared meanwhile is left alone) and named in the answer.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::Failure;
-use super::args::{CtAction, Format};
+use super::args::{CtAction, Format, Proto};
 use super::discover::Net;
 use super::output::print;
 use super::rows::{WriteRow, proto_name};
 use crate::datapath::CtEntryView;
 
 /// The identity of a flow: protocol, pod side, remote side.
-type FlowKey = (u8, Ipv4Addr, u16, Ipv4Addr, u16);
+type FlowKey = (u8, IpAddr, u16, IpAddr, u16);
 
 /// `ct flush` and `ct delete`.
 pub(super) fn ct(fmt: Format, nets: &[&Net], action: &CtAction) -> Result<(), Failure> {
     match action {
-        CtAction::Flush { filter, yes } => {
-            apply(fmt, nets, *yes, "flush", |e| filter.matches_view(e))
-        }
+        CtAction::Flush { filter, yes } => apply(fmt, nets, *yes, "flush", &|k, nat| {
+            filter.matches(k.0, (k.1, k.2), (k.3, k.4), Some(nat))
+        }),
         CtAction::Delete {
             proto,
             pod,
             remote,
             yes,
         } => {
-            let key: FlowKey = (
-                proto.number(),
-                *pod.ip(),
-                pod.port(),
-                *remote.ip(),
-                remote.port(),
-            );
-            let exact = |e: &CtEntryView| flow_key(e) == key;
+            let key = exact_key(*proto, *pod, *remote)?;
+            let exact = |k: &FlowKey, _: (IpAddr, u16)| *k == key;
             let total: usize = nets
                 .iter()
-                .map(|n| {
-                    n.dp.flows()
-                        .map(|all| all.unwrap_or_default().iter().filter(|e| exact(e)).count())
-                        .map_err(|e| Failure::from_err(&n.name, &e))
-                })
+                .map(|n| listed(n, &exact).map(|keys| keys.len()))
                 .sum::<Result<usize, Failure>>()?;
             if total == 0 {
                 return Err(Failure::new(
@@ -52,17 +43,76 @@ pub(super) fn ct(fmt: Format, nets: &[&Net], action: &CtAction) -> Result<(), Fa
                     ),
                 ));
             }
-            apply(fmt, nets, *yes, "delete", exact)
+            apply(fmt, nets, *yes, "delete", &exact)
         }
     }
 }
 
-fn flow_key(e: &CtEntryView) -> FlowKey {
-    (e.proto, e.pod_ip, e.pod_port, e.remote_ip, e.remote_port)
+/// The flow `ct delete` names; both sides of one family.
+fn exact_key(proto: Proto, pod: SocketAddr, remote: SocketAddr) -> Result<FlowKey, Failure> {
+    if pod.is_ipv4() != remote.is_ipv4() {
+        return Err(Failure::new(
+            1,
+            format!(
+                "--pod {pod} and --remote {remote} are of different address families; nothing \
+                 changed"
+            ),
+        ));
+    }
+    Ok((
+        proto.number_in(pod.is_ipv6()),
+        pod.ip(),
+        pod.port(),
+        remote.ip(),
+        remote.port(),
+    ))
+}
+
+fn flow_key<A: Into<IpAddr> + Copy>(e: &CtEntryView<A>) -> FlowKey {
+    (
+        e.proto,
+        e.pod_ip.into(),
+        e.pod_port,
+        e.remote_ip.into(),
+        e.remote_port,
+    )
 }
 
 fn describe(k: &FlowKey) -> String {
-    format!("{} {}:{} -> {}:{}", proto_name(k.0), k.1, k.2, k.3, k.4)
+    let side = |ip: IpAddr, port: u16| SocketAddr::new(ip, port).to_string();
+    format!(
+        "{} {} -> {}",
+        proto_name(k.0),
+        side(k.1, k.2),
+        side(k.3, k.4)
+    )
+}
+
+/// What picks a flow: its key and its NAT side (address, port).
+type Chooser<'a> = &'a dyn Fn(&FlowKey, (IpAddr, u16)) -> bool;
+
+/// The flows of `n` (IPv4 and NAT66) `chosen` picks, sorted, without repeats.
+fn listed(n: &Net, chosen: Chooser<'_>) -> Result<Vec<FlowKey>, Failure> {
+    let fail = |e: &crate::datapath::DatapathError| Failure::from_err(&n.name, e);
+    let mut keys: Vec<FlowKey> =
+        n.dp.flows()
+            .map_err(|e| fail(&e))?
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| chosen(&flow_key(e), (e.nat_ip.into(), e.nat_port)))
+            .map(flow_key)
+            .collect();
+    keys.extend(
+        n.dp.flows6()
+            .map_err(|e| fail(&e))?
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| chosen(&flow_key(e), (e.nat_ip.into(), e.nat_port)))
+            .map(flow_key),
+    );
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(keys)
 }
 
 fn apply(
@@ -70,21 +120,11 @@ fn apply(
     nets: &[&Net],
     yes: bool,
     what: &str,
-    chosen: impl Fn(&CtEntryView) -> bool,
+    chosen: Chooser<'_>,
 ) -> Result<(), Failure> {
     let mut plan = Vec::new();
     for n in nets {
-        let mut keys: Vec<FlowKey> =
-            n.dp.flows()
-                .map_err(|e| Failure::from_err(&n.name, &e))?
-                .unwrap_or_default()
-                .iter()
-                .filter(|e| chosen(e))
-                .map(flow_key)
-                .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        plan.push((n.name.as_str(), &n.dp, keys));
+        plan.push((n.name.as_str(), &n.dp, listed(n, chosen)?));
     }
     if !yes {
         let listed: Vec<String> = plan
@@ -113,11 +153,21 @@ fn apply(
     let mut rows = Vec::new();
     for (name, dp, keys) in plan {
         let doomed: HashSet<FlowKey> = keys.iter().copied().collect();
-        let removed = dp
+        let pick = |p: u8, pip: IpAddr, pport: u16, rip: IpAddr, rport: u16| {
+            doomed.contains(&(p, pip, pport, rip, rport))
+        };
+        let mut removed = dp
             .forget_flows(&|p, pip, pport, rip, rport| {
-                doomed.contains(&(p, pip, pport, rip, rport))
+                pick(p, pip.into(), pport, rip.into(), rport)
             })
             .map_err(|e| Failure::from_err(name, &e))?;
+        if keys.iter().any(|k| k.1.is_ipv6()) {
+            removed += dp
+                .forget_flows6(&|p, pip, pport, rip, rport| {
+                    pick(p, pip.into(), pport, rip.into(), rport)
+                })
+                .map_err(|e| Failure::from_err(name, &e))?;
+        }
         let flows: Vec<String> = keys.iter().map(describe).collect();
         eprintln!(
             "smarter-bpfctl: {name}: removed {removed} flow(s){}",
@@ -134,4 +184,34 @@ fn apply(
         });
     }
     print(fmt, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::{Proto, describe, exact_key};
+
+    #[test]
+    fn delete_names_one_flow_of_one_family() {
+        let v4: SocketAddr = "172.39.0.5:40000".parse().unwrap();
+        let v6: SocketAddr = "[fd00:ac27::5]:7".parse().unwrap();
+        let remote6: SocketAddr = "[2001:db8::53]:0".parse().unwrap();
+        let err = exact_key(Proto::Udp, v4, remote6).unwrap_err();
+        assert_eq!(err.code, 1);
+        assert!(
+            err.message.contains("different address families"),
+            "{}",
+            err.message
+        );
+        let key = exact_key(Proto::Icmp, v6, remote6).unwrap();
+        assert_eq!(key.0, 58, "ICMP between IPv6 addresses is ICMPv6");
+        assert_eq!(key.1, "fd00:ac27::5".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            describe(&key),
+            "icmpv6 [fd00:ac27::5]:7 -> [2001:db8::53]:0"
+        );
+        let key4 = exact_key(Proto::Icmp, v4, "203.0.113.1:0".parse().unwrap()).unwrap();
+        assert_eq!(describe(&key4), "icmp 172.39.0.5:40000 -> 203.0.113.1:0");
+    }
 }

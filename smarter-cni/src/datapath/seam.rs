@@ -324,6 +324,19 @@ pub trait Datapath: fmt::Debug + Send {
         Ok(0)
     }
 
+    /// Forgets the NAT66 flows `doomed` picks, as [`Self::forget_flows`] the IPv4 ones; how
+    /// many went.
+    ///
+    /// # Errors
+    ///
+    /// When an entry cannot be removed.
+    fn forget_flows6(
+        &self,
+        _doomed: &dyn Fn(u8, std::net::Ipv6Addr, u16, std::net::Ipv6Addr, u16) -> bool,
+    ) -> Result<usize, DatapathError> {
+        Ok(0)
+    }
+
     /// Reports every packet to the drop stream while `on` (`smarter-bpfctl monitor
     /// --trace`); `false` when the driver cannot.
     ///

@@ -354,7 +354,7 @@ pub fn bpfctl_status(w: &World, pin_root: &Path) -> Value {
 }
 
 /// The JSON rows of `smarter-bpfctl <command> -o json` with `--bpffs-dir pin_root`, in the
-/// node.
+/// node (`command`: its words, split at whitespace).
 ///
 /// # Panics
 /// When it fails or prints no JSON.
@@ -366,7 +366,8 @@ pub fn bpfctl_json(w: &World, pin_root: &Path, command: &str) -> Value {
         .arg(pin_root)
         .arg("--state-dir")
         .arg(w.state_dir())
-        .args([command, "-o", "json"])
+        .args(command.split_whitespace())
+        .args(["-o", "json"])
         .output()
         .expect("run smarter-bpfctl");
     assert!(

@@ -207,6 +207,44 @@ impl EbpfDatapath {
         Ok(out)
     }
 
+    /// Removes the NAT66 flows (both sides) `doomed` picks by (protocol, pod address, pod
+    /// port, remote address, remote port); returns how many. For operators' careful flushes
+    /// (`smarter-bpfctl ct flush`).
+    ///
+    /// # Errors
+    ///
+    /// [`EbpfError::Map`] when a map cannot be read or an entry cannot be removed.
+    pub fn ct6_remove(
+        &self,
+        doomed: impl Fn(u8, Ipv6Addr, u16, Ipv6Addr, u16) -> bool,
+    ) -> Result<usize, EbpfError> {
+        let mut m = self.lock_maps();
+        let out: Vec<(Ct6Key, u16)> = m
+            .ct6_out
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| {
+                doomed(
+                    k.proto,
+                    k.a.into(),
+                    u16::from_be(k.a_port),
+                    k.b.into(),
+                    u16::from_be(k.b_port),
+                )
+            })
+            .map(|(k, v)| (k, v.port))
+            .collect();
+        for (k, port) in &out {
+            removed(
+                m.ct6_in.remove(&k.to_wire_side(*port)),
+                maps::CT6_IN,
+                "flow",
+            )?;
+            removed(m.ct6_out.remove(k), maps::CT6_OUT, "flow")?;
+        }
+        Ok(out.len())
+    }
+
     /// Removes the NAT66 conntrack entries of pod `ip6` (both sides). Returns how many flows.
     ///
     /// # Errors

@@ -205,6 +205,13 @@ impl Datapath for EbpfNetwork {
         Ok(self.dp.ct_remove(doomed)?)
     }
 
+    fn forget_flows6(
+        &self,
+        doomed: &dyn Fn(u8, Ipv6Addr, u16, Ipv6Addr, u16) -> bool,
+    ) -> Result<usize, DatapathError> {
+        Ok(self.dp.ct6_remove(doomed)?)
+    }
+
     fn set_trace(&self, on: bool) -> Result<bool, DatapathError> {
         self.dp.set_trace(on)?;
         Ok(true)
