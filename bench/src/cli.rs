@@ -22,8 +22,8 @@ pub struct Cli {
     pub out: PathBuf,
     /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`, `cri`) or data-plane
     /// workloads (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`,
-    /// `rr-lan`, `rr-lan-hostport`, `udp-l3`, `udp-clat`, `rr-clat`, `udp-nat6`, `rr-nat6`);
-    /// repeatable.
+    /// `rr-lan`, `rr-lan-hostport`, `udp-l3`, `udp-clat`, `rr-clat`, `udp-nat6`, `rr-nat6`,
+    /// `stream-nat6`); repeatable.
     #[arg(long)]
     pub only: Vec<String>,
     /// Repetitions of each data-plane workload (default 5; `--quick`: 1).

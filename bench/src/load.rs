@@ -296,10 +296,40 @@ pub fn iperf3(
     port: u16,
     secs: f64,
 ) -> anyhow::Result<f64> {
+    Ok(iperf3_stream(client, server, ip.into(), port, secs)?.gbps)
+}
+
+/// What one iperf3 stream did.
+pub struct Stream {
+    /// The receiver's Gbit/s.
+    pub gbps: f64,
+    /// Bytes the receiver got.
+    pub bytes: u64,
+    /// The client's address as the server saw it (`None`: the server's report was not read).
+    pub peer: Option<IpAddr>,
+}
+
+/// [`iperf3`] to an address of either family, with the bytes received and the client's
+/// address as the server saw it (its JSON report: the server exits after its one client).
+pub fn iperf3_stream(
+    client: &Netns,
+    server: &Netns,
+    ip: IpAddr,
+    port: u16,
+    secs: f64,
+) -> anyhow::Result<Stream> {
     let mut srv = server
         .command("iperf3")
-        .args(["-s", "-1", "-B", &ip.to_string(), "-p", &port.to_string()])
-        .stdout(Stdio::null())
+        .args([
+            "-s",
+            "-1",
+            "-J",
+            "-B",
+            &ip.to_string(),
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
@@ -316,14 +346,37 @@ pub fn iperf3(
             "-J",
         ])
         .output();
+    // The one-off server writes its report and exits once its client is done.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while matches!(srv.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = srv.kill();
+    let mut report = Vec::new();
+    if let Some(mut o) = srv.stdout.take() {
+        let _ = o.read_to_end(&mut report);
+    }
     let _ = srv.wait();
+    let peer = serde_json::from_slice::<serde_json::Value>(&report)
+        .ok()
+        .and_then(|v| {
+            v["start"]["connected"][0]["remote_host"]
+                .as_str()?
+                .parse()
+                .ok()
+        });
     let out = out?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v["end"]["sum_received"]["bits_per_second"]
+    let received = &v["end"]["sum_received"];
+    let gbps = received["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
-        .ok_or_else(|| anyhow::anyhow!("iperf3 gave no result: {}", v["error"]))
+        .ok_or_else(|| anyhow::anyhow!("iperf3 gave no result: {}", v["error"]))?;
+    Ok(Stream {
+        gbps,
+        bytes: received["bytes"].as_u64().unwrap_or_default(),
+        peer,
+    })
 }
 
 /// Whether iperf3 is installed (`cargo xtask setup` installs it).

@@ -170,7 +170,7 @@ impl Arena {
                 .as_ref()
                 .context("the CLAT world was not built")?
                 .measure(w, secs, port)?,
-            WorkloadId::UdpNat6 | WorkloadId::RrNat6 => match &self.nat6 {
+            WorkloadId::UdpNat6 | WorkloadId::RrNat6 | WorkloadId::StreamNat6 => match &self.nat6 {
                 Some(Ok(world)) => world.measure(w, secs, port)?,
                 Some(Err(e)) => anyhow::bail!("the NAT66 world could not be built: {e}"),
                 None => anyhow::bail!("the NAT66 world was not built"),

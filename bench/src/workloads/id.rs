@@ -37,11 +37,14 @@ pub enum WorkloadId {
     /// TCP request/response from a pod to the wan's IPv6 server over a dual-stack uplink
     /// (NAT66; the limit routed).
     RrNat6,
+    /// iperf3 TCP stream from a pod to the wan's IPv6 server over a dual-stack uplink (NAT66,
+    /// the pod's TSO super-packets included; the limit routed).
+    StreamNat6,
 }
 
 impl WorkloadId {
     /// Every workload, in report order (the ones before issue 25 first, in their old order).
-    pub const ALL: [WorkloadId; 13] = [
+    pub const ALL: [WorkloadId; 14] = [
         WorkloadId::StreamPod,
         WorkloadId::StreamNat,
         WorkloadId::RrPod,
@@ -55,6 +58,7 @@ impl WorkloadId {
         WorkloadId::RrClat,
         WorkloadId::UdpNat6,
         WorkloadId::RrNat6,
+        WorkloadId::StreamNat6,
     ];
 
     /// Short id (`--only`).
@@ -73,6 +77,7 @@ impl WorkloadId {
             WorkloadId::RrClat => "rr-clat",
             WorkloadId::UdpNat6 => "udp-nat6",
             WorkloadId::RrNat6 => "rr-nat6",
+            WorkloadId::StreamNat6 => "stream-nat6",
         }
     }
 
@@ -92,13 +97,14 @@ impl WorkloadId {
             WorkloadId::RrClat => "rr pod→IPv4 wan via CLAT + NAT64",
             WorkloadId::UdpNat6 => "udp pod→IPv6 wan (NAT66)",
             WorkloadId::RrNat6 => "rr pod→IPv6 wan (NAT66)",
+            WorkloadId::StreamNat6 => "stream pod→IPv6 wan (NAT66)",
         }
     }
 
     /// Unit of the figure.
     pub fn unit(self) -> &'static str {
         match self {
-            WorkloadId::StreamPod | WorkloadId::StreamNat => "Gbit/s",
+            WorkloadId::StreamPod | WorkloadId::StreamNat | WorkloadId::StreamNat6 => "Gbit/s",
             WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat | WorkloadId::UdpNat6 => {
                 "packets/s"
             }
@@ -115,7 +121,9 @@ impl WorkloadId {
     /// The unit of the CPU cost and how many of them one unit of the rate over one second is.
     pub fn cpu_unit(self) -> (&'static str, f64) {
         match self {
-            WorkloadId::StreamPod | WorkloadId::StreamNat => ("per Gbit", 1.0),
+            WorkloadId::StreamPod | WorkloadId::StreamNat | WorkloadId::StreamNat6 => {
+                ("per Gbit", 1.0)
+            }
             WorkloadId::UdpNat | WorkloadId::UdpL3 | WorkloadId::UdpClat | WorkloadId::UdpNat6 => {
                 ("per 100k packets", 1e-5)
             }
@@ -143,7 +151,10 @@ impl WorkloadId {
     /// Whether it runs in the contender's NAT66 world (dual-stack uplink). Every contender
     /// measures it.
     pub fn needs_nat6_world(self) -> bool {
-        matches!(self, WorkloadId::UdpNat6 | WorkloadId::RrNat6)
+        matches!(
+            self,
+            WorkloadId::UdpNat6 | WorkloadId::RrNat6 | WorkloadId::StreamNat6
+        )
     }
 
     /// Whether contender `kind` measures it. The CLAT workloads have three: smarter-ebpf (its

@@ -1,12 +1,13 @@
 //! The NAT66 workloads' world of one contender ([`Topology::Dual`]: the uplink dual-stack, one
-//! pod) and their measurements: UDP datagrams and TCP request/response from the pod to the
-//! wan's IPv6 server. Every figure is checked to be what it claims: for the NAT contenders the
+//! pod) and their measurements: UDP datagrams, TCP request/response and an iperf3 TCP stream
+//! from the pod to the wan's IPv6 server. Every figure is checked to be what it claims: for the NAT contenders the
 //! server saw the pod as the node's global address [`NODE_DUAL_IP6`] (so it was NATed on the
 //! node), for the limit as the pod's own global address (routed, not NATed); for smarter-ebpf
 //! the eBPF datapath's verdict counter of NATed traffic ([`NAT_OUT`], which counts both
 //! families: nothing in this world sends IPv4 while a workload runs) also grew by at least the
-//! datagrams or transactions (the traffic took the eBPF datapath, not the kernel's). What was
-//! checked is kept with the figure ([`Sample::path`]).
+//! datagrams or transactions, or, for the stream, by at least one packet per 64 KiB received
+//! (no TSO super-packet is larger): the traffic took the eBPF datapath, not the kernel's. What
+//! was checked is kept with the figure ([`Sample::path`]).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -20,11 +21,14 @@ use super::id::WorkloadId;
 use super::sample::Sample;
 use crate::contender::{Contender, Kind, Topology};
 use crate::error::At;
-use crate::load::{RrServer, rr, udp_via};
+use crate::load::{RrServer, iperf3_stream, rr, udp_via};
 use crate::profile::Profile;
 
 /// Port of the wan's request/response server in the NAT66 world.
 const RR_PORT: u16 = 7004;
+/// The most bytes one TSO super-packet carries: a stream's bytes need at least this many
+/// packets' worth of NAT66 verdicts.
+const GSO_MAX: u64 = 65_536;
 /// The eBPF datapath's verdict counter of pods' traffic NATed out of the node (`Verdict::NatOut`,
 /// both families). Nothing in the NAT66 world sends IPv4 while a workload runs, so its growth
 /// is the NAT66's.
@@ -93,11 +97,23 @@ impl Nat6World {
             WorkloadId::UdpNat6 => {
                 let sink = SocketAddr::from((WAN_SERVER_IP6, port));
                 let got = udp_via(self.c.ns(0), self.c.world.wan(), sink, sink, secs)?;
-                let path = self.check(got.source, got.received, before)?;
+                let path = self.check(got.source, (got.received, "datagrams"), before)?;
                 Sample {
                     value: got.per_s,
                     latency: None,
                     secs,
+                    path: Some(path),
+                }
+            }
+            WorkloadId::StreamNat6 => {
+                let (c, wan) = (&self.c, self.c.world.wan());
+                let got = iperf3_stream(c.ns(0), wan, WAN_SERVER_IP6.into(), port, secs)?;
+                let least = got.bytes.div_ceil(GSO_MAX);
+                let path = self.check(got.peer, (least, "64 KiB segments received"), before)?;
+                Sample {
+                    value: got.gbps,
+                    latency: None,
+                    secs: secs.ceil().max(1.0),
                     path: Some(path),
                 }
             }
@@ -109,7 +125,8 @@ impl Nat6World {
                 )?;
                 // `rr` counts transactions over at least `secs`.
                 let done = (r.per_s * secs).floor() as u64;
-                let path = self.check(self.server.last_peer_ip(), done, before)?;
+                let path =
+                    self.check(self.server.last_peer_ip(), (done, "transactions"), before)?;
                 Sample {
                     value: r.per_s,
                     latency: Some((r.p50_us, r.p99_us)),
@@ -135,11 +152,16 @@ impl Nat6World {
             .sum())
     }
 
-    /// Checks that what `done` datagrams or transactions of pod 0 came as (`seen`) is the
-    /// node's global address (the limit: the pod's own) and, for smarter-ebpf, that its NAT66
-    /// counter counted at least `done` packets since `before`; returns what was checked, in
-    /// words.
-    fn check(&self, seen: Option<IpAddr>, done: u64, before: u64) -> anyhow::Result<String> {
+    /// Checks that what pod 0 came as (`seen`) is the node's global address (the limit: the
+    /// pod's own) and, for smarter-ebpf, that its NAT counter counted at least `done.0`
+    /// packets (`done.1` says of what) since `before`; returns what was checked, in words.
+    fn check(
+        &self,
+        seen: Option<IpAddr>,
+        done: (u64, &str),
+        before: u64,
+    ) -> anyhow::Result<String> {
+        let (done, what) = done;
         let want = match self.c.kind {
             Kind::Limit => self.pod6,
             _ => NODE_DUAL_IP6,
@@ -170,13 +192,13 @@ impl Nat6World {
                 let counter = NAT_OUT;
                 anyhow::ensure!(
                     out >= done,
-                    "smarter-ebpf's {counter} counted {out} packets for {done} datagrams or \
-                     transactions: the traffic did not take its NAT66"
+                    "smarter-ebpf's {counter} counted {out} packets for {done} {what}: the \
+                     traffic did not take its NAT66"
                 );
                 format!(
                     "smarter-ebpf's NAT66 (ipv6: auto): {counter} +{out} packets for {done} \
-                     datagrams or transactions; pod {pod} → {server}, the server saw \
-                     {seen_text} (the node's global address)"
+                     {what}; pod {pod} → {server}, the server saw {seen_text} (the node's \
+                     global address)"
                 )
             }
             Kind::Limit => format!(
