@@ -14,9 +14,8 @@ pub struct BenchArgs {
     /// A short smoke run (checks the harness, not the speed).
     #[arg(long)]
     quick: bool,
-    /// Only these stages (`workloads`, `edge`, `scaling`, `control`, `memory`) or workloads
-    /// (`stream-pod`, `stream-nat`, `rr-pod`, `crr-nat`, `udp-nat`, `rr-hostport`, `rr-lan`,
-    /// `rr-lan-hostport`, `udp-l3`, `udp-clat`, `rr-clat`); repeatable.
+    /// Only these stages or data-plane workloads (their ids: `smarter-bench --help`);
+    /// repeatable.
     #[arg(long)]
     only: Vec<String>,
     /// Repetitions of each data-plane workload.
