@@ -66,7 +66,7 @@ fn quick_run_writes_valid_results() {
     assert_eq!(names, ["default", "edge"]);
     for p in profiles {
         let workloads = p["workloads"].as_array().unwrap();
-        assert_eq!(workloads.len(), 13, "{}: {workloads:?}", p["profile"]);
+        assert_eq!(workloads.len(), 14, "{}: {workloads:?}", p["profile"]);
         for w in workloads {
             let contenders = w["contenders"].as_object().unwrap();
             // The CLAT workloads have no smarter-iptables: nftables cannot translate.
@@ -98,7 +98,7 @@ fn quick_run_writes_valid_results() {
                     assert!(path(c).contains("the node's global address"), "{c}");
                 }
                 assert!(path("reference").contains("ip6tables masquerade"));
-                // `nat_out6`, or `nat_out` when the datapath counts both families as one.
+                // `nat_out` counts both families' NAT.
                 assert!(path("smarter-ebpf").contains("nat_out"), "{}", w["name"]);
                 assert!(path("limit").contains("native IPv6"), "{}", w["name"]);
             }
