@@ -251,23 +251,9 @@ impl EbpfDatapath {
     ///
     /// [`EbpfError::Map`] when a map cannot be read or an entry cannot be removed.
     pub fn ct6_flush_pod(&self, ip6: Ipv6Addr) -> Result<usize, EbpfError> {
+        let flows = self.ct6_remove(|_, pod, _, _, _| pod == ip6)?;
         let a = ip6.octets();
         let mut m = self.lock_maps();
-        let out: Vec<(Ct6Key, u16)> = m
-            .ct6_out
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(k, _)| k.a == a)
-            .map(|(k, v)| (k, v.port))
-            .collect();
-        for (k, port) in &out {
-            removed(
-                m.ct6_in.remove(&k.to_wire_side(*port)),
-                maps::CT6_IN,
-                "flow",
-            )?;
-            removed(m.ct6_out.remove(k), maps::CT6_OUT, "flow")?;
-        }
         let orphans: Vec<Ct6Key> = m
             .ct6_in
             .iter()
@@ -278,7 +264,7 @@ impl EbpfDatapath {
         for k in &orphans {
             removed(m.ct6_in.remove(k), maps::CT6_IN, "flow")?;
         }
-        Ok(out.len())
+        Ok(flows)
     }
 
     /// Removes NAT66 flows idle for longer than their timeout (`slots`, as
