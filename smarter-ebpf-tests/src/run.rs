@@ -4,13 +4,14 @@
 
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+    programs::{TestRun as _, TestRunOptions},
 };
 
 /// Runs `prog` on `packet` (BPF_PROG_TEST_RUN): its verdict and the packet it leaves.
 ///
 /// # Panics
-/// When the kernel refuses the run (see [`try_run`]) or `prog` is not a loaded classifier.
+/// When the kernel refuses the run (see [`try_run`]) or `prog` is not a classifier the
+/// verifier accepts (it is loaded on first use, [`crate::world::classifier`]).
 pub fn run(ebpf: &mut Ebpf, prog: &str, packet: &[u8]) -> (u32, Vec<u8>) {
     try_run(ebpf, prog, packet)
         .unwrap_or_else(|| panic!("BPF_PROG_TEST_RUN refused {} bytes", packet.len()))
@@ -32,7 +33,7 @@ fn run_with(
     packet: &[u8],
     ctx: Option<&[u8]>,
 ) -> Option<(u32, Vec<u8>)> {
-    let prog: &mut SchedClassifier = ebpf.program_mut(prog).unwrap().try_into().unwrap();
+    let prog = crate::world::classifier(ebpf, prog);
     let mut out = vec![0u8; packet.len() + 256];
     let r = prog
         .test_run(TestRunOptions {

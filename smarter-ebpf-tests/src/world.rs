@@ -11,7 +11,7 @@ use aya::{
 };
 use smarter_cni::datapath::ebpf::EBPF_OBJECT;
 use smarter_common::{
-    EndpointKey, EndpointValue, NetConfig, UplinkValue, Verdict, VerdictStats, maps, progs,
+    EndpointKey, EndpointValue, NetConfig, UplinkValue, Verdict, VerdictStats, maps,
 };
 
 use crate::{PEER, PEER_MAC, POD, POD_MAC, REMOTE, REMOTE_MAC, UPLINK, UPLINK_IF};
@@ -21,7 +21,8 @@ fn ne(o: [u8; 4]) -> u32 {
     u32::from_ne_bytes(o)
 }
 
-/// The object loaded with every program, endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
+/// The object loaded (its maps created, no program verified yet: [`classifier`] loads each on
+/// first use), endpoints [`POD`] (ifindex 1) and [`PEER`] (ifindex
 /// 4242) with their ports' `ep_ifaces` entries, the 172.39.0.0/16 network and a deny range
 /// 10.0.0.0/8, the uplink address 198.51.100.2 and the gateway as node addresses;
 /// `uplink_ifindex` 0 = no external interface (no SNAT).
@@ -31,11 +32,6 @@ fn ne(o: [u8; 4]) -> u32 {
 #[must_use]
 pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
     let mut ebpf = Ebpf::load(EBPF_OBJECT).expect("the kernel accepts the object");
-    for name in progs::ALL {
-        let prog: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-        prog.load()
-            .unwrap_or_else(|e| panic!("the verifier accepts {name}: {e:?}"));
-    }
     let mut eps: HashMap<_, EndpointKey, EndpointValue> =
         HashMap::try_from(ebpf.map_mut(maps::ENDPOINTS).unwrap()).unwrap();
     for (ip, ifindex, mac) in [(POD, 1, POD_MAC), (PEER, 4242, PEER_MAC)] {
@@ -84,6 +80,26 @@ pub fn world_with_uplink(uplink_ifindex: u32) -> Ebpf {
         LpmTrie::try_from(ebpf.map_mut(maps::DENY).unwrap()).unwrap();
     deny.insert(&Key::new(8, ne([10, 0, 0, 0])), 1, 0).unwrap();
     ebpf
+}
+
+/// Program `name` of `ebpf`, verified and loaded on its first use: a test pays the verifier for
+/// the programs it runs only. In the TCG guests of `cargo xtask vm-test` the whole object
+/// costs seconds a test; every program's acceptance has its own tests (`ebpf_programs`, the
+/// fuzz tables over `progs::ALL`).
+///
+/// # Panics
+/// When `ebpf` has no classifier `name` or the verifier refuses it.
+pub fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut SchedClassifier {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("program {name} missing"))
+        .try_into()
+        .unwrap();
+    if prog.fd().is_err() {
+        prog.load()
+            .unwrap_or_else(|e| panic!("the verifier accepts {name}: {e:?}"));
+    }
+    prog
 }
 
 /// The packets counted under `v` (summed over the CPUs).

@@ -7,7 +7,6 @@ use std::net::Ipv6Addr;
 use aya::{
     Ebpf,
     maps::{Array, HashMap, ProgramArray},
-    programs::SchedClassifier,
 };
 use smarter_common::{
     EndpointValue, NetConfig, maps, progs,
@@ -29,14 +28,14 @@ pub const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 /// A remote host beyond the uplink (a static neighbour in [`in_private_netns6`]).
 pub const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 7);
 
-/// Puts the tail-called programs of `ebpf` (loaded) into their slots.
+/// Puts the tail-called programs of `ebpf` into their slots (loading them first).
 ///
 /// # Panics
 /// When a program is missing or the array update fails.
 pub fn fill_tails(ebpf: &mut Ebpf) {
     let mut fds = Vec::new();
     for (name, slot) in progs::TAILS {
-        let prog: &SchedClassifier = ebpf.program(name).unwrap().try_into().unwrap();
+        let prog = crate::world::classifier(ebpf, name);
         fds.push((slot, prog.fd().unwrap().try_clone().unwrap()));
     }
     let mut tails = ProgramArray::try_from(ebpf.map_mut(maps::TAILS).unwrap()).unwrap();

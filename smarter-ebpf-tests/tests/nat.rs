@@ -6,11 +6,11 @@
 use aya::{
     Ebpf,
     maps::{Array, HashMap},
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{TestRun, TestRunOptions},
 };
 use smarter_common::{CtKey, CtValue, NetConfig, Verdict, maps, progs};
 use smarter_ebpf_tests::run::{run, xorshift};
-use smarter_ebpf_tests::world::{count, in_private_netns, world_with_uplink};
+use smarter_ebpf_tests::world::{classifier, count, in_private_netns, world_with_uplink};
 use smarter_ebpf_tests::{
     GW_MAC, HELLO, POD, POD_MAC, REDIRECT, REMOTE, REMOTE_MAC, UPLINK, UPLINK_IF, root_or_skip,
 };
@@ -175,7 +175,7 @@ fn snat_and_reverse_nat_rewrite_with_valid_checksums() {
 
         // Cost of an established flow's SNAT (kernel-measured average, reported, not asserted).
         let est = packet(POD, REMOTE, 17, udp(40000, 53, HELLO), Some(6));
-        let prog: &mut SchedClassifier = ebpf.program_mut(progs::POD).unwrap().try_into().unwrap();
+        let prog = classifier(&mut ebpf, progs::POD);
         let mut out = vec![0u8; est.len() + 256];
         let r = prog
             .test_run(TestRunOptions {
@@ -229,8 +229,7 @@ fn mutated_nat_packets_get_defined_verdicts() {
                 p.truncate(14 + (next() as usize) % (p.len() - 14));
             }
             for prog in progs::ALL {
-                let prog_ref: &mut SchedClassifier =
-                    ebpf.program_mut(prog).unwrap().try_into().unwrap();
+                let prog_ref = classifier(&mut ebpf, prog);
                 let mut out = vec![0u8; p.len() + 256];
                 let Ok(r) = prog_ref.test_run(TestRunOptions {
                     data_in: Some(&p),

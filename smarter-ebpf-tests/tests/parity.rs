@@ -6,11 +6,11 @@
 use aya::{
     Ebpf,
     maps::HashMap,
-    programs::{SchedClassifier, TestRun, TestRunOptions},
+    programs::{TestRun, TestRunOptions},
 };
 use smarter_common::{EndpointKey, EndpointValue, Verdict, maps, progs};
 use smarter_ebpf_tests::run::{run, xorshift};
-use smarter_ebpf_tests::world::{count, in_private_netns, world_with_uplink};
+use smarter_ebpf_tests::world::{classifier, count, in_private_netns, world_with_uplink};
 use smarter_ebpf_tests::{
     GW_MAC, HELLO, OK, POD, POD_MAC, REDIRECT, REMOTE, SHOT, UPLINK, UPLINK_IF, root_or_skip,
 };
@@ -460,8 +460,7 @@ fn mutated_packets_never_leave_with_a_pod_source() {
                 }
             }
             for prog in [progs::POD, progs::EGRESS] {
-                let prog_ref: &mut SchedClassifier =
-                    ebpf.program_mut(prog).unwrap().try_into().unwrap();
+                let prog_ref = classifier(&mut ebpf, prog);
                 let mut out = vec![0u8; p.len() + 256];
                 let Ok(r) = prog_ref.test_run(TestRunOptions {
                     data_in: Some(&p),
