@@ -99,6 +99,13 @@ fn main() -> Result<()> {
         }
         Task::Test { no_vm, args } => {
             setup::setup(&root)?;
+            let vm = !no_vm && nix::unistd::geteuid().is_root();
+            // The guests' cross build runs beside the workspace tests, at SCHED_IDLE.
+            let pending = if vm {
+                Some(vm::start_build(&root)?)
+            } else {
+                None
+            };
             let skip_log = release_dir(&root).with_file_name("test-skips.log");
             let _ = std::fs::remove_file(&skip_log);
             run::cargo(&root, ["test", "--workspace"], &args)
@@ -108,11 +115,11 @@ fn main() -> Result<()> {
             if no_vm {
                 return Ok(());
             }
-            if !nix::unistd::geteuid().is_root() {
+            if !vm {
                 println!("SKIP vm-test: the QEMU guests need root (apt, namespaces in them)");
                 return Ok(());
             }
-            vm::vm_test(&root, &vm::VmArgs::default())
+            vm::vm_test_with(&root, &vm::VmArgs::default(), pending)
         }
         Task::Demo { args } => {
             setup::setup(&root)?;

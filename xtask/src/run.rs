@@ -4,6 +4,7 @@ use std::{
     ffi::{OsStr, OsString},
     path::Path,
     process::{Command, Stdio},
+    sync::atomic::AtomicI32,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -131,12 +132,72 @@ impl Cmd {
         Ok(text)
     }
 
+    /// Runs in the background of other work: in its own process group (the group id, its pid,
+    /// goes to `pid` once it runs, so [`kill_group`] stops it and the compilers it started)
+    /// and at `SCHED_IDLE` (it gets only the CPU time nothing else wants), with stderr written
+    /// to `log` and returned. An error unless it exits successfully, naming the log.
+    pub fn stderr_in_background(mut self, log: &Path, pid: &AtomicI32) -> Result<String> {
+        use std::os::unix::process::CommandExt as _;
+        let line = self.describe();
+        println!(
+            "$ {line}  (in the background at SCHED_IDLE; stderr: {})",
+            log.display()
+        );
+        let file = std::fs::File::create(log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        self.inner
+            .process_group(0)
+            .stderr(file)
+            .stdout(Stdio::null());
+        // SAFETY: only sched_setscheduler(2), async-signal-safe, between fork and exec.
+        unsafe {
+            self.inner.pre_exec(|| {
+                let param = nix::libc::sched_param { sched_priority: 0 };
+                if nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &raw const param) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = self
+            .inner
+            .spawn()
+            .with_context(|| format!("cannot run `{line}`"))?;
+        pid.store(
+            i32::try_from(child.id()).unwrap_or(0),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        let status = child.wait()?;
+        pid.store(0, std::sync::atomic::Ordering::SeqCst);
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if !status.success() {
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+            bail!("`{line}` failed ({status}); its output: {}", log.display());
+        }
+        Ok(text)
+    }
+
     /// Runs quietly (a probe, not printed) and returns trimmed stdout if it succeeded.
     pub fn probe(mut self) -> Option<String> {
         let out = self.inner.stderr(Stdio::null()).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+/// Sends SIGTERM to process group `pid` (from [`Cmd::stderr_in_background`]) if it still
+/// runs (`pid` is 0 once it ended).
+pub fn kill_group(pid: &AtomicI32) {
+    let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 

@@ -3,12 +3,20 @@
 //! both CPUs busy across the three targets), statically linked, checked to be static ELF
 //! files of the right machine.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::AtomicI32},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Result, bail};
 
 use super::{TESTS, guest::GuestTest};
-use crate::image::{self, Arch};
+use crate::{
+    image::{self, Arch, Platform, Target},
+    run::Cmd,
+};
 
 /// What one architecture's guest runs: its tests and the plugin, agent, bpfctl and DNS
 /// binaries.
@@ -19,14 +27,81 @@ pub struct Built {
     pub bins: Vec<PathBuf>,
 }
 
+/// The directory the guests' builds use (`CARGO_TARGET_DIR` honoured): a target directory of
+/// their own, so that a cross build running beside `cargo test --workspace` never waits for
+/// its lock (nor makes it wait).
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("vm-test")
+        .join("build")
+}
+
 /// `cargo test --no-run` of [`TESTS`] for every one of `arches`' static targets in one
-/// invocation (`CARGO_TARGET_DIR`, debug profile without debug info).
+/// invocation (debug profile without debug info, in [`target_dir`]).
 ///
 /// # Errors
 /// When the build fails, or an executable is missing, ambiguous or not static.
 pub fn cross_build(root: &Path, arches: &[Arch]) -> Result<Vec<Built>> {
+    let (cmd, targets) = command(root, arches)?;
+    executables(root, &cmd.stderr_of()?, targets)
+}
+
+/// A [`cross_build`] running in the background, at `SCHED_IDLE`, while the workspace tests
+/// run: they leave the CPUs idle much of the time (namespaces, timeouts), which the build
+/// fills. Dropping it stops the build.
+pub struct Pending {
+    pid: Arc<AtomicI32>,
+    started: Instant,
+    thread: Option<JoinHandle<Result<Vec<Built>>>>,
+}
+
+impl Pending {
+    /// Starts the cross build for `arches`; its stderr goes to `log`.
+    ///
+    /// # Errors
+    /// When a target's toolchain cannot be found.
+    pub fn start(root: &Path, arches: &[Arch], log: PathBuf) -> Result<Self> {
+        let (cmd, targets) = command(root, arches)?;
+        let pid = Arc::new(AtomicI32::new(0));
+        let (root, group) = (root.to_owned(), pid.clone());
+        let thread = std::thread::spawn(move || {
+            let stderr = cmd.stderr_in_background(&log, &group)?;
+            executables(&root, &stderr, targets)
+        });
+        Ok(Self {
+            pid,
+            started: Instant::now(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits for the build: what it built, and its wall time since [`Pending::start`].
+    ///
+    /// # Errors
+    /// As [`cross_build`].
+    pub fn wait(mut self) -> Result<(Vec<Built>, Duration)> {
+        let thread = self.thread.take().expect("waited once");
+        let built = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the cross build's thread panicked"))??;
+        Ok((built, self.started.elapsed()))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            crate::run::kill_group(&self.pid);
+        }
+    }
+}
+
+/// The cargo command of a cross build and the targets it builds.
+fn command(root: &Path, arches: &[Arch]) -> Result<(Cmd, Vec<(Platform, Target)>)> {
     let mut cmd = crate::run::cargo(root, ["test", "--no-run", "--locked"], &[])
-        .env("CARGO_PROFILE_DEV_DEBUG", "0");
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_TARGET_DIR", target_dir(root));
     let mut targets = Vec::new();
     for &arch in arches {
         let p = arch.platform();
@@ -42,14 +117,17 @@ pub fn cross_build(root: &Path, arches: &[Arch]) -> Result<Vec<Built>> {
     for (_, name, _, _) in TESTS {
         cmd = cmd.args(["--test", name]);
     }
-    let stderr = cmd.stderr_of()?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok((cmd, targets))
+}
+
+/// Every target's test executables (from cargo's `stderr`) and binaries, checked to be static
+/// ELF files of its machine.
+fn executables(root: &Path, stderr: &str, targets: Vec<(Platform, Target)>) -> Result<Vec<Built>> {
     let mut built = Vec::new();
     for (p, t) in targets {
         let mut tests = Vec::new();
         for (_, name, args, jit_off) in TESTS {
-            let path = test_executable(root, &stderr, &t.triple, name)?;
+            let path = test_executable(root, stderr, &t.triple, name)?;
             image::check_static_elf(&path, p.elf_machine)?;
             tests.push(GuestTest {
                 name: name.to_owned(),
@@ -59,7 +137,7 @@ pub fn cross_build(root: &Path, arches: &[Arch]) -> Result<Vec<Built>> {
                 env: Vec::new(),
             });
         }
-        let out = target_dir.join(&t.triple).join("debug");
+        let out = target_dir(root).join(&t.triple).join("debug");
         let mut bins = Vec::new();
         for name in image::BINARIES {
             let bin = out.join(name);

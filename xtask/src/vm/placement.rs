@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn the_default_splits_the_suite_over_arm64_and_armhf() {
-        let e = entries(&["arm64", "armhf:conformance_failover"]);
+        let e = crate::vm::VmArgs::default().conformance;
         let arm64 = Placement::of(&e, &["arm64", "aarch64"]);
         assert!(arm64.whole && arm64.runs());
         assert_eq!(
@@ -73,6 +73,8 @@ mod tests {
             [
                 "--skip",
                 "conformance_failover",
+                "--skip",
+                "conformance_lan",
                 "--skip",
                 "conformance_eth",
                 "--exact"
@@ -82,7 +84,7 @@ mod tests {
         assert!(!armhf.whole && armhf.runs());
         assert_eq!(
             armhf.libtest_args(false),
-            ["conformance_failover", "--exact"]
+            ["conformance_failover", "conformance_lan", "--exact"]
         );
         let amd64 = Placement::of(&e, &["amd64", "x86_64"]);
         assert!(!amd64.runs());
