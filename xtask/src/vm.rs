@@ -8,7 +8,9 @@
 //! 2. the test executables of [`TESTS`] cross-built statically for every architecture by one
 //!    `cargo test --no-run --target <triple>…` ([`build`]: the same sources and the same
 //!    behaviour table as on the host; the target and linker choice is `cargo xtask image`'s),
-//!    with the plugin, agent, bpfctl and DNS binaries beside them;
+//!    with the plugin, agent, bpfctl and DNS binaries beside them, in `target/vm-test/build`
+//!    (under `cargo xtask test` started before the workspace tests and run beside them at
+//!    `SCHED_IDLE`: [`start_build`]);
 //! 3. per architecture, an initramfs ([`initramfs`]) holding those at the absolute paths they
 //!    were built at (`CARGO_BIN_EXE_*` holds in the guest), the tools and the kernel modules;
 //! 4. the guests booted side by side (`--jobs`, one per host CPU by default: each is one
