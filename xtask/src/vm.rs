@@ -77,6 +77,12 @@ pub const TESTS: [(&str, &str, &[&str], Option<&str>); 15] = [
 ];
 /// Host packages the guests need (the cross compilers come from `image`'s list).
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "qemu-system-x86", "kmod", "binutils"];
+/// `--conformance`'s default (the flag and [`VmArgs::default`], which `cargo xtask test` runs).
+const DEFAULT_CONFORMANCE: [&str; 3] = [
+    "arm64",
+    "armhf:conformance_failover",
+    "armhf:conformance_lan",
+];
 /// Guest architectures in the default order, which is also the boot order: the two longest
 /// guests first, so that on a 2-CPU host amd64 follows whichever ends first.
 const ALL: [Arch; 3] = [Arch::Armv7, Arch::Arm64, Arch::Amd64];
@@ -95,11 +101,7 @@ pub struct VmArgs {
     /// suite; `ARCH:TEST` runs that one test of it there instead of in the `ARCH` guests (the
     /// default, `arm64,armhf:conformance_failover,armhf:conformance_lan`, balances the two CPU
     /// lanes for CI's budget; see docs/testing.md).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_values = ["arm64", "armhf:conformance_failover", "armhf:conformance_lan"]
-    )]
+    #[arg(long, value_delimiter = ',', default_values = DEFAULT_CONFORMANCE)]
     pub conformance: Vec<String>,
     /// Only the conformance cases whose description contains this (`CONFORMANCE_FILTER`;
     /// empty: every topology's whole matrix).
@@ -124,11 +126,7 @@ impl Default for VmArgs {
         Self {
             arch: ALL.to_vec(),
             btf: Btf::Auto,
-            conformance: vec![
-                "arm64".into(),
-                "armhf:conformance_failover".into(),
-                "armhf:conformance_lan".into(),
-            ],
+            conformance: DEFAULT_CONFORMANCE.map(String::from).to_vec(),
             conformance_filter: String::new(),
             conformance_eth: false,
             timeout: 2400,
